@@ -1,0 +1,24 @@
+/**
+ * Errors a user caused (bad file, bad flag, impossible budget). The CLI prints `message` on one line and
+ * exits with code 2; anything else escaping is a bug and keeps its stack trace.
+ */
+export class UserError extends Error {
+  readonly exitCode = 2;
+  constructor(
+    message: string,
+    readonly file?: string,
+    readonly node?: string,
+  ) {
+    super(UserError.format(message, file, node));
+    this.name = 'UserError';
+  }
+
+  private static format(message: string, file?: string, node?: string): string {
+    const where = [file, node ? `node '${node}'` : undefined].filter(Boolean).join(': ');
+    return (where ? `${where}: ` : '') + message.replace(/\s*\n\s*/g, ' ');
+  }
+}
+
+export function isUserError(e: unknown): e is UserError {
+  return e instanceof UserError;
+}
