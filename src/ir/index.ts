@@ -1,0 +1,10 @@
+export { AttributeType, intAttr, intsAttr, floatAttr, floatsAttr, stringAttr, tensorAttr } from './attribute.js';
+export type { Attribute, AttributeValue, Int } from './attribute.js';
+export { DataType, dataTypeName, ortTypeName, type TypedArray } from './data-type.js';
+export { Graph, Node, Value, intToNumber, type Use } from './graph.js';
+export { loadModel, decodeModel, type LoadOptions } from './load.js';
+export { Model, type OpsetImport } from './model.js';
+export { saveModel, serializeModel, type SaveOptions } from './save.js';
+export { Tensor } from './tensor.js';
+export { tensorType, shapeToString, staticSize, type Dim, type ValueType } from './types.js';
+export { verifyModel, assertValid } from './verify.js';

@@ -1,0 +1,270 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import Long from 'long';
+import { UserError } from '../errors.js';
+import { AttributeType, type Attribute, type Int } from './attribute.js';
+import { readExternal, resolveExternalLocation, parseExternalEntries } from './external-data.js';
+import { Graph, Node, Value } from './graph.js';
+import { Model } from './model.js';
+import { ModelProtoType } from './onnx-schema.js';
+import { Tensor, toSafeNumber, type ExternalReader, type TensorProtoLike } from './tensor.js';
+import type { Dim, ValueType } from './types.js';
+
+/* eslint-disable @typescript-eslint/no-explicit-any -- decoded protobuf messages are dynamically shaped */
+type Msg = Record<string, any>;
+
+export interface LoadOptions {
+  /** Folder that external data locations are relative to (default: the model file's folder). */
+  baseDir?: string;
+  /** Name used in error messages when loading from bytes. */
+  name?: string;
+}
+
+/** Largest model file we agree to read: protobuf itself caps messages at 2 GiB. */
+const MAX_MODEL_BYTES = 2 ** 31;
+
+/** Reads an ONNX file. Any problem with the file becomes a one-line UserError naming it. */
+export function loadModel(file: string, options: LoadOptions = {}): Model {
+  let bytes: Buffer;
+  try {
+    const st = fs.statSync(file);
+    if (!st.isFile()) throw new UserError('not a regular file', file);
+    if (st.size > MAX_MODEL_BYTES) throw new UserError(`file is ${st.size} bytes, over the 2 GiB protobuf limit`, file);
+    bytes = fs.readFileSync(file);
+  } catch (e) {
+    if (e instanceof UserError) throw e;
+    throw new UserError(`cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, file);
+  }
+  const model = decodeModel(bytes, { baseDir: options.baseDir ?? path.dirname(path.resolve(file)), name: file });
+  model.sourcePath = file;
+  return model;
+}
+
+/** Decodes an ONNX model from bytes (the bytes are referenced, not copied: raw tensor data stays a view). */
+export function decodeModel(bytes: Uint8Array, options: LoadOptions = {}): Model {
+  const where = options.name ?? '<bytes>';
+  if (bytes.length === 0) throw new UserError('empty file, not an ONNX model', where);
+  let proto: Msg;
+  try {
+    proto = ModelProtoType.decode(bytes) as unknown as Msg;
+  } catch (e) {
+    throw new UserError(`not a valid ONNX protobuf (${describeDecodeError(e)})`, where);
+  }
+  try {
+    return buildModel(proto, options.baseDir);
+  } catch (e) {
+    if (e instanceof UserError) throw e;
+    if (e instanceof RangeError) throw new UserError(`model is nested too deeply to read (${e.message})`, where);
+    const err = e as Error & { node?: string };
+    throw new UserError(err.message, where, err.node);
+  }
+}
+
+function describeDecodeError(e: unknown): string {
+  if (e instanceof RangeError) return 'nested too deeply';
+  const msg = (e as Error).message ?? String(e);
+  return msg.split('\n')[0]!;
+}
+
+function has(m: Msg, field: string): boolean {
+  return Object.prototype.hasOwnProperty.call(m, field);
+}
+
+function buildModel(p: Msg, baseDir: string | undefined): Model {
+  if (!p.graph) throw new Error('the model has no graph');
+  const reader: ExternalReader | undefined = baseDir
+    ? (entries, name, expected) => readExternal(baseDir, entries, name, expected)
+    : undefined;
+  const graph = buildGraph(p.graph, undefined, reader, baseDir);
+  const model = new Model(graph);
+  if (has(p, 'ir_version')) model.irVersion = toSafeNumber(p.ir_version, 'ir_version');
+  model.opsetImports = (p.opset_import ?? []).map((o: Msg) => ({
+    domain: o.domain ?? '',
+    version: toSafeNumber(o.version ?? 0, 'opset version'),
+    ...(has(o, 'domain') && o.domain === '' ? { explicitDomain: true } : {}),
+  }));
+  if (has(p, 'producer_name')) model.producerName = p.producer_name;
+  if (has(p, 'producer_version')) model.producerVersion = p.producer_version;
+  if (has(p, 'domain')) model.domain = p.domain;
+  if (has(p, 'model_version')) model.modelVersion = toSafeNumber(p.model_version, 'model_version');
+  if (has(p, 'doc_string')) model.docString = p.doc_string;
+  model.metadata = (p.metadata_props ?? []).map((e: Msg) => ({ key: e.key ?? '', value: e.value ?? '' }));
+  for (const field of ['training_info', 'functions', 'configuration'])
+    if (p[field]?.length) model.extra[field] = p[field];
+  return model;
+}
+
+/** Builds one graph. `outer` resolves names the graph uses but does not define (subgraph captures). */
+function buildGraph(gp: Msg, outer: Graph | undefined, reader: ExternalReader | undefined, baseDir: string | undefined): Graph {
+  const g = new Graph();
+  g.parent = outer;
+  g.name = gp.name ?? '';
+  for (const field of ['doc_string', 'sparse_initializer', 'quantization_annotation', 'metadata_props']) {
+    const v = gp[field];
+    if (Array.isArray(v) ? v.length > 0 : has(gp, field)) g.extra[field] = v;
+  }
+  const local = new Map<string, Value>();
+  const define = (v: Value, what: string): void => {
+    if (local.has(v.name) && local.get(v.name) !== v) throw new Error(`${what} '${v.name}' is defined twice in graph '${g.name}'`);
+    local.set(v.name, v);
+  };
+
+  for (const vi of gp.input ?? []) {
+    const v = valueFromInfo(vi);
+    g.inputs.push(v);
+    define(v, 'input');
+  }
+  for (const tp of gp.initializer ?? []) {
+    const tensor = Tensor.fromProto(tp as TensorProtoLike, reader);
+    if (tensor.isExternal && baseDir) checkExternalLocation(tp, baseDir);
+    const existing = local.get(tensor.name);
+    const v = existing ?? new Value(tensor.name, { kind: 'tensor', elemType: tensor.dataType, shape: [...tensor.dims] });
+    v.initializer = tensor;
+    g.initializers.push(v);
+    if (!existing) define(v, 'initializer');
+  }
+  // Outputs first, so inputs can refer to values produced later (files are not always sorted).
+  const nodes: Node[] = [];
+  for (const np of gp.node ?? []) {
+    const outs = (np.output ?? []).map((name: string) => {
+      const v = new Value(name);
+      if (name !== '') define(v, 'value');
+      return v;
+    });
+    const node = new Node(np.op_type ?? '', [], outs, np.name ?? '', np.domain ?? '');
+    nodes.push(node);
+  }
+  const resolve = (name: string, nodeName: string): Value => {
+    const v = local.get(name) ?? lookupOuter(outer, name);
+    if (!v) throw Object.assign(new Error(`input '${name}' is not defined by any node, input or initializer`), { node: nodeName });
+    return v;
+  };
+  (gp.node ?? []).forEach((np: Msg, k: number) => {
+    const node = nodes[k]!;
+    for (const name of np.input ?? []) node.appendInput(name === '' ? undefined : resolve(name, node.name));
+    if (has(np, 'overload')) node.overload = np.overload;
+    const extra: Msg = {};
+    for (const field of ['doc_string', 'metadata_props', 'device_configurations']) {
+      const v = np[field];
+      if (Array.isArray(v) ? v.length > 0 : has(np, field)) extra[field] = v;
+    }
+    if (has(np, 'domain') && np.domain === '') extra.explicitEmptyDomain = true;
+    if (Object.keys(extra).length) node.extra = extra;
+    g.addNode(node);
+    for (const ap of np.attribute ?? []) {
+      try {
+        node.attributes.set(ap.name ?? '', buildAttribute(ap, g, reader, baseDir));
+      } catch (e) {
+        throw Object.assign(e as Error, { node: (e as { node?: string }).node ?? node.name });
+      }
+    }
+    for (const sub of node.subgraphs()) sub.parent = g;
+  });
+  for (const vi of gp.output ?? []) {
+    const v = local.get(vi.name) ?? lookupOuter(outer, vi.name);
+    if (!v) throw new Error(`graph output '${vi.name}' is not defined`);
+    applyInfo(v, vi);
+    g.outputs.push(v);
+  }
+  for (const vi of gp.value_info ?? []) {
+    const v = local.get(vi.name) ?? new Value(vi.name ?? '');
+    applyInfo(v, vi);
+    g.valueInfo.push(v);
+  }
+  return g;
+}
+
+function lookupOuter(g: Graph | undefined, name: string): Value | undefined {
+  for (; g; g = g.parent) {
+    const v = g.valueByName().get(name);
+    if (v) return v;
+  }
+  return undefined;
+}
+
+function checkExternalLocation(tp: Msg, baseDir: string): void {
+  const entries = new Map<string, string>((tp.external_data ?? []).map((e: Msg) => [e.key ?? '', e.value ?? '']));
+  const e = parseExternalEntries(entries, tp.name ?? '');
+  resolveExternalLocation(baseDir, e.location);
+}
+
+function valueFromInfo(vi: Msg): Value {
+  const v = new Value(vi.name ?? '');
+  applyInfo(v, vi);
+  return v;
+}
+
+function applyInfo(v: Value, vi: Msg): void {
+  if (vi.type) v.type = typeFromProto(vi.type);
+  const extra: Msg = {};
+  if (has(vi, 'doc_string')) extra.doc_string = vi.doc_string;
+  if (vi.metadata_props?.length) extra.metadata_props = vi.metadata_props;
+  if (!has(vi, 'type')) extra.noType = true;
+  if (Object.keys(extra).length) v.infoExtra = extra;
+}
+
+/** Tensor types become dims; anything with denotations or of another kind is carried as its message. */
+export function typeFromProto(tp: Msg): ValueType {
+  const tt = tp.tensor_type;
+  if (!tt || has(tp, 'denotation')) return { kind: 'other', proto: tp };
+  const elemType = tt.elem_type ?? 0;
+  if (!tt.shape) return { kind: 'tensor', elemType, shape: undefined };
+  const shape: Dim[] = [];
+  for (const d of tt.shape.dim ?? []) {
+    if (has(d, 'denotation')) return { kind: 'other', proto: tp };
+    if (has(d, 'dim_value')) {
+      const n = toSafeNumber(d.dim_value as Long | number, 'dimension');
+      if (n < 0) throw new Error(`negative dimension ${n}`);
+      shape.push(n);
+    } else if (has(d, 'dim_param')) shape.push(d.dim_param);
+    else shape.push(null);
+  }
+  return { kind: 'tensor', elemType, shape };
+}
+
+function toInt(v: Long | number): Int {
+  if (typeof v === 'number') return v;
+  const n = v.toNumber();
+  return Number.isSafeInteger(n) ? n : BigInt(v.toString());
+}
+
+function buildAttribute(ap: Msg, g: Graph, reader: ExternalReader | undefined, baseDir: string | undefined): Attribute {
+  const extra: Msg = {};
+  if (has(ap, 'doc_string')) extra.doc_string = ap.doc_string;
+  if (has(ap, 'ref_attr_name')) extra.ref_attr_name = ap.ref_attr_name;
+  const withExtra = <T extends Attribute>(a: T): T => (Object.keys(extra).length ? { ...a, extra } : a);
+  const type: AttributeType = has(ap, 'type') ? ap.type : inferAttributeType(ap);
+  const sub = (gp: Msg): Graph => buildGraph(gp, g, reader, baseDir);
+  switch (type) {
+    case AttributeType.FLOAT: return withExtra({ type, value: ap.f ?? 0 });
+    case AttributeType.INT: return withExtra({ type, value: toInt(ap.i ?? 0) });
+    case AttributeType.STRING: return withExtra({ type, value: ap.s ?? new Uint8Array() });
+    case AttributeType.TENSOR: return withExtra({ type, value: Tensor.fromProto(ap.t ?? {}, reader) });
+    case AttributeType.GRAPH: return withExtra({ type, value: sub(ap.g ?? {}) });
+    case AttributeType.FLOATS: return withExtra({ type, value: [...(ap.floats ?? [])] });
+    case AttributeType.INTS: return withExtra({ type, value: (ap.ints ?? []).map(toInt) });
+    case AttributeType.STRINGS: return withExtra({ type, value: [...(ap.strings ?? [])] });
+    case AttributeType.TENSORS: return withExtra({ type, value: (ap.tensors ?? []).map((t: Msg) => Tensor.fromProto(t, reader)) });
+    case AttributeType.GRAPHS: return withExtra({ type, value: (ap.graphs ?? []).map(sub) });
+    default:
+      // Sparse tensors, type protos, and untyped reference attributes travel as their whole message.
+      return { type: AttributeType.UNDEFINED, value: ap } as Attribute;
+  }
+}
+
+/** IR version 1 files carry no type discriminator: infer it from the field that is set. */
+function inferAttributeType(ap: Msg): AttributeType {
+  if (has(ap, 'f')) return AttributeType.FLOAT;
+  if (has(ap, 'i')) return AttributeType.INT;
+  if (has(ap, 's')) return AttributeType.STRING;
+  if (has(ap, 't')) return AttributeType.TENSOR;
+  if (has(ap, 'g')) return AttributeType.GRAPH;
+  if (ap.floats?.length) return AttributeType.FLOATS;
+  if (ap.ints?.length) return AttributeType.INTS;
+  if (ap.strings?.length) return AttributeType.STRINGS;
+  if (ap.tensors?.length) return AttributeType.TENSORS;
+  if (ap.graphs?.length) return AttributeType.GRAPHS;
+  return AttributeType.UNDEFINED;
+}
+
+export { Long };

@@ -1,0 +1,223 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import Long from 'long';
+import { UserError } from '../errors.js';
+import { AttributeType, type Attribute, type Int } from './attribute.js';
+import { resolveExternalLocation } from './external-data.js';
+import type { Graph, Value } from './graph.js';
+import type { Model } from './model.js';
+import { ModelProtoType } from './onnx-schema.js';
+import type { Tensor, TensorProtoLike } from './tensor.js';
+import type { ValueType } from './types.js';
+
+/* eslint-disable @typescript-eslint/no-explicit-any -- protobuf messages are built as plain objects */
+type Msg = Record<string, any>;
+
+export interface SaveOptions {
+  /**
+   * Store initializers in a separate file next to the model (`location`, relative to the model's folder).
+   * Chosen automatically when the model would pass protobuf's 2 GiB limit.
+   */
+  externalData?: { location: string; threshold?: number };
+}
+
+const PROTOBUF_LIMIT = 2 ** 31 - 1;
+
+/** Encodes the model; external initializers are inlined (use saveModel to write them beside the file). */
+export function serializeModel(model: Model): Uint8Array {
+  return ModelProtoType.encode(modelToProto(model, undefined) as any).finish();
+}
+
+/**
+ * Writes the model atomically: everything goes to temporary files in the destination folder, which are
+ * renamed into place only once complete, so a crash or a full disk never leaves a half-written model.
+ */
+export function saveModel(model: Model, file: string, options: SaveOptions = {}): void {
+  const dir = path.dirname(path.resolve(file));
+  let external = options.externalData;
+  if (!external && estimateBytes(model) > PROTOBUF_LIMIT) external = { location: `${path.basename(file)}.data` };
+  if (model.sourcePath && path.resolve(model.sourcePath) === path.resolve(file))
+    throw new UserError('refusing to overwrite the input model; choose another output path', file);
+  const tmpFiles: string[] = [];
+  try {
+    let dataPlan: ExternalPlan | undefined;
+    if (external) {
+      let target: string;
+      try {
+        target = resolveExternalLocation(dir, external.location);
+      } catch (e) {
+        throw new UserError((e as Error).message, file);
+      }
+      if (fs.existsSync(target)) fs.rmSync(target); // resolveExternalLocation already refused links
+      dataPlan = { location: external.location, threshold: external.threshold ?? 1024, target, chunks: [], offset: 0 };
+    }
+    const proto = modelToProto(model, dataPlan);
+    const bytes = ModelProtoType.encode(proto as any).finish();
+    if (bytes.length > PROTOBUF_LIMIT) throw new UserError('model is over 2 GiB even with external data', file);
+    if (dataPlan) {
+      const tmp = tempName(dataPlan.target);
+      tmpFiles.push(tmp);
+      writeChunks(tmp, dataPlan.chunks);
+    }
+    const tmp = tempName(file);
+    tmpFiles.push(tmp);
+    writeChunks(tmp, [bytes]);
+    if (dataPlan) fs.renameSync(tmpFiles[0]!, dataPlan.target);
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    for (const t of tmpFiles) fs.rmSync(t, { force: true });
+    if (e instanceof UserError) throw e;
+    throw new UserError(`cannot write: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, file);
+  }
+}
+
+function tempName(file: string): string {
+  return path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`);
+}
+
+function writeChunks(file: string, chunks: Uint8Array[]): void {
+  const fd = fs.openSync(file, 'wx');
+  try {
+    for (const c of chunks) {
+      let done = 0;
+      while (done < c.length) done += fs.writeSync(fd, c, done, c.length - done);
+    }
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function estimateBytes(model: Model): number {
+  let n = 0;
+  const visit = (g: Graph): void => {
+    for (const v of g.initializers) n += v.initializer!.byteLength;
+    for (const node of g.nodes) node.subgraphs().forEach(visit);
+  };
+  visit(model.graph);
+  return n;
+}
+
+interface ExternalPlan {
+  location: string;
+  threshold: number;
+  target: string;
+  chunks: Uint8Array[];
+  offset: number;
+}
+
+export function modelToProto(model: Model, external: ExternalPlan | undefined): Msg {
+  const p: Msg = { ir_version: model.irVersion };
+  p.opset_import = model.opsetImports.map((o) =>
+    o.domain !== '' || o.explicitDomain ? { domain: o.domain, version: o.version } : { version: o.version },
+  );
+  if (model.producerName !== undefined) p.producer_name = model.producerName;
+  if (model.producerVersion !== undefined) p.producer_version = model.producerVersion;
+  if (model.domain !== undefined) p.domain = model.domain;
+  if (model.modelVersion !== undefined) p.model_version = model.modelVersion;
+  if (model.docString !== undefined) p.doc_string = model.docString;
+  p.graph = graphToProto(model.graph, external);
+  p.metadata_props = model.metadata.map((m) => ({ key: m.key, value: m.value }));
+  Object.assign(p, model.extra);
+  return p;
+}
+
+function graphToProto(g: Graph, external: ExternalPlan | undefined): Msg {
+  const p: Msg = {};
+  p.node = g.nodes.map((n) => {
+    const np: Msg = {
+      input: n.inputs.map((v) => v?.name ?? ''),
+      output: n.outputs.map((v) => v.name),
+    };
+    if (n.name !== '') np.name = n.name;
+    np.op_type = n.opType;
+    if (n.domain !== '' || n.extra?.explicitEmptyDomain) np.domain = n.domain;
+    if (n.overload !== undefined) np.overload = n.overload;
+    np.attribute = [...n.attributes].map(([name, a]) => attributeToProto(name, a, external));
+    if (n.extra) {
+      const { explicitEmptyDomain: _, ...rest } = n.extra;
+      Object.assign(np, rest);
+    }
+    return np;
+  });
+  if (g.name !== '') p.name = g.name;
+  p.initializer = g.initializers.map((v) => tensorToProto(v.initializer!, v.name, external));
+  p.input = g.inputs.map(valueInfoToProto);
+  p.output = g.outputs.map(valueInfoToProto);
+  p.value_info = g.valueInfo.map(valueInfoToProto);
+  Object.assign(p, g.extra);
+  return p;
+}
+
+function tensorToProto(t: Tensor, name: string, external: ExternalPlan | undefined): TensorProtoLike {
+  if (t.name !== name) t.name = name;
+  if (!external || t.byteLength < external.threshold || t.byteLength === 0) return t.toProto(true);
+  const bytes = t.rawBytes();
+  const base = t.toProto(true);
+  const { raw_data: _r, ...rest } = base;
+  const entry = {
+    ...rest,
+    external_data: [
+      { key: 'location', value: external.location },
+      { key: 'offset', value: String(external.offset) },
+      { key: 'length', value: String(bytes.length) },
+    ],
+    data_location: 1,
+  };
+  external.chunks.push(bytes);
+  external.offset += bytes.length;
+  // Keep offsets aligned (as onnx's writer does) so readers can map tensors directly.
+  const pad = (4096 - (external.offset % 4096)) % 4096;
+  if (pad) {
+    external.chunks.push(new Uint8Array(pad));
+    external.offset += pad;
+  }
+  return entry;
+}
+
+function valueInfoToProto(v: Value): Msg {
+  const p: Msg = { name: v.name };
+  if (v.type) p.type = typeToProto(v.type);
+  if (v.infoExtra) {
+    const { noType, ...rest } = v.infoExtra;
+    // A value the file listed without a type stays untyped unless inference has typed it since.
+    if (noType && v.type === undefined) delete p.type;
+    Object.assign(p, rest);
+  }
+  return p;
+}
+
+export function typeToProto(t: ValueType): Msg {
+  if (t.kind === 'other') return t.proto as Msg;
+  const tt: Msg = { elem_type: t.elemType };
+  if (t.shape) {
+    tt.shape = {
+      dim: t.shape.map((d) => (d === null ? {} : typeof d === 'number' ? { dim_value: d } : { dim_param: d })),
+    };
+  }
+  return { tensor_type: tt };
+}
+
+function toLong(v: Int): Long | number {
+  return typeof v === 'bigint' ? Long.fromString(v.toString()) : v;
+}
+
+function attributeToProto(name: string, a: Attribute, external: ExternalPlan | undefined): Msg {
+  const p: Msg = { name };
+  switch (a.type) {
+    case AttributeType.FLOAT: p.f = a.value; break;
+    case AttributeType.INT: p.i = toLong(a.value); break;
+    case AttributeType.STRING: p.s = a.value; break;
+    case AttributeType.TENSOR: p.t = a.value.toProto(true); break;
+    case AttributeType.GRAPH: p.g = graphToProto(a.value, external); break;
+    case AttributeType.FLOATS: p.floats = a.value; break;
+    case AttributeType.INTS: p.ints = a.value.map(toLong); break;
+    case AttributeType.STRINGS: p.strings = a.value; break;
+    case AttributeType.TENSORS: p.tensors = a.value.map((t) => t.toProto(true)); break;
+    case AttributeType.GRAPHS: p.graphs = a.value.map((g) => graphToProto(g, external)); break;
+    default: return a.value as Msg;
+  }
+  p.type = a.type;
+  if (a.extra) Object.assign(p, a.extra);
+  return p;
+}

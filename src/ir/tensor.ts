@@ -1,0 +1,236 @@
+import Long from 'long';
+import { DataType, arrayLength, byteLength, dataTypeName, storageOf, type TypedArray } from './data-type.js';
+
+/** A decoded onnx.TensorProto message as protobufjs gives it (only the fields this module reads). */
+export interface TensorProtoLike {
+  name?: string;
+  dims?: (Long | number)[];
+  data_type?: number;
+  raw_data?: Uint8Array;
+  float_data?: number[];
+  int32_data?: number[];
+  int64_data?: (Long | number)[];
+  double_data?: number[];
+  uint64_data?: (Long | number)[];
+  string_data?: Uint8Array[];
+  external_data?: { key?: string; value?: string }[];
+  data_location?: number;
+  doc_string?: string;
+  [field: string]: unknown;
+}
+
+/** Reads the bytes of an externally stored tensor; set by the loader, which knows the model's folder. */
+export type ExternalReader = (entries: Map<string, string>, tensorName: string, expectedBytes: number) => Uint8Array;
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/**
+ * A constant tensor (initializer, Constant value, attribute tensor). It keeps the message it was decoded from
+ * and re-emits that message untouched until its data or dims change, which is what makes save lossless
+ * (float_data stays float_data, raw_data stays raw_data, doc strings and metadata survive). Numeric data is
+ * decoded lazily, as a view on raw_data when alignment allows.
+ */
+export class Tensor {
+  private proto: TensorProtoLike;
+  private cached: TypedArray | undefined;
+  private dirty = false;
+  private externalReader: ExternalReader | undefined;
+
+  readonly dims: readonly number[];
+  readonly dataType: DataType;
+
+  private constructor(proto: TensorProtoLike, dims: number[], dataType: DataType) {
+    this.proto = proto;
+    this.dims = Object.freeze(dims);
+    this.dataType = dataType;
+  }
+
+  static fromProto(proto: TensorProtoLike, externalReader?: ExternalReader): Tensor {
+    const dims = (proto.dims ?? []).map((d) => toSafeNumber(d, 'tensor dimension'));
+    for (const d of dims) if (d < 0) throw new Error(`tensor '${proto.name ?? ''}' has a negative dimension ${d}`);
+    const t = new Tensor(proto, dims, (proto.data_type ?? 0) as DataType);
+    t.externalReader = externalReader;
+    return t;
+  }
+
+  /** A new tensor holding `data` (copied only if it is not already of the storage array type). */
+  static fromArray(dataType: DataType, dims: readonly number[], data: TypedArray | ArrayLike<number | bigint>, name = ''): Tensor {
+    const t = new Tensor({ name }, [...dims], dataType);
+    t.setData(data);
+    return t;
+  }
+
+  static scalarFloat(value: number, name = ''): Tensor {
+    return Tensor.fromArray(DataType.FLOAT, [], new Float32Array([value]), name);
+  }
+
+  static int64(values: readonly (number | bigint)[], dims: readonly number[] = [values.length], name = ''): Tensor {
+    return Tensor.fromArray(DataType.INT64, dims, BigInt64Array.from(values.map((v) => BigInt(v))), name);
+  }
+
+  get name(): string {
+    return this.proto.name ?? '';
+  }
+
+  set name(name: string) {
+    if (name === this.name) return;
+    this.proto = { ...this.proto, name };
+  }
+
+  get docString(): string | undefined {
+    return this.proto.doc_string;
+  }
+
+  get size(): number {
+    return this.dims.reduce((a, b) => a * b, 1);
+  }
+
+  get isExternal(): boolean {
+    return !this.dirty && this.proto.data_location === 1;
+  }
+
+  /** Bytes this tensor occupies as raw data (0 for strings). */
+  get byteLength(): number {
+    return this.dataType === DataType.STRING ? 0 : byteLength(this.dataType, this.size);
+  }
+
+  /** The elements, in the storage array of the data type (see data-type.ts). Throws for strings. */
+  get data(): TypedArray {
+    if (!this.cached) this.cached = this.decode();
+    return this.cached;
+  }
+
+  /** Float data as numbers, whatever the numeric type (float16/bfloat16 widened; int64 converted). */
+  toFloat64(): Float64Array {
+    const d = this.data;
+    if (this.dataType === DataType.FLOAT16) return Float64Array.from(d as Uint16Array, halfToFloat);
+    if (this.dataType === DataType.BFLOAT16) return Float64Array.from(d as Uint16Array, bfloat16ToFloat);
+    const out = new Float64Array(d.length);
+    for (let i = 0; i < d.length; i++) out[i] = Number(d[i]);
+    return out;
+  }
+
+  /** Integer values as plain numbers (shape and index tensors). */
+  toNumbers(): number[] {
+    return Array.from(this.data as ArrayLike<number | bigint>, (v) => toSafeNumber(v, `value of tensor '${this.name}'`));
+  }
+
+  get strings(): Uint8Array[] {
+    if (this.dataType !== DataType.STRING) throw new Error(`tensor '${this.name}' is not a string tensor`);
+    return this.proto.string_data ?? [];
+  }
+
+  /** Replaces the data (and optionally the dims); the tensor will be written as raw_data. */
+  setData(data: TypedArray | ArrayLike<number | bigint>, dims?: readonly number[]): void {
+    if (dims) (this as { dims: readonly number[] }).dims = Object.freeze([...dims]);
+    const storage = storageOf(this.dataType);
+    if (!storage) throw new Error(`cannot set data of a ${dataTypeName(this.dataType)} tensor`);
+    const expected = arrayLength(this.dataType, this.size);
+    const typed =
+      data instanceof storage.array ? (data as TypedArray) : (storage.array as unknown as { from(d: ArrayLike<unknown>): TypedArray }).from(data);
+    if (typed.length !== expected)
+      throw new Error(`tensor '${this.name}': ${typed.length} values for dims [${this.dims.join(', ')}] (need ${expected})`);
+    this.cached = typed;
+    this.dirty = true;
+  }
+
+  /** The message to write. `inlineExternal` replaces an external reference by raw bytes. */
+  toProto(inlineExternal = false): TensorProtoLike {
+    if (!this.dirty && !(inlineExternal && this.proto.data_location === 1)) return this.proto;
+    const {
+      raw_data: _r, float_data: _f, int32_data: _i, int64_data: _l, double_data: _d, uint64_data: _u,
+      external_data: _e, data_location: _loc, dims: _dims, data_type: _t, ...rest
+    } = this.proto;
+    return { ...rest, dims: [...this.dims], data_type: this.dataType, raw_data: this.rawBytes() };
+  }
+
+  /** Little-endian bytes of the data, as raw_data holds them. */
+  rawBytes(): Uint8Array {
+    if (!this.dirty && this.proto.raw_data && this.proto.data_location !== 1) return this.proto.raw_data;
+    const d = this.data;
+    const bytes = new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+    return LITTLE_ENDIAN ? bytes : swapBytes(bytes, d.BYTES_PER_ELEMENT);
+  }
+
+  clone(name = this.name): Tensor {
+    if (this.dataType === DataType.STRING) return Tensor.fromProto({ ...this.proto, name });
+    return Tensor.fromArray(this.dataType, this.dims, this.data.slice(), name);
+  }
+
+  private decode(): TypedArray {
+    const storage = storageOf(this.dataType);
+    if (!storage) throw new Error(`tensor '${this.name}' has data type ${dataTypeName(this.dataType)}, which holds no numbers`);
+    const length = arrayLength(this.dataType, this.size);
+    const p = this.proto;
+    if (p.data_location === 1) {
+      if (!this.externalReader) throw new Error(`tensor '${this.name}' is stored externally and no folder is known to read it from`);
+      const entries = new Map((p.external_data ?? []).map((e) => [e.key ?? '', e.value ?? '']));
+      return this.fromBytes(this.externalReader(entries, this.name, this.byteLength), storage.array, length);
+    }
+    if (p.raw_data && p.raw_data.length > 0) return this.fromBytes(p.raw_data, storage.array, length);
+    const fields = p.float_data?.length ? p.float_data
+      : p.int32_data?.length ? p.int32_data
+      : p.int64_data?.length ? p.int64_data
+      : p.double_data?.length ? p.double_data
+      : p.uint64_data?.length ? p.uint64_data
+      : [];
+    if (length === 0 || fields.length === 0) {
+      if (length !== 0) throw new Error(`tensor '${this.name}' has dims [${this.dims.join(', ')}] but no data`);
+      return new storage.array(0);
+    }
+    // int32_data holds one 8/16-bit value (or one packed 4-bit pair) per entry, so counts match the array.
+    if (fields.length !== length) throw new Error(`tensor '${this.name}' holds ${fields.length} values, expected ${length}`);
+    const out = new storage.array(length);
+    const isBig = out instanceof BigInt64Array || out instanceof BigUint64Array;
+    for (let i = 0; i < length; i++) {
+      const v = fields[i]!;
+      if (isBig) (out as BigInt64Array)[i] = longToBigInt(v, out instanceof BigUint64Array);
+      else (out as Float32Array)[i] = typeof v === 'number' ? v : (v as Long).toNumber();
+    }
+    return out;
+  }
+
+  private fromBytes(bytes: Uint8Array, array: TypedArray['constructor'] & { BYTES_PER_ELEMENT: number }, length: number): TypedArray {
+    const Ctor = array as unknown as { new (b: ArrayBufferLike, o: number, l: number): TypedArray; new (l: number): TypedArray; BYTES_PER_ELEMENT: number };
+    const width = Ctor.BYTES_PER_ELEMENT;
+    if (bytes.length !== length * width)
+      throw new Error(`tensor '${this.name}' has ${bytes.length} bytes of data, expected ${length * width} for dims [${this.dims.join(', ')}] of ${dataTypeName(this.dataType)}`);
+    if (!LITTLE_ENDIAN) bytes = swapBytes(bytes, width);
+    if (bytes.byteOffset % width === 0) return new Ctor(bytes.buffer, bytes.byteOffset, length);
+    const copy = new Uint8Array(bytes.length);
+    copy.set(bytes);
+    return new Ctor(copy.buffer, 0, length);
+  }
+}
+
+export function toSafeNumber(v: Long | number | bigint, what: string): number {
+  const n = typeof v === 'number' ? v : typeof v === 'bigint' ? Number(v) : v.toNumber();
+  const exact = typeof v === 'number' || (typeof v === 'bigint' ? BigInt(n) === v : Long.fromNumber(n, (v as Long).unsigned).equals(v));
+  if (!Number.isSafeInteger(n) || !exact) throw new Error(`${what} ${v.toString()} is out of range`);
+  return n;
+}
+
+function longToBigInt(v: Long | number, unsigned: boolean): bigint {
+  if (typeof v === 'number') return BigInt(v);
+  const big = BigInt(v.toString());
+  return unsigned && big < 0n ? big + (1n << 64n) : big;
+}
+
+function swapBytes(bytes: Uint8Array, width: number): Uint8Array {
+  const out = new Uint8Array(bytes.length);
+  for (let i = 0; i < bytes.length; i += width) for (let j = 0; j < width; j++) out[i + j] = bytes[i + width - 1 - j]!;
+  return out;
+}
+
+export function halfToFloat(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const f = h & 0x3ff;
+  if (e === 0) return s * 2 ** -14 * (f / 1024);
+  if (e === 31) return f ? NaN : s * Infinity;
+  return s * 2 ** (e - 15) * (1 + f / 1024);
+}
+
+export function bfloat16ToFloat(b: number): number {
+  return new Float32Array(new Uint32Array([b << 16]).buffer)[0]!;
+}
