@@ -1,0 +1,97 @@
+import type { PruneReport } from './types.js';
+
+const COLORS = { before: '#c9d6ea', after: '#2f6db5', frozen: '#b0b0b0', text: '#1f2933', grid: '#e4e7eb', accent: '#d9822b' };
+
+function esc(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+}
+
+export function formatCount(n: number): string {
+  if (n >= 1e9) return `${(n / 1e9).toFixed(2)} G`;
+  if (n >= 1e6) return `${(n / 1e6).toFixed(2)} M`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(1)} k`;
+  return String(n);
+}
+
+function pct(x: number): string {
+  return `${(x * 100).toFixed(2)}%`;
+}
+
+/**
+ * A self-contained SVG (no scripts, no external fonts or images) so it renders the same in a browser, in
+ * Netron's neighbourhood of tools, and in a Markdown viewer: a summary header, per-group widths before/after,
+ * accuracy by stage, and the criteria the adaptive step compared.
+ */
+export function renderReportSvg(r: PruneReport): string {
+  const groups = r.groups;
+  const barW = 14;
+  const gap = 6;
+  const chartLeft = 60;
+  const chartTop = 130;
+  const chartH = 220;
+  const width = Math.max(860, chartLeft + groups.length * (barW + gap) + 40);
+  const maxWidth = Math.max(1, ...groups.map((g) => g.before));
+  const y = (c: number): number => chartTop + chartH - (c / maxWidth) * chartH;
+  const parts: string[] = [];
+  const text = (x: number, yy: number, s: string, attrs = ''): void => {
+    parts.push(`<text x="${x}" y="${yy}" ${attrs}>${esc(s)}</text>`);
+  };
+
+  text(20, 32, `adapruner: ${r.input} → ${r.output}`, 'font-size="18" font-weight="bold"');
+  const macRatio = r.after.macs / r.before.macs;
+  const paramRatio = r.after.params / r.before.params;
+  text(20, 58, `MACs ${formatCount(r.before.macs)} → ${formatCount(r.after.macs)} (${pct(macRatio)})   params ${formatCount(r.before.params)} → ${formatCount(r.after.params)} (${pct(paramRatio)})`);
+  const lat = r.before.latencyMs !== undefined && r.after.latencyMs !== undefined
+    ? `latency ${r.before.latencyMs.toFixed(2)} → ${r.after.latencyMs.toFixed(2)} ms (${(r.before.latencyMs / r.after.latencyMs).toFixed(2)}x faster)   `
+    : '';
+  text(20, 80, `${lat}budget: ${r.budget.kind} ${pct(r.budget.target)} (achieved ${pct(r.budget.achieved)})   criterion: ${r.chosenCriterion}`);
+
+  // Per-group widths.
+  text(chartLeft, chartTop - 18, 'Channels per group (light: before, dark: after, grey: frozen)', 'font-weight="bold"');
+  for (let k = 0; k <= 4; k++) {
+    const c = Math.round((maxWidth * k) / 4);
+    parts.push(`<line x1="${chartLeft - 4}" x2="${width - 20}" y1="${y(c)}" y2="${y(c)}" stroke="${COLORS.grid}"/>`);
+    text(chartLeft - 8, y(c) + 4, String(c), 'text-anchor="end" font-size="11"');
+  }
+  groups.forEach((g, i) => {
+    const x = chartLeft + i * (barW + gap);
+    parts.push(`<rect class="before" x="${x}" y="${y(g.before)}" width="${barW}" height="${y(0) - y(g.before)}" fill="${COLORS.before}"><title>${esc(`${g.label}: ${g.before}`)}</title></rect>`);
+    parts.push(`<rect class="after" x="${x + 2}" y="${y(g.after)}" width="${barW - 4}" height="${y(0) - y(g.after)}" fill="${g.frozen ? COLORS.frozen : COLORS.after}"><title>${esc(`${g.label}: ${g.before} → ${g.after}${g.frozen ? ` (frozen: ${g.frozen})` : ''}`)}</title></rect>`);
+    parts.push(`<text x="${x + barW / 2}" y="${y(0) + 10}" font-size="9" transform="rotate(60 ${x + barW / 2} ${y(0) + 10})">${esc(g.label.slice(0, 24))}</text>`);
+  });
+
+  // Accuracy by stage and the criteria table.
+  let top = chartTop + chartH + 150;
+  text(20, top, 'Top-1 by stage', 'font-weight="bold"');
+  const accW = 320;
+  r.accuracy.forEach((a, i) => {
+    const yy = top + 14 + i * 22;
+    text(20, yy + 12, a.stage, 'font-size="12"');
+    parts.push(`<rect class="accuracy" x="120" y="${yy}" width="${Math.max(1, a.top1 * accW)}" height="16" fill="${COLORS.after}"/>`);
+    text(126 + a.top1 * accW, yy + 12, pct(a.top1), 'font-size="12"');
+  });
+  if (r.criteria.length) {
+    const left = 560;
+    text(left, top, 'Inheritance criteria (proxy on the calibration split)', 'font-weight="bold"');
+    r.criteria.forEach((c, i) => {
+      const yy = top + 26 + i * 20;
+      const attrs = c.chosen ? `font-weight="bold" fill="${COLORS.accent}"` : '';
+      text(left, yy, `${c.chosen ? '▶ ' : '  '}${c.criterion}`, attrs);
+      text(left + 130, yy, `top-1 ${pct(c.top1)}`, attrs);
+      text(left + 250, yy, `loss ${c.loss.toFixed(3)}`, attrs);
+    });
+  }
+  top += 26 + Math.max(r.accuracy.length, r.criteria.length + 1) * 22;
+  if (r.stages.length) {
+    text(20, top, `Time per stage: ${r.stages.map((s) => `${s.name} ${s.seconds.toFixed(1)} s`).join(' · ')}`, 'font-size="12"');
+    top += 20;
+  }
+  const height = top + 20;
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="13" fill="${COLORS.text}">`,
+    `<rect width="100%" height="100%" fill="#ffffff"/>`,
+    ...parts,
+    '</svg>',
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,49 @@
+/** Everything a pruning run reports; written as OUT.report.json and drawn into the .md and .svg files. */
+export interface PruneReport {
+  tool: { name: string; version: string };
+  input: string;
+  output: string;
+  budget: { kind: 'flops' | 'params' | 'latency'; target: number; achieved: number };
+  /** Totals before and after pruning. MACs per image at the input size used. */
+  before: ModelFigures;
+  after: ModelFigures;
+  /** Top-1 (and loss) at each stage, on the validation data when given, else the calibration split. */
+  accuracy: AccuracyStage[];
+  /** One row per inheritance criterion tried, with its proxy score; `chosen` marks the one kept. */
+  criteria: CriterionRow[];
+  chosenCriterion: string;
+  groups: GroupRow[];
+  stages: { name: string; seconds: number }[];
+  notes: string[];
+}
+
+export interface ModelFigures {
+  macs: number;
+  params: number;
+  /** Median onnxruntime latency in milliseconds for one batch, when measured. */
+  latencyMs?: number;
+}
+
+export interface AccuracyStage {
+  stage: 'original' | 'pruned' | 'recalibrated' | 'finetuned';
+  top1: number;
+  loss?: number;
+  images: number;
+}
+
+export interface CriterionRow {
+  criterion: string;
+  top1: number;
+  loss: number;
+  chosen: boolean;
+}
+
+export interface GroupRow {
+  id: string;
+  /** A readable name: the first conv or BN in the group. */
+  label: string;
+  before: number;
+  after: number;
+  score?: number;
+  frozen?: string;
+}
