@@ -212,6 +212,11 @@ export class Graph {
   readonly inputs: Value[] = [];
   readonly outputs: Value[] = [];
   readonly initializers: Value[] = [];
+  /**
+   * Values defined by sparse_initializer. Their messages stay in `extra.sparse_initializer` and are written back
+   * as they came; these Values only give nodes something to point at (no dense Tensor is made).
+   */
+  readonly sparseInitializers: Value[] = [];
   /** Values listed in value_info, in file order (shape inference appends). */
   readonly valueInfo: Value[] = [];
   parent: Graph | undefined;
@@ -276,7 +281,7 @@ export class Graph {
 
   /** Every value defined in this graph (not in subgraphs): inputs, initializers, node outputs. */
   definedValues(): Value[] {
-    const seen = new Set<Value>([...this.inputs, ...this.initializers]);
+    const seen = new Set<Value>([...this.inputs, ...this.initializers, ...this.sparseInitializers]);
     for (const n of this.nodes) for (const o of n.outputs) seen.add(o);
     return [...seen];
   }

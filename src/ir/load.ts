@@ -123,6 +123,14 @@ function buildGraph(gp: Msg, outer: Graph | undefined, reader: ExternalReader | 
     g.initializers.push(v);
     if (!existing) define(v, 'initializer');
   }
+  for (const sp of gp.sparse_initializer ?? []) {
+    const values: Msg = sp.values ?? {};
+    const dims = (sp.dims ?? []).map((d: Long | number) => toSafeNumber(d, 'sparse tensor dimension'));
+    if (dims.some((d: number) => d < 0)) throw new Error(`sparse initializer '${values.name ?? ''}' has a negative dimension`);
+    const v = local.get(values.name ?? '') ?? new Value(values.name ?? '', { kind: 'tensor', elemType: values.data_type ?? 0, shape: dims });
+    g.sparseInitializers.push(v);
+    if (!local.has(v.name)) define(v, 'sparse initializer');
+  }
   // Outputs first, so inputs can refer to values produced later (files are not always sorted).
   const nodes: Node[] = [];
   for (const np of gp.node ?? []) {

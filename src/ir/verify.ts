@@ -35,6 +35,7 @@ function verifyGraph(g: Graph, outerVisible: Set<Value>, problems: string[]): vo
     else if (v.shape && (v.shape.length !== t.dims.length || v.shape.some((d, i) => typeof d === 'number' && d !== t.dims[i])))
       problems.push(`initializer '${v.name}' has dims [${t.dims}] but its value says [${v.shape}]`);
   }
+  g.sparseInitializers.forEach((v) => declare(v, 'sparse initializer'));
   const nodeNames = new Set<string>();
   for (const n of g.nodes) {
     if (n.graph !== g) problems.push(`node '${n.name}' does not point back to its graph`);
