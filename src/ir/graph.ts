@@ -232,6 +232,7 @@ export class Graph {
       this.nodes.splice(k, 0, node);
     } else this.nodes.push(node);
     for (const g of node.subgraphs()) g.parent = this;
+    this.noteNames(node.name, ...node.outputs.map((v) => v.name));
     return node;
   }
 
@@ -259,6 +260,7 @@ export class Graph {
     value.initializer = tensor;
     tensor.name = value.name;
     this.initializers.push(value);
+    this.noteNames(value.name);
     return value;
   }
 
@@ -272,11 +274,14 @@ export class Graph {
   replaceAllUsesWith(from: Value, to: Value): void {
     if (from === to) return;
     for (const use of [...from.uses]) use.node.setInput(use.index, to);
-    for (let g: Graph | undefined = this; g; g = g.parent) {
+    // Graph outputs hold no use entries: any graph of the tree may name `from` (a subgraph may return an outer value).
+    const visit = (g: Graph): void => {
       g.outputs.forEach((o, i) => {
-        if (o === from) g!.outputs[i] = to;
+        if (o === from) g.outputs[i] = to;
       });
-    }
+      for (const n of g.nodes) n.subgraphs().forEach(visit);
+    };
+    visit(this.root());
   }
 
   /** Every value defined in this graph (not in subgraphs): inputs, initializers, node outputs. */
@@ -302,7 +307,11 @@ export class Graph {
     }
   }
 
-  /** A name not yet used by any value or node in this graph tree, starting from `base`. */
+  /**
+   * A name not yet used by any value or node in this graph tree, starting from `base`. Names are cached on the
+   * root after the first call; nodes and initializers added through addNode/addInitializer are noted, but a
+   * value renamed or pushed onto `inputs` directly afterwards should take its name from here.
+   */
   uniqueName(base: string): string {
     const root = this.root();
     let taken = root.nameSet;
@@ -325,6 +334,12 @@ export class Graph {
   }
 
   private nameSet: Set<string> | undefined;
+
+  /** Keeps uniqueName's cache (built on first use) aware of names that arrive through addNode/addInitializer. */
+  private noteNames(...names: string[]): void {
+    const taken = this.root().nameSet;
+    if (taken) for (const n of names) if (n !== '') taken.add(n);
+  }
 
   root(): Graph {
     let g: Graph = this;
