@@ -1,5 +1,6 @@
 import type { CommandModule } from 'yargs';
+import { inspectCommand } from './inspect.js';
 
 // Each command lives in its own file; add it here to expose it.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [];
+export const commands: CommandModule<any, any>[] = [inspectCommand];

@@ -1,0 +1,201 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { describe, it } from 'node:test';
+import { countCost, MAC_OPS, type CostReport } from '../src/analysis/cost.js';
+import { UserError } from '../src/errors.js';
+import { loadModel } from '../src/ir/load.js';
+import type { Model } from '../src/ir/model.js';
+import { tensorType } from '../src/ir/types.js';
+import { FIXTURE_MODELS, fixture, needsShared, sharedModel } from './helpers.js';
+
+/** The parts of fixtures/<name>.ref.json this test reads: counts from PyTorch forward hooks. */
+interface RefLayer {
+  name: string;
+  type: 'Conv2d' | 'Linear';
+  macs: number;
+  params: number;
+  bias: boolean;
+}
+interface Ref {
+  inputShape: number[];
+  macs: number;
+  params: { trainable: number; convLinear: number; bnAffine: number; bnRunningStats: number };
+  layers: RefLayer[];
+}
+
+function readRef(file: string): Ref {
+  return JSON.parse(fs.readFileSync(file, 'utf8')) as Ref;
+}
+
+/** Conv/Gemm/MatMul entries, which correspond one to one, in order, to torch's Conv2d/Linear hooks. */
+function macLayers(cost: CostReport): CostReport['perNode'] {
+  return cost.perNode.filter((l) => MAC_OPS.includes(l.opType));
+}
+
+function assertLayerMacs(cost: CostReport, ref: Ref): void {
+  const layers = macLayers(cost);
+  assert.deepEqual(
+    layers.map((l) => l.macs),
+    ref.layers.map((l) => l.macs),
+    'per-layer MACs, in order',
+  );
+  assert.deepEqual(
+    layers.map((l) => l.outChannels),
+    ref.layers.map((l) => (l as unknown as { outShape: number[] }).outShape[0]),
+    'per-layer output channels',
+  );
+}
+
+/**
+ * Params of the BN-folded export, derived from the BN-kept file without the cost model: every BN that is the
+ * only consumer of a Conv is folded (its gamma and beta go away) and its conv gains a bias of the BN's width,
+ * unless the conv had one already. Other BNs (DenseNet's pre-activation BNs after Concat, or after a conv whose
+ * output also feeds a Concat) stay.
+ */
+function expectedFoldedParams(bnKept: Model, ref: Ref): { params: number; remainingBn: number } {
+  const biasOf = new Map(ref.layers.map((l) => [`${l.name}.weight`, l.bias]));
+  let params = ref.params.trainable;
+  let remainingBn = 0;
+  for (const node of bnKept.graph.nodes) {
+    if (node.opType !== 'BatchNormalization') continue;
+    const producer = node.inputs[0]?.producer;
+    if (producer?.opType !== 'Conv' || producer.output(0).uses.length !== 1) {
+      remainingBn++;
+      continue;
+    }
+    const width = node.input(1).initializer!.dims[0]!;
+    assert.equal(node.input(2).initializer!.dims[0], width);
+    params -= 2 * width;
+    const hadBias = biasOf.get(producer.input(1).name);
+    assert.notEqual(hadBias, undefined, `ref layer for ${producer.input(1).name}`);
+    if (!hadBias) params += width;
+  }
+  return { params, remainingBn };
+}
+
+describe('cost model on the fixtures (PyTorch hook counts)', () => {
+  for (const name of FIXTURE_MODELS) {
+    const ref = readRef(fixture(`${name}.ref.json`));
+
+    it(`${name}: BN kept — MACs, params, buffers and every layer equal the reference`, () => {
+      const model = loadModel(fixture(`${name}.onnx`));
+      const cost = countCost(model);
+      assert.equal(cost.totalMacs, ref.macs);
+      assert.equal(cost.totalParams, ref.params.trainable);
+      assert.equal(cost.convLinearParams, ref.params.convLinear);
+      assert.equal(cost.bnAffineParams, ref.params.bnAffine);
+      assert.equal(cost.totalBuffers, ref.params.bnRunningStats);
+      assert.deepEqual(cost.inputShapes, { input: ref.inputShape });
+      assertLayerMacs(cost, ref);
+      const layers = macLayers(cost);
+      // The BN-kept export keeps torch's parameter names, so layers match by name as well as by order.
+      assert.deepEqual(
+        layers.map((l) => l.weight),
+        ref.layers.map((l) => `${l.name}.weight`),
+      );
+      assert.deepEqual(
+        layers.map((l) => l.params),
+        ref.layers.map((l) => l.params),
+      );
+    });
+
+    it(`${name}: BN folded — same MACs per layer, params of the folded model`, () => {
+      const folded = countCost(loadModel(fixture(`${name}-bnfolded.onnx`)));
+      const bnKept = loadModel(fixture(`${name}.onnx`));
+      const expected = expectedFoldedParams(bnKept, ref);
+      assert.equal(folded.totalMacs, ref.macs);
+      assertLayerMacs(folded, ref);
+      assert.equal(folded.totalParams, expected.params);
+      assert.equal(
+        folded.perNode.filter((l) => l.opType === 'BatchNormalization').length,
+        expected.remainingBn,
+      );
+    });
+  }
+
+  it('counts per image: the batch dim of a given input shape is taken as 1', () => {
+    const ref = readRef(fixture('resnet_b.ref.json'));
+    const cost = countCost(loadModel(fixture('resnet_b.onnx')), { inputShape: [8, 3, 32, 32] });
+    assert.equal(cost.totalMacs, ref.macs);
+    assert.deepEqual(cost.inputShapes, { input: [1, 3, 32, 32] });
+  });
+
+  it('counts at a larger input: conv MACs scale with the output area, the Linear does not', () => {
+    const ref = readRef(fixture('resnet_b.ref.json'));
+    const expected = ref.layers.reduce((sum, l) => sum + (l.type === 'Conv2d' ? 4 * l.macs : l.macs), 0);
+    const cost = countCost(loadModel(fixture('resnet_b.onnx')), { inputShape: [1, 3, 64, 64] });
+    assert.equal(cost.totalMacs, expected);
+    assert.equal(cost.totalParams, ref.params.trainable);
+  });
+
+  it('names the input when its spatial dims are unknown and no shape is given', () => {
+    const model = loadModel(fixture('resnet_b.onnx'));
+    model.graph.inputs[0]!.type = tensorType(1, ['N', 3, 'H', null]);
+    assert.throws(
+      () => countCost(model),
+      (e: unknown) => e instanceof UserError && /input 'input'/.test(e.message),
+    );
+    const ref = readRef(fixture('resnet_b.ref.json'));
+    assert.equal(countCost(model, { inputShape: [1, 3, 32, 32] }).totalMacs, ref.macs);
+  });
+
+  it('rejects an input shape of the wrong rank', () => {
+    const model = loadModel(fixture('resnet_b.onnx'));
+    assert.throws(() => countCost(model, { inputShape: [3, 32, 32] }), UserError);
+  });
+});
+
+describe('cost model on torchvision models at 224x224 (structure only)', () => {
+  for (const name of ['resnet18', 'resnet50', 'mobilenet_v2']) {
+    it(`${name}: MACs and every layer equal the reference; folded params without tensor data`, () => {
+      const ref = readRef(fixture(`torchvision/${name}.ref.json`));
+      const cost = countCost(loadModel(fixture(`torchvision/${name}.onnx`)));
+      assert.equal(cost.totalMacs, ref.macs);
+      assertLayerMacs(cost, ref);
+      // Default eval export: every BN follows a bias-free conv, which takes over a bias of the BN's width.
+      assert.equal(cost.totalParams, ref.params.trainable - ref.params.bnAffine / 2);
+      assert.equal(cost.totalBuffers, 0);
+    });
+  }
+
+  it('the published totals: ResNet-50 4,089,184,256, MobileNetV2 300,774,272, ResNet-18 1,814,073,344', () => {
+    const macs = (name: string): number =>
+      countCost(loadModel(fixture(`torchvision/${name}.onnx`))).totalMacs;
+    assert.equal(macs('resnet50'), 4_089_184_256);
+    assert.equal(macs('mobilenet_v2'), 300_774_272);
+    assert.equal(macs('resnet18'), 1_814_073_344);
+  });
+});
+
+describe('cost model on the shared CIFAR-10 ResNets (figures of ../shared/models/README.md)', () => {
+  const cases = [
+    { file: 'resnet20-cifar10.onnx', macs: 40_551_040, params: 269_722, buffers: 1_376 },
+    { file: 'resnet32-cifar10.onnx', macs: 68_862_592, params: 464_154, buffers: 2_272 },
+    { file: 'resnet44-cifar10.onnx', macs: 97_174_144, params: 658_586, buffers: 3_168 },
+    { file: 'resnet56-cifar10.onnx', macs: 125_485_696, params: 853_018, buffers: 4_064 },
+    // Folded: 848,954 conv+linear weights plus 2,032 conv biases.
+    { file: 'resnet56-cifar10-bnfolded.onnx', macs: 125_485_696, params: 850_986, buffers: 0 },
+  ];
+  for (const c of cases) {
+    it(c.file, needsShared(`models/${c.file}`), () => {
+      const cost = countCost(loadModel(sharedModel(c.file)));
+      assert.equal(cost.totalMacs, c.macs);
+      assert.equal(cost.totalParams, c.params);
+      assert.equal(cost.totalBuffers, c.buffers);
+    });
+  }
+
+  it(
+    'resnet20: every layer equals fixtures/resnet20.ref.json',
+    needsShared('models/resnet20-cifar10.onnx'),
+    () => {
+      const ref = readRef(fixture('resnet20.ref.json'));
+      const cost = countCost(loadModel(sharedModel('resnet20-cifar10.onnx')));
+      assertLayerMacs(cost, ref);
+      assert.deepEqual(
+        macLayers(cost).map((l) => l.weight),
+        ref.layers.map((l) => `${l.name}.weight`),
+      );
+    },
+  );
+});
