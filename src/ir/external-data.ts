@@ -71,12 +71,15 @@ export function readExternal(modelDir: string, entries: Map<string, string>, ten
     throw new Error(`tensor '${tensorName}': external length ${e.length} does not match its dims (${expectedBytes} bytes)`);
   let fd: number;
   try {
-    fd = fs.openSync(file, 'r');
+    // O_NOFOLLOW: a link swapped in after the checks above is refused rather than followed.
+    fd = fs.openSync(file, fs.constants.O_RDONLY | (fs.constants.O_NOFOLLOW ?? 0));
   } catch (err) {
     throw new Error(`cannot read external data '${e.location}' of tensor '${tensorName}': ${(err as NodeJS.ErrnoException).code ?? err}`);
   }
   try {
-    const size = fs.fstatSync(fd).size;
+    const st = fs.fstatSync(fd);
+    if (!st.isFile() || st.nlink > 1) throw new Error(`external data '${e.location}' of tensor '${tensorName}' is not a single-named regular file`);
+    const size = st.size;
     if (e.offset + expectedBytes > size)
       throw new Error(`tensor '${tensorName}': external data '${e.location}' is ${size} bytes, too short for offset ${e.offset} + ${expectedBytes}`);
     const out = Buffer.allocUnsafe(expectedBytes);

@@ -35,12 +35,14 @@ export function serializeModel(model: Model): Uint8Array {
 export function saveModel(model: Model, file: string, options: SaveOptions = {}): void {
   const dir = path.dirname(path.resolve(file));
   let external = options.externalData;
-  if (!external && estimateBytes(model) > PROTOBUF_LIMIT) external = { location: `${path.basename(file)}.data` };
-  if (model.sourcePath && path.resolve(model.sourcePath) === path.resolve(file))
+  if (!external && needsExternalData(model)) external = { location: `${path.basename(file)}.data` };
+  if (model.sourcePath && sameFile(model.sourcePath, file))
     throw new UserError('refusing to overwrite the input model; choose another output path', file);
   const tmpFiles: string[] = [];
+  let backup: string | undefined;
+  let dataPlaced = false;
+  let dataPlan: ExternalPlan | undefined;
   try {
-    let dataPlan: ExternalPlan | undefined;
     if (external) {
       let target: string;
       try {
@@ -48,7 +50,7 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
       } catch (e) {
         throw new UserError((e as Error).message, file);
       }
-      if (fs.existsSync(target)) fs.rmSync(target); // resolveExternalLocation already refused links
+      if (target === path.resolve(file)) throw new UserError('the external data location names the model file itself', file);
       dataPlan = { location: external.location, threshold: external.threshold ?? 1024, target, chunks: [], offset: 0 };
     }
     const proto = modelToProto(model, dataPlan);
@@ -62,12 +64,44 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
     const tmp = tempName(file);
     tmpFiles.push(tmp);
     writeChunks(tmp, [bytes]);
-    if (dataPlan) fs.renameSync(tmpFiles[0]!, dataPlan.target);
+    if (dataPlan) {
+      // An older data file may belong to a model already at `file`: keep it aside until the new model is in place.
+      if (fs.existsSync(dataPlan.target)) {
+        backup = tempName(dataPlan.target);
+        fs.renameSync(dataPlan.target, backup);
+      }
+      fs.renameSync(tmpFiles[0]!, dataPlan.target);
+      dataPlaced = true;
+    }
     fs.renameSync(tmp, file);
+    if (backup) fs.rmSync(backup, { force: true });
   } catch (e) {
     for (const t of tmpFiles) fs.rmSync(t, { force: true });
+    if (dataPlan && (dataPlaced || backup)) restoreData(dataPlan.target, backup, dataPlaced);
     if (e instanceof UserError) throw e;
     throw new UserError(`cannot write: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, file);
+  }
+}
+
+/** Undoes a half-finished external-data save: drops the new data file and puts the previous one back. */
+function restoreData(target: string, backup: string | undefined, placed: boolean): void {
+  try {
+    if (placed) fs.rmSync(target, { force: true });
+    if (backup) fs.renameSync(backup, target);
+  } catch {
+    // Best effort: the original error is the one to report.
+  }
+}
+
+/** Whether two paths name one file (also through links or another spelling of the path). */
+function sameFile(a: string, b: string): boolean {
+  if (path.resolve(a) === path.resolve(b)) return true;
+  try {
+    const sa = fs.statSync(a);
+    const sb = fs.statSync(b);
+    return sa.dev === sb.dev && sa.ino === sb.ino;
+  } catch {
+    return false;
   }
 }
 
@@ -86,6 +120,11 @@ function writeChunks(file: string, chunks: Uint8Array[]): void {
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/** Whether the initializers alone would push the file past `limit` (protobuf's 2 GiB), so saveModel stores them externally. */
+export function needsExternalData(model: Model, limit = PROTOBUF_LIMIT): boolean {
+  return estimateBytes(model) > limit;
 }
 
 function estimateBytes(model: Model): number {
