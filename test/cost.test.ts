@@ -3,8 +3,12 @@ import fs from 'node:fs';
 import { describe, it } from 'node:test';
 import { countCost, MAC_OPS, type CostReport } from '../src/analysis/cost.js';
 import { UserError } from '../src/errors.js';
+import { intAttr, intsAttr } from '../src/ir/attribute.js';
+import { DataType } from '../src/ir/data-type.js';
+import { Graph, Node, Value } from '../src/ir/graph.js';
 import { loadModel } from '../src/ir/load.js';
-import type { Model } from '../src/ir/model.js';
+import { Model } from '../src/ir/model.js';
+import { Tensor } from '../src/ir/tensor.js';
 import { tensorType } from '../src/ir/types.js';
 import { FIXTURE_MODELS, fixture, needsShared, sharedModel } from './helpers.js';
 
@@ -198,4 +202,68 @@ describe('cost model on the shared CIFAR-10 ResNets (figures of ../shared/models
       );
     },
   );
+});
+
+/** x[N,4,5,5] -> ConvTranspose(4->2, 3x3, stride 2) -> Conv(2->6, 3x3, group 2, pad 1) -> Reshape [0,6,121] -> MatMul W[121,8] -> Add b[8] */
+function syntheticModel(): Model {
+  const g = new Graph();
+  const value = (name: string): Value => new Value(name);
+  const weight = (name: string, dims: number[]): Value => {
+    const v = value(name);
+    g.addInitializer(
+      v,
+      Tensor.fromArray(DataType.FLOAT, dims, new Float32Array(dims.reduce((a, b) => a * b, 1))),
+    );
+    return v;
+  };
+  const x = new Value('x', tensorType(DataType.FLOAT, ['N', 4, 5, 5]));
+  g.inputs.push(x);
+  const [y, z, r, m, out] = ['y', 'z', 'r', 'm', 'out'].map(value) as [Value, Value, Value, Value, Value];
+  const deconv = g.addNode(new Node('ConvTranspose', [x, weight('up.weight', [4, 2, 3, 3])], [y], 'up'));
+  deconv.attributes.set('strides', intsAttr([2, 2]));
+  const conv = g.addNode(new Node('Conv', [y, weight('grouped.weight', [6, 1, 3, 3])], [z], 'grouped'));
+  conv.attributes.set('group', intAttr(2));
+  conv.attributes.set('pads', intsAttr([1, 1, 1, 1]));
+  const shape = value('shape');
+  g.addInitializer(shape, Tensor.int64([0, 6, 121]));
+  g.addNode(new Node('Reshape', [z, shape], [r], 'flatten'));
+  g.addNode(new Node('MatMul', [r, weight('fc.weight', [121, 8])], [m], 'fc'));
+  g.addNode(new Node('Add', [m, weight('fc.bias', [8])], [out], 'fc_bias'));
+  g.outputs.push(out);
+  const model = new Model(g);
+  model.opsetImports = [{ domain: '', version: 13 }];
+  return model;
+}
+
+describe('cost model formulas on a synthetic graph', () => {
+  it('ConvTranspose counts per input pixel, grouped Conv per group, MatMul + Add as a Linear with bias', () => {
+    const cost = countCost(syntheticModel());
+    const byName = Object.fromEntries(cost.perNode.map((l) => [l.name, l]));
+    // ConvTranspose: Cin * Hin * Win * (Cout/group) * kh * kw; output 2x11x11.
+    assert.equal(byName.up!.macs, 4 * 5 * 5 * 2 * 3 * 3);
+    assert.equal(byName.up!.outChannels, 2);
+    assert.equal(byName.up!.params, 4 * 2 * 3 * 3);
+    // Conv with group 2: Cout * Hout * Wout * (Cin/group) * kh * kw.
+    assert.equal(byName.grouped!.macs, 6 * 11 * 11 * 1 * 3 * 3);
+    assert.equal(byName.grouped!.params, 6 * 1 * 3 * 3);
+    // MatMul [1,6,121] x [121,8]: M * K * N per image; the Add's constant is its bias (params, not MACs).
+    assert.equal(byName.fc!.macs, 6 * 121 * 8);
+    assert.equal(byName.fc!.params, 121 * 8 + 8);
+    assert.equal(byName.fc!.outChannels, 8);
+    assert.equal(cost.totalMacs, 1800 + 6534 + 5808);
+    assert.deepEqual(Object.keys(cost.macsByOp).sort(), ['Conv', 'ConvTranspose', 'MatMul']);
+  });
+
+  it('leaves the model as it was: declared shapes keep the symbolic batch', () => {
+    const model = loadModel(fixture('resnet_b.onnx'));
+    const before = [...model.graph.inputs, ...model.graph.outputs].map((v) => JSON.stringify(v.type));
+    countCost(model, { inputShape: [1, 3, 64, 64] });
+    assert.deepEqual(
+      [...model.graph.inputs, ...model.graph.outputs].map((v) => JSON.stringify(v.type)),
+      before,
+    );
+    assert.ok(
+      model.graph.nodes.filter((n) => n.opType === 'Conv').every((n) => n.output(0).type === undefined),
+    );
+  });
 });

@@ -3,7 +3,7 @@ import { AttributeType } from '../ir/attribute.js';
 import type { Node, Value } from '../ir/graph.js';
 import type { Model } from '../ir/model.js';
 import { shapeToString, type Dim } from '../ir/types.js';
-import { inferShapes } from '../passes/infer-shapes.js';
+import { analyzeShapes } from '../passes/infer-shapes.js';
 
 /**
  * The cost model (docs/cost-model.md): multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul for ONE
@@ -52,14 +52,17 @@ export interface CostOptions {
 /** Op types whose multiply-adds count as MACs. */
 export const MAC_OPS: readonly string[] = ['Conv', 'ConvTranspose', 'Gemm', 'MatMul'];
 
+/** Where the cost model reads a value's shape. */
+export type ShapeOf = (v: Value) => readonly Dim[] | undefined;
+
 /**
- * Counts MACs and params. Runs shape inference at the given input shape first, so the value types of the
- * model are (re)annotated for batch 1; nothing else changes.
+ * Counts MACs and params. Shapes come from shape analysis at the given input shape (batch 1); the model is
+ * not changed (its value types keep the symbolic batch, so a model counted and then saved is unaffected).
  */
 export function countCost(model: Model, options: CostOptions = {}): CostReport {
   const inputShapes = resolveInputShapes(model, options.inputShape);
-  inferShapes.run(model, { inputShapes });
-  return measureCost(model, inputShapes);
+  const { info } = analyzeShapes(model, { inputShapes });
+  return measureCost(model, inputShapes, (v) => info.get(v)?.shape ?? v.shape);
 }
 
 /** The graph inputs that carry data (not initializers listed as inputs, as IR < 4 files do). */
@@ -119,14 +122,18 @@ export function resolveInputShapes(
   return out;
 }
 
-/** Counts costs from the value shapes already on the model (inferred at batch 1). */
-export function measureCost(model: Model, inputShapes: Record<string, number[]> = {}): CostReport {
+/** Counts costs from shapes already known at batch 1 (by default the value types on the model). */
+export function measureCost(
+  model: Model,
+  inputShapes: Record<string, number[]> = {},
+  shapeOf: ShapeOf = (v) => v.shape,
+): CostReport {
   const perNode: LayerCost[] = [];
   const macsByOp: Record<string, number> = {};
   let convLinearParams = 0;
   let bnAffineParams = 0;
   for (const node of model.graph.nodes) {
-    const cost = nodeCost(node);
+    const cost = nodeCost(node, shapeOf);
     if (!cost) continue;
     perNode.push(cost);
     if (MAC_OPS.includes(node.opType)) convLinearParams += cost.params;
@@ -146,15 +153,15 @@ export function measureCost(model: Model, inputShapes: Record<string, number[]> 
   };
 }
 
-function nodeCost(node: Node): LayerCost | undefined {
+function nodeCost(node: Node, shapeOf: ShapeOf): LayerCost | undefined {
   switch (node.opType) {
     case 'Conv':
     case 'ConvTranspose':
-      return convCost(node);
+      return convCost(node, shapeOf);
     case 'Gemm':
-      return gemmCost(node);
+      return gemmCost(node, shapeOf);
     case 'MatMul':
-      return matMulCost(node);
+      return matMulCost(node, shapeOf);
     case 'BatchNormalization':
       return batchNormCost(node);
     default:
@@ -183,8 +190,8 @@ function constantOf(v: Value | undefined): { name: string; dims: readonly number
 
 const product = (dims: readonly number[]): number => dims.reduce((a, b) => a * b, 1);
 
-function staticDims(node: Node, v: Value | undefined, what: string): number[] {
-  const shape: Dim[] | undefined = v?.shape;
+function staticDims(node: Node, v: Value | undefined, what: string, shapeOf: ShapeOf): number[] {
+  const shape = v ? shapeOf(v) : undefined;
   if (!shape || shape.some((d) => typeof d !== 'number'))
     throw new UserError(
       `cannot count MACs: the shape of its ${what} '${v?.name ?? ''}' is ${shapeToString(shape)} after shape inference`,
@@ -194,21 +201,25 @@ function staticDims(node: Node, v: Value | undefined, what: string): number[] {
   return shape as number[];
 }
 
-function weightDims(node: Node, v: Value | undefined): { name: string | undefined; dims: readonly number[] } {
+function weightDims(
+  node: Node,
+  v: Value | undefined,
+  shapeOf: ShapeOf,
+): { name: string | undefined; dims: readonly number[] } {
   const c = constantOf(v);
   if (c) return c;
-  return { name: undefined, dims: staticDims(node, v, 'weight') };
+  return { name: undefined, dims: staticDims(node, v, 'weight', shapeOf) };
 }
 
-function convCost(node: Node): LayerCost {
-  const w = weightDims(node, node.inputs[1]);
+function convCost(node: Node, shapeOf: ShapeOf): LayerCost {
+  const w = weightDims(node, node.inputs[1], shapeOf);
   const bias = constantOf(node.inputs[2]);
   const group = node.attrInt('group', 1);
   // Each weight element is used once per output pixel (Conv) or once per input pixel (ConvTranspose).
   const transpose = node.opType === 'ConvTranspose';
   const pixels = transpose
-    ? product(staticDims(node, node.inputs[0], 'input').slice(2))
-    : product(staticDims(node, node.outputs[0], 'output').slice(2));
+    ? product(staticDims(node, node.inputs[0], 'input', shapeOf).slice(2))
+    : product(staticDims(node, node.outputs[0], 'output', shapeOf).slice(2));
   const weighted = constantOf(node.inputs[1]) !== undefined;
   return layer(node, {
     outChannels: transpose ? w.dims[1]! * group : w.dims[0],
@@ -219,14 +230,13 @@ function convCost(node: Node): LayerCost {
   });
 }
 
-function gemmCost(node: Node): LayerCost {
-  const a = node.inputs[0];
+function gemmCost(node: Node, shapeOf: ShapeOf): LayerCost {
   const bConst = constantOf(node.inputs[1]);
-  const b = bConst?.dims ?? staticDims(node, node.inputs[1], 'input B');
+  const b = bConst?.dims ?? staticDims(node, node.inputs[1], 'input B', shapeOf);
   const transB = node.attrInt('transB', 0) !== 0;
   const [k, n] = transB ? [b[1]!, b[0]!] : [b[0]!, b[1]!];
-  const out = staticDims(node, node.outputs[0], 'output');
-  const m = out[0] ?? staticDims(node, a, 'input A')[node.attrInt('transA', 0) ? 1 : 0]!;
+  // Rows of the output: the batch for a CNN head, which the analysis took as 1.
+  const m = staticDims(node, node.outputs[0], 'output', shapeOf)[0]!;
   const c = constantOf(node.inputs[2]);
   return layer(node, {
     outChannels: n,
@@ -238,12 +248,12 @@ function gemmCost(node: Node): LayerCost {
 }
 
 /** MatMul with a constant operand is a Linear layer; an Add of a constant right after it is its bias. */
-function matMulCost(node: Node): LayerCost {
-  const out = staticDims(node, node.outputs[0], 'output');
+function matMulCost(node: Node, shapeOf: ShapeOf): LayerCost {
+  const out = staticDims(node, node.outputs[0], 'output', shapeOf);
   const aConst = constantOf(node.inputs[0]);
   const bConst = constantOf(node.inputs[1]);
-  const bDims = bConst?.dims ?? staticDims(node, node.inputs[1], 'input B');
-  const aDims = aConst?.dims ?? staticDims(node, node.inputs[0], 'input A');
+  const bDims = bConst?.dims ?? staticDims(node, node.inputs[1], 'input B', shapeOf);
+  const aDims = aConst?.dims ?? staticDims(node, node.inputs[0], 'input A', shapeOf);
   const k = aDims.length === 0 ? 1 : aDims[aDims.length - 1]!;
   const params = (aConst ? product(aConst.dims) : 0) + (bConst ? product(bConst.dims) : 0);
   const bias = params > 0 ? linearBias(node) : 0;
