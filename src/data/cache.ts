@@ -45,4 +45,3 @@ function defaultCacheName(tarPath: string): string {
   const hash = createHash('sha1').update(resolve(tarPath)).digest('hex').slice(0, 8);
   return `${basename(tarPath).replace(/\.(tar|tgz|tar\.gz)$/, '')}-${hash}`;
 }
-

@@ -1,0 +1,141 @@
+import { readFile, readdir } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import { UserError } from '../errors.js';
+import type { Dataset, Sample } from './dataset.js';
+import { transformSample } from './image.js';
+import type { PreprocessSpec } from './preprocess.js';
+import type { Split } from './cifar-binary.js';
+
+const FASHION_CLASSES = [
+  'T-shirt/top',
+  'Trouser',
+  'Pullover',
+  'Dress',
+  'Coat',
+  'Sandal',
+  'Shirt',
+  'Sneaker',
+  'Bag',
+  'Ankle boot',
+];
+
+/** `train-images-idx3-ubyte.gz`, `t10k-images.idx3-ubyte`, … (both spellings are in circulation). */
+const IMAGES_FILE = /^(train|t10k)-images[.-]idx3-ubyte(\.gz)?$/;
+
+export function looksLikeIdxFolder(names: readonly string[]): boolean {
+  return names.some((n) => IMAGES_FILE.test(n));
+}
+
+/** A parsed IDX file: unsigned-byte data with its dimensions. */
+export interface IdxArray {
+  dims: number[];
+  data: Uint8Array;
+}
+
+/** Parses an IDX file (gzip-compressed or raw); only the unsigned-byte type that MNIST-style data uses. */
+export function parseIdx(bytes: Uint8Array, name: string): IdxArray {
+  if (bytes[0] === 0x1f && bytes[1] === 0x8b) {
+    try {
+      bytes = gunzipSync(bytes);
+    } catch (e) {
+      throw new UserError(`is not valid gzip (${(e as Error).message})`, name);
+    }
+  }
+  if (bytes.length < 4 || bytes[0] !== 0 || bytes[1] !== 0)
+    throw new UserError('is not an IDX file (bad magic number)', name);
+  if (bytes[2] !== 0x08)
+    throw new UserError(
+      `IDX data type 0x${bytes[2]!.toString(16)} is not supported (only unsigned bytes)`,
+      name,
+    );
+  const rank = bytes[3]!;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (bytes.length < 4 + 4 * rank) throw new UserError('IDX header is truncated', name);
+  const dims = Array.from({ length: rank }, (_, i) => view.getUint32(4 + 4 * i, false));
+  const start = 4 + 4 * rank;
+  const size = dims.reduce((a, b) => a * b, 1);
+  if (bytes.length - start !== size) {
+    throw new UserError(
+      `IDX header promises ${size} bytes of data (${dims.join('x')}) but the file has ${bytes.length - start}`,
+      name,
+    );
+  }
+  return { dims, data: bytes.subarray(start) };
+}
+
+/** MNIST-style IDX image + label files. Both are read whole (47 MB for Fashion-MNIST's training images). */
+export class IdxDataset implements Dataset {
+  readonly kind = 'idx';
+  readonly length: number;
+  private readonly height: number;
+  private readonly width: number;
+
+  private constructor(
+    readonly path: string,
+    readonly classNames: readonly string[],
+    readonly labels: Int32Array,
+    private readonly images: IdxArray,
+    private readonly imagesFile: string,
+  ) {
+    this.length = labels.length;
+    [, this.height, this.width] = images.dims as [number, number, number];
+  }
+
+  /** Opens a split from a folder, or the images file named directly (its labels file is found beside it). */
+  static async open(path: string, split: Split, isFile = false): Promise<IdxDataset> {
+    const folder = isFile ? dirname(path) : path;
+    const names = await readdir(folder);
+    const prefix = split === 'test' ? 't10k' : 'train';
+    const imagesName = isFile ? basename(path) : names.find((n) => IMAGES_FILE.exec(n)?.[1] === prefix);
+    if (!imagesName)
+      throw new UserError(`has no ${prefix}-images-idx3-ubyte file for the ${split} split`, folder);
+    const labelsName = names.find(
+      (n) => n === imagesName.replace('images', 'labels').replace('idx3', 'idx1'),
+    );
+    if (!labelsName)
+      throw new UserError('has no matching labels file (…-labels-idx1-ubyte)', join(folder, imagesName));
+
+    const imagesFile = join(folder, imagesName);
+    const labelsFile = join(folder, labelsName);
+    const images = parseIdx(await readBytes(imagesFile), imagesFile);
+    const labelArray = parseIdx(await readBytes(labelsFile), labelsFile);
+    if (images.dims.length !== 3)
+      throw new UserError(`expected N x H x W images, found ${images.dims.join('x')}`, imagesFile);
+    if (labelArray.dims.length !== 1 || labelArray.dims[0] !== images.dims[0]) {
+      throw new UserError(`has ${labelArray.dims.join('x')} labels for ${images.dims[0]} images`, labelsFile);
+    }
+    const labels = Int32Array.from(labelArray.data);
+    const classCount = labels.reduce((m, l) => Math.max(m, l), 0) + 1;
+    const classNames =
+      /fashion/i.test(folder) && classCount === FASHION_CLASSES.length
+        ? FASHION_CLASSES
+        : Array.from({ length: classCount }, (_, i) => String(i));
+    return new IdxDataset(path, classNames, labels, images, imagesFile);
+  }
+
+  describe(index: number): string {
+    return `${this.imagesFile}#${index}`;
+  }
+
+  load(index: number, spec: PreprocessSpec): Promise<Sample> {
+    const size = this.height * this.width;
+    const pixels = this.images.data.slice(index * size, (index + 1) * size);
+    return transformSample(
+      { pixels, height: this.height, width: this.width, channels: 1 },
+      spec,
+      this.describe(index),
+    );
+  }
+}
+
+async function readBytes(file: string): Promise<Uint8Array> {
+  try {
+    return await readFile(file);
+  } catch (e) {
+    throw new UserError(
+      `cannot read the file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+      file,
+    );
+  }
+}

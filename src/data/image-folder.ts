@@ -1,0 +1,82 @@
+import { opendir, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { UserError } from '../errors.js';
+import type { Dataset, Sample } from './dataset.js';
+import { decodeImageFile } from './image.js';
+import type { PreprocessSpec } from './preprocess.js';
+
+const IMAGE_EXTENSIONS = /\.(jpe?g|png|webp)$/i;
+
+/**
+ * The ImageNet layout: one subfolder per class, label order = sorted folder names. Only file names are kept
+ * (grouped per class), never pixels; a 1.2M-image folder costs its names' memory and nothing more.
+ */
+export class ImageFolderDataset implements Dataset {
+  readonly kind = 'image-folder';
+  readonly labels: Int32Array;
+  readonly length: number;
+  /** Index of the first sample of each class, plus the total at the end. */
+  private readonly classStart: Int32Array;
+
+  private constructor(
+    readonly path: string,
+    readonly classNames: readonly string[],
+    private readonly fileNames: readonly (readonly string[])[],
+  ) {
+    this.classStart = new Int32Array(fileNames.length + 1);
+    fileNames.forEach((names, c) => (this.classStart[c + 1] = this.classStart[c]! + names.length));
+    this.length = this.classStart[fileNames.length]!;
+    this.labels = new Int32Array(this.length);
+    fileNames.forEach((_, c) => this.labels.fill(c, this.classStart[c], this.classStart[c + 1]));
+  }
+
+  /** Lists the class folders (sorted) and their image files (sorted, so sample order is stable). */
+  static async open(root: string): Promise<ImageFolderDataset> {
+    const classNames = (await listEntries(root))
+      .filter((e) => e.isDirectory() && !e.name.startsWith('.'))
+      .map((e) => e.name)
+      .sort(compareCodeUnits);
+    if (classNames.length === 0)
+      throw new UserError('has no class folders (expected one subfolder per class)', root);
+    const fileNames: string[][] = [];
+    for (const name of classNames) {
+      const folder = join(root, name);
+      const files: string[] = [];
+      // opendir streams the entries instead of building one array of Dirent objects for a huge folder.
+      for await (const entry of await opendir(folder, { bufferSize: 256 })) {
+        if (!entry.isDirectory() && IMAGE_EXTENSIONS.test(entry.name) && !entry.name.startsWith('.')) {
+          files.push(entry.name);
+        }
+      }
+      if (files.length === 0)
+        throw new UserError('class folder has no images (.jpg, .jpeg, .png, .webp)', folder);
+      fileNames.push(files.sort(compareCodeUnits));
+    }
+    return new ImageFolderDataset(root, classNames, fileNames);
+  }
+
+  describe(index: number): string {
+    const c = this.labels[index]!;
+    return join(this.path, this.classNames[c]!, this.fileNames[c]![index - this.classStart[c]!]!);
+  }
+
+  load(index: number, spec: PreprocessSpec): Promise<Sample> {
+    return decodeImageFile(this.describe(index), spec);
+  }
+}
+
+async function listEntries(folder: string) {
+  try {
+    return await readdir(folder, { withFileTypes: true });
+  } catch (e) {
+    throw new UserError(
+      `cannot read the folder (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+      folder,
+    );
+  }
+}
+
+/** Plain code-unit order, as Python's sorted() in torchvision's ImageFolder; not locale order. */
+export function compareCodeUnits(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}

@@ -1,0 +1,232 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { UserError } from '../errors.js';
+
+/**
+ * How images become model input. The output is always NCHW float32; per value
+ * `x = (u8 / scale - mean[c]) / std[c]`, rounded to float32 after every step so that the result is
+ * bit-identical to torchvision's `ToTensor()` + `Normalize()` (see ../shared/models/README.md).
+ */
+export interface PreprocessSpec {
+  /** Channels of the model input: 3 = colour, 1 = grayscale. */
+  channels: 1 | 3;
+  /** Order of the colour channels in the tensor (ignored for 1 channel). */
+  channelOrder: 'rgb' | 'bgr';
+  /** Resize so the shorter side has this many pixels (bilinear), before cropping. Absent: native size. */
+  resize?: number;
+  /** Center crop to crop x crop pixels, after resizing. */
+  crop?: number;
+  /** Pixel values are divided by this first; 255 maps 8-bit values onto [0, 1]. */
+  scale: number;
+  mean: number[];
+  std: number[];
+  /** Training augmentation, applied only where a caller asks for it (never by eval). */
+  augment?: AugmentSpec;
+}
+
+/** torchvision's RandomCrop(size, padding) + RandomHorizontalFlip(), in that order. */
+export interface AugmentSpec {
+  /** Zero-pad every side by this many pixels, then crop back to the original size at a random offset. */
+  cropPadding?: number;
+  horizontalFlip?: boolean;
+}
+
+const IMAGENET_MEAN = [0.485, 0.456, 0.406];
+const IMAGENET_STD = [0.229, 0.224, 0.225];
+
+export const PRESETS = {
+  /** The recipe the shared CIFAR-10 ResNets were trained with (ImageNet mean/std, no resize). */
+  cifar10: {
+    channels: 3,
+    channelOrder: 'rgb',
+    scale: 255,
+    mean: IMAGENET_MEAN,
+    std: IMAGENET_STD,
+    augment: { cropPadding: 4, horizontalFlip: true },
+  },
+  /** The CIFAR-100 training-set statistics commonly used with CIFAR-100 models. */
+  cifar100: {
+    channels: 3,
+    channelOrder: 'rgb',
+    scale: 255,
+    mean: [0.5071, 0.4865, 0.4409],
+    std: [0.2673, 0.2564, 0.2762],
+    augment: { cropPadding: 4, horizontalFlip: true },
+  },
+  imagenet: {
+    channels: 3,
+    channelOrder: 'rgb',
+    resize: 256,
+    crop: 224,
+    scale: 255,
+    mean: IMAGENET_MEAN,
+    std: IMAGENET_STD,
+    augment: { horizontalFlip: true },
+  },
+  fmnist: {
+    channels: 1,
+    channelOrder: 'rgb',
+    scale: 255,
+    mean: [0.286],
+    std: [0.353],
+    augment: { cropPadding: 2, horizontalFlip: true },
+  },
+  /** Digits must not be mirrored, so no flip. */
+  mnist: {
+    channels: 1,
+    channelOrder: 'rgb',
+    scale: 255,
+    mean: [0.1307],
+    std: [0.3081],
+    augment: { cropPadding: 2 },
+  },
+} satisfies Record<string, PreprocessSpec>;
+
+export type PresetName = keyof typeof PRESETS;
+export const PRESET_NAMES = Object.keys(PRESETS) as PresetName[];
+
+/** Where a spec came from, recorded next to every result. */
+export interface ResolvedSpec {
+  spec: PreprocessSpec;
+  source: string;
+}
+
+export interface SpecRequest {
+  preset?: string;
+  /** A spec JSON file named explicitly. */
+  specFile?: string;
+  /** The model being run: `MODEL.preprocess.json` beside it is used when no preset or file is named. */
+  modelPath?: string;
+  /** Flags override single fields of whatever the base is. */
+  mean?: number[];
+  std?: number[];
+  resize?: number;
+  crop?: number;
+  channels?: number;
+}
+
+/** The JSON spec file that travels with a model: `resnet.onnx` → `resnet.preprocess.json`. */
+export function specPathFor(modelPath: string): string {
+  return modelPath.replace(/\.onnx$/i, '') + '.preprocess.json';
+}
+
+/**
+ * Combines a preset, a spec file or the model's `.preprocess.json` with flag overrides. Refuses to guess:
+ * with no source at all a wrong normalisation would silently cost accuracy.
+ */
+export function resolveSpec(request: SpecRequest): ResolvedSpec {
+  let base: PreprocessSpec | undefined;
+  let source: string;
+  if (request.preset !== undefined) {
+    const preset = (PRESETS as Record<string, PreprocessSpec>)[request.preset];
+    if (!preset)
+      throw new UserError(`unknown preset '${request.preset}' (known: ${PRESET_NAMES.join(', ')})`);
+    base = structuredClone(preset);
+    source = `preset ${request.preset}`;
+  } else if (request.specFile !== undefined) {
+    base = readSpecFile(request.specFile);
+    source = `file ${request.specFile}`;
+  } else if (request.modelPath !== undefined && existsSync(specPathFor(request.modelPath))) {
+    base = readSpecFile(specPathFor(request.modelPath));
+    source = `file ${specPathFor(request.modelPath)}`;
+  } else if (request.mean !== undefined && request.std !== undefined) {
+    const channels = request.mean.length === 1 ? 1 : 3;
+    base = { channels, channelOrder: 'rgb', scale: 255, mean: request.mean, std: request.std };
+    source = 'flags';
+  } else {
+    const beside = request.modelPath ? `, or write ${specPathFor(request.modelPath)}` : '';
+    throw new UserError(
+      `say how to preprocess the images: --preset ${PRESET_NAMES.join('|')}, or --mean and --std${beside}`,
+    );
+  }
+  const overridden = applyOverrides(base, request);
+  if (overridden !== base) source += ' with flag overrides';
+  validateSpec(overridden, source);
+  return { spec: overridden, source };
+}
+
+function applyOverrides(base: PreprocessSpec, request: SpecRequest): PreprocessSpec {
+  const fields = ['mean', 'std', 'resize', 'crop', 'channels'] as const;
+  if (fields.every((f) => request[f] === undefined)) return base;
+  const spec = { ...base };
+  if (request.channels !== undefined) spec.channels = request.channels as 1 | 3;
+  if (request.mean !== undefined) spec.mean = request.mean;
+  if (request.std !== undefined) spec.std = request.std;
+  if (request.resize !== undefined) spec.resize = request.resize;
+  if (request.crop !== undefined) spec.crop = request.crop;
+  return spec;
+}
+
+const SPEC_KEYS = new Set(['channels', 'channelOrder', 'resize', 'crop', 'scale', 'mean', 'std', 'augment']);
+
+/** Reads a spec JSON file (the format of `PreprocessSpec`; `channelOrder` and `scale` may be left out). */
+export function readSpecFile(path: string): PreprocessSpec {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new UserError(`cannot read the preprocessing spec (${(e as Error).message})`, path);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new UserError('a preprocessing spec must be a JSON object', path);
+  }
+  const unknown = Object.keys(parsed).filter((k) => !SPEC_KEYS.has(k));
+  if (unknown.length)
+    throw new UserError(`unknown key(s) ${unknown.join(', ')} in the preprocessing spec`, path);
+  const raw = parsed as Partial<PreprocessSpec>;
+  const mean = raw.mean ?? [];
+  const spec: PreprocessSpec = {
+    channels: raw.channels ?? (mean.length === 1 ? 1 : 3),
+    channelOrder: raw.channelOrder ?? 'rgb',
+    scale: raw.scale ?? 255,
+    mean,
+    std: raw.std ?? [],
+    ...(raw.resize !== undefined && { resize: raw.resize }),
+    ...(raw.crop !== undefined && { crop: raw.crop }),
+    ...(raw.augment !== undefined && { augment: raw.augment }),
+  };
+  validateSpec(spec, `file ${path}`);
+  return spec;
+}
+
+function validateSpec(spec: PreprocessSpec, source: string): void {
+  const fail = (why: string) => {
+    throw new UserError(`invalid preprocessing spec (${source}): ${why}`);
+  };
+  if (spec.channels !== 1 && spec.channels !== 3) fail(`channels must be 1 or 3, not ${spec.channels}`);
+  if (spec.channelOrder !== 'rgb' && spec.channelOrder !== 'bgr') fail(`channelOrder must be 'rgb' or 'bgr'`);
+  for (const key of ['mean', 'std'] as const) {
+    const values = spec[key];
+    if (!Array.isArray(values) || values.some((v) => typeof v !== 'number' || !Number.isFinite(v))) {
+      fail(`${key} must be a list of numbers`);
+    }
+    if (values.length !== spec.channels)
+      fail(`${key} has ${values.length} values for ${spec.channels} channel(s)`);
+  }
+  if (spec.std.some((s) => s <= 0)) fail('std values must be positive');
+  if (!(spec.scale > 0)) fail('scale must be positive');
+  for (const key of ['resize', 'crop'] as const) {
+    const v = spec[key];
+    if (v !== undefined && !(Number.isInteger(v) && v > 0)) fail(`${key} must be a positive integer`);
+  }
+  const padding = spec.augment?.cropPadding;
+  if (padding !== undefined && !(Number.isInteger(padding) && padding >= 0)) {
+    fail('augment.cropPadding must be a non-negative integer');
+  }
+}
+
+/**
+ * The float32 value of every (channel, 8-bit value) pair: normalising is then one table read per value.
+ * Each step is rounded to float32 as torch computes it, so the table is bit-identical to torch.
+ */
+export function normalisationTable(spec: PreprocessSpec): Float32Array {
+  const table = new Float32Array(spec.channels * 256);
+  const scale = Math.fround(spec.scale);
+  for (let c = 0; c < spec.channels; c++) {
+    const mean = Math.fround(spec.mean[c]!);
+    const std = Math.fround(spec.std[c]!);
+    for (let v = 0; v < 256; v++) {
+      table[c * 256 + v] = Math.fround(Math.fround(Math.fround(v / scale) - mean) / std);
+    }
+  }
+  return table;
+}
