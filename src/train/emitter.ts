@@ -1,0 +1,99 @@
+import { floatAttr, intAttr, intsAttr, type Attribute } from '../ir/attribute.js';
+import { DataType } from '../ir/data-type.js';
+import { Graph, Node, Value } from '../ir/graph.js';
+import { Tensor } from '../ir/tensor.js';
+import { tensorType } from '../ir/types.js';
+
+export type AttrValue = number | number[] | { float: number } | Attribute;
+
+/** Appends nodes and constants to a graph with fresh names; the step-graph builder's only way to emit IR. */
+export class Emitter {
+  private readonly intConsts = new Map<string, Value>();
+  private readonly floatConsts = new Map<number, Value>();
+
+  constructor(
+    readonly graph: Graph,
+    private readonly prefix: string,
+  ) {}
+
+  /** Emits one node with one output; ints and int lists become INT/INTS attributes, `{ float }` a FLOAT. */
+  op(opType: string, inputs: (Value | undefined)[], attrs: Record<string, AttrValue> = {}, hint = opType): Value {
+    return this.opN(opType, inputs, 1, attrs, hint)[0]!;
+  }
+
+  opN(opType: string, inputs: (Value | undefined)[], outputs: number, attrs: Record<string, AttrValue> = {}, hint = opType): Value[] {
+    const outs = Array.from({ length: outputs }, () => new Value(this.graph.uniqueName(`${this.prefix}${hint}`)));
+    const node = new Node(opType, inputs, outs, this.graph.uniqueName(`${this.prefix}${hint}`));
+    for (const [k, v] of Object.entries(attrs)) node.attributes.set(k, toAttribute(v));
+    this.graph.addNode(node);
+    return outs;
+  }
+
+  /** A shared int64 1-D initializer (shapes, axes, slice bounds). */
+  ints(values: readonly number[]): Value {
+    const key = values.join(',');
+    let v = this.intConsts.get(key);
+    if (!v) {
+      v = new Value(this.graph.uniqueName(`${this.prefix}const_i64`), tensorType(DataType.INT64, [values.length]));
+      this.graph.addInitializer(v, Tensor.int64(values));
+      this.intConsts.set(key, v);
+    }
+    return v;
+  }
+
+  /** A shared float32 scalar initializer. */
+  scalar(x: number): Value {
+    const key = Math.fround(x);
+    let v = this.floatConsts.get(key);
+    if (!v) {
+      v = new Value(this.graph.uniqueName(`${this.prefix}const_f32`), tensorType(DataType.FLOAT, []));
+      this.graph.addInitializer(v, Tensor.scalarFloat(x));
+      this.floatConsts.set(key, v);
+    }
+    return v;
+  }
+
+  floats(values: Float32Array, dims: number[], hint = 'const'): Value {
+    const v = new Value(this.graph.uniqueName(`${this.prefix}${hint}`), tensorType(DataType.FLOAT, dims));
+    this.graph.addInitializer(v, Tensor.fromArray(DataType.FLOAT, dims, values));
+    return v;
+  }
+
+  add(a: Value, b: Value): Value {
+    return this.op('Add', [a, b]);
+  }
+  sub(a: Value, b: Value): Value {
+    return this.op('Sub', [a, b]);
+  }
+  mul(a: Value, b: Value): Value {
+    return this.op('Mul', [a, b]);
+  }
+  scale(a: Value, k: number): Value {
+    return k === 1 ? a : this.op('Mul', [a, this.scalar(k)]);
+  }
+  reshape(a: Value, shape: readonly number[]): Value {
+    return this.op('Reshape', [a, this.ints(shape)]);
+  }
+  transpose(a: Value, perm: number[]): Value {
+    return this.op('Transpose', [a], { perm });
+  }
+  reduceSum(a: Value, axes: number[], keepdims: boolean): Value {
+    return this.op('ReduceSum', [a, this.ints(axes)], { keepdims: keepdims ? 1 : 0 });
+  }
+  slice(a: Value, starts: number[], ends: number[], axes: number[], steps?: number[]): Value {
+    const inputs = [a, this.ints(starts), this.ints(ends), this.ints(axes)];
+    if (steps) inputs.push(this.ints(steps));
+    return this.op('Slice', inputs);
+  }
+  /** Sums contributions; one contribution is returned as is. */
+  sum(values: Value[]): Value {
+    return values.length === 1 ? values[0]! : this.op('Sum', values);
+  }
+}
+
+function toAttribute(v: AttrValue): Attribute {
+  if (typeof v === 'number') return intAttr(v);
+  if (Array.isArray(v)) return intsAttr(v);
+  if ('float' in v) return floatAttr(v.float);
+  return v;
+}

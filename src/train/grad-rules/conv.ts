@@ -1,0 +1,113 @@
+import type { Value } from '../../ir/graph.js';
+import type { GradContext, GradRule } from './types.js';
+
+interface ConvGeometry {
+  n: number; cin: number; cout: number; group: number;
+  x: number[]; y: number[]; k: number[]; s: number[]; d: number[];
+  /** [top, left, bottom, right] */
+  p: number[];
+}
+
+function geometry(ctx: GradContext): ConvGeometry {
+  const xs = ctx.shape(ctx.node.input(0));
+  const ws = ctx.shape(ctx.node.input(1));
+  const ys = ctx.shape(ctx.node.output());
+  if (xs.length !== 4) ctx.fail(`only 2-D Conv has a backward rule (input rank ${xs.length})`);
+  const k = ws.slice(2);
+  const s = ctx.node.attrInts('strides', [1, 1]);
+  const d = ctx.node.attrInts('dilations', [1, 1]);
+  const x = xs.slice(2);
+  let p = ctx.node.attrInts('pads', [0, 0, 0, 0]);
+  const autoPad = ctx.node.attrString('auto_pad', 'NOTSET');
+  if (autoPad === 'VALID') p = [0, 0, 0, 0];
+  else if (autoPad !== 'NOTSET') {
+    const total = x.map((h, i) => Math.max(0, (Math.ceil(h / s[i]!) - 1) * s[i]! + d[i]! * (k[i]! - 1) + 1 - h));
+    const small = total.map((t) => Math.floor(t / 2));
+    const big = total.map((t, i) => t - small[i]!);
+    p = autoPad === 'SAME_UPPER' ? [...small, ...big] : [...big, ...small];
+  }
+  return { n: xs[0]!, cin: xs[1]!, cout: ws[0]!, group: ctx.node.attrInt('group', 1), x, y: ys.slice(2), k, s, d, p };
+}
+
+/**
+ * dX. Stride 1: a Conv of dY with the kernel transposed per group and flipped in space (Slice, step -1) and
+ * padding d(k-1)-p, which onnxruntime runs through its fast (im2col/NCHWc) Conv path; measured faster than
+ * ConvTranspose, whose CPU kernel is a col2im over a GEMM. Stride > 1 (or a padding the flipped Conv cannot
+ * express): ConvTranspose, whose output_padding recovers the rows the forward stride dropped.
+ */
+function inputGrad(ctx: GradContext, g: ConvGeometry, dy: Value, w: Value): Value {
+  const { k, s, d, p, group } = g;
+  const convPads = [0, 1, 2, 3].map((i) => d[i % 2]! * (k[i % 2]! - 1) - p[i]!);
+  if (s.every((v) => v === 1) && convPads.every((v) => v >= 0)) {
+    const e = ctx.e;
+    const perGroupOut = g.cout / group;
+    const perGroupIn = g.cin / group;
+    let wt: Value = w;
+    if (group === 1) wt = e.transpose(w, [1, 0, 2, 3]);
+    else if (perGroupOut !== 1 || perGroupIn !== 1) {
+      wt = e.reshape(e.transpose(e.reshape(w, [group, perGroupOut, perGroupIn, ...k]), [0, 2, 1, 3, 4]), [g.cin, perGroupOut, ...k]);
+    }
+    const flipped = e.slice(wt, [-1, -1], [-(k[0]! + 1), -(k[1]! + 1)], [2, 3], [-1, -1]);
+    return e.op('Conv', [dy, flipped], { group, kernel_shape: k, pads: convPads, dilations: d, strides: [1, 1] });
+  }
+  const outPad = [0, 1].map((i) => g.x[i]! - ((g.y[i]! - 1) * s[i]! + d[i]! * (k[i]! - 1) + 1 - p[i]! - p[i + 2]!));
+  return ctx.e.op('ConvTranspose', [dy, w], { group, kernel_shape: k, strides: s, pads: p, dilations: d, output_padding: outPad });
+}
+
+/**
+ * dW.
+ * Depthwise (one filter per channel): one Conv with group = N*C, X as [1, N*C, H, W] and dY as the kernel
+ * [N*C, 1, Ho, Wo] (the forward stride becomes the dilation), then a sum over N. A single grouped Conv
+ * beats a per-channel GEMM of size 1 x (Ho*Wo) x (kh*kw) by a wide margin.
+ * Otherwise: im2col (Pad, kh*kw strided Slices, Concat) and one MatMul batched over N and the groups, then
+ * a ReduceSum over N; the Conv-over-transposed-tensors formulation was 2-6x slower in onnxruntime.
+ */
+function weightGrad(ctx: GradContext, g: ConvGeometry, x: Value, dy: Value): Value {
+  const e = ctx.e;
+  const { n, cin, cout, group, k, s, d, p } = g;
+  const [ho, wo] = g.y as [number, number];
+  if (group === cin && group === cout) {
+    const xs = e.reshape(x, [1, n * cin, ...g.x]);
+    const ker = e.reshape(dy, [n * cin, 1, ho, wo]);
+    let out = e.op('Conv', [xs, ker], { group: n * cin, kernel_shape: [ho, wo], strides: d, dilations: s, pads: p });
+    const full = [0, 1].map((i) => Math.floor((g.x[i]! + p[i]! + p[i + 2]! - s[i]! * (g.y[i]! - 1) - 1) / d[i]!) + 1);
+    if (full[0] !== k[0] || full[1] !== k[1]) out = e.slice(out, [0, 0], k, [2, 3]);
+    return e.reshape(e.reduceSum(e.reshape(out, [n, cin, 1, ...k]), [0], false), [cout, 1, ...k]);
+  }
+  const kk = k[0]! * k[1]!;
+  const perIn = cin / group;
+  const perOut = cout / group;
+  let cols: Value;
+  if (kk === 1 && s.every((v) => v === 1) && p.every((v) => v === 0)) {
+    cols = e.reshape(x, [n, group, perIn, ho * wo]);
+  } else {
+    const xp = p.some((v) => v !== 0) ? e.op('Pad', [x, e.ints([0, 0, p[0]!, p[1]!, 0, 0, p[2]!, p[3]!])]) : x;
+    const taps: Value[] = [];
+    for (let i = 0; i < k[0]!; i++) {
+      for (let j = 0; j < k[1]!; j++) {
+        const [r0, c0] = [i * d[0]!, j * d[1]!];
+        const tap = e.slice(xp, [r0, c0], [r0 + s[0]! * (ho - 1) + 1, c0 + s[1]! * (wo - 1) + 1], [2, 3], [s[0]!, s[1]!]);
+        taps.push(e.reshape(tap, [n, cin, 1, ho * wo]));
+      }
+    }
+    cols = e.reshape(e.op('Concat', taps, { axis: 2 }), [n, group, perIn * kk, ho * wo]);
+  }
+  // cols is ~kh*kw times larger than dY, so dY is the operand that gets transposed.
+  const dyT = e.transpose(e.reshape(dy, [n, group, perOut, ho * wo]), [0, 1, 3, 2]);
+  const perImage = e.op('MatMul', [cols, dyT]); // [N, G, Cin/G*kk, Cout/G]
+  const summed = e.reduceSum(perImage, [0], false);
+  return e.reshape(e.transpose(summed, [0, 2, 1]), [cout, perIn, ...k]);
+}
+
+export const convRules: Record<string, GradRule> = {
+  Conv: (ctx) => {
+    const g = geometry(ctx);
+    const dy = ctx.dy()!;
+    const [x, w] = [ctx.node.input(0), ctx.node.input(1)];
+    return [
+      ctx.needs(0) ? inputGrad(ctx, g, dy, w) : undefined,
+      ctx.needs(1) ? weightGrad(ctx, g, x, dy) : undefined,
+      ctx.needs(2) ? ctx.e.reduceSum(dy, [0, 2, 3], false) : undefined,
+    ];
+  },
+};
