@@ -1,6 +1,7 @@
 import type { CommandModule } from 'yargs';
+import { finetuneCommand } from './finetune.js';
 import { inspectCommand } from './inspect.js';
 
 // Each command lives in its own file; add it here to expose it.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [inspectCommand];
+export const commands: CommandModule<any, any>[] = [inspectCommand, finetuneCommand];
