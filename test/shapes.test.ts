@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import * as ort from 'onnxruntime-node';
-import { floatAttr, intAttr, intsAttr, stringAttr, tensorAttr } from '../src/ir/attribute.js';
+import { AttributeType, floatAttr, intAttr, intsAttr, stringAttr, tensorAttr } from '../src/ir/attribute.js';
 import { DataType, ortTypeName } from '../src/ir/data-type.js';
 import { Graph, Node, Value } from '../src/ir/graph.js';
 import { decodeModel, loadModel } from '../src/ir/load.js';
@@ -322,6 +322,7 @@ describe('inferShapes pass', () => {
     const k1 = b.op('Constant', [], { value_ints: intsAttr([2, 3]) })[0]!;
     const k2 = b.op('Constant', [], { value_float: floatAttr(1.5) })[0]!;
     const k3 = b.op('Constant', [], { value: tensorAttr(Tensor.fromArray(DataType.INT32, [2], [4, 5])) })[0]!;
+    const words = b.op('Constant', [], { value_strings: { type: AttributeType.STRINGS, value: [new TextEncoder().encode('a'), new TextEncoder().encode('b')] } })[0]!;
     const filled = b.op('ConstantOfShape', [b.op('Cast', [k3], { to: intAttr(DataType.INT64) })[0]!], { value: tensorAttr(Tensor.fromArray(DataType.FLOAT, [1], [2])) })[0]!;
     const z = b.op('ConstantOfShape', [k1])[0]!;
     const s = b.op('ReduceSum', [b.op('Mul', [filled, k2])[0]!], { keepdims: intAttr(0) })[0]!;
@@ -330,6 +331,7 @@ describe('inferShapes pass', () => {
     const a = analyzeShapes(m);
     assert.deepEqual(a.info.get(filled)?.shape, [4, 5]);
     assert.equal(a.info.get(k3)?.elemType, DataType.INT32);
+    assert.deepEqual(a.info.get(words), { elemType: DataType.STRING, shape: [2] });
     await assertShapesMatchRuntime(m, 'constants');
   });
 });

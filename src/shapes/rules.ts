@@ -409,10 +409,13 @@ const constantOfShape: ShapeRule = (c) => {
   return [{ elemType, shape: s && typeof s[0] === 'number' ? new Array<Dim>(s[0]).fill(null) : undefined }];
 };
 
+/** Type and shape of a Constant from whichever value_* attribute it carries (the evaluator covers numbers). */
 const constant: ShapeRule = (c) => {
-  const a = [...c.node.attributes.values()][0];
+  const [name, a] = [...c.node.attributes][0] ?? [];
   if (a && a.value instanceof Tensor) return [{ elemType: a.value.dataType, shape: [...a.value.dims] }];
-  return [{}];
+  const list = Array.isArray(a?.value) ? [a.value.length] : [];
+  const elemType = ({ value_float: DataType.FLOAT, value_floats: DataType.FLOAT, value_int: DataType.INT64, value_ints: DataType.INT64, value_string: DataType.STRING, value_strings: DataType.STRING } as Record<string, DataType>)[name ?? ''];
+  return [elemType === undefined ? {} : { elemType, shape: list }];
 };
 
 const cast: ShapeRule = (c) => {
