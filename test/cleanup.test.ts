@@ -211,13 +211,18 @@ describe('remove-dropout', () => {
 });
 
 describe('dead code, folding details, topological order', () => {
-  it('keeps values used only inside a subgraph and removes what reaches no output', async () => {
+  function subgraphModel(returnDirectly: boolean): Model {
     const t = tiny();
     const [used] = t.node('Neg', [t.x], 1, 'feeds_branch');
     t.node('Sigmoid', [t.x], 1, 'dead');
+    const [returned] = t.node('Sqrt', [t.x], 1, 'returned_by_branch');
     const branch = (op: string): Graph => {
       const b = new Graph();
       b.name = `${op}_branch`;
+      if (op === 'Abs' && returnDirectly) {
+        b.outputs.push(returned!); // ONNX allows returning an outer value (onnxruntime refuses to load it)
+        return b;
+      }
       const o = new Value(`${op}_branch_out`, tensorType(DataType.FLOAT, ['N', 3]));
       b.addNode(new Node(op, [used!], [o], `${op}_in_branch`));
       b.outputs.push(o);
@@ -228,12 +233,24 @@ describe('dead code, folding details, topological order', () => {
     out!.producer!.attributes.set('then_branch', { type: AttributeType.GRAPH, value: branch('Relu') });
     out!.producer!.attributes.set('else_branch', { type: AttributeType.GRAPH, value: branch('Abs') });
     for (const g of out!.producer!.subgraphs()) g.parent = t.g;
-    const m = t.model([out!]);
+    return t.model([out!]);
+  }
+
+  it('keeps values read inside a subgraph and removes what reaches no output', async () => {
+    const m = subgraphModel(false);
     const before = await run(m);
-    assert.equal(removeDeadNodes.run(m).removed, 1);
+    assert.equal(removeDeadNodes.run(m).removed, 2);
     assert.deepEqual(m.graph.nodes.map((n) => n.name), ['feeds_branch', 'if']);
     assert.deepEqual(verifyModel(m), []);
     assertSameOutputs(before, await run(m), 'subgraph');
+  });
+
+  it('keeps a value a subgraph returns directly, through every cleanup pass', () => {
+    const m = subgraphModel(true);
+    const summary = cleanupPipeline(new PassManager({ debug: true }), m);
+    assert.equal(summary.deadNodes, 1);
+    assert.deepEqual(m.graph.nodes.map((n) => n.name), ['feeds_branch', 'returned_by_branch', 'if']);
+    assert.deepEqual(verifyModel(m), []);
   });
 
   it('folds integer and float constant chains exactly as onnxruntime computes them', async () => {

@@ -5,6 +5,7 @@ import { tensorType } from '../ir/types.js';
 import { dropDanglingValueInfo } from './dead-code.js';
 import { analyzeShapes } from './infer-shapes.js';
 import type { Pass } from './pass-manager.js';
+import { outerReferences } from './topo-sort.js';
 
 export interface FoldConstantsOptions {
   /** Constants larger than this (elements) are left computed at run time, to keep the file small. */
@@ -33,7 +34,8 @@ export const foldConstants: Pass<FoldConstantsOptions | undefined, FoldConstants
     const g = model.graph;
     const maxElements = options?.maxElements ?? 1 << 20;
     const { constants } = analyzeShapes(model, { maxConstantElements: maxElements });
-    const outputs = new Set(g.outputs);
+    // Outputs and values that If/Loop/Scan bodies read stay node outputs (a body may return one directly).
+    const outputs = new Set([...g.outputs, ...g.nodes.flatMap(outerReferences)]);
     const foldable = new Set<Node>(
       g.nodes.filter(
         (n) =>

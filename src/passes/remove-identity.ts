@@ -3,6 +3,12 @@ import type { Model } from '../ir/model.js';
 import type { Pass } from './pass-manager.js';
 import { dropDanglingValueInfo } from './dead-code.js';
 
+/** Whether an If/Loop/Scan body returns `v` directly: that reference is in no use list, so it must not move. */
+function returnedBySubgraph(g: Graph, v: Value): boolean {
+  for (const n of g.allNodes()) for (const sub of n.subgraphs()) if (sub.outputs.includes(v)) return true;
+  return false;
+}
+
 /**
  * Removes `node`, whose output `y` is just its input `x`, pointing y's consumers at x. When y is a graph
  * output, the output name must survive, so x's producer is renamed to y's name instead; that is impossible
@@ -10,6 +16,7 @@ import { dropDanglingValueInfo } from './dead-code.js';
  * Returns whether the node was removed.
  */
 export function bypassNode(g: Graph, node: Node, x: Value, y: Value): boolean {
+  if (returnedBySubgraph(g, y)) return false;
   const isOutput = g.outputs.includes(y);
   if (!isOutput) {
     g.replaceAllUsesWith(y, x);

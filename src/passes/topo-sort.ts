@@ -11,6 +11,8 @@ export function outerReferences(node: Node): Value[] {
       for (const v of n.inputs) if (v && !local.has(v)) refs.push(v);
       n.subgraphs().forEach(visit);
     }
+    // A body may return an outer value directly, without any node reading it.
+    for (const v of g.outputs) if (!local.has(v)) refs.push(v);
   };
   node.subgraphs().forEach(visit);
   return refs;
