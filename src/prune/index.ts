@@ -1,0 +1,231 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { UserError } from '../errors.js';
+import type { Model } from '../ir/index.js';
+import { PassManager, type Pass } from '../passes/pass-manager.js';
+import { classPriority, type Criterion } from './criteria.js';
+import { validateModel, type ValidationResult } from './emit.js';
+import { analyzeGroups, groupRows, type GroupAnalysis, type GroupRow } from './groups.js';
+import { groupImportance } from './importance.js';
+import { PLAN_FORMAT, PLAN_VERSION, anchorOf, validatePlan, type Plan } from './plan.js';
+import { probeInputDims, probeModel } from './probe.js';
+import { applyKeep } from './rewrite.js';
+import { CostModel, searchWidths, type Cost, type SearchResult } from './width-search.js';
+
+export { CRITERIA, parseCriterion, type Criterion } from './criteria.js';
+export { PLAN_SCHEMA, validatePlan, type Plan, type PlanGroup } from './plan.js';
+export type { GroupAnalysis, GroupRow } from './groups.js';
+export type { Cost, SearchResult } from './width-search.js';
+
+export interface PruneOptions {
+  /** Fraction of the original MACs to keep. */
+  flops?: number;
+  /** Fraction of the original parameters to keep. */
+  params?: number;
+  criterion?: Criterion;
+  uniform?: boolean;
+  roundTo?: number;
+  /** Fewest channels any group keeps (default 1). */
+  minChannels?: number;
+  /** Smallest fraction of its channels any group keeps (default 0.1). */
+  minFraction?: number;
+  seed?: number;
+  /** A parsed plan to re-apply instead of searching. */
+  plan?: unknown;
+  /** Where `plan` came from, for error messages. */
+  planSource?: string;
+  /** Verify and run the pruned model in onnxruntime (default true). */
+  validate?: boolean;
+  /** Concrete input dims for inputs whose shape is not fully static beyond the batch. */
+  inputShapes?: Record<string, number[]>;
+  passManager?: PassManager;
+  warn?: (message: string) => void;
+}
+
+export interface GroupReport {
+  id: number;
+  anchor: string;
+  members: number;
+  before: number;
+  after: number;
+  importance: number;
+  frozen?: string;
+}
+
+export interface PruneReport {
+  criterion: Criterion | 'custom';
+  importanceSource: 'bn' | 'filter-norm';
+  groups: GroupReport[];
+  original: Cost;
+  pruned: Cost;
+  search?: Omit<SearchResult, 'widths'>;
+  validation?: ValidationResult;
+  warnings: string[];
+}
+
+export const DEFAULT_MIN_FRACTION = 0.1;
+
+/** Probes and analyses a model: the channel groups, for `inspect --groups` and for pruning. */
+export async function analyzeModel(model: Model, inputShapes?: Record<string, number[]>): Promise<GroupAnalysis> {
+  const probe = await probeModel(model, probeInputDims(model, inputShapes));
+  return analyzeGroups(model, probe);
+}
+
+/** Rows describing the channel groups (id, channel count, members, frozen reason). */
+export async function describeGroups(model: Model, inputShapes?: Record<string, number[]>): Promise<GroupRow[]> {
+  return groupRows(await analyzeModel(model, inputShapes));
+}
+
+export const applyPlanPass: Pass<{ analysis: GroupAnalysis; keep: Uint8Array[] }> = {
+  name: 'prune-rewrite',
+  description: 'slice every member of every channel group to the kept channels of the plan',
+  reads: ['channel groups', 'plan'],
+  changes: ['initializers', 'node attributes', 'value shapes'],
+  run: (model, { analysis, keep }) => applyKeep(model, analysis, keep),
+};
+
+/**
+ * Prunes `model` in place to a budget (or re-applies a plan): analyse channel groups, score them, search
+ * widths, choose channels, rewrite, validate. Returns the same model, the plan (JSON data) and a report.
+ */
+export async function pruneModel(model: Model, options: PruneOptions): Promise<{ model: Model; plan: Plan; report: PruneReport }> {
+  const pm = options.passManager ?? new PassManager();
+  const warnings: string[] = [];
+  const warn = (msg: string): void => {
+    if (warnings.includes(msg)) return;
+    warnings.push(msg);
+    options.warn?.(msg);
+  };
+  if (options.flops !== undefined && options.params !== undefined) throw new UserError('give one budget: --flops or --params, not both');
+  if (options.plan === undefined && options.flops === undefined && options.params === undefined)
+    throw new UserError('give a budget (--flops R or --params R) or a plan (--plan-in FILE)');
+  const criterion = options.criterion ?? 'l1';
+  const seed = options.seed ?? 0;
+  const roundTo = options.roundTo ?? 1;
+  if (!Number.isInteger(roundTo) || roundTo < 1) throw new UserError(`--round-to must be a positive integer, got ${roundTo}`);
+
+  const inputDims = probeInputDims(model, options.inputShapes);
+  const probe = await timeAsync(pm, 'prune-probe', () => probeModel(model, inputDims));
+  const analysis = pm.time('prune-groups', () => analyzeGroups(model, probe));
+  const importance = pm.time('prune-importance', () => groupImportance(analysis));
+  if (importance.warning) warn(importance.warning);
+
+  let keep: Uint8Array[];
+  let search: SearchResult | undefined;
+  let planCriterion: Plan['criterion'] = criterion;
+  let planSeed = seed;
+  let budget: Plan['budget'];
+  const priorities = pm.time('prune-criterion', () =>
+    analysis.groups.map((g) => (g.frozen.length || options.plan !== undefined ? range(g.size) : classPriority(g, criterion, seed, warn))),
+  );
+  const costModel = new CostModel(analysis, priorities);
+  if (options.plan !== undefined) {
+    const loaded = validatePlan(options.plan, analysis, options.planSource);
+    keep = loaded.keep;
+    planCriterion = loaded.plan.criterion;
+    planSeed = loaded.plan.seed;
+    budget = loaded.plan.budget;
+  } else {
+    const kind = options.flops !== undefined ? 'flops' : 'params';
+    const ratio = (options.flops ?? options.params)!;
+    search = pm.time('prune-width-search', () =>
+      searchWidths(analysis, costModel, importance.scores, {
+        budget: kind,
+        ratio,
+        uniform: options.uniform ?? false,
+        roundTo,
+        minChannels: options.minChannels ?? 1,
+        minFraction: options.minFraction ?? DEFAULT_MIN_FRACTION,
+      }),
+    );
+    if (search.note) warn(search.note);
+    keep = analysis.groups.map((g, i) => {
+      const mask = new Uint8Array(g.size);
+      for (const c of priorities[i]!.slice(0, search!.widths[i])) mask[c] = 1;
+      return mask;
+    });
+    budget = { kind, ratio, uniform: options.uniform ?? false, roundTo };
+  }
+
+  const original = costModel.cost(analysis.groups.map((g) => g.size));
+  const pruned = costModel.costOfKeep(keep);
+  const plan: Plan = {
+    format: PLAN_FORMAT,
+    version: PLAN_VERSION,
+    criterion: planCriterion,
+    seed: planSeed,
+    ...(budget ? { budget } : {}),
+    groups: analysis.groups.map((g, i) => ({
+      id: i,
+      channels: g.size,
+      anchor: anchorOf(analysis, i),
+      keep: [...keep[i]!.keys()].filter((c) => keep[i]![c]),
+      ...(g.frozen.length ? { frozen: g.frozen.join('; ') } : {}),
+    })),
+  };
+  const groups: GroupReport[] = analysis.groups.map((g, i) => ({
+    id: i,
+    anchor: plan.groups[i]!.anchor,
+    members: g.spaces.length,
+    before: g.size,
+    after: plan.groups[i]!.keep.length,
+    importance: importance.scores[i]!,
+    ...(g.frozen.length ? { frozen: g.frozen.join('; ') } : {}),
+  }));
+
+  pm.run(applyPlanPass, model, { analysis, keep });
+  model.setMetadata(
+    'adapruner.pruning',
+    JSON.stringify({
+      tool: `adapruner ${toolVersion()}`,
+      criterion: planCriterion,
+      budget,
+      original,
+      pruned,
+      groups: groups.map((g) => ({ id: g.id, anchor: g.anchor, before: g.before, after: g.after })),
+    }),
+  );
+  const validation = options.validate === false ? undefined : await timeAsync(pm, 'prune-validate', () => validateModel(model, inputDims));
+  const { widths: _w, ...searchInfo } = search ?? { widths: [] };
+  return {
+    model,
+    plan,
+    report: {
+      criterion: planCriterion,
+      importanceSource: importance.source,
+      groups,
+      original,
+      pruned,
+      ...(search ? { search: searchInfo as Omit<SearchResult, 'widths'> } : {}),
+      validation,
+      warnings,
+    },
+  };
+}
+
+/** PassManager.time for a stage that awaits (it would otherwise time only the synchronous start). */
+async function timeAsync<R>(pm: PassManager, stage: string, fn: () => Promise<R>): Promise<R> {
+  const start = performance.now();
+  const result = await fn();
+  pm.time(stage, () => undefined);
+  pm.timings[pm.timings.length - 1]!.ms = performance.now() - start;
+  return result;
+}
+
+function range(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => i);
+}
+
+let cachedVersion: string | undefined;
+export function toolVersion(): string {
+  if (cachedVersion) return cachedVersion;
+  for (let dir = path.dirname(fileURLToPath(import.meta.url)); ; dir = path.dirname(dir)) {
+    const f = path.join(dir, 'package.json');
+    if (fs.existsSync(f)) {
+      const pkg = JSON.parse(fs.readFileSync(f, 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'adapruner') return (cachedVersion = pkg.version ?? 'unknown');
+    }
+    if (path.dirname(dir) === dir) return (cachedVersion = 'unknown');
+  }
+}

@@ -1,0 +1,91 @@
+import * as ort from 'onnxruntime-node';
+import { UserError } from '../errors.js';
+import { DataType, serializeModel, type Model, type Value } from '../ir/index.js';
+
+/** What one run of the model says about every value: its concrete dims, and the data of small int tensors. */
+export interface ProbeResult {
+  dims: Map<Value, number[]>;
+  /** Data of small integer tensors (shape arithmetic such as the option-A shortcut's pads). */
+  ints: Map<Value, number[]>;
+}
+
+/** Concrete input dims for a run: symbolic dims become 1 (the batch); anything else must be known. */
+export function probeInputDims(model: Model, overrides: Record<string, number[]> = {}): Map<string, number[]> {
+  const dims = new Map<string, number[]>();
+  for (const v of model.graph.inputs) {
+    if (v.isInitializer) continue;
+    const given = overrides[v.name];
+    if (given) {
+      dims.set(v.name, given);
+      continue;
+    }
+    const shape = v.shape;
+    if (!shape) throw new UserError(`graph input '${v.name}' has no shape; pass its shape explicitly`, model.sourcePath);
+    dims.set(v.name, shape.map((d, i) => (typeof d === 'number' ? d : i === 0 ? 1 : NaN)));
+    if (dims.get(v.name)!.some(Number.isNaN))
+      throw new UserError(`graph input '${v.name}' has symbolic dims beyond the batch (${JSON.stringify(shape)}); pass its shape explicitly`, model.sourcePath);
+  }
+  return dims;
+}
+
+/** Deterministic pseudo-random input values in [-1, 1). */
+export function randomInputs(model: Model, dims: Map<string, number[]>, seed = 1): Record<string, ort.Tensor> {
+  const feeds: Record<string, ort.Tensor> = {};
+  let s = seed >>> 0 || 1;
+  for (const v of model.graph.inputs) {
+    const d = dims.get(v.name);
+    if (!d) continue;
+    if (v.elemType !== undefined && v.elemType !== DataType.FLOAT)
+      throw new UserError(`graph input '${v.name}' is not float32; only float inputs are supported`, model.sourcePath);
+    const n = d.reduce((a, b) => a * b, 1);
+    const data = new Float32Array(n);
+    for (let i = 0; i < n; i++) {
+      s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
+      data[i] = (s / 2 ** 32) * 2 - 1;
+    }
+    feeds[v.name] = new ort.Tensor('float32', data, d);
+  }
+  return feeds;
+}
+
+/**
+ * Runs the model once (batch 1) with every node output exposed, to learn concrete dims of every value and the
+ * values of shape arithmetic. This stands in for static shape inference and constant folding, so the analysis
+ * works on raw exports whatever subgraph computes a Pad's amounts.
+ */
+export async function probeModel(model: Model, inputDims?: Map<string, number[]>): Promise<ProbeResult> {
+  const g = model.graph;
+  const dimsIn = inputDims ?? probeInputDims(model);
+  const saved = [...g.outputs];
+  const exposed = new Set(saved);
+  for (const n of g.nodes) for (const o of n.outputs) if (o.name !== '' && !exposed.has(o)) {
+    exposed.add(o);
+    g.outputs.push(o);
+  }
+  let bytes: Uint8Array;
+  try {
+    bytes = serializeModel(model);
+  } finally {
+    g.outputs.length = 0;
+    g.outputs.push(...saved);
+  }
+  const session = await ort.InferenceSession.create(bytes, { graphOptimizationLevel: 'disabled' });
+  try {
+    const out = await session.run(randomInputs(model, dimsIn));
+    const byName = g.valueByName();
+    const dims = new Map<Value, number[]>();
+    const ints = new Map<Value, number[]>();
+    for (const [name, t] of Object.entries(out)) {
+      const v = byName.get(name);
+      if (!v) continue;
+      dims.set(v, t.dims.map(Number));
+      if ((t.type === 'int64' || t.type === 'int32') && t.size <= 64)
+        ints.set(v, Array.from(t.data as ArrayLike<number | bigint>, Number));
+    }
+    for (const v of g.inputs) { const d = dimsIn.get(v.name); if (d) dims.set(v, d); }
+    for (const v of g.initializers) dims.set(v, [...v.initializer!.dims]);
+    return { dims, ints };
+  } finally {
+    await session.release();
+  }
+}

@@ -1,0 +1,194 @@
+import { UserError } from '../errors.js';
+import type { GroupAnalysis, Space } from './groups.js';
+
+export interface Cost {
+  macs: number;
+  params: number;
+}
+
+/**
+ * Analytic cost of a pruned model without rewriting it: every Conv/Gemm/MatMul/BN term is a coefficient times
+ * the kept counts of the spaces it spans, and a space's kept count at width w is the number of its positions
+ * whose class is among the group's first w classes in keep-priority order.
+ */
+export class CostModel {
+  private readonly keptAt: Int32Array[];
+
+  constructor(
+    private readonly analysis: GroupAnalysis,
+    priorities: number[][],
+  ) {
+    this.keptAt = analysis.spaces.map((s) => {
+      const rank = new Int32Array(analysis.groups[s.group]!.size);
+      priorities[s.group]!.forEach((c, r) => (rank[c] = r));
+      const cum = new Int32Array(rank.length + 1);
+      for (let p = 0; p < s.size; p++) cum[rank[s.classOf[p]!]! + 1]! += 1;
+      for (let w = 1; w < cum.length; w++) cum[w]! += cum[w - 1]!;
+      return cum;
+    });
+  }
+
+  cost(widths: readonly number[]): Cost {
+    return this.evaluate((s) => this.keptAt[s.id]![widths[s.group]!]!);
+  }
+
+  /** Cost when each group keeps exactly the classes marked in `keep` (any subset, not only a priority prefix). */
+  costOfKeep(keep: readonly Uint8Array[]): Cost {
+    const counts = this.analysis.spaces.map((s) => {
+      let n = 0;
+      for (let p = 0; p < s.size; p++) n += keep[s.group]![s.classOf[p]!]!;
+      return n;
+    });
+    return this.evaluate((s) => counts[s.id]!);
+  }
+
+  private evaluate(count: (s: Space) => number): Cost {
+    const cost = { macs: 0, params: 0 };
+    for (const term of this.analysis.costs) {
+      let v = term.coef;
+      for (const s of term.spaces) v *= count(s);
+      cost[term.kind] += v;
+    }
+    return cost;
+  }
+}
+
+export interface SearchOptions {
+  budget: 'flops' | 'params';
+  /** Fraction of the original cost to keep, in (0, 1]. */
+  ratio: number;
+  uniform: boolean;
+  roundTo: number;
+  minChannels: number;
+  minFraction: number;
+}
+
+export interface SearchResult {
+  widths: number[];
+  knob: number;
+  steps: number;
+  msPerStep: number;
+  fillSteps: number;
+  original: Cost;
+  achieved: Cost;
+  target: number;
+  /** achieved / original of the budgeted quantity. */
+  achievedRatio: number;
+  /** Set when the result is not within 0.5% under the target. */
+  note?: string;
+}
+
+const TOLERANCE = 0.005;
+
+/** The narrowest width a group may get, and the width for a keep ratio r. */
+export function widthRule(size: number, opts: Pick<SearchOptions, 'roundTo' | 'minChannels' | 'minFraction'>) {
+  const n = Math.max(1, Math.floor(opts.roundTo));
+  const roundUp = (x: number): number => Math.min(size, Math.ceil(x / n) * n);
+  const lo = roundUp(Math.max(1, opts.minChannels, Math.ceil(opts.minFraction * size - 1e-9)));
+  return {
+    lo,
+    step: n,
+    at(r: number): number {
+      const w = Math.round((r * size) / n) * n;
+      return Math.min(size, Math.max(lo, w));
+    },
+  };
+}
+
+/**
+ * Chooses a width per group: keep ratio r_g(t) = min(1, t * (0.5 + s_g)) for normalised importance s_g in
+ * [0, 1] (or r_g(t) = t with `uniform`), bisection on t until the cost is at most the target, then a greedy fill
+ * that widens groups one rounding step at a time while the cost stays under the target, to land within 0.5%.
+ */
+export function searchWidths(
+  analysis: GroupAnalysis,
+  model: CostModel,
+  importance: readonly number[],
+  opts: SearchOptions,
+): SearchResult {
+  if (!(opts.ratio > 0 && opts.ratio <= 1)) throw new UserError(`--${opts.budget} must be in (0, 1], got ${opts.ratio}`);
+  const groups = analysis.groups;
+  const rules = groups.map((g) => widthRule(g.size, opts));
+  const full = groups.map((g) => g.size);
+  const original = model.cost(full);
+  const key = opts.budget === 'flops' ? 'macs' : 'params';
+  const target = opts.ratio * original[key];
+  const widthsAt = (t: number): number[] =>
+    groups.map((g, i) => (g.frozen.length ? g.size : rules[i]!.at(opts.uniform ? t : Math.min(1, t * (0.5 + importance[i]!)))));
+
+  const floor = model.cost(widthsAt(0))[key];
+  if (floor > target + 1e-9) {
+    throw new UserError(
+      `--${opts.budget} ${opts.ratio} is not achievable: the smallest model the width limits allow keeps ` +
+        `${(floor / original[key]).toFixed(4)} of the original ${key === 'macs' ? 'MACs' : 'params'} ` +
+        `(lower --min-channels/--min-fraction, or unfreeze groups)`,
+    );
+  }
+  const started = performance.now();
+  let [lo, hi] = [0, opts.uniform ? 1 : 2];
+  let steps = 0;
+  if (model.cost(widthsAt(hi))[key] <= target) lo = hi;
+  else
+    while (steps < 60 && hi - lo > 1e-7) {
+      steps++;
+      const mid = (lo + hi) / 2;
+      const c = model.cost(widthsAt(mid))[key];
+      if (c <= target) {
+        lo = mid;
+        if (c >= target * (1 - TOLERANCE)) break;
+      } else hi = mid;
+    }
+  const msPerStep = steps ? (performance.now() - started) / steps : 0;
+  let widths = widthsAt(lo);
+  const steppable = (w: number[], i: number, dir: 1 | -1): boolean =>
+    !groups[i]!.frozen.length && (dir > 0 ? w[i]! < groups[i]!.size : w[i]! > rules[i]!.lo);
+  const stepped = (w: number[], i: number, dir: 1 | -1): number =>
+    dir > 0 ? Math.min(groups[i]!.size, w[i]! + rules[i]!.step) : Math.max(rules[i]!.lo, w[i]! - rules[i]!.step);
+  /** Widens groups one step at a time, largest fitting increase first, while the cost stays under the target. */
+  const fill = (w: number[], exclude = -1): { w: number[]; cost: number; steps: number } => {
+    let cost = model.cost(w)[key];
+    let n = 0;
+    while (cost < target * (1 - TOLERANCE)) {
+      let best = -1;
+      let bestCost = -1;
+      for (let i = 0; i < groups.length; i++) {
+        if (i === exclude || !steppable(w, i, 1)) continue;
+        const prev = w[i]!;
+        w[i] = stepped(w, i, 1);
+        const c = model.cost(w)[key];
+        w[i] = prev;
+        if (c <= target && c > bestCost) [best, bestCost] = [i, c];
+      }
+      if (best < 0) break;
+      w[best] = stepped(w, best, 1);
+      cost = bestCost;
+      n++;
+    }
+    return { w, cost, steps: n };
+  };
+  let { cost: current, steps: fillSteps } = fill(widths);
+  // Still short: the remaining steps are all too coarse. Try narrowing one group and refilling with finer ones.
+  for (let round = 0; round < 32 && current < target * (1 - TOLERANCE); round++) {
+    let improved = false;
+    for (let i = 0; i < groups.length; i++) {
+      if (!steppable(widths, i, -1)) continue;
+      const trial = [...widths];
+      trial[i] = stepped(trial, i, -1);
+      const r = fill(trial, i);
+      if (r.cost <= target && r.cost > current) {
+        [widths, current, improved] = [r.w, r.cost, true];
+        fillSteps += r.steps + 1;
+        if (current >= target * (1 - TOLERANCE)) break;
+      }
+    }
+    if (!improved) break;
+  }
+  const achieved = model.cost(widths);
+  const achievedRatio = achieved[key] / original[key];
+  const note =
+    current < target * (1 - TOLERANCE)
+      ? `closest achievable under the target is ${achievedRatio.toFixed(4)} of the original (target ${opts.ratio}); ` +
+        `width steps are too coarse to land within 0.5%`
+      : undefined;
+  return { widths, knob: lo, steps, msPerStep, fillSteps, original, achieved, target, achievedRatio, note };
+}
