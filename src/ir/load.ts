@@ -4,6 +4,7 @@ import Long from 'long';
 import { UserError } from '../errors.js';
 import { AttributeType, type Attribute, type Int } from './attribute.js';
 import { readExternal, resolveExternalLocation, parseExternalEntries } from './external-data.js';
+import { DataType, arrayLength, byteLength, dataTypeName, storageOf } from './data-type.js';
 import { Graph, Node, Value } from './graph.js';
 import { Model } from './model.js';
 import { ModelProtoType } from './onnx-schema.js';
@@ -54,15 +55,17 @@ export function decodeModel(bytes: Uint8Array, options: LoadOptions = {}): Model
     return buildModel(proto, options.baseDir);
   } catch (e) {
     if (e instanceof UserError) throw e;
-    if (e instanceof RangeError) throw new UserError(`model is nested too deeply to read (${e.message})`, where);
+    if (e instanceof RangeError && /call stack/i.test(e.message)) throw new UserError(`model is nested too deeply to read (${e.message})`, where);
     const err = e as Error & { node?: string };
     throw new UserError(err.message, where, err.node);
   }
 }
 
 function describeDecodeError(e: unknown): string {
-  if (e instanceof RangeError) return 'nested too deeply';
   const msg = (e as Error).message ?? String(e);
+  if ((e instanceof RangeError && /call stack/i.test(msg)) || /max depth exceeded/.test(msg)) return `nested too deeply (${msg})`;
+  // protobufjs reports a read past the end (a truncated file, or a length prefix larger than the file) this way.
+  if (/index out of range/.test(msg)) return `truncated or corrupt: ${msg.split('\n')[0]!}`;
   return msg.split('\n')[0]!;
 }
 
@@ -72,6 +75,8 @@ function has(m: Msg, field: string): boolean {
 
 function buildModel(p: Msg, baseDir: string | undefined): Model {
   if (!p.graph) throw new Error('the model has no graph');
+  // Required since IR version 3; a file cut short after its graph loses it, so this also catches truncation.
+  if (!p.opset_import?.length) throw new Error('the model imports no operator set (opset_import is empty)');
   const reader: ExternalReader | undefined = baseDir
     ? (entries, name, expected) => readExternal(baseDir, entries, name, expected)
     : undefined;
@@ -96,6 +101,9 @@ function buildModel(p: Msg, baseDir: string | undefined): Model {
 
 /** Builds one graph. `outer` resolves names the graph uses but does not define (subgraph captures). */
 function buildGraph(gp: Msg, outer: Graph | undefined, reader: ExternalReader | undefined, baseDir: string | undefined): Graph {
+  let depth = 0;
+  for (let o = outer; o; o = o.parent) depth++;
+  if (depth > MAX_SUBGRAPH_DEPTH) throw new Error(`subgraphs are nested more than ${MAX_SUBGRAPH_DEPTH} deep`);
   const g = new Graph();
   g.parent = outer;
   g.name = gp.name ?? '';
@@ -116,6 +124,7 @@ function buildGraph(gp: Msg, outer: Graph | undefined, reader: ExternalReader | 
   }
   for (const tp of gp.initializer ?? []) {
     const tensor = Tensor.fromProto(tp as TensorProtoLike, reader);
+    checkTensorData(tp, tensor);
     if (tensor.isExternal && baseDir) checkExternalLocation(tp, baseDir);
     const existing = local.get(tensor.name);
     const v = existing ?? new Value(tensor.name, { kind: 'tensor', elemType: tensor.dataType, shape: [...tensor.dims] });
@@ -180,6 +189,42 @@ function buildGraph(gp: Msg, outer: Graph | undefined, reader: ExternalReader | 
     g.valueInfo.push(v);
   }
   return g;
+}
+
+/** Deeper If/Loop/Scan nesting than this is refused (real models nest a handful deep; recursion must stay bounded). */
+const MAX_SUBGRAPH_DEPTH = 64;
+
+function checkedTensor(tp: Msg, reader: ExternalReader | undefined): Tensor {
+  const t = Tensor.fromProto(tp as TensorProtoLike, reader);
+  checkTensorData(tp, t);
+  return t;
+}
+
+/**
+ * Checks at load time that an inline tensor's data matches its dims and type, so a corrupt file fails here with
+ * the file named, not later inside a pass. External data is checked when it is read.
+ */
+function checkTensorData(tp: Msg, t: Tensor): void {
+  const name = t.name;
+  const size = t.dims.reduce((a, b) => a * b, 1);
+  if (!Number.isSafeInteger(size)) throw new Error(`tensor '${name}' has dims [${t.dims.join(', ')}]: too many elements`);
+  if (t.dataType === DataType.STRING) {
+    const n = tp.string_data?.length ?? 0;
+    if (n !== size && !(n === 0 && size === 0)) throw new Error(`tensor '${name}' holds ${n} strings, expected ${size}`);
+    return;
+  }
+  if (!storageOf(t.dataType)) throw new Error(`tensor '${name}' has unsupported data type ${dataTypeName(t.dataType)}`);
+  if (tp.data_location === 1) return;
+  if (tp.raw_data?.length) {
+    const expected = byteLength(t.dataType, size);
+    if (tp.raw_data.length !== expected)
+      throw new Error(`tensor '${name}' has ${tp.raw_data.length} bytes of data, expected ${expected} for dims [${t.dims.join(', ')}] of ${dataTypeName(t.dataType)}`);
+    return;
+  }
+  const field = ['float_data', 'int32_data', 'int64_data', 'double_data', 'uint64_data'].find((f) => tp[f]?.length);
+  const n = field ? tp[field].length : 0;
+  const expected = arrayLength(t.dataType, size);
+  if (n !== expected) throw new Error(`tensor '${name}' holds ${n} values, expected ${expected} for dims [${t.dims.join(', ')}]`);
 }
 
 function lookupOuter(g: Graph | undefined, name: string): Value | undefined {
@@ -247,12 +292,12 @@ function buildAttribute(ap: Msg, g: Graph, reader: ExternalReader | undefined, b
     case AttributeType.FLOAT: return withExtra({ type, value: ap.f ?? 0 });
     case AttributeType.INT: return withExtra({ type, value: toInt(ap.i ?? 0) });
     case AttributeType.STRING: return withExtra({ type, value: ap.s ?? new Uint8Array() });
-    case AttributeType.TENSOR: return withExtra({ type, value: Tensor.fromProto(ap.t ?? {}, reader) });
+    case AttributeType.TENSOR: return withExtra({ type, value: checkedTensor(ap.t ?? {}, reader) });
     case AttributeType.GRAPH: return withExtra({ type, value: sub(ap.g ?? {}) });
     case AttributeType.FLOATS: return withExtra({ type, value: [...(ap.floats ?? [])] });
     case AttributeType.INTS: return withExtra({ type, value: (ap.ints ?? []).map(toInt) });
     case AttributeType.STRINGS: return withExtra({ type, value: [...(ap.strings ?? [])] });
-    case AttributeType.TENSORS: return withExtra({ type, value: (ap.tensors ?? []).map((t: Msg) => Tensor.fromProto(t, reader)) });
+    case AttributeType.TENSORS: return withExtra({ type, value: (ap.tensors ?? []).map((t: Msg) => checkedTensor(t, reader)) });
     case AttributeType.GRAPHS: return withExtra({ type, value: (ap.graphs ?? []).map(sub) });
     default:
       // Sparse tensors, type protos, and untyped reference attributes travel as their whole message.
