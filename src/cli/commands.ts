@@ -1,7 +1,8 @@
 import type { CommandModule } from 'yargs';
 import { finetuneCommand } from './finetune.js';
 import { inspectCommand } from './inspect.js';
+import { pruneCommand } from './prune.js';
 
 // Each command lives in its own file; add it here to expose it.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [inspectCommand, finetuneCommand];
+export const commands: CommandModule<any, any>[] = [inspectCommand, finetuneCommand, pruneCommand];

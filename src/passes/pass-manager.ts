@@ -57,6 +57,12 @@ export class PassManager {
     return result;
   }
 
+  /** Records a stage timed by the caller (one that awaits, which `time` cannot measure). */
+  record(stage: string, ms: number): void {
+    this.timings.push({ pass: stage, ms });
+    if (this.options.timings) this.log(`[timing] ${stage.padEnd(28)} ${ms.toFixed(2).padStart(9)} ms`);
+  }
+
   totalMs(): number {
     return this.timings.reduce((a, t) => a + t.ms, 0);
   }

@@ -208,8 +208,7 @@ export async function pruneModel(model: Model, options: PruneOptions): Promise<{
 async function timeAsync<R>(pm: PassManager, stage: string, fn: () => Promise<R>): Promise<R> {
   const start = performance.now();
   const result = await fn();
-  pm.time(stage, () => undefined);
-  pm.timings[pm.timings.length - 1]!.ms = performance.now() - start;
+  pm.record(stage, performance.now() - start);
   return result;
 }
 
