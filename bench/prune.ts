@@ -15,7 +15,7 @@ import { pruneModel } from '../src/prune/index.js';
 const HERE = fileURLToPath(import.meta.url);
 const REPO = path.resolve(path.dirname(HERE), '..');
 
-function materialise(name: string, dir: string): string {
+export function materialise(name: string, dir: string): string {
   const model = loadModel(path.join(REPO, 'fixtures', 'torchvision', `${name}.onnx`));
   let s = 12345;
   const rand = (): number => {
