@@ -239,7 +239,7 @@ test('a save that fails while writing leaves the previous file and no temporary 
       partial = listing(dir);
       throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
     }
-    return realWrite(fd, buffer, offset, 100);
+    return realWrite(fd, buffer, offset, Math.min(100, buffer.length - offset));
   });
   assert.throws(() => saveModel(model, out), (e: unknown) => e instanceof UserError && /ENOSPC/.test(e.message) && e.message.startsWith(out));
   t.mock.restoreAll();

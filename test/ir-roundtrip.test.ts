@@ -391,3 +391,16 @@ test('4-bit tensors pack two elements per byte; strings keep their bytes', () =>
   assert.deepEqual(s.strings.map((b) => Buffer.from(b).toString()), ['hi', '']);
   assert.throws(() => s.data, /holds no numbers/);
 });
+
+test("saveModel's streamed writer produces exactly serializeModel's bytes, for untouched and changed weights", () => {
+  const dir = tmpDir();
+  for (const name of ['mobilenetv2.onnx', 'densenet-bnfolded.onnx']) {
+    const model = loadModel(path.join(FIXTURES, name));
+    const big = model.graph.initializers.filter((v) => v.initializer!.byteLength >= 4096);
+    assert.ok(big.length > 0, 'the model has tensors large enough to be streamed');
+    for (const v of big.slice(0, 3)) v.initializer!.setData(Float32Array.from(v.initializer!.data as Float32Array, (x) => x * 2));
+    const out = path.join(dir, name);
+    saveModel(model, out);
+    assert.ok(fs.readFileSync(out).equals(Buffer.from(serializeModel(model))), name);
+  }
+});

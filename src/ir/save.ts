@@ -6,7 +6,10 @@ import { AttributeType, type Attribute, type Int } from './attribute.js';
 import { resolveExternalLocation } from './external-data.js';
 import type { Graph, Value } from './graph.js';
 import type { Model } from './model.js';
-import { ModelProtoType } from './onnx-schema.js';
+import type protobuf from 'protobufjs';
+import { ModelProtoType, TensorProtoType, schemaRoot } from './onnx-schema.js';
+
+const GraphProtoType = schemaRoot.lookupType('onnx.GraphProto');
 import type { Tensor, TensorProtoLike } from './tensor.js';
 import type { ValueType } from './types.js';
 
@@ -54,8 +57,8 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
       dataPlan = { location: external.location, threshold: external.threshold ?? 1024, target, chunks: [], offset: 0 };
     }
     const proto = modelToProto(model, dataPlan);
-    const bytes = ModelProtoType.encode(proto as any).finish();
-    if (bytes.length > PROTOBUF_LIMIT) throw new UserError('model is over 2 GiB even with external data', file);
+    const pieces = encodePieces(proto);
+    if (pieces.reduce((n, b) => n + b.length, 0) > PROTOBUF_LIMIT) throw new UserError('model is over 2 GiB even with external data', file);
     if (dataPlan) {
       const tmp = tempName(dataPlan.target);
       tmpFiles.push(tmp);
@@ -63,7 +66,7 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
     }
     const tmp = tempName(file);
     tmpFiles.push(tmp);
-    writeChunks(tmp, [bytes]);
+    writeChunks(tmp, pieces);
     if (dataPlan) {
       // An older data file may belong to a model already at `file`: keep it aside until the new model is in place.
       if (fs.existsSync(dataPlan.target)) {
@@ -103,6 +106,64 @@ function sameFile(a: string, b: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** raw_data at least this large is written from where it lies instead of being copied into the encoder's buffer. */
+const STREAM_THRESHOLD = 4096;
+
+/**
+ * The encoded model as a list of pieces whose concatenation is exactly `ModelProtoType.encode(proto)`, with the
+ * main graph's large raw_data left as references to the tensors' own bytes. protobufjs writes into one growing
+ * buffer and copies it once more in finish(), so encoding a 100 MB model in one go held ~3x its size; this way
+ * only the small parts around the weights are encoded. Fields are written in field-number order (as protobufjs
+ * and the reference writer do), so a message splits into the fields before and after the one streamed.
+ */
+function encodePieces(proto: Msg): Uint8Array[] {
+  const graph = proto.graph as Msg | undefined;
+  if (!graph) return [ModelProtoType.encode(proto as any).finish()];
+  const graphPieces: Uint8Array[] = [];
+  const [graphHead, graphTail] = splitEncode(GraphProtoType, graph, 5, 'initializer');
+  graphPieces.push(graphHead);
+  for (const t of (graph.initializer ?? []) as Msg[]) {
+    const tensor = tensorPieces(t);
+    graphPieces.push(Uint8Array.from([...tag(5), ...varint(length(tensor))]), ...tensor);
+  }
+  graphPieces.push(graphTail);
+  const [modelHead, modelTail] = splitEncode(ModelProtoType, proto, 7, 'graph');
+  return [modelHead, Uint8Array.from([...tag(7), ...varint(length(graphPieces))]), ...graphPieces, modelTail];
+}
+
+function tensorPieces(t: Msg): Uint8Array[] {
+  const raw = t.raw_data as Uint8Array | undefined;
+  if (!raw || raw.length < STREAM_THRESHOLD) return [TensorProtoType.encode(t as any).finish()];
+  const [head, tail] = splitEncode(TensorProtoType, t, 9, 'raw_data');
+  return [head, Uint8Array.from([...tag(9), ...varint(raw.length)]), raw, tail];
+}
+
+/** Encodes the fields of `message` numbered below and above `id`, leaving out `field` (which has that number). */
+function splitEncode(type: protobuf.Type, message: Msg, id: number, field: string): [Uint8Array, Uint8Array] {
+  const before: Msg = {};
+  const after: Msg = {};
+  for (const key of Object.keys(message)) {
+    if (key === field) continue;
+    const f = type.fields[key];
+    (f && f.id > id ? after : before)[key] = message[key];
+  }
+  return [type.encode(before as any).finish(), type.encode(after as any).finish()];
+}
+
+const length = (pieces: Uint8Array[]): number => pieces.reduce((n, p) => n + p.length, 0);
+/** A length-delimited field's key (wire type 2); every field number used here fits one byte. */
+const tag = (field: number): number[] => [(field << 3) | 2];
+
+function varint(n: number): number[] {
+  const out: number[] = [];
+  while (n >= 0x80) {
+    out.push((n % 0x80) | 0x80);
+    n = Math.floor(n / 0x80);
+  }
+  out.push(n);
+  return out;
 }
 
 function tempName(file: string): string {
