@@ -14,7 +14,7 @@ export async function main(argv: string[]): Promise<number> {
     .help()
     .alias('h', 'help')
     .version()
-    .wrap(Math.min(120, process.stdout.columns || 100))
+    .wrap(100)
     .exitProcess(false)
     .fail((msg, err) => {
       throw err ?? new UsageError(msg);
