@@ -1,6 +1,7 @@
 import { UserError } from '../errors.js';
 import type { Node } from '../ir/index.js';
 import { constantOf, type ChannelGroup, type Space } from './groups.js';
+import { readElements } from './tensor-data.js';
 
 export const CRITERIA = ['l1', 'l2', 'bn', 'fpgm', 'random', 'exemplar'] as const;
 export type Criterion = (typeof CRITERIA)[number];
@@ -10,48 +11,145 @@ export function parseCriterion(name: string): Criterion {
   throw new UserError(`unknown criterion '${name}' (choose one of ${CRITERIA.join(', ')})`);
 }
 
-/** The output filter of `node` that produces channel `p` of its output, as a flat vector. */
-function filterOf(node: Node, p: number): Float64Array {
+/** Where the filter producing output channel `p` of `node` lies in its weight data: data[p*rowStep + i*stride]. */
+interface FilterLayout {
+  data: Float32Array;
+  len: number;
+  rowStep: number;
+  stride: number;
+  /** ConvTranspose: `count` blocks of `size` contiguous values, `step` apart, starting at p·size. */
+  blocks?: { count: number; step: number; size: number };
+}
+
+/** Length of one filter of `node` (from the weight's dims alone). */
+function filterLength(node: Node): number {
+  const d = constantOf(node.inputs[1])!.dims;
+  const op = node.opType;
+  if (op === 'Conv' || (op === 'Gemm' && node.attrInt('transB', 0) === 1)) return d.slice(1).reduce((a, b) => a * b, 1);
+  if (op === 'ConvTranspose') return d[0]! * d.slice(2).reduce((a, b) => a * b, 1);
+  return d[0]!;
+}
+
+/** Reads the weights once (see readElements: no decoded copy stays cached). */
+function filterLayout(node: Node): FilterLayout {
   const w = constantOf(node.inputs[1])!;
-  const data = w.data as Float32Array;
+  const data = readElements(w) as Float32Array;
   const d = w.dims;
   const op = node.opType;
   if (op === 'Conv' || (op === 'Gemm' && node.attrInt('transB', 0) === 1)) {
     const len = d.slice(1).reduce((a, b) => a * b, 1);
-    return Float64Array.from(data.subarray(p * len, (p + 1) * len));
+    return { data, len, rowStep: len, stride: 1 };
   }
   if (op === 'ConvTranspose') {
+    // [C_in, M, k...]: the filter of output p is C_in blocks of k contiguous values, m·k apart.
     const [cin, m] = [d[0]!, d[1]!];
     const k = d.slice(2).reduce((a, b) => a * b, 1);
-    const out = new Float64Array(cin * k);
-    for (let c = 0; c < cin; c++) for (let i = 0; i < k; i++) out[c * k + i] = data[(c * m + p) * k + i]!;
-    return out;
+    return { data, len: cin * k, rowStep: k, stride: 1, blocks: { count: cin, step: m * k, size: k } };
   }
   // Gemm without transB and MatMul: B is [K, N], the filter is column p.
-  const [kk, n] = [d[0]!, d[1]!];
-  const out = new Float64Array(kk);
-  for (let i = 0; i < kk; i++) out[i] = data[i * n + p]!;
-  return out;
+  return { data, len: d[0]!, rowStep: 1, stride: d[1]! };
+}
+
+/** Calls `fn(i, x)` for every element of the filter of output channel `p`, in filter order. */
+function forEachInFilter(layout: FilterLayout, p: number, fn: (i: number, x: number) => void): void {
+  const { data, len, rowStep, stride, blocks } = layout;
+  if (blocks) {
+    for (let c = 0, i = 0; c < blocks.count; c++) for (let j = 0, at = c * blocks.step + p * blocks.size; j < blocks.size; j++) fn(i++, data[at + j]!);
+    return;
+  }
+  for (let i = 0, at = p * rowStep; i < len; i++, at += stride) fn(i, data[at]!);
+}
+
+/**
+ * A group's per-class filter vectors (the concatenation of every producer's filter for the class; zeros where
+ * a producer lacks it), computed once and shared by group importance and the criteria. The norms need no
+ * vectors: they are sums over producers, read straight from the weights. Full vectors (fpgm, exemplar) are
+ * built on first use.
+ */
+export class ClassFilters {
+  private sums: { abs: Float64Array; sq: Float64Array } | undefined;
+  private built: Float64Array[] | undefined;
+  /** Length of a class vector. */
+  readonly dim: number;
+
+  constructor(readonly group: ChannelGroup) {
+    this.dim = group.producers.reduce((a, { node }) => a + filterLength(node), 0);
+  }
+
+  /** Per class, the l1 norm and the squared l2 norm of its vector. */
+  norms(): { abs: Float64Array; sq: Float64Array } {
+    if (this.sums) return this.sums;
+    const n = this.group.size;
+    const abs = new Float64Array(n);
+    const sq = new Float64Array(n);
+    for (const { node, space } of this.group.producers) {
+      if (hasRepeatedClass(space, n)) {
+        // Positions sharing a class add up before the norm: build those sums.
+        const part = this.partVectors(node, space);
+        part.forEach((v, c) => {
+          for (const x of v) { abs[c]! += Math.abs(x); sq[c]! += x * x; }
+        });
+        continue;
+      }
+      const { data, len, rowStep, stride, blocks } = filterLayout(node);
+      for (let p = 0; p < space.size; p++) {
+        let a = 0;
+        let q = 0;
+        if (blocks) {
+          for (let c = 0; c < blocks.count; c++)
+            for (let j = 0, at = c * blocks.step + p * blocks.size; j < blocks.size; j++) { const x = data[at + j]!; a += Math.abs(x); q += x * x; }
+        } else {
+          for (let i = 0, at = p * rowStep; i < len; i++, at += stride) { const x = data[at]!; a += Math.abs(x); q += x * x; }
+        }
+        const c = space.classOf[p]!;
+        abs[c]! += a;
+        sq[c]! += q;
+      }
+    }
+    return (this.sums = { abs, sq });
+  }
+
+  /** Per class, the concatenated filter vector. */
+  vectors(): Float64Array[] {
+    if (this.built) return this.built;
+    const vectors = Array.from({ length: this.group.size }, () => new Float64Array(this.dim));
+    let offset = 0;
+    for (const { node, space } of this.group.producers) {
+      const layout = filterLayout(node);
+      for (let p = 0; p < space.size; p++) {
+        const v = vectors[space.classOf[p]!]!;
+        forEachInFilter(layout, p, (i, x) => { v[offset + i]! += x; });
+      }
+      offset += layout.len;
+    }
+    return (this.built = vectors);
+  }
+
+  private partVectors(node: Node, space: Space): Map<number, Float64Array> {
+    const layout = filterLayout(node);
+    const part = new Map<number, Float64Array>();
+    for (let p = 0; p < space.size; p++) {
+      const c = space.classOf[p]!;
+      let v = part.get(c);
+      if (!v) part.set(c, (v = new Float64Array(layout.len)));
+      forEachInFilter(layout, p, (i, x) => { v![i]! += x; });
+    }
+    return part;
+  }
+}
+
+function hasRepeatedClass(space: Space, classes: number): boolean {
+  const seen = new Uint8Array(classes);
+  for (const c of space.classOf) {
+    if (seen[c]) return true;
+    seen[c] = 1;
+  }
+  return false;
 }
 
 /** Per class, the concatenation of every producer's filter for it (zeros where a producer lacks the class). */
 export function classVectors(group: ChannelGroup): Float64Array[] {
-  const parts: { space: Space; filters: Float64Array[] }[] = group.producers.map(({ node, space }) => ({
-    space,
-    filters: Array.from({ length: space.size }, (_, p) => filterOf(node, p)),
-  }));
-  const dim = parts.reduce((a, part) => a + (part.filters[0]?.length ?? 0), 0);
-  const vectors = Array.from({ length: group.size }, () => new Float64Array(dim));
-  let offset = 0;
-  for (const part of parts) {
-    const len = part.filters[0]?.length ?? 0;
-    part.filters.forEach((f, p) => {
-      const v = vectors[part.space.classOf[p]!]!;
-      for (let i = 0; i < len; i++) v[offset + i]! += f[i]!;
-    });
-    offset += len;
-  }
-  return vectors;
+  return new ClassFilters(group).vectors();
 }
 
 /** Mean |gamma| per class over every BN of the group; undefined when the group has no BN. */
@@ -69,12 +167,9 @@ export function bnClassScores(group: ChannelGroup): Float64Array | undefined {
   return sum.map((s, c) => (count[c] ? s / count[c]! : 0));
 }
 
-function norms(vectors: Float64Array[], kind: 'l1' | 'l2'): Float64Array {
-  return Float64Array.from(vectors, (v) => {
-    let s = 0;
-    for (const x of v) s += kind === 'l1' ? Math.abs(x) : x * x;
-    return kind === 'l1' ? s : Math.sqrt(s);
-  });
+function norms(filters: ClassFilters, kind: 'l1' | 'l2'): Float64Array {
+  const { abs, sq } = filters.norms();
+  return kind === 'l1' ? abs : sq.map(Math.sqrt);
 }
 
 function sqDist(a: Float64Array, b: Float64Array): number {
@@ -168,7 +263,13 @@ function byScore(scores: ArrayLike<number>): number[] {
  * The keep priority of a group's classes under a criterion: the first w entries are the classes a width of w
  * keeps. `warn` is told once when a criterion has to fall back.
  */
-export function classPriority(group: ChannelGroup, criterion: Criterion, seed: number, warn: (msg: string) => void): number[] {
+export function classPriority(
+  group: ChannelGroup,
+  criterion: Criterion,
+  seed: number,
+  warn: (msg: string) => void,
+  filters: ClassFilters = new ClassFilters(group),
+): number[] {
   if (criterion === 'random') {
     const rand = seededRandom(seed * 7919 + group.id);
     const order = Array.from({ length: group.size }, (_, i) => i);
@@ -182,10 +283,10 @@ export function classPriority(group: ChannelGroup, criterion: Criterion, seed: n
     const scores = bnClassScores(group);
     if (scores) return byScore(scores);
     warn(`criterion bn: some groups have no BatchNormalization; they use l2 filter norms instead`);
-    return byScore(norms(classVectors(group), 'l2'));
+    return byScore(norms(filters, 'l2'));
   }
-  const vectors = classVectors(group);
-  if (criterion === 'l1' || criterion === 'l2') return byScore(norms(vectors, criterion));
+  if (criterion === 'l1' || criterion === 'l2') return byScore(norms(filters, criterion));
+  const vectors = filters.vectors();
   if (criterion === 'fpgm') {
     // Filters near the geometric median are the most replaceable: keep those farthest from the others.
     const total = new Float64Array(vectors.length);
@@ -198,7 +299,7 @@ export function classPriority(group: ChannelGroup, criterion: Criterion, seed: n
     return byScore(total);
   }
   // exemplar: exemplars first (by l2 norm), then the rest by l2 norm.
-  const l2 = norms(vectors, 'l2');
+  const l2 = norms(filters, 'l2');
   const ex = new Set(affinityPropagation(vectors));
   const order = byScore(l2);
   return [...order.filter((c) => ex.has(c)), ...order.filter((c) => !ex.has(c))];

@@ -1,4 +1,4 @@
-import { bnClassScores, classVectors } from './criteria.js';
+import { ClassFilters, bnClassScores } from './criteria.js';
 import type { GroupAnalysis } from './groups.js';
 
 export interface Importance {
@@ -18,17 +18,20 @@ export const BN_FOLDED_WARNING =
  * the norm, so that filters of different fan-in compare). Groups without either score are treated as average.
  * Scores are divided by the largest, so the width search sees values in [0, 1].
  */
-export function groupImportance(analysis: GroupAnalysis): Importance {
+export function groupImportance(
+  analysis: GroupAnalysis,
+  filters: readonly ClassFilters[] = analysis.groups.map((g) => new ClassFilters(g)),
+): Importance {
   const hasBn = analysis.groups.some((g) => g.norms.length > 0);
-  const raw = analysis.groups.map((group) => {
+  const raw = analysis.groups.map((group, i) => {
     if (group.frozen.length) return undefined;
     if (hasBn) {
       const s = bnClassScores(group);
       return s ? mean(s) : undefined;
     }
     if (group.producers.length === 0) return undefined;
-    const vectors = classVectors(group);
-    return mean(vectors.map((v) => Math.sqrt(v.reduce((a, x) => a + x * x, 0) / Math.max(1, v.length))));
+    const f = filters[i]!;
+    return mean(f.norms().sq.map((q) => Math.sqrt(q / Math.max(1, f.dim))));
   });
   const known = raw.filter((x): x is number => x !== undefined);
   const max = Math.max(...known, 1e-30);

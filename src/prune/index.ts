@@ -4,12 +4,12 @@ import { fileURLToPath } from 'node:url';
 import { UserError } from '../errors.js';
 import type { Model } from '../ir/index.js';
 import { PassManager, type Pass } from '../passes/pass-manager.js';
-import { classPriority, type Criterion } from './criteria.js';
+import { ClassFilters, classPriority, type Criterion } from './criteria.js';
 import { validateModel, type ValidationResult } from './emit.js';
 import { analyzeGroups, groupRows, type GroupAnalysis, type GroupRow } from './groups.js';
 import { groupImportance } from './importance.js';
 import { PLAN_FORMAT, PLAN_VERSION, anchorOf, validatePlan, type Plan } from './plan.js';
-import { probeInputDims, probeModel } from './probe.js';
+import { probeInputDims, probeModel, staticProbe, type ProbeResult } from './probe.js';
 import { applyKeep } from './rewrite.js';
 import { CostModel, searchWidths, type Cost, type SearchResult } from './width-search.js';
 
@@ -66,15 +66,25 @@ export interface PruneReport {
 
 export const DEFAULT_MIN_FRACTION = 0.1;
 
+/**
+ * Every value's concrete dims and the values of shape arithmetic: from the static shape analysis, or, for a
+ * model with a computed value the analysis cannot evaluate, from one onnxruntime run (with a warning).
+ */
+export async function probeShapes(model: Model, inputDims: Map<string, number[]>, warn?: (message: string) => void): Promise<ProbeResult> {
+  const { probe, missing } = staticProbe(model, inputDims);
+  if (!missing) return probe;
+  warn?.(`static shape analysis cannot determine the ${missing}; probing the model in onnxruntime instead (slower)`);
+  return probeModel(model, inputDims);
+}
+
 /** Probes and analyses a model: the channel groups, for `inspect --groups` and for pruning. */
-export async function analyzeModel(model: Model, inputShapes?: Record<string, number[]>): Promise<GroupAnalysis> {
-  const probe = await probeModel(model, probeInputDims(model, inputShapes));
-  return analyzeGroups(model, probe);
+export async function analyzeModel(model: Model, inputShapes?: Record<string, number[]>, warn?: (message: string) => void): Promise<GroupAnalysis> {
+  return analyzeGroups(model, await probeShapes(model, probeInputDims(model, inputShapes), warn));
 }
 
 /** Rows describing the channel groups (id, channel count, members, frozen reason). */
-export async function describeGroups(model: Model, inputShapes?: Record<string, number[]>): Promise<GroupRow[]> {
-  return groupRows(await analyzeModel(model, inputShapes));
+export async function describeGroups(model: Model, inputShapes?: Record<string, number[]>, warn?: (message: string) => void): Promise<GroupRow[]> {
+  return groupRows(await analyzeModel(model, inputShapes, warn));
 }
 
 export const applyPlanPass: Pass<{ analysis: GroupAnalysis; keep: Uint8Array[] }> = {
@@ -106,9 +116,11 @@ export async function pruneModel(model: Model, options: PruneOptions): Promise<{
   if (!Number.isInteger(roundTo) || roundTo < 1) throw new UserError(`--round-to must be a positive integer, got ${roundTo}`);
 
   const inputDims = probeInputDims(model, options.inputShapes);
-  const probe = await timeAsync(pm, 'prune-probe', () => probeModel(model, inputDims));
+  const probe = await timeAsync(pm, 'prune-probe', () => probeShapes(model, inputDims, warn));
   const analysis = pm.time('prune-groups', () => analyzeGroups(model, probe));
-  const importance = pm.time('prune-importance', () => groupImportance(analysis));
+  // Filter norms are read once, by whichever of importance and criterion needs them first.
+  const filters = analysis.groups.map((g) => new ClassFilters(g));
+  const importance = pm.time('prune-importance', () => groupImportance(analysis, filters));
   if (importance.warning) warn(importance.warning);
 
   let keep: Uint8Array[];
@@ -117,7 +129,7 @@ export async function pruneModel(model: Model, options: PruneOptions): Promise<{
   let planSeed = seed;
   let budget: Plan['budget'];
   const priorities = pm.time('prune-criterion', () =>
-    analysis.groups.map((g) => (g.frozen.length || options.plan !== undefined ? range(g.size) : classPriority(g, criterion, seed, warn))),
+    analysis.groups.map((g, i) => (g.frozen.length || options.plan !== undefined ? range(g.size) : classPriority(g, criterion, seed, warn, filters[i]))),
   );
   const costModel = new CostModel(analysis, priorities);
   if (options.plan !== undefined) {

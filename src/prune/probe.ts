@@ -1,6 +1,7 @@
 import * as ort from 'onnxruntime-node';
 import { UserError } from '../errors.js';
 import { DataType, serializeModel, type Model, type Value } from '../ir/index.js';
+import { analyzeShapes } from '../passes/infer-shapes.js';
 
 /** What one run of the model says about every value: its concrete dims, and the data of small int tensors. */
 export interface ProbeResult {
@@ -48,10 +49,55 @@ export function randomInputs(model: Model, dims: Map<string, number[]>, seed = 1
   return feeds;
 }
 
+/** Inputs whose values are shape arithmetic the channel analysis reads (index into node.inputs). */
+const INT_INPUTS: Record<string, number[]> = {
+  Pad: [1], Slice: [1, 2, 3, 4], Reshape: [1], Squeeze: [1], Unsqueeze: [1], Split: [1],
+  ReduceMean: [1], ReduceSum: [1], ReduceMax: [1], ReduceMin: [1], ReduceL1: [1], ReduceL2: [1], ReduceProd: [1],
+  ReduceLogSumExp: [1], ReduceSumSquare: [1],
+};
+
+/**
+ * The probe's facts without running anything: the static shape analysis (src/passes) at the given input
+ * dims. Returns `missing` (the first value it could not pin down) when some used value has no concrete
+ * shape or some shape-arithmetic input of Pad/Slice/Reshape/... is not known; the caller then falls back to
+ * the onnxruntime probe.
+ */
+export function staticProbe(model: Model, inputDims?: Map<string, number[]>): { probe: ProbeResult; missing?: string } {
+  const g = model.graph;
+  const dimsIn = inputDims ?? probeInputDims(model);
+  const shapes = analyzeShapes(model, { inputShapes: Object.fromEntries(dimsIn) });
+  const dims = new Map<Value, number[]>();
+  const ints = new Map<Value, number[]>();
+  let missing: string | undefined;
+  const concrete = (v: Value): number[] | undefined => {
+    const s = shapes.info.get(v)?.shape;
+    return s && s.every((d): d is number => typeof d === 'number') ? (s as number[]) : undefined;
+  };
+  for (const [v, vals] of shapes.values) if (vals.every((d): d is number => typeof d === 'number')) ints.set(v, vals as number[]);
+  for (const v of g.inputs) { const d = dimsIn.get(v.name); if (d) dims.set(v, d); }
+  for (const v of g.initializers) dims.set(v, [...v.initializer!.dims]);
+  const outputs = new Set(g.outputs);
+  for (const n of g.nodes) {
+    for (const o of n.outputs) {
+      if (o.name === '') continue;
+      const d = concrete(o);
+      if (d) dims.set(o, d);
+      else if (!missing && (o.uses.length > 0 || outputs.has(o))) missing = `shape of '${o.name}' (${n.opType} '${n.name}')`;
+    }
+    // A Gather's indices matter only where it picks dims out of a Shape.
+    const intInputs = n.opType === 'Gather' && n.inputs[0]?.producer?.opType === 'Shape' ? [1] : (INT_INPUTS[n.opType] ?? []);
+    for (const i of intInputs) {
+      const v = n.inputs[i];
+      if (v && !ints.has(v) && !missing) missing = `value of '${v.name}' (input ${i} of ${n.opType} '${n.name}')`;
+    }
+  }
+  return { probe: { dims, ints }, ...(missing ? { missing } : {}) };
+}
+
 /**
  * Runs the model once (batch 1) with every node output exposed, to learn concrete dims of every value and the
- * values of shape arithmetic. This stands in for static shape inference and constant folding, so the analysis
- * works on raw exports whatever subgraph computes a Pad's amounts.
+ * values of shape arithmetic. The fallback when `staticProbe` cannot evaluate some computed value: it works on
+ * raw exports whatever subgraph computes a Pad's amounts, at the cost of a session with every output exposed.
  */
 export async function probeModel(model: Model, inputDims?: Map<string, number[]>): Promise<ProbeResult> {
   const g = model.graph;

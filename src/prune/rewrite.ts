@@ -1,5 +1,6 @@
 import { DataType, Tensor, Value, intAttr, intsAttr, tensorType, type Graph, type Model, type Node } from '../ir/index.js';
 import { constantOf, type GroupAnalysis, type Space } from './groups.js';
+import { readElements, sliceElements } from './tensor-data.js';
 
 /** Kept positions (ascending) of every space for the given per-group keep masks. */
 export function keptPositions(analysis: GroupAnalysis, keep: readonly Uint8Array[]): Int32Array[] {
@@ -11,34 +12,10 @@ export function keptPositions(analysis: GroupAnalysis, keep: readonly Uint8Array
   });
 }
 
-/** Copies `t` keeping, along each listed axis, only the given indices. */
+/** Copies `t` keeping, along each listed axis, only the given (ascending) indices. */
 export function sliceTensor(t: Tensor, keepByAxis: Map<number, ArrayLike<number>>): Tensor {
-  const dims = [...t.dims];
-  const newDims = dims.map((d, a) => keepByAxis.get(a)?.length ?? d);
-  const src = t.data;
-  const out = new (src.constructor as { new (n: number): typeof src })(newDims.reduce((a, b) => a * b, 1));
-  const rank = dims.length;
-  const srcStrides = new Array<number>(rank);
-  for (let a = rank - 1, s = 1; a >= 0; a--) {
-    srcStrides[a] = s;
-    s *= dims[a]!;
-  }
-  const index = newDims.map((d, a) => {
-    const k = keepByAxis.get(a);
-    return Int32Array.from({ length: d }, (_, i) => (k ? k[i]! : i) * srcStrides[a]!);
-  });
-  let o = 0;
-  const walk = (a: number, base: number): void => {
-    const idx = index[a]!;
-    if (a === rank - 1) {
-      for (let i = 0; i < idx.length; i++) out[o++] = src[base + idx[i]!]!;
-      return;
-    }
-    for (let i = 0; i < idx.length; i++) walk(a + 1, base + idx[i]!);
-  };
-  if (rank === 0) out[0] = src[0]!;
-  else if (newDims.every((d) => d > 0)) walk(0, 0);
-  return Tensor.fromArray(t.dataType, newDims, out, t.name);
+  const { data, dims } = sliceElements(readElements(t), t.dims, keepByAxis);
+  return Tensor.fromArray(t.dataType, dims, data, t.name);
 }
 
 /**
