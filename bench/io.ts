@@ -83,10 +83,14 @@ interface Child {
 }
 
 function child(mode: string, input = '', output = ''): Child {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(HERE, 'io-child.ts'), mode, input, output], {
-    encoding: 'utf8',
-    maxBuffer: 1 << 20,
-  });
+  const r = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', path.join(HERE, 'io-child.ts'), mode, input, output],
+    {
+      encoding: 'utf8',
+      maxBuffer: 1 << 20,
+    },
+  );
   if (r.status !== 0) throw new Error(`bench child '${mode}' failed: ${r.stderr}`);
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as Child;
 }

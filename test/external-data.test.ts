@@ -4,7 +4,15 @@ import path from 'node:path';
 import { test } from 'node:test';
 import ort from 'onnxruntime-node';
 import { UserError } from '../src/errors.js';
-import { DataType, Tensor, Value, loadModel, saveModel, serializeModel, tensorType } from '../src/ir/index.js';
+import {
+  DataType,
+  Tensor,
+  Value,
+  loadModel,
+  saveModel,
+  serializeModel,
+  tensorType,
+} from '../src/ir/index.js';
 import { ModelProtoType } from '../src/ir/onnx-schema.js';
 import { needsExternalData } from '../src/ir/save.js';
 import { FIXTURES, tmpDir } from './helpers.js';
@@ -18,7 +26,9 @@ async function run(modelPath: string): Promise<Buffer> {
   const session = await ort.InferenceSession.create(modelPath);
   try {
     const input = new Float32Array(3 * 32 * 32).map((_, i) => Math.sin(i));
-    const out = await session.run({ [session.inputNames[0]!]: new ort.Tensor('float32', input, [1, 3, 32, 32]) });
+    const out = await session.run({
+      [session.inputNames[0]!]: new ort.Tensor('float32', input, [1, 3, 32, 32]),
+    });
     const d = out[session.outputNames[0]!]!.data as Float32Array;
     return Buffer.from(d.buffer, d.byteOffset, d.byteLength);
   } finally {
@@ -35,10 +45,16 @@ test('saveModel with externalData writes a loadable pair; data, onnxruntime outp
   saveModel(original, out, { externalData: { location: 'weights.bin' } });
   assert.deepEqual(fs.readdirSync(dir).sort(), ['model.onnx', 'weights.bin']);
 
-  const proto = ModelProtoType.toObject(ModelProtoType.decode(fs.readFileSync(out)), { longs: String }) as Msg;
+  const proto = ModelProtoType.toObject(ModelProtoType.decode(fs.readFileSync(out)), {
+    longs: String,
+  }) as Msg;
   const external = externalEntries(proto);
   const large = original.graph.initializers.filter((v) => v.initializer!.byteLength >= 1024);
-  assert.equal(external.length, large.length, 'tensors of 1 KiB or more go to the data file, smaller stay inline');
+  assert.equal(
+    external.length,
+    large.length,
+    'tensors of 1 KiB or more go to the data file, smaller stay inline',
+  );
   assert.ok(large.length > 0 && large.length < original.graph.initializers.length);
   for (const t of external) {
     const entries = new Map<string, string>(t.external_data.map((e: Msg) => [e.key, e.value]));
@@ -81,7 +97,10 @@ test('the automatic switch to external data triggers only past the 2 GiB protobu
   assert.equal(needsExternalData(model, bytes - 1), true);
   // A tensor claiming 2 GiB + 4 bytes (never materialised) tips the default limit.
   const huge = Tensor.fromProto({
-    name: 'huge', dims: [2 ** 29 + 1], data_type: DataType.FLOAT, data_location: 1,
+    name: 'huge',
+    dims: [2 ** 29 + 1],
+    data_type: DataType.FLOAT,
+    data_location: 1,
     external_data: [{ key: 'location', value: 'huge.bin' }],
   });
   model.graph.addInitializer(new Value('huge', tensorType(DataType.FLOAT, [2 ** 29 + 1])), huge);
@@ -117,18 +136,30 @@ function layout(): Layout {
   return { modelDir, outside, outsideFile };
 }
 
-const TRAVERSALS: { what: string; location: (l: Layout) => string; prepare?: (l: Layout) => void; message: RegExp }[] = [
+const TRAVERSALS: {
+  what: string;
+  location: (l: Layout) => string;
+  prepare?: (l: Layout) => void;
+  message: RegExp;
+}[] = [
   { what: 'an absolute location', location: (l) => l.outsideFile, message: /is absolute/ },
   { what: 'a Windows drive path', location: () => 'C:/secret.bin', message: /is absolute/ },
   { what: "a '..' component", location: () => '../outside/secret.bin', message: /contains '\.\.'/ },
-  { what: "a '..' hidden in the middle", location: () => 'a/../../outside/secret.bin', message: /contains '\.\.'/ },
+  {
+    what: "a '..' hidden in the middle",
+    location: () => 'a/../../outside/secret.bin',
+    message: /contains '\.\.'/,
+  },
   { what: 'a backslash ..', location: () => '..\\outside\\secret.bin', message: /contains '\.\.'/ },
   {
-    what: 'a symbolic link to a file elsewhere', location: () => 'link.bin',
-    prepare: (l) => fs.symlinkSync(l.outsideFile, path.join(l.modelDir, 'link.bin')), message: /symbolic link/,
+    what: 'a symbolic link to a file elsewhere',
+    location: () => 'link.bin',
+    prepare: (l) => fs.symlinkSync(l.outsideFile, path.join(l.modelDir, 'link.bin')),
+    message: /symbolic link/,
   },
   {
-    what: 'a symbolic link to a file in the same folder', location: () => 'alias.bin',
+    what: 'a symbolic link to a file in the same folder',
+    location: () => 'alias.bin',
     prepare: (l) => {
       fs.writeFileSync(path.join(l.modelDir, 'real.bin'), 'x');
       fs.symlinkSync('real.bin', path.join(l.modelDir, 'alias.bin'));
@@ -136,12 +167,16 @@ const TRAVERSALS: { what: string; location: (l: Layout) => string; prepare?: (l:
     message: /symbolic link/,
   },
   {
-    what: 'a symlinked directory component', location: () => 'dir/secret.bin',
-    prepare: (l) => fs.symlinkSync(l.outside, path.join(l.modelDir, 'dir')), message: /symbolic link/,
+    what: 'a symlinked directory component',
+    location: () => 'dir/secret.bin',
+    prepare: (l) => fs.symlinkSync(l.outside, path.join(l.modelDir, 'dir')),
+    message: /symbolic link/,
   },
   {
-    what: 'a hard link to a file elsewhere', location: () => 'hard.bin',
-    prepare: (l) => fs.linkSync(l.outsideFile, path.join(l.modelDir, 'hard.bin')), message: /hard link/,
+    what: 'a hard link to a file elsewhere',
+    location: () => 'hard.bin',
+    prepare: (l) => fs.linkSync(l.outsideFile, path.join(l.modelDir, 'hard.bin')),
+    message: /hard link/,
   },
   { what: 'the model folder itself', location: () => '.', message: /resolves outside the model's folder/ },
   { what: 'an empty location', location: () => '', message: /location is empty/ },
@@ -157,7 +192,11 @@ for (const c of TRAVERSALS) {
     fs.writeFileSync(file, bytes);
     assert.throws(
       () => loadModel(file),
-      (e: unknown) => e instanceof UserError && c.message.test(e.message) && e.message.startsWith(file) && !e.message.includes('\n'),
+      (e: unknown) =>
+        e instanceof UserError &&
+        c.message.test(e.message) &&
+        e.message.startsWith(file) &&
+        !e.message.includes('\n'),
     );
     assert.ok(name);
   });
@@ -172,7 +211,10 @@ for (const c of TRAVERSALS) {
       (e: unknown) => e instanceof UserError && c.message.test(e.message) && e.message.startsWith(out),
     );
     assert.deepEqual(fs.readdirSync(l.modelDir).sort(), before, 'no model, data or temp file was written');
-    assert.ok(fs.readFileSync(l.outsideFile).equals(Buffer.alloc(1 << 20, 7)), 'the outside file is unchanged');
+    assert.ok(
+      fs.readFileSync(l.outsideFile).equals(Buffer.alloc(1 << 20, 7)),
+      'the outside file is unchanged',
+    );
   });
 }
 
@@ -198,12 +240,16 @@ test('offsets and lengths that do not fit are reported when the data is read', (
   fs.writeFileSync(file, ModelProtoType.encode(proto).finish());
   fs.writeFileSync(path.join(l.modelDir, 'weights.bin'), Buffer.alloc(1 << 20));
   const model = loadModel(file);
-  const tensor = (name: string): Tensor => model.graph.initializers.find((v) => v.name === name)!.initializer!;
+  const tensor = (name: string): Tensor =>
+    model.graph.initializers.find((v) => v.name === name)!.initializer!;
   assert.throws(() => tensor(first.name).data, /too short for offset 1000000000/);
   assert.throws(() => tensor(second.name).data, /external length 3 does not match/);
   for (const e of first.external_data) if (e.key === 'offset') e.value = '-5';
   fs.writeFileSync(file, ModelProtoType.encode(proto).finish());
-  assert.throws(() => loadModel(file), (e: unknown) => e instanceof UserError && /invalid external offset '-5'/.test(e.message));
+  assert.throws(
+    () => loadModel(file),
+    (e: unknown) => e instanceof UserError && /invalid external offset '-5'/.test(e.message),
+  );
 });
 
 // ---- a saved file is written whole or not at all ----
@@ -218,8 +264,17 @@ test('saving over the input model is refused, however the path is spelled', () =
   fs.symlinkSync(input, path.join(dir, 'sym.onnx'));
   fs.linkSync(input, path.join(dir, 'hard.onnx'));
   const model = loadModel(input);
-  for (const target of [input, path.join(dir, 'sub', '..', 'in.onnx'), path.join(dir, 'sym.onnx'), path.join(dir, 'hard.onnx')]) {
-    assert.throws(() => saveModel(model, target), (e: unknown) => e instanceof UserError && /refusing to overwrite the input model/.test(e.message), target);
+  for (const target of [
+    input,
+    path.join(dir, 'sub', '..', 'in.onnx'),
+    path.join(dir, 'sym.onnx'),
+    path.join(dir, 'hard.onnx'),
+  ]) {
+    assert.throws(
+      () => saveModel(model, target),
+      (e: unknown) => e instanceof UserError && /refusing to overwrite the input model/.test(e.message),
+      target,
+    );
   }
   assert.ok(fs.readFileSync(input).equals(fs.readFileSync(FIXTURE)));
   assert.deepEqual(listing(dir), ['hard.onnx', 'in.onnx', 'sub', 'sym.onnx']);
@@ -241,7 +296,10 @@ test('a save that fails while writing leaves the previous file and no temporary 
     }
     return realWrite(fd, buffer, offset, Math.min(100, buffer.length - offset));
   });
-  assert.throws(() => saveModel(model, out), (e: unknown) => e instanceof UserError && /ENOSPC/.test(e.message) && e.message.startsWith(out));
+  assert.throws(
+    () => saveModel(model, out),
+    (e: unknown) => e instanceof UserError && /ENOSPC/.test(e.message) && e.message.startsWith(out),
+  );
   t.mock.restoreAll();
   assert.equal(partial.length, 2, `a partial temporary file existed when the write failed: ${partial}`);
   assert.deepEqual(listing(dir), ['out.onnx']);
@@ -261,17 +319,27 @@ test('a save whose final rename fails removes its temporary files and restores t
   );
   assert.deepEqual(listing(dir), ['out.onnx', 'w.bin']);
   assert.equal(fs.readFileSync(path.join(dir, 'w.bin'), 'utf8'), 'old data');
-  assert.throws(() => saveModel(loadModel(FIXTURE), path.join(dir, 'x.onnx'), { externalData: { location: 'x.onnx' } }), /names the model file itself/);
+  assert.throws(
+    () => saveModel(loadModel(FIXTURE), path.join(dir, 'x.onnx'), { externalData: { location: 'x.onnx' } }),
+    /names the model file itself/,
+  );
   assert.deepEqual(listing(dir), ['out.onnx', 'w.bin']);
 });
 
-test('a read-only output folder gives a clear error and no file', { skip: process.getuid?.() === 0 ? 'running as root: permissions do not apply' : false }, () => {
-  const dir = tmpDir();
-  fs.chmodSync(dir, 0o555);
-  try {
-    assert.throws(() => saveModel(loadModel(FIXTURE), path.join(dir, 'out.onnx')), (e: unknown) => e instanceof UserError && /EACCES/.test(e.message));
-    assert.deepEqual(listing(dir), []);
-  } finally {
-    fs.chmodSync(dir, 0o755);
-  }
-});
+test(
+  'a read-only output folder gives a clear error and no file',
+  { skip: process.getuid?.() === 0 ? 'running as root: permissions do not apply' : false },
+  () => {
+    const dir = tmpDir();
+    fs.chmodSync(dir, 0o555);
+    try {
+      assert.throws(
+        () => saveModel(loadModel(FIXTURE), path.join(dir, 'out.onnx')),
+        (e: unknown) => e instanceof UserError && /EACCES/.test(e.message),
+      );
+      assert.deepEqual(listing(dir), []);
+    } finally {
+      fs.chmodSync(dir, 0o755);
+    }
+  },
+);

@@ -3,7 +3,17 @@ import path from 'node:path';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import {
-  AttributeType, DataType, Graph, Model, Node, Tensor, Value, loadModel, tensorType, verifyModel, type Use,
+  AttributeType,
+  DataType,
+  Graph,
+  Model,
+  Node,
+  Tensor,
+  Value,
+  loadModel,
+  tensorType,
+  verifyModel,
+  type Use,
 } from '../src/ir/index.js';
 import { FIXTURES } from './helpers.js';
 
@@ -11,7 +21,17 @@ const f32 = (name: string, dims = [2]): Value => new Value(name, tensorType(Data
 const useKeys = (v: Value): string[] => v.uses.map((u: Use) => `${u.node.name}:${u.index}`).sort();
 
 /** x -> a = Relu(x) -> b = Add(a, a) -> y = Mul(b, x); the output is y. */
-function chain(): { model: Model; g: Graph; x: Value; a: Value; b: Value; y: Value; relu: Node; add: Node; mul: Node } {
+function chain(): {
+  model: Model;
+  g: Graph;
+  x: Value;
+  a: Value;
+  b: Value;
+  y: Value;
+  relu: Node;
+  add: Node;
+  mul: Node;
+} {
   const g = new Graph();
   const x = f32('x');
   const a = f32('a');
@@ -122,14 +142,25 @@ test('iterNodes tolerates removal of the current and of later nodes, and does no
     }
   }
   assert.deepEqual(seen, ['relu', 'mul']);
-  assert.deepEqual(g.nodes.map((n) => n.name), ['mul', 'late']);
+  assert.deepEqual(
+    g.nodes.map((n) => n.name),
+    ['mul', 'late'],
+  );
   assert.equal(g.outputs[0], y);
 });
 
 test('use lists match a from-scratch recount after random edits (property)', () => {
   fc.assert(
     fc.property(
-      fc.array(fc.tuple(fc.nat(20), fc.nat(3), fc.nat(20), fc.constantFrom('set', 'rauw', 'remove', 'append', 'truncate')), { maxLength: 40 }),
+      fc.array(
+        fc.tuple(
+          fc.nat(20),
+          fc.nat(3),
+          fc.nat(20),
+          fc.constantFrom('set', 'rauw', 'remove', 'append', 'truncate'),
+        ),
+        { maxLength: 40 },
+      ),
       (edits) => {
         const g = new Graph();
         const inputs = [f32('i0'), f32('i1')];
@@ -137,7 +168,9 @@ test('use lists match a from-scratch recount after random edits (property)', () 
         const values = [...inputs];
         for (let k = 0; k < 12; k++) {
           const out = f32(`v${k}`);
-          g.addNode(new Node('Add', [values[k % values.length], values[(k * 7 + 1) % values.length]], [out], `n${k}`));
+          g.addNode(
+            new Node('Add', [values[k % values.length], values[(k * 7 + 1) % values.length]], [out], `n${k}`),
+          );
           values.push(out);
         }
         for (const [pick, slot, other, op] of edits) {
@@ -146,7 +179,9 @@ test('use lists match a from-scratch recount after random edits (property)', () 
           const node = nodes[pick % nodes.length]!;
           // Only values defined before the node keep the graph acyclic.
           const position = values.indexOf(node.output());
-          const earlier = values.slice(0, Math.max(1, position)).filter((e) => e.producer?.graph !== undefined || !e.producer);
+          const earlier = values
+            .slice(0, Math.max(1, position))
+            .filter((e) => e.producer?.graph !== undefined || !e.producer);
           const v = earlier[other % earlier.length]!;
           if (op === 'set') node.setInput(slot % Math.max(1, node.inputs.length + 1), v);
           else if (op === 'append') node.appendInput(slot === 0 ? undefined : v);
@@ -173,22 +208,33 @@ test('verifyModel reports each broken invariant', () => {
     ['duplicate node name', (c) => (c.mul.name = 'add'), /node name 'add' is used twice/],
     ['undefined graph output', (c) => c.g.outputs.push(f32('ghost')), /graph output 'ghost' is not defined/],
     ['node not pointing back', (c) => (c.add.graph = undefined), /does not point back to its graph/],
-    ['removed without detaching', (c) => {
-      c.g.replaceAllUsesWith(c.b, c.x);
-      c.g.removeNode(c.add, false);
-    }, /used by 'add', which is not in any graph/],
+    [
+      'removed without detaching',
+      (c) => {
+        c.g.replaceAllUsesWith(c.b, c.x);
+        c.g.removeNode(c.add, false);
+      },
+      /used by 'add', which is not in any graph/,
+    ],
     ['wrong producer index', (c) => (c.b.producerIndex = 3), /does not point back to its producer 'add'/],
-    ['initializer dims disagree', (c) => {
-      const w = f32('w', [3]);
-      c.g.addInitializer(w, Tensor.fromArray(DataType.FLOAT, [2], new Float32Array(2)));
-    }, /initializer 'w' has dims \[2\]/],
+    [
+      'initializer dims disagree',
+      (c) => {
+        const w = f32('w', [3]);
+        c.g.addInitializer(w, Tensor.fromArray(DataType.FLOAT, [2], new Float32Array(2)));
+      },
+      /initializer 'w' has dims \[2\]/,
+    ],
   ];
   for (const [what, breakIt, message] of cases) {
     const c = chain();
     assert.deepEqual(verifyModel(c.model), [], what);
     breakIt(c);
     const problems = verifyModel(c.model);
-    assert.ok(problems.some((p) => message.test(p)), `${what}: ${JSON.stringify(problems)}`);
+    assert.ok(
+      problems.some((p) => message.test(p)),
+      `${what}: ${JSON.stringify(problems)}`,
+    );
   }
 });
 

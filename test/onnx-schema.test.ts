@@ -85,8 +85,17 @@ test('the package schema was read (sanity: known counts)', () => {
   assert.equal(messages.size, 21);
   const model = allFields.filter((f) => f.message === 'onnx.ModelProto').map((f) => `${f.name}=${f.id}`);
   assert.deepEqual(model.sort(), [
-    'doc_string=6', 'domain=4', 'functions=25', 'graph=7', 'ir_version=1', 'metadata_props=14', 'model_version=5',
-    'opset_import=8', 'producer_name=2', 'producer_version=3', 'training_info=20',
+    'doc_string=6',
+    'domain=4',
+    'functions=25',
+    'graph=7',
+    'ir_version=1',
+    'metadata_props=14',
+    'model_version=5',
+    'opset_import=8',
+    'producer_name=2',
+    'producer_version=3',
+    'training_info=20',
   ]);
   assert.ok(allFields.length > 100, `only ${allFields.length} fields found`);
 });
@@ -105,18 +114,22 @@ test('every onnx-proto field exists in our schema with the same number, type and
       continue;
     }
     if (field.id !== f.id) problems.push(`${f.message}.${f.name}: number ${field.id}, package ${f.id}`);
-    if (field.repeated !== f.repeated) problems.push(`${f.message}.${f.name}: repeated ${field.repeated}, package ${f.repeated}`);
+    if (field.repeated !== f.repeated)
+      problems.push(`${f.message}.${f.name}: repeated ${field.repeated}, package ${f.repeated}`);
     field.resolve();
-    const ourType = field.resolvedType instanceof protobuf.Type ? field.resolvedType.fullName.slice(1) : field.type;
+    const ourType =
+      field.resolvedType instanceof protobuf.Type ? field.resolvedType.fullName.slice(1) : field.type;
     const pkgType = f.writes;
     // Enums are written as int32 by protobufjs; our schema names the enum type.
-    const sameType = ourType === pkgType || (field.resolvedType instanceof protobuf.Enum && pkgType === 'int32');
+    const sameType =
+      ourType === pkgType || (field.resolvedType instanceof protobuf.Enum && pkgType === 'int32');
     if (!sameType) problems.push(`${f.message}.${f.name}: type ${ourType}, package ${pkgType}`);
     const wire = ourWireType(field);
     // A repeated scalar may be packed (2) in one schema and not in the other: proto2 (the reference onnx.proto)
     // leaves attribute floats/ints unpacked, the package's proto3-generated code packs them. Every protobuf
     // parser must accept both layouts, so only the element wire type has to agree.
-    const packedEither = f.repeated && BASIC_WIRE[field.type] !== undefined && field.type !== 'string' && field.type !== 'bytes';
+    const packedEither =
+      f.repeated && BASIC_WIRE[field.type] !== undefined && field.type !== 'string' && field.type !== 'bytes';
     if (wire !== f.wireType && !(packedEither && (wire === 2 || f.wireType === 2)))
       problems.push(`${f.message}.${f.name}: wire type ${wire}, package ${f.wireType}`);
   }
@@ -149,13 +162,21 @@ function fullMessage(name: string, depth: number, seed: { n: number }): Any {
     const one = (): unknown => {
       seed.n++;
       switch (f.writes) {
-        case 'string': return `s${seed.n}`;
-        case 'bytes': return new Uint8Array([seed.n & 255, 7]);
-        case 'float': return seed.n + 0.5;
-        case 'double': return seed.n + 0.25;
-        case 'bool': return true;
-        case 'int32': return f.name.endsWith('type') || f.name === 'data_location' ? 1 : seed.n;
-        case 'int64': case 'uint64': return seed.n * 1000;
+        case 'string':
+          return `s${seed.n}`;
+        case 'bytes':
+          return new Uint8Array([seed.n & 255, 7]);
+        case 'float':
+          return seed.n + 0.5;
+        case 'double':
+          return seed.n + 0.25;
+        case 'bool':
+          return true;
+        case 'int32':
+          return f.name.endsWith('type') || f.name === 'data_location' ? 1 : seed.n;
+        case 'int64':
+        case 'uint64':
+          return seed.n * 1000;
         default:
           return depth > 0 ? fullMessage(f.writes, depth - 1, seed) : {};
       }
@@ -191,5 +212,8 @@ test('a ModelProto with every package field set travels package -> ours -> packa
     m && typeof m === 'object' && !(m instanceof Uint8Array)
       ? Object.values(m).reduce<number>((n, v) => n + 1 + countKeys(v), 0)
       : 0;
-  assert.equal(countKeys(Ours.toObject(decodedByUs, options)), countKeys(Pkg.toObject(Pkg.decode(pkgBytes), options)));
+  assert.equal(
+    countKeys(Ours.toObject(decodedByUs, options)),
+    countKeys(Pkg.toObject(Pkg.decode(pkgBytes), options)),
+  );
 });
