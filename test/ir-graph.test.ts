@@ -265,3 +265,29 @@ test('uniqueName avoids names of values and nodes anywhere in the tree, includin
   assert.equal(g.uniqueName('later_node'), 'later_node_1');
   assert.equal(g.uniqueName('late_init'), 'late_init_1');
 });
+
+test('verifyModel names the nodes of a cycle', () => {
+  const g = new Graph();
+  const x = new Value('x');
+  g.inputs.push(x);
+  const [a, b, c] = [new Value('a'), new Value('b'), new Value('c')];
+  g.addNode(new Node('Add', [x, c], [a], 'first'));
+  g.addNode(new Node('Relu', [a], [b], 'second'));
+  g.addNode(new Node('Relu', [b], [c], 'third'));
+  g.outputs.push(c);
+  const problems = verifyModel(new Model(g));
+  const cycles = problems.filter((p) => p.startsWith('cycle through nodes'));
+  assert.equal(cycles.length, 1, problems.join('\n'));
+  for (const n of ['first', 'second', 'third']) assert.ok(cycles[0]!.includes(`'${n}'`), cycles[0]);
+  // A merely unsorted (acyclic) graph is reported as out of order, not as a cycle.
+  const h = new Graph();
+  const y = new Value('y');
+  h.inputs.push(y);
+  const [p, q] = [new Value('p'), new Value('q')];
+  h.addNode(new Node('Relu', [p], [q], 'late'));
+  h.addNode(new Node('Relu', [y], [p], 'early'));
+  h.outputs.push(q);
+  const unsorted = verifyModel(new Model(h));
+  assert.ok(unsorted.some((m) => m.includes('used before it is defined')));
+  assert.ok(!unsorted.some((m) => m.startsWith('cycle')));
+});

@@ -1,3 +1,4 @@
+import * as graphlib from '@dagrejs/graphlib';
 import type { Graph, Node, Value } from './graph.js';
 import type { Model } from './model.js';
 
@@ -52,8 +53,25 @@ function verifyGraph(g: Graph, outerVisible: Set<Value>, problems: string[]): vo
       if (v.name !== '') declare(v, 'value');
     });
   }
+  if (problems.some((p) => p.includes('used before it is defined'))) reportCycles(g, problems);
   for (const v of names.values()) checkUses(v, problems);
   for (const v of g.outputs) if (!visible.has(v)) problems.push(`graph output '${v.name}' is not defined`);
+}
+
+/** Out-of-order uses are either a sorting problem or a true cycle; name the cycle so the two can be told apart. */
+function reportCycles(g: Graph, problems: string[]): void {
+  const deps = new graphlib.Graph();
+  const label = (n: Node, i: number): string => n.name || `#${i} ${n.opType}`;
+  g.nodes.forEach((n, i) => deps.setNode(String(i), label(n, i)));
+  const index = new Map(g.nodes.map((n, i) => [n, String(i)]));
+  g.nodes.forEach((n, i) => {
+    for (const v of n.inputs) {
+      const from = v?.producer && index.get(v.producer);
+      if (from !== undefined) deps.setEdge(from, String(i));
+    }
+  });
+  for (const cycle of graphlib.alg.findCycles(deps))
+    problems.push(`cycle through nodes ${cycle.map((id) => `'${deps.node(id)}'`).join(', ')}`);
 }
 
 function checkUses(v: Value, problems: string[]): void {
