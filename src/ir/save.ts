@@ -32,6 +32,15 @@ export function serializeModel(model: Model): Uint8Array {
 }
 
 /**
+ * The same bytes as serializeModel, assembled once in a buffer of the exact size: encoding in one go grows a
+ * buffer and copies it in finish(), holding about 3x the model (validation hands the bytes to onnxruntime).
+ */
+export function serializeModelCompact(model: Model): Uint8Array {
+  const pieces = encodePieces(modelToProto(model, undefined));
+  return Buffer.concat(pieces, length(pieces));
+}
+
+/**
  * Writes the model atomically: everything goes to temporary files in the destination folder, which are
  * renamed into place only once complete, so a crash or a full disk never leaves a half-written model.
  */

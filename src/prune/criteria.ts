@@ -1,7 +1,7 @@
 import { UserError } from '../errors.js';
 import type { Node } from '../ir/index.js';
 import { constantOf, type ChannelGroup, type Space } from './groups.js';
-import { readElements } from './tensor-data.js';
+import { float32Rows, readElements } from './tensor-data.js';
 
 export const CRITERIA = ['l1', 'l2', 'bn', 'fpgm', 'random', 'exemplar'] as const;
 export type Criterion = (typeof CRITERIA)[number];
@@ -91,16 +91,12 @@ export class ClassFilters {
         });
         continue;
       }
-      const { data, len, rowStep, stride, blocks } = filterLayout(node);
+      const len = filterLength(node);
+      const contiguous = node.opType === 'Conv' || (node.opType === 'Gemm' && node.attrInt('transB', 0) === 1);
+      const layout = contiguous ? undefined : filterLayout(node);
+      const rowOf = contiguous ? float32Rows(constantOf(node.inputs[1])!, len) : undefined;
       for (let p = 0; p < space.size; p++) {
-        let a = 0;
-        let q = 0;
-        if (blocks) {
-          for (let c = 0; c < blocks.count; c++)
-            for (let j = 0, at = c * blocks.step + p * blocks.size; j < blocks.size; j++) { const x = data[at + j]!; a += Math.abs(x); q += x * x; }
-        } else {
-          for (let i = 0, at = p * rowStep; i < len; i++, at += stride) { const x = data[at]!; a += Math.abs(x); q += x * x; }
-        }
+        const [a, q] = rowOf ? rowNorms(rowOf(p)) : stridedNorms(layout!, p);
         const c = space.classOf[p]!;
         abs[c]! += a;
         sq[c]! += q;
@@ -136,6 +132,27 @@ export class ClassFilters {
     }
     return part;
   }
+}
+
+// Kept apart from any closure: accumulators a closure captures live on the heap, one allocation per add.
+function rowNorms(row: Float32Array): [number, number] {
+  let a = 0;
+  let q = 0;
+  for (let i = 0; i < row.length; i++) {
+    const x = row[i]!;
+    a += Math.abs(x);
+    q += x * x;
+  }
+  return [a, q];
+}
+
+function stridedNorms(layout: FilterLayout, p: number): [number, number] {
+  const sums = [0, 0];
+  forEachInFilter(layout, p, (_, x) => {
+    sums[0]! += Math.abs(x);
+    sums[1]! += x * x;
+  });
+  return sums as [number, number];
 }
 
 function hasRepeatedClass(space: Space, classes: number): boolean {

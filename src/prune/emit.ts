@@ -1,6 +1,7 @@
 import * as ort from 'onnxruntime-node';
 import { UserError } from '../errors.js';
-import { saveModel, serializeModel, verifyModel, type Model } from '../ir/index.js';
+import { saveModel, verifyModel, type Model } from '../ir/index.js';
+import { serializeModelCompact } from '../ir/save.js';
 import { probeInputDims, randomInputs } from './probe.js';
 
 export interface ValidationResult {
@@ -22,7 +23,8 @@ export async function validateModel(model: Model, inputDims?: Map<string, number
   t = performance.now();
   let session: ort.InferenceSession;
   try {
-    session = await ort.InferenceSession.create(serializeModel(model));
+    // One exact-size copy of the model, unreachable once onnxruntime has parsed it.
+    session = await ort.InferenceSession.create(serializeModelCompact(model));
   } catch (e) {
     throw new Error(`onnxruntime rejects the pruned model: ${(e as Error).message}`);
   }

@@ -120,7 +120,9 @@ export function analyzeGroups(model: Model, probe: ProbeResult): GroupAnalysis {
   const g = model.graph;
   const spaces: Space[] = [];
   const spaceOf = new Map<Value, Space>();
-  const links: [number, number][] = [];
+  // Linked position pairs, as two flat lists (a pair array per link was most of this analysis's time).
+  const linkA: number[] = [];
+  const linkB: number[] = [];
   const frozen = new Map<Space, string[]>();
   const actions: NodeAction[] = [];
   const costs: CostTerm[] = [];
@@ -144,7 +146,8 @@ export function analyzeGroups(model: Model, probe: ProbeResult): GroupAnalysis {
     return s;
   };
   const link = (a: Space, i: number, b: Space, j: number): void => {
-    links.push([a.base + i, b.base + j]);
+    linkA.push(a.base + i);
+    linkB.push(b.base + j);
   };
   const same = (a: Space, b: Space, node: Node): void => {
     if (a.size !== b.size) {
@@ -545,11 +548,11 @@ export function analyzeGroups(model: Model, probe: ProbeResult): GroupAnalysis {
 
   // Classes: union-find over positions; groups: spaces connected through any class.
   const uf = new UnionFind(positions);
-  for (const [a, b] of links) uf.union(a, b);
+  for (let i = 0; i < linkA.length; i++) uf.union(linkA[i]!, linkB[i]!);
   const spaceUf = new UnionFind(spaces.length);
   const spaceAt = new Int32Array(positions);
   for (const s of spaces) spaceAt.fill(s.id, s.base, s.base + s.size);
-  for (const [a, b] of links) spaceUf.union(spaceAt[a]!, spaceAt[b]!);
+  for (let i = 0; i < linkA.length; i++) spaceUf.union(spaceAt[linkA[i]!]!, spaceAt[linkB[i]!]!);
   const groupOfRoot = new Map<number, ChannelGroup>();
   const groups: ChannelGroup[] = [];
   const classOfRoot = new Map<number, number>();

@@ -1,6 +1,6 @@
 import { DataType, Tensor, Value, intAttr, intsAttr, tensorType, type Graph, type Model, type Node } from '../ir/index.js';
 import { constantOf, type GroupAnalysis, type Space } from './groups.js';
-import { readElements, sliceElements } from './tensor-data.js';
+import { sliceTensorData } from './tensor-data.js';
 
 /** Kept positions (ascending) of every space for the given per-group keep masks. */
 export function keptPositions(analysis: GroupAnalysis, keep: readonly Uint8Array[]): Int32Array[] {
@@ -14,7 +14,7 @@ export function keptPositions(analysis: GroupAnalysis, keep: readonly Uint8Array
 
 /** Copies `t` keeping, along each listed axis, only the given (ascending) indices. */
 export function sliceTensor(t: Tensor, keepByAxis: Map<number, ArrayLike<number>>): Tensor {
-  const { data, dims } = sliceElements(readElements(t), t.dims, keepByAxis);
+  const { data, dims } = sliceTensorData(t, keepByAxis);
   return Tensor.fromArray(t.dataType, dims, data, t.name);
 }
 
