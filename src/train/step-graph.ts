@@ -17,7 +17,10 @@ export interface StepGraphOptions {
   labelSmoothing?: number;
   /** Adds `alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T))` with the teacher logits as an input. */
   distillation?: { temperature: number; alpha: number };
-  /** Overrides which float initializers are trained (default: Conv/Gemm/MatMul weights and biases, BN scale and bias). */
+  /**
+   * Which float initializers are trained. Default: Conv/Gemm/MatMul weights and biases (and the bias Add after a
+   * MatMul), BN scales and shifts. When given, it decides for every float initializer a node reads.
+   */
   trainable?: (name: string) => boolean;
   /** Also output each parameter's loss gradient as `<param>__grad` (tests, debugging). */
   exposeGradients?: boolean;
@@ -93,8 +96,13 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
   const numClasses = logitsShape[1]!;
 
   // Trainable parameters.
-  const isTrainable = options.trainable ?? ((): boolean => true);
   const params: Value[] = [];
+  if (options.trainable) {
+    for (const n of g.nodes)
+      for (const v of n.inputs)
+        if (v?.initializer?.dataType === DataType.FLOAT && !params.includes(v) && options.trainable(v.name)) params.push(v);
+  }
+  const isTrainable = (name: string): boolean => !options.trainable;
   for (const n of g.nodes) {
     (PARAM_SLOTS[n.opType] ?? []).forEach((slot) => {
       const v = n.inputs[slot];
