@@ -7,6 +7,7 @@ import type { Value } from '../ir/graph.js';
 import { loadModel } from '../ir/load.js';
 import type { Model } from '../ir/model.js';
 import { shapeToString, type Dim } from '../ir/types.js';
+import { describeGroups, type GroupRow } from '../prune/index.js';
 import { formatCount, formatShort, renderKeyValues, renderTable } from '../report/table.js';
 
 interface InspectArgs {
@@ -50,12 +51,33 @@ export interface InspectSection {
   flag: string;
   describe: string;
   key: string;
-  collect(model: Model, report: InspectReport): { json: unknown; text: string };
+  /** May be async (the channel analysis can fall back to an onnxruntime run). */
+  collect(model: Model, report: InspectReport): { json: unknown; text: string } | Promise<{ json: unknown; text: string }>;
 }
 
-const extraSections: InspectSection[] = [
-  // --groups (channel groups) goes here.
-];
+/** `--groups`: the channel groups the pruner sees (src/prune/groups.ts), at the shapes MACs are counted at. */
+const groupsSection: InspectSection = {
+  flag: 'groups',
+  describe: 'List channel groups: channel count, members and why a group is frozen',
+  key: 'groups',
+  async collect(model, report) {
+    const rows = await describeGroups(model, report.inputShapes, (msg) => process.stderr.write(`warning: ${msg}\n`));
+    return { json: rows, text: renderGroups(rows) };
+  },
+};
+
+const extraSections: InspectSection[] = [groupsSection];
+
+/** A table of groups, then each group's members (`value[channels]`, `@axis` when not axis 1). */
+export function renderGroups(rows: readonly GroupRow[]): string {
+  const frozen = rows.filter((r) => r.frozen !== undefined).length;
+  const table = renderTable(
+    ['group', { header: 'channels', align: 'right' }, { header: 'members', align: 'right' }, 'frozen'],
+    rows.map((r) => [r.id, r.channels, r.members.length, r.frozen ?? '']),
+  );
+  const members = rows.map((r) => `  ${r.id}: ${r.members.join(', ')}`).join('\n');
+  return `channel groups (${rows.length}: ${rows.length - frozen} prunable, ${frozen} frozen):\n${table}\n\nmembers:\n${members}`;
+}
 
 export const inspectCommand: CommandModule<object, InspectArgs> = {
   command: 'inspect <model>',
@@ -75,12 +97,11 @@ export const inspectCommand: CommandModule<object, InspectArgs> = {
       b = b.option(s.flag, { type: 'boolean', default: false, describe: s.describe });
     return b as unknown as Argv<InspectArgs>;
   },
-  handler: (argv: ArgumentsCamelCase<InspectArgs>) => {
+  handler: async (argv: ArgumentsCamelCase<InspectArgs>) => {
     const model = loadModel(argv.model);
     const report = inspectModel(model, argv.model, parseInputShapes(argv.inputShape));
-    const extras = extraSections
-      .filter((s) => argv[s.flag] === true)
-      .map((s) => ({ s, out: s.collect(model, report) }));
+    const extras: { s: InspectSection; out: { json: unknown; text: string } }[] = [];
+    for (const s of extraSections) if (argv[s.flag] === true) extras.push({ s, out: await s.collect(model, report) });
     for (const { s, out } of extras) report[s.key] = out.json;
     if (argv.json) {
       process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
