@@ -44,27 +44,75 @@ export async function run(): Promise<object> {
       results.push({ model: m.name, skipped: `${m.file} is absent` });
       continue;
     }
-    const child = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', m.file, String(batch), String(threads), String(steps), device], { encoding: 'utf8', cwd: REPO });
+    const child = spawnSync(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        fileURLToPath(import.meta.url),
+        '--child',
+        m.file,
+        String(batch),
+        String(threads),
+        String(steps),
+        device,
+      ],
+      { encoding: 'utf8', cwd: REPO },
+    );
     if (child.status !== 0) throw new Error(`onnxruntime side failed: ${child.stderr}`);
     const onnxruntime = JSON.parse(child.stdout.trim().split('\n').at(-1)!) as Side;
     let torch: Side | { skipped: string } = { skipped: torchMissing ?? '' };
     if (!torchMissing) {
-      const out = execFileSync(TORCH_PYTHON, [path.join(REPO, 'bench', 'train_torch.py'), m.file, '--batch', String(batch), '--threads', String(threads), '--steps', String(Math.max(2, Math.ceil(steps / 2))), '--warmup', '1'], { encoding: 'utf8' });
+      const out = execFileSync(
+        TORCH_PYTHON,
+        [
+          path.join(REPO, 'bench', 'train_torch.py'),
+          m.file,
+          '--batch',
+          String(batch),
+          '--threads',
+          String(threads),
+          '--steps',
+          String(Math.max(2, Math.ceil(steps / 2))),
+          '--warmup',
+          '1',
+        ],
+        { encoding: 'utf8' },
+      );
       torch = JSON.parse(out.trim().split('\n').at(-1)!) as Side;
     }
-    const ratio = 'imagesPerSecond' in torch ? onnxruntime.imagesPerSecond / torch.imagesPerSecond : undefined;
-    results.push({ model: m.name, batch, threads, device, onnxruntime, torch, ratio, target: m.target, meetsTarget: ratio === undefined ? undefined : ratio >= m.target });
+    const ratio =
+      'imagesPerSecond' in torch ? onnxruntime.imagesPerSecond / torch.imagesPerSecond : undefined;
+    results.push({
+      model: m.name,
+      batch,
+      threads,
+      device,
+      onnxruntime,
+      torch,
+      ratio,
+      target: m.target,
+      meetsTarget: ratio === undefined ? undefined : ratio >= m.target,
+    });
   }
   return { benchmark: 'train', results };
 }
 
 function torchUnavailable(): string | undefined {
   const r = spawnSync(TORCH_PYTHON, ['-c', 'import torch, onnx'], { encoding: 'utf8' });
-  return r.status === 0 ? undefined : `PyTorch side skipped: ${TORCH_PYTHON} with torch and onnx is not installed`;
+  return r.status === 0
+    ? undefined
+    : `PyTorch side skipped: ${TORCH_PYTHON} with torch and onnx is not installed`;
 }
 
 /** One model's onnxruntime measurement, in a child process so that its peak RSS is its own. */
-async function child(file: string, batch: number, threads: number, steps: number, device: string): Promise<void> {
+async function child(
+  file: string,
+  batch: number,
+  threads: number,
+  steps: number,
+  device: string,
+): Promise<void> {
   const model = loadModel(file);
   const buildStart = performance.now();
   const step = await buildStepGraph(model, { batchSize: batch });
@@ -73,18 +121,31 @@ async function child(file: string, batch: number, threads: number, steps: number
   const session = await createSession(serializeModel(step.model), { threads, device: parseDevice(device) });
   const sessionMs = performance.now() - sessionStart;
   const random = mulberry32(0);
-  const images = Float32Array.from({ length: step.imageShape.reduce((a, b) => a * b, 1) }, () => random() * 2 - 1);
+  const images = Float32Array.from(
+    { length: step.imageShape.reduce((a, b) => a * b, 1) },
+    () => random() * 2 - 1,
+  );
   const feeds: Record<string, ort.Tensor> = {
     [step.inputs.images]: new ort.Tensor('float32', images, step.imageShape),
-    [step.inputs.labels]: new ort.Tensor('int64', BigInt64Array.from({ length: batch }, (_, i) => BigInt(i % 10)), [batch]),
+    [step.inputs.labels]: new ort.Tensor(
+      'int64',
+      BigInt64Array.from({ length: batch }, (_, i) => BigInt(i % 10)),
+      [batch],
+    ),
     [step.inputs.lr]: new ort.Tensor('float32', new Float32Array([0.01]), []),
   };
   const init = new Map(model.graph.initializers.map((v) => [v.name, v.initializer!.data as Float32Array]));
   for (const p of step.params) {
     feeds[p.name] = new ort.Tensor('float32', Float32Array.from(init.get(p.name)!), p.shape);
-    if (p.momentum) feeds[p.momentum.input] = new ort.Tensor('float32', new Float32Array(init.get(p.name)!.length), p.shape);
+    if (p.momentum)
+      feeds[p.momentum.input] = new ort.Tensor(
+        'float32',
+        new Float32Array(init.get(p.name)!.length),
+        p.shape,
+      );
   }
-  for (const r of step.runningStats) feeds[r.name] = new ort.Tensor('float32', Float32Array.from(init.get(r.name)!), r.shape);
+  for (const r of step.runningStats)
+    feeds[r.name] = new ort.Tensor('float32', Float32Array.from(init.get(r.name)!), r.shape);
   const carried = [
     ...step.params.map((p) => [p.updated, p.name] as const),
     ...step.params.flatMap((p) => (p.momentum ? [[p.momentum.output, p.momentum.input] as const] : [])),
@@ -104,17 +165,19 @@ async function child(file: string, batch: number, threads: number, steps: number
   const totalMs = performance.now() - start;
   await session.release();
   const paramFloats = step.params.reduce((a, p) => a + p.shape.reduce((x, y) => x * y, 1), 0);
-  console.log(JSON.stringify({
-    imagesPerSecond: (batch * steps * 1000) / totalMs,
-    msPerStep: totalMs / steps,
-    overheadMsPerStep: (totalMs - runMs) / steps,
-    buildStepGraphMs: buildMs,
-    createSessionMs: sessionMs,
-    stepGraphNodes: step.model.graph.nodes.length,
-    params: paramFloats,
-    peakRssMiB: process.resourceUsage().maxRSS / 1024,
-    device: session.device,
-  }));
+  console.log(
+    JSON.stringify({
+      imagesPerSecond: (batch * steps * 1000) / totalMs,
+      msPerStep: totalMs / steps,
+      overheadMsPerStep: (totalMs - runMs) / steps,
+      buildStepGraphMs: buildMs,
+      createSessionMs: sessionMs,
+      stepGraphNodes: step.model.graph.nodes.length,
+      params: paramFloats,
+      peakRssMiB: process.resourceUsage().maxRSS / 1024,
+      device: session.device,
+    }),
+  );
 }
 
 if (process.argv[2] === '--child') {

@@ -8,7 +8,11 @@ import { DataType, Graph, Model, Node, Tensor, Value, saveModel, tensorType } fr
 import { fixture, REPO, tmpDir } from './helpers.js';
 
 function cli(...args: string[]): { status: number | null; stderr: string } {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(REPO, 'bin', 'adapruner.ts'), ...args], { cwd: REPO, encoding: 'utf8' });
+  const r = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', path.join(REPO, 'bin', 'adapruner.ts'), ...args],
+    { cwd: REPO, encoding: 'utf8' },
+  );
   return { status: r.status, stderr: r.stderr };
 }
 
@@ -19,7 +23,9 @@ async function imageFolder(dir: string, classes: number): Promise<string> {
     fs.mkdirSync(folder, { recursive: true });
     for (let i = 0; i < 2; i++) {
       const pixels = Buffer.alloc(28 * 28, (c * 20 + i * 7) % 256);
-      await sharp(pixels, { raw: { width: 28, height: 28, channels: 1 } }).png().toFile(path.join(folder, `${i}.png`));
+      await sharp(pixels, { raw: { width: 28, height: 28, channels: 1 } })
+        .png()
+        .toFile(path.join(folder, `${i}.png`));
     }
   }
   return path.join(dir, 'data');
@@ -33,7 +39,10 @@ function tinyModel(file: string, op: string, withGemm: boolean): void {
   let x = new Value('flat');
   g.addNode(new Node('Flatten', [input], [x], 'flatten'));
   if (withGemm) {
-    const w = g.addInitializer(new Value('fc.weight'), Tensor.fromArray(DataType.FLOAT, [10, 784], new Float32Array(7840).fill(0.01)));
+    const w = g.addInitializer(
+      new Value('fc.weight'),
+      Tensor.fromArray(DataType.FLOAT, [10, 784], new Float32Array(7840).fill(0.01)),
+    );
     const y = new Value('fc_out');
     g.addNode(new Node('Gemm', [x, w], [y], 'fc'));
     g.nodes.at(-1)!.attributes.set('transB', { type: 2, value: 1 });
@@ -66,7 +75,10 @@ test('finetune refuses bad inputs with exit code 2, a clear message and no outpu
 
   const ten = path.join(dir, 'ten');
   fs.mkdirSync(ten);
-  for (let c = 0; c < 10; c++) fs.cpSync(path.join(eleven, `class${String(c).padStart(2, '0')}`), path.join(ten, `class${c}`), { recursive: true });
+  for (let c = 0; c < 10; c++)
+    fs.cpSync(path.join(eleven, `class${String(c).padStart(2, '0')}`), path.join(ten, `class${c}`), {
+      recursive: true,
+    });
 
   const noParams = path.join(dir, 'noparams.onnx');
   tinyModel(noParams, 'Relu', false);
@@ -92,16 +104,42 @@ test('finetune refuses bad inputs with exit code 2, a clear message and no outpu
 
 const FMNIST = '/usr/share/datasets/fashion-mnist';
 
-test('finetune --resume after a stopped run writes the same model as an uninterrupted run', { skip: fs.existsSync(FMNIST) ? false : `${FMNIST} is absent` }, () => {
-  const dir = tmpDir();
-  const args = (out: string): string[] => ['finetune', fixture('fmnist_cnn.onnx'), '--data', FMNIST, '--preset', 'fmnist', '--limit', '192', '--batch', '32', '--epochs', '2', '--threads', '1', '--seed', '3', '-o', out];
-  assert.equal(cli(...args(path.join(dir, 'straight.onnx'))).status, 0);
-  const resumed = path.join(dir, 'resumed.onnx');
-  const stopped = cli(...args(resumed), '--stop-after-epoch', '1');
-  assert.equal(stopped.status, 0, stopped.stderr);
-  assert.ok(!fs.existsSync(resumed) && fs.existsSync(`${resumed}.ckpt`), 'a stopped run leaves only its checkpoint');
-  const r = cli(...args(resumed), '--resume');
-  assert.equal(r.status, 0, r.stderr);
-  assert.doesNotMatch(r.stderr, /epoch 1:/, 'epoch 1 is not run again');
-  assert.ok(fs.readFileSync(resumed).equals(fs.readFileSync(path.join(dir, 'straight.onnx'))));
-});
+test(
+  'finetune --resume after a stopped run writes the same model as an uninterrupted run',
+  { skip: fs.existsSync(FMNIST) ? false : `${FMNIST} is absent` },
+  () => {
+    const dir = tmpDir();
+    const args = (out: string): string[] => [
+      'finetune',
+      fixture('fmnist_cnn.onnx'),
+      '--data',
+      FMNIST,
+      '--preset',
+      'fmnist',
+      '--limit',
+      '192',
+      '--batch',
+      '32',
+      '--epochs',
+      '2',
+      '--threads',
+      '1',
+      '--seed',
+      '3',
+      '-o',
+      out,
+    ];
+    assert.equal(cli(...args(path.join(dir, 'straight.onnx'))).status, 0);
+    const resumed = path.join(dir, 'resumed.onnx');
+    const stopped = cli(...args(resumed), '--stop-after-epoch', '1');
+    assert.equal(stopped.status, 0, stopped.stderr);
+    assert.ok(
+      !fs.existsSync(resumed) && fs.existsSync(`${resumed}.ckpt`),
+      'a stopped run leaves only its checkpoint',
+    );
+    const r = cli(...args(resumed), '--resume');
+    assert.equal(r.status, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, /epoch 1:/, 'epoch 1 is not run again');
+    assert.ok(fs.readFileSync(resumed).equals(fs.readFileSync(path.join(dir, 'straight.onnx'))));
+  },
+);

@@ -45,13 +45,33 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
   command: 'finetune <model>',
   describe: 'Fine-tune a model through onnxruntime (SGD; the training step is compiled to an ONNX graph)',
   builder: (y: Argv) =>
-    (y
-      .positional('model', { type: 'string', demandOption: true, describe: 'ONNX model (BatchNormalization kept or folded)' })
-      .option('data', { type: 'string', demandOption: true, describe: 'Training images (folder, .tar, IDX or CIFAR binary; its train split)' })
-      .option('val', { type: 'string', describe: 'Validation images (its test split); the best epoch is kept' })
-      .option('output', { alias: 'o', type: 'string', demandOption: true, describe: 'Where to write the fine-tuned model' })
+    y
+      .positional('model', {
+        type: 'string',
+        demandOption: true,
+        describe: 'ONNX model (BatchNormalization kept or folded)',
+      })
+      .option('data', {
+        type: 'string',
+        demandOption: true,
+        describe: 'Training images (folder, .tar, IDX or CIFAR binary; its train split)',
+      })
+      .option('val', {
+        type: 'string',
+        describe: 'Validation images (its test split); the best epoch is kept',
+      })
+      .option('output', {
+        alias: 'o',
+        type: 'string',
+        demandOption: true,
+        describe: 'Where to write the fine-tuned model',
+      })
       .option('epochs', { type: 'number', default: 1 })
-      .option('batch', { type: 'number', default: 128, describe: 'Batch size (an incomplete last batch is dropped)' })
+      .option('batch', {
+        type: 'number',
+        default: 128,
+        describe: 'Batch size (an incomplete last batch is dropped)',
+      })
       .option('lr', { type: 'number', default: 0.01, describe: 'Peak learning rate' })
       .option('momentum', { type: 'number', default: 0.9 })
       .option('nesterov', { type: 'boolean', default: false })
@@ -61,26 +81,45 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
       .option('label-smoothing', { type: 'number', default: 0 })
       .option('seed', { type: 'number', default: 0 })
       .option('limit', { type: 'number', describe: 'Train on a seeded class-balanced subset of N images' })
-      .option('val-limit', { type: 'number', describe: 'Validate on a seeded class-balanced subset of N images' })
-      .option('augment', { type: 'boolean', default: true, describe: 'Random crop and flip as the preprocessing spec says (--no-augment)' })
+      .option('val-limit', {
+        type: 'number',
+        describe: 'Validate on a seeded class-balanced subset of N images',
+      })
+      .option('augment', {
+        type: 'boolean',
+        default: true,
+        describe: 'Random crop and flip as the preprocessing spec says (--no-augment)',
+      })
       .option('preset', { type: 'string', describe: 'Preprocessing preset (cifar10, fmnist, ...)' })
       .option('spec', { type: 'string', describe: 'Preprocessing spec JSON file' })
       .option('device', { type: 'string', default: 'cpu', describe: 'cpu | cuda | auto' })
       .option('threads', { type: 'number' })
-      .option('checkpoint', { type: 'string', describe: 'Checkpoint file (default: OUTPUT.ckpt), written after every epoch' })
+      .option('checkpoint', {
+        type: 'string',
+        describe: 'Checkpoint file (default: OUTPUT.ckpt), written after every epoch',
+      })
       .option('resume', { type: 'boolean', default: false, describe: 'Continue from the checkpoint' })
       .option('stop-after-epoch', { type: 'number', hidden: true })
-      .option('teacher', { type: 'string', describe: 'Distil from this model (typically the unpruned original)' })
+      .option('teacher', {
+        type: 'string',
+        describe: 'Distil from this model (typically the unpruned original)',
+      })
       .option('temperature', { type: 'number', default: 4 })
       .option('alpha', { type: 'number', default: 0.5, describe: 'Weight of the distillation term' })
-      .option('json', { type: 'boolean', default: false, describe: 'Print the training history as JSON on stdout' })) as unknown as Argv<FinetuneArgs>,
+      .option('json', {
+        type: 'boolean',
+        default: false,
+        describe: 'Print the training history as JSON on stdout',
+      }) as unknown as Argv<FinetuneArgs>,
   handler: async (args: ArgumentsCamelCase<FinetuneArgs>) => {
     const model = loadModel(args.model);
     const { spec } = resolveSpec({ preset: args.preset, specFile: args.spec, modelPath: args.model });
     const train = await openDataset(args.data, { split: 'train' });
     const val = args.val ? await openDataset(args.val, { split: 'test' }) : undefined;
-    if (args.limit !== undefined && !(Number.isInteger(args.limit) && args.limit > 0)) throw new UserError(`--limit must be a positive integer, not ${args.limit}`);
-    const valIndices = val && args.valLimit ? balancedSubset(val.labels, args.valLimit, args.seed) : undefined;
+    if (args.limit !== undefined && !(Number.isInteger(args.limit) && args.limit > 0))
+      throw new UserError(`--limit must be a positive integer, not ${args.limit}`);
+    const valIndices =
+      val && args.valLimit ? balancedSubset(val.labels, args.valLimit, args.seed) : undefined;
     let bar: Progress | undefined;
     const result = await finetune(model, train, {
       epochs: args.epochs,
@@ -101,15 +140,22 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
       checkpoint: args.checkpoint ?? `${args.output}.ckpt`,
       resume: args.resume,
       stopAfterEpoch: args.stopAfterEpoch,
-      teacher: args.teacher ? { model: args.teacher, temperature: args.temperature, alpha: args.alpha } : undefined,
+      teacher: args.teacher
+        ? { model: args.teacher, temperature: args.temperature, alpha: args.alpha }
+        : undefined,
       onStep: (p) => {
         if (p.step === 1) bar = createProgress(`epoch ${p.epoch}/${p.epochs}`, p.stepsPerEpoch);
-        bar?.update(p.step, `loss ${p.loss.toFixed(4)} acc ${(100 * p.accuracy).toFixed(1)}% ${p.imagesPerSecond.toFixed(0)} img/s`);
+        bar?.update(
+          p.step,
+          `loss ${p.loss.toFixed(4)} acc ${(100 * p.accuracy).toFixed(1)}% ${p.imagesPerSecond.toFixed(0)} img/s`,
+        );
         if (p.step === p.stepsPerEpoch) bar?.stop();
       },
       onEpoch: (r) => {
         const val = r.valAccuracy !== undefined ? ` val ${(100 * r.valAccuracy).toFixed(2)}%` : '';
-        process.stderr.write(`epoch ${r.epoch}: loss ${r.loss.toFixed(4)} train ${(100 * r.trainAccuracy).toFixed(2)}%${val} ${r.imagesPerSecond.toFixed(0)} img/s ${r.seconds.toFixed(1)} s\n`);
+        process.stderr.write(
+          `epoch ${r.epoch}: loss ${r.loss.toFixed(4)} train ${(100 * r.trainAccuracy).toFixed(2)}%${val} ${r.imagesPerSecond.toFixed(0)} img/s ${r.seconds.toFixed(1)} s\n`,
+        );
       },
     });
     if (result.epochsDone < args.epochs) {
@@ -117,7 +163,13 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
       return;
     }
     saveModel(result.model, args.output);
-    if (args.json) process.stdout.write(`${JSON.stringify({ output: args.output, best: result.best, history: result.history }, null, 2)}\n`);
-    else process.stderr.write(`wrote ${args.output}${result.best ? ` (epoch ${result.best.epoch}, val ${(100 * result.best.accuracy).toFixed(2)}%)` : ''}\n`);
+    if (args.json)
+      process.stdout.write(
+        `${JSON.stringify({ output: args.output, best: result.best, history: result.history }, null, 2)}\n`,
+      );
+    else
+      process.stderr.write(
+        `wrote ${args.output}${result.best ? ` (epoch ${result.best.epoch}, val ${(100 * result.best.accuracy).toFixed(2)}%)` : ''}\n`,
+      );
   },
 };

@@ -31,7 +31,11 @@ const MAGIC = 'ADAPRUNER-CKPT-1\n';
 export function writeCheckpoint(file: string, state: TrainingState): void {
   const names = [...state.tensors.keys()];
   const header = JSON.stringify({
-    epoch: state.epoch, step: state.step, fingerprint: state.fingerprint, history: state.history, best: state.best,
+    epoch: state.epoch,
+    step: state.step,
+    fingerprint: state.fingerprint,
+    history: state.history,
+    best: state.best,
     tensors: names.map((n) => ({ name: n, length: state.tensors.get(n)!.length })),
   });
   const headerBytes = Buffer.from(`${MAGIC}${header}\n`);
@@ -57,12 +61,20 @@ export function readCheckpoint(file: string): TrainingState {
   try {
     bytes = fs.readFileSync(file);
   } catch (e) {
-    throw new UserError(`cannot read the checkpoint (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, file);
+    throw new UserError(
+      `cannot read the checkpoint (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+      file,
+    );
   }
   const text = bytes.subarray(0, Math.min(bytes.length, 1 << 20)).toString('latin1');
   const end = text.indexOf('\n', MAGIC.length);
   if (!text.startsWith(MAGIC) || end < 0) throw new UserError('is not an adapruner checkpoint', file);
-  const header = JSON.parse(text.slice(MAGIC.length, end));
+  let header;
+  try {
+    header = JSON.parse(text.slice(MAGIC.length, end));
+  } catch {
+    throw new UserError('the checkpoint header is damaged', file);
+  }
   let offset = end + 1;
   offset += (4 - (offset % 4)) % 4;
   const tensors = new Map<string, Float32Array>();
@@ -73,5 +85,12 @@ export function readCheckpoint(file: string): TrainingState {
     tensors.set(t.name, copy);
     offset += 4 * t.length;
   }
-  return { epoch: header.epoch, step: header.step, fingerprint: header.fingerprint, history: header.history, best: header.best, tensors };
+  return {
+    epoch: header.epoch,
+    step: header.step,
+    fingerprint: header.fingerprint,
+    history: header.history,
+    best: header.best,
+    tensors,
+  };
 }

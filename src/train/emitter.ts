@@ -17,12 +17,26 @@ export class Emitter {
   ) {}
 
   /** Emits one node with one output; ints and int lists become INT/INTS attributes, `{ float }` a FLOAT. */
-  op(opType: string, inputs: (Value | undefined)[], attrs: Record<string, AttrValue> = {}, hint = opType): Value {
+  op(
+    opType: string,
+    inputs: (Value | undefined)[],
+    attrs: Record<string, AttrValue> = {},
+    hint = opType,
+  ): Value {
     return this.opN(opType, inputs, 1, attrs, hint)[0]!;
   }
 
-  opN(opType: string, inputs: (Value | undefined)[], outputs: number, attrs: Record<string, AttrValue> = {}, hint = opType): Value[] {
-    const outs = Array.from({ length: outputs }, () => new Value(this.graph.uniqueName(`${this.prefix}${hint}`)));
+  opN(
+    opType: string,
+    inputs: (Value | undefined)[],
+    outputs: number,
+    attrs: Record<string, AttrValue> = {},
+    hint = opType,
+  ): Value[] {
+    const outs = Array.from(
+      { length: outputs },
+      () => new Value(this.graph.uniqueName(`${this.prefix}${hint}`)),
+    );
     const node = new Node(opType, inputs, outs, this.graph.uniqueName(`${this.prefix}${hint}`));
     for (const [k, v] of Object.entries(attrs)) node.attributes.set(k, toAttribute(v));
     this.graph.addNode(node);
@@ -34,7 +48,10 @@ export class Emitter {
     const key = values.join(',');
     let v = this.intConsts.get(key);
     if (!v) {
-      v = new Value(this.graph.uniqueName(`${this.prefix}const_i64`), tensorType(DataType.INT64, [values.length]));
+      v = new Value(
+        this.graph.uniqueName(`${this.prefix}const_i64`),
+        tensorType(DataType.INT64, [values.length]),
+      );
       this.graph.addInitializer(v, Tensor.int64(values));
       this.intConsts.set(key, v);
     }

@@ -1,5 +1,11 @@
 export { buildStepGraph, type StepGraph, type StepGraphOptions, type TrainedParam } from './step-graph.js';
-export { finetune, withWeights, type FinetuneOptions, type FinetuneResult, type StepProgress } from './loop.js';
+export {
+  finetune,
+  withWeights,
+  type FinetuneOptions,
+  type FinetuneResult,
+  type StepProgress,
+} from './loop.js';
 export { learningRate, type ScheduleKind, type ScheduleOptions } from './schedule.js';
 export { readCheckpoint, writeCheckpoint, type EpochRecord, type TrainingState } from './checkpoint.js';
 export type { SgdOptions } from './optimizer.js';

@@ -75,47 +75,82 @@ export interface FinetuneResult {
  * (see step-graph.ts); the previous step's output tensors are fed straight back as the next step's inputs.
  * Incomplete last batches are dropped (the step graph has a static batch size).
  */
-export async function finetune(model: Model, dataset: Dataset, options: FinetuneOptions): Promise<FinetuneResult> {
+export async function finetune(
+  model: Model,
+  dataset: Dataset,
+  options: FinetuneOptions,
+): Promise<FinetuneResult> {
   const B = options.batchSize;
   const seed = options.seed ?? 0;
-  if (!(Number.isInteger(options.epochs) && options.epochs > 0)) throw new UserError(`--epochs must be a positive integer, not ${options.epochs}`);
+  if (!(Number.isInteger(options.epochs) && options.epochs > 0))
+    throw new UserError(`--epochs must be a positive integer, not ${options.epochs}`);
   if (!(options.lr > 0)) throw new UserError(`--lr must be positive, not ${options.lr}`);
-  const indices = options.limit !== undefined ? balancedSubset(dataset.labels, options.limit, seed) : Int32Array.from(dataset.labels.keys());
+  const indices =
+    options.limit !== undefined
+      ? balancedSubset(dataset.labels, options.limit, seed)
+      : Int32Array.from(dataset.labels.keys());
   const stepsPerEpoch = Math.floor(indices.length / B);
-  if (stepsPerEpoch < 1) throw new UserError(`the training data has ${indices.length} images, fewer than one batch of ${B}`, dataset.path);
+  if (stepsPerEpoch < 1)
+    throw new UserError(
+      `the training data has ${indices.length} images, fewer than one batch of ${B}`,
+      dataset.path,
+    );
 
   const step = await buildStepGraph(model, {
     batchSize: B,
     sgd: options.sgd,
     labelSmoothing: options.labelSmoothing,
-    distillation: options.teacher ? { temperature: options.teacher.temperature ?? 4, alpha: options.teacher.alpha ?? 0.5 } : undefined,
+    distillation: options.teacher
+      ? { temperature: options.teacher.temperature ?? 4, alpha: options.teacher.alpha ?? 0.5 }
+      : undefined,
   });
   checkLabels(dataset, indices, step.numClasses, model.sourcePath);
-  if (options.val) checkLabels(options.val, options.valIndices ?? Int32Array.from(options.val.labels.keys()), step.numClasses, model.sourcePath);
+  if (options.val)
+    checkLabels(
+      options.val,
+      options.valIndices ?? Int32Array.from(options.val.labels.keys()),
+      step.numClasses,
+      model.sourcePath,
+    );
 
   const totalSteps = stepsPerEpoch * options.epochs;
-  const schedule: ScheduleOptions = { ...options.schedule, warmupSteps: Math.round((options.warmupEpochs ?? 0) * stepsPerEpoch) };
+  const schedule: ScheduleOptions = {
+    ...options.schedule,
+    warmupSteps: Math.round((options.warmupEpochs ?? 0) * stepsPerEpoch),
+  };
   const fingerprint = fingerprintOf(step, dataset, options, indices.length);
   const state = initialState(model, step, fingerprint);
   if (options.resume && options.checkpoint && fs.existsSync(options.checkpoint)) {
     const saved = readCheckpoint(options.checkpoint);
     if (saved.fingerprint !== fingerprint)
-      throw new UserError('the checkpoint was written by a run with other data or options; resume needs the same ones', options.checkpoint);
+      throw new UserError(
+        'the checkpoint was written by a run with other data or options; resume needs the same ones',
+        options.checkpoint,
+      );
     Object.assign(state, saved);
   }
 
   const runtime = { device: options.device, threads: options.threads };
   const session = await createSession(serializeModel(step.model), runtime);
-  const teacher = options.teacher ? await createSession(typeof options.teacher.model === 'string' ? options.teacher.model : serializeModel(options.teacher.model), runtime) : undefined;
+  const teacher = options.teacher
+    ? await createSession(
+        typeof options.teacher.model === 'string'
+          ? options.teacher.model
+          : serializeModel(options.teacher.model),
+        runtime,
+      )
+    : undefined;
   let overheadMs = 0;
   let stepsRun = 0;
   try {
     const feeds: Record<string, ort.Tensor> = {};
     for (const p of step.params) {
       feeds[p.name] = new ort.Tensor('float32', state.tensors.get(p.name)!, p.shape);
-      if (p.momentum) feeds[p.momentum.input] = new ort.Tensor('float32', state.tensors.get(p.momentum.input)!, p.shape);
+      if (p.momentum)
+        feeds[p.momentum.input] = new ort.Tensor('float32', state.tensors.get(p.momentum.input)!, p.shape);
     }
-    for (const r of step.runningStats) feeds[r.name] = new ort.Tensor('float32', state.tensors.get(r.name)!, r.shape);
+    for (const r of step.runningStats)
+      feeds[r.name] = new ort.Tensor('float32', state.tensors.get(r.name)!, r.shape);
     const carried = [
       ...step.params.map((p) => [p.updated, p.name] as const),
       ...step.params.flatMap((p) => (p.momentum ? [[p.momentum.output, p.momentum.input] as const] : [])),
@@ -140,9 +175,18 @@ export async function finetune(model: Model, dataset: Dataset, options: Finetune
       })) {
         lr = learningRate(options.lr, state.step, totalSteps, schedule);
         feeds[step.inputs.images] = new ort.Tensor('float32', batch.images, [B, ...step.imageShape.slice(1)]);
-        feeds[step.inputs.labels] = new ort.Tensor('int64', BigInt64Array.from(batch.labels, (l) => BigInt(l)), [B]);
+        feeds[step.inputs.labels] = new ort.Tensor(
+          'int64',
+          BigInt64Array.from(batch.labels, (l) => BigInt(l)),
+          [B],
+        );
         feeds[step.inputs.lr] = new ort.Tensor('float32', new Float32Array([lr]), []);
-        if (teacher) feeds[step.inputs.teacherLogits!] = new ort.Tensor('float32', await teacher.run(batch.images, batch.shape), [B, step.numClasses]);
+        if (teacher)
+          feeds[step.inputs.teacherLogits!] = new ort.Tensor(
+            'float32',
+            await teacher.run(batch.images, batch.shape),
+            [B, step.numClasses],
+          );
         const before = performance.now();
         overheadMs += before - mark;
         const out = await session.session.run(feeds);
@@ -155,22 +199,39 @@ export async function finetune(model: Model, dataset: Dataset, options: Finetune
         stepsRun++;
         k++;
         options.onStep?.({
-          epoch: epoch + 1, epochs: options.epochs, step: k, stepsPerEpoch,
-          loss: lossSum / seen, accuracy: correct / seen, imagesPerSecond: (seen * 1000) / (performance.now() - started),
+          epoch: epoch + 1,
+          epochs: options.epochs,
+          step: k,
+          stepsPerEpoch,
+          loss: lossSum / seen,
+          accuracy: correct / seen,
+          imagesPerSecond: (seen * 1000) / (performance.now() - started),
         });
       }
       for (const [, to] of carried) state.tensors.set(to, feeds[to]!.data as Float32Array);
       const seconds = (performance.now() - started) / 1000;
-      const record: EpochRecord = { epoch: epoch + 1, loss: lossSum / seen, trainAccuracy: correct / seen, lr, seconds, imagesPerSecond: seen / seconds };
+      const record: EpochRecord = {
+        epoch: epoch + 1,
+        loss: lossSum / seen,
+        trainAccuracy: correct / seen,
+        lr,
+        seconds,
+        imagesPerSecond: seen / seconds,
+      };
       if (options.val) {
         const bytes = serializeModel(withWeights(model, step, state.tensors, ''));
-        const result = await evaluate(bytes, options.val, { spec: options.spec, runtime, ...(options.valIndices && { indices: options.valIndices }) });
+        const result = await evaluate(bytes, options.val, {
+          spec: options.spec,
+          runtime,
+          ...(options.valIndices && { indices: options.valIndices }),
+        });
         record.valAccuracy = result.top1;
       }
       const score = record.valAccuracy ?? -epoch; // without validation the last epoch is kept
       if (!state.best || score > state.best.accuracy || record.valAccuracy === undefined) {
         state.best = { epoch: epoch + 1, accuracy: score };
-        for (const name of weightNames(step)) state.tensors.set(`best:${name}`, state.tensors.get(name)!.slice());
+        for (const name of weightNames(step))
+          state.tensors.set(`best:${name}`, state.tensors.get(name)!.slice());
       }
       state.history.push(record);
       state.epoch = epoch + 1;
@@ -199,13 +260,20 @@ function weightNames(step: StepGraph): string[] {
 function initialState(model: Model, step: StepGraph, fingerprint: string): TrainingState {
   const init = new Map(model.graph.initializers.map((v) => [v.name, v.initializer!]));
   const tensors = new Map<string, Float32Array>();
-  for (const name of weightNames(step)) tensors.set(name, Float32Array.from(init.get(name)!.data as Float32Array));
-  for (const p of step.params) if (p.momentum) tensors.set(p.momentum.input, new Float32Array(p.shape.reduce((a, b) => a * b, 1)));
+  for (const name of weightNames(step))
+    tensors.set(name, Float32Array.from(init.get(name)!.data as Float32Array));
+  for (const p of step.params)
+    if (p.momentum) tensors.set(p.momentum.input, new Float32Array(p.shape.reduce((a, b) => a * b, 1)));
   return { epoch: 0, step: 0, fingerprint, history: [], best: undefined, tensors };
 }
 
 /** A copy of the inference model whose trained initializers hold `tensors` (names prefixed by `prefix`). */
-export function withWeights(model: Model, step: StepGraph, tensors: Map<string, Float32Array>, prefix: string): Model {
+export function withWeights(
+  model: Model,
+  step: StepGraph,
+  tensors: Map<string, Float32Array>,
+  prefix: string,
+): Model {
   const copy = decodeModel(serializeModel(model));
   copy.sourcePath = undefined;
   const byName = new Map(copy.graph.initializers.map((v) => [v.name, v.initializer!]));
@@ -213,11 +281,19 @@ export function withWeights(model: Model, step: StepGraph, tensors: Map<string, 
   return copy;
 }
 
-function checkLabels(dataset: Dataset, indices: ArrayLike<number>, classes: number, modelFile: string | undefined): void {
+function checkLabels(
+  dataset: Dataset,
+  indices: ArrayLike<number>,
+  classes: number,
+  modelFile: string | undefined,
+): void {
   for (let k = 0; k < indices.length; k++) {
     const label = dataset.labels[indices[k]!]!;
     if (label < 0 || label >= classes)
-      throw new UserError(`label ${label} of ${dataset.describe(indices[k]!)} is out of range: the model has ${classes} classes`, modelFile);
+      throw new UserError(
+        `label ${label} of ${dataset.describe(indices[k]!)} is out of range: the model has ${classes} classes`,
+        modelFile,
+      );
   }
 }
 
@@ -225,7 +301,19 @@ function fingerprintOf(step: StepGraph, dataset: Dataset, o: FinetuneOptions, co
   const facts = {
     params: step.params.map((p) => [p.name, p.shape]),
     data: [dataset.path, dataset.length, count],
-    o: [o.epochs, o.batchSize, o.lr, o.seed ?? 0, o.limit, o.augment, o.sgd, o.labelSmoothing, o.schedule, o.warmupEpochs, o.spec],
+    o: [
+      o.epochs,
+      o.batchSize,
+      o.lr,
+      o.seed ?? 0,
+      o.limit,
+      o.augment,
+      o.sgd,
+      o.labelSmoothing,
+      o.schedule,
+      o.warmupEpochs,
+      o.spec,
+    ],
   };
   return createHash('sha256').update(JSON.stringify(facts)).digest('hex').slice(0, 16);
 }

@@ -25,7 +25,12 @@ export interface ParamUpdate {
  * (Nesterov: w -= lr*(g + mom*buf)). The learning rate is an input, so schedules need no new graph.
  * A zero momentum buffer on the first step gives torch's buf = g exactly.
  */
-export function addOptimizer(e: Emitter, updates: { param: Value; grad: Value }[], lr: Value, o: SgdOptions): ParamUpdate[] {
+export function addOptimizer(
+  e: Emitter,
+  updates: { param: Value; grad: Value }[],
+  lr: Value,
+  o: SgdOptions,
+): ParamUpdate[] {
   const momentum = o.momentum ?? 0.9;
   const wdBase = o.weightDecay ?? 5e-4;
   return updates.map(({ param, grad }) => {
@@ -35,7 +40,10 @@ export function addOptimizer(e: Emitter, updates: { param: Value; grad: Value }[
     let momentumIn: Value | undefined;
     let momentumOut: Value | undefined;
     if (momentum) {
-      momentumIn = new Value(e.graph.uniqueName(`${param.name}__momentum`), tensorType(DataType.FLOAT, [...shape]));
+      momentumIn = new Value(
+        e.graph.uniqueName(`${param.name}__momentum`),
+        tensorType(DataType.FLOAT, [...shape]),
+      );
       momentumOut = e.add(e.scale(momentumIn, momentum), g);
       momentumOut.name = e.graph.uniqueName(`${param.name}__momentum__new`);
       g = o.nesterov ? e.add(g, e.scale(momentumOut, momentum)) : momentumOut;

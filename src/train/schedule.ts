@@ -6,7 +6,7 @@ export interface ScheduleOptions {
   kind?: ScheduleKind;
   /** Linear warm-up from lr/steps to lr over this many steps. */
   warmupSteps?: number;
-  /** `step`: multiply by `gamma` every `stepSize` steps. */
+  /** `step`: multiply by `gamma` (default 0.1) every `stepSize` steps (default: half of the post-warm-up steps). */
   stepSize?: number;
   gamma?: number;
 }
@@ -21,7 +21,7 @@ export function learningRate(base: number, step: number, total: number, o: Sched
     case 'cosine':
       return 0.5 * base * (1 + Math.cos((Math.PI * t) / span));
     case 'step':
-      return base * (o.gamma ?? 0.1) ** Math.floor(t / Math.max(1, o.stepSize ?? span));
+      return base * (o.gamma ?? 0.1) ** Math.floor(t / Math.max(1, o.stepSize ?? Math.ceil(span / 2)));
     case 'constant':
       return base;
     default:

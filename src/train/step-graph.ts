@@ -52,14 +52,43 @@ export interface StepGraph {
   runningStats: { name: string; updated: string; shape: number[] }[];
 }
 
-const NON_DIFFERENTIABLE = new Set(['Shape', 'Size', 'ArgMax', 'ArgMin', 'Equal', 'Greater', 'Less', 'GreaterOrEqual', 'LessOrEqual', 'And', 'Or', 'Not', 'NonZero', 'ConstantOfShape', 'Constant']);
+const NON_DIFFERENTIABLE = new Set([
+  'Shape',
+  'Size',
+  'ArgMax',
+  'ArgMin',
+  'Equal',
+  'Greater',
+  'Less',
+  'GreaterOrEqual',
+  'LessOrEqual',
+  'And',
+  'Or',
+  'Not',
+  'NonZero',
+  'ConstantOfShape',
+  'Constant',
+]);
 
 /** Ops whose initializer inputs at these slots are trained by default. */
-const PARAM_SLOTS: Record<string, number[]> = { Conv: [1, 2], ConvTranspose: [1, 2], Gemm: [0, 1, 2], MatMul: [0, 1], BatchNormalization: [1, 2], PRelu: [1] };
+const PARAM_SLOTS: Record<string, number[]> = {
+  Conv: [1, 2],
+  ConvTranspose: [1, 2],
+  Gemm: [0, 1, 2],
+  MatMul: [0, 1],
+  BatchNormalization: [1, 2],
+  PRelu: [1],
+};
 
 interface BatchNormSaved {
-  x: Value; xhat: Value; scaleFactor: Value; gamma: Value; beta: Value;
-  axes: number[]; count: number; channelShape: number[];
+  x: Value;
+  xhat: Value;
+  scaleFactor: Value;
+  gamma: Value;
+  beta: Value;
+  axes: number[];
+  count: number;
+  channelShape: number[];
 }
 
 /**
@@ -76,7 +105,8 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
   model.sourcePath = file;
   const g = model.graph;
   const realInputs = g.inputs.filter((v) => !v.initializer);
-  if (realInputs.length !== 1) throw new UserError(`fine-tuning needs a model with one input (found ${realInputs.length})`, file);
+  if (realInputs.length !== 1)
+    throw new UserError(`fine-tuning needs a model with one input (found ${realInputs.length})`, file);
   if (g.outputs.length < 1) throw new UserError('the model has no output', file);
   const images = realInputs[0]!;
   const logits = g.outputs[0]!;
@@ -84,15 +114,20 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
 
   const shapes = new Map<Value, number[]>();
   const probedOf = new Map<Value, ProbedValue>();
-  for (const n of g.nodes) for (const o of n.outputs) {
-    const p = probed.get(o.name);
-    if (p) { shapes.set(o, p.shape); probedOf.set(o, p); }
-  }
+  for (const n of g.nodes)
+    for (const o of n.outputs) {
+      const p = probed.get(o.name);
+      if (p) {
+        shapes.set(o, p.shape);
+        probedOf.set(o, p);
+      }
+    }
   for (const v of g.initializers) shapes.set(v, [...v.initializer!.dims]);
   const imageShape = (images.shape ?? []).map((d, i) => (i === 0 ? B : (d as number)));
   shapes.set(images, imageShape);
   const logitsShape = shapes.get(logits);
-  if (!logitsShape || logitsShape.length !== 2) throw new UserError(`output '${logits.name}' must be logits [N, classes]`, file);
+  if (!logitsShape || logitsShape.length !== 2)
+    throw new UserError(`output '${logits.name}' must be logits [N, classes]`, file);
   const numClasses = logitsShape[1]!;
 
   // Trainable parameters.
@@ -100,13 +135,20 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
   if (options.trainable) {
     for (const n of g.nodes)
       for (const v of n.inputs)
-        if (v?.initializer?.dataType === DataType.FLOAT && !params.includes(v) && options.trainable(v.name)) params.push(v);
+        if (v?.initializer?.dataType === DataType.FLOAT && !params.includes(v) && options.trainable(v.name))
+          params.push(v);
   }
   const isTrainable = (name: string): boolean => !options.trainable;
   for (const n of g.nodes) {
     (PARAM_SLOTS[n.opType] ?? []).forEach((slot) => {
       const v = n.inputs[slot];
-      if (v?.initializer && v.initializer.dataType === DataType.FLOAT && isTrainable(v.name) && !params.includes(v)) params.push(v);
+      if (
+        v?.initializer &&
+        v.initializer.dataType === DataType.FLOAT &&
+        isTrainable(v.name) &&
+        !params.includes(v)
+      )
+        params.push(v);
     });
     // A MatMul followed by Add(initializer) is torch's Linear without Gemm: the addend is its bias.
     if (n.opType === 'Add' && n.inputs.some((v) => v?.producer?.opType === 'MatMul')) {
@@ -114,7 +156,11 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
       if (bias && isTrainable(bias.name) && !params.includes(bias)) params.push(bias);
     }
   }
-  if (params.length === 0) throw new UserError('the model has no trainable parameters (no Conv/Gemm/MatMul weights or BatchNormalization scales among its initializers)', file);
+  if (params.length === 0)
+    throw new UserError(
+      'the model has no trainable parameters (no Conv/Gemm/MatMul weights or BatchNormalization scales among its initializers)',
+      file,
+    );
 
   const e = new Emitter(g, '');
   const lr = new Value('lr', tensorType(DataType.FLOAT, []));
@@ -153,15 +199,30 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
     // torch updates running_var with the unbiased batch variance.
     const unbiased = count > 1 ? count / (count - 1) : 1;
     const newMean = b.add(b.scale(mean!, momentum), b.scale(b.reshape(mu, [c]), 1 - momentum));
-    const newVar = b.add(b.scale(variance!, momentum), b.scale(b.reshape(biasedVar, [c]), (1 - momentum) * unbiased));
+    const newVar = b.add(
+      b.scale(variance!, momentum),
+      b.scale(b.reshape(biasedVar, [c]), (1 - momentum) * unbiased),
+    );
     // Emitted nodes went to the end; move them to where the BN was so the order stays topological.
     const emitted = g.nodes.splice(nodesBefore);
     g.nodes.splice(g.nodes.indexOf(bn), 0, ...emitted);
-    composite.set(y.producer!, { x: x!, xhat, scaleFactor, gamma: gamma!, beta: beta!, axes, count, channelShape });
+    composite.set(y.producer!, {
+      x: x!,
+      xhat,
+      scaleFactor,
+      gamma: gamma!,
+      beta: beta!,
+      axes,
+      count,
+      channelShape,
+    });
     shapes.set(y, xShape);
     g.replaceAllUsesWith(bn.output(), y);
     g.removeNode(bn);
-    for (const [stat, updated] of [[mean!, newMean], [variance!, newVar]] as const) {
+    for (const [stat, updated] of [
+      [mean!, newMean],
+      [variance!, newVar],
+    ] as const) {
       if (stat.initializer) promoteToInput(stat);
       updated.name = g.uniqueName(`${stat.name}__new`);
       runningStats.push({ name: stat.name, updated: updated.name, shape: [c] });
@@ -185,7 +246,15 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
   const eps = options.labelSmoothing ?? 0;
   const le = new Emitter(g, 'loss/');
   const logp = le.op('LogSoftmax', [logits], { axis: 1 });
-  const target = le.op('OneHot', [labels, le.ints([numClasses]), le.floats(new Float32Array([eps / numClasses, 1 - eps + eps / numClasses]), [2])], { axis: -1 });
+  const target = le.op(
+    'OneHot',
+    [
+      labels,
+      le.ints([numClasses]),
+      le.floats(new Float32Array([eps / numClasses, 1 - eps + eps / numClasses]), [2]),
+    ],
+    { axis: -1 },
+  );
   let loss = le.scale(le.op('ReduceSum', [le.mul(target, logp)], { keepdims: 0 }), -1 / B);
   let dLogits = le.scale(le.sub(le.op('Exp', [logp]), target), 1 / B);
   let teacherLogits: Value | undefined;
@@ -195,14 +264,21 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
     const logPt = le.op('LogSoftmax', [le.scale(teacherLogits, 1 / T)], { axis: 1 });
     const logPs = le.op('LogSoftmax', [le.scale(logits, 1 / T)], { axis: 1 });
     const pt = le.op('Exp', [logPt]);
-    const kl = le.scale(le.op('ReduceSum', [le.mul(pt, le.sub(logPt, logPs))], { keepdims: 0 }), (alpha * T * T) / B);
+    const kl = le.scale(
+      le.op('ReduceSum', [le.mul(pt, le.sub(logPt, logPs))], { keepdims: 0 }),
+      (alpha * T * T) / B,
+    );
     loss = le.add(le.scale(loss, 1 - alpha), kl);
     // d/ds of alpha T^2 KL / B is alpha T (softmax(s/T) - softmax(t/T)) / B.
     const dKl = le.scale(le.sub(le.op('Exp', [logPs]), pt), (alpha * T) / B);
     dLogits = le.add(le.scale(dLogits, 1 - alpha), dKl);
   }
   const predicted = le.op('ArgMax', [logits], { axis: 1, keepdims: 0 });
-  const correct = le.op('ReduceSum', [le.op('Cast', [le.op('Equal', [predicted, labels])], { to: DataType.INT64 })], { keepdims: 0 });
+  const correct = le.op(
+    'ReduceSum',
+    [le.op('Cast', [le.op('Equal', [predicted, labels])], { to: DataType.INT64 })],
+    { keepdims: 0 },
+  );
 
   // Reverse sweep.
   const grads = new Map<Value, Value[]>([[logits, [dLogits]]]);
@@ -229,7 +305,12 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
     }
     if (!node.inputs.some((v) => v && requiresGrad.has(v))) continue;
     const rule = node.domain === '' || node.domain === 'ai.onnx' ? gradRules[node.opType] : undefined;
-    if (!rule) throw new UserError(`op ${node.opType} has no backward rule, and it lies between the trainable parameters and the loss`, file, node.name || node.output().name);
+    if (!rule)
+      throw new UserError(
+        `op ${node.opType} has no backward rule, and it lies between the trainable parameters and the loss`,
+        file,
+        node.name || node.output().name,
+      );
     const ctx: GradContext = {
       e: be,
       node,
@@ -240,7 +321,8 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
         if (!s) throw new UserError(`no static shape known for '${v.name}'`, file, node.name);
         return s;
       },
-      constant: (v) => constantOf(v, probedOf, () => ctx.fail(`input '${v.name}' must be a constant for the backward rule`)),
+      constant: (v) =>
+        constantOf(v, probedOf, () => ctx.fail(`input '${v.name}' must be a constant for the backward rule`)),
       fail: (message) => {
         throw new UserError(message, file, node.name || node.output().name);
       },
@@ -263,7 +345,8 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
       shape: [...(u.param.shape as number[])],
       weightDecay: u.weightDecay,
       updated: u.updated.name,
-      momentum: u.momentumIn && u.momentumOut ? { input: u.momentumIn.name, output: u.momentumOut.name } : undefined,
+      momentum:
+        u.momentumIn && u.momentumOut ? { input: u.momentumIn.name, output: u.momentumOut.name } : undefined,
     });
   }
 
@@ -273,7 +356,12 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
   loss.name = g.uniqueName('loss');
   correct.name = g.uniqueName('correct');
   g.outputs.length = 0;
-  g.outputs.push(loss, correct, ...opt.map((u) => u.updated), ...opt.flatMap((u) => (u.momentumOut ? [u.momentumOut] : [])));
+  g.outputs.push(
+    loss,
+    correct,
+    ...opt.map((u) => u.updated),
+    ...opt.flatMap((u) => (u.momentumOut ? [u.momentumOut] : [])),
+  );
   const byName = g.valueByName();
   for (const r of runningStats) g.outputs.push(byName.get(r.updated)!);
   if (options.exposeGradients) {
@@ -286,11 +374,14 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
     }
     trained.forEach((t, i) => (t.grad = updates[i]!.grad.name));
   }
-  for (const v of g.outputs) if (!v.type) v.type = tensorType(v === correct ? DataType.INT64 : DataType.FLOAT, undefined);
+  for (const v of g.outputs)
+    if (!v.type) v.type = tensorType(v === correct ? DataType.INT64 : DataType.FLOAT, undefined);
   g.valueInfo.length = 0;
   setOpset(model, 17);
   return {
-    model, batchSize: B, numClasses,
+    model,
+    batchSize: B,
+    numClasses,
     inputs: { images: images.name, labels: labels.name, lr: lr.name, teacherLogits: teacherLogits?.name },
     imageShape,
     outputs: { loss: loss.name, correct: correct.name },
@@ -303,7 +394,12 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
  * dbeta = sum(dy), dgamma = sum(dy * xhat), and with k = gamma / sqrt(var + eps):
  * dx = k * (dy - (dbeta + xhat * dgamma) / n), the batch-statistics gradient torch computes.
  */
-function batchNormBackward(e: Emitter, s: BatchNormSaved, dy: Value, requiresGrad: Set<Value>): [Value, Value][] {
+function batchNormBackward(
+  e: Emitter,
+  s: BatchNormSaved,
+  dy: Value,
+  requiresGrad: Set<Value>,
+): [Value, Value][] {
   const out: [Value, Value][] = [];
   const dBetaKeep = e.reduceSum(dy, s.axes, true);
   const dGammaKeep = e.reduceSum(e.mul(dy, s.xhat), s.axes, true);
@@ -320,7 +416,13 @@ function batchNormBackward(e: Emitter, s: BatchNormSaved, dy: Value, requiresGra
 function constantOf(v: Value, probed: Map<Value, ProbedValue>, fail: () => never): number[] {
   if (v.initializer) return Array.from(v.initializer.data as ArrayLike<number | bigint>, Number);
   const constant = v.producer?.opType === 'Constant' ? v.producer.attr('value') : undefined;
-  if (constant && 'value' in constant && typeof constant.value === 'object' && constant.value && 'data' in constant.value)
+  if (
+    constant &&
+    'value' in constant &&
+    typeof constant.value === 'object' &&
+    constant.value &&
+    'data' in constant.value
+  )
     return Array.from((constant.value as { data: ArrayLike<number | bigint> }).data, Number);
   const p = probed.get(v)?.data;
   if (p) return p;

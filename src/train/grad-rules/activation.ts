@@ -27,7 +27,11 @@ export const activationRules: Record<string, GradRule> = {
   },
   LeakyRelu: (ctx) => {
     const alpha = ctx.node.attrFloat('alpha', 0.01);
-    const slope = ctx.e.op('Where', [ctx.e.op('Greater', [ctx.node.input(0), ctx.e.scalar(0)]), ctx.e.scalar(1), ctx.e.scalar(alpha)]);
+    const slope = ctx.e.op('Where', [
+      ctx.e.op('Greater', [ctx.node.input(0), ctx.e.scalar(0)]),
+      ctx.e.scalar(1),
+      ctx.e.scalar(alpha),
+    ]);
     return [ctx.e.mul(ctx.dy()!, slope)];
   },
   Sigmoid: (ctx) => {
@@ -38,7 +42,10 @@ export const activationRules: Record<string, GradRule> = {
     const alpha = ctx.node.attrFloat('alpha', 0.2);
     const beta = ctx.node.attrFloat('beta', 0.5);
     const z = ctx.e.add(ctx.e.scale(ctx.node.input(0), alpha), ctx.e.scalar(beta));
-    const inside = ctx.e.op('And', [ctx.e.op('Greater', [z, ctx.e.scalar(0)]), ctx.e.op('Less', [z, ctx.e.scalar(1)])]);
+    const inside = ctx.e.op('And', [
+      ctx.e.op('Greater', [z, ctx.e.scalar(0)]),
+      ctx.e.op('Less', [z, ctx.e.scalar(1)]),
+    ]);
     return [ctx.e.scale(masked(ctx, inside), alpha)];
   },
   // torch hardswish_backward: 0 for x < -3, x/3 + 1/2 for -3 <= x <= 3, 1 above.

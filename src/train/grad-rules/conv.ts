@@ -2,8 +2,15 @@ import type { Value } from '../../ir/graph.js';
 import type { GradContext, GradRule } from './types.js';
 
 interface ConvGeometry {
-  n: number; cin: number; cout: number; group: number;
-  x: number[]; y: number[]; k: number[]; s: number[]; d: number[];
+  n: number;
+  cin: number;
+  cout: number;
+  group: number;
+  x: number[];
+  y: number[];
+  k: number[];
+  s: number[];
+  d: number[];
   /** [top, left, bottom, right] */
   p: number[];
 }
@@ -21,12 +28,25 @@ function geometry(ctx: GradContext): ConvGeometry {
   const autoPad = ctx.node.attrString('auto_pad', 'NOTSET');
   if (autoPad === 'VALID') p = [0, 0, 0, 0];
   else if (autoPad !== 'NOTSET') {
-    const total = x.map((h, i) => Math.max(0, (Math.ceil(h / s[i]!) - 1) * s[i]! + d[i]! * (k[i]! - 1) + 1 - h));
+    const total = x.map((h, i) =>
+      Math.max(0, (Math.ceil(h / s[i]!) - 1) * s[i]! + d[i]! * (k[i]! - 1) + 1 - h),
+    );
     const small = total.map((t) => Math.floor(t / 2));
     const big = total.map((t, i) => t - small[i]!);
     p = autoPad === 'SAME_UPPER' ? [...small, ...big] : [...big, ...small];
   }
-  return { n: xs[0]!, cin: xs[1]!, cout: ws[0]!, group: ctx.node.attrInt('group', 1), x, y: ys.slice(2), k, s, d, p };
+  return {
+    n: xs[0]!,
+    cin: xs[1]!,
+    cout: ws[0]!,
+    group: ctx.node.attrInt('group', 1),
+    x,
+    y: ys.slice(2),
+    k,
+    s,
+    d,
+    p,
+  };
 }
 
 /**
@@ -45,13 +65,32 @@ function inputGrad(ctx: GradContext, g: ConvGeometry, dy: Value, w: Value): Valu
     let wt: Value = w;
     if (group === 1) wt = e.transpose(w, [1, 0, 2, 3]);
     else if (perGroupOut !== 1 || perGroupIn !== 1) {
-      wt = e.reshape(e.transpose(e.reshape(w, [group, perGroupOut, perGroupIn, ...k]), [0, 2, 1, 3, 4]), [g.cin, perGroupOut, ...k]);
+      wt = e.reshape(e.transpose(e.reshape(w, [group, perGroupOut, perGroupIn, ...k]), [0, 2, 1, 3, 4]), [
+        g.cin,
+        perGroupOut,
+        ...k,
+      ]);
     }
     const flipped = e.slice(wt, [-1, -1], [-(k[0]! + 1), -(k[1]! + 1)], [2, 3], [-1, -1]);
-    return e.op('Conv', [dy, flipped], { group, kernel_shape: k, pads: convPads, dilations: d, strides: [1, 1] });
+    return e.op('Conv', [dy, flipped], {
+      group,
+      kernel_shape: k,
+      pads: convPads,
+      dilations: d,
+      strides: [1, 1],
+    });
   }
-  const outPad = [0, 1].map((i) => g.x[i]! - ((g.y[i]! - 1) * s[i]! + d[i]! * (k[i]! - 1) + 1 - p[i]! - p[i + 2]!));
-  return ctx.e.op('ConvTranspose', [dy, w], { group, kernel_shape: k, strides: s, pads: p, dilations: d, output_padding: outPad });
+  const outPad = [0, 1].map(
+    (i) => g.x[i]! - ((g.y[i]! - 1) * s[i]! + d[i]! * (k[i]! - 1) + 1 - p[i]! - p[i + 2]!),
+  );
+  return ctx.e.op('ConvTranspose', [dy, w], {
+    group,
+    kernel_shape: k,
+    strides: s,
+    pads: p,
+    dilations: d,
+    output_padding: outPad,
+  });
 }
 
 /**
@@ -69,8 +108,16 @@ function weightGrad(ctx: GradContext, g: ConvGeometry, x: Value, dy: Value): Val
   if (group === cin && group === cout) {
     const xs = e.reshape(x, [1, n * cin, ...g.x]);
     const ker = e.reshape(dy, [n * cin, 1, ho, wo]);
-    let out = e.op('Conv', [xs, ker], { group: n * cin, kernel_shape: [ho, wo], strides: d, dilations: s, pads: p });
-    const full = [0, 1].map((i) => Math.floor((g.x[i]! + p[i]! + p[i + 2]! - s[i]! * (g.y[i]! - 1) - 1) / d[i]!) + 1);
+    let out = e.op('Conv', [xs, ker], {
+      group: n * cin,
+      kernel_shape: [ho, wo],
+      strides: d,
+      dilations: s,
+      pads: p,
+    });
+    const full = [0, 1].map(
+      (i) => Math.floor((g.x[i]! + p[i]! + p[i + 2]! - s[i]! * (g.y[i]! - 1) - 1) / d[i]!) + 1,
+    );
     if (full[0] !== k[0] || full[1] !== k[1]) out = e.slice(out, [0, 0], k, [2, 3]);
     return e.reshape(e.reduceSum(e.reshape(out, [n, cin, 1, ...k]), [0], false), [cout, 1, ...k]);
   }
@@ -81,12 +128,20 @@ function weightGrad(ctx: GradContext, g: ConvGeometry, x: Value, dy: Value): Val
   if (kk === 1 && s.every((v) => v === 1) && p.every((v) => v === 0)) {
     cols = e.reshape(x, [n, group, perIn, ho * wo]);
   } else {
-    const xp = p.some((v) => v !== 0) ? e.op('Pad', [x, e.ints([0, 0, p[0]!, p[1]!, 0, 0, p[2]!, p[3]!])]) : x;
+    const xp = p.some((v) => v !== 0)
+      ? e.op('Pad', [x, e.ints([0, 0, p[0]!, p[1]!, 0, 0, p[2]!, p[3]!])])
+      : x;
     const taps: Value[] = [];
     for (let i = 0; i < k[0]!; i++) {
       for (let j = 0; j < k[1]!; j++) {
         const [r0, c0] = [i * d[0]!, j * d[1]!];
-        const tap = e.slice(xp, [r0, c0], [r0 + s[0]! * (ho - 1) + 1, c0 + s[1]! * (wo - 1) + 1], [2, 3], [s[0]!, s[1]!]);
+        const tap = e.slice(
+          xp,
+          [r0, c0],
+          [r0 + s[0]! * (ho - 1) + 1, c0 + s[1]! * (wo - 1) + 1],
+          [2, 3],
+          [s[0]!, s[1]!],
+        );
         taps.push(e.reshape(tap, [n, cin, 1, ho * wo]));
       }
     }

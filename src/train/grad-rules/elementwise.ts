@@ -23,7 +23,10 @@ export const elementwiseRules: Record<string, GradRule> = {
     if (i === 0) return ctx.e.op('Div', [dy, b]);
     return ctx.e.op('Neg', [ctx.e.op('Div', [ctx.e.mul(dy, ctx.node.output()), b])]);
   }),
-  Sum: (ctx) => ctx.node.inputs.map((v, i) => (ctx.needs(i) ? reduceToShape(ctx, ctx.dy()!, ctx.shape(ctx.node.output()), ctx.shape(v!)) : undefined)),
+  Sum: (ctx) =>
+    ctx.node.inputs.map((v, i) =>
+      ctx.needs(i) ? reduceToShape(ctx, ctx.dy()!, ctx.shape(ctx.node.output()), ctx.shape(v!)) : undefined,
+    ),
   Neg: (ctx) => [ctx.e.op('Neg', [ctx.dy()!])],
   Identity: (ctx) => [ctx.dy()],
   // Fine-tuning runs dropout as identity (documented in docs/finetune.md).

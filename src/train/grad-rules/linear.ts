@@ -15,7 +15,10 @@ export const linearRules: Record<string, GradRule> = {
       ctx.e.op('Gemm', [p, q], { alpha: { float: alpha }, transA, transB });
     const da = !ctx.needs(0) ? undefined : ta ? gemm(b, dy, tb, 1) : gemm(dy, b, 0, tb ? 0 : 1);
     const db = !ctx.needs(1) ? undefined : tb ? gemm(dy, a, 1, ta) : gemm(a, dy, ta ? 0 : 1, 0);
-    const dc = c && ctx.needs(2) ? reduceToShape(ctx, ctx.e.scale(dy, beta), ctx.shape(ctx.node.output()), ctx.shape(c)) : undefined;
+    const dc =
+      c && ctx.needs(2)
+        ? reduceToShape(ctx, ctx.e.scale(dy, beta), ctx.shape(ctx.node.output()), ctx.shape(c))
+        : undefined;
     return [da, db, dc];
   },
   MatMul: (ctx) => {
@@ -25,8 +28,12 @@ export const linearRules: Record<string, GradRule> = {
     const swap = (r: number): number[] => [...Array(r - 2).keys(), r - 1, r - 2];
     const dy = ctx.dy()!;
     return [
-      ctx.needs(0) ? reduceToShape(ctx, ctx.e.op('MatMul', [dy, ctx.e.transpose(b, swap(bs.length))]), ys, as) : undefined,
-      ctx.needs(1) ? reduceToShape(ctx, ctx.e.op('MatMul', [ctx.e.transpose(a, swap(as.length)), dy]), ys, bs) : undefined,
+      ctx.needs(0)
+        ? reduceToShape(ctx, ctx.e.op('MatMul', [dy, ctx.e.transpose(b, swap(bs.length))]), ys, as)
+        : undefined,
+      ctx.needs(1)
+        ? reduceToShape(ctx, ctx.e.op('MatMul', [ctx.e.transpose(a, swap(as.length)), dy]), ys, bs)
+        : undefined,
     ];
   },
 };

@@ -5,11 +5,18 @@ import type { GradContext, GradRule } from './types.js';
 
 function spatialAttrs(ctx: GradContext): { k: number[]; s: number[]; p: number[] } {
   const k = ctx.node.attrInts('kernel_shape')!;
-  const s = ctx.node.attrInts('strides', k.map(() => 1));
-  const p = ctx.node.attrInts('pads', [...k, ...k].map(() => 0));
+  const s = ctx.node.attrInts(
+    'strides',
+    k.map(() => 1),
+  );
+  const p = ctx.node.attrInts(
+    'pads',
+    [...k, ...k].map(() => 0),
+  );
   if (ctx.node.attrInt('ceil_mode', 0)) ctx.fail(`${ctx.node.opType} with ceil_mode=1 has no backward rule`);
   const autoPad = ctx.node.attrString('auto_pad', 'NOTSET');
-  if (autoPad !== 'NOTSET' && autoPad !== 'VALID') ctx.fail(`${ctx.node.opType} with auto_pad=${autoPad} has no backward rule`);
+  if (autoPad !== 'NOTSET' && autoPad !== 'VALID')
+    ctx.fail(`${ctx.node.opType} with auto_pad=${autoPad} has no backward rule`);
   return { k, s, p };
 }
 
@@ -18,7 +25,8 @@ export const poolingRules: Record<string, GradRule> = {
   // scatter-added to the input position that won. Adding (not assigning) is what overlapping windows need.
   MaxPool: (ctx) => {
     spatialAttrs(ctx);
-    if (ctx.node.attrInts('dilations', [1, 1]).some((d) => d !== 1)) ctx.fail('MaxPool with dilations has no backward rule');
+    if (ctx.node.attrInts('dilations', [1, 1]).some((d) => d !== 1))
+      ctx.fail('MaxPool with dilations has no backward rule');
     const xShape = ctx.shape(ctx.node.input(0));
     let indices = ctx.node.outputs[1];
     if (!indices) {
@@ -26,10 +34,14 @@ export const poolingRules: Record<string, GradRule> = {
       ctx.node.appendOutput(indices);
     }
     const total = xShape.reduce((a, b) => a * b, 1);
-    const flat = ctx.e.op('ScatterElements', [zeros(ctx, [total]), ctx.e.reshape(indices, [-1]), ctx.e.reshape(ctx.dy()!, [-1])], {
-      axis: 0,
-      reduction: stringAttr('add'),
-    });
+    const flat = ctx.e.op(
+      'ScatterElements',
+      [zeros(ctx, [total]), ctx.e.reshape(indices, [-1]), ctx.e.reshape(ctx.dy()!, [-1])],
+      {
+        axis: 0,
+        reduction: stringAttr('add'),
+      },
+    );
     return [ctx.e.reshape(flat, xShape)];
   },
   // A depthwise ConvTranspose with a constant 1/(kh*kw) kernel spreads each dY over its window.
@@ -42,8 +54,18 @@ export const poolingRules: Record<string, GradRule> = {
     const c = xShape[1]!;
     const area = k.reduce((a, b) => a * b, 1);
     const w = ctx.e.floats(new Float32Array(c * area).fill(1 / area), [c, 1, ...k], 'avgpool_kernel');
-    const outPad = k.map((kk, i) => xShape[i + 2]! - ((yShape[i + 2]! - 1) * s[i]! + kk - p[i]! - p[i + k.length]!));
-    return [ctx.e.op('ConvTranspose', [ctx.dy()!, w], { group: c, strides: s, pads: p, kernel_shape: k, output_padding: outPad })];
+    const outPad = k.map(
+      (kk, i) => xShape[i + 2]! - ((yShape[i + 2]! - 1) * s[i]! + kk - p[i]! - p[i + k.length]!),
+    );
+    return [
+      ctx.e.op('ConvTranspose', [ctx.dy()!, w], {
+        group: c,
+        strides: s,
+        pads: p,
+        kernel_shape: k,
+        output_padding: outPad,
+      }),
+    ];
   },
   GlobalAveragePool: (ctx) => {
     const xShape = ctx.shape(ctx.node.input(0));

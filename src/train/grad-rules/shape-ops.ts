@@ -47,13 +47,16 @@ export const shapeRules: Record<string, GradRule> = {
     const inShape = ctx.shape(ctx.node.input(0));
     const rank = inShape.length;
     const [starts, ends] = [ctx.constant(ctx.node.input(1)), ctx.constant(ctx.node.input(2))];
-    const axes = ctx.node.inputs[3] ? ctx.constant(ctx.node.inputs[3]).map((a) => (a + rank) % rank) : starts.map((_, i) => i);
+    const axes = ctx.node.inputs[3]
+      ? ctx.constant(ctx.node.inputs[3]).map((a) => (a + rank) % rank)
+      : starts.map((_, i) => i);
     const steps = ctx.node.inputs[4] ? ctx.constant(ctx.node.inputs[4]) : starts.map(() => 1);
     let g = ctx.dy()!;
     const shape = [...ctx.shape(ctx.node.output())];
     axes.forEach((axis, k) => {
       const step = steps[k]!;
-      if (step <= 0) ctx.fail(`a Slice with step ${step} on the gradient path has no backward rule (only positive steps)`);
+      if (step <= 0)
+        ctx.fail(`a Slice with step ${step} on the gradient path has no backward rule (only positive steps)`);
       const dim = inShape[axis]!;
       const { start, count } = sliceAxis(starts[k]!, ends[k]!, step, dim);
       let span = count;
@@ -83,7 +86,8 @@ export const shapeRules: Record<string, GradRule> = {
   },
   Pad: (ctx) => {
     const mode = ctx.node.attrString('mode', 'constant');
-    if (mode !== 'constant') ctx.fail(`Pad mode '${mode}' on the gradient path has no backward rule (only 'constant')`);
+    if (mode !== 'constant')
+      ctx.fail(`Pad mode '${mode}' on the gradient path has no backward rule (only 'constant')`);
     const inShape = ctx.shape(ctx.node.input(0));
     const rank = inShape.length;
     const pads = ctx.node.inputs[1] ? ctx.constant(ctx.node.input(1)) : ctx.node.attrInts('pads', []);
@@ -91,6 +95,13 @@ export const shapeRules: Record<string, GradRule> = {
     if (pads.some((p) => p < 0)) ctx.fail('Pad with negative pads has no backward rule');
     const begins = pads.slice(0, rank);
     if (pads.every((p) => p === 0)) return [ctx.dy()];
-    return [ctx.e.slice(ctx.dy()!, begins, begins.map((b, i) => b + inShape[i]!), [...Array(rank).keys()])];
+    return [
+      ctx.e.slice(
+        ctx.dy()!,
+        begins,
+        begins.map((b, i) => b + inShape[i]!),
+        [...Array(rank).keys()],
+      ),
+    ];
   },
 };
