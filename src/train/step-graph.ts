@@ -130,32 +130,7 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
     throw new UserError(`output '${logits.name}' must be logits [N, classes]`, file);
   const numClasses = logitsShape[1]!;
 
-  // Trainable parameters.
-  const params: Value[] = [];
-  if (options.trainable) {
-    for (const n of g.nodes)
-      for (const v of n.inputs)
-        if (v?.initializer?.dataType === DataType.FLOAT && !params.includes(v) && options.trainable(v.name))
-          params.push(v);
-  }
-  const isTrainable = (name: string): boolean => !options.trainable;
-  for (const n of g.nodes) {
-    (PARAM_SLOTS[n.opType] ?? []).forEach((slot) => {
-      const v = n.inputs[slot];
-      if (
-        v?.initializer &&
-        v.initializer.dataType === DataType.FLOAT &&
-        isTrainable(v.name) &&
-        !params.includes(v)
-      )
-        params.push(v);
-    });
-    // A MatMul followed by Add(initializer) is torch's Linear without Gemm: the addend is its bias.
-    if (n.opType === 'Add' && n.inputs.some((v) => v?.producer?.opType === 'MatMul')) {
-      const bias = n.inputs.find((v) => v?.initializer && v.initializer.dataType === DataType.FLOAT);
-      if (bias && isTrainable(bias.name) && !params.includes(bias)) params.push(bias);
-    }
-  }
+  const params = options.trainable ? chosenParams(g, options.trainable) : defaultParams(g);
   if (params.length === 0)
     throw new UserError(
       'the model has no trainable parameters (no Conv/Gemm/MatMul weights or BatchNormalization scales among its initializers)',
@@ -388,6 +363,31 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
     params: trained,
     runningStats,
   };
+}
+
+/** Every float initializer a node reads, where `trainable(name)` says so. */
+function chosenParams(g: Graph, trainable: (name: string) => boolean): Value[] {
+  const params = new Set<Value>();
+  for (const n of g.nodes)
+    for (const v of n.inputs)
+      if (v?.initializer?.dataType === DataType.FLOAT && trainable(v.name)) params.add(v);
+  return [...params];
+}
+
+/** Float initializers at the weight/bias slots of PARAM_SLOTS, and the bias Add after a MatMul. */
+function defaultParams(g: Graph): Value[] {
+  const params = new Set<Value>();
+  const isFloatInit = (v: Value | undefined): v is Value => v?.initializer?.dataType === DataType.FLOAT;
+  for (const n of g.nodes) {
+    for (const slot of PARAM_SLOTS[n.opType] ?? [])
+      if (isFloatInit(n.inputs[slot])) params.add(n.inputs[slot]!);
+    // A MatMul followed by Add(initializer) is torch's Linear without Gemm: the addend is its bias.
+    if (n.opType === 'Add' && n.inputs.some((v) => v?.producer?.opType === 'MatMul')) {
+      const bias = n.inputs.find(isFloatInit);
+      if (bias) params.add(bias);
+    }
+  }
+  return [...params];
 }
 
 /**
