@@ -134,6 +134,23 @@ export class Tensor {
     this.dirty = true;
   }
 
+  /**
+   * Lets go of the bytes this tensor was decoded from, so that a loaded file's buffer (which every raw_data
+   * views) can be freed: data replaced by setData drops the old fields; untouched raw_data is copied when
+   * `copyUntouched`. What save writes is unchanged. Returns the number of raw bytes no longer referenced.
+   */
+  releaseSource(copyUntouched = true): number {
+    const { raw_data: raw, float_data: _f, int32_data: _i, int64_data: _l, double_data: _d, uint64_data: _u, ...rest } = this.proto;
+    if (this.dirty) {
+      this.proto = rest;
+      return raw?.length ?? 0;
+    }
+    if (!copyUntouched || !raw || raw.length === 0 || this.proto.data_location === 1) return 0;
+    if (this.cached && this.cached.buffer === raw.buffer) this.cached = undefined;
+    this.proto = { ...this.proto, raw_data: new Uint8Array(raw) };
+    return raw.length;
+  }
+
   /** The message to write. `inlineExternal` replaces an external reference by raw bytes. */
   toProto(inlineExternal = false): TensorProtoLike {
     if (!this.dirty && !(inlineExternal && this.proto.data_location === 1)) return this.proto;
