@@ -78,17 +78,17 @@ export function staticProbe(model: Model, inputDims?: Map<string, number[]>): { 
   for (const v of g.initializers) dims.set(v, [...v.initializer!.dims]);
   const outputs = new Set(g.outputs);
   for (const n of g.nodes) {
-    for (const o of n.outputs) {
-      if (o.name === '') continue;
-      const d = concrete(o);
-      if (d) dims.set(o, d);
-      else if (!missing && (o.uses.length > 0 || outputs.has(o))) missing = `shape of '${o.name}' (${n.opType} '${n.name}')`;
-    }
     // A Gather's indices matter only where it picks dims out of a Shape.
     const intInputs = n.opType === 'Gather' && n.inputs[0]?.producer?.opType === 'Shape' ? [1] : (INT_INPUTS[n.opType] ?? []);
     for (const i of intInputs) {
       const v = n.inputs[i];
       if (v && !ints.has(v) && !missing) missing = `value of '${v.name}' (input ${i} of ${n.opType} '${n.name}')`;
+    }
+    for (const o of n.outputs) {
+      if (o.name === '') continue;
+      const d = concrete(o);
+      if (d) dims.set(o, d);
+      else if (!missing && (o.uses.length > 0 || outputs.has(o))) missing = `shape of '${o.name}' (${n.opType} '${n.name}')`;
     }
   }
   return { probe: { dims, ints }, ...(missing ? { missing } : {}) };
