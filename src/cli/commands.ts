@@ -2,7 +2,8 @@ import type { CommandModule } from 'yargs';
 import { finetuneCommand } from './finetune.js';
 import { inspectCommand } from './inspect.js';
 import { pruneCommand } from './prune.js';
+import { exampleCommand } from './example.js';
 
 // Each command lives in its own file; add it here to expose it.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const commands: CommandModule<any, any>[] = [inspectCommand, finetuneCommand, pruneCommand];
+export const commands: CommandModule<any, any>[] = [inspectCommand, finetuneCommand, pruneCommand, exampleCommand];

@@ -6,6 +6,10 @@ function esc(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 }
 
+function baseName(file: string): string {
+  return file.split(/[\\/]/).pop() || file;
+}
+
 export function formatCount(n: number): string {
   if (n >= 1e9) return `${(n / 1e9).toFixed(2)} G`;
   if (n >= 1e6) return `${(n / 1e6).toFixed(2)} M`;
@@ -29,7 +33,7 @@ export function renderReportSvg(r: PruneReport): string {
   const chartLeft = 60;
   const chartTop = 130;
   const chartH = 220;
-  const width = Math.max(860, chartLeft + groups.length * (barW + gap) + 40);
+  const width = Math.max(1000, chartLeft + groups.length * (barW + gap) + 40);
   const maxWidth = Math.max(1, ...groups.map((g) => g.before));
   const y = (c: number): number => chartTop + chartH - (c / maxWidth) * chartH;
   const parts: string[] = [];
@@ -37,7 +41,7 @@ export function renderReportSvg(r: PruneReport): string {
     parts.push(`<text x="${x}" y="${yy}" ${attrs}>${esc(s)}</text>`);
   };
 
-  text(20, 32, `adapruner: ${r.input} → ${r.output}`, 'font-size="18" font-weight="bold"');
+  text(20, 32, `adapruner: ${baseName(r.input)} → ${baseName(r.output)}`, 'font-size="18" font-weight="bold"');
   const macRatio = r.after.macs / r.before.macs;
   const paramRatio = r.after.params / r.before.params;
   text(20, 58, `MACs ${formatCount(r.before.macs)} → ${formatCount(r.after.macs)} (${pct(macRatio)})   params ${formatCount(r.before.params)} → ${formatCount(r.after.params)} (${pct(paramRatio)})`);
@@ -83,7 +87,12 @@ export function renderReportSvg(r: PruneReport): string {
   }
   top += 26 + Math.max(r.accuracy.length, r.criteria.length + 1) * 22;
   if (r.stages.length) {
-    text(20, top, `Time per stage: ${r.stages.map((s) => `${s.name} ${s.seconds.toFixed(1)} s`).join(' · ')}`, 'font-size="12"');
+    text(20, top, 'Time per stage', 'font-weight="bold"');
+    const perLine = 5;
+    for (let i = 0; i < r.stages.length; i += perLine) {
+      top += 18;
+      text(20, top, r.stages.slice(i, i + perLine).map((s) => `${s.name} ${s.seconds.toFixed(1)} s`).join(' · '), 'font-size="12"');
+    }
     top += 20;
   }
   const height = top + 20;

@@ -1,0 +1,264 @@
+import type { Dataset } from '../data/dataset.js';
+import type { PreprocessSpec } from '../data/preprocess.js';
+import { balancedSubset, holdoutSplit } from '../data/subset.js';
+import { UserError } from '../errors.js';
+import { decodeModel, serializeModel, type Model } from '../ir/index.js';
+import { cleanupPipeline } from '../passes/index.js';
+import { PassManager } from '../passes/pass-manager.js';
+import { CRITERIA, pruneModel, toolVersion, type Criterion, type Plan, type PruneOptions } from '../prune/index.js';
+import { validateModel } from '../prune/emit.js';
+import type { PruneReport as CoreReport } from '../prune/index.js';
+import type { AccuracyStage, CriterionRow, PruneReport } from '../report/types.js';
+import { recalibrateBatchNorm } from '../runtime/recalibrate.js';
+import { createSession, type RuntimeOptions } from '../runtime/session.js';
+import { finetune, type FinetuneOptions } from '../train/loop.js';
+import { measureLatency, searchLatencyBudget, type LatencySearchStep } from './latency.js';
+import { proxyScore, rankCandidates, type ProxyScore } from './proxy-score.js';
+
+export interface DataOptions {
+  train: Dataset;
+  /** Where accuracy is reported; without it, the calibration split of the training data. */
+  val?: Dataset;
+  valLimit?: number;
+  spec: PreprocessSpec;
+  /** Training images held out to rank the candidates (class-balanced, seeded). Default 1000. */
+  calibrationImages?: number;
+  /** BN recalibration: K batches of B training images. Defaults 20 x 64. */
+  recalibrationBatches?: number;
+  recalibrationBatchSize?: number;
+}
+
+export interface AdaPruneOptions {
+  flops?: number;
+  params?: number;
+  /** Fraction of the original's measured latency. */
+  latency?: number;
+  /** A criterion, or `auto`: build one candidate per criterion and keep the best on the calibration split. */
+  criterion?: Criterion | 'auto';
+  /** Candidates `auto` compares (default: every criterion). */
+  candidates?: readonly Criterion[];
+  uniform?: boolean;
+  roundTo?: number;
+  minChannels?: number;
+  minFraction?: number;
+  seed?: number;
+  plan?: unknown;
+  planSource?: string;
+  inputShapes?: Record<string, number[]>;
+  data?: DataOptions;
+  /** Fine-tuning after pruning; skipped when absent or epochs is 0. */
+  finetune?: Omit<FinetuneOptions, 'spec' | 'seed' | 'teacher' | 'device' | 'threads'> & { distill?: boolean };
+  runtime?: RuntimeOptions;
+  /** Batch size latency is measured at (default 1). */
+  latencyBatch?: number;
+  /** Stop once the plan is made (candidates ranked when there is data); nothing is fine-tuned or written. */
+  dryRun?: boolean;
+  /** Verify the result and run it in onnxruntime (default true). */
+  validate?: boolean;
+  passManager?: PassManager;
+  /** Progress lines (stage starts, candidate scores). */
+  log?: (line: string) => void;
+  warn?: (line: string) => void;
+  onFinetuneStep?: FinetuneOptions['onStep'];
+}
+
+export interface AdaPruneResult {
+  model: Model;
+  plan: Plan;
+  core: CoreReport;
+  report: PruneReport;
+  latencySearch?: LatencySearchStep[];
+  skipped: string[];
+}
+
+/**
+ * The AdaPruner method end to end: cleanup, channel groups and BN block scores, bisection to the budget, one
+ * candidate per inheritance criterion, BN recalibration of each, a proxy score on held-out training images,
+ * the best kept, fine-tuning, validation. Without data it is the data-free prune and says what it skipped.
+ */
+export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<AdaPruneResult> {
+  const pm = options.passManager ?? new PassManager();
+  const log = options.log ?? (() => undefined);
+  const stages: { name: string; seconds: number }[] = [];
+  const stage = async <R>(name: string, fn: () => Promise<R> | R): Promise<R> => {
+    log(`${name}...`);
+    const t = performance.now();
+    const r = await fn();
+    stages.push({ name, seconds: (performance.now() - t) / 1000 });
+    return r;
+  };
+  const skipped: string[] = [];
+  const notes: string[] = [];
+  const data = options.data;
+  const seed = options.seed ?? 0;
+  const criterionOption = options.criterion ?? (data ? 'auto' : 'l1');
+  if (criterionOption === 'auto' && !data) throw new UserError('--criterion auto compares candidates on data: give --data, or name a criterion');
+  if (options.latency !== undefined && (options.flops !== undefined || options.params !== undefined))
+    throw new UserError('give one budget: --flops, --params or --latency');
+
+  await stage('cleanup', () => cleanupPipeline(pm, input));
+  const original = serializeModel(input);
+  const fresh = (): Model => {
+    const m = decodeModel(original);
+    m.sourcePath = undefined;
+    return m;
+  };
+
+  const runtime = options.runtime ?? {};
+  const split = data ? holdoutSplit(data.train.labels, Math.min(data.calibrationImages ?? 1000, Math.floor(data.train.length / 2)), seed) : undefined;
+  const evalSet = data ? (data.val ?? data.train) : undefined;
+  const evalIndices = data
+    ? data.val
+      ? data.valLimit !== undefined ? balancedSubset(data.val.labels, data.valLimit, seed) : undefined
+      : split!.holdout
+    : undefined;
+  if (data && !data.val) notes.push('no --val given: accuracy is reported on the calibration split of the training data');
+  const score = async (bytes: Uint8Array, dataset: Dataset, indices: ArrayLike<number> | undefined): Promise<ProxyScore> => {
+    const session = await createSession(bytes, runtime);
+    try {
+      return await proxyScore(session, dataset, indices ?? Int32Array.from(dataset.labels.keys()), data!.spec);
+    } finally {
+      await session.release();
+    }
+  };
+  const accuracy: AccuracyStage[] = [];
+  const record = (stageName: AccuracyStage['stage'], s: ProxyScore): void => {
+    accuracy.push({ stage: stageName, top1: s.top1, loss: s.loss, images: s.images });
+    log(`  ${stageName}: top-1 ${(100 * s.top1).toFixed(2)}% (loss ${s.loss.toFixed(4)}, ${s.images} images)`);
+  };
+  if (data) record('original', await stage('evaluate original', () => score(original, evalSet!, evalIndices)));
+  else skipped.push('accuracy (no --data)', 'adaptive criterion choice (no --data)', 'BN recalibration (no --data)', 'fine-tuning (no --data)');
+
+  const latencyShape = (): number[] => {
+    const dims = input.graph.inputs[0]?.shape ?? [];
+    return dims.map((d, i) => (i === 0 ? options.latencyBatch ?? 1 : typeof d === 'number' ? d : (options.inputShapes?.[input.graph.inputs[0]!.name]?.[i] ?? 1)));
+  };
+  const timeIt = async (bytes: Uint8Array): Promise<number> => (await measureLatency(bytes, { shape: latencyShape(), runtime })).medianMs;
+  const baseOptions: PruneOptions = {
+    uniform: options.uniform,
+    roundTo: options.roundTo ?? (options.latency !== undefined ? 8 : undefined),
+    minChannels: options.minChannels,
+    minFraction: options.minFraction,
+    seed,
+    inputShapes: options.inputShapes,
+    passManager: pm,
+    warn: options.warn,
+  };
+  let budget: Pick<PruneOptions, 'flops' | 'params'> = { flops: options.flops, params: options.params };
+  let latencySearch: LatencySearchStep[] | undefined;
+  let baselineMs: number | undefined;
+  if (options.latency !== undefined) {
+    if (!(options.latency > 0 && options.latency <= 1)) throw new UserError(`--latency must be in (0, 1], got ${options.latency}`);
+    baselineMs = await stage('measure latency', () => timeIt(original));
+    const found = await stage('latency search', () =>
+      searchLatencyBudget(options.latency!, baselineMs!, async (flops) => {
+        const m = fresh();
+        await pruneModel(m, { ...baseOptions, flops, criterion: 'l1', validate: false });
+        return serializeModel(m);
+      }, timeIt),
+    );
+    latencySearch = found.steps;
+    for (const s of found.steps) log(`  MACs ${(100 * s.flops).toFixed(1)}% -> ${s.medianMs.toFixed(3)} ms (${(100 * s.ratio).toFixed(1)}% of the original)`);
+    if (found.medianMs > options.latency * baselineMs) notes.push(`latency target ${options.latency} not reached: the smallest candidate measured ${(found.medianMs / baselineMs).toFixed(3)} of the original`);
+    budget = { flops: found.flops };
+  }
+
+  const hasBatchNorm = input.graph.nodes.some((n) => n.opType === 'BatchNormalization');
+  if (data && !hasBatchNorm) skipped.push('BN recalibration (the model has no BatchNormalization: BN was folded at export)');
+  const criteria: Criterion[] = criterionOption === 'auto' ? [...(options.candidates ?? CRITERIA)] : [criterionOption];
+  interface Candidate {
+    criterion: Criterion;
+    pruned: Model;
+    recalibrated: Model;
+    plan: Plan;
+    core: CoreReport;
+    score: ProxyScore;
+  }
+  const candidates: Candidate[] = [];
+  for (const criterion of criteria) {
+    const built = await stage(`candidate ${criterion}`, async () => {
+      const m = fresh();
+      const { plan, report } = await pruneModel(m, { ...baseOptions, ...budget, criterion, plan: options.plan, planSource: options.planSource, validate: false });
+      if (!data) return { criterion, pruned: m, recalibrated: m, plan, core: report, score: { top1: 0, loss: 0, images: 0 } };
+      // Kept as it was before recalibration, for the report's "pruned" accuracy.
+      const pruned = decodeModel(serializeModel(m));
+      const recalibrated = m;
+      if (hasBatchNorm) {
+        await recalibrateBatchNorm(recalibrated, data.train, {
+          spec: data.spec,
+          batches: data.recalibrationBatches ?? 20,
+          batchSize: data.recalibrationBatchSize ?? 64,
+          seed,
+          runtime,
+        });
+      }
+      const s = await score(serializeModel(recalibrated), data.train, split!.holdout);
+      log(`  ${criterion}: proxy top-1 ${(100 * s.top1).toFixed(2)}%, loss ${s.loss.toFixed(4)}`);
+      return { criterion, pruned, recalibrated, plan, core: report, score: s };
+    });
+    candidates.push(built);
+    if (options.plan !== undefined) break; // a given plan fixes the channels: one candidate
+  }
+  const best = rankCandidates(candidates)[0]!;
+  const criteriaRows: CriterionRow[] = data
+    ? candidates.map((c) => ({ criterion: c.criterion, top1: c.score.top1, loss: c.score.loss, chosen: c === best }))
+    : [];
+
+  let result = best.recalibrated;
+  if (data && !options.dryRun) {
+    record('pruned', await stage('evaluate pruned', () => score(serializeModel(best.pruned), evalSet!, evalIndices)));
+    if (hasBatchNorm) record('recalibrated', await stage('evaluate recalibrated', () => score(serializeModel(best.recalibrated), evalSet!, evalIndices)));
+    const ft = options.finetune;
+    if (ft && ft.epochs > 0) {
+      const { distill, ...rest } = ft;
+      const tuned = await stage('fine-tune', () =>
+        finetune(best.recalibrated, data.train, {
+          ...rest,
+          spec: data.spec,
+          seed,
+          device: runtime.device,
+          threads: runtime.threads,
+          onStep: options.onFinetuneStep,
+          ...(distill ? { teacher: { model: fresh() } } : {}),
+        }),
+      );
+      result = tuned.model;
+      record('finetuned', await stage('evaluate fine-tuned', () => score(serializeModel(result), evalSet!, evalIndices)));
+    } else skipped.push('fine-tuning (--finetune-epochs 0)');
+  }
+  result.setMetadata('adapruner.pruning', best.pruned.getMetadata('adapruner.pruning') ?? '{}');
+
+  let prunedMs: number | undefined;
+  if (!options.dryRun) {
+    if (options.validate !== false) await stage('validate', () => validateModel(result));
+    if (options.latency !== undefined) prunedMs = await stage('measure pruned latency', () => timeIt(serializeModel(result)));
+  }
+  const core = best.core;
+  const key = budget.params !== undefined ? 'params' : 'macs';
+  const report: PruneReport = {
+    tool: { name: 'adapruner', version: toolVersion() },
+    input: input.sourcePath ?? '<in-memory model>',
+    output: '',
+    budget: {
+      kind: options.latency !== undefined ? 'latency' : budget.params !== undefined ? 'params' : 'flops',
+      target: options.latency ?? budget.params ?? budget.flops ?? 1,
+      achieved: options.latency !== undefined && baselineMs && prunedMs ? prunedMs / baselineMs : core.pruned[key] / core.original[key],
+    },
+    before: { macs: core.original.macs, params: core.original.params, ...(baselineMs !== undefined && { latencyMs: baselineMs }) },
+    after: { macs: core.pruned.macs, params: core.pruned.params, ...(prunedMs !== undefined && { latencyMs: prunedMs }) },
+    accuracy,
+    criteria: criteriaRows,
+    chosenCriterion: best.criterion,
+    groups: core.groups.map((g) => ({
+      id: `g${g.id}`,
+      label: g.anchor,
+      before: g.before,
+      after: g.after,
+      score: g.importance,
+      ...(g.frozen ? { frozen: g.frozen } : {}),
+    })),
+    stages,
+    notes: [...notes, ...core.warnings, ...skipped.map((s) => `skipped: ${s}`)],
+  };
+  return { model: result, plan: best.plan, core, report, ...(latencySearch && { latencySearch }), skipped };
+}
