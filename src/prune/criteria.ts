@@ -136,14 +136,21 @@ export class ClassFilters {
 
 // Kept apart from any closure: accumulators a closure captures live on the heap, one allocation per add.
 function rowNorms(row: Float32Array): [number, number] {
-  let a = 0;
-  let q = 0;
-  for (let i = 0; i < row.length; i++) {
-    const x = row[i]!;
-    a += Math.abs(x);
-    q += x * x;
+  // Four independent accumulators: one chain of dependent adds was the limit, not memory.
+  let a0 = 0, a1 = 0, a2 = 0, a3 = 0, q0 = 0, q1 = 0, q2 = 0, q3 = 0;
+  const n = row.length;
+  let i = 0;
+  for (; i + 3 < n; i += 4) {
+    const x0 = row[i]!, x1 = row[i + 1]!, x2 = row[i + 2]!, x3 = row[i + 3]!;
+    a0 += Math.abs(x0); a1 += Math.abs(x1); a2 += Math.abs(x2); a3 += Math.abs(x3);
+    q0 += x0 * x0; q1 += x1 * x1; q2 += x2 * x2; q3 += x3 * x3;
   }
-  return [a, q];
+  for (; i < n; i++) {
+    const x = row[i]!;
+    a0 += Math.abs(x);
+    q0 += x * x;
+  }
+  return [a0 + a1 + a2 + a3, q0 + q1 + q2 + q3];
 }
 
 function stridedNorms(layout: FilterLayout, p: number): [number, number] {

@@ -107,6 +107,9 @@ export function slicer(dims: readonly number[], keepByAxis: ReadonlyMap<number, 
     lengths.push((j - i) * block);
     i = j;
   }
+  // Short runs (scattered kept channels of a 1x1 conv): a flat gather list beats a loop per run.
+  const gather = lastKeep.length * block < 16 * starts.length ? new Int32Array(lastKeep.length * block) : undefined;
+  if (gather) for (let r = 0, g = 0; r < starts.length; r++) for (let i = 0; i < lengths[r]!; i++) gather[g++] = starts[r]! + i;
   // Source offsets of every kept index combination of the axes before `last`.
   let bases = [0];
   for (let a = 0; a < last; a++) {
@@ -116,6 +119,11 @@ export function slicer(dims: readonly number[], keepByAxis: ReadonlyMap<number, 
     bases = next;
   }
   if (newDims.some((d) => d === 0)) return () => {};
+  if (gather)
+    return (src, out, at) => {
+      let o = at;
+      for (const base of bases) for (let i = 0; i < gather.length; i++) out[o++] = src[base + gather[i]!]!;
+    };
   return (src, out, at) => {
     let o = at;
     for (const base of bases) {
