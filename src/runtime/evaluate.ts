@@ -1,0 +1,114 @@
+import { batches } from '../data/batches.js';
+import type { Dataset } from '../data/dataset.js';
+import type { PreprocessSpec } from '../data/preprocess.js';
+import { UserError } from '../errors.js';
+import { checkInputShape, createSession, type ModelSession, type RuntimeOptions } from './session.js';
+
+export interface EvaluateOptions {
+  spec: PreprocessSpec;
+  /** Default 256. */
+  batchSize?: number;
+  /** Evaluate only these samples (e.g. a balanced subset). */
+  indices?: ArrayLike<number>;
+  /** Used when `model` is a path or bytes. */
+  runtime?: RuntimeOptions;
+  /** Called after every batch. */
+  onProgress?: (done: number, total: number, correctTop1: number) => void;
+}
+
+export interface EvalResult {
+  /** Fractions of `n` (0..1). */
+  top1: number;
+  top5: number;
+  correctTop1: number;
+  correctTop5: number;
+  n: number;
+  /** The k of "top-5": 5, or the class count when there are fewer classes. */
+  topK: number;
+  seconds: number;
+  imagesPerSecond: number;
+  model: string;
+  device: 'cpu' | 'cuda';
+  batchSize: number;
+}
+
+/** Top-1/top-5 accuracy of a classifier whose first output is [N, classes] scores. */
+export async function evaluate(
+  model: ModelSession | string | Uint8Array,
+  dataset: Dataset,
+  options: EvaluateOptions,
+): Promise<EvalResult> {
+  const owned = typeof model === 'string' || model instanceof Uint8Array;
+  const session = owned ? await createSession(model, options.runtime) : model;
+  try {
+    return await evaluateSession(session, dataset, options);
+  } finally {
+    if (owned) await session.release();
+  }
+}
+
+async function evaluateSession(
+  session: ModelSession,
+  dataset: Dataset,
+  options: EvaluateOptions,
+): Promise<EvalResult> {
+  const batchSize = options.batchSize ?? 256;
+  const total = options.indices?.length ?? dataset.length;
+  const topK = Math.min(5, dataset.classNames.length);
+  let correctTop1 = 0;
+  let correctTop5 = 0;
+  let done = 0;
+  const started = performance.now();
+  for await (const batch of batches(dataset, {
+    spec: options.spec,
+    batchSize,
+    ...(options.indices && { indices: options.indices }),
+  })) {
+    if (done === 0)
+      checkInputShape(session, batch.shape, `the data (${dataset.describe(batch.indices[0]!)})`);
+    const scores = await session.run(batch.images, batch.shape);
+    const classes = scores.length / batch.n;
+    if (done === 0 && classes < dataset.classNames.length) {
+      throw new UserError(
+        `outputs ${classes} scores per image but the data has ${dataset.classNames.length} classes`,
+        session.source,
+      );
+    }
+    for (let s = 0; s < batch.n; s++) {
+      const rank = rankOfLabel(scores, s * classes, classes, batch.labels[s]!);
+      if (rank < 1) correctTop1++;
+      if (rank < topK) correctTop5++;
+    }
+    done += batch.n;
+    options.onProgress?.(done, total, correctTop1);
+  }
+  const seconds = (performance.now() - started) / 1000;
+  return {
+    top1: done ? correctTop1 / done : 0,
+    top5: done ? correctTop5 / done : 0,
+    correctTop1,
+    correctTop5,
+    n: done,
+    topK,
+    seconds,
+    imagesPerSecond: done / seconds,
+    model: session.source,
+    device: session.device,
+    batchSize,
+  };
+}
+
+/**
+ * The label's position when scores are sorted descending, breaking ties by class index as argmax/topk do
+ * (the first of equal scores wins). A NaN score never counts as correct.
+ */
+function rankOfLabel(scores: Float32Array, offset: number, classes: number, label: number): number {
+  const target = scores[offset + label]!;
+  if (Number.isNaN(target)) return classes;
+  let rank = 0;
+  for (let j = 0; j < classes; j++) {
+    const v = scores[offset + j]!;
+    if (v > target || (v === target && j < label)) rank++;
+  }
+  return rank;
+}

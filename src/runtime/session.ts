@@ -1,0 +1,153 @@
+import * as ort from 'onnxruntime-node';
+import { UserError } from '../errors.js';
+import { cudaUnavailableReason, requireCuda, type Device } from './device.js';
+
+export interface RuntimeOptions {
+  /** cpu (default), cuda (fails with install instructions when unavailable), auto (cuda if it loads, else cpu). */
+  device?: Device;
+  /** Intra-op threads; absent: onnxruntime's default, one per physical core. */
+  threads?: number;
+  /** Where `auto` reports what it picked; stderr by default. */
+  notice?: (message: string) => void;
+}
+
+/** A loaded model, with the facts about its input and output that callers need. */
+export interface ModelSession {
+  readonly session: ort.InferenceSession;
+  /** The model's file, or `<in-memory model>`; used in messages. */
+  readonly source: string;
+  readonly device: 'cpu' | 'cuda';
+  readonly inputName: string;
+  /** Declared input shape; symbolic dimensions (the batch) are strings. */
+  readonly inputShape: readonly (number | string)[];
+  readonly outputName: string;
+  /** Runs one float32 batch and returns the first output's data. */
+  run(input: Float32Array, shape: readonly number[]): Promise<Float32Array>;
+  release(): Promise<void>;
+}
+
+/**
+ * Session options, chosen for batch inference of CNNs on a few CPU cores (see docs/runtime.md):
+ * - graph optimisation `all`: constant folding and Conv+BN(+ReLU) fusion; it is also what the shared models'
+ *   reference accuracies were measured with.
+ * - sequential execution, 1 inter-op thread: a CNN is a chain, so the parallel executor only adds scheduling
+ *   and competes for the cores the intra-op threads use.
+ * - memory arena and memory pattern on: batches of one shape reuse the same planned buffers instead of
+ *   allocating per run.
+ * - no spinning of idle intra-op threads: with spinning they burn the CPU time that image decoding (libuv
+ *   threads) needs between operators; measured faster end to end on 2 cores, equal for bare inference.
+ */
+function sessionOptions(
+  provider: 'cpu' | 'cuda',
+  threads: number | undefined,
+): ort.InferenceSession.SessionOptions {
+  return {
+    executionProviders: [provider],
+    graphOptimizationLevel: 'all',
+    executionMode: 'sequential',
+    interOpNumThreads: 1,
+    ...(threads !== undefined && { intraOpNumThreads: threads }),
+    enableCpuMemArena: true,
+    enableMemPattern: true,
+    extra: { session: { 'intra_op.allow_spinning': '0' } },
+  };
+}
+
+/** Creates a session from a model file or from serialized model bytes. */
+export async function createSession(
+  model: string | Uint8Array,
+  options: RuntimeOptions = {},
+): Promise<ModelSession> {
+  const source = typeof model === 'string' ? model : '<in-memory model>';
+  if (options.threads !== undefined && !(Number.isInteger(options.threads) && options.threads > 0)) {
+    throw new UserError(`--threads must be a positive integer, not ${options.threads}`);
+  }
+  const provider = pickProvider(options);
+  let session: ort.InferenceSession;
+  try {
+    session = await load(model, sessionOptions(provider, options.threads));
+  } catch (e) {
+    if (provider === 'cuda' && options.device === 'auto') {
+      (options.notice ?? stderr)(
+        `device auto: picked cpu (the CUDA provider failed to load: ${firstLine(e)})`,
+      );
+      return createSession(model, { ...options, device: 'cpu' });
+    }
+    const what = provider === 'cuda' ? 'cannot create a CUDA session' : 'cannot load the model';
+    throw new UserError(`${what} (${firstLine(e)})`, source);
+  }
+  if (options.device === 'auto' && provider === 'cuda')
+    (options.notice ?? stderr)('device auto: picked cuda');
+  return wrap(session, source, provider);
+}
+
+function pickProvider(options: RuntimeOptions): 'cpu' | 'cuda' {
+  const device = options.device ?? 'cpu';
+  if (device === 'cuda') requireCuda();
+  if (device !== 'auto') return device;
+  const reason = cudaUnavailableReason();
+  if (reason) (options.notice ?? stderr)(`device auto: picked cpu (${reason})`);
+  return reason ? 'cpu' : 'cuda';
+}
+
+function load(model: string | Uint8Array, options: ort.InferenceSession.SessionOptions) {
+  return typeof model === 'string'
+    ? ort.InferenceSession.create(model, options)
+    : ort.InferenceSession.create(model, options);
+}
+
+function wrap(session: ort.InferenceSession, source: string, device: 'cpu' | 'cuda'): ModelSession {
+  const input = session.inputMetadata[0];
+  if (!input || session.outputNames.length === 0)
+    throw new UserError('the model needs at least one input and one output', source);
+  const inputShape = input.isTensor ? input.shape : [];
+  if (input.isTensor && input.type !== 'float32')
+    throw new UserError(`the model's input is ${input.type}, not float32`, source);
+  const outputName = session.outputNames[0]!;
+  return {
+    session,
+    source,
+    device,
+    inputName: input.name,
+    inputShape,
+    outputName,
+    async run(data, shape) {
+      const feeds = { [input.name]: new ort.Tensor('float32', data, shape as number[]) };
+      let results: ort.InferenceSession.ReturnType;
+      try {
+        results = await session.run(feeds, [outputName]);
+      } catch (e) {
+        throw new UserError(
+          `onnxruntime failed on an input of shape [${shape.join(',')}] (${firstLine(e)})`,
+          source,
+        );
+      }
+      return results[outputName]!.data as Float32Array;
+    },
+    release: () => session.release(),
+  };
+}
+
+/**
+ * Fails (naming the model) when an input shape contradicts the model's fixed dimensions; symbolic
+ * dimensions accept anything.
+ */
+export function checkInputShape(model: ModelSession, shape: readonly number[], what = 'the data'): void {
+  const declared = model.inputShape;
+  const fits =
+    declared.length === shape.length && declared.every((d, i) => typeof d !== 'number' || d === shape[i]);
+  if (!fits) {
+    const show = (s: readonly (number | string)[]) => `[${s.join(',')}]`;
+    throw new UserError(`expects input ${show(declared)} but ${what} gives ${show(shape)}`, model.source);
+  }
+}
+
+function stderr(message: string): void {
+  process.stderr.write(`adapruner: ${message}\n`);
+}
+
+function firstLine(e: unknown): string {
+  return String((e as Error)?.message ?? e)
+    .split('\n')[0]!
+    .trim();
+}
