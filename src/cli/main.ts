@@ -20,6 +20,9 @@ export async function main(argv: string[]): Promise<number> {
       throw err ?? new UsageError(msg);
     });
   for (const command of commands) parser = parser.command(command);
+  // Commands report failure through process.exitCode; isolate it so one call's code never leaks into the next.
+  const outer = process.exitCode;
+  process.exitCode = undefined;
   try {
     await parser.parseAsync();
     return process.exitCode === undefined ? 0 : Number(process.exitCode);
@@ -29,6 +32,8 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     throw e;
+  } finally {
+    process.exitCode = outer;
   }
 }
 

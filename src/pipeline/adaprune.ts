@@ -5,7 +5,7 @@ import { UserError } from '../errors.js';
 import { decodeModel, serializeModel, type Model } from '../ir/index.js';
 import { cleanupPipeline } from '../passes/index.js';
 import { PassManager } from '../passes/pass-manager.js';
-import { CRITERIA, pruneModel, toolVersion, type Criterion, type Plan, type PruneOptions } from '../prune/index.js';
+import { CRITERIA, budgetFloor, pruneModel, toolVersion, type Criterion, type Plan, type PruneOptions } from '../prune/index.js';
 import { validateModel } from '../prune/emit.js';
 import type { PruneReport as CoreReport } from '../prune/index.js';
 import type { AccuracyStage, CriterionRow, PruneReport } from '../report/types.js';
@@ -150,12 +150,16 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
   if (options.latency !== undefined) {
     if (!(options.latency > 0 && options.latency <= 1)) throw new UserError(`--latency must be in (0, 1], got ${options.latency}`);
     baselineMs = await stage('measure latency', () => timeIt(original));
+    // The search starts from the smallest model the width limits allow (a little above, for rounding).
+    const floor = await budgetFloor(fresh(), baseOptions);
+    const minFlops = Math.min(1, floor.flops * 1.02 + 1e-3);
     const found = await stage('latency search', () =>
       searchLatencyBudget(options.latency!, baselineMs!, async (flops) => {
         const m = fresh();
-        await pruneModel(m, { ...baseOptions, flops, criterion: 'l1', validate: false });
+        // Width-rounding notes of intermediate candidates are noise; the final prune reports its own.
+        await pruneModel(m, { ...baseOptions, warn: undefined, flops, criterion: 'l1', validate: false });
         return serializeModel(m);
-      }, timeIt),
+      }, timeIt, { minFlops }),
     );
     latencySearch = found.steps;
     for (const s of found.steps) log(`  MACs ${(100 * s.flops).toFixed(1)}% -> ${s.medianMs.toFixed(3)} ms (${(100 * s.ratio).toFixed(1)}% of the original)`);

@@ -13,7 +13,7 @@ import { groupImportance } from './importance.js';
 import { PLAN_FORMAT, PLAN_VERSION, anchorOf, validatePlan, type Plan } from './plan.js';
 import { probeInputDims, probeModel, staticProbe, type ProbeResult } from './probe.js';
 import { applyKeep } from './rewrite.js';
-import { CostModel, searchWidths, type Cost, type SearchResult } from './width-search.js';
+import { CostModel, searchWidths, widthRule, type Cost, type SearchResult } from './width-search.js';
 
 export { CRITERIA, parseCriterion, type Criterion } from './criteria.js';
 export { PLAN_SCHEMA, validatePlan, type Plan, type PlanGroup } from './plan.js';
@@ -96,6 +96,23 @@ export const applyPlanPass: Pass<{ analysis: GroupAnalysis; keep: Uint8Array[] }
   changes: ['initializers', 'node attributes', 'value shapes'],
   run: (model, { analysis, keep }) => applyKeep(model, analysis, keep),
 };
+
+/**
+ * The smallest fractions of the original MACs and params the width limits allow (every prunable group at its
+ * narrowest): budgets below these are impossible. Used to bound searches that pick the budget themselves.
+ */
+export async function budgetFloor(
+  model: Model,
+  options: Pick<PruneOptions, 'roundTo' | 'minChannels' | 'minFraction' | 'inputShapes' | 'warn'> = {},
+): Promise<{ flops: number; params: number }> {
+  const probe = await probeShapes(model, probeInputDims(model, options.inputShapes), options.warn ?? (() => undefined));
+  const analysis = analyzeGroups(model, probe);
+  const costModel = new CostModel(analysis, analysis.groups.map((g) => range(g.size)));
+  const limits = { roundTo: options.roundTo ?? 1, minChannels: options.minChannels ?? 1, minFraction: options.minFraction ?? DEFAULT_MIN_FRACTION };
+  const full = costModel.cost(analysis.groups.map((g) => g.size));
+  const floor = costModel.cost(analysis.groups.map((g) => (g.frozen.length ? g.size : widthRule(g.size, limits).lo)));
+  return { flops: floor.macs / full.macs, params: floor.params / full.params };
+}
 
 /**
  * Prunes `model` in place to a budget (or re-applies a plan): analyse channel groups, score them, search
