@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { UserError } from '../errors.js';
+import { fsErrorReason } from './fs-error.js';
 
 const run = promisify(execFile);
 
@@ -20,8 +21,8 @@ export function cacheRoot(): string {
  */
 export async function extractTarOnce(tarPath: string, name = defaultCacheName(tarPath)): Promise<string> {
   const archive = resolve(tarPath);
-  const info = await stat(archive).catch(() => {
-    throw new UserError('cannot read the archive', tarPath);
+  const info = await stat(archive).catch((e: unknown) => {
+    throw new UserError(`cannot read the archive (${fsErrorReason(e)})`, tarPath);
   });
   const target = join(cacheRoot(), name);
   const marker = join(target, '.extracted');

@@ -1,6 +1,7 @@
 import { readFile, readdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { UserError } from '../errors.js';
+import { fsErrorReason } from './fs-error.js';
 import type { Dataset, Sample } from './dataset.js';
 import { transformSample } from './image.js';
 import type { PreprocessSpec } from './preprocess.js';
@@ -60,7 +61,7 @@ export class CifarBinaryDataset implements Dataset {
     for (const name of chosen) {
       const file = join(folder, name);
       const bytes = await readFile(file).catch((e: NodeJS.ErrnoException) => {
-        throw new UserError(`cannot read the CIFAR batch (${e.code ?? e.message})`, file);
+        throw new UserError(`cannot read the CIFAR batch (${fsErrorReason(e)})`, file);
       });
       if (bytes.length === 0 || bytes.length % recordBytes !== 0) {
         throw new UserError(

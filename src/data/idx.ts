@@ -2,6 +2,7 @@ import { readFile, readdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { UserError } from '../errors.js';
+import { fsErrorReason } from './fs-error.js';
 import type { Dataset, Sample } from './dataset.js';
 import { transformSample } from './image.js';
 import type { PreprocessSpec } from './preprocess.js';
@@ -133,9 +134,6 @@ async function readBytes(file: string): Promise<Uint8Array> {
   try {
     return await readFile(file);
   } catch (e) {
-    throw new UserError(
-      `cannot read the file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
-      file,
-    );
+    throw new UserError(`cannot read the file (${fsErrorReason(e)})`, file);
   }
 }

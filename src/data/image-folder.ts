@@ -1,6 +1,7 @@
 import { opendir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
+import { fsErrorReason } from './fs-error.js';
 import type { Dataset, Sample } from './dataset.js';
 import { decodeImageFile } from './image.js';
 import type { PreprocessSpec } from './preprocess.js';
@@ -69,10 +70,7 @@ async function listEntries(folder: string) {
   try {
     return await readdir(folder, { withFileTypes: true });
   } catch (e) {
-    throw new UserError(
-      `cannot read the folder (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
-      folder,
-    );
+    throw new UserError(`cannot read the folder (${fsErrorReason(e)})`, folder);
   }
 }
 

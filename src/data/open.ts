@@ -2,6 +2,7 @@ import type { Dirent } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
+import { fsErrorReason } from './fs-error.js';
 import { extractTarOnce } from './cache.js';
 import { CifarBinaryDataset, looksLikeCifarFolder, type Split } from './cifar-binary.js';
 import type { Dataset } from './dataset.js';
@@ -29,7 +30,7 @@ const SPLIT_FOLDERS: Record<Split, string[]> = { train: ['train'], test: ['test'
 export async function openDataset(path: string, options: OpenOptions = {}): Promise<Dataset> {
   const split = options.split ?? 'test';
   const info = await stat(path).catch((e: NodeJS.ErrnoException) => {
-    throw new UserError(`cannot read the data (${e.code ?? e.message})`, path);
+    throw new UserError(`cannot read the data (${fsErrorReason(e)})`, path);
   });
   if (info.isFile()) {
     if (/\.tar$/i.test(path)) return openDataset(await extractTarOnce(path), options);
@@ -41,7 +42,7 @@ export async function openDataset(path: string, options: OpenOptions = {}): Prom
     );
   }
   const entries = await readdir(path, { withFileTypes: true }).catch((e: NodeJS.ErrnoException) => {
-    throw new UserError(`cannot read the folder (${e.code ?? e.message})`, path);
+    throw new UserError(`cannot read the folder (${fsErrorReason(e)})`, path);
   });
   const visible = entries.filter((e) => !e.name.startsWith('.'));
   const fileNames = visible.filter((e) => e.isFile()).map((e) => e.name);

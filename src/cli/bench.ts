@@ -1,0 +1,107 @@
+import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
+import { UserError } from '../errors.js';
+import { benchmark, type LatencyStats } from '../runtime/benchmark.js';
+import { createProgress } from '../runtime/progress.js';
+import { createSession, type ModelSession } from '../runtime/session.js';
+import { renderTable } from '../report/table.js';
+import { runtimeFromArgs, withRuntimeOptions, type RuntimeArgs } from './eval.js';
+
+interface BenchArgs extends RuntimeArgs {
+  model: string;
+  vs?: string;
+  batch: number;
+  warmup: number;
+  runs?: number;
+  seconds: number;
+  inputShape?: string;
+  json: boolean;
+}
+
+export const benchCommand: CommandModule<object, BenchArgs> = {
+  command: 'bench <model>',
+  describe:
+    'Measure inference latency (median, p90) and throughput; with --vs, compare two models in one run',
+  builder: (y) =>
+    withRuntimeOptions(y.positional('model', { type: 'string', demandOption: true, describe: 'ONNX model' }))
+      .option('vs', { type: 'string', describe: 'A second model, run alternately with the first' })
+      .option('batch', { type: 'number', default: 1, describe: 'Images per run' })
+      .option('warmup', { type: 'number', default: 3, describe: 'Untimed runs per model first' })
+      .option('runs', {
+        type: 'number',
+        describe: 'Timed runs per model (default: as many as fit in --seconds)',
+      })
+      .option('seconds', { type: 'number', default: 10, describe: 'Time budget for the timed runs' })
+      .option('input-shape', {
+        type: 'string',
+        describe: 'Input shape without the batch when the model leaves it open, e.g. 3,224,224',
+      })
+      .option('json', {
+        type: 'boolean',
+        default: false,
+        describe: 'Print one JSON object instead of text',
+      }) as unknown as Argv<BenchArgs>,
+  handler: async (args: ArgumentsCamelCase<BenchArgs>) => {
+    const runtime = runtimeFromArgs(args);
+    const sessions: ModelSession[] = [await createSession(args.model, runtime)];
+    if (args.vs !== undefined) sessions.push(await createSession(args.vs, runtime));
+    const progress = createProgress('bench', 100);
+    let stats: LatencyStats[];
+    try {
+      stats = await benchmark(sessions, {
+        batch: args.batch,
+        warmup: args.warmup,
+        seconds: args.seconds,
+        ...(args.runs !== undefined && { runs: args.runs }),
+        ...(args.inputShape !== undefined && { inputShape: parseShape(args.inputShape) }),
+        onProgress: (fraction) => progress.update(Math.round(100 * fraction)),
+      });
+    } finally {
+      progress.stop();
+      await Promise.all(sessions.map((s) => s.release()));
+    }
+    // Ratio > 1: the --vs model takes longer per batch than MODEL (MODEL is that many times faster).
+    const ratio = stats.length === 2 ? stats[1]!.medianMs / stats[0]!.medianMs : undefined;
+    if (args.json) {
+      const report = {
+        device: sessions[0]!.device,
+        threads: args.threads ?? null,
+        models: stats,
+        ...(ratio !== undefined && { speedup: ratio }),
+      };
+      process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+      return;
+    }
+    const table = renderTable(
+      [
+        'model',
+        'batch',
+        'runs',
+        ...['median ms', 'p90 ms', 'images/s'].map((header) => ({ header, align: 'right' as const })),
+      ],
+      stats.map((s) => [
+        s.model,
+        s.batch,
+        s.runs,
+        s.medianMs.toFixed(2),
+        s.p90Ms.toFixed(2),
+        s.imagesPerSecond.toFixed(1),
+      ]),
+    );
+    const comparison =
+      ratio !== undefined
+        ? `\n${args.model} is ${ratio.toFixed(2)}x the speed of ${args.vs} (median latency ratio)`
+        : '';
+    process.stdout.write(`${table}${comparison}\n`);
+  },
+};
+
+function parseShape(text: string): number[] {
+  const dims = text
+    .split(/[,x\s]+/)
+    .filter(Boolean)
+    .map(Number);
+  if (dims.length === 0 || dims.some((d) => !(Number.isInteger(d) && d > 0))) {
+    throw new UserError(`--input-shape must be positive integers like 3,224,224, not '${text}'`);
+  }
+  return dims;
+}
