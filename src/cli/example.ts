@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
+import { packageInfo } from '../package-root.js';
 import { main } from './main.js';
 
 interface ExampleArgs {
@@ -9,8 +9,6 @@ interface ExampleArgs {
   json: boolean;
 }
 
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const EXAMPLE = path.join(REPO, 'fixtures', 'example');
 
 /**
  * `npm start`: the main job on the bundled example. A Fashion-MNIST CNN that adapruner trained itself is
@@ -26,6 +24,7 @@ export const exampleCommand: CommandModule<object, ExampleArgs> = {
       .option('json', { type: 'boolean', default: false, describe: 'Print the summary as JSON' }) as unknown as Argv<ExampleArgs>,
   handler: async (argv: ArgumentsCamelCase<ExampleArgs>) => {
     fs.mkdirSync(path.dirname(path.resolve(argv.output)), { recursive: true });
+    const EXAMPLE = path.join(packageInfo().root, 'fixtures', 'example');
     // Relative paths, so the report names the files as a user would type them.
     const data = path.relative(process.cwd(), path.join(EXAMPLE, 'fashion-mnist')) || '.';
     const model = path.relative(process.cwd(), path.join(EXAMPLE, 'fmnist-cnn.onnx'));

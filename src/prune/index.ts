@@ -1,9 +1,7 @@
-import fs from 'node:fs';
 import v8 from 'node:v8';
 import vm from 'node:vm';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { UserError } from '../errors.js';
+import { packageInfo } from '../package-root.js';
 import { AttributeType, DataType, type Model, type Tensor } from '../ir/index.js';
 import { PassManager, type Pass } from '../passes/pass-manager.js';
 import { ClassFilters, classPriority, type Criterion } from './criteria.js';
@@ -286,15 +284,7 @@ function range(n: number): number[] {
   return Array.from({ length: n }, (_, i) => i);
 }
 
-let cachedVersion: string | undefined;
 export function toolVersion(): string {
-  if (cachedVersion) return cachedVersion;
-  for (let dir = path.dirname(fileURLToPath(import.meta.url)); ; dir = path.dirname(dir)) {
-    const f = path.join(dir, 'package.json');
-    if (fs.existsSync(f)) {
-      const pkg = JSON.parse(fs.readFileSync(f, 'utf8')) as { name?: string; version?: string };
-      if (pkg.name === 'adapruner') return (cachedVersion = pkg.version ?? 'unknown');
-    }
-    if (path.dirname(dir) === dir) return (cachedVersion = 'unknown');
-  }
+  return packageInfo().version;
 }
+
