@@ -6,7 +6,7 @@ import type { Dataset, Sample } from './dataset.js';
 import { decodeImageFile } from './image.js';
 import type { PreprocessSpec } from './preprocess.js';
 
-const IMAGE_EXTENSIONS = /\.(jpe?g|png|webp)$/i;
+export const IMAGE_EXTENSIONS = /\.(jpe?g|png|webp)$/i;
 
 /**
  * The ImageNet layout: one subfolder per class, label order = sorted folder names. Only file names are kept

@@ -7,7 +7,7 @@ import { extractTarOnce } from './cache.js';
 import { CifarBinaryDataset, looksLikeCifarFolder, type Split } from './cifar-binary.js';
 import type { Dataset } from './dataset.js';
 import { IdxDataset, looksLikeIdxFolder } from './idx.js';
-import { ImageFolderDataset } from './image-folder.js';
+import { IMAGE_EXTENSIONS, ImageFolderDataset } from './image-folder.js';
 
 export interface OpenOptions {
   /** Which split where the data has several (train/test folders, CIFAR batches, IDX train/t10k files). */
@@ -24,7 +24,7 @@ const SPLIT_FOLDERS: Record<Split, string[]> = { train: ['train'], test: ['test'
  * - a folder with CIFAR binary batches (`data_batch_N.bin`/`test_batch.bin`, or CIFAR-100's `train.bin`/`test.bin`),
  *   or one `.bin` batch;
  * - a folder with `train`/`test` (or `val`) subfolders: the split's subfolder, recognised again;
- * - a folder whose only entry is one folder (an unpacked archive's root): that folder;
+ * - a folder whose only entry is a folder without images (an unpacked archive's root): that folder;
  * - otherwise a folder of class folders (ImageNet layout).
  */
 export async function openDataset(path: string, options: OpenOptions = {}): Promise<Dataset> {
@@ -52,9 +52,16 @@ export async function openDataset(path: string, options: OpenOptions = {}): Prom
   const folders = visible.filter((e) => e.isDirectory());
   const splitFolder = findSplitFolder(path, folders, split);
   if (splitFolder) return openDataset(join(path, splitFolder), options);
-  if (folders.length === 1 && fileNames.length === 0)
+  if (folders.length === 1 && fileNames.length === 0 && !(await holdsImages(join(path, folders[0]!.name)))) {
     return openDataset(join(path, folders[0]!.name), options);
+  }
   return ImageFolderDataset.open(path);
+}
+
+/** Whether a folder directly holds image files, i.e. is a class folder rather than an archive's root folder. */
+async function holdsImages(folder: string): Promise<boolean> {
+  const names = await readdir(folder).catch(() => [] as string[]);
+  return names.some((n) => IMAGE_EXTENSIONS.test(n));
 }
 
 function findSplitFolder(path: string, folders: Dirent[], split: Split): string | undefined {
