@@ -99,9 +99,9 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
     const model = pm.time('load', () => loadModel(argv.model));
     const plan = argv.planIn ? readJson(argv.planIn) : undefined;
     const data = argv.data ? await openData(argv) : undefined;
-    const quiet = argv.json;
+    // Progress always goes to stderr, so --json keeps stdout to the one summary object.
     const say = (line: string): void => {
-      if (!quiet) process.stderr.write(`${line}\n`);
+      process.stderr.write(`${line}\n`);
     };
     let bar: Progress | undefined;
     const result = await adaPrune(model, {
@@ -125,13 +125,11 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       passManager: pm,
       log: say,
       warn: (m) => process.stderr.write(`adapruner: warning: ${m}\n`),
-      onFinetuneStep: quiet
-        ? undefined
-        : (p) => {
-            if (p.step === 1) bar = createProgress(`fine-tune epoch ${p.epoch}/${p.epochs}`, p.stepsPerEpoch);
-            bar?.update(p.step, `loss ${p.loss.toFixed(4)} acc ${(100 * p.accuracy).toFixed(1)}% ${p.imagesPerSecond.toFixed(0)} img/s`);
-            if (p.step === p.stepsPerEpoch) bar?.stop();
-          },
+      onFinetuneStep: (p) => {
+        if (p.step === 1) bar = createProgress(`fine-tune epoch ${p.epoch}/${p.epochs}`, p.stepsPerEpoch);
+        bar?.update(p.step, `loss ${p.loss.toFixed(4)} acc ${(100 * p.accuracy).toFixed(1)}% ${p.imagesPerSecond.toFixed(0)} img/s`);
+        if (p.step === p.stepsPerEpoch) bar?.stop();
+      },
     });
     if (argv.planOut) writeAtomically(argv.planOut, `${JSON.stringify(result.plan, null, 1)}\n`);
     const files: string[] = [];
