@@ -2,6 +2,7 @@ import { UserError } from '../errors.js';
 import type { Node } from '../ir/index.js';
 import { constantOf, type ChannelGroup, type Space } from './groups.js';
 import { float32Rows, readElements } from './tensor-data.js';
+import { mulberry32 } from '../data/prng.js';
 
 export const CRITERIA = ['l1', 'l2', 'bn', 'fpgm', 'random', 'exemplar'] as const;
 export type Criterion = (typeof CRITERIA)[number];
@@ -205,18 +206,6 @@ function sqDist(a: Float64Array, b: Float64Array): number {
   return s;
 }
 
-/** A seeded 32-bit generator (mulberry32), so `random` plans are reproducible. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /**
  * Affinity propagation (Frey & Dueck) on negative squared distances, preference = median similarity.
  * Returns the exemplar indices.
@@ -295,7 +284,7 @@ export function classPriority(
   filters: ClassFilters = new ClassFilters(group),
 ): number[] {
   if (criterion === 'random') {
-    const rand = seededRandom(seed * 7919 + group.id);
+    const rand = mulberry32(seed * 7919 + group.id);
     const order = Array.from({ length: group.size }, (_, i) => i);
     for (let i = order.length - 1; i > 0; i--) {
       const j = Math.floor(rand() * (i + 1));
