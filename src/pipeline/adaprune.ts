@@ -28,23 +28,15 @@ export interface DataOptions {
   recalibrationBatchSize?: number;
 }
 
-export interface AdaPruneOptions {
-  flops?: number;
-  params?: number;
+/** The data-free options are pruneModel's (budget, width limits, plan); the rest drive the data stages. */
+export interface AdaPruneOptions
+  extends Pick<PruneOptions, 'flops' | 'params' | 'uniform' | 'roundTo' | 'minChannels' | 'minFraction' | 'seed' | 'plan' | 'planSource' | 'inputShapes'> {
   /** Fraction of the original's measured latency. */
   latency?: number;
   /** A criterion, or `auto`: build one candidate per criterion and keep the best on the calibration split. */
   criterion?: Criterion | 'auto';
   /** Candidates `auto` compares (default: every criterion). */
   candidates?: readonly Criterion[];
-  uniform?: boolean;
-  roundTo?: number;
-  minChannels?: number;
-  minFraction?: number;
-  seed?: number;
-  plan?: unknown;
-  planSource?: string;
-  inputShapes?: Record<string, number[]>;
   data?: DataOptions;
   /** Fine-tuning after pruning; skipped when absent or epochs is 0. */
   finetune?: Omit<FinetuneOptions, 'spec' | 'seed' | 'teacher' | 'device' | 'threads'> & { distill?: boolean };
