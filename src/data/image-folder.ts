@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { UserError } from '../errors.js';
 import { fsErrorReason } from './fs-error.js';
 import type { Dataset, Sample } from './dataset.js';
+import { DecodedCache, DEFAULT_DECODED_CACHE_BYTES } from './decoded-cache.js';
 import { decodeImageFile } from './image.js';
 import type { PreprocessSpec } from './preprocess.js';
 
@@ -10,7 +11,8 @@ export const IMAGE_EXTENSIONS = /\.(jpe?g|png|webp)$/i;
 
 /**
  * The ImageNet layout: one subfolder per class, label order = sorted folder names. Only file names are kept
- * (grouped per class), never pixels; a 1.2M-image folder costs its names' memory and nothing more.
+ * (grouped per class) and, up to a byte budget, decoded pixels for reuse (see DecodedCache); a 1.2M-image folder
+ * costs its names' memory plus that budget.
  */
 export class ImageFolderDataset implements Dataset {
   readonly kind = 'image-folder';
@@ -18,12 +20,15 @@ export class ImageFolderDataset implements Dataset {
   readonly length: number;
   /** Index of the first sample of each class, plus the total at the end. */
   private readonly classStart: Int32Array;
+  private readonly cache: DecodedCache;
 
   private constructor(
     readonly path: string,
     readonly classNames: readonly string[],
     private readonly fileNames: readonly (readonly string[])[],
+    cacheBytes: number,
   ) {
+    this.cache = new DecodedCache(cacheBytes);
     this.classStart = new Int32Array(fileNames.length + 1);
     fileNames.forEach((names, c) => (this.classStart[c + 1] = this.classStart[c]! + names.length));
     this.length = this.classStart[fileNames.length]!;
@@ -32,7 +37,7 @@ export class ImageFolderDataset implements Dataset {
   }
 
   /** Lists the class folders (sorted) and their image files (sorted, so sample order is stable). */
-  static async open(root: string): Promise<ImageFolderDataset> {
+  static async open(root: string, cacheBytes = DEFAULT_DECODED_CACHE_BYTES): Promise<ImageFolderDataset> {
     const classNames = (await listEntries(root))
       .filter((e) => e.isDirectory() && !e.name.startsWith('.'))
       .map((e) => e.name)
@@ -53,7 +58,7 @@ export class ImageFolderDataset implements Dataset {
         throw new UserError('class folder has no images (.jpg, .jpeg, .png, .webp)', folder);
       fileNames.push(files.sort(compareCodeUnits));
     }
-    return new ImageFolderDataset(root, classNames, fileNames);
+    return new ImageFolderDataset(root, classNames, fileNames, cacheBytes);
   }
 
   describe(index: number): string {
@@ -61,8 +66,12 @@ export class ImageFolderDataset implements Dataset {
     return join(this.path, this.classNames[c]!, this.fileNames[c]![index - this.classStart[c]!]!);
   }
 
-  load(index: number, spec: PreprocessSpec): Promise<Sample> {
-    return decodeImageFile(this.describe(index), spec);
+  async load(index: number, spec: PreprocessSpec): Promise<Sample> {
+    const cached = this.cache.get(index, spec);
+    if (cached) return cached;
+    const sample = await decodeImageFile(this.describe(index), spec);
+    this.cache.put(index, spec, sample);
+    return sample;
   }
 }
 

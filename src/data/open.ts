@@ -12,6 +12,8 @@ import { IMAGE_EXTENSIONS, ImageFolderDataset } from './image-folder.js';
 export interface OpenOptions {
   /** Which split where the data has several (train/test folders, CIFAR batches, IDX train/t10k files). */
   split?: Split;
+  /** Memory for decoded images kept for later passes (image folders); 0 turns the cache off. Default 256 MiB. */
+  decodedCacheBytes?: number;
 }
 
 /** Names a folder may use for each split, in order of preference. */
@@ -55,7 +57,7 @@ export async function openDataset(path: string, options: OpenOptions = {}): Prom
   if (folders.length === 1 && fileNames.length === 0 && !(await holdsImages(join(path, folders[0]!.name)))) {
     return openDataset(join(path, folders[0]!.name), options);
   }
-  return ImageFolderDataset.open(path);
+  return ImageFolderDataset.open(path, options.decodedCacheBytes);
 }
 
 /** Whether a folder directly holds image files, i.e. is a class folder rather than an archive's root folder. */
