@@ -5,6 +5,7 @@ import { batches, type Batch } from '../src/data/batches.js';
 import type { Dataset } from '../src/data/dataset.js';
 import { openDataset } from '../src/data/open.js';
 import { PRESETS } from '../src/data/preprocess.js';
+import { median } from '../src/runtime/benchmark.js';
 import { evaluate } from '../src/runtime/evaluate.js';
 import { createSession, type ModelSession } from '../src/runtime/session.js';
 
@@ -99,10 +100,4 @@ async function timed(work: () => Promise<unknown>): Promise<Pass> {
 
 function show(p: Pass): string {
   return `${p.seconds.toFixed(2)} s (cpu ${p.cpuSeconds.toFixed(2)} s)`;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }

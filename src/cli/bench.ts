@@ -5,6 +5,7 @@ import { createProgress } from '../runtime/progress.js';
 import { createSession, type ModelSession } from '../runtime/session.js';
 import { renderTable } from '../report/table.js';
 import { runtimeFromArgs, withRuntimeOptions, type RuntimeArgs } from './eval.js';
+import { parseInputShapes } from './inspect.js';
 
 interface BenchArgs extends RuntimeArgs {
   model: string;
@@ -33,7 +34,8 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       .option('seconds', { type: 'number', default: 10, describe: 'Time budget for the timed runs' })
       .option('input-shape', {
         type: 'string',
-        describe: 'Input shape without the batch when the model leaves it open, e.g. 3,224,224',
+        describe:
+          'Input shape where the model leaves dimensions open, as for inspect: 1x3x224x224 (--batch sets the first)',
       })
       .option('json', {
         type: 'boolean',
@@ -52,7 +54,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         warmup: args.warmup,
         seconds: args.seconds,
         ...(args.runs !== undefined && { runs: args.runs }),
-        ...(args.inputShape !== undefined && { inputShape: parseShape(args.inputShape) }),
+        ...(args.inputShape !== undefined && { inputShape: shapeWithoutBatch(args.inputShape) }),
         onProgress: (fraction) => progress.update(Math.round(100 * fraction)),
       });
     } finally {
@@ -95,13 +97,9 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
   },
 };
 
-function parseShape(text: string): number[] {
-  const dims = text
-    .split(/[,x\s]+/)
-    .filter(Boolean)
-    .map(Number);
-  if (dims.length === 0 || dims.some((d) => !(Number.isInteger(d) && d > 0))) {
-    throw new UserError(`--input-shape must be positive integers like 3,224,224, not '${text}'`);
-  }
-  return dims;
+/** `--input-shape` in inspect's format; the benchmark takes the dimensions after the batch. */
+function shapeWithoutBatch(text: string): number[] {
+  const shape = parseInputShapes(text);
+  if (!Array.isArray(shape)) throw new UserError('bench takes one --input-shape, without an input name');
+  return shape.slice(1);
 }

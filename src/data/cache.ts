@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { UserError } from '../errors.js';
-import { fsErrorReason } from './fs-error.js';
+import { firstLine, fsErrorReason } from './error-text.js';
 
 const run = promisify(execFile);
 
@@ -35,7 +35,7 @@ export async function extractTarOnce(tarPath: string, name = defaultCacheName(ta
   try {
     await run('tar', ['-xf', archive, '-C', target], { maxBuffer: 16 << 20 });
   } catch (e) {
-    throw new UserError(`tar could not extract it (${(e as Error).message.split('\n')[0]})`, tarPath);
+    throw new UserError(`tar could not extract it (${firstLine(e)})`, tarPath);
   }
   await writeFile(marker, stamp);
   return target;

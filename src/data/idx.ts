@@ -2,7 +2,7 @@ import { readFile, readdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { UserError } from '../errors.js';
-import { fsErrorReason } from './fs-error.js';
+import { fsErrorReason } from './error-text.js';
 import type { Dataset, Sample } from './dataset.js';
 import { transformSample } from './image.js';
 import type { PreprocessSpec } from './preprocess.js';

@@ -1,7 +1,7 @@
 import { opendir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
-import { fsErrorReason } from './fs-error.js';
+import { fsErrorReason } from './error-text.js';
 import type { Dataset, Sample } from './dataset.js';
 import { DecodedCache, DEFAULT_DECODED_CACHE_BYTES } from './decoded-cache.js';
 import { decodeImageFile } from './image.js';

@@ -1,5 +1,6 @@
 export { batches, type Batch, type BatchOptions } from './batches.js';
 export { cacheRoot, extractTarOnce } from './cache.js';
+export { DEFAULT_DECODED_CACHE_BYTES } from './decoded-cache.js';
 export { CifarBinaryDataset, type Split } from './cifar-binary.js';
 export { describeDataset, type Dataset, type DatasetKind, type Sample } from './dataset.js';
 export { decodeImageFile, resizeCropGeometry, transformSample } from './image.js';

@@ -2,7 +2,7 @@ import type { Dirent } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
-import { fsErrorReason } from './fs-error.js';
+import { fsErrorReason } from './error-text.js';
 import { extractTarOnce } from './cache.js';
 import { CifarBinaryDataset, looksLikeCifarFolder, type Split } from './cifar-binary.js';
 import type { Dataset } from './dataset.js';

@@ -73,7 +73,7 @@ function concreteShape(model: ModelSession, batch: number, given: number[] | und
     const g = given?.[i - 1];
     if (g === undefined) {
       throw new UserError(
-        `input dimension ${i} is symbolic ('${d}'); give the input shape without the batch, e.g. --input-shape 3,224,224`,
+        `input dimension ${i} is symbolic ('${d}'); give the input shape, e.g. --input-shape 1x3x224x224`,
         model.source,
       );
     }
@@ -95,10 +95,7 @@ function seededNoise(length: number): Float32Array {
 function summarise(model: string, batch: number, inputShape: number[], times: number[]): LatencyStats {
   const sorted = [...times].sort((a, b) => a - b);
   const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!;
-  const medianMs =
-    sorted.length % 2
-      ? sorted[sorted.length >> 1]!
-      : (sorted[sorted.length / 2 - 1]! + sorted[sorted.length / 2]!) / 2;
+  const medianMs = median(times);
   return {
     model,
     batch,
@@ -110,4 +107,11 @@ function summarise(model: string, batch: number, inputShape: number[], times: nu
     minMs: sorted[0]!,
     imagesPerSecond: (batch * 1000) / medianMs,
   };
+}
+
+/** The middle value (mean of the two middle values for an even count). */
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }

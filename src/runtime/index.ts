@@ -16,4 +16,4 @@ export {
   type BatchNormStatsOutputs,
 } from './bn-stats-graph.js';
 export { checkInputShape, createSession, type ModelSession, type RuntimeOptions } from './session.js';
-export { benchmark, type BenchmarkOptions, type LatencyStats } from './benchmark.js';
+export { benchmark, median, type BenchmarkOptions, type LatencyStats } from './benchmark.js';

@@ -3,6 +3,7 @@ import { batches } from '../data/batches.js';
 import type { Dataset } from '../data/dataset.js';
 import type { PreprocessSpec } from '../data/preprocess.js';
 import { shuffledIndices } from '../data/subset.js';
+import { firstLine } from '../data/error-text.js';
 import { UserError } from '../errors.js';
 import { DataType, Tensor, Value, decodeModel, serializeModel, type Model } from '../ir/index.js';
 import { buildBatchNormStatsGraph, findBatchNormLayers, type BatchNormLayer } from './bn-stats-graph.js';
@@ -80,10 +81,7 @@ export async function recalibrateBatchNorm(
       try {
         results = await session.session.run(feeds, fetches);
       } catch (e) {
-        throw new UserError(
-          `onnxruntime failed on the statistics graph (${(e as Error).message.split('\n')[0]})`,
-          source,
-        );
+        throw new UserError(`onnxruntime failed on the statistics graph (${firstLine(e)})`, source);
       }
       statsOutputs.forEach((o, i) => {
         const mean = results[o.mean]!.data as Float32Array;

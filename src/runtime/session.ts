@@ -1,4 +1,5 @@
 import * as ort from 'onnxruntime-node';
+import { firstLine } from '../data/error-text.js';
 import { UserError } from '../errors.js';
 import { cudaUnavailableReason, requireCuda, type Device } from './device.js';
 
@@ -145,10 +146,4 @@ export function checkInputShape(model: ModelSession, shape: readonly number[], w
 
 function stderr(message: string): void {
   process.stderr.write(`adapruner: ${message}\n`);
-}
-
-function firstLine(e: unknown): string {
-  return String((e as Error)?.message ?? e)
-    .split('\n')[0]!
-    .trim();
 }
