@@ -7,7 +7,7 @@ import type { Split } from '../data/cifar-binary.js';
 import { UserError } from '../errors.js';
 import { loadModel } from '../ir/load.js';
 import { saveModel } from '../ir/save.js';
-import { parseDevice } from '../runtime/device.js';
+import { DEVICES, parseDevice } from '../runtime/device.js';
 import { evaluate } from '../runtime/evaluate.js';
 import { createProgress, type Progress } from '../runtime/progress.js';
 import { recalibrateBatchNorm } from '../runtime/recalibrate.js';
@@ -73,7 +73,7 @@ export function withRuntimeOptions<T>(y: Argv<T>): Argv<T & RuntimeArgs> {
     .option('device', {
       type: 'string',
       default: 'cpu',
-      choices: ['cpu', 'cuda', 'auto'],
+      choices: DEVICES,
       describe: 'Execution provider',
     })
     .option('threads', {
