@@ -1,7 +1,8 @@
+import { readFileSync } from 'node:fs';
 import sharp, { type Sharp } from 'sharp';
 import { UserError } from '../errors.js';
 import type { Sample } from './dataset.js';
-import { firstLine } from './error-text.js';
+import { firstLine, fsErrorReason } from './error-text.js';
 import type { PreprocessSpec } from './preprocess.js';
 
 // Parallelism comes from decoding many images at once on libuv's pool; libvips' own threads per image only add
@@ -10,10 +11,22 @@ import type { PreprocessSpec } from './preprocess.js';
 sharp.concurrency(1);
 sharp.cache(false);
 
-/** Decodes an image file (JPEG, PNG, WebP, …) to 8-bit HWC pixels, with the spec's channels, resize and crop. */
+/**
+ * Decodes an image file (JPEG, PNG, WebP, …) to 8-bit HWC pixels, with the spec's channels, resize and crop.
+ * The file is read synchronously, before the first await: handing libvips the bytes rather than the path
+ * costs about 30% less CPU per CIFAR image (libvips' own file reading, or readFile's four thread-pool round
+ * trips, cost more than the 4 system calls), and it happens while the caller queues the next batches, before
+ * onnxruntime takes the main thread.
+ */
 export async function decodeImageFile(path: string, spec: PreprocessSpec): Promise<Sample> {
+  let bytes: Buffer;
   try {
-    let image = sharp(path);
+    bytes = readFileSync(path);
+  } catch (e) {
+    throw new UserError(`cannot read the image (${fsErrorReason(e)})`, path);
+  }
+  try {
+    let image = sharp(bytes);
     if (spec.resize !== undefined || spec.crop !== undefined) {
       const { width, height } = await image.metadata();
       image = resizeAndCrop(image, width, height, spec, path);
