@@ -34,9 +34,8 @@ export async function* batches(dataset: Dataset, options: BatchOptions): AsyncGe
   const { spec, batchSize } = options;
   if (!(Number.isInteger(batchSize) && batchSize > 0))
     throw new UserError(`batch size must be a positive integer, not ${batchSize}`);
-  const order = options.indices ?? { length: dataset.length };
   const indexAt = options.indices ? (k: number) => options.indices![k]! : (k: number) => k;
-  const total = order.length;
+  const total = options.indices?.length ?? dataset.length;
   const ahead = options.ahead ?? 2;
   const table = normalisationTable(spec);
   const augment = options.augmentSeed !== undefined ? spec.augment : undefined;

@@ -92,6 +92,7 @@ function pickProvider(options: RuntimeOptions): 'cpu' | 'cuda' {
   return reason ? 'cpu' : 'cuda';
 }
 
+/** `create` has one overload for paths and one for bytes; a union argument matches neither. */
 function load(model: string | Uint8Array, options: ort.InferenceSession.SessionOptions) {
   return typeof model === 'string'
     ? ort.InferenceSession.create(model, options)
