@@ -47,15 +47,31 @@ async function child(mode: string, file: string, out: string): Promise<void> {
   if (mode === 'prune') {
     const pm = new PassManager();
     const { report } = await pruneModel(model, { flops: 0.5, passManager: pm });
-    search = { steps: report.search!.steps, msPerStep: report.search!.msPerStep, fillSteps: report.search!.fillSteps, achieved: report.pruned.macs / report.original.macs };
+    search = {
+      steps: report.search!.steps,
+      msPerStep: report.search!.msPerStep,
+      fillSteps: report.search!.fillSteps,
+      achieved: report.pruned.macs / report.original.macs,
+    };
     for (const t of pm.timings) stages[t.pass] = Math.round((stages[t.pass] ?? 0) + t.ms);
     const v = report.validation!;
-    Object.assign(stages, { 'validate:session': Math.round(v.sessionMs), 'validate:run': Math.round(v.runMs) });
+    Object.assign(stages, {
+      'validate:session': Math.round(v.sessionMs),
+      'validate:run': Math.round(v.runMs),
+    });
   }
   saveModel(model, out);
   const ms = performance.now() - start;
   const cpu = process.cpuUsage(cpuStart);
-  console.log(JSON.stringify({ ms, cpuMs: (cpu.user + cpu.system) / 1000, maxRssBytes: process.resourceUsage().maxRSS * 1024, search, stages }));
+  console.log(
+    JSON.stringify({
+      ms,
+      cpuMs: (cpu.user + cpu.system) / 1000,
+      maxRssBytes: process.resourceUsage().maxRSS * 1024,
+      search,
+      stages,
+    }),
+  );
 }
 
 interface Measurement {
@@ -71,11 +87,18 @@ const REPEATS = 3;
 
 function measure(mode: string, file: string, out: string): Measurement {
   const runs = Array.from({ length: REPEATS }, (): Measurement => {
-    const stdout = execFileSync(process.execPath, ['--import', 'tsx', HERE, '--child', mode, file, out], { cwd: REPO, encoding: 'utf8' });
+    const stdout = execFileSync(process.execPath, ['--import', 'tsx', HERE, '--child', mode, file, out], {
+      cwd: REPO,
+      encoding: 'utf8',
+    });
     return JSON.parse(stdout.trim().split('\n').pop()!);
   });
   const fastest = runs.reduce((a, b) => (b.ms < a.ms ? b : a));
-  return { ...fastest, cpuMs: Math.min(...runs.map((r) => r.cpuMs)), maxRssBytes: Math.min(...runs.map((r) => r.maxRssBytes)) };
+  return {
+    ...fastest,
+    cpuMs: Math.min(...runs.map((r) => r.cpuMs)),
+    maxRssBytes: Math.min(...runs.map((r) => r.maxRssBytes)),
+  };
 }
 
 export async function run(): Promise<object> {

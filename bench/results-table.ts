@@ -32,14 +32,27 @@ if (!paperDir || !criteriaDir) {
 }
 const read = <T>(file: string): T => JSON.parse(fs.readFileSync(file, 'utf8')) as T;
 const pct = (x: number | undefined): string => (x === undefined ? '—' : `${(100 * x).toFixed(2)}%`);
-const top1 = (j: PruneJson, stage: string): number | undefined => j.pipeline.accuracy.find((a) => a.stage === stage)?.top1;
+const top1 = (j: PruneJson, stage: string): number | undefined =>
+  j.pipeline.accuracy.find((a) => a.stage === stage)?.top1;
 const seconds = (j: PruneJson, match: (name: string) => boolean): number =>
   j.pipeline.stages.filter((s) => match(s.name)).reduce((a, s) => a + s.seconds, 0);
 const row = (cells: (string | number)[]): string => `| ${cells.join(' | ')} |`;
 
 const out: string[] = [];
 out.push('### (a)–(d): 50% MACs, fine-tuned the same way', '');
-out.push(row(['arm', 'MACs kept', 'params kept', 'top-1 pruned', 'top-1 recalibrated', 'top-1 fine-tuned', 'select (s)', 'fine-tune (s)', 'evaluations (s)']));
+out.push(
+  row([
+    'arm',
+    'MACs kept',
+    'params kept',
+    'top-1 pruned',
+    'top-1 recalibrated',
+    'top-1 fine-tuned',
+    'select (s)',
+    'fine-tune (s)',
+    'evaluations (s)',
+  ]),
+);
 out.push(row(Array(9).fill('---')));
 const arms: [string, string][] = [
   ['(a) uniform widths + l1', 'uniform-l1'],
@@ -70,7 +83,19 @@ if (fs.existsSync(unprunedFile) && fs.statSync(unprunedFile).size > 0) {
   const u = read<FinetuneJson>(unprunedFile);
   const last = u.history[u.history.length - 1]!;
   const ft = u.history.reduce((a, h) => a + h.seconds, 0);
-  out.push(row(['(d) unpruned, fine-tuned', '100%', '100%', '—', '—', pct(last.valAccuracy), '—', ft.toFixed(0), '—']));
+  out.push(
+    row([
+      '(d) unpruned, fine-tuned',
+      '100%',
+      '100%',
+      '—',
+      '—',
+      pct(last.valAccuracy),
+      '—',
+      ft.toFixed(0),
+      '—',
+    ]),
+  );
 }
 out.push('');
 
@@ -80,19 +105,43 @@ if (fs.existsSync(auto) && fs.statSync(auto).size > 0) {
   out.push('Proxy scores of (c) on the 1,000 held-out training images (after BN recalibration):', '');
   out.push(row(['criterion', 'proxy top-1', 'proxy loss', 'chosen']));
   out.push(row(['---', '---', '---', '---']));
-  for (const c of j.pipeline.criteria) out.push(row([c.criterion, pct(c.top1), c.loss.toFixed(4), c.chosen ? 'yes' : '']));
+  for (const c of j.pipeline.criteria)
+    out.push(row([c.criterion, pct(c.top1), c.loss.toFixed(4), c.chosen ? 'yes' : '']));
   out.push('');
 }
 
 out.push('### Each criterion at 50% MACs, BN recalibrated, no fine-tuning (10,000 test images)', '');
-out.push(row(['model / widths', 'criterion', 'MACs kept', 'params kept', 'top-1 pruned', 'top-1 recalibrated', 'importance']));
+out.push(
+  row([
+    'model / widths',
+    'criterion',
+    'MACs kept',
+    'params kept',
+    'top-1 pruned',
+    'top-1 recalibrated',
+    'importance',
+  ]),
+);
 out.push(row(Array(7).fill('---')));
-const criteriaFiles = fs.readdirSync(criteriaDir).filter((f) => f.endsWith('.json') && !f.includes('.report.')).sort();
+const criteriaFiles = fs
+  .readdirSync(criteriaDir)
+  .filter((f) => f.endsWith('.json') && !f.includes('.report.'))
+  .sort();
 for (const f of criteriaFiles) {
   const j = read<PruneJson>(path.join(criteriaDir, f));
   const [kind, criterion] = f.replace('.json', '').split('-') as [string, string];
   const label = kind === 'bnfolded' ? 'ResNet-56 BN-folded, adaptive' : `ResNet-56, ${kind}`;
   const p = j.pipeline;
-  out.push(row([label, criterion, pct(p.after.macs / p.before.macs), pct(p.after.params / p.before.params), pct(top1(j, 'pruned')), pct(top1(j, 'recalibrated')), j.importanceSource]));
+  out.push(
+    row([
+      label,
+      criterion,
+      pct(p.after.macs / p.before.macs),
+      pct(p.after.params / p.before.params),
+      pct(top1(j, 'pruned')),
+      pct(top1(j, 'recalibrated')),
+      j.importanceSource,
+    ]),
+  );
 }
 console.log(out.join('\n'));

@@ -10,7 +10,13 @@ import { parseIdx } from '../src/data/idx.js';
 import { balancedSubset } from '../src/data/subset.js';
 
 const source = process.argv[2] ?? '/usr/share/datasets/fashion-mnist';
-const target = path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'fixtures', 'example', 'fashion-mnist');
+const target = path.join(
+  path.dirname(new URL(import.meta.url).pathname),
+  '..',
+  'fixtures',
+  'example',
+  'fashion-mnist',
+);
 const counts = { train: 3000, t10k: 1000 };
 
 function idxBytes(dims: number[], data: Uint8Array): Buffer {
@@ -38,7 +44,13 @@ for (const [split, count] of Object.entries(counts)) {
     outLabels[k] = labels.data[index]!;
   });
   // mtime 0 in the gzip header keeps the files byte-identical between runs.
-  fs.writeFileSync(path.join(target, `${split}-images-idx3-ubyte.gz`), gzipSync(idxBytes([chosen.length, images.dims[1]!, images.dims[2]!], outImages), { level: 9 }));
-  fs.writeFileSync(path.join(target, `${split}-labels-idx1-ubyte.gz`), gzipSync(idxBytes([chosen.length], outLabels), { level: 9 }));
+  fs.writeFileSync(
+    path.join(target, `${split}-images-idx3-ubyte.gz`),
+    gzipSync(idxBytes([chosen.length, images.dims[1]!, images.dims[2]!], outImages), { level: 9 }),
+  );
+  fs.writeFileSync(
+    path.join(target, `${split}-labels-idx1-ubyte.gz`),
+    gzipSync(idxBytes([chosen.length], outLabels), { level: 9 }),
+  );
   console.log(`${split}: ${chosen.length} images`);
 }

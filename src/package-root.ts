@@ -16,6 +16,7 @@ export function packageInfo(): { root: string; version: string } {
       const pkg = JSON.parse(fs.readFileSync(f, 'utf8')) as { name?: string; version?: string };
       if (pkg.name === 'adapruner') return (cached = { root: dir, version: pkg.version ?? 'unknown' });
     }
-    if (path.dirname(dir) === dir) throw new Error("cannot find adapruner's package.json above its own files");
+    if (path.dirname(dir) === dir)
+      throw new Error("cannot find adapruner's package.json above its own files");
   }
 }

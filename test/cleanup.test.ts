@@ -23,7 +23,13 @@ import {
 } from '../src/passes/index.js';
 import { FIXTURE_MODELS, fixture, needsShared, sharedModel } from './helpers.js';
 
-const SHARED = ['resnet20-cifar10.onnx', 'resnet32-cifar10.onnx', 'resnet44-cifar10.onnx', 'resnet56-cifar10.onnx', 'resnet56-cifar10-bnfolded.onnx'];
+const SHARED = [
+  'resnet20-cifar10.onnx',
+  'resnet32-cifar10.onnx',
+  'resnet44-cifar10.onnx',
+  'resnet56-cifar10.onnx',
+  'resnet56-cifar10-bnfolded.onnx',
+];
 
 function randomData(n: number, seed: number): Float32Array {
   let s = seed >>> 0 || 1;
@@ -37,13 +43,22 @@ function randomData(n: number, seed: number): Float32Array {
 
 /** Runs a model in onnxruntime (optimizations off) on a seeded input with symbolic dims set to `batch`. */
 async function run(model: Model, batch = 2): Promise<Record<string, ort.Tensor>> {
-  const session = await ort.InferenceSession.create(serializeModel(model), { graphOptimizationLevel: 'disabled' });
+  const session = await ort.InferenceSession.create(serializeModel(model), {
+    graphOptimizationLevel: 'disabled',
+  });
   const inits = new Set(model.graph.initializers);
   const feeds: Record<string, ort.Tensor> = {};
   model.graph.inputs.forEach((v, k) => {
     if (inits.has(v)) return;
     const dims = v.shape!.map((d) => (typeof d === 'number' ? d : batch));
-    feeds[v.name] = new ort.Tensor('float32', randomData(dims.reduce((a, b) => a * b, 1), 11 + k), dims);
+    feeds[v.name] = new ort.Tensor(
+      'float32',
+      randomData(
+        dims.reduce((a, b) => a * b, 1),
+        11 + k,
+      ),
+      dims,
+    );
   });
   const out = await session.run(feeds);
   await session.release();
@@ -57,11 +72,24 @@ function assertSameOutputs(a: Record<string, ort.Tensor>, b: Record<string, ort.
     const x = a[name]!.data as Float32Array;
     const y = b[name]!.data as Float32Array;
     // Bit-for-bit: compare the raw bytes, so -0 vs 0 or differing NaNs would fail too.
-    assert.ok(Buffer.from(x.buffer, x.byteOffset, x.byteLength).equals(Buffer.from(y.buffer, y.byteOffset, y.byteLength)), `${what}: values of ${name} differ`);
+    assert.ok(
+      Buffer.from(x.buffer, x.byteOffset, x.byteLength).equals(
+        Buffer.from(y.buffer, y.byteOffset, y.byteLength),
+      ),
+      `${what}: values of ${name} differ`,
+    );
   }
 }
 
-const ZERO: CleanupSummary = { identities: 0, dropouts: 0, folded: 0, foldedInitializers: 0, deadNodes: 0, unusedInitializers: 0, reordered: 0 };
+const ZERO: CleanupSummary = {
+  identities: 0,
+  dropouts: 0,
+  folded: 0,
+  foldedInitializers: 0,
+  deadNodes: 0,
+  unusedInitializers: 0,
+  reordered: 0,
+};
 
 /** Cleans `model` (with value_info recorded first, so dangling entries would show) and checks the invariants. */
 async function cleanAndCheck(model: Model, what: string): Promise<CleanupSummary> {
@@ -71,11 +99,19 @@ async function cleanAndCheck(model: Model, what: string): Promise<CleanupSummary
   const summary = cleanupPipeline(pm, model);
   assert.deepEqual(verifyModel(model), [], `${what}: IR verifies`);
   const defined = new Set(model.graph.definedValues());
-  for (const v of model.graph.valueInfo) assert.ok(defined.has(v), `${what}: value_info '${v.name}' is dangling`);
-  assert.equal(new Set(model.graph.valueInfo.map((v) => v.name)).size, model.graph.valueInfo.length, `${what}: value_info names unique`);
+  for (const v of model.graph.valueInfo)
+    assert.ok(defined.has(v), `${what}: value_info '${v.name}' is dangling`);
+  assert.equal(
+    new Set(model.graph.valueInfo.map((v) => v.name)).size,
+    model.graph.valueInfo.length,
+    `${what}: value_info names unique`,
+  );
   const bytes = serializeModel(model);
   assert.deepEqual(cleanupPipeline(pm, model), ZERO, `${what}: a second run changes nothing`);
-  assert.ok(Buffer.from(serializeModel(model)).equals(Buffer.from(bytes)), `${what}: a second run leaves the same bytes`);
+  assert.ok(
+    Buffer.from(serializeModel(model)).equals(Buffer.from(bytes)),
+    `${what}: a second run leaves the same bytes`,
+  );
   assertSameOutputs(before, await run(decodeModel(bytes)), what);
   return summary;
 }
@@ -100,13 +136,26 @@ describe('cleanup pipeline on real exports', () => {
       const model = loadModel(sharedModel(file));
       const summary = await cleanAndCheck(model, file);
       assert.ok(summary.folded > 0);
-      const pads = model.graph.nodes.filter((n) => n.opType === 'Pad').map((n) => n.input(1).initializer?.toNumbers());
+      const pads = model.graph.nodes
+        .filter((n) => n.opType === 'Pad')
+        .map((n) => n.input(1).initializer?.toNumbers());
       assert.deepEqual(pads, [
         [0, 8, 0, 0, 0, 8, 0, 0],
         [0, 16, 0, 0, 0, 16, 0, 0],
       ]);
       const ops = opCounts(model);
-      for (const op of ['Shape', 'Gather', 'ConstantOfShape', 'Constant', 'Concat', 'Transpose', 'Cast', 'Reshape', 'Mul', 'Sub'])
+      for (const op of [
+        'Shape',
+        'Gather',
+        'ConstantOfShape',
+        'Constant',
+        'Concat',
+        'Transpose',
+        'Cast',
+        'Reshape',
+        'Mul',
+        'Sub',
+      ])
         assert.equal(ops.get(op) ?? 0, 0, `${file}: no ${op} left`);
       assert.equal(ops.get('Slice'), 4, 'the ::2 shortcut slices stay');
       assert.equal(ops.get('Conv'), opCounts(loadModel(sharedModel(file))).get('Conv'), 'convs untouched');
@@ -117,15 +166,32 @@ describe('cleanup pipeline on real exports', () => {
     const original = loadModel(sharedModel('resnet56-cifar10.onnx'));
     const model = loadModel(sharedModel('resnet56-cifar10.onnx'));
     cleanupPipeline(new PassManager(), model);
-    const keptOps = new Set(['Conv', 'BatchNormalization', 'Relu', 'Add', 'Pad', 'GlobalAveragePool', 'Flatten', 'Gemm']);
+    const keptOps = new Set([
+      'Conv',
+      'BatchNormalization',
+      'Relu',
+      'Add',
+      'Pad',
+      'GlobalAveragePool',
+      'Flatten',
+      'Gemm',
+    ]);
     const expected = original.graph.nodes.filter((n) => keptOps.has(n.opType)).map((n) => n.name);
-    assert.deepEqual(model.graph.nodes.filter((n) => keptOps.has(n.opType)).map((n) => n.name), expected);
+    assert.deepEqual(
+      model.graph.nodes.filter((n) => keptOps.has(n.opType)).map((n) => n.name),
+      expected,
+    );
   });
 });
 
 // ------------------------------------------------------------------------------------------ built models
 
-function tiny(opset = 13): { g: Graph; x: Value; model: (outs: Value[]) => Model; node: (op: string, ins: (Value | undefined)[], n?: number, name?: string) => Value[] } {
+function tiny(opset = 13): {
+  g: Graph;
+  x: Value;
+  model: (outs: Value[]) => Model;
+  node: (op: string, ins: (Value | undefined)[], n?: number, name?: string) => Value[];
+} {
   const g = new Graph();
   const x = new Value('x', tensorType(DataType.FLOAT, ['N', 3]));
   g.inputs.push(x);
@@ -162,9 +228,16 @@ describe('remove-identity', () => {
     const before = await run(m);
     const result = removeIdentity.run(m);
     assert.equal(result.removed, 2);
-    assert.deepEqual(m.graph.outputs.map((v) => v.name), [y!.name, passthrough!.name, z!.name]);
+    assert.deepEqual(
+      m.graph.outputs.map((v) => v.name),
+      [y!.name, passthrough!.name, z!.name],
+    );
     assert.equal(m.graph.outputs[0]!.producer?.opType, 'Relu');
-    assert.equal(m.graph.outputs[1]!.producer?.opType, 'Identity', 'an input cannot be renamed; the Identity stays');
+    assert.equal(
+      m.graph.outputs[1]!.producer?.opType,
+      'Identity',
+      'an input cannot be renamed; the Identity stays',
+    );
     assert.deepEqual(verifyModel(m), []);
     assertSameOutputs(before, await run(m), 'identity');
   });
@@ -175,9 +248,15 @@ describe('remove-dropout', () => {
     const t = tiny(opset);
     const ins: (Value | undefined)[] = [t.x];
     if (training !== undefined) {
-      const ratio = t.g.addInitializer(new Value('ratio', tensorType(DataType.FLOAT, [])), Tensor.scalarFloat(0.5));
+      const ratio = t.g.addInitializer(
+        new Value('ratio', tensorType(DataType.FLOAT, [])),
+        Tensor.scalarFloat(0.5),
+      );
       const [mode] = t.node('Constant', []);
-      mode!.producer!.attributes.set('value', tensorAttr(Tensor.fromArray(DataType.BOOL, [], [training ? 1 : 0])));
+      mode!.producer!.attributes.set(
+        'value',
+        tensorAttr(Tensor.fromArray(DataType.BOOL, [], [training ? 1 : 0])),
+      );
       ins.push(ratio, mode);
     }
     const [out, mask] = t.node('Dropout', ins, 2);
@@ -200,7 +279,11 @@ describe('remove-dropout', () => {
     ] as const) {
       const m = dropoutModel(opset, training, mask);
       const before = training ? undefined : await run(m);
-      assert.equal(removeDropout.run(m).removed, expected, `opset ${opset} training ${training} mask ${mask}`);
+      assert.equal(
+        removeDropout.run(m).removed,
+        expected,
+        `opset ${opset} training ${training} mask ${mask}`,
+      );
       assert.deepEqual(verifyModel(m), []);
       if (before) assertSameOutputs(before, await run(m), `dropout opset ${opset}`);
     }
@@ -228,7 +311,10 @@ describe('dead code, folding details, topological order', () => {
       b.outputs.push(o);
       return b;
     };
-    const cond = t.g.addInitializer(new Value('cond', tensorType(DataType.BOOL, [])), Tensor.fromArray(DataType.BOOL, [], [1]));
+    const cond = t.g.addInitializer(
+      new Value('cond', tensorType(DataType.BOOL, [])),
+      Tensor.fromArray(DataType.BOOL, [], [1]),
+    );
     const [out] = t.node('If', [cond], 1, 'if');
     out!.producer!.attributes.set('then_branch', { type: AttributeType.GRAPH, value: branch('Relu') });
     out!.producer!.attributes.set('else_branch', { type: AttributeType.GRAPH, value: branch('Abs') });
@@ -240,7 +326,10 @@ describe('dead code, folding details, topological order', () => {
     const m = subgraphModel(false);
     const before = await run(m);
     assert.equal(removeDeadNodes.run(m).removed, 2);
-    assert.deepEqual(m.graph.nodes.map((n) => n.name), ['feeds_branch', 'if']);
+    assert.deepEqual(
+      m.graph.nodes.map((n) => n.name),
+      ['feeds_branch', 'if'],
+    );
     assert.deepEqual(verifyModel(m), []);
     assertSameOutputs(before, await run(m), 'subgraph');
   });
@@ -249,17 +338,27 @@ describe('dead code, folding details, topological order', () => {
     const m = subgraphModel(true);
     const summary = cleanupPipeline(new PassManager({ debug: true }), m);
     assert.equal(summary.deadNodes, 1);
-    assert.deepEqual(m.graph.nodes.map((n) => n.name), ['feeds_branch', 'returned_by_branch', 'if']);
+    assert.deepEqual(
+      m.graph.nodes.map((n) => n.name),
+      ['feeds_branch', 'returned_by_branch', 'if'],
+    );
     assert.deepEqual(verifyModel(m), []);
   });
 
   it('folds integer and float constant chains exactly as onnxruntime computes them', async () => {
     const t = tiny();
-    const init = (name: string, tensor: Tensor): Value => t.g.addInitializer(new Value(name, tensorType(tensor.dataType, [...tensor.dims])), tensor);
+    const init = (name: string, tensor: Tensor): Value =>
+      t.g.addInitializer(new Value(name, tensorType(tensor.dataType, [...tensor.dims])), tensor);
     const a = init('a', Tensor.int64([-7, 9, 5, -3]));
     const two = init('two', Tensor.int64([2], []));
     const [q] = t.node('Div', [a, two]); // truncates toward zero: [-3, 4, 2, -1]
-    const [rev] = t.node('Slice', [q!, init('s', Tensor.int64([-1])), init('e', Tensor.int64([-9223372036854775807n])), init('ax', Tensor.int64([0])), init('st', Tensor.int64([-1]))]);
+    const [rev] = t.node('Slice', [
+      q!,
+      init('s', Tensor.int64([-1])),
+      init('e', Tensor.int64([-9223372036854775807n])),
+      init('ax', Tensor.int64([0])),
+      init('st', Tensor.int64([-1])),
+    ]);
     const [f] = t.node('Cast', [rev!]);
     f!.producer!.attributes.set('to', intAttr(DataType.FLOAT));
     const third = init('third', Tensor.fromArray(DataType.FLOAT, [], [3]));
@@ -271,14 +370,22 @@ describe('dead code, folding details, topological order', () => {
     const before = await run(m);
     const result = foldConstants.run(m, undefined);
     assert.equal(result.initializers, 1);
-    assert.deepEqual(m.graph.nodes.map((n) => n.opType), ['Mul']);
+    assert.deepEqual(
+      m.graph.nodes.map((n) => n.opType),
+      ['Mul'],
+    );
     assertSameOutputs(before, await run(m), 'folded chain');
   });
 
   it('leaves the Shape of a batch-dependent value alone', () => {
     const t = tiny();
     const [s] = t.node('Shape', [t.x]);
-    const [s2] = t.node('Shape', [t.node('Reshape', [t.x, t.g.addInitializer(new Value('r', tensorType(DataType.INT64, [2])), Tensor.int64([3, -1]))])[0]!]);
+    const [s2] = t.node('Shape', [
+      t.node('Reshape', [
+        t.x,
+        t.g.addInitializer(new Value('r', tensorType(DataType.INT64, [2])), Tensor.int64([3, -1])),
+      ])[0]!,
+    ]);
     s!.type = tensorType(DataType.INT64, [2]);
     const [c] = t.node('Concat', [s!, s2!]);
     c!.producer!.attributes.set('axis', intAttr(0));
@@ -291,11 +398,13 @@ describe('dead code, folding details, topological order', () => {
     const m = loadModel(fixture('senet.onnx'));
     const sorted = m.graph.nodes.map((n) => n.name);
     assert.equal(topoSort.run(m).moved, 0);
-    assert.deepEqual(m.graph.nodes.map((n) => n.name), sorted);
+    assert.deepEqual(
+      m.graph.nodes.map((n) => n.name),
+      sorted,
+    );
     m.graph.nodes.reverse();
     assert.notDeepEqual(verifyModel(m), []);
     assert.ok(topoSort.run(m).moved > 0);
     assert.deepEqual(verifyModel(m), []);
   });
 });
-

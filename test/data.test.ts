@@ -282,7 +282,10 @@ describe('image folders written by the test (PNG, WebP, grayscale, resize and cr
     await collect(uncached, spec, 4);
     fs.rmSync(path.join(root, 'zebra', 'a.png'));
     assert.deepEqual(await collect(cached, spec, 4), first, 'second pass served from memory');
-    await assert.rejects(collect(uncached, spec, 4), /zebra\/a\.png: cannot read the image \(no such file or folder\)/);
+    await assert.rejects(
+      collect(uncached, spec, 4),
+      /zebra\/a\.png: cannot read the image \(no such file or folder\)/,
+    );
     const other = (await writeFolder()).root;
     const tight = await openDataset(other, { decodedCacheBytes: 2 * 8 * 6 * 3 }); // room for two images
     for await (const _ of batches(tight, { spec, batchSize: 1, ahead: 0, indices: [0, 1, 3] })); // one at a time

@@ -14,13 +14,22 @@ export function sharedModel(name: string): string {
 /** `{ skip: reason }` for node:test when a shared file is missing, so the skip is visible in the summary. */
 export function needsShared(...relative: string[]): { skip: string | false } {
   for (const r of relative) {
-    if (!fs.existsSync(path.join(SHARED, r))) return { skip: `../shared/${r} is absent (shared data not present)` };
+    if (!fs.existsSync(path.join(SHARED, r)))
+      return { skip: `../shared/${r} is absent (shared data not present)` };
   }
   return { skip: false };
 }
 
 /** The BN-kept fixture models exported by fixtures/make_fixtures.py. */
-export const FIXTURE_MODELS = ['resnet_a', 'resnet_b', 'mobilenetv2', 'vgg', 'densenet', 'senet', 'fmnist_cnn'] as const;
+export const FIXTURE_MODELS = [
+  'resnet_a',
+  'resnet_b',
+  'mobilenetv2',
+  'vgg',
+  'densenet',
+  'senet',
+  'fmnist_cnn',
+] as const;
 
 export function fixture(name: string): string {
   return path.join(FIXTURES, name);

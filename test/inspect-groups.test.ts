@@ -11,8 +11,14 @@ async function cli(...args: string[]): Promise<{ code: number; stdout: string; s
   let stderr = '';
   const out = process.stdout.write.bind(process.stdout);
   const err = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((chunk: string | Uint8Array) => ((stdout += String(chunk)), true)) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: string | Uint8Array) => ((stderr += String(chunk)), true)) as typeof process.stderr.write;
+  process.stdout.write = ((chunk: string | Uint8Array) => (
+    (stdout += String(chunk)),
+    true
+  )) as typeof process.stdout.write;
+  process.stderr.write = ((chunk: string | Uint8Array) => (
+    (stderr += String(chunk)),
+    true
+  )) as typeof process.stderr.write;
   try {
     return { code: await main(args), stdout, stderr };
   } finally {
@@ -22,7 +28,9 @@ async function cli(...args: string[]): Promise<{ code: number; stdout: string; s
 }
 
 /** Parses the text section: the table rows and the `id: member, member` lines. */
-function parseGroupsText(text: string): { id: number; channels: number; members: number; frozen: string; list: string[] }[] {
+function parseGroupsText(
+  text: string,
+): { id: number; channels: number; members: number; frozen: string; list: string[] }[] {
   const lines = text.split('\n');
   const head = lines.findIndex((l) => /^group\s+channels\s+members\s+frozen$/.test(l));
   assert.ok(head >= 0, 'groups table header');
@@ -30,7 +38,13 @@ function parseGroupsText(text: string): { id: number; channels: number; members:
   for (const l of lines.slice(head + 2)) {
     const m = /^\s*(\d+)\s+([\d,]+)\s+([\d,]+)(?:\s{2}(.*))?$/.exec(l);
     if (!m) break;
-    rows.push({ id: Number(m[1]), channels: Number(m[2]!.replace(/,/g, '')), members: Number(m[3]!.replace(/,/g, '')), frozen: m[4] ?? '', list: [] });
+    rows.push({
+      id: Number(m[1]),
+      channels: Number(m[2]!.replace(/,/g, '')),
+      members: Number(m[3]!.replace(/,/g, '')),
+      frozen: m[4] ?? '',
+      list: [],
+    });
   }
   const start = lines.indexOf('members:');
   assert.ok(start > head, 'members listing');
@@ -56,7 +70,10 @@ async function checkModel(file: string): Promise<void> {
   assert.equal(parsed.length, expected.length);
   parsed.forEach((r, i) => {
     const e = expected[i]!;
-    assert.deepEqual([r.id, r.channels, r.members, r.frozen, r.list], [e.id, e.channels, e.members.length, e.frozen ?? '', e.members]);
+    assert.deepEqual(
+      [r.id, r.channels, r.members, r.frozen, r.list],
+      [e.id, e.channels, e.members.length, e.frozen ?? '', e.members],
+    );
   });
   // Every group holding a graph output is frozen, and says so.
   for (const name of outputs) {
@@ -64,25 +81,35 @@ async function checkModel(file: string): Promise<void> {
     assert.ok(holder, `a group holds output '${name}'`);
     assert.match(holder.frozen, new RegExp(`graph output '${name.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}'`));
   }
-  assert.ok(parsed.some((r) => r.frozen === ''), 'some group is prunable');
+  assert.ok(
+    parsed.some((r) => r.frozen === ''),
+    'some group is prunable',
+  );
 }
 
 describe('inspect --groups', () => {
-  for (const name of FIXTURE_MODELS) it(`${name} (BN kept and folded)`, async () => {
-    await checkModel(fixture(`${name}.onnx`));
-    await checkModel(fixture(`${name}-bnfolded.onnx`));
-  });
+  for (const name of FIXTURE_MODELS)
+    it(`${name} (BN kept and folded)`, async () => {
+      await checkModel(fixture(`${name}.onnx`));
+      await checkModel(fixture(`${name}-bnfolded.onnx`));
+    });
 
   it('structure-only torchvision ResNet-50 (weights absent: the analysis reads no weight data)', async () => {
     await checkModel(fixture('torchvision/resnet50.onnx'));
   });
 
-  it('shared ResNet-56: one residual-stream group of 64 channels across the three stages', needsShared('models/resnet56-cifar10.onnx'), async () => {
-    const file = sharedModel('resnet56-cifar10.onnx');
-    await checkModel(file);
-    const rows = await describeGroups(loadModel(file));
-    const stream = rows.filter((r) => r.members.some((m) => m.includes('/layer3/')) && r.members.some((m) => m.includes('/layer1/')));
-    assert.equal(stream.length, 1);
-    assert.equal(stream[0]!.channels, 64);
-  });
+  it(
+    'shared ResNet-56: one residual-stream group of 64 channels across the three stages',
+    needsShared('models/resnet56-cifar10.onnx'),
+    async () => {
+      const file = sharedModel('resnet56-cifar10.onnx');
+      await checkModel(file);
+      const rows = await describeGroups(loadModel(file));
+      const stream = rows.filter(
+        (r) => r.members.some((m) => m.includes('/layer3/')) && r.members.some((m) => m.includes('/layer1/')),
+      );
+      assert.equal(stream.length, 1);
+      assert.equal(stream[0]!.channels, 64);
+    },
+  );
 });

@@ -23,7 +23,10 @@ async function runCli(args: string[]): Promise<{ code: number; out: string; err:
   const err: string[] = [];
   const [log, write] = [console.log, process.stderr.write.bind(process.stderr)];
   console.log = (...a: unknown[]) => void out.push(a.map(String).join(' '));
-  process.stderr.write = ((chunk: string | Uint8Array) => (err.push(String(chunk)), true)) as typeof process.stderr.write;
+  process.stderr.write = ((chunk: string | Uint8Array) => (
+    err.push(String(chunk)),
+    true
+  )) as typeof process.stderr.write;
   try {
     return { code: await main(args), out: out.join('\n'), err: err.join('') };
   } finally {
@@ -43,7 +46,10 @@ function assertNetronClean(file: string): void {
   const model = loadModel(file);
   const defined = new Set(model.graph.definedValues().map((v) => v.name));
   for (const v of model.graph.valueInfo) assert.ok(defined.has(v.name), `dangling value_info '${v.name}'`);
-  assert.ok(model.opsetImports.some((o) => o.domain === '' && o.version >= 7), 'default-domain opset import');
+  assert.ok(
+    model.opsetImports.some((o) => o.domain === '' && o.version >= 7),
+    'default-domain opset import',
+  );
   const names = model.graph.nodes.map((n) => n.name);
   assert.equal(new Set(names).size, names.length, 'node names are unique');
 }
@@ -54,7 +60,7 @@ function assertNetronClean(file: string): void {
  */
 async function writeColourDataset(dir: string, perClass: number): Promise<string> {
   let seed = 12345;
-  const rand = (): number => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+  const rand = (): number => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
   for (const split of ['train', 'test']) {
     for (let c = 0; c < 10; c++) {
       const folder = path.join(dir, split, `class${c}`);
@@ -62,15 +68,18 @@ async function writeColourDataset(dir: string, perClass: number): Promise<string
       const base = [(c * 73) % 256, (c * 151) % 256, (c * 37 + 80) % 256];
       for (let i = 0; i < (split === 'train' ? perClass : perClass / 2); i++) {
         const px = Buffer.alloc(32 * 32 * 3);
-        for (let p = 0; p < px.length; p++) px[p] = Math.max(0, Math.min(255, base[p % 3]! + (rand() - 0.5) * 120));
-        await sharp(px, { raw: { width: 32, height: 32, channels: 3 } }).png().toFile(path.join(folder, `${i}.png`));
+        for (let p = 0; p < px.length; p++)
+          px[p] = Math.max(0, Math.min(255, base[p % 3]! + (rand() - 0.5) * 120));
+        await sharp(px, { raw: { width: 32, height: 32, channels: 3 } })
+          .png()
+          .toFile(path.join(folder, `${i}.png`));
       }
     }
   }
   return dir;
 }
 
-test('the paper\'s families (ResNet, VGG, MobileNetV2 fixtures) run through the whole pipeline', async () => {
+test("the paper's families (ResNet, VGG, MobileNetV2 fixtures) run through the whole pipeline", async () => {
   const data = await writeColourDataset(tmpDir(), 40);
   const train = await openDataset(data, { split: 'train' });
   const val = await openDataset(data, { split: 'test' });
@@ -83,7 +92,14 @@ test('the paper\'s families (ResNet, VGG, MobileNetV2 fixtures) run through the 
       flops: 0.5,
       criterion: 'auto',
       candidates: ['l1', 'bn', 'random'],
-      data: { train, val, spec: PRESETS.cifar10, calibrationImages: 100, recalibrationBatches: 2, recalibrationBatchSize: 50 },
+      data: {
+        train,
+        val,
+        spec: PRESETS.cifar10,
+        calibrationImages: 100,
+        recalibrationBatches: 2,
+        recalibrationBatchSize: 50,
+      },
       finetune: { epochs: 1, batchSize: 50, lr: 0.01, limit: 200 },
     });
     const stages = result.report.accuracy.map((a) => a.stage);
@@ -100,49 +116,106 @@ test('the paper\'s families (ResNet, VGG, MobileNetV2 fixtures) run through the 
   }
 });
 
-test('prune --data on the shared ResNet-56 meets the budget, validates, evaluates and writes three reports', needsShared('models/resnet56-cifar10.onnx', 'data/cifar10-jpg.tar'), async () => {
-  const dir = tmpDir();
-  const input = path.join(SHARED, 'models', 'resnet56-cifar10.onnx');
-  const tar = path.join(SHARED, 'data', 'cifar10-jpg.tar');
-  const out = path.join(dir, 'r56-half.onnx');
-  const { code, out: stdout, err } = await runCli([
-    'prune', input, '--flops', '0.5', '--criterion', 'l1', '--data', tar, '--val', tar, '--val-limit', '500',
-    '--preset', 'cifar10', '--calibration-images', '300', '--recal-batches', '4', '--recal-batch-size', '64',
-    '--finetune-epochs', '1', '--finetune-limit', '640', '--finetune-batch', '64', '-o', out, '--json',
-  ]);
-  assert.equal(code, 0, err);
-  const summary = JSON.parse(stdout) as { pipeline: { accuracy: { stage: string; top1: number }[]; after: { macs: number }; before: { macs: number } }; files: string[] };
-  assert.deepEqual(summary.files.map((f) => path.basename(f)), ['r56-half.onnx', 'r56-half.onnx.report.json', 'r56-half.onnx.report.svg', 'r56-half.onnx.report.md']);
-  for (const f of summary.files) assert.ok(fs.statSync(f).size > 0, f);
-  const macs = countCost(loadModel(out)).totalMacs;
-  assert.equal(summary.pipeline.before.macs, 125_485_696);
-  assert.ok(macs <= 0.5 * 125_485_696 && macs >= 0.995 * 0.5 * 125_485_696, `${macs}`);
-  assert.equal(macs, summary.pipeline.after.macs);
-  const acc = Object.fromEntries(summary.pipeline.accuracy.map((a) => [a.stage, a.top1]));
-  assert.ok(acc.original! > 0.78, `original ${acc.original}`);
-  assert.ok(acc.recalibrated! > acc.pruned!, 'recalibration recovers accuracy lost by pruning');
-  assert.ok(acc.finetuned! > acc.pruned!, 'fine-tuning beats the raw pruned model');
-  // The output runs in onnxruntime, with its symbolic batch intact, and carries the pruning record.
-  const session = await ort.InferenceSession.create(out);
-  const y = await session.run({ input: new ort.Tensor('float32', new Float32Array(3 * 3 * 32 * 32), [3, 3, 32, 32]) });
-  assert.deepEqual(y.logits!.dims, [3, 10]);
-  await session.release();
-  const record = JSON.parse(loadModel(out).getMetadata('adapruner.pruning')!) as { pruned: { macs: number } };
-  assert.equal(record.pruned.macs, macs);
-  assertNetronClean(out);
-  const md = fs.readFileSync(`${out}.report.md`, 'utf8');
-  assert.match(md, /\| finetuned \| \d+\.\d\d% \|/);
-  const checker = onnxChecker();
-  if (checker) execFileSync(checker, ['-c', `import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)`, out]);
-});
+test(
+  'prune --data on the shared ResNet-56 meets the budget, validates, evaluates and writes three reports',
+  needsShared('models/resnet56-cifar10.onnx', 'data/cifar10-jpg.tar'),
+  async () => {
+    const dir = tmpDir();
+    const input = path.join(SHARED, 'models', 'resnet56-cifar10.onnx');
+    const tar = path.join(SHARED, 'data', 'cifar10-jpg.tar');
+    const out = path.join(dir, 'r56-half.onnx');
+    const {
+      code,
+      out: stdout,
+      err,
+    } = await runCli([
+      'prune',
+      input,
+      '--flops',
+      '0.5',
+      '--criterion',
+      'l1',
+      '--data',
+      tar,
+      '--val',
+      tar,
+      '--val-limit',
+      '500',
+      '--preset',
+      'cifar10',
+      '--calibration-images',
+      '300',
+      '--recal-batches',
+      '4',
+      '--recal-batch-size',
+      '64',
+      '--finetune-epochs',
+      '1',
+      '--finetune-limit',
+      '640',
+      '--finetune-batch',
+      '64',
+      '-o',
+      out,
+      '--json',
+    ]);
+    assert.equal(code, 0, err);
+    const summary = JSON.parse(stdout) as {
+      pipeline: {
+        accuracy: { stage: string; top1: number }[];
+        after: { macs: number };
+        before: { macs: number };
+      };
+      files: string[];
+    };
+    assert.deepEqual(
+      summary.files.map((f) => path.basename(f)),
+      ['r56-half.onnx', 'r56-half.onnx.report.json', 'r56-half.onnx.report.svg', 'r56-half.onnx.report.md'],
+    );
+    for (const f of summary.files) assert.ok(fs.statSync(f).size > 0, f);
+    const macs = countCost(loadModel(out)).totalMacs;
+    assert.equal(summary.pipeline.before.macs, 125_485_696);
+    assert.ok(macs <= 0.5 * 125_485_696 && macs >= 0.995 * 0.5 * 125_485_696, `${macs}`);
+    assert.equal(macs, summary.pipeline.after.macs);
+    const acc = Object.fromEntries(summary.pipeline.accuracy.map((a) => [a.stage, a.top1]));
+    assert.ok(acc.original! > 0.78, `original ${acc.original}`);
+    assert.ok(acc.recalibrated! > acc.pruned!, 'recalibration recovers accuracy lost by pruning');
+    assert.ok(acc.finetuned! > acc.pruned!, 'fine-tuning beats the raw pruned model');
+    // The output runs in onnxruntime, with its symbolic batch intact, and carries the pruning record.
+    const session = await ort.InferenceSession.create(out);
+    const y = await session.run({
+      input: new ort.Tensor('float32', new Float32Array(3 * 3 * 32 * 32), [3, 3, 32, 32]),
+    });
+    assert.deepEqual(y.logits!.dims, [3, 10]);
+    await session.release();
+    const record = JSON.parse(loadModel(out).getMetadata('adapruner.pruning')!) as {
+      pruned: { macs: number };
+    };
+    assert.equal(record.pruned.macs, macs);
+    assertNetronClean(out);
+    const md = fs.readFileSync(`${out}.report.md`, 'utf8');
+    assert.match(md, /\| finetuned \| \d+\.\d\d% \|/);
+    const checker = onnxChecker();
+    if (checker)
+      execFileSync(checker, [
+        '-c',
+        `import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)`,
+        out,
+      ]);
+  },
+);
 
 test('npm start: the bundled example completes and prints accuracy before and after', () => {
   const dir = tmpDir();
-  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(REPO, 'bin', 'adapruner.ts'), 'example', '-o', path.join(dir, 'ex.onnx')], {
-    cwd: REPO,
-    encoding: 'utf8',
-    timeout: 120_000,
-  });
+  const r = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', path.join(REPO, 'bin', 'adapruner.ts'), 'example', '-o', path.join(dir, 'ex.onnx')],
+    {
+      cwd: REPO,
+      encoding: 'utf8',
+      timeout: 120_000,
+    },
+  );
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /original\s+\d+\.\d\d%/);
   assert.match(r.stdout, /finetuned\s+\d+\.\d\d%/);
@@ -161,7 +234,10 @@ test('data-free prune says what it skipped; --dry-run writes nothing; bad reques
   assert.equal(r.code, 2);
   const errors = r.err.split('\n').filter((l) => l.startsWith('adapruner:'));
   assert.equal(errors.length, 1, r.err);
-  assert.match(errors[0]!, /^adapruner: --flops 0.001 is not achievable: the smallest model .* keeps 0\.\d+ of the original MACs/);
+  assert.match(
+    errors[0]!,
+    /^adapruner: --flops 0.001 is not achievable: the smallest model .* keeps 0\.\d+ of the original MACs/,
+  );
   r = await runCli(['prune', fixture('resnet_b.onnx'), '--flops', '0.5', '--criterion', 'auto', '-o', out]);
   assert.equal(r.code, 2);
   assert.match(r.err, /give --data/);
@@ -173,13 +249,31 @@ test('data-free prune says what it skipped; --dry-run writes nothing; bad reques
 test('--latency measures candidates inside the search and reports measured latency', async () => {
   const dir = tmpDir();
   const out = path.join(dir, 'lat.onnx');
-  const r = await runCli(['prune', fixture('vgg.onnx'), '--latency', '0.8', '--latency-batch', '8', '-o', out, '--json']);
+  const r = await runCli([
+    'prune',
+    fixture('vgg.onnx'),
+    '--latency',
+    '0.8',
+    '--latency-batch',
+    '8',
+    '-o',
+    out,
+    '--json',
+  ]);
   assert.equal(r.code, 0, r.err);
-  const s = JSON.parse(r.out) as { pipeline: { budget: { kind: string; achieved: number }; before: { latencyMs: number }; after: { latencyMs: number; macs: number } } };
+  const s = JSON.parse(r.out) as {
+    pipeline: {
+      budget: { kind: string; achieved: number };
+      before: { latencyMs: number };
+      after: { latencyMs: number; macs: number };
+    };
+  };
   assert.equal(s.pipeline.budget.kind, 'latency');
   assert.ok(s.pipeline.before.latencyMs > 0 && s.pipeline.after.latencyMs > 0);
   assert.equal(countCost(loadModel(out)).totalMacs, s.pipeline.after.macs);
   // Every channel count is a multiple of 8 (the default rounding in latency mode) or a whole frozen group.
-  const record = JSON.parse(loadModel(out).getMetadata('adapruner.pruning')!) as { groups: { before: number; after: number }[] };
+  const record = JSON.parse(loadModel(out).getMetadata('adapruner.pruning')!) as {
+    groups: { before: number; after: number }[];
+  };
   for (const g of record.groups) assert.ok(g.after % 8 === 0 || g.after === g.before, JSON.stringify(g));
 });

@@ -7,9 +7,15 @@ import { load, maskRemovedChannels, maxAbsDiff, runModel } from './prune-helpers
 const FILES = FIXTURE_MODELS.flatMap((m) => [fixture(`${m}.onnx`), fixture(`${m}-bnfolded.onnx`)]);
 
 /** Prunes a fresh copy with `options`, then checks it against the original with the removed channels zeroed. */
-async function checkMaskEquivalence(file: string, options: Parameters<typeof pruneModel>[1]): Promise<number> {
+async function checkMaskEquivalence(
+  file: string,
+  options: Parameters<typeof pruneModel>[1],
+): Promise<number> {
   const { model: pruned, plan, report } = await pruneModel(load(file), options);
-  assert.ok(report.groups.some((g) => g.after < g.before), 'the plan removes something');
+  assert.ok(
+    report.groups.some((g) => g.after < g.before),
+    'the plan removes something',
+  );
   const masked = load(file);
   const analysis = await analyzeModel(masked);
   const keep = plan.groups.map((g) => {

@@ -6,7 +6,9 @@ import { probeInputDims, randomInputs } from '../src/prune/probe.js';
 export async function runModel(model: Model, batch = 2, seed = 7): Promise<Float32Array[]> {
   const dims = probeInputDims(model);
   for (const [k, d] of dims) dims.set(k, [batch, ...d.slice(1)]);
-  const session = await ort.InferenceSession.create(serializeModel(model), { graphOptimizationLevel: 'disabled' });
+  const session = await ort.InferenceSession.create(serializeModel(model), {
+    graphOptimizationLevel: 'disabled',
+  });
   try {
     const out = await session.run(randomInputs(model, dims, seed));
     return model.graph.outputs.map((v) => out[v.name]!.data as Float32Array);
@@ -29,7 +31,8 @@ export function maxAbsDiff(a: Float32Array[], b: Float32Array[]): number {
  * biases) and BN gamma and beta of every member, so BN outputs 0 (beta + gamma * x̂ with both zero).
  */
 export function maskRemovedChannels(analysis: GroupAnalysis, keep: Uint8Array[]): void {
-  const removed = (s: { group: number; classOf: Int32Array }, p: number): boolean => !keep[s.group]![s.classOf[p]!];
+  const removed = (s: { group: number; classOf: Int32Array }, p: number): boolean =>
+    !keep[s.group]![s.classOf[p]!];
   for (const a of analysis.actions) {
     if (a.kind === 'conv' || a.kind === 'convTranspose' || a.kind === 'gemm' || a.kind === 'matmul') {
       const w = constantOf(a.node.inputs[1])!;

@@ -27,15 +27,21 @@ describe('prune: plans', () => {
     const bad = (edit: (p: Plan) => void, pattern: RegExp) => async () => {
       const p = JSON.parse(JSON.stringify(plan)) as Plan;
       edit(p);
-      await assert.rejects(pruneModel(load(fixture('resnet_b.onnx')), { plan: p, planSource: 'p.json' }), (e: Error) => {
-        assert.ok(e instanceof UserError, e.message);
-        assert.match(e.message, pattern);
-        return true;
-      });
+      await assert.rejects(
+        pruneModel(load(fixture('resnet_b.onnx')), { plan: p, planSource: 'p.json' }),
+        (e: Error) => {
+          assert.ok(e instanceof UserError, e.message);
+          assert.match(e.message, pattern);
+          return true;
+        },
+      );
     };
     await bad((p) => (p.groups[2]!.keep = [999]), /p\.json: group 2: channel index 999 is out of range/)();
     await bad((p) => (p.groups[2]!.keep = [3, 1]), /group 2: "keep" must be strictly ascending/)();
-    await bad((p) => (p.groups[0]!.keep = [0]), /group 0 is frozen \(graph input 'input'\) and must keep all 3/)();
+    await bad(
+      (p) => (p.groups[0]!.keep = [0]),
+      /group 0 is frozen \(graph input 'input'\) and must keep all 3/,
+    )();
     await bad((p) => p.groups.pop(), /made for another model/)();
     await bad((p) => (p.groups[1]!.anchor = 'x'), /group 1: anchor "x" does not match/)();
     await bad((p) => ((p as { version: number }).version = 9), /unsupported plan version 9/)();
@@ -49,9 +55,37 @@ describe('prune: plans', () => {
     const lines: string[] = [];
     console.log = (s: string) => lines.push(s);
     try {
-      assert.equal(await main(['prune', fixture('vgg.onnx'), '--flops', '0.5', '--round-to', '4', '-o', out, '--plan-out', planFile]), 0);
-      assert.equal(await main(['prune', fixture('vgg.onnx'), '--plan-in', planFile, '--dry-run', '-o', path.join(dir, 'no.onnx')]), 0);
-      assert.equal(await main(['prune', fixture('vgg.onnx'), '--flops', '0.0001', '-o', path.join(dir, 'no.onnx')]), 2);
+      assert.equal(
+        await main([
+          'prune',
+          fixture('vgg.onnx'),
+          '--flops',
+          '0.5',
+          '--round-to',
+          '4',
+          '-o',
+          out,
+          '--plan-out',
+          planFile,
+        ]),
+        0,
+      );
+      assert.equal(
+        await main([
+          'prune',
+          fixture('vgg.onnx'),
+          '--plan-in',
+          planFile,
+          '--dry-run',
+          '-o',
+          path.join(dir, 'no.onnx'),
+        ]),
+        0,
+      );
+      assert.equal(
+        await main(['prune', fixture('vgg.onnx'), '--flops', '0.0001', '-o', path.join(dir, 'no.onnx')]),
+        2,
+      );
     } finally {
       console.log = log;
     }
@@ -78,7 +112,13 @@ describe('prune: property (fast-check)', () => {
         async (file, ratio, criterion, seed, roundTo, uniform, byParams) => {
           try {
             const budget = byParams ? { params: ratio } : { flops: ratio };
-            const { model, report } = await pruneModel(load(file), { ...budget, criterion, seed, roundTo, uniform });
+            const { model, report } = await pruneModel(load(file), {
+              ...budget,
+              criterion,
+              seed,
+              roundTo,
+              uniform,
+            });
             assert.equal(verifyModel(model).length, 0);
             const key = byParams ? 'params' : 'macs';
             assert.ok(report.pruned[key] <= ratio * report.original[key] + 1e-6);

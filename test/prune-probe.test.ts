@@ -52,13 +52,19 @@ describe('prune: static probe', () => {
       await checkAgainstOnnxruntime(loadModel(fixture(`${name}-bnfolded.onnx`)));
     });
 
-  it('shared ResNet-56: the computed option-A pads are known statically', needsShared('models/resnet56-cifar10.onnx'), async () => {
-    const model = loadModel(sharedModel('resnet56-cifar10.onnx'));
-    await checkAgainstOnnxruntime(model);
-    const pads = model.graph.nodes.filter((n) => n.opType === 'Pad').map((n) => staticProbe(model).probe.ints.get(n.inputs[1]!));
-    assert.ok(pads.length >= 2);
-    for (const p of pads) assert.equal(p?.length, 8);
-  });
+  it(
+    'shared ResNet-56: the computed option-A pads are known statically',
+    needsShared('models/resnet56-cifar10.onnx'),
+    async () => {
+      const model = loadModel(sharedModel('resnet56-cifar10.onnx'));
+      await checkAgainstOnnxruntime(model);
+      const pads = model.graph.nodes
+        .filter((n) => n.opType === 'Pad')
+        .map((n) => staticProbe(model).probe.ints.get(n.inputs[1]!));
+      assert.ok(pads.length >= 2);
+      for (const p of pads) assert.equal(p?.length, 8);
+    },
+  );
 
   it('falls back to onnxruntime, with a warning, when a pads computation cannot be evaluated', async () => {
     const plain = loadModel(fixture('resnet_a.onnx'));
@@ -68,7 +74,10 @@ describe('prune: static probe', () => {
     const warnings: string[] = [];
     const a = await pruneModel(plain, { flops: 0.5 });
     const b = await pruneModel(obscured, { flops: 0.5, warn: (m) => warnings.push(m) });
-    assert.ok(warnings.some((w) => /probing the model in onnxruntime/.test(w) && /Pad/.test(w)), warnings.join('\n'));
+    assert.ok(
+      warnings.some((w) => /probing the model in onnxruntime/.test(w) && /Pad/.test(w)),
+      warnings.join('\n'),
+    );
     assert.ok(!a.report.warnings.some((w) => /onnxruntime/.test(w)));
     assert.deepEqual(b.plan.groups, a.plan.groups);
     assert.deepEqual(b.report.pruned, a.report.pruned);

@@ -17,10 +17,16 @@ describe('prune: width search', () => {
   it('lands within 0.5% under the MAC target for 0.3/0.5/0.7/0.9 on every fixture (misses are said plainly)', async () => {
     const misses: string[] = [];
     for (const file of FILES) {
-      const ref = JSON.parse(fs.readFileSync(file.replace(/(-bnfolded)?\.onnx$/, '.ref.json'), 'utf8')) as { macs: number };
+      const ref = JSON.parse(fs.readFileSync(file.replace(/(-bnfolded)?\.onnx$/, '.ref.json'), 'utf8')) as {
+        macs: number;
+      };
       for (const ratio of [0.3, 0.5, 0.7, 0.9]) {
         const { report } = await pruneModel(load(file), { flops: ratio, validate: false });
-        assert.equal(report.original.macs, ref.macs, `${short(file)}: analytic MACs equal the export's reference`);
+        assert.equal(
+          report.original.macs,
+          ref.macs,
+          `${short(file)}: analytic MACs equal the export's reference`,
+        );
         assert.ok(report.pruned.macs <= ratio * ref.macs, `${short(file)} @${ratio}: over the target`);
         const landed = report.pruned.macs >= ratio * ref.macs * 0.995;
         if (!landed) {
@@ -53,7 +59,8 @@ describe('prune: width search', () => {
   it('--round-to 8 gives multiples of 8 (or the untouched width)', async () => {
     for (const file of [fixture('resnet_a.onnx'), fixture('mobilenetv2.onnx'), fixture('senet.onnx')]) {
       const { report } = await pruneModel(load(file), { flops: 0.5, roundTo: 8 });
-      for (const g of report.groups) assert.ok(g.after === g.before || g.after % 8 === 0, `${short(file)} group ${g.id}: ${g.after}`);
+      for (const g of report.groups)
+        assert.ok(g.after === g.before || g.after % 8 === 0, `${short(file)} group ${g.id}: ${g.after}`);
       assert.ok(report.groups.some((g) => g.after < g.before));
     }
   });
@@ -98,7 +105,10 @@ describe('prune: frozen groups', () => {
     const before = await runModel(model);
     const { model: pruned, report } = await pruneModel(model, { flops: 0.6 });
     for (const r of frozen) assert.equal(report.groups[r.id]!.after, r.channels);
-    assert.ok(report.groups.some((gr) => !gr.frozen && gr.after < gr.before), 'other groups are pruned');
+    assert.ok(
+      report.groups.some((gr) => !gr.frozen && gr.after < gr.before),
+      'other groups are pruned',
+    );
     assert.equal((await runModel(pruned))[0]!.length, before[0]!.length);
   });
 

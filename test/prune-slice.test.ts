@@ -20,21 +20,30 @@ function naiveSlice(values: Float32Array, dims: number[], keep: Map<number, numb
       out.push(values[base]!);
       return;
     }
-    for (const i of keep.get(a) ?? Array.from({ length: dims[a]! }, (_, j) => j)) walk(a + 1, base + i * strides[a]!);
+    for (const i of keep.get(a) ?? Array.from({ length: dims[a]! }, (_, j) => j))
+      walk(a + 1, base + i * strides[a]!);
   };
   walk(0, 0);
   return out;
 }
 
-const sliceCase = fc
-  .array(fc.integer({ min: 1, max: 5 }), { minLength: 1, maxLength: 4 })
-  .chain((dims) =>
-    fc.record({
-      dims: fc.constant(dims),
-      offset: fc.integer({ min: 0, max: 7 }),
-      keep: fc.tuple(...dims.map((d) => fc.option(fc.subarray(Array.from({ length: d }, (_, i) => i), { minLength: 1 }), { nil: undefined }))),
-    }),
-  );
+const sliceCase = fc.array(fc.integer({ min: 1, max: 5 }), { minLength: 1, maxLength: 4 }).chain((dims) =>
+  fc.record({
+    dims: fc.constant(dims),
+    offset: fc.integer({ min: 0, max: 7 }),
+    keep: fc.tuple(
+      ...dims.map((d) =>
+        fc.option(
+          fc.subarray(
+            Array.from({ length: d }, (_, i) => i),
+            { minLength: 1 },
+          ),
+          { nil: undefined },
+        ),
+      ),
+    ),
+  }),
+);
 
 test('sliceTensorData equals an element-by-element slice, from aligned and unaligned raw bytes', () => {
   fc.assert(
@@ -45,7 +54,10 @@ test('sliceTensorData equals an element-by-element slice, from aligned and unali
       keep.forEach((k, a) => k && keepByAxis.set(a, k));
       const t = rawTensor(dims, values, offset);
       const { data, dims: newDims } = sliceTensorData(t, keepByAxis);
-      assert.deepEqual(newDims, dims.map((d, a) => keepByAxis.get(a)?.length ?? d));
+      assert.deepEqual(
+        newDims,
+        dims.map((d, a) => keepByAxis.get(a)?.length ?? d),
+      );
       assert.ok(data instanceof Float32Array);
       assert.deepEqual([...data], naiveSlice(values, dims, keepByAxis));
     }),

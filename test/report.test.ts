@@ -4,7 +4,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import sharp from 'sharp';
-import { renderReportMarkdown, renderReportSvg, writeReports, type PruneReport } from '../src/report/index.js';
+import {
+  renderReportMarkdown,
+  renderReportSvg,
+  writeReports,
+  type PruneReport,
+} from '../src/report/index.js';
 import { tmpDir } from './helpers.js';
 
 function sampleReport(groups = 12): PruneReport {
@@ -42,23 +47,41 @@ function sampleReport(groups = 12): PruneReport {
 const AFTER_BLUE = [0x2f, 0x6d, 0xb5];
 
 function chromium(): string | undefined {
-  for (const c of ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome']) if (fs.existsSync(c)) return c;
+  for (const c of ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'])
+    if (fs.existsSync(c)) return c;
   return undefined;
 }
 
 /** Renders a file in headless Chromium and counts pixels of the "after" bar colour. */
 async function renderedBluePixels(file: string, dir: string): Promise<number> {
   const shot = path.join(dir, `shot-${path.basename(file)}.png`);
-  execFileSync(chromium()!, [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    `--user-data-dir=${path.join(dir, 'profile')}`, '--window-size=1200,900', `--screenshot=${shot}`,
-    `file://${file}`,
-  ], { stdio: 'ignore', timeout: 60_000 });
+  execFileSync(
+    chromium()!,
+    [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      `--user-data-dir=${path.join(dir, 'profile')}`,
+      '--window-size=1200,900',
+      `--screenshot=${shot}`,
+      `file://${file}`,
+    ],
+    { stdio: 'ignore', timeout: 60_000 },
+  );
   const { data, info } = await sharp(shot).raw().toBuffer({ resolveWithObject: true });
   let n = 0;
   for (let i = 0; i < data.length; i += info.channels) {
-    if (Math.abs(data[i]! - AFTER_BLUE[0]!) < 6 && Math.abs(data[i + 1]! - AFTER_BLUE[1]!) < 6 && Math.abs(data[i + 2]! - AFTER_BLUE[2]!) < 6) n++;
+    if (
+      Math.abs(data[i]! - AFTER_BLUE[0]!) < 6 &&
+      Math.abs(data[i + 1]! - AFTER_BLUE[1]!) < 6 &&
+      Math.abs(data[i + 2]! - AFTER_BLUE[2]!) < 6
+    )
+      n++;
   }
   return n;
 }
@@ -82,22 +105,33 @@ test('markdown report carries totals, criteria and every group', () => {
 test('writeReports writes the three files next to the model', () => {
   const dir = tmpDir();
   const files = writeReports(sampleReport(), path.join(dir, 'm.onnx'));
-  assert.deepEqual(files.map((f) => path.basename(f)), ['m.onnx.report.json', 'm.onnx.report.svg', 'm.onnx.report.md']);
+  assert.deepEqual(
+    files.map((f) => path.basename(f)),
+    ['m.onnx.report.json', 'm.onnx.report.svg', 'm.onnx.report.md'],
+  );
   assert.deepEqual(JSON.parse(fs.readFileSync(files[0]!, 'utf8')), sampleReport());
-  assert.deepEqual(fs.readdirSync(dir).sort(), ['m.onnx.report.json', 'm.onnx.report.md', 'm.onnx.report.svg']);
+  assert.deepEqual(fs.readdirSync(dir).sort(), [
+    'm.onnx.report.json',
+    'm.onnx.report.md',
+    'm.onnx.report.svg',
+  ]);
 });
 
-test('the SVG draws in headless Chromium', { skip: chromium() ? false : 'Chromium is not installed (apt-get install chromium)' }, async () => {
-  const dir = tmpDir();
-  const good = path.join(dir, 'good.svg');
-  fs.writeFileSync(good, renderReportSvg(sampleReport(20)));
-  const broken = path.join(dir, 'broken.svg');
-  // An unescaped '<' early in the document, as a writer that forgot to escape a label would produce.
-  fs.writeFileSync(broken, renderReportSvg(sampleReport(20)).replace('adapruner: ', 'adapruner: <'));
-  const drawn = await renderedBluePixels(good, dir);
-  // 19 unfrozen "after" bars of at least 8 channels plus 4 accuracy bars: thousands of pixels.
-  assert.ok(drawn > 2000, `only ${drawn} bar pixels drawn (${dir})`);
-  // Chromium shows its XML error page and draws nothing after the error: the check above catches a broken writer.
-  const brokenDrawn = await renderedBluePixels(broken, dir);
-  assert.ok(brokenDrawn < drawn / 10, `malformed SVG still drew ${brokenDrawn} bar pixels`);
-});
+test(
+  'the SVG draws in headless Chromium',
+  { skip: chromium() ? false : 'Chromium is not installed (apt-get install chromium)' },
+  async () => {
+    const dir = tmpDir();
+    const good = path.join(dir, 'good.svg');
+    fs.writeFileSync(good, renderReportSvg(sampleReport(20)));
+    const broken = path.join(dir, 'broken.svg');
+    // An unescaped '<' early in the document, as a writer that forgot to escape a label would produce.
+    fs.writeFileSync(broken, renderReportSvg(sampleReport(20)).replace('adapruner: ', 'adapruner: <'));
+    const drawn = await renderedBluePixels(good, dir);
+    // 19 unfrozen "after" bars of at least 8 channels plus 4 accuracy bars: thousands of pixels.
+    assert.ok(drawn > 2000, `only ${drawn} bar pixels drawn (${dir})`);
+    // Chromium shows its XML error page and draws nothing after the error: the check above catches a broken writer.
+    const brokenDrawn = await renderedBluePixels(broken, dir);
+    assert.ok(brokenDrawn < drawn / 10, `malformed SVG still drew ${brokenDrawn} bar pixels`);
+  },
+);

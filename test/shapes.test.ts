@@ -13,7 +13,13 @@ import { verifyModel } from '../src/ir/verify.js';
 import { analyzeShapes, inferShapes } from '../src/passes/infer-shapes.js';
 import { FIXTURE_MODELS, fixture, needsShared, sharedModel } from './helpers.js';
 
-const SHARED = ['resnet20-cifar10.onnx', 'resnet32-cifar10.onnx', 'resnet44-cifar10.onnx', 'resnet56-cifar10.onnx', 'resnet56-cifar10-bnfolded.onnx'];
+const SHARED = [
+  'resnet20-cifar10.onnx',
+  'resnet32-cifar10.onnx',
+  'resnet44-cifar10.onnx',
+  'resnet56-cifar10.onnx',
+  'resnet56-cifar10-bnfolded.onnx',
+];
 
 /** Deterministic pseudo-random floats in [-1, 1). */
 function randomData(n: number, seed: number): Float32Array {
@@ -31,7 +37,11 @@ function randomData(n: number, seed: number): Float32Array {
  * the run reports the real shape (and content) of every intermediate value. `batch` replaces symbolic dims
  * of the inputs.
  */
-async function runAllValues(model: Model, batch: number, elemTypes: Map<string, DataType>): Promise<Map<string, ort.Tensor>> {
+async function runAllValues(
+  model: Model,
+  batch: number,
+  elemTypes: Map<string, DataType>,
+): Promise<Map<string, ort.Tensor>> {
   const copy = decodeModel(serializeModel(model));
   const g = copy.graph;
   const outputs = new Set(g.outputs.map((v) => v.name));
@@ -44,14 +54,20 @@ async function runAllValues(model: Model, batch: number, elemTypes: Map<string, 
       g.outputs.push(v);
       outputs.add(v.name);
     }
-  const session = await ort.InferenceSession.create(serializeModel(copy), { graphOptimizationLevel: 'disabled' });
+  const session = await ort.InferenceSession.create(serializeModel(copy), {
+    graphOptimizationLevel: 'disabled',
+  });
   const feeds: Record<string, ort.Tensor> = {};
   const inits = new Set(g.initializers);
   g.inputs.forEach((v, k) => {
     if (inits.has(v)) return;
     const dims = v.shape!.map((d) => (typeof d === 'number' ? d : batch));
     const size = dims.reduce((a, b) => a * b, 1);
-    feeds[v.name] = new ort.Tensor(ortTypeName(v.elemType!) as 'float32', randomData(size, 7 + k + batch), dims);
+    feeds[v.name] = new ort.Tensor(
+      ortTypeName(v.elemType!) as 'float32',
+      randomData(size, 7 + k + batch),
+      dims,
+    );
   });
   const result = await session.run(feeds);
   await session.release();
@@ -62,7 +78,9 @@ async function runAllValues(model: Model, batch: number, elemTypes: Map<string, 
 async function assertShapesMatchRuntime(model: Model, what: string): Promise<void> {
   const analysis = analyzeShapes(model);
   const types = new Map<string, DataType>();
-  for (const n of model.graph.nodes) for (const v of n.outputs) if (analysis.info.get(v)?.elemType) types.set(v.name, analysis.info.get(v)!.elemType!);
+  for (const n of model.graph.nodes)
+    for (const v of n.outputs)
+      if (analysis.info.get(v)?.elemType) types.set(v.name, analysis.info.get(v)!.elemType!);
   let compared = 0;
   for (const batch of [2, 3]) {
     const actual = await runAllValues(model, batch, types);
@@ -74,12 +92,20 @@ async function assertShapesMatchRuntime(model: Model, what: string): Promise<voi
         const inferred = analysis.info.get(v)?.shape;
         assert.ok(inferred, `${what}: no shape inferred for '${v.name}' (${n.opType})`);
         const expected = inferred.map((d: Dim) => (d === 'N' ? batch : d));
-        assert.deepEqual(expected, [...got.dims], `${what}: shape of '${v.name}' (${n.opType} '${n.name}') at batch ${batch}`);
+        assert.deepEqual(
+          expected,
+          [...got.dims],
+          `${what}: shape of '${v.name}' (${n.opType} '${n.name}') at batch ${batch}`,
+        );
         assert.equal(ortTypeName(analysis.info.get(v)!.elemType!), got.type, `${what}: type of '${v.name}'`);
         const constant = analysis.constants.get(v);
         if (constant && constant.dataType !== DataType.STRING) {
           const mine = Array.from(constant.data as ArrayLike<number | bigint>, String);
-          assert.deepEqual(mine, Array.from(got.data as ArrayLike<number | bigint>, String), `${what}: constant value of '${v.name}'`);
+          assert.deepEqual(
+            mine,
+            Array.from(got.data as ArrayLike<number | bigint>, String),
+            `${what}: constant value of '${v.name}'`,
+          );
         }
         compared++;
       }
@@ -123,7 +149,13 @@ class Builder {
     return this.init(Tensor.int64(values, dims));
   }
 
-  op(opType: string, inputs: (Value | undefined)[], attrs: Record<string, ReturnType<typeof intAttr>> = {}, outputs = 1, domain = ''): Value[] {
+  op(
+    opType: string,
+    inputs: (Value | undefined)[],
+    attrs: Record<string, ReturnType<typeof intAttr>> = {},
+    outputs = 1,
+    domain = '',
+  ): Value[] {
     const k = this.count++;
     const outs = Array.from({ length: outputs }, (_, i) => new Value(`${opType}_${k}_${i}`));
     const n = new Node(opType, inputs, outs, `${opType}_${k}`, domain);
@@ -161,16 +193,46 @@ describe('shape rules against onnxruntime on built models', () => {
       const w = b.init(Tensor.fromArray(DataType.FLOAT, [6, 4, 3, 3], randomData(216, 1)));
       const wt = b.init(Tensor.fromArray(DataType.FLOAT, [4, 3, 3, 3], randomData(108, 2)));
       return [
-        b.op('Conv', [x, w], { strides: intsAttr([2, 2]), pads: intsAttr([1, 0, 1, 0]), dilations: intsAttr([2, 1]) })[0]!,
+        b.op('Conv', [x, w], {
+          strides: intsAttr([2, 2]),
+          pads: intsAttr([1, 0, 1, 0]),
+          dilations: intsAttr([2, 1]),
+        })[0]!,
         b.op('Conv', [x, w], { auto_pad: stringAttr('SAME_UPPER'), strides: intsAttr([2, 2]) })[0]!,
         b.op('Conv', [x, w], { auto_pad: stringAttr('VALID'), strides: intsAttr([3, 2]) })[0]!,
-        b.op('ConvTranspose', [x, wt], { strides: intsAttr([2, 2]), pads: intsAttr([1, 1, 0, 0]), output_padding: intsAttr([1, 0]) })[0]!,
-        b.op('MaxPool', [x], { kernel_shape: intsAttr([2, 2]), strides: intsAttr([2, 2]), ceil_mode: intAttr(1) })[0]!,
-        b.op('MaxPool', [x], { kernel_shape: intsAttr([3, 3]), strides: intsAttr([2, 2]), pads: intsAttr([1, 1, 1, 1]), ceil_mode: intAttr(1) })[0]!,
+        b.op('ConvTranspose', [x, wt], {
+          strides: intsAttr([2, 2]),
+          pads: intsAttr([1, 1, 0, 0]),
+          output_padding: intsAttr([1, 0]),
+        })[0]!,
+        b.op('MaxPool', [x], {
+          kernel_shape: intsAttr([2, 2]),
+          strides: intsAttr([2, 2]),
+          ceil_mode: intAttr(1),
+        })[0]!,
+        b.op('MaxPool', [x], {
+          kernel_shape: intsAttr([3, 3]),
+          strides: intsAttr([2, 2]),
+          pads: intsAttr([1, 1, 1, 1]),
+          ceil_mode: intAttr(1),
+        })[0]!,
         b.op('MaxPool', [x], { kernel_shape: intsAttr([3, 3]), dilations: intsAttr([2, 2]) })[0]!,
-        b.op('AveragePool', [x], { kernel_shape: intsAttr([4, 3]), strides: intsAttr([2, 2]), auto_pad: stringAttr('SAME_LOWER') })[0]!,
-        b.op('AveragePool', [x], { kernel_shape: intsAttr([3, 3]), strides: intsAttr([2, 2]), auto_pad: stringAttr('VALID') })[0]!,
-        b.op('AveragePool', [x], { kernel_shape: intsAttr([2, 2]), strides: intsAttr([2, 2]), ceil_mode: intAttr(1), pads: intsAttr([0, 0, 1, 1]) })[0]!,
+        b.op('AveragePool', [x], {
+          kernel_shape: intsAttr([4, 3]),
+          strides: intsAttr([2, 2]),
+          auto_pad: stringAttr('SAME_LOWER'),
+        })[0]!,
+        b.op('AveragePool', [x], {
+          kernel_shape: intsAttr([3, 3]),
+          strides: intsAttr([2, 2]),
+          auto_pad: stringAttr('VALID'),
+        })[0]!,
+        b.op('AveragePool', [x], {
+          kernel_shape: intsAttr([2, 2]),
+          strides: intsAttr([2, 2]),
+          ceil_mode: intAttr(1),
+          pads: intsAttr([0, 0, 1, 1]),
+        })[0]!,
         b.op('GlobalAveragePool', [x])[0]!,
       ];
     });
@@ -182,7 +244,13 @@ describe('shape rules against onnxruntime on built models', () => {
       const flat = b.op('Flatten', [x], { axis: intAttr(1) })[0]!; // [N, 324]
       const r = b.op('Reshape', [x, b.ints([-1, 4, 81])])[0]!; // [N, 4, 81]: the batch cancels out
       const r2 = b.op('Reshape', [x, b.ints([0, -1, 3])])[0]!; // [N, 108, 3]
-      const sl = b.op('Slice', [x, b.ints([8, -1]), b.ints([-100, 9223372036854775807n]), b.ints([2, 1]), b.ints([-3, 1])])[0]!;
+      const sl = b.op('Slice', [
+        x,
+        b.ints([8, -1]),
+        b.ints([-100, 9223372036854775807n]),
+        b.ints([2, 1]),
+        b.ints([-3, 1]),
+      ])[0]!;
       const [s0, s1, s2] = b.op('Split', [x, b.ints([1, 1, 2])], { axis: intAttr(1) }, 3);
       const sq = b.op('Squeeze', [s0!, b.ints([1])])[0]!;
       const un = b.op('Unsqueeze', [sq, b.ints([-1, 0])])[0]!;
@@ -197,11 +265,12 @@ describe('shape rules against onnxruntime on built models', () => {
       const cat = b.op('Concat', [s1!, s2!, x], { axis: intAttr(1) })[0]!;
       const sm = b.op('Softmax', [x], { axis: intAttr(1) })[0]!;
       const pad = b.op('Pad', [x, b.ints([0, 1, 2, 0, 0, 3, 0, 1])])[0]!;
-      const [d0] = b.op('Dropout', [x], { }, 2);
+      const [d0] = b.op('Dropout', [x], {}, 2);
       return [flat, r, r2, sl, sq, un, gemm, mm1, mm2, mm3, t, rm, cat, sm, pad, d0!];
     });
     const analysis = analyzeShapes(m);
-    const shapeOf = (prefix: string): Dim[] | undefined => [...analysis.info].find(([v]) => v.name.startsWith(prefix))?.[1].shape;
+    const shapeOf = (prefix: string): Dim[] | undefined =>
+      [...analysis.info].find(([v]) => v.name.startsWith(prefix))?.[1].shape;
     assert.deepEqual(shapeOf('Flatten'), ['N', 324]);
     assert.deepEqual(analysis.info.get(r2Value(m))?.shape, ['N', 108, 3]);
     assert.deepEqual(shapeOf('Gemm'), ['N', 5]);
@@ -216,7 +285,11 @@ describe('shape rules against onnxruntime on built models', () => {
     const sq = b.op('Squeeze', [un], { axes: intsAttr([0]) })[0]!;
     const rm = b.op('ReduceMean', [c!], { axes: intsAttr([2]) })[0]!;
     const sl = b.op('Slice', [x, b.ints([1]), b.ints([5]), b.ints([2])])[0]!;
-    const out = b.op('Concat', [sq, b.op('Mul', [rm, b.op('Slice', [a!, b.ints([0]), b.ints([1]), b.ints([1])])[0]!])[0]!], { axis: intAttr(1) })[0]!;
+    const out = b.op(
+      'Concat',
+      [sq, b.op('Mul', [rm, b.op('Slice', [a!, b.ints([0]), b.ints([1]), b.ints([1])])[0]!])[0]!],
+      { axis: intAttr(1) },
+    )[0]!;
     const m = b.model([out, sl]);
     m.opsetImports = [{ domain: '', version: 11 }];
     await assertShapesMatchRuntime(m, 'opset 11');
@@ -233,15 +306,24 @@ describe('shape rules against onnxruntime on built models', () => {
     const tail = b.op('Shape', [x], { start: intAttr(1) })[0]!; // [3,4,4], constant
     const prod = b.op('ReduceProd', [tail], { keepdims: intAttr(1) })[0]!;
     const isOne = b.op('Equal', [b.ints([48, 1]), b.ints([1, 1])])[0]!;
-    const fixed = b.op('Where', [isOne, b.ints([1, 1]), b.op('Concat', [b.ints([1]), prod], { axis: intAttr(0) })[0]!])[0]!;
+    const fixed = b.op('Where', [
+      isOne,
+      b.ints([1, 1]),
+      b.op('Concat', [b.ints([1]), prod], { axis: intAttr(0) })[0]!,
+    ])[0]!;
     const expanded = b.op('Expand', [flat, fixed])[0]!;
-    const rng = b.op('Cast', [b.op('Range', [b.ints([0], []), b.ints([48], []), b.ints([1], [])])[0]!], { to: intAttr(DataType.FLOAT) })[0]!;
+    const rng = b.op('Cast', [b.op('Range', [b.ints([0], []), b.ints([48], []), b.ints([1], [])])[0]!], {
+      to: intAttr(DataType.FLOAT),
+    })[0]!;
     const out = b.op('Add', [expanded, rng])[0]!;
     const m = b.model([out], 15);
     m.opsetImports = [{ domain: '', version: 15 }];
     const analysis = analyzeShapes(m);
     assert.deepEqual(analysis.info.get(flat)?.shape, ['N', 48]);
-    assert.ok(analysis.constants.has(tail) && analysis.constants.has(fixed), 'Shape of static dims and what follows are constants');
+    assert.ok(
+      analysis.constants.has(tail) && analysis.constants.has(fixed),
+      'Shape of static dims and what follows are constants',
+    );
     assert.ok(!analysis.constants.has(shape), 'Shape involving the batch is not a constant');
     await assertShapesMatchRuntime(m, 'shape subgraph');
   });
@@ -268,7 +350,11 @@ describe('inferShapes pass', () => {
     const result = inferShapes.run(m, { inputShapes: { input: [1, 3, 32, 32] } });
     assert.deepEqual(result.warnings, []);
     for (const n of m.graph.nodes)
-      for (const v of n.outputs) assert.ok(v.shape?.every((d) => typeof d === 'number'), `'${v.name}' has dims ${JSON.stringify(v.shape)}`);
+      for (const v of n.outputs)
+        assert.ok(
+          v.shape?.every((d) => typeof d === 'number'),
+          `'${v.name}' has dims ${JSON.stringify(v.shape)}`,
+        );
     assert.deepEqual(m.graph.outputs[0]!.shape, [1, 10]);
     assert.deepEqual(m.graph.inputs[0]!.shape, [1, 3, 32, 32]);
   });
@@ -277,7 +363,9 @@ describe('inferShapes pass', () => {
     const m = loadModel(fixture('resnet_a.onnx'));
     const plain = inferShapes.run(m, undefined);
     assert.equal(m.graph.valueInfo.length, 0);
-    const named = m.graph.nodes.flatMap((n) => n.outputs).filter((v) => v.name && !m.graph.outputs.includes(v));
+    const named = m.graph.nodes
+      .flatMap((n) => n.outputs)
+      .filter((v) => v.name && !m.graph.outputs.includes(v));
     assert.equal(plain.typed, named.length + m.graph.outputs.length);
     const flatten = m.graph.nodes.find((n) => n.opType === 'Flatten')!;
     assert.deepEqual(flatten.output().shape, ['N', 64]);
@@ -291,7 +379,10 @@ describe('inferShapes pass', () => {
 
   it('rejects an override for an input that does not exist', () => {
     const m = loadModel(fixture('vgg.onnx'));
-    assert.throws(() => inferShapes.run(m, { inputShapes: { image: [1, 3, 32, 32] } }), /'image', which is not a graph input/);
+    assert.throws(
+      () => inferShapes.run(m, { inputShapes: { image: [1, 3, 32, 32] } }),
+      /'image', which is not a graph input/,
+    );
   });
 
   it('an unknown custom-domain op keeps its declared shapes and the analysis goes on', () => {
@@ -322,11 +413,21 @@ describe('inferShapes pass', () => {
     const k1 = b.op('Constant', [], { value_ints: intsAttr([2, 3]) })[0]!;
     const k2 = b.op('Constant', [], { value_float: floatAttr(1.5) })[0]!;
     const k3 = b.op('Constant', [], { value: tensorAttr(Tensor.fromArray(DataType.INT32, [2], [4, 5])) })[0]!;
-    const words = b.op('Constant', [], { value_strings: { type: AttributeType.STRINGS, value: [new TextEncoder().encode('a'), new TextEncoder().encode('b')] } })[0]!;
-    const filled = b.op('ConstantOfShape', [b.op('Cast', [k3], { to: intAttr(DataType.INT64) })[0]!], { value: tensorAttr(Tensor.fromArray(DataType.FLOAT, [1], [2])) })[0]!;
+    const words = b.op('Constant', [], {
+      value_strings: {
+        type: AttributeType.STRINGS,
+        value: [new TextEncoder().encode('a'), new TextEncoder().encode('b')],
+      },
+    })[0]!;
+    const filled = b.op('ConstantOfShape', [b.op('Cast', [k3], { to: intAttr(DataType.INT64) })[0]!], {
+      value: tensorAttr(Tensor.fromArray(DataType.FLOAT, [1], [2])),
+    })[0]!;
     const z = b.op('ConstantOfShape', [k1])[0]!;
     const s = b.op('ReduceSum', [b.op('Mul', [filled, k2])[0]!], { keepdims: intAttr(0) })[0]!;
-    const out = b.op('Add', [b.op('ReduceSum', [z], { keepdims: intAttr(0) })[0]!, b.op('Mul', [x, s])[0]!])[0]!;
+    const out = b.op('Add', [
+      b.op('ReduceSum', [z], { keepdims: intAttr(0) })[0]!,
+      b.op('Mul', [x, s])[0]!,
+    ])[0]!;
     const m = b.model([out]);
     const a = analyzeShapes(m);
     assert.deepEqual(a.info.get(filled)?.shape, [4, 5]);

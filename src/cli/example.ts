@@ -9,7 +9,6 @@ interface ExampleArgs {
   json: boolean;
 }
 
-
 /**
  * `npm start`: the main job on the bundled example. A Fashion-MNIST CNN that adapruner trained itself is
  * pruned to half its MACs with the adaptive criterion, recalibrated and briefly fine-tuned, on the small data
@@ -20,8 +19,17 @@ export const exampleCommand: CommandModule<object, ExampleArgs> = {
   describe: 'Run the whole pipeline on the bundled example (what `npm start` does)',
   builder: (y) =>
     y
-      .option('output', { alias: 'o', type: 'string', default: 'example-output/fmnist-cnn-pruned.onnx', describe: 'Where to write the pruned model' })
-      .option('json', { type: 'boolean', default: false, describe: 'Print the summary as JSON' }) as unknown as Argv<ExampleArgs>,
+      .option('output', {
+        alias: 'o',
+        type: 'string',
+        default: 'example-output/fmnist-cnn-pruned.onnx',
+        describe: 'Where to write the pruned model',
+      })
+      .option('json', {
+        type: 'boolean',
+        default: false,
+        describe: 'Print the summary as JSON',
+      }) as unknown as Argv<ExampleArgs>,
   handler: async (argv: ArgumentsCamelCase<ExampleArgs>) => {
     fs.mkdirSync(path.dirname(path.resolve(argv.output)), { recursive: true });
     const EXAMPLE = path.join(packageInfo().root, 'fixtures', 'example');
@@ -29,12 +37,30 @@ export const exampleCommand: CommandModule<object, ExampleArgs> = {
     const data = path.relative(process.cwd(), path.join(EXAMPLE, 'fashion-mnist')) || '.';
     const model = path.relative(process.cwd(), path.join(EXAMPLE, 'fmnist-cnn.onnx'));
     const args = [
-      'prune', model,
-      '--flops', '0.5', '--criterion', 'auto',
-      '--data', data, '--val', data,
-      '--calibration-images', '500', '--recal-batches', '10', '--recal-batch-size', '50',
-      '--finetune-epochs', '2', '--finetune-lr', '0.01', '--finetune-batch', '50',
-      '-o', argv.output,
+      'prune',
+      model,
+      '--flops',
+      '0.5',
+      '--criterion',
+      'auto',
+      '--data',
+      data,
+      '--val',
+      data,
+      '--calibration-images',
+      '500',
+      '--recal-batches',
+      '10',
+      '--recal-batch-size',
+      '50',
+      '--finetune-epochs',
+      '2',
+      '--finetune-lr',
+      '0.01',
+      '--finetune-batch',
+      '50',
+      '-o',
+      argv.output,
       ...(argv.json ? ['--json'] : []),
     ];
     if (!argv.json) process.stderr.write(`adapruner ${args.join(' ')}\n`);

@@ -52,7 +52,10 @@ export interface InspectSection {
   describe: string;
   key: string;
   /** May be async (the channel analysis can fall back to an onnxruntime run). */
-  collect(model: Model, report: InspectReport): { json: unknown; text: string } | Promise<{ json: unknown; text: string }>;
+  collect(
+    model: Model,
+    report: InspectReport,
+  ): { json: unknown; text: string } | Promise<{ json: unknown; text: string }>;
 }
 
 /** `--groups`: the channel groups the pruner sees (src/prune/groups.ts), at the shapes MACs are counted at. */
@@ -61,7 +64,9 @@ const groupsSection: InspectSection = {
   describe: 'List channel groups: channel count, members and why a group is frozen',
   key: 'groups',
   async collect(model, report) {
-    const rows = await describeGroups(model, report.inputShapes, (msg) => process.stderr.write(`warning: ${msg}\n`));
+    const rows = await describeGroups(model, report.inputShapes, (msg) =>
+      process.stderr.write(`warning: ${msg}\n`),
+    );
     return { json: rows, text: renderGroups(rows) };
   },
 };
@@ -101,7 +106,8 @@ export const inspectCommand: CommandModule<object, InspectArgs> = {
     const model = loadModel(argv.model);
     const report = inspectModel(model, argv.model, parseInputShapes(argv.inputShape));
     const extras: { s: InspectSection; out: { json: unknown; text: string } }[] = [];
-    for (const s of extraSections) if (argv[s.flag] === true) extras.push({ s, out: await s.collect(model, report) });
+    for (const s of extraSections)
+      if (argv[s.flag] === true) extras.push({ s, out: await s.collect(model, report) });
     for (const { s, out } of extras) report[s.key] = out.json;
     if (argv.json) {
       process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);

@@ -6,10 +6,16 @@ import { commands } from './commands.js';
 export async function main(argv: string[]): Promise<number> {
   let parser: Argv = yargs(argv)
     .scriptName('adapruner')
-    .usage('$0 <command> [options]\n\nPrune exported ONNX CNNs to a budget and fine-tune them through onnxruntime.')
+    .usage(
+      '$0 <command> [options]\n\nPrune exported ONNX CNNs to a budget and fine-tune them through onnxruntime.',
+    )
     .strict()
     .demandCommand(1, 'Name a command (see --help).')
-    .option('timings', { type: 'boolean', default: false, describe: 'Print the time each compiler pass took' })
+    .option('timings', {
+      type: 'boolean',
+      default: false,
+      describe: 'Print the time each compiler pass took',
+    })
     .option('debug', { type: 'boolean', default: false, describe: 'Verify the IR after every pass' })
     .help()
     .alias('h', 'help')

@@ -57,44 +57,139 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
   builder: (y) =>
     y
       .positional('model', { type: 'string', demandOption: true, describe: 'ONNX file (never modified)' })
-      .option('output', { alias: 'o', type: 'string', requiresArg: true, describe: 'Where to write the pruned model (written whole or not at all)' })
-      .option('flops', { type: 'number', requiresArg: true, describe: 'Fraction of the original MACs to keep, e.g. 0.5' })
-      .option('params', { type: 'number', requiresArg: true, describe: 'Fraction of the original parameters to keep' })
-      .option('latency', { type: 'number', requiresArg: true, describe: 'Fraction of the original latency, measured in onnxruntime on this machine' })
+      .option('output', {
+        alias: 'o',
+        type: 'string',
+        requiresArg: true,
+        describe: 'Where to write the pruned model (written whole or not at all)',
+      })
+      .option('flops', {
+        type: 'number',
+        requiresArg: true,
+        describe: 'Fraction of the original MACs to keep, e.g. 0.5',
+      })
+      .option('params', {
+        type: 'number',
+        requiresArg: true,
+        describe: 'Fraction of the original parameters to keep',
+      })
+      .option('latency', {
+        type: 'number',
+        requiresArg: true,
+        describe: 'Fraction of the original latency, measured in onnxruntime on this machine',
+      })
       .option('latency-batch', { type: 'number', default: 1, describe: 'Batch size latency is measured at' })
       .option('criterion', {
         type: 'string',
         choices: ['auto', ...CRITERIA],
-        describe: 'Which channels a group keeps; auto (default with --data) tries each and keeps the best; l1 without data',
+        describe:
+          'Which channels a group keeps; auto (default with --data) tries each and keeps the best; l1 without data',
       })
-      .option('uniform', { type: 'boolean', default: false, describe: 'Same keep ratio for every group (the baseline)' })
-      .option('round-to', { type: 'number', describe: 'Channel counts in multiples of N (default 1; 8 with --latency)' })
+      .option('uniform', {
+        type: 'boolean',
+        default: false,
+        describe: 'Same keep ratio for every group (the baseline)',
+      })
+      .option('round-to', {
+        type: 'number',
+        describe: 'Channel counts in multiples of N (default 1; 8 with --latency)',
+      })
       .option('min-channels', { type: 'number', default: 1, describe: 'Fewest channels any group keeps' })
-      .option('min-fraction', { type: 'number', default: 0.1, describe: 'Smallest fraction of its channels any group keeps' })
-      .option('seed', { type: 'number', default: 0, describe: 'Seed for the random criterion, data splits and fine-tuning' })
+      .option('min-fraction', {
+        type: 'number',
+        default: 0.1,
+        describe: 'Smallest fraction of its channels any group keeps',
+      })
+      .option('seed', {
+        type: 'number',
+        default: 0,
+        describe: 'Seed for the random criterion, data splits and fine-tuning',
+      })
       .option('plan-out', { type: 'string', requiresArg: true, describe: 'Write the plan (JSON) here' })
-      .option('plan-in', { type: 'string', requiresArg: true, describe: 'Apply this saved plan instead of searching' })
-      .option('dry-run', { type: 'boolean', default: false, describe: 'Stop after the plan (candidates ranked when there is data); write no model' })
-      .option('validate', { type: 'boolean', default: true, describe: 'Verify and run the result in onnxruntime before writing (--no-validate to skip)' })
-      .option('json', { type: 'boolean', default: false, describe: 'Print one machine-readable summary on stdout' })
-      .option('data', { type: 'string', requiresArg: true, describe: 'Training images (folder, .tar, IDX or CIFAR binary; its train split)' })
-      .option('val', { type: 'string', requiresArg: true, describe: 'Validation images (its test split) for the accuracy figures' })
-      .option('val-limit', { type: 'number', describe: 'Evaluate on a seeded class-balanced subset of N validation images' })
+      .option('plan-in', {
+        type: 'string',
+        requiresArg: true,
+        describe: 'Apply this saved plan instead of searching',
+      })
+      .option('dry-run', {
+        type: 'boolean',
+        default: false,
+        describe: 'Stop after the plan (candidates ranked when there is data); write no model',
+      })
+      .option('validate', {
+        type: 'boolean',
+        default: true,
+        describe: 'Verify and run the result in onnxruntime before writing (--no-validate to skip)',
+      })
+      .option('json', {
+        type: 'boolean',
+        default: false,
+        describe: 'Print one machine-readable summary on stdout',
+      })
+      .option('data', {
+        type: 'string',
+        requiresArg: true,
+        describe: 'Training images (folder, .tar, IDX or CIFAR binary; its train split)',
+      })
+      .option('val', {
+        type: 'string',
+        requiresArg: true,
+        describe: 'Validation images (its test split) for the accuracy figures',
+      })
+      .option('val-limit', {
+        type: 'number',
+        describe: 'Evaluate on a seeded class-balanced subset of N validation images',
+      })
       .option('preset', { type: 'string', describe: 'Preprocessing preset (cifar10, imagenet, fmnist)' })
-      .option('spec', { type: 'string', describe: 'Preprocessing spec JSON file (default: MODEL.preprocess.json when present)' })
-      .option('calibration-images', { type: 'number', default: 1000, describe: 'Training images held out to rank the candidates' })
-      .option('recal-batches', { type: 'number', default: 20, describe: 'BN recalibration: batches of training images' })
-      .option('recal-batch-size', { type: 'number', default: 64, describe: 'BN recalibration: images per batch' })
-      .option('finetune-epochs', { type: 'number', default: 1, describe: 'Fine-tuning epochs after pruning (0 to skip)' })
-      .option('finetune-lr', { type: 'number', default: 0.01, describe: 'Peak learning rate (cosine schedule)' })
+      .option('spec', {
+        type: 'string',
+        describe: 'Preprocessing spec JSON file (default: MODEL.preprocess.json when present)',
+      })
+      .option('calibration-images', {
+        type: 'number',
+        default: 1000,
+        describe: 'Training images held out to rank the candidates',
+      })
+      .option('recal-batches', {
+        type: 'number',
+        default: 20,
+        describe: 'BN recalibration: batches of training images',
+      })
+      .option('recal-batch-size', {
+        type: 'number',
+        default: 64,
+        describe: 'BN recalibration: images per batch',
+      })
+      .option('finetune-epochs', {
+        type: 'number',
+        default: 1,
+        describe: 'Fine-tuning epochs after pruning (0 to skip)',
+      })
+      .option('finetune-lr', {
+        type: 'number',
+        default: 0.01,
+        describe: 'Peak learning rate (cosine schedule)',
+      })
       .option('finetune-batch', { type: 'number', default: 64, describe: 'Fine-tuning batch size' })
-      .option('finetune-limit', { type: 'number', describe: 'Fine-tune on a seeded class-balanced subset of N images per epoch' })
-      .option('distill', { type: 'boolean', default: false, describe: 'Fine-tune with knowledge distillation from the original model' })
+      .option('finetune-limit', {
+        type: 'number',
+        describe: 'Fine-tune on a seeded class-balanced subset of N images per epoch',
+      })
+      .option('distill', {
+        type: 'boolean',
+        default: false,
+        describe: 'Fine-tune with knowledge distillation from the original model',
+      })
       .option('device', { type: 'string', default: 'cpu', describe: 'cpu | cuda | auto' })
       .option('threads', { type: 'number', describe: 'onnxruntime intra-op threads' })
-      .option('report', { type: 'boolean', default: true, describe: 'Write OUT.report.{json,md,svg} next to the model (--no-report to skip)' }) as unknown as Argv<PruneArgs>,
+      .option('report', {
+        type: 'boolean',
+        default: true,
+        describe: 'Write OUT.report.{json,md,svg} next to the model (--no-report to skip)',
+      }) as unknown as Argv<PruneArgs>,
   handler: async (argv: ArgumentsCamelCase<PruneArgs>) => {
-    if (!argv.dryRun && !argv.output) throw new UserError('name the output file with -o OUT (or use --dry-run)');
+    if (!argv.dryRun && !argv.output)
+      throw new UserError('name the output file with -o OUT (or use --dry-run)');
     const pm = new PassManager({ timings: argv.timings, debug: argv.debug });
     const model = pm.time('load', () => loadModel(argv.model));
     const plan = argv.planIn ? readJson(argv.planIn) : undefined;
@@ -109,7 +204,12 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       params: argv.params,
       latency: argv.latency,
       latencyBatch: argv.latencyBatch,
-      criterion: argv.criterion === undefined ? undefined : argv.criterion === 'auto' ? 'auto' : parseCriterion(argv.criterion),
+      criterion:
+        argv.criterion === undefined
+          ? undefined
+          : argv.criterion === 'auto'
+            ? 'auto'
+            : parseCriterion(argv.criterion),
       uniform: argv.uniform,
       roundTo: argv.roundTo,
       minChannels: argv.minChannels,
@@ -118,7 +218,13 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       plan,
       planSource: argv.planIn,
       data,
-      finetune: { epochs: argv.finetuneEpochs, lr: argv.finetuneLr, batchSize: argv.finetuneBatch, limit: argv.finetuneLimit, distill: argv.distill },
+      finetune: {
+        epochs: argv.finetuneEpochs,
+        lr: argv.finetuneLr,
+        batchSize: argv.finetuneBatch,
+        limit: argv.finetuneLimit,
+        distill: argv.distill,
+      },
       runtime: { device: parseDevice(argv.device), threads: argv.threads },
       dryRun: argv.dryRun,
       validate: argv.validate,
@@ -127,7 +233,10 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       warn: (m) => process.stderr.write(`adapruner: warning: ${m}\n`),
       onFinetuneStep: (p) => {
         if (p.step === 1) bar = createProgress(`fine-tune epoch ${p.epoch}/${p.epochs}`, p.stepsPerEpoch);
-        bar?.update(p.step, `loss ${p.loss.toFixed(4)} acc ${(100 * p.accuracy).toFixed(1)}% ${p.imagesPerSecond.toFixed(0)} img/s`);
+        bar?.update(
+          p.step,
+          `loss ${p.loss.toFixed(4)} acc ${(100 * p.accuracy).toFixed(1)}% ${p.imagesPerSecond.toFixed(0)} img/s`,
+        );
         if (p.step === p.stepsPerEpoch) bar?.stop();
       },
     });
@@ -140,7 +249,13 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       if (argv.report) files.push(...writeReports(result.report, argv.output!));
     }
     if (argv.json) {
-      console.log(JSON.stringify({ ...result.core, pipeline: result.report, skipped: result.skipped, files, timings: pm.timings }, null, 1));
+      console.log(
+        JSON.stringify(
+          { ...result.core, pipeline: result.report, skipped: result.skipped, files, timings: pm.timings },
+          null,
+          1,
+        ),
+      );
       return;
     }
     console.log(renderSummary(result));
@@ -192,27 +307,85 @@ export function renderSummary(result: AdaPruneResult): string {
   const parts = [renderReport(result.core)];
   const r = result.report;
   if (r.before.latencyMs !== undefined && r.after.latencyMs !== undefined)
-    parts.push(renderKeyValues([['latency', `${r.before.latencyMs.toFixed(3)} ms -> ${r.after.latencyMs.toFixed(3)} ms (${(r.before.latencyMs / r.after.latencyMs).toFixed(2)}x faster)`]]));
+    parts.push(
+      renderKeyValues([
+        [
+          'latency',
+          `${r.before.latencyMs.toFixed(3)} ms -> ${r.after.latencyMs.toFixed(3)} ms (${(r.before.latencyMs / r.after.latencyMs).toFixed(2)}x faster)`,
+        ],
+      ]),
+    );
   if (r.criteria.length)
-    parts.push(renderTable(['criterion', { header: 'proxy top-1', align: 'right' }, { header: 'proxy loss', align: 'right' }, 'chosen'], r.criteria.map((c) => [c.criterion, pct(c.top1, 1), c.loss.toFixed(4), c.chosen ? '*' : ''])));
+    parts.push(
+      renderTable(
+        [
+          'criterion',
+          { header: 'proxy top-1', align: 'right' },
+          { header: 'proxy loss', align: 'right' },
+          'chosen',
+        ],
+        r.criteria.map((c) => [c.criterion, pct(c.top1, 1), c.loss.toFixed(4), c.chosen ? '*' : '']),
+      ),
+    );
   if (r.accuracy.length)
-    parts.push(renderTable(['stage', { header: 'top-1', align: 'right' }, { header: 'loss', align: 'right' }, { header: 'images', align: 'right' }], r.accuracy.map((a) => [a.stage, pct(a.top1, 1), a.loss?.toFixed(4) ?? '', a.images])));
-  parts.push(renderTable(['stage', { header: 'seconds', align: 'right' }], r.stages.map((s) => [s.name, s.seconds.toFixed(2)])));
+    parts.push(
+      renderTable(
+        [
+          'stage',
+          { header: 'top-1', align: 'right' },
+          { header: 'loss', align: 'right' },
+          { header: 'images', align: 'right' },
+        ],
+        r.accuracy.map((a) => [a.stage, pct(a.top1, 1), a.loss?.toFixed(4) ?? '', a.images]),
+      ),
+    );
+  parts.push(
+    renderTable(
+      ['stage', { header: 'seconds', align: 'right' }],
+      r.stages.map((s) => [s.name, s.seconds.toFixed(2)]),
+    ),
+  );
   return parts.join('\n\n');
 }
 
 export function renderReport(r: PruneReport): string {
   const table = renderTable(
-    ['group', 'anchor', { header: 'members', align: 'right' }, { header: 'before', align: 'right' }, { header: 'after', align: 'right' }, { header: 'importance', align: 'right' }, 'frozen'],
-    r.groups.map((g) => [g.id, g.anchor, g.members, g.before, g.after, g.importance.toFixed(3), g.frozen ?? '']),
+    [
+      'group',
+      'anchor',
+      { header: 'members', align: 'right' },
+      { header: 'before', align: 'right' },
+      { header: 'after', align: 'right' },
+      { header: 'importance', align: 'right' },
+      'frozen',
+    ],
+    r.groups.map((g) => [
+      g.id,
+      g.anchor,
+      g.members,
+      g.before,
+      g.after,
+      g.importance.toFixed(3),
+      g.frozen ?? '',
+    ]),
   );
   const kv: [string, string][] = [
     ['criterion', r.criterion],
     ['importance', r.importanceSource === 'bn' ? 'mean |BN gamma|' : 'filter norm (no BN)'],
-    ['MACs', `${formatCount(r.original.macs)} -> ${formatCount(r.pruned.macs)} (${pct(r.pruned.macs, r.original.macs)})`],
-    ['params', `${formatCount(r.original.params)} -> ${formatCount(r.pruned.params)} (${pct(r.pruned.params, r.original.params)})`],
+    [
+      'MACs',
+      `${formatCount(r.original.macs)} -> ${formatCount(r.pruned.macs)} (${pct(r.pruned.macs, r.original.macs)})`,
+    ],
+    [
+      'params',
+      `${formatCount(r.original.params)} -> ${formatCount(r.pruned.params)} (${pct(r.pruned.params, r.original.params)})`,
+    ],
   ];
-  if (r.search) kv.push(['search', `${r.search.steps} bisection steps, ${r.search.msPerStep.toFixed(3)} ms/step, ${r.search.fillSteps} fill steps`]);
+  if (r.search)
+    kv.push([
+      'search',
+      `${r.search.steps} bisection steps, ${r.search.msPerStep.toFixed(3)} ms/step, ${r.search.fillSteps} fill steps`,
+    ]);
   return `${table}\n\n${renderKeyValues(kv)}`;
 }
 

@@ -30,9 +30,16 @@ export function canEvaluate(opType: string, domain = ''): boolean {
 }
 
 /** Evaluates `node` on constant inputs (undefined = absent optional input). Throws CannotEvaluate. */
-export function evaluateNode(node: Node, inputs: readonly (Tensor | undefined)[], opset: number, options: EvalOptions = {}): Tensor[] {
+export function evaluateNode(
+  node: Node,
+  inputs: readonly (Tensor | undefined)[],
+  opset: number,
+  options: EvalOptions = {},
+): Tensor[] {
   if (!canEvaluate(node.opType, node.domain)) throw new CannotEvaluate(`no evaluator for ${node.opType}`);
-  for (const t of inputs) if (t && (t.dataType === DataType.STRING || !isArithmeticType(t.dataType))) throw new CannotEvaluate(`unsupported input type ${dataTypeName(t.dataType)}`);
+  for (const t of inputs)
+    if (t && (t.dataType === DataType.STRING || !isArithmeticType(t.dataType)))
+      throw new CannotEvaluate(`unsupported input type ${dataTypeName(t.dataType)}`);
   return EVALUATORS[node.opType]!(node, inputs, { opset, maxElements: options.maxElements ?? 1 << 20 });
 }
 
@@ -40,8 +47,17 @@ function isArithmeticType(t: DataType): boolean {
   return ARITHMETIC_TYPES.has(t);
 }
 const ARITHMETIC_TYPES = new Set([
-  DataType.FLOAT, DataType.DOUBLE, DataType.INT8, DataType.UINT8, DataType.INT16, DataType.UINT16,
-  DataType.INT32, DataType.UINT32, DataType.INT64, DataType.UINT64, DataType.BOOL,
+  DataType.FLOAT,
+  DataType.DOUBLE,
+  DataType.INT8,
+  DataType.UINT8,
+  DataType.INT16,
+  DataType.UINT16,
+  DataType.INT32,
+  DataType.UINT32,
+  DataType.INT64,
+  DataType.UINT64,
+  DataType.BOOL,
 ]);
 const isBigType = (t: DataType): boolean => t === DataType.INT64 || t === DataType.UINT64;
 const isFloatType = (t: DataType): boolean => t === DataType.FLOAT || t === DataType.DOUBLE;
@@ -54,11 +70,17 @@ function need(inputs: readonly (Tensor | undefined)[], i: number, node: Node): T
   return t;
 }
 
-function make(ctx: EvalContext, dataType: DataType, dims: readonly number[], fill: (out: TypedArray) => void): Tensor {
+function make(
+  ctx: EvalContext,
+  dataType: DataType,
+  dims: readonly number[],
+  fill: (out: TypedArray) => void,
+): Tensor {
   const size = dims.reduce((a, b) => a * b, 1);
   if (size > ctx.maxElements) throw new CannotEvaluate(`result of ${size} elements is too large to fold`);
   const storage = storageOf(dataType);
-  if (!storage || !isArithmeticType(dataType)) throw new CannotEvaluate(`unsupported result type ${dataTypeName(dataType)}`);
+  if (!storage || !isArithmeticType(dataType))
+    throw new CannotEvaluate(`unsupported result type ${dataTypeName(dataType)}`);
   const out = new storage.array(size);
   fill(out);
   return Tensor.fromArray(dataType, dims, out);
@@ -67,7 +89,12 @@ function make(ctx: EvalContext, dataType: DataType, dims: readonly number[], fil
 /** Integer values of a shape/index tensor as numbers (INT64_MAX and friends clamp to safe integers). */
 export function tensorInts(t: Tensor): number[] {
   return Array.from(t.data as ArrayLike<Scalar>, (v) => {
-    if (typeof v === 'bigint') return v > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : v < BigInt(Number.MIN_SAFE_INTEGER) ? Number.MIN_SAFE_INTEGER : Number(v);
+    if (typeof v === 'bigint')
+      return v > BigInt(Number.MAX_SAFE_INTEGER)
+        ? Number.MAX_SAFE_INTEGER
+        : v < BigInt(Number.MIN_SAFE_INTEGER)
+          ? Number.MIN_SAFE_INTEGER
+          : Number(v);
     return v;
   });
 }
@@ -80,7 +107,8 @@ function strides(dims: readonly number[]): number[] {
 
 function normAxis(axis: number, rank: number, node: Node): number {
   const a = axis < 0 ? axis + rank : axis;
-  if (a < 0 || a >= rank) throw new CannotEvaluate(`axis ${axis} out of range for rank ${rank} in '${node.name}'`);
+  if (a < 0 || a >= rank)
+    throw new CannotEvaluate(`axis ${axis} out of range for rank ${rank} in '${node.name}'`);
   return a;
 }
 
@@ -93,7 +121,8 @@ export function broadcastShapes(shapes: readonly (readonly number[])[]): number[
       const k = s.length - rank + i;
       const v = k >= 0 ? s[k]! : 1;
       if (v === 1) continue;
-      if (d !== 1 && d !== v) throw new CannotEvaluate(`shapes [${shapes.map((x) => x.join(',')).join('] [')}] do not broadcast`);
+      if (d !== 1 && d !== v)
+        throw new CannotEvaluate(`shapes [${shapes.map((x) => x.join(',')).join('] [')}] do not broadcast`);
       d = v;
     }
     out.push(d);
@@ -102,7 +131,12 @@ export function broadcastShapes(shapes: readonly (readonly number[])[]): number[
 }
 
 /** Calls `fn` with the broadcast elements of each input for every output position. */
-function broadcastMap(ctx: EvalContext, inputs: readonly Tensor[], outType: DataType, fn: (v: Scalar[]) => Scalar): Tensor {
+function broadcastMap(
+  ctx: EvalContext,
+  inputs: readonly Tensor[],
+  outType: DataType,
+  fn: (v: Scalar[]) => Scalar,
+): Tensor {
   const dims = broadcastShapes(inputs.map((t) => t.dims));
   const rank = dims.length;
   const inStrides = inputs.map((t) => {
@@ -135,12 +169,19 @@ function broadcastMap(ctx: EvalContext, inputs: readonly Tensor[], outType: Data
 
 function sameType(node: Node, ts: readonly Tensor[]): DataType {
   const t = ts[0]!.dataType;
-  for (const x of ts) if (x.dataType !== t) throw new CannotEvaluate(`'${node.name}' mixes ${dataTypeName(t)} and ${dataTypeName(x.dataType)}`);
+  for (const x of ts)
+    if (x.dataType !== t)
+      throw new CannotEvaluate(`'${node.name}' mixes ${dataTypeName(t)} and ${dataTypeName(x.dataType)}`);
   return t;
 }
 
 /** Gathers elements of `t` at `index` positions laid out as `dims` (used by Slice, Transpose, Expand...). */
-function remap(ctx: EvalContext, t: Tensor, dims: readonly number[], source: (outIndex: number[]) => number): Tensor {
+function remap(
+  ctx: EvalContext,
+  t: Tensor,
+  dims: readonly number[],
+  source: (outIndex: number[]) => number,
+): Tensor {
   const src = t.data as ArrayLike<Scalar>;
   return make(ctx, t.dataType, dims, (out) => {
     const idx = new Array<number>(dims.length).fill(0);
@@ -159,7 +200,11 @@ function withDims(t: Tensor, dims: readonly number[]): Tensor {
 }
 
 /** Axes from the attribute (older opsets) or from input `inputIndex` (newer). */
-function axesOf(node: Node, inputs: readonly (Tensor | undefined)[], inputIndex: number): number[] | undefined {
+function axesOf(
+  node: Node,
+  inputs: readonly (Tensor | undefined)[],
+  inputIndex: number,
+): number[] | undefined {
   const fromInput = inputs[inputIndex];
   if (fromInput) return tensorInts(fromInput);
   if (node.inputs[inputIndex]) throw new CannotEvaluate(`axes of '${node.name}' are not constant`);
@@ -178,8 +223,10 @@ function binaryArith(op: (a: Scalar, b: Scalar, t: DataType) => Scalar): Evaluat
   };
 }
 
-const add = (a: Scalar, b: Scalar): Scalar => (typeof a === 'bigint' ? a + (b as bigint) : (a as number) + (b as number));
-const sub = (a: Scalar, b: Scalar): Scalar => (typeof a === 'bigint' ? a - (b as bigint) : (a as number) - (b as number));
+const add = (a: Scalar, b: Scalar): Scalar =>
+  typeof a === 'bigint' ? a + (b as bigint) : (a as number) + (b as number);
+const sub = (a: Scalar, b: Scalar): Scalar =>
+  typeof a === 'bigint' ? a - (b as bigint) : (a as number) - (b as number);
 const mul = (a: Scalar, b: Scalar, t: DataType): Scalar => {
   if (typeof a === 'bigint') return a * (b as bigint);
   if (t === DataType.INT32 || t === DataType.UINT32) return Math.imul(a, b as number);
@@ -196,7 +243,8 @@ const div = (a: Scalar, b: Scalar, t: DataType): Scalar => {
 };
 const pow = (a: Scalar, b: Scalar, t: DataType): Scalar => {
   // onnxruntime computes x^1 and x^2 as products; other exponents go through std::pow, which JS cannot match.
-  if (isFloatType(t) && Number(b) !== 2 && Number(b) !== 1) throw new CannotEvaluate('float Pow other than x^1, x^2');
+  if (isFloatType(t) && Number(b) !== 2 && Number(b) !== 1)
+    throw new CannotEvaluate('float Pow other than x^1, x^2');
   if (typeof a === 'bigint') return a ** (b as bigint);
   const r = a ** Number(b);
   return isFloatType(t) ? r : Math.trunc(r);
@@ -221,7 +269,9 @@ function compare(op: (a: Scalar, b: Scalar) => boolean): Evaluator {
 
 function logical(op: (a: boolean, b: boolean) => boolean): Evaluator {
   return (node, inputs, ctx) => [
-    broadcastMap(ctx, [need(inputs, 0, node), need(inputs, 1, node)], DataType.BOOL, ([x, y]) => (op(x !== 0, y !== 0) ? 1 : 0)),
+    broadcastMap(ctx, [need(inputs, 0, node), need(inputs, 1, node)], DataType.BOOL, ([x, y]) =>
+      op(x !== 0, y !== 0) ? 1 : 0,
+    ),
   ];
 }
 
@@ -233,10 +283,12 @@ function unary(op: (a: Scalar, t: DataType) => Scalar): Evaluator {
   };
 }
 
-const num = (f: (x: number) => number) => (a: Scalar): Scalar => {
-  if (typeof a === 'bigint') throw new CannotEvaluate('float function on an integer tensor');
-  return f(a);
-};
+const num =
+  (f: (x: number) => number) =>
+  (a: Scalar): Scalar => {
+    if (typeof a === 'bigint') throw new CannotEvaluate('float function on an integer tensor');
+    return f(a);
+  };
 
 // ------------------------------------------------------------------------------------------ conversions
 
@@ -293,7 +345,11 @@ function constantValue(node: Node, ctx: EvalContext): Tensor {
 // --------------------------------------------------------------------------------------- shape handling
 
 /** Output dims of Reshape given its target (0 copies the input dim unless allowzero, -1 is inferred). */
-export function reshapeDims(inDims: readonly number[], target: readonly number[], allowzero: boolean): number[] {
+export function reshapeDims(
+  inDims: readonly number[],
+  target: readonly number[],
+  allowzero: boolean,
+): number[] {
   const size = inDims.reduce((a, b) => a * b, 1);
   let known = 1;
   let minus = -1;
@@ -352,20 +408,31 @@ export function sliceRanges(
 
 function sliceArgs(node: Node, inputs: readonly (Tensor | undefined)[], ctx: EvalContext) {
   if (ctx.opset < 10)
-    return { starts: node.attrInts('starts', []), ends: node.attrInts('ends', []), axes: node.attrInts('axes'), steps: undefined };
+    return {
+      starts: node.attrInts('starts', []),
+      ends: node.attrInts('ends', []),
+      axes: node.attrInts('axes'),
+      steps: undefined,
+    };
   const opt = (i: number): number[] | undefined => {
     if (inputs[i]) return tensorInts(inputs[i]!);
     if (node.inputs[i]) throw new CannotEvaluate(`Slice input ${i} is not constant`);
     return undefined;
   };
-  return { starts: tensorInts(need(inputs, 1, node)), ends: tensorInts(need(inputs, 2, node)), axes: opt(3), steps: opt(4) };
+  return {
+    starts: tensorInts(need(inputs, 1, node)),
+    ends: tensorInts(need(inputs, 2, node)),
+    axes: opt(3),
+    steps: opt(4),
+  };
 }
 
 /** Dims after Unsqueeze with `axes` (negative axes count in the output rank). */
 export function unsqueezeDims<D>(dims: readonly D[], axes: readonly number[], one: D): D[] {
   const rank = dims.length + axes.length;
   const norm = new Set(axes.map((a) => (a < 0 ? a + rank : a)));
-  if (norm.size !== axes.length || [...norm].some((a) => a < 0 || a >= rank)) throw new CannotEvaluate(`Unsqueeze axes [${axes}]`);
+  if (norm.size !== axes.length || [...norm].some((a) => a < 0 || a >= rank))
+    throw new CannotEvaluate(`Unsqueeze axes [${axes}]`);
   const out: D[] = [];
   let k = 0;
   for (let i = 0; i < rank; i++) out.push(norm.has(i) ? one : dims[k++]!);
@@ -376,13 +443,16 @@ function reduce(kind: 'sum' | 'prod' | 'max' | 'min' | 'mean'): Evaluator {
   return (node, inputs, ctx) => {
     const x = need(inputs, 0, node);
     // onnxruntime's float sums run in its own order (and mean may scale by 1/n): only exact cases are folded.
-    if (isFloatType(x.dataType) && kind === 'mean') throw new CannotEvaluate('float ReduceMean may round differently');
+    if (isFloatType(x.dataType) && kind === 'mean')
+      throw new CannotEvaluate('float ReduceMean may round differently');
     const axesFromInput = kind === 'sum' ? ctx.opset >= 13 : ctx.opset >= 18;
     const given = axesFromInput ? axesOf(node, inputs, 1) : node.attrInts('axes');
     const keep = node.attrInt('keepdims', 1) === 1;
     const rank = x.dims.length;
     if ((!given || given.length === 0) && node.attrInt('noop_with_empty_axes', 0) === 1) return [x];
-    const axes = new Set((given && given.length ? given : x.dims.map((_, i) => i)).map((a) => normAxis(a, rank, node)));
+    const axes = new Set(
+      (given && given.length ? given : x.dims.map((_, i) => i)).map((a) => normAxis(a, rank, node)),
+    );
     if (isFloatType(x.dataType) && x.size > 2 && (kind === 'sum' || kind === 'prod'))
       throw new CannotEvaluate('float reductions may sum in a different order than onnxruntime');
     const outDims = x.dims.map((d, i) => (axes.has(i) ? 1 : d));
@@ -393,19 +463,36 @@ function reduce(kind: 'sum' | 'prod' | 'max' | 'min' | 'mean'): Evaluator {
     const count = x.dims.reduce((a, d, i) => (axes.has(i) ? a * d : a), 1);
     for (let i = 0; i < src.length; i++) {
       let o = 0;
-      for (let k = 0; k < rank; k++) if (!axes.has(k)) o += Math.floor(i / xs[k]!) % x.dims[k]! * os[k]!;
+      for (let k = 0; k < rank; k++) if (!axes.has(k)) o += (Math.floor(i / xs[k]!) % x.dims[k]!) * os[k]!;
       const v = src[i]!;
       const a = acc[o];
-      acc[o] = a === undefined ? v : kind === 'sum' || kind === 'mean' ? add(a, v) : kind === 'prod' ? mul(a, v, x.dataType) : (kind === 'max' ? v > a : v < a) ? v : a;
+      acc[o] =
+        a === undefined
+          ? v
+          : kind === 'sum' || kind === 'mean'
+            ? add(a, v)
+            : kind === 'prod'
+              ? mul(a, v, x.dataType)
+              : (kind === 'max' ? v > a : v < a)
+                ? v
+                : a;
     }
     const dims = keep ? outDims : x.dims.filter((_, i) => !axes.has(i));
-    return [make(ctx, x.dataType, dims, (out) => {
-      for (let i = 0; i < out.length; i++) {
-        let v = acc[i] ?? (kind === 'prod' ? 1 : 0);
-        if (kind === 'mean') v = typeof v === 'bigint' ? v / BigInt(count) : isFloatType(x.dataType) ? v / count : Math.trunc(v / count);
-        (out as unknown as Scalar[])[i] = isBigType(x.dataType) ? BigInt(v) : Number(v);
-      }
-    })];
+    return [
+      make(ctx, x.dataType, dims, (out) => {
+        for (let i = 0; i < out.length; i++) {
+          let v = acc[i] ?? (kind === 'prod' ? 1 : 0);
+          if (kind === 'mean')
+            v =
+              typeof v === 'bigint'
+                ? v / BigInt(count)
+                : isFloatType(x.dataType)
+                  ? v / count
+                  : Math.trunc(v / count);
+          (out as unknown as Scalar[])[i] = isBigType(x.dataType) ? BigInt(v) : Number(v);
+        }
+      }),
+    ];
   };
 }
 
@@ -472,19 +559,28 @@ const EVALUATORS: Record<string, Evaluator> = {
     const x = need(inputs, 0, node);
     const shape = tensorInts(need(inputs, 1, node));
     const dims = broadcastShapes([x.dims, shape]);
-    const ones = make(ctx, x.dataType, dims, (o) => (o as unknown as Scalar[]).fill(isBigType(x.dataType) ? 0n : 0));
+    const ones = make(ctx, x.dataType, dims, (o) =>
+      (o as unknown as Scalar[]).fill(isBigType(x.dataType) ? 0n : 0),
+    );
     return [broadcastMap(ctx, [x, ones], x.dataType, ([v]) => v!)];
   },
   Range: (node, inputs, ctx) => {
     const [s, l, d] = [0, 1, 2].map((i) => need(inputs, i, node)) as [Tensor, Tensor, Tensor];
     const t = sameType(node, [s, l, d]);
     if (t === DataType.FLOAT) throw new CannotEvaluate('float32 Range accumulates differently');
-    const [start, limit, delta] = [s, l, d].map((x) => Number((x.data as ArrayLike<Scalar>)[0]!)) as [number, number, number];
+    const [start, limit, delta] = [s, l, d].map((x) => Number((x.data as ArrayLike<Scalar>)[0]!)) as [
+      number,
+      number,
+      number,
+    ];
     if (delta === 0) throw new CannotEvaluate('Range delta 0');
     const n = Math.max(0, Math.ceil((limit - start) / delta));
-    return [make(ctx, t, [n], (out) => {
-      for (let i = 0; i < n; i++) (out as unknown as Scalar[])[i] = isBigType(t) ? BigInt(start + i * delta) : start + i * delta;
-    })];
+    return [
+      make(ctx, t, [n], (out) => {
+        for (let i = 0; i < n; i++)
+          (out as unknown as Scalar[])[i] = isBigType(t) ? BigInt(start + i * delta) : start + i * delta;
+      }),
+    ];
   },
   Reshape: (node, inputs) => {
     const x = need(inputs, 0, node);
@@ -507,9 +603,17 @@ const EVALUATORS: Record<string, Evaluator> = {
   Squeeze: (node, inputs, ctx) => {
     const x = need(inputs, 0, node);
     const axes = ctx.opset >= 13 ? axesOf(node, inputs, 1) : node.attrInts('axes');
-    const drop = new Set((axes ?? x.dims.flatMap((d, i) => (d === 1 ? [i] : []))).map((a) => normAxis(a, x.dims.length, node)));
-    for (const a of drop) if (x.dims[a] !== 1) throw new CannotEvaluate(`Squeeze of a dim of size ${x.dims[a]}`);
-    return [withDims(x, x.dims.filter((_, i) => !drop.has(i)))];
+    const drop = new Set(
+      (axes ?? x.dims.flatMap((d, i) => (d === 1 ? [i] : []))).map((a) => normAxis(a, x.dims.length, node)),
+    );
+    for (const a of drop)
+      if (x.dims[a] !== 1) throw new CannotEvaluate(`Squeeze of a dim of size ${x.dims[a]}`);
+    return [
+      withDims(
+        x,
+        x.dims.filter((_, i) => !drop.has(i)),
+      ),
+    ];
   },
   Concat: (node, inputs, ctx) => {
     const ts = inputs.map((_, i) => need(inputs, i, node));
@@ -519,16 +623,18 @@ const EVALUATORS: Record<string, Evaluator> = {
     const dims = [...ts[0]!.dims];
     dims[axis] = ts.reduce((a, x) => a + x.dims[axis]!, 0);
     const outer = dims.slice(0, axis).reduce((a, b) => a * b, 1);
-    return [make(ctx, t, dims, (out) => {
-      let o = 0;
-      for (let i = 0; i < outer; i++) {
-        for (const x of ts) {
-          const block = x.dims.slice(axis).reduce((a, b) => a * b, 1);
-          const src = x.data as ArrayLike<Scalar>;
-          for (let k = 0; k < block; k++) (out as unknown as Scalar[])[o++] = src[i * block + k]!;
+    return [
+      make(ctx, t, dims, (out) => {
+        let o = 0;
+        for (let i = 0; i < outer; i++) {
+          for (const x of ts) {
+            const block = x.dims.slice(axis).reduce((a, b) => a * b, 1);
+            const src = x.data as ArrayLike<Scalar>;
+            for (let k = 0; k < block; k++) (out as unknown as Scalar[])[o++] = src[i * block + k]!;
+          }
         }
-      }
-    })];
+      }),
+    ];
   },
   Gather: (node, inputs, ctx) => {
     const x = need(inputs, 0, node);
@@ -544,35 +650,58 @@ const EVALUATORS: Record<string, Evaluator> = {
     const xs = strides(x.dims);
     const ir = ind.dims.length;
     const indStrides = strides(ind.dims);
-    return [remap(ctx, x, dims, (idx) => {
-      let off = 0;
-      for (let i = 0; i < axis; i++) off += idx[i]! * xs[i]!;
-      let flat = 0;
-      for (let i = 0; i < ir; i++) flat += idx[axis + i]! * indStrides[i]!;
-      off += indices[flat]! * xs[axis]!;
-      for (let i = axis + 1; i < x.dims.length; i++) off += idx[i + ir - 1]! * xs[i]!;
-      return off;
-    })];
+    return [
+      remap(ctx, x, dims, (idx) => {
+        let off = 0;
+        for (let i = 0; i < axis; i++) off += idx[i]! * xs[i]!;
+        let flat = 0;
+        for (let i = 0; i < ir; i++) flat += idx[axis + i]! * indStrides[i]!;
+        off += indices[flat]! * xs[axis]!;
+        for (let i = axis + 1; i < x.dims.length; i++) off += idx[i + ir - 1]! * xs[i]!;
+        return off;
+      }),
+    ];
   },
   Slice: (node, inputs, ctx) => {
     const x = need(inputs, 0, node);
     const { starts, ends, axes, steps } = sliceArgs(node, inputs, ctx);
     const ranges = sliceRanges(x.dims, starts, ends, axes, steps);
     const xs = strides(x.dims);
-    return [remap(ctx, x, ranges.map((r) => r.count), (idx) => idx.reduce((off, v, i) => off + (ranges[i]!.start + v * ranges[i]!.step) * xs[i]!, 0))];
+    return [
+      remap(
+        ctx,
+        x,
+        ranges.map((r) => r.count),
+        (idx) => idx.reduce((off, v, i) => off + (ranges[i]!.start + v * ranges[i]!.step) * xs[i]!, 0),
+      ),
+    ];
   },
   Transpose: (node, inputs, ctx) => {
     const x = need(inputs, 0, node);
     const rank = x.dims.length;
     const perm = node.attrInts('perm') ?? x.dims.map((_, i) => rank - 1 - i);
     const xs = strides(x.dims);
-    return [remap(ctx, x, perm.map((p) => x.dims[p]!), (idx) => idx.reduce((off, v, i) => off + v * xs[perm[i]!]!, 0))];
+    return [
+      remap(
+        ctx,
+        x,
+        perm.map((p) => x.dims[p]!),
+        (idx) => idx.reduce((off, v, i) => off + v * xs[perm[i]!]!, 0),
+      ),
+    ];
   },
   Tile: (node, inputs, ctx) => {
     const x = need(inputs, 0, node);
     const reps = tensorInts(need(inputs, 1, node));
     const xs = strides(x.dims);
-    return [remap(ctx, x, x.dims.map((d, i) => d * reps[i]!), (idx) => idx.reduce((off, v, i) => off + (v % x.dims[i]!) * xs[i]!, 0))];
+    return [
+      remap(
+        ctx,
+        x,
+        x.dims.map((d, i) => d * reps[i]!),
+        (idx) => idx.reduce((off, v, i) => off + (v % x.dims[i]!) * xs[i]!, 0),
+      ),
+    ];
   },
   ReduceSum: reduce('sum'),
   ReduceProd: reduce('prod'),

@@ -34,7 +34,15 @@ export type AttributeValue =
   | { type: AttributeType.TENSORS; value: Tensor[] }
   | { type: AttributeType.GRAPHS; value: Graph[] }
   /** Sparse tensors, type protos and reference attributes are carried as their decoded messages. */
-  | { type: AttributeType.SPARSE_TENSOR | AttributeType.SPARSE_TENSORS | AttributeType.TYPE_PROTO | AttributeType.TYPE_PROTOS | AttributeType.UNDEFINED; value: unknown };
+  | {
+      type:
+        | AttributeType.SPARSE_TENSOR
+        | AttributeType.SPARSE_TENSORS
+        | AttributeType.TYPE_PROTO
+        | AttributeType.TYPE_PROTOS
+        | AttributeType.UNDEFINED;
+      value: unknown;
+    };
 
 export type Attribute = AttributeValue & {
   /** Fields the IR does not model (doc_string, ref_attr_name), re-emitted as they came. */

@@ -10,12 +10,15 @@ export function resolveExternalLocation(modelDir: string, location: string): str
   if (location === '') throw new Error('external data location is empty');
   if (location.includes('\0')) throw new Error(`external data location '${location}' contains a NUL byte`);
   if (path.isAbsolute(location) || path.win32.isAbsolute(location) || /^[a-zA-Z]:/.test(location))
-    throw new Error(`external data location '${location}' is absolute; it must be relative to the model's folder`);
+    throw new Error(
+      `external data location '${location}' is absolute; it must be relative to the model's folder`,
+    );
   const parts = location.split(/[\\/]+/);
   if (parts.includes('..')) throw new Error(`external data location '${location}' contains '..'`);
   const base = fs.existsSync(modelDir) ? fs.realpathSync(modelDir) : path.resolve(modelDir);
   const full = path.resolve(base, location);
-  if (!isInside(base, full)) throw new Error(`external data location '${location}' resolves outside the model's folder`);
+  if (!isInside(base, full))
+    throw new Error(`external data location '${location}' resolves outside the model's folder`);
   // Every existing component below the model folder must be a real directory or file, not a link.
   let cursor = base;
   for (const part of parts.filter((p) => p !== '' && p !== '.')) {
@@ -26,14 +29,17 @@ export function resolveExternalLocation(modelDir: string, location: string): str
     } catch {
       break; // not created yet (writing)
     }
-    if (st.isSymbolicLink()) throw new Error(`external data location '${location}' goes through a symbolic link`);
+    if (st.isSymbolicLink())
+      throw new Error(`external data location '${location}' goes through a symbolic link`);
   }
   if (fs.existsSync(full)) {
     const real = fs.realpathSync(full);
-    if (!isInside(base, real)) throw new Error(`external data location '${location}' resolves outside the model's folder`);
+    if (!isInside(base, real))
+      throw new Error(`external data location '${location}' resolves outside the model's folder`);
     const st = fs.lstatSync(full);
     if (!st.isFile()) throw new Error(`external data location '${location}' is not a regular file`);
-    if (st.nlink > 1) throw new Error(`external data location '${location}' is a hard link (${st.nlink} names for one file)`);
+    if (st.nlink > 1)
+      throw new Error(`external data location '${location}' is a hard link (${st.nlink} names for one file)`);
   }
   return full;
 }
@@ -57,31 +63,46 @@ export function parseExternalEntries(entries: Map<string, string>, tensorName: s
     if (s === undefined) return undefined;
     if (!/^\d+$/.test(s)) throw new Error(`tensor '${tensorName}' has an invalid external ${key} '${s}'`);
     const n = Number(s);
-    if (!Number.isSafeInteger(n)) throw new Error(`tensor '${tensorName}' has an external ${key} out of range`);
+    if (!Number.isSafeInteger(n))
+      throw new Error(`tensor '${tensorName}' has an external ${key} out of range`);
     return n;
   };
   return { location, offset: num('offset') ?? 0, length: num('length') };
 }
 
 /** Reads one tensor's bytes from its external file, after the location checks. */
-export function readExternal(modelDir: string, entries: Map<string, string>, tensorName: string, expectedBytes: number): Uint8Array {
+export function readExternal(
+  modelDir: string,
+  entries: Map<string, string>,
+  tensorName: string,
+  expectedBytes: number,
+): Uint8Array {
   const e = parseExternalEntries(entries, tensorName);
   const file = resolveExternalLocation(modelDir, e.location);
   if (e.length !== undefined && e.length !== expectedBytes)
-    throw new Error(`tensor '${tensorName}': external length ${e.length} does not match its dims (${expectedBytes} bytes)`);
+    throw new Error(
+      `tensor '${tensorName}': external length ${e.length} does not match its dims (${expectedBytes} bytes)`,
+    );
   let fd: number;
   try {
     // O_NOFOLLOW: a link swapped in after the checks above is refused rather than followed.
     fd = fs.openSync(file, fs.constants.O_RDONLY | (fs.constants.O_NOFOLLOW ?? 0));
   } catch (err) {
-    throw new Error(`cannot read external data '${e.location}' of tensor '${tensorName}': ${(err as NodeJS.ErrnoException).code ?? err}`);
+    throw new Error(
+      `cannot read external data '${e.location}' of tensor '${tensorName}': ${(err as NodeJS.ErrnoException).code ?? err}`,
+    );
   }
   try {
     const st = fs.fstatSync(fd);
-    if (!st.isFile() || st.nlink > 1) throw new Error(`external data '${e.location}' of tensor '${tensorName}' is not a single-named regular file`);
+    if (!st.isFile() || st.nlink > 1)
+      throw new Error(
+        `external data '${e.location}' of tensor '${tensorName}' is not a single-named regular file`,
+      );
     const size = st.size;
     if (e.offset + expectedBytes > size)
-      throw new Error(`tensor '${tensorName}': external data '${e.location}' is ${size} bytes, too short for offset ${e.offset} + ${expectedBytes}`);
+      throw new Error(
+        `tensor '${tensorName}': external data '${e.location}' is ${size} bytes, too short for offset ${e.offset} + ${expectedBytes}`,
+      );
     const out = Buffer.allocUnsafe(expectedBytes);
     let done = 0;
     while (done < expectedBytes) {

@@ -72,7 +72,13 @@ export class Node {
   private readonly _inputs: (Value | undefined)[] = [];
   private readonly _outputs: Value[] = [];
 
-  constructor(opType: string, inputs: readonly (Value | undefined)[], outputs: readonly Value[], name = '', domain = '') {
+  constructor(
+    opType: string,
+    inputs: readonly (Value | undefined)[],
+    outputs: readonly Value[],
+    name = '',
+    domain = '',
+  ) {
     this.opType = opType;
     this.name = name;
     this.domain = domain;
@@ -142,7 +148,8 @@ export class Node {
   attrInt(name: string, fallback?: number): number | undefined {
     const a = this.attributes.get(name);
     if (!a) return fallback;
-    if (a.type !== AttributeType.INT) throw new Error(`attribute '${name}' of node '${this.name}' is not an int`);
+    if (a.type !== AttributeType.INT)
+      throw new Error(`attribute '${name}' of node '${this.name}' is not an int`);
     return intToNumber(a.value);
   }
 
@@ -151,7 +158,8 @@ export class Node {
   attrInts(name: string, fallback?: number[]): number[] | undefined {
     const a = this.attributes.get(name);
     if (!a) return fallback;
-    if (a.type !== AttributeType.INTS) throw new Error(`attribute '${name}' of node '${this.name}' is not a list of ints`);
+    if (a.type !== AttributeType.INTS)
+      throw new Error(`attribute '${name}' of node '${this.name}' is not a list of ints`);
     return a.value.map(intToNumber);
   }
 
@@ -160,7 +168,8 @@ export class Node {
   attrFloat(name: string, fallback?: number): number | undefined {
     const a = this.attributes.get(name);
     if (!a) return fallback;
-    if (a.type !== AttributeType.FLOAT) throw new Error(`attribute '${name}' of node '${this.name}' is not a float`);
+    if (a.type !== AttributeType.FLOAT)
+      throw new Error(`attribute '${name}' of node '${this.name}' is not a float`);
     return a.value;
   }
 
@@ -169,7 +178,8 @@ export class Node {
   attrString(name: string, fallback?: string): string | undefined {
     const a = this.attributes.get(name);
     if (!a) return fallback;
-    if (a.type !== AttributeType.STRING) throw new Error(`attribute '${name}' of node '${this.name}' is not a string`);
+    if (a.type !== AttributeType.STRING)
+      throw new Error(`attribute '${name}' of node '${this.name}' is not a string`);
     return new TextDecoder().decode(a.value);
   }
 

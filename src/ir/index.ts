@@ -1,4 +1,12 @@
-export { AttributeType, intAttr, intsAttr, floatAttr, floatsAttr, stringAttr, tensorAttr } from './attribute.js';
+export {
+  AttributeType,
+  intAttr,
+  intsAttr,
+  floatAttr,
+  floatsAttr,
+  stringAttr,
+  tensorAttr,
+} from './attribute.js';
 export type { Attribute, AttributeValue, Int } from './attribute.js';
 export { DataType, dataTypeName, ortTypeName, type TypedArray } from './data-type.js';
 export { Graph, Node, Value, intToNumber, type Use } from './graph.js';

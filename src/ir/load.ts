@@ -30,13 +30,17 @@ export function loadModel(file: string, options: LoadOptions = {}): Model {
   try {
     const st = fs.statSync(file);
     if (!st.isFile()) throw new UserError('not a regular file', file);
-    if (st.size > MAX_MODEL_BYTES) throw new UserError(`file is ${st.size} bytes, over the 2 GiB protobuf limit`, file);
+    if (st.size > MAX_MODEL_BYTES)
+      throw new UserError(`file is ${st.size} bytes, over the 2 GiB protobuf limit`, file);
     bytes = fs.readFileSync(file);
   } catch (e) {
     if (e instanceof UserError) throw e;
     throw new UserError(`cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, file);
   }
-  const model = decodeModel(bytes, { baseDir: options.baseDir ?? path.dirname(path.resolve(file)), name: file });
+  const model = decodeModel(bytes, {
+    baseDir: options.baseDir ?? path.dirname(path.resolve(file)),
+    name: file,
+  });
   model.sourcePath = file;
   return model;
 }
@@ -55,7 +59,8 @@ export function decodeModel(bytes: Uint8Array, options: LoadOptions = {}): Model
     return buildModel(proto, options.baseDir);
   } catch (e) {
     if (e instanceof UserError) throw e;
-    if (e instanceof RangeError && /call stack/i.test(e.message)) throw new UserError(`model is nested too deeply to read (${e.message})`, where);
+    if (e instanceof RangeError && /call stack/i.test(e.message))
+      throw new UserError(`model is nested too deeply to read (${e.message})`, where);
     const err = e as Error & { node?: string };
     throw new UserError(err.message, where, err.node);
   }
@@ -63,7 +68,8 @@ export function decodeModel(bytes: Uint8Array, options: LoadOptions = {}): Model
 
 function describeDecodeError(e: unknown): string {
   const msg = (e as Error).message ?? String(e);
-  if ((e instanceof RangeError && /call stack/i.test(msg)) || /max depth exceeded/.test(msg)) return `nested too deeply (${msg})`;
+  if ((e instanceof RangeError && /call stack/i.test(msg)) || /max depth exceeded/.test(msg))
+    return `nested too deeply (${msg})`;
   // protobufjs reports a read past the end (a truncated file, or a length prefix larger than the file) this way.
   if (/index out of range/.test(msg)) return `truncated or corrupt: ${msg.split('\n')[0]!}`;
   return msg.split('\n')[0]!;
@@ -100,10 +106,16 @@ function buildModel(p: Msg, baseDir: string | undefined): Model {
 }
 
 /** Builds one graph. `outer` resolves names the graph uses but does not define (subgraph captures). */
-function buildGraph(gp: Msg, outer: Graph | undefined, reader: ExternalReader | undefined, baseDir: string | undefined): Graph {
+function buildGraph(
+  gp: Msg,
+  outer: Graph | undefined,
+  reader: ExternalReader | undefined,
+  baseDir: string | undefined,
+): Graph {
   let depth = 0;
   for (let o = outer; o; o = o.parent) depth++;
-  if (depth > MAX_SUBGRAPH_DEPTH) throw new Error(`subgraphs are nested more than ${MAX_SUBGRAPH_DEPTH} deep`);
+  if (depth > MAX_SUBGRAPH_DEPTH)
+    throw new Error(`subgraphs are nested more than ${MAX_SUBGRAPH_DEPTH} deep`);
   const g = new Graph();
   g.parent = outer;
   g.name = gp.name ?? '';
@@ -113,7 +125,8 @@ function buildGraph(gp: Msg, outer: Graph | undefined, reader: ExternalReader | 
   }
   const local = new Map<string, Value>();
   const define = (v: Value, what: string): void => {
-    if (local.has(v.name) && local.get(v.name) !== v) throw new Error(`${what} '${v.name}' is defined twice in graph '${g.name}'`);
+    if (local.has(v.name) && local.get(v.name) !== v)
+      throw new Error(`${what} '${v.name}' is defined twice in graph '${g.name}'`);
     local.set(v.name, v);
   };
 
@@ -127,7 +140,9 @@ function buildGraph(gp: Msg, outer: Graph | undefined, reader: ExternalReader | 
     checkTensorData(tp, tensor);
     if (tensor.isExternal && baseDir) checkExternalLocation(tp, baseDir);
     const existing = local.get(tensor.name);
-    const v = existing ?? new Value(tensor.name, { kind: 'tensor', elemType: tensor.dataType, shape: [...tensor.dims] });
+    const v =
+      existing ??
+      new Value(tensor.name, { kind: 'tensor', elemType: tensor.dataType, shape: [...tensor.dims] });
     v.initializer = tensor;
     g.initializers.push(v);
     if (!existing) define(v, 'initializer');
@@ -135,8 +150,11 @@ function buildGraph(gp: Msg, outer: Graph | undefined, reader: ExternalReader | 
   for (const sp of gp.sparse_initializer ?? []) {
     const values: Msg = sp.values ?? {};
     const dims = (sp.dims ?? []).map((d: Long | number) => toSafeNumber(d, 'sparse tensor dimension'));
-    if (dims.some((d: number) => d < 0)) throw new Error(`sparse initializer '${values.name ?? ''}' has a negative dimension`);
-    const v = local.get(values.name ?? '') ?? new Value(values.name ?? '', { kind: 'tensor', elemType: values.data_type ?? 0, shape: dims });
+    if (dims.some((d: number) => d < 0))
+      throw new Error(`sparse initializer '${values.name ?? ''}' has a negative dimension`);
+    const v =
+      local.get(values.name ?? '') ??
+      new Value(values.name ?? '', { kind: 'tensor', elemType: values.data_type ?? 0, shape: dims });
     g.sparseInitializers.push(v);
     if (!local.has(v.name)) define(v, 'sparse initializer');
   }
@@ -153,7 +171,10 @@ function buildGraph(gp: Msg, outer: Graph | undefined, reader: ExternalReader | 
   }
   const resolve = (name: string, nodeName: string): Value => {
     const v = local.get(name) ?? lookupOuter(outer, name);
-    if (!v) throw Object.assign(new Error(`input '${name}' is not defined by any node, input or initializer`), { node: nodeName });
+    if (!v)
+      throw Object.assign(new Error(`input '${name}' is not defined by any node, input or initializer`), {
+        node: nodeName,
+      });
     return v;
   };
   (gp.node ?? []).forEach((np: Msg, k: number) => {
@@ -207,24 +228,34 @@ function checkedTensor(tp: Msg, reader: ExternalReader | undefined): Tensor {
 function checkTensorData(tp: Msg, t: Tensor): void {
   const name = t.name;
   const size = t.dims.reduce((a, b) => a * b, 1);
-  if (!Number.isSafeInteger(size)) throw new Error(`tensor '${name}' has dims [${t.dims.join(', ')}]: too many elements`);
+  if (!Number.isSafeInteger(size))
+    throw new Error(`tensor '${name}' has dims [${t.dims.join(', ')}]: too many elements`);
   if (t.dataType === DataType.STRING) {
     const n = tp.string_data?.length ?? 0;
-    if (n !== size && !(n === 0 && size === 0)) throw new Error(`tensor '${name}' holds ${n} strings, expected ${size}`);
+    if (n !== size && !(n === 0 && size === 0))
+      throw new Error(`tensor '${name}' holds ${n} strings, expected ${size}`);
     return;
   }
-  if (!storageOf(t.dataType)) throw new Error(`tensor '${name}' has unsupported data type ${dataTypeName(t.dataType)}`);
+  if (!storageOf(t.dataType))
+    throw new Error(`tensor '${name}' has unsupported data type ${dataTypeName(t.dataType)}`);
   if (tp.data_location === 1) return;
   if (tp.raw_data?.length) {
     const expected = byteLength(t.dataType, size);
     if (tp.raw_data.length !== expected)
-      throw new Error(`tensor '${name}' has ${tp.raw_data.length} bytes of data, expected ${expected} for dims [${t.dims.join(', ')}] of ${dataTypeName(t.dataType)}`);
+      throw new Error(
+        `tensor '${name}' has ${tp.raw_data.length} bytes of data, expected ${expected} for dims [${t.dims.join(', ')}] of ${dataTypeName(t.dataType)}`,
+      );
     return;
   }
-  const field = ['float_data', 'int32_data', 'int64_data', 'double_data', 'uint64_data'].find((f) => tp[f]?.length);
+  const field = ['float_data', 'int32_data', 'int64_data', 'double_data', 'uint64_data'].find(
+    (f) => tp[f]?.length,
+  );
   const n = field ? tp[field].length : 0;
   const expected = arrayLength(t.dataType, size);
-  if (n !== expected) throw new Error(`tensor '${name}' holds ${n} values, expected ${expected} for dims [${t.dims.join(', ')}]`);
+  if (n !== expected)
+    throw new Error(
+      `tensor '${name}' holds ${n} values, expected ${expected} for dims [${t.dims.join(', ')}]`,
+    );
 }
 
 function lookupOuter(g: Graph | undefined, name: string): Value | undefined {
@@ -236,7 +267,9 @@ function lookupOuter(g: Graph | undefined, name: string): Value | undefined {
 }
 
 function checkExternalLocation(tp: Msg, baseDir: string): void {
-  const entries = new Map<string, string>((tp.external_data ?? []).map((e: Msg) => [e.key ?? '', e.value ?? '']));
+  const entries = new Map<string, string>(
+    (tp.external_data ?? []).map((e: Msg) => [e.key ?? '', e.value ?? '']),
+  );
   const e = parseExternalEntries(entries, tp.name ?? '');
   resolveExternalLocation(baseDir, e.location);
 }
@@ -281,7 +314,12 @@ function toInt(v: Long | number): Int {
   return Number.isSafeInteger(n) ? n : BigInt(v.toString());
 }
 
-function buildAttribute(ap: Msg, g: Graph, reader: ExternalReader | undefined, baseDir: string | undefined): Attribute {
+function buildAttribute(
+  ap: Msg,
+  g: Graph,
+  reader: ExternalReader | undefined,
+  baseDir: string | undefined,
+): Attribute {
   const extra: Msg = {};
   if (has(ap, 'doc_string')) extra.doc_string = ap.doc_string;
   if (has(ap, 'ref_attr_name')) extra.ref_attr_name = ap.ref_attr_name;
@@ -289,16 +327,26 @@ function buildAttribute(ap: Msg, g: Graph, reader: ExternalReader | undefined, b
   const type: AttributeType = has(ap, 'type') ? ap.type : inferAttributeType(ap);
   const sub = (gp: Msg): Graph => buildGraph(gp, g, reader, baseDir);
   switch (type) {
-    case AttributeType.FLOAT: return withExtra({ type, value: ap.f ?? 0 });
-    case AttributeType.INT: return withExtra({ type, value: toInt(ap.i ?? 0) });
-    case AttributeType.STRING: return withExtra({ type, value: ap.s ?? new Uint8Array() });
-    case AttributeType.TENSOR: return withExtra({ type, value: checkedTensor(ap.t ?? {}, reader) });
-    case AttributeType.GRAPH: return withExtra({ type, value: sub(ap.g ?? {}) });
-    case AttributeType.FLOATS: return withExtra({ type, value: [...(ap.floats ?? [])] });
-    case AttributeType.INTS: return withExtra({ type, value: (ap.ints ?? []).map(toInt) });
-    case AttributeType.STRINGS: return withExtra({ type, value: [...(ap.strings ?? [])] });
-    case AttributeType.TENSORS: return withExtra({ type, value: (ap.tensors ?? []).map((t: Msg) => checkedTensor(t, reader)) });
-    case AttributeType.GRAPHS: return withExtra({ type, value: (ap.graphs ?? []).map(sub) });
+    case AttributeType.FLOAT:
+      return withExtra({ type, value: ap.f ?? 0 });
+    case AttributeType.INT:
+      return withExtra({ type, value: toInt(ap.i ?? 0) });
+    case AttributeType.STRING:
+      return withExtra({ type, value: ap.s ?? new Uint8Array() });
+    case AttributeType.TENSOR:
+      return withExtra({ type, value: checkedTensor(ap.t ?? {}, reader) });
+    case AttributeType.GRAPH:
+      return withExtra({ type, value: sub(ap.g ?? {}) });
+    case AttributeType.FLOATS:
+      return withExtra({ type, value: [...(ap.floats ?? [])] });
+    case AttributeType.INTS:
+      return withExtra({ type, value: (ap.ints ?? []).map(toInt) });
+    case AttributeType.STRINGS:
+      return withExtra({ type, value: [...(ap.strings ?? [])] });
+    case AttributeType.TENSORS:
+      return withExtra({ type, value: (ap.tensors ?? []).map((t: Msg) => checkedTensor(t, reader)) });
+    case AttributeType.GRAPHS:
+      return withExtra({ type, value: (ap.graphs ?? []).map(sub) });
     default:
       // Sparse tensors, type protos, and untyped reference attributes travel as their whole message.
       return { type: AttributeType.UNDEFINED, value: ap } as Attribute;

@@ -62,12 +62,20 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
       } catch (e) {
         throw new UserError((e as Error).message, file);
       }
-      if (target === path.resolve(file)) throw new UserError('the external data location names the model file itself', file);
-      dataPlan = { location: external.location, threshold: external.threshold ?? 1024, target, chunks: [], offset: 0 };
+      if (target === path.resolve(file))
+        throw new UserError('the external data location names the model file itself', file);
+      dataPlan = {
+        location: external.location,
+        threshold: external.threshold ?? 1024,
+        target,
+        chunks: [],
+        offset: 0,
+      };
     }
     const proto = modelToProto(model, dataPlan);
     const pieces = encodePieces(proto);
-    if (pieces.reduce((n, b) => n + b.length, 0) > PROTOBUF_LIMIT) throw new UserError('model is over 2 GiB even with external data', file);
+    if (pieces.reduce((n, b) => n + b.length, 0) > PROTOBUF_LIMIT)
+      throw new UserError('model is over 2 GiB even with external data', file);
     if (dataPlan) {
       const tmp = tempName(dataPlan.target);
       tmpFiles.push(tmp);
@@ -176,7 +184,10 @@ function varint(n: number): number[] {
 }
 
 function tempName(file: string): string {
-  return path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`);
+  return path.join(
+    path.dirname(file),
+    `.${path.basename(file)}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`,
+  );
 }
 
 function writeChunks(file: string, chunks: Uint8Array[]): void {
@@ -301,7 +312,9 @@ export function typeToProto(t: ValueType): Msg {
   const tt: Msg = { elem_type: t.elemType };
   if (t.shape) {
     tt.shape = {
-      dim: t.shape.map((d) => (d === null ? {} : typeof d === 'number' ? { dim_value: d } : { dim_param: d })),
+      dim: t.shape.map((d) =>
+        d === null ? {} : typeof d === 'number' ? { dim_value: d } : { dim_param: d },
+      ),
     };
   }
   return { tensor_type: tt };
@@ -314,17 +327,38 @@ function toLong(v: Int): Long | number {
 function attributeToProto(name: string, a: Attribute, external: ExternalPlan | undefined): Msg {
   const p: Msg = { name };
   switch (a.type) {
-    case AttributeType.FLOAT: p.f = a.value; break;
-    case AttributeType.INT: p.i = toLong(a.value); break;
-    case AttributeType.STRING: p.s = a.value; break;
-    case AttributeType.TENSOR: p.t = a.value.toProto(true); break;
-    case AttributeType.GRAPH: p.g = graphToProto(a.value, external); break;
-    case AttributeType.FLOATS: p.floats = a.value; break;
-    case AttributeType.INTS: p.ints = a.value.map(toLong); break;
-    case AttributeType.STRINGS: p.strings = a.value; break;
-    case AttributeType.TENSORS: p.tensors = a.value.map((t) => t.toProto(true)); break;
-    case AttributeType.GRAPHS: p.graphs = a.value.map((g) => graphToProto(g, external)); break;
-    default: return a.value as Msg;
+    case AttributeType.FLOAT:
+      p.f = a.value;
+      break;
+    case AttributeType.INT:
+      p.i = toLong(a.value);
+      break;
+    case AttributeType.STRING:
+      p.s = a.value;
+      break;
+    case AttributeType.TENSOR:
+      p.t = a.value.toProto(true);
+      break;
+    case AttributeType.GRAPH:
+      p.g = graphToProto(a.value, external);
+      break;
+    case AttributeType.FLOATS:
+      p.floats = a.value;
+      break;
+    case AttributeType.INTS:
+      p.ints = a.value.map(toLong);
+      break;
+    case AttributeType.STRINGS:
+      p.strings = a.value;
+      break;
+    case AttributeType.TENSORS:
+      p.tensors = a.value.map((t) => t.toProto(true));
+      break;
+    case AttributeType.GRAPHS:
+      p.graphs = a.value.map((g) => graphToProto(g, external));
+      break;
+    default:
+      return a.value as Msg;
   }
   p.type = a.type;
   if (a.extra) Object.assign(p, a.extra);

@@ -20,7 +20,11 @@ export interface TensorProtoLike {
 }
 
 /** Reads the bytes of an externally stored tensor; set by the loader, which knows the model's folder. */
-export type ExternalReader = (entries: Map<string, string>, tensorName: string, expectedBytes: number) => Uint8Array;
+export type ExternalReader = (
+  entries: Map<string, string>,
+  tensorName: string,
+  expectedBytes: number,
+) => Uint8Array;
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
@@ -47,14 +51,20 @@ export class Tensor {
 
   static fromProto(proto: TensorProtoLike, externalReader?: ExternalReader): Tensor {
     const dims = (proto.dims ?? []).map((d) => toSafeNumber(d, 'tensor dimension'));
-    for (const d of dims) if (d < 0) throw new Error(`tensor '${proto.name ?? ''}' has a negative dimension ${d}`);
+    for (const d of dims)
+      if (d < 0) throw new Error(`tensor '${proto.name ?? ''}' has a negative dimension ${d}`);
     const t = new Tensor(proto, dims, (proto.data_type ?? 0) as DataType);
     t.externalReader = externalReader;
     return t;
   }
 
   /** A new tensor holding `data` (copied only if it is not already of the storage array type). */
-  static fromArray(dataType: DataType, dims: readonly number[], data: TypedArray | ArrayLike<number | bigint>, name = ''): Tensor {
+  static fromArray(
+    dataType: DataType,
+    dims: readonly number[],
+    data: TypedArray | ArrayLike<number | bigint>,
+    name = '',
+  ): Tensor {
     const t = new Tensor({ name }, [...dims], dataType);
     t.setData(data);
     return t;
@@ -64,7 +74,11 @@ export class Tensor {
     return Tensor.fromArray(DataType.FLOAT, [], new Float32Array([value]), name);
   }
 
-  static int64(values: readonly (number | bigint)[], dims: readonly number[] = [values.length], name = ''): Tensor {
+  static int64(
+    values: readonly (number | bigint)[],
+    dims: readonly number[] = [values.length],
+    name = '',
+  ): Tensor {
     return Tensor.fromArray(DataType.INT64, dims, BigInt64Array.from(values.map((v) => BigInt(v))), name);
   }
 
@@ -112,7 +126,9 @@ export class Tensor {
 
   /** Integer values as plain numbers (shape and index tensors). */
   toNumbers(): number[] {
-    return Array.from(this.data as ArrayLike<number | bigint>, (v) => toSafeNumber(v, `value of tensor '${this.name}'`));
+    return Array.from(this.data as ArrayLike<number | bigint>, (v) =>
+      toSafeNumber(v, `value of tensor '${this.name}'`),
+    );
   }
 
   get strings(): Uint8Array[] {
@@ -127,9 +143,13 @@ export class Tensor {
     if (!storage) throw new Error(`cannot set data of a ${dataTypeName(this.dataType)} tensor`);
     const expected = arrayLength(this.dataType, this.size);
     const typed =
-      data instanceof storage.array ? (data as TypedArray) : (storage.array as unknown as { from(d: ArrayLike<unknown>): TypedArray }).from(data);
+      data instanceof storage.array
+        ? (data as TypedArray)
+        : (storage.array as unknown as { from(d: ArrayLike<unknown>): TypedArray }).from(data);
     if (typed.length !== expected)
-      throw new Error(`tensor '${this.name}': ${typed.length} values for dims [${this.dims.join(', ')}] (need ${expected})`);
+      throw new Error(
+        `tensor '${this.name}': ${typed.length} values for dims [${this.dims.join(', ')}] (need ${expected})`,
+      );
     this.cached = typed;
     this.dirty = true;
   }
@@ -140,7 +160,15 @@ export class Tensor {
    * `copyUntouched`. What save writes is unchanged. Returns the number of raw bytes no longer referenced.
    */
   releaseSource(copyUntouched = true): number {
-    const { raw_data: raw, float_data: _f, int32_data: _i, int64_data: _l, double_data: _d, uint64_data: _u, ...rest } = this.proto;
+    const {
+      raw_data: raw,
+      float_data: _f,
+      int32_data: _i,
+      int64_data: _l,
+      double_data: _d,
+      uint64_data: _u,
+      ...rest
+    } = this.proto;
     if (this.dirty) {
       this.proto = rest;
       return raw?.length ?? 0;
@@ -155,8 +183,17 @@ export class Tensor {
   toProto(inlineExternal = false): TensorProtoLike {
     if (!this.dirty && !(inlineExternal && this.proto.data_location === 1)) return this.proto;
     const {
-      raw_data: _r, float_data: _f, int32_data: _i, int64_data: _l, double_data: _d, uint64_data: _u,
-      external_data: _e, data_location: _loc, dims: _dims, data_type: _t, ...rest
+      raw_data: _r,
+      float_data: _f,
+      int32_data: _i,
+      int64_data: _l,
+      double_data: _d,
+      uint64_data: _u,
+      external_data: _e,
+      data_location: _loc,
+      dims: _dims,
+      data_type: _t,
+      ...rest
     } = this.proto;
     return { ...rest, dims: [...this.dims], data_type: this.dataType, raw_data: this.rawBytes() };
   }
@@ -176,27 +213,38 @@ export class Tensor {
 
   private decode(): TypedArray {
     const storage = storageOf(this.dataType);
-    if (!storage) throw new Error(`tensor '${this.name}' has data type ${dataTypeName(this.dataType)}, which holds no numbers`);
+    if (!storage)
+      throw new Error(
+        `tensor '${this.name}' has data type ${dataTypeName(this.dataType)}, which holds no numbers`,
+      );
     const length = arrayLength(this.dataType, this.size);
     const p = this.proto;
     if (p.data_location === 1) {
-      if (!this.externalReader) throw new Error(`tensor '${this.name}' is stored externally and no folder is known to read it from`);
+      if (!this.externalReader)
+        throw new Error(`tensor '${this.name}' is stored externally and no folder is known to read it from`);
       const entries = new Map((p.external_data ?? []).map((e) => [e.key ?? '', e.value ?? '']));
       return this.fromBytes(this.externalReader(entries, this.name, this.byteLength), storage.array, length);
     }
     if (p.raw_data && p.raw_data.length > 0) return this.fromBytes(p.raw_data, storage.array, length);
-    const fields = p.float_data?.length ? p.float_data
-      : p.int32_data?.length ? p.int32_data
-      : p.int64_data?.length ? p.int64_data
-      : p.double_data?.length ? p.double_data
-      : p.uint64_data?.length ? p.uint64_data
-      : [];
+    const fields = p.float_data?.length
+      ? p.float_data
+      : p.int32_data?.length
+        ? p.int32_data
+        : p.int64_data?.length
+          ? p.int64_data
+          : p.double_data?.length
+            ? p.double_data
+            : p.uint64_data?.length
+              ? p.uint64_data
+              : [];
     if (length === 0 || fields.length === 0) {
-      if (length !== 0) throw new Error(`tensor '${this.name}' has dims [${this.dims.join(', ')}] but no data`);
+      if (length !== 0)
+        throw new Error(`tensor '${this.name}' has dims [${this.dims.join(', ')}] but no data`);
       return new storage.array(0);
     }
     // int32_data holds one 8/16-bit value (or one packed 4-bit pair) per entry, so counts match the array.
-    if (fields.length !== length) throw new Error(`tensor '${this.name}' holds ${fields.length} values, expected ${length}`);
+    if (fields.length !== length)
+      throw new Error(`tensor '${this.name}' holds ${fields.length} values, expected ${length}`);
     const out = new storage.array(length);
     const isBig = out instanceof BigInt64Array || out instanceof BigUint64Array;
     for (let i = 0; i < length; i++) {
@@ -207,11 +255,21 @@ export class Tensor {
     return out;
   }
 
-  private fromBytes(bytes: Uint8Array, array: TypedArray['constructor'] & { BYTES_PER_ELEMENT: number }, length: number): TypedArray {
-    const Ctor = array as unknown as { new (b: ArrayBufferLike, o: number, l: number): TypedArray; new (l: number): TypedArray; BYTES_PER_ELEMENT: number };
+  private fromBytes(
+    bytes: Uint8Array,
+    array: TypedArray['constructor'] & { BYTES_PER_ELEMENT: number },
+    length: number,
+  ): TypedArray {
+    const Ctor = array as unknown as {
+      new (b: ArrayBufferLike, o: number, l: number): TypedArray;
+      new (l: number): TypedArray;
+      BYTES_PER_ELEMENT: number;
+    };
     const width = Ctor.BYTES_PER_ELEMENT;
     if (bytes.length !== length * width)
-      throw new Error(`tensor '${this.name}' has ${bytes.length} bytes of data, expected ${length * width} for dims [${this.dims.join(', ')}] of ${dataTypeName(this.dataType)}`);
+      throw new Error(
+        `tensor '${this.name}' has ${bytes.length} bytes of data, expected ${length * width} for dims [${this.dims.join(', ')}] of ${dataTypeName(this.dataType)}`,
+      );
     if (!LITTLE_ENDIAN) bytes = swapBytes(bytes, width);
     if (bytes.byteOffset % width === 0) return new Ctor(bytes.buffer, bytes.byteOffset, length);
     const copy = new Uint8Array(bytes.length);
@@ -222,7 +280,9 @@ export class Tensor {
 
 export function toSafeNumber(v: Long | number | bigint, what: string): number {
   const n = typeof v === 'number' ? v : typeof v === 'bigint' ? Number(v) : v.toNumber();
-  const exact = typeof v === 'number' || (typeof v === 'bigint' ? BigInt(n) === v : Long.fromNumber(n, (v as Long).unsigned).equals(v));
+  const exact =
+    typeof v === 'number' ||
+    (typeof v === 'bigint' ? BigInt(n) === v : Long.fromNumber(n, (v as Long).unsigned).equals(v));
   if (!Number.isSafeInteger(n) || !exact) throw new Error(`${what} ${v.toString()} is out of range`);
   return n;
 }
@@ -235,7 +295,8 @@ function longToBigInt(v: Long | number, unsigned: boolean): bigint {
 
 function swapBytes(bytes: Uint8Array, width: number): Uint8Array {
   const out = new Uint8Array(bytes.length);
-  for (let i = 0; i < bytes.length; i += width) for (let j = 0; j < width; j++) out[i + j] = bytes[i + width - 1 - j]!;
+  for (let i = 0; i < bytes.length; i += width)
+    for (let j = 0; j < width; j++) out[i + j] = bytes[i + width - 1 - j]!;
   return out;
 }
 

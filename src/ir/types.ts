@@ -5,8 +5,7 @@ export type Dim = number | string | null;
 
 /** What a value is known to be. Only tensors are modelled; other types keep their message for the writer. */
 export type ValueType =
-  | { kind: 'tensor'; elemType: DataType; shape: Dim[] | undefined }
-  | { kind: 'other'; proto: unknown };
+  { kind: 'tensor'; elemType: DataType; shape: Dim[] | undefined } | { kind: 'other'; proto: unknown };
 
 export function tensorType(elemType: DataType, shape: Dim[] | undefined): ValueType {
   return { kind: 'tensor', elemType, shape };

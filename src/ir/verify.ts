@@ -16,7 +16,9 @@ export function verifyModel(model: Model): string[] {
 export function assertValid(model: Model, after: string): void {
   const problems = verifyModel(model);
   if (problems.length)
-    throw new Error(`IR invalid after ${after}: ${problems.slice(0, 5).join('; ')}${problems.length > 5 ? ` (+${problems.length - 5} more)` : ''}`);
+    throw new Error(
+      `IR invalid after ${after}: ${problems.slice(0, 5).join('; ')}${problems.length > 5 ? ` (+${problems.length - 5} more)` : ''}`,
+    );
 }
 
 function verifyGraph(g: Graph, outerVisible: Set<Value>, problems: string[]): void {
@@ -33,7 +35,10 @@ function verifyGraph(g: Graph, outerVisible: Set<Value>, problems: string[]): vo
     declare(v, 'initializer');
     const t = v.initializer;
     if (!t) problems.push(`initializer '${v.name}' has no tensor`);
-    else if (v.shape && (v.shape.length !== t.dims.length || v.shape.some((d, i) => typeof d === 'number' && d !== t.dims[i])))
+    else if (
+      v.shape &&
+      (v.shape.length !== t.dims.length || v.shape.some((d, i) => typeof d === 'number' && d !== t.dims[i]))
+    )
       problems.push(`initializer '${v.name}' has dims [${t.dims}] but its value says [${v.shape}]`);
   }
   g.sparseInitializers.forEach((v) => declare(v, 'sparse initializer'));
@@ -44,12 +49,15 @@ function verifyGraph(g: Graph, outerVisible: Set<Value>, problems: string[]): vo
     nodeNames.add(n.name);
     n.inputs.forEach((v, i) => {
       if (!v) return;
-      if (!visible.has(v)) problems.push(`node '${n.name}' input ${i} '${v.name}' is used before it is defined (or never)`);
-      if (!v.uses.some((u) => u.node === n && u.index === i)) problems.push(`value '${v.name}' lacks the use by '${n.name}' input ${i}`);
+      if (!visible.has(v))
+        problems.push(`node '${n.name}' input ${i} '${v.name}' is used before it is defined (or never)`);
+      if (!v.uses.some((u) => u.node === n && u.index === i))
+        problems.push(`value '${v.name}' lacks the use by '${n.name}' input ${i}`);
     });
     for (const sub of n.subgraphs()) verifyGraph(sub, visible, problems);
     n.outputs.forEach((v, i) => {
-      if (v.producer !== n || v.producerIndex !== i) problems.push(`value '${v.name}' does not point back to its producer '${n.name}'`);
+      if (v.producer !== n || v.producerIndex !== i)
+        problems.push(`value '${v.name}' does not point back to its producer '${n.name}'`);
       if (v.name !== '') declare(v, 'value');
     });
   }
@@ -76,8 +84,10 @@ function reportCycles(g: Graph, problems: string[]): void {
 
 function checkUses(v: Value, problems: string[]): void {
   for (const u of v.uses) {
-    if (u.node.inputs[u.index] !== v) problems.push(`value '${v.name}' lists a stale use by '${u.node.name}' input ${u.index}`);
-    if (!u.node.graph) problems.push(`value '${v.name}' is used by '${u.node.name}', which is not in any graph`);
+    if (u.node.inputs[u.index] !== v)
+      problems.push(`value '${v.name}' lists a stale use by '${u.node.name}' input ${u.index}`);
+    if (!u.node.graph)
+      problems.push(`value '${v.name}' is used by '${u.node.name}', which is not in any graph`);
   }
 }
 

@@ -40,13 +40,16 @@ export const foldConstants: Pass<FoldConstantsOptions | undefined, FoldConstants
       g.nodes.filter(
         (n) =>
           n.subgraphs().length === 0 &&
-          n.outputs.every((o) => o.name === '' || (constants.has(o) && !outputs.has(o) && constants.get(o)!.size <= maxElements)),
+          n.outputs.every(
+            (o) =>
+              o.name === '' || (constants.has(o) && !outputs.has(o) && constants.get(o)!.size <= maxElements),
+          ),
       ),
     );
     // Materialize the constants that a surviving node (or a subgraph) reads; a node whose constant cannot be
     // copied (external data that is absent) stays, and its own inputs then need materializing: iterate.
     let tensors = new Map<Value, Tensor>();
-    for (let changed = true; changed; ) {
+    for (let changed = true; changed;) {
       changed = false;
       tensors = new Map();
       for (const n of foldable) {

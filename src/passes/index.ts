@@ -8,7 +8,13 @@ import { topoSort } from './topo-sort.js';
 import { removeUnusedInitializers } from './unused-initializers.js';
 
 export { PassManager, type Pass, type PassManagerOptions, type PassTiming } from './pass-manager.js';
-export { inferShapes, analyzeShapes, type ShapeAnalysis, type ShapeInferenceOptions, type ShapeInferenceResult } from './infer-shapes.js';
+export {
+  inferShapes,
+  analyzeShapes,
+  type ShapeAnalysis,
+  type ShapeInferenceOptions,
+  type ShapeInferenceResult,
+} from './infer-shapes.js';
 export { foldConstants, type FoldConstantsOptions, type FoldConstantsResult } from './fold-constants.js';
 export { removeIdentity, bypassNode } from './remove-identity.js';
 export { removeDropout } from './remove-dropout.js';

@@ -55,7 +55,10 @@ export function analyzeShapes(model: Model, options: ShapeInferenceOptions = {})
 
   const overrides = new Map(Object.entries(options.inputShapes ?? {}));
   for (const name of overrides.keys())
-    if (!g.inputs.some((v) => v.name === name)) throw new UserError(`--input-shape names '${name}', which is not a graph input (inputs: ${g.inputs.map((v) => v.name).join(', ')})`);
+    if (!g.inputs.some((v) => v.name === name))
+      throw new UserError(
+        `--input-shape names '${name}', which is not a graph input (inputs: ${g.inputs.map((v) => v.name).join(', ')})`,
+      );
   const feedable = new Set(g.inputs);
   for (const v of g.inputs) {
     const declared = declaredInfo(v);
@@ -71,7 +74,11 @@ export function analyzeShapes(model: Model, options: ShapeInferenceOptions = {})
 
   function setConstant(v: Value, t: Tensor): void {
     constants.set(v, t);
-    if ((t.dataType === DataType.INT64 || t.dataType === DataType.INT32) && t.dims.length <= 1 && t.size <= MAX_VALUES) {
+    if (
+      (t.dataType === DataType.INT64 || t.dataType === DataType.INT32) &&
+      t.dims.length <= 1 &&
+      t.size <= MAX_VALUES
+    ) {
       try {
         values.set(v, tensorInts(t));
       } catch {
@@ -80,7 +87,8 @@ export function analyzeShapes(model: Model, options: ShapeInferenceOptions = {})
     }
   }
 
-  const infoOf = (v: Value | undefined): TensorInfo | undefined => (v ? (info.get(v) ?? declaredInfo(v)) : undefined);
+  const infoOf = (v: Value | undefined): TensorInfo | undefined =>
+    v ? (info.get(v) ?? declaredInfo(v)) : undefined;
 
   for (const node of topologicalOrder(g)) {
     if (node.domain !== '' && node.domain !== 'ai.onnx') {
@@ -149,7 +157,8 @@ export function analyzeShapes(model: Model, options: ShapeInferenceOptions = {})
     try {
       results = evaluateNode(node, inputs, opset, { maxElements });
     } catch (e) {
-      if (!(e instanceof CannotEvaluate)) warnings.push(`${describe(node)}: cannot evaluate constant (${(e as Error).message})`);
+      if (!(e instanceof CannotEvaluate))
+        warnings.push(`${describe(node)}: cannot evaluate constant (${(e as Error).message})`);
       return false;
     }
     node.outputs.forEach((v, i) => {
@@ -167,7 +176,8 @@ export function analyzeShapes(model: Model, options: ShapeInferenceOptions = {})
 }
 
 function declaredInfo(v: Value): TensorInfo {
-  if (v.type?.kind === 'tensor') return { elemType: v.type.elemType || undefined, shape: v.type.shape ? [...v.type.shape] : undefined };
+  if (v.type?.kind === 'tensor')
+    return { elemType: v.type.elemType || undefined, shape: v.type.shape ? [...v.type.shape] : undefined };
   if (v.initializer) return { elemType: v.initializer.dataType, shape: [...v.initializer.dims] };
   return { elemType: undefined, shape: undefined };
 }
@@ -213,9 +223,19 @@ function applyTypes(g: Graph, analysis: ShapeAnalysis, options: ShapeInferenceOp
 
 export const inferShapes: Pass<ShapeInferenceOptions | undefined, ShapeInferenceResult> = {
   name: 'infer-shapes',
-  description: 'Infers element types and shapes of every node output (symbolic batch kept), using constant shape subgraphs.',
-  reads: ['graph inputs and their declared types', 'initializers', 'node attributes', 'declared value_info (unknown ops)'],
-  changes: ['value types of node outputs', 'graph input types (inputShapes only)', 'graph.valueInfo (recordValueInfo only)'],
+  description:
+    'Infers element types and shapes of every node output (symbolic batch kept), using constant shape subgraphs.',
+  reads: [
+    'graph inputs and their declared types',
+    'initializers',
+    'node attributes',
+    'declared value_info (unknown ops)',
+  ],
+  changes: [
+    'value types of node outputs',
+    'graph input types (inputShapes only)',
+    'graph.valueInfo (recordValueInfo only)',
+  ],
   run(model: Model, options: ShapeInferenceOptions | undefined) {
     const opts = options ?? {};
     return applyTypes(model.graph, analyzeShapes(model, opts), opts);

@@ -23,7 +23,12 @@ export const removeDropout: Pass<void, { removed: number }> = {
   name: 'remove-dropout',
   description: 'Removes inference-time Dropout nodes (opset-aware), keeping graph output names.',
   reads: ['Dropout nodes and their training_mode / is_test', 'model opset', 'graph outputs'],
-  changes: ['graph.nodes', 'node inputs', 'names of values renamed to a graph output', 'graph.valueInfo (dangling entries)'],
+  changes: [
+    'graph.nodes',
+    'node inputs',
+    'names of values renamed to a graph output',
+    'graph.valueInfo (dangling entries)',
+  ],
   run(model: Model) {
     const g = model.graph;
     const opset = model.opset;

@@ -36,7 +36,12 @@ export const removeIdentity: Pass<void, { removed: number }> = {
   name: 'remove-identity',
   description: 'Removes Identity nodes of the main graph, keeping graph output names.',
   reads: ['Identity nodes', 'graph outputs'],
-  changes: ['graph.nodes', 'node inputs', 'names of values renamed to a graph output', 'graph.valueInfo (dangling entries)'],
+  changes: [
+    'graph.nodes',
+    'node inputs',
+    'names of values renamed to a graph output',
+    'graph.valueInfo (dangling entries)',
+  ],
   run(model: Model) {
     const g = model.graph;
     let removed = 0;

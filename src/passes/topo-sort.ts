@@ -32,7 +32,9 @@ export function topologicalOrder(graph: Graph): Node[] {
     const stack: { node: Node; deps: Node[]; k: number }[] = [];
     const push = (n: Node): void => {
       state.set(n, 'visiting');
-      const deps = [...n.inputs, ...outerReferences(n)].flatMap((v) => (v?.producer && mine.has(v.producer) ? [v.producer] : []));
+      const deps = [...n.inputs, ...outerReferences(n)].flatMap((v) =>
+        v?.producer && mine.has(v.producer) ? [v.producer] : [],
+      );
       stack.push({ node: n, deps, k: 0 });
     };
     push(root);

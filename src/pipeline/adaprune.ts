@@ -5,7 +5,15 @@ import { UserError } from '../errors.js';
 import { decodeModel, serializeModel, type Model } from '../ir/index.js';
 import { cleanupPipeline } from '../passes/index.js';
 import { PassManager } from '../passes/pass-manager.js';
-import { CRITERIA, budgetFloor, pruneModel, toolVersion, type Criterion, type Plan, type PruneOptions } from '../prune/index.js';
+import {
+  CRITERIA,
+  budgetFloor,
+  pruneModel,
+  toolVersion,
+  type Criterion,
+  type Plan,
+  type PruneOptions,
+} from '../prune/index.js';
 import { validateModel } from '../prune/emit.js';
 import type { PruneReport as CoreReport } from '../prune/index.js';
 import type { AccuracyStage, CriterionRow, PruneReport } from '../report/types.js';
@@ -29,8 +37,19 @@ export interface DataOptions {
 }
 
 /** The data-free options are pruneModel's (budget, width limits, plan); the rest drive the data stages. */
-export interface AdaPruneOptions
-  extends Pick<PruneOptions, 'flops' | 'params' | 'uniform' | 'roundTo' | 'minChannels' | 'minFraction' | 'seed' | 'plan' | 'planSource' | 'inputShapes'> {
+export interface AdaPruneOptions extends Pick<
+  PruneOptions,
+  | 'flops'
+  | 'params'
+  | 'uniform'
+  | 'roundTo'
+  | 'minChannels'
+  | 'minFraction'
+  | 'seed'
+  | 'plan'
+  | 'planSource'
+  | 'inputShapes'
+> {
   /** Fraction of the original's measured latency. */
   latency?: number;
   /** A criterion, or `auto`: build one candidate per criterion and keep the best on the calibration split. */
@@ -39,7 +58,9 @@ export interface AdaPruneOptions
   candidates?: readonly Criterion[];
   data?: DataOptions;
   /** Fine-tuning after pruning; skipped when absent or epochs is 0. */
-  finetune?: Omit<FinetuneOptions, 'spec' | 'seed' | 'teacher' | 'device' | 'threads'> & { distill?: boolean };
+  finetune?: Omit<FinetuneOptions, 'spec' | 'seed' | 'teacher' | 'device' | 'threads'> & {
+    distill?: boolean;
+  };
   runtime?: RuntimeOptions;
   /** Batch size latency is measured at (default 1). */
   latencyBatch?: number;
@@ -84,7 +105,8 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
   const data = options.data;
   const seed = options.seed ?? 0;
   const criterionOption = options.criterion ?? (data ? 'auto' : 'l1');
-  if (criterionOption === 'auto' && !data) throw new UserError('--criterion auto compares candidates on data: give --data, or name a criterion');
+  if (criterionOption === 'auto' && !data)
+    throw new UserError('--criterion auto compares candidates on data: give --data, or name a criterion');
   if (options.latency !== undefined && (options.flops !== undefined || options.params !== undefined))
     throw new UserError('give one budget: --flops, --params or --latency');
 
@@ -97,18 +119,36 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
   };
 
   const runtime = options.runtime ?? {};
-  const split = data ? holdoutSplit(data.train.labels, Math.min(data.calibrationImages ?? 1000, Math.floor(data.train.length / 2)), seed) : undefined;
+  const split = data
+    ? holdoutSplit(
+        data.train.labels,
+        Math.min(data.calibrationImages ?? 1000, Math.floor(data.train.length / 2)),
+        seed,
+      )
+    : undefined;
   const evalSet = data ? (data.val ?? data.train) : undefined;
   const evalIndices = data
     ? data.val
-      ? data.valLimit !== undefined ? balancedSubset(data.val.labels, data.valLimit, seed) : undefined
+      ? data.valLimit !== undefined
+        ? balancedSubset(data.val.labels, data.valLimit, seed)
+        : undefined
       : split!.holdout
     : undefined;
-  if (data && !data.val) notes.push('no --val given: accuracy is reported on the calibration split of the training data');
-  const score = async (bytes: Uint8Array, dataset: Dataset, indices: ArrayLike<number> | undefined): Promise<ProxyScore> => {
+  if (data && !data.val)
+    notes.push('no --val given: accuracy is reported on the calibration split of the training data');
+  const score = async (
+    bytes: Uint8Array,
+    dataset: Dataset,
+    indices: ArrayLike<number> | undefined,
+  ): Promise<ProxyScore> => {
     const session = await createSession(bytes, runtime);
     try {
-      return await proxyScore(session, dataset, indices ?? Int32Array.from(dataset.labels.keys()), data!.spec);
+      return await proxyScore(
+        session,
+        dataset,
+        indices ?? Int32Array.from(dataset.labels.keys()),
+        data!.spec,
+      );
     } finally {
       await session.release();
     }
@@ -116,16 +156,32 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
   const accuracy: AccuracyStage[] = [];
   const record = (stageName: AccuracyStage['stage'], s: ProxyScore): void => {
     accuracy.push({ stage: stageName, top1: s.top1, loss: s.loss, images: s.images });
-    log(`  ${stageName}: top-1 ${(100 * s.top1).toFixed(2)}% (loss ${s.loss.toFixed(4)}, ${s.images} images)`);
+    log(
+      `  ${stageName}: top-1 ${(100 * s.top1).toFixed(2)}% (loss ${s.loss.toFixed(4)}, ${s.images} images)`,
+    );
   };
-  if (data) record('original', await stage('evaluate original', () => score(original, evalSet!, evalIndices)));
-  else skipped.push('accuracy (no --data)', 'adaptive criterion choice (no --data)', 'BN recalibration (no --data)', 'fine-tuning (no --data)');
+  if (data)
+    record('original', await stage('evaluate original', () => score(original, evalSet!, evalIndices)));
+  else
+    skipped.push(
+      'accuracy (no --data)',
+      'adaptive criterion choice (no --data)',
+      'BN recalibration (no --data)',
+      'fine-tuning (no --data)',
+    );
 
   const latencyShape = (): number[] => {
     const dims = input.graph.inputs[0]?.shape ?? [];
-    return dims.map((d, i) => (i === 0 ? options.latencyBatch ?? 1 : typeof d === 'number' ? d : (options.inputShapes?.[input.graph.inputs[0]!.name]?.[i] ?? 1)));
+    return dims.map((d, i) =>
+      i === 0
+        ? (options.latencyBatch ?? 1)
+        : typeof d === 'number'
+          ? d
+          : (options.inputShapes?.[input.graph.inputs[0]!.name]?.[i] ?? 1),
+    );
   };
-  const timeIt = async (bytes: Uint8Array): Promise<number> => (await measureLatency(bytes, { shape: latencyShape(), runtime })).medianMs;
+  const timeIt = async (bytes: Uint8Array): Promise<number> =>
+    (await measureLatency(bytes, { shape: latencyShape(), runtime })).medianMs;
   const baseOptions: PruneOptions = {
     uniform: options.uniform,
     roundTo: options.roundTo ?? (options.latency !== undefined ? 8 : undefined),
@@ -140,28 +196,43 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
   let latencySearch: LatencySearchStep[] | undefined;
   let baselineMs: number | undefined;
   if (options.latency !== undefined) {
-    if (!(options.latency > 0 && options.latency <= 1)) throw new UserError(`--latency must be in (0, 1], got ${options.latency}`);
+    if (!(options.latency > 0 && options.latency <= 1))
+      throw new UserError(`--latency must be in (0, 1], got ${options.latency}`);
     baselineMs = await stage('measure latency', () => timeIt(original));
     // The search starts from the smallest model the width limits allow (a little above, for rounding).
     const floor = await budgetFloor(fresh(), baseOptions);
     const minFlops = Math.min(1, floor.flops * 1.02 + 1e-3);
     const found = await stage('latency search', () =>
-      searchLatencyBudget(options.latency!, baselineMs!, async (flops) => {
-        const m = fresh();
-        // Width-rounding notes of intermediate candidates are noise; the final prune reports its own.
-        await pruneModel(m, { ...baseOptions, warn: undefined, flops, criterion: 'l1', validate: false });
-        return serializeModel(m);
-      }, timeIt, { minFlops }),
+      searchLatencyBudget(
+        options.latency!,
+        baselineMs!,
+        async (flops) => {
+          const m = fresh();
+          // Width-rounding notes of intermediate candidates are noise; the final prune reports its own.
+          await pruneModel(m, { ...baseOptions, warn: undefined, flops, criterion: 'l1', validate: false });
+          return serializeModel(m);
+        },
+        timeIt,
+        { minFlops },
+      ),
     );
     latencySearch = found.steps;
-    for (const s of found.steps) log(`  MACs ${(100 * s.flops).toFixed(1)}% -> ${s.medianMs.toFixed(3)} ms (${(100 * s.ratio).toFixed(1)}% of the original)`);
-    if (found.medianMs > options.latency * baselineMs) notes.push(`latency target ${options.latency} not reached: the smallest candidate measured ${(found.medianMs / baselineMs).toFixed(3)} of the original`);
+    for (const s of found.steps)
+      log(
+        `  MACs ${(100 * s.flops).toFixed(1)}% -> ${s.medianMs.toFixed(3)} ms (${(100 * s.ratio).toFixed(1)}% of the original)`,
+      );
+    if (found.medianMs > options.latency * baselineMs)
+      notes.push(
+        `latency target ${options.latency} not reached: the smallest candidate measured ${(found.medianMs / baselineMs).toFixed(3)} of the original`,
+      );
     budget = { flops: found.flops };
   }
 
   const hasBatchNorm = input.graph.nodes.some((n) => n.opType === 'BatchNormalization');
-  if (data && !hasBatchNorm) skipped.push('BN recalibration (the model has no BatchNormalization: BN was folded at export)');
-  const criteria: Criterion[] = criterionOption === 'auto' ? [...(options.candidates ?? CRITERIA)] : [criterionOption];
+  if (data && !hasBatchNorm)
+    skipped.push('BN recalibration (the model has no BatchNormalization: BN was folded at export)');
+  const criteria: Criterion[] =
+    criterionOption === 'auto' ? [...(options.candidates ?? CRITERIA)] : [criterionOption];
   interface Candidate {
     criterion: Criterion;
     pruned: Model;
@@ -174,8 +245,23 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
   for (const criterion of criteria) {
     const built = await stage(`candidate ${criterion}`, async () => {
       const m = fresh();
-      const { plan, report } = await pruneModel(m, { ...baseOptions, ...budget, criterion, plan: options.plan, planSource: options.planSource, validate: false });
-      if (!data) return { criterion, pruned: m, recalibrated: m, plan, core: report, score: { top1: 0, loss: 0, images: 0 } };
+      const { plan, report } = await pruneModel(m, {
+        ...baseOptions,
+        ...budget,
+        criterion,
+        plan: options.plan,
+        planSource: options.planSource,
+        validate: false,
+      });
+      if (!data)
+        return {
+          criterion,
+          pruned: m,
+          recalibrated: m,
+          plan,
+          core: report,
+          score: { top1: 0, loss: 0, images: 0 },
+        };
       // Kept as it was before recalibration, for the report's "pruned" accuracy.
       const pruned = decodeModel(serializeModel(m));
       const recalibrated = m;
@@ -197,13 +283,27 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
   }
   const best = rankCandidates(candidates)[0]!;
   const criteriaRows: CriterionRow[] = data
-    ? candidates.map((c) => ({ criterion: c.criterion, top1: c.score.top1, loss: c.score.loss, chosen: c === best }))
+    ? candidates.map((c) => ({
+        criterion: c.criterion,
+        top1: c.score.top1,
+        loss: c.score.loss,
+        chosen: c === best,
+      }))
     : [];
 
   let result = best.recalibrated;
   if (data && !options.dryRun) {
-    record('pruned', await stage('evaluate pruned', () => score(serializeModel(best.pruned), evalSet!, evalIndices)));
-    if (hasBatchNorm) record('recalibrated', await stage('evaluate recalibrated', () => score(serializeModel(best.recalibrated), evalSet!, evalIndices)));
+    record(
+      'pruned',
+      await stage('evaluate pruned', () => score(serializeModel(best.pruned), evalSet!, evalIndices)),
+    );
+    if (hasBatchNorm)
+      record(
+        'recalibrated',
+        await stage('evaluate recalibrated', () =>
+          score(serializeModel(best.recalibrated), evalSet!, evalIndices),
+        ),
+      );
     const ft = options.finetune;
     if (ft && ft.epochs > 0) {
       const { distill, ...rest } = ft;
@@ -219,7 +319,10 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
         }),
       );
       result = tuned.model;
-      record('finetuned', await stage('evaluate fine-tuned', () => score(serializeModel(result), evalSet!, evalIndices)));
+      record(
+        'finetuned',
+        await stage('evaluate fine-tuned', () => score(serializeModel(result), evalSet!, evalIndices)),
+      );
     } else skipped.push('fine-tuning (--finetune-epochs 0)');
   }
   result.setMetadata('adapruner.pruning', best.pruned.getMetadata('adapruner.pruning') ?? '{}');
@@ -227,7 +330,8 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
   let prunedMs: number | undefined;
   if (!options.dryRun) {
     if (options.validate !== false) await stage('validate', () => validateModel(result));
-    if (options.latency !== undefined) prunedMs = await stage('measure pruned latency', () => timeIt(serializeModel(result)));
+    if (options.latency !== undefined)
+      prunedMs = await stage('measure pruned latency', () => timeIt(serializeModel(result)));
   }
   const core = best.core;
   const key = budget.params !== undefined ? 'params' : 'macs';
@@ -238,10 +342,21 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
     budget: {
       kind: options.latency !== undefined ? 'latency' : budget.params !== undefined ? 'params' : 'flops',
       target: options.latency ?? budget.params ?? budget.flops ?? 1,
-      achieved: options.latency !== undefined && baselineMs && prunedMs ? prunedMs / baselineMs : core.pruned[key] / core.original[key],
+      achieved:
+        options.latency !== undefined && baselineMs && prunedMs
+          ? prunedMs / baselineMs
+          : core.pruned[key] / core.original[key],
     },
-    before: { macs: core.original.macs, params: core.original.params, ...(baselineMs !== undefined && { latencyMs: baselineMs }) },
-    after: { macs: core.pruned.macs, params: core.pruned.params, ...(prunedMs !== undefined && { latencyMs: prunedMs }) },
+    before: {
+      macs: core.original.macs,
+      params: core.original.params,
+      ...(baselineMs !== undefined && { latencyMs: baselineMs }),
+    },
+    after: {
+      macs: core.pruned.macs,
+      params: core.pruned.params,
+      ...(prunedMs !== undefined && { latencyMs: prunedMs }),
+    },
     accuracy,
     criteria: criteriaRows,
     chosenCriterion: best.criterion,

@@ -26,7 +26,8 @@ interface FilterLayout {
 function filterLength(node: Node): number {
   const d = constantOf(node.inputs[1])!.dims;
   const op = node.opType;
-  if (op === 'Conv' || (op === 'Gemm' && node.attrInt('transB', 0) === 1)) return d.slice(1).reduce((a, b) => a * b, 1);
+  if (op === 'Conv' || (op === 'Gemm' && node.attrInt('transB', 0) === 1))
+    return d.slice(1).reduce((a, b) => a * b, 1);
   if (op === 'ConvTranspose') return d[0]! * d.slice(2).reduce((a, b) => a * b, 1);
   return d[0]!;
 }
@@ -55,7 +56,8 @@ function filterLayout(node: Node): FilterLayout {
 function forEachInFilter(layout: FilterLayout, p: number, fn: (i: number, x: number) => void): void {
   const { data, len, rowStep, stride, blocks } = layout;
   if (blocks) {
-    for (let c = 0, i = 0; c < blocks.count; c++) for (let j = 0, at = c * blocks.step + p * blocks.size; j < blocks.size; j++) fn(i++, data[at + j]!);
+    for (let c = 0, i = 0; c < blocks.count; c++)
+      for (let j = 0, at = c * blocks.step + p * blocks.size; j < blocks.size; j++) fn(i++, data[at + j]!);
     return;
   }
   for (let i = 0, at = p * rowStep; i < len; i++, at += stride) fn(i, data[at]!);
@@ -88,12 +90,16 @@ export class ClassFilters {
         // Positions sharing a class add up before the norm: build those sums.
         const part = this.partVectors(node, space);
         part.forEach((v, c) => {
-          for (const x of v) { abs[c]! += Math.abs(x); sq[c]! += x * x; }
+          for (const x of v) {
+            abs[c]! += Math.abs(x);
+            sq[c]! += x * x;
+          }
         });
         continue;
       }
       const len = filterLength(node);
-      const contiguous = node.opType === 'Conv' || (node.opType === 'Gemm' && node.attrInt('transB', 0) === 1);
+      const contiguous =
+        node.opType === 'Conv' || (node.opType === 'Gemm' && node.attrInt('transB', 0) === 1);
       const layout = contiguous ? undefined : filterLayout(node);
       const rowOf = contiguous ? float32Rows(constantOf(node.inputs[1])!, len) : undefined;
       for (let p = 0; p < space.size; p++) {
@@ -115,7 +121,9 @@ export class ClassFilters {
       const layout = filterLayout(node);
       for (let p = 0; p < space.size; p++) {
         const v = vectors[space.classOf[p]!]!;
-        forEachInFilter(layout, p, (i, x) => { v[offset + i]! += x; });
+        forEachInFilter(layout, p, (i, x) => {
+          v[offset + i]! += x;
+        });
       }
       offset += layout.len;
     }
@@ -129,7 +137,9 @@ export class ClassFilters {
       const c = space.classOf[p]!;
       let v = part.get(c);
       if (!v) part.set(c, (v = new Float64Array(layout.len)));
-      forEachInFilter(layout, p, (i, x) => { v![i]! += x; });
+      forEachInFilter(layout, p, (i, x) => {
+        v![i]! += x;
+      });
     }
     return part;
   }
@@ -138,13 +148,29 @@ export class ClassFilters {
 // Kept apart from any closure: accumulators a closure captures live on the heap, one allocation per add.
 function rowNorms(row: Float32Array): [number, number] {
   // Four independent accumulators: one chain of dependent adds was the limit, not memory.
-  let a0 = 0, a1 = 0, a2 = 0, a3 = 0, q0 = 0, q1 = 0, q2 = 0, q3 = 0;
+  let a0 = 0,
+    a1 = 0,
+    a2 = 0,
+    a3 = 0,
+    q0 = 0,
+    q1 = 0,
+    q2 = 0,
+    q3 = 0;
   const n = row.length;
   let i = 0;
   for (; i + 3 < n; i += 4) {
-    const x0 = row[i]!, x1 = row[i + 1]!, x2 = row[i + 2]!, x3 = row[i + 3]!;
-    a0 += Math.abs(x0); a1 += Math.abs(x1); a2 += Math.abs(x2); a3 += Math.abs(x3);
-    q0 += x0 * x0; q1 += x1 * x1; q2 += x2 * x2; q3 += x3 * x3;
+    const x0 = row[i]!,
+      x1 = row[i + 1]!,
+      x2 = row[i + 2]!,
+      x3 = row[i + 3]!;
+    a0 += Math.abs(x0);
+    a1 += Math.abs(x1);
+    a2 += Math.abs(x2);
+    a3 += Math.abs(x3);
+    q0 += x0 * x0;
+    q1 += x1 * x1;
+    q2 += x2 * x2;
+    q3 += x3 * x3;
   }
   for (; i < n; i++) {
     const x = row[i]!;

@@ -15,10 +15,14 @@ export interface ValidationResult {
  * run on random input whose outputs must have the expected shapes and be finite. A failure here is a bug in
  * the pruner, reported with the model untouched on disk.
  */
-export async function validateModel(model: Model, inputDims?: Map<string, number[]>): Promise<ValidationResult> {
+export async function validateModel(
+  model: Model,
+  inputDims?: Map<string, number[]>,
+): Promise<ValidationResult> {
   let t = performance.now();
   const problems = verifyModel(model);
-  if (problems.length) throw new Error(`pruned model fails IR verification: ${problems.slice(0, 3).join('; ')}`);
+  if (problems.length)
+    throw new Error(`pruned model fails IR verification: ${problems.slice(0, 3).join('; ')}`);
   const verifyMs = performance.now() - t;
   t = performance.now();
   let session: ort.InferenceSession;
@@ -26,7 +30,9 @@ export async function validateModel(model: Model, inputDims?: Map<string, number
     // One exact-size copy of the model, unreachable once onnxruntime has parsed it. Graph optimisations are
     // off: they are most of the session's start-up (about 60 of 150 ms on a pruned ResNet-50), and the check
     // is of the graph as written, not of onnxruntime's fused rewrite of it.
-    session = await ort.InferenceSession.create(serializeModelCompact(model), { graphOptimizationLevel: 'disabled' });
+    session = await ort.InferenceSession.create(serializeModelCompact(model), {
+      graphOptimizationLevel: 'disabled',
+    });
   } catch (e) {
     throw new Error(`onnxruntime rejects the pruned model: ${(e as Error).message}`);
   }
@@ -50,7 +56,11 @@ export async function validateModel(model: Model, inputDims?: Map<string, number
 }
 
 /** Validates (unless told not to) and only then writes the file; saveModel writes atomically. */
-export async function emitModel(model: Model, file: string, options: { validate?: boolean } = {}): Promise<ValidationResult | undefined> {
+export async function emitModel(
+  model: Model,
+  file: string,
+  options: { validate?: boolean } = {},
+): Promise<ValidationResult | undefined> {
   const result = options.validate === false ? undefined : await validateModel(model);
   try {
     saveModel(model, file);

@@ -68,13 +68,58 @@ export interface GroupAnalysis {
 }
 
 const UNARY = new Set([
-  'Identity', 'Dropout', 'Relu', 'LeakyRelu', 'Sigmoid', 'Tanh', 'Clip', 'HardSigmoid', 'HardSwish', 'Elu', 'Selu',
-  'Celu', 'Softplus', 'Softsign', 'Neg', 'Abs', 'Exp', 'Log', 'Sqrt', 'Cast', 'Erf', 'Gelu', 'Mish', 'Reciprocal',
-  'Floor', 'Ceil', 'Round', 'Sign', 'ThresholdedRelu', 'Sin', 'Cos',
+  'Identity',
+  'Dropout',
+  'Relu',
+  'LeakyRelu',
+  'Sigmoid',
+  'Tanh',
+  'Clip',
+  'HardSigmoid',
+  'HardSwish',
+  'Elu',
+  'Selu',
+  'Celu',
+  'Softplus',
+  'Softsign',
+  'Neg',
+  'Abs',
+  'Exp',
+  'Log',
+  'Sqrt',
+  'Cast',
+  'Erf',
+  'Gelu',
+  'Mish',
+  'Reciprocal',
+  'Floor',
+  'Ceil',
+  'Round',
+  'Sign',
+  'ThresholdedRelu',
+  'Sin',
+  'Cos',
 ]);
 const ELEMENTWISE = new Set(['Add', 'Sub', 'Mul', 'Div', 'Pow', 'Max', 'Min', 'Sum', 'Mean', 'PRelu']);
-const POOLS = new Set(['MaxPool', 'AveragePool', 'GlobalAveragePool', 'GlobalMaxPool', 'LpPool', 'GlobalLpPool']);
-const REDUCES = new Set(['ReduceMean', 'ReduceSum', 'ReduceMax', 'ReduceMin', 'ReduceL1', 'ReduceL2', 'ReduceProd', 'ReduceLogSumExp', 'ReduceSumSquare']);
+const POOLS = new Set([
+  'MaxPool',
+  'AveragePool',
+  'GlobalAveragePool',
+  'GlobalMaxPool',
+  'LpPool',
+  'GlobalLpPool',
+]);
+const REDUCES = new Set([
+  'ReduceMean',
+  'ReduceSum',
+  'ReduceMax',
+  'ReduceMin',
+  'ReduceL1',
+  'ReduceL2',
+  'ReduceProd',
+  'ReduceLogSumExp',
+  'ReduceSumSquare',
+]);
 const RESHAPES = new Set(['Reshape', 'Flatten', 'Squeeze', 'Unsqueeze']);
 
 /** The constant a value holds: an initializer, a Constant node's tensor, or either behind Identity nodes. */
@@ -138,7 +183,15 @@ export function analyzeGroups(model: Model, probe: ProbeResult): GroupAnalysis {
   const newSpace = (value: Value, axis: number, reason?: string): Space | undefined => {
     const d = dims(value);
     if (!d || axis < 0 || axis >= d.length) return undefined;
-    const s: Space = { id: spaces.length, value, axis, size: d[axis]!, base: positions, group: -1, classOf: new Int32Array(0) };
+    const s: Space = {
+      id: spaces.length,
+      value,
+      axis,
+      size: d[axis]!,
+      base: positions,
+      group: -1,
+      classOf: new Int32Array(0),
+    };
     positions += s.size;
     spaces.push(s);
     spaceOf.set(value, s);
@@ -220,16 +273,34 @@ export function analyzeGroups(model: Model, probe: ProbeResult): GroupAnalysis {
       continue;
     }
     switch (op) {
-      case 'Conv': conv(node, ins); break;
-      case 'ConvTranspose': convTranspose(node, ins); break;
-      case 'Gemm': gemm(node, ins); break;
-      case 'MatMul': matmul(node, ins); break;
+      case 'Conv':
+        conv(node, ins);
+        break;
+      case 'ConvTranspose':
+        convTranspose(node, ins);
+        break;
+      case 'Gemm':
+        gemm(node, ins);
+        break;
+      case 'MatMul':
+        matmul(node, ins);
+        break;
       case 'BatchNormalization':
-      case 'InstanceNormalization': norm(node, ins); break;
-      case 'Pad': pad(node, ins); break;
-      case 'Concat': concat(node, ins); break;
-      case 'Split': split(node, ins); break;
-      case 'Slice': slice(node, ins); break;
+      case 'InstanceNormalization':
+        norm(node, ins);
+        break;
+      case 'Pad':
+        pad(node, ins);
+        break;
+      case 'Concat':
+        concat(node, ins);
+        break;
+      case 'Split':
+        split(node, ins);
+        break;
+      case 'Slice':
+        slice(node, ins);
+        break;
       case 'Transpose': {
         const perm = node.attrInts('perm') ?? dims(node.inputs[0])!.map((_, i, a) => a.length - 1 - i);
         if (x && out && !ins.slice(1).some(Boolean)) passThrough(x, node, out, perm.indexOf(x.axis));
@@ -246,7 +317,9 @@ export function analyzeGroups(model: Model, probe: ProbeResult): GroupAnalysis {
         else unknown(node, `${where} normalises across channels`);
         break;
       }
-      case 'Shape': shape(node, x!); break;
+      case 'Shape':
+        shape(node, x!);
+        break;
       default:
         if (RESHAPES.has(op)) reshape(node, ins);
         else if (REDUCES.has(op)) reduce(node, ins);
@@ -278,7 +351,15 @@ export function analyzeGroups(model: Model, probe: ProbeResult): GroupAnalysis {
           freeze(o, `${node} broadcasts channels onto another axis`);
         }
       } else if (size !== 1 && size === o.size) {
-        if (isConst(v)) actions.push({ kind: 'perChannel', node, index: i, axis: at, space: o, role: node.opType === 'PRelu' ? 'slope' : 'operand' });
+        if (isConst(v))
+          actions.push({
+            kind: 'perChannel',
+            node,
+            index: i,
+            axis: at,
+            space: o,
+            role: node.opType === 'PRelu' ? 'slope' : 'operand',
+          });
         else freeze(o, `${node} combines channels with data the analysis does not track`);
       }
     });
@@ -318,7 +399,14 @@ export function analyzeGroups(model: Model, probe: ProbeResult): GroupAnalysis {
     const x = ins[0];
     const w = constantOf(node.inputs[1]);
     const out = node.outputs[0]!;
-    if (!x || !w || x.axis !== 1 || node.attrInt('group', 1) !== 1 || ins[1] || (node.inputs[2] && !isConst(node.inputs[2]))) {
+    if (
+      !x ||
+      !w ||
+      x.axis !== 1 ||
+      node.attrInt('group', 1) !== 1 ||
+      ins[1] ||
+      (node.inputs[2] && !isConst(node.inputs[2]))
+    ) {
       unknown(node, `${node}: only ungrouped ConvTranspose with constant weights is supported`);
       return;
     }
@@ -335,7 +423,15 @@ export function analyzeGroups(model: Model, probe: ProbeResult): GroupAnalysis {
     const b = constantOf(node.inputs[1]);
     const out = node.outputs[0]!;
     const transB = node.attrInt('transB', 0) === 1;
-    if (!x || !b || x.axis !== 1 || node.attrInt('transA', 0) !== 0 || ins[1] || ins[2] || (node.inputs[2] && !isConst(node.inputs[2]))) {
+    if (
+      !x ||
+      !b ||
+      x.axis !== 1 ||
+      node.attrInt('transA', 0) !== 0 ||
+      ins[1] ||
+      ins[2] ||
+      (node.inputs[2] && !isConst(node.inputs[2]))
+    ) {
       unknown(node, `${node}: only Gemm(A, constant B) with features on axis 1 is supported`);
       return;
     }
@@ -363,15 +459,22 @@ export function analyzeGroups(model: Model, probe: ProbeResult): GroupAnalysis {
   function norm(node: Node, ins: (Space | undefined)[]): void {
     const x = ins[0];
     const count = node.opType === 'BatchNormalization' ? 5 : 3;
-    if (!x || x.axis !== 1 || ins.slice(1).some(Boolean) || node.inputs.slice(1, count).some((v) => !isConst(v))) {
+    if (
+      !x ||
+      x.axis !== 1 ||
+      ins.slice(1).some(Boolean) ||
+      node.inputs.slice(1, count).some((v) => !isConst(v))
+    ) {
       unknown(node, `${node}: unsupported inputs`);
       return;
     }
-    if (node.outputs.slice(1).some((o) => o.uses.length > 0)) freeze(x, `${node} exports training statistics`);
+    if (node.outputs.slice(1).some((o) => o.uses.length > 0))
+      freeze(x, `${node} exports training statistics`);
     const o = passThrough(x, node, node.outputs[0]!);
     if (!o) return;
     const roles = ['scale', 'bias', 'mean', 'var'];
-    for (let i = 1; i < count; i++) actions.push({ kind: 'perChannel', node, index: i, axis: 0, space: o, role: roles[i - 1]! });
+    for (let i = 1; i < count; i++)
+      actions.push({ kind: 'perChannel', node, index: i, axis: 0, space: o, role: roles[i - 1]! });
     costs.push({ node, kind: 'params', coef: 2, spaces: [o] });
   }
 
@@ -453,7 +556,9 @@ export function analyzeGroups(model: Model, probe: ProbeResult): GroupAnalysis {
     const xd = dims(node.inputs[0]);
     const out = node.outputs[0]!;
     const starts = model.opset >= 10 ? intsOf(node.inputs[1]) : node.attrInts('starts');
-    const axes = (model.opset >= 10 ? node.inputs[3] && intsOf(node.inputs[3]) : node.attrInts('axes')) ?? starts?.map((_, i) => i);
+    const axes =
+      (model.opset >= 10 ? node.inputs[3] && intsOf(node.inputs[3]) : node.attrInts('axes')) ??
+      starts?.map((_, i) => i);
     const steps = (model.opset >= 10 && node.inputs[4] && intsOf(node.inputs[4])) || starts?.map(() => 1);
     if (!x || !xd || !starts || !axes || !steps || ins.slice(1).some(Boolean)) {
       unknown(node, `${node}: slice bounds are not known constants`);
@@ -490,7 +595,13 @@ export function analyzeGroups(model: Model, probe: ProbeResult): GroupAnalysis {
     let b = -1;
     for (let i = 0; i < e.length; i++) {
       const merged = e[i]! / x.size;
-      if (prod(e.slice(0, i)) === outer && Number.isInteger(merged) && merged >= 1 && inner % merged === 0 && prod(e.slice(i + 1)) * merged === inner) {
+      if (
+        prod(e.slice(0, i)) === outer &&
+        Number.isInteger(merged) &&
+        merged >= 1 &&
+        inner % merged === 0 &&
+        prod(e.slice(i + 1)) * merged === inner
+      ) {
         b = i;
         break;
       }
@@ -510,7 +621,11 @@ export function analyzeGroups(model: Model, probe: ProbeResult): GroupAnalysis {
         else actions.push({ kind: 'reshape', node, output: o, shape: target });
       }
     }
-    if ((node.opType === 'Squeeze' || node.opType === 'Unsqueeze') && node.inputs[1] && !intsOf(node.inputs[1]))
+    if (
+      (node.opType === 'Squeeze' || node.opType === 'Unsqueeze') &&
+      node.inputs[1] &&
+      !intsOf(node.inputs[1])
+    )
       freeze(o, `${node}: axes unknown`);
   }
 
@@ -522,7 +637,8 @@ export function analyzeGroups(model: Model, probe: ProbeResult): GroupAnalysis {
       unknown(node, `${node}: unsupported inputs`);
       return;
     }
-    const axesIn = node.attrInts('axes') ?? (node.inputs[1] ? intsOf(node.inputs[1]) : undefined) ?? d.map((_, i) => i);
+    const axesIn =
+      node.attrInts('axes') ?? (node.inputs[1] ? intsOf(node.inputs[1]) : undefined) ?? d.map((_, i) => i);
     const axes = axesIn.map((a) => (a < 0 ? a + d.length : a));
     if (axes.includes(x.axis)) {
       unknown(node, `${node} reduces over channels`);
@@ -537,13 +653,17 @@ export function analyzeGroups(model: Model, probe: ProbeResult): GroupAnalysis {
     const safe =
       node.attrInt('start') === undefined &&
       node.attrInt('end') === undefined &&
-      uses.every((u) => u.node.opType === 'Gather' && u.index === 0 && intsOf(u.node.inputs[1])?.every((i) => i !== x.axis));
+      uses.every(
+        (u) =>
+          u.node.opType === 'Gather' && u.index === 0 && intsOf(u.node.inputs[1])?.every((i) => i !== x.axis),
+      );
     if (!safe) freeze(x, `${node} reads the channel count`);
   }
 
   for (const v of g.outputs) freeze(spaceOf.get(v), `graph output '${v.name}'`);
   for (const s of spaces) {
-    if (s.value.uses.some((u) => u.node.graph !== g)) freeze(s, `'${s.value.name}' is used inside a subgraph`);
+    if (s.value.uses.some((u) => u.node.graph !== g))
+      freeze(s, `'${s.value.name}' is used inside a subgraph`);
   }
 
   // Classes: union-find over positions; groups: spaces connected through any class.

@@ -70,20 +70,34 @@ export const DEFAULT_MIN_FRACTION = 0.1;
  * Every value's concrete dims and the values of shape arithmetic: from the static shape analysis, or, for a
  * model with a computed value the analysis cannot evaluate, from one onnxruntime run (with a warning).
  */
-export async function probeShapes(model: Model, inputDims: Map<string, number[]>, warn?: (message: string) => void): Promise<ProbeResult> {
+export async function probeShapes(
+  model: Model,
+  inputDims: Map<string, number[]>,
+  warn?: (message: string) => void,
+): Promise<ProbeResult> {
   const { probe, missing } = staticProbe(model, inputDims);
   if (!missing) return probe;
-  warn?.(`static shape analysis cannot determine the ${missing}; probing the model in onnxruntime instead (slower)`);
+  warn?.(
+    `static shape analysis cannot determine the ${missing}; probing the model in onnxruntime instead (slower)`,
+  );
   return probeModel(model, inputDims);
 }
 
 /** Probes and analyses a model: the channel groups, for `inspect --groups` and for pruning. */
-export async function analyzeModel(model: Model, inputShapes?: Record<string, number[]>, warn?: (message: string) => void): Promise<GroupAnalysis> {
+export async function analyzeModel(
+  model: Model,
+  inputShapes?: Record<string, number[]>,
+  warn?: (message: string) => void,
+): Promise<GroupAnalysis> {
   return analyzeGroups(model, await probeShapes(model, probeInputDims(model, inputShapes), warn));
 }
 
 /** Rows describing the channel groups (id, channel count, members, frozen reason). */
-export async function describeGroups(model: Model, inputShapes?: Record<string, number[]>, warn?: (message: string) => void): Promise<GroupRow[]> {
+export async function describeGroups(
+  model: Model,
+  inputShapes?: Record<string, number[]>,
+  warn?: (message: string) => void,
+): Promise<GroupRow[]> {
   return groupRows(await analyzeModel(model, inputShapes, warn));
 }
 
@@ -103,12 +117,25 @@ export async function budgetFloor(
   model: Model,
   options: Pick<PruneOptions, 'roundTo' | 'minChannels' | 'minFraction' | 'inputShapes' | 'warn'> = {},
 ): Promise<{ flops: number; params: number }> {
-  const probe = await probeShapes(model, probeInputDims(model, options.inputShapes), options.warn ?? (() => undefined));
+  const probe = await probeShapes(
+    model,
+    probeInputDims(model, options.inputShapes),
+    options.warn ?? (() => undefined),
+  );
   const analysis = analyzeGroups(model, probe);
-  const costModel = new CostModel(analysis, analysis.groups.map((g) => range(g.size)));
-  const limits = { roundTo: options.roundTo ?? 1, minChannels: options.minChannels ?? 1, minFraction: options.minFraction ?? DEFAULT_MIN_FRACTION };
+  const costModel = new CostModel(
+    analysis,
+    analysis.groups.map((g) => range(g.size)),
+  );
+  const limits = {
+    roundTo: options.roundTo ?? 1,
+    minChannels: options.minChannels ?? 1,
+    minFraction: options.minFraction ?? DEFAULT_MIN_FRACTION,
+  };
   const full = costModel.cost(analysis.groups.map((g) => g.size));
-  const floor = costModel.cost(analysis.groups.map((g) => (g.frozen.length ? g.size : widthRule(g.size, limits).lo)));
+  const floor = costModel.cost(
+    analysis.groups.map((g) => (g.frozen.length ? g.size : widthRule(g.size, limits).lo)),
+  );
   return { flops: floor.macs / full.macs, params: floor.params / full.params };
 }
 
@@ -116,7 +143,10 @@ export async function budgetFloor(
  * Prunes `model` in place to a budget (or re-applies a plan): analyse channel groups, score them, search
  * widths, choose channels, rewrite, validate. Returns the same model, the plan (JSON data) and a report.
  */
-export async function pruneModel(model: Model, options: PruneOptions): Promise<{ model: Model; plan: Plan; report: PruneReport }> {
+export async function pruneModel(
+  model: Model,
+  options: PruneOptions,
+): Promise<{ model: Model; plan: Plan; report: PruneReport }> {
   const pm = options.passManager ?? new PassManager();
   const warnings: string[] = [];
   const warn = (msg: string): void => {
@@ -124,13 +154,15 @@ export async function pruneModel(model: Model, options: PruneOptions): Promise<{
     warnings.push(msg);
     options.warn?.(msg);
   };
-  if (options.flops !== undefined && options.params !== undefined) throw new UserError('give one budget: --flops or --params, not both');
+  if (options.flops !== undefined && options.params !== undefined)
+    throw new UserError('give one budget: --flops or --params, not both');
   if (options.plan === undefined && options.flops === undefined && options.params === undefined)
     throw new UserError('give a budget (--flops R or --params R) or a plan (--plan-in FILE)');
   const criterion = options.criterion ?? 'l1';
   const seed = options.seed ?? 0;
   const roundTo = options.roundTo ?? 1;
-  if (!Number.isInteger(roundTo) || roundTo < 1) throw new UserError(`--round-to must be a positive integer, got ${roundTo}`);
+  if (!Number.isInteger(roundTo) || roundTo < 1)
+    throw new UserError(`--round-to must be a positive integer, got ${roundTo}`);
 
   const inputDims = probeInputDims(model, options.inputShapes);
   const probe = await timeAsync(pm, 'prune-probe', () => probeShapes(model, inputDims, warn));
@@ -146,7 +178,11 @@ export async function pruneModel(model: Model, options: PruneOptions): Promise<{
   let planSeed = seed;
   let budget: Plan['budget'];
   const priorities = pm.time('prune-criterion', () =>
-    analysis.groups.map((g, i) => (g.frozen.length || options.plan !== undefined ? range(g.size) : classPriority(g, criterion, seed, warn, filters[i]))),
+    analysis.groups.map((g, i) =>
+      g.frozen.length || options.plan !== undefined
+        ? range(g.size)
+        : classPriority(g, criterion, seed, warn, filters[i]),
+    ),
   );
   const costModel = new CostModel(analysis, priorities);
   if (options.plan !== undefined) {
@@ -221,7 +257,10 @@ export async function pruneModel(model: Model, options: PruneOptions): Promise<{
     // run one soon: on ResNet-50 the file's 100 MB stayed until after validation (peak RSS 3.5x the file).
     if (releaseLoadedFile(model) >= 16 << 20) collectGarbage();
   });
-  const validation = options.validate === false ? undefined : await timeAsync(pm, 'prune-validate', () => validateModel(model, inputDims));
+  const validation =
+    options.validate === false
+      ? undefined
+      : await timeAsync(pm, 'prune-validate', () => validateModel(model, inputDims));
   const { widths: _w, ...searchInfo } = search ?? { widths: [] };
   return {
     model,
@@ -247,7 +286,8 @@ export async function pruneModel(model: Model, options: PruneOptions): Promise<{
 function releaseLoadedFile(model: Model): number {
   const tensors: Tensor[] = model.graph.initializers.map((v) => v.initializer!);
   for (const n of model.graph.allNodes())
-    for (const a of n.attributes.values()) if (a.type === AttributeType.TENSOR) tensors.push(a.value as Tensor);
+    for (const a of n.attributes.values())
+      if (a.type === AttributeType.TENSOR) tensors.push(a.value as Tensor);
   const viewed = new Map<ArrayBufferLike, number>();
   const bufferOf = new Map<Tensor, ArrayBufferLike>();
   for (const t of tensors) {
@@ -258,7 +298,10 @@ function releaseLoadedFile(model: Model): number {
   }
   const MIN_BUFFER = 1 << 20;
   let released = 0;
-  for (const [t, buffer] of bufferOf) released += t.releaseSource(buffer.byteLength >= MIN_BUFFER && viewed.get(buffer)! * 4 <= buffer.byteLength);
+  for (const [t, buffer] of bufferOf)
+    released += t.releaseSource(
+      buffer.byteLength >= MIN_BUFFER && viewed.get(buffer)! * 4 <= buffer.byteLength,
+    );
   return released;
 }
 
@@ -287,4 +330,3 @@ function range(n: number): number[] {
 export function toolVersion(): string {
   return packageInfo().version;
 }
-

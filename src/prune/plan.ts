@@ -74,34 +74,47 @@ export const PLAN_SCHEMA = {
  * Checks a parsed plan against the model's groups; every problem is a UserError naming the plan and the group.
  * Returns the keep masks per group.
  */
-export function validatePlan(raw: unknown, analysis: GroupAnalysis, where = 'plan'): { plan: Plan; keep: Uint8Array[] } {
+export function validatePlan(
+  raw: unknown,
+  analysis: GroupAnalysis,
+  where = 'plan',
+): { plan: Plan; keep: Uint8Array[] } {
   const fail = (msg: string): never => {
     throw new UserError(msg, where);
   };
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail('not a JSON object');
   const p = raw as Record<string, unknown>;
   if (p.format !== PLAN_FORMAT) fail(`"format" must be "${PLAN_FORMAT}"`);
-  if (p.version !== PLAN_VERSION) fail(`unsupported plan version ${JSON.stringify(p.version)} (this tool reads ${PLAN_VERSION})`);
-  if (typeof p.criterion !== 'string' || ![...CRITERIA, 'custom'].includes(p.criterion)) fail(`unknown criterion ${JSON.stringify(p.criterion)}`);
+  if (p.version !== PLAN_VERSION)
+    fail(`unsupported plan version ${JSON.stringify(p.version)} (this tool reads ${PLAN_VERSION})`);
+  if (typeof p.criterion !== 'string' || ![...CRITERIA, 'custom'].includes(p.criterion))
+    fail(`unknown criterion ${JSON.stringify(p.criterion)}`);
   if (!Number.isInteger(p.seed)) fail('"seed" must be an integer');
   if (!Array.isArray(p.groups)) fail('"groups" must be an array');
   const groups = p.groups as unknown[];
   if (groups.length !== analysis.groups.length)
-    fail(`plan has ${groups.length} groups but the model has ${analysis.groups.length}: it was made for another model`);
+    fail(
+      `plan has ${groups.length} groups but the model has ${analysis.groups.length}: it was made for another model`,
+    );
   const keep = groups.map((entry, i) => {
     const gp = entry as Record<string, unknown>;
     const grp = analysis.groups[i]!;
     const at = `group ${i}`;
     if (typeof gp !== 'object' || gp === null) fail(`${at}: not an object`);
-    if (gp.id !== i) fail(`${at}: "id" is ${JSON.stringify(gp.id)}, expected ${i} (groups must be listed in order)`);
-    if (gp.channels !== grp.size) fail(`${at}: plan says ${JSON.stringify(gp.channels)} channels, the model has ${grp.size}`);
+    if (gp.id !== i)
+      fail(`${at}: "id" is ${JSON.stringify(gp.id)}, expected ${i} (groups must be listed in order)`);
+    if (gp.channels !== grp.size)
+      fail(`${at}: plan says ${JSON.stringify(gp.channels)} channels, the model has ${grp.size}`);
     const anchor = anchorOf(analysis, i);
-    if (gp.anchor !== anchor) fail(`${at}: anchor ${JSON.stringify(gp.anchor)} does not match the model's '${anchor}'`);
-    if (!Array.isArray(gp.keep) || gp.keep.length === 0) fail(`${at}: "keep" must be a non-empty array of channel indices`);
+    if (gp.anchor !== anchor)
+      fail(`${at}: anchor ${JSON.stringify(gp.anchor)} does not match the model's '${anchor}'`);
+    if (!Array.isArray(gp.keep) || gp.keep.length === 0)
+      fail(`${at}: "keep" must be a non-empty array of channel indices`);
     const mask = new Uint8Array(grp.size);
     let prev = -1;
     for (const c of gp.keep as unknown[]) {
-      if (!Number.isInteger(c) || (c as number) < 0 || (c as number) >= grp.size) fail(`${at}: channel index ${JSON.stringify(c)} is out of range [0, ${grp.size})`);
+      if (!Number.isInteger(c) || (c as number) < 0 || (c as number) >= grp.size)
+        fail(`${at}: channel index ${JSON.stringify(c)} is out of range [0, ${grp.size})`);
       if ((c as number) <= prev) fail(`${at}: "keep" must be strictly ascending`);
       prev = c as number;
       mask[c as number] = 1;

@@ -11,7 +11,10 @@ export interface ProbeResult {
 }
 
 /** Concrete input dims for a run: symbolic dims become 1 (the batch); anything else must be known. */
-export function probeInputDims(model: Model, overrides: Record<string, number[]> = {}): Map<string, number[]> {
+export function probeInputDims(
+  model: Model,
+  overrides: Record<string, number[]> = {},
+): Map<string, number[]> {
   const dims = new Map<string, number[]>();
   for (const v of model.graph.inputs) {
     if (v.isInitializer) continue;
@@ -21,27 +24,48 @@ export function probeInputDims(model: Model, overrides: Record<string, number[]>
       continue;
     }
     const shape = v.shape;
-    if (!shape) throw new UserError(`graph input '${v.name}' has no shape; pass its shape explicitly`, model.sourcePath);
-    dims.set(v.name, shape.map((d, i) => (typeof d === 'number' ? d : i === 0 ? 1 : NaN)));
+    if (!shape)
+      throw new UserError(
+        `graph input '${v.name}' has no shape; pass its shape explicitly`,
+        model.sourcePath,
+      );
+    dims.set(
+      v.name,
+      shape.map((d, i) => (typeof d === 'number' ? d : i === 0 ? 1 : NaN)),
+    );
     if (dims.get(v.name)!.some(Number.isNaN))
-      throw new UserError(`graph input '${v.name}' has symbolic dims beyond the batch (${JSON.stringify(shape)}); pass its shape explicitly`, model.sourcePath);
+      throw new UserError(
+        `graph input '${v.name}' has symbolic dims beyond the batch (${JSON.stringify(shape)}); pass its shape explicitly`,
+        model.sourcePath,
+      );
   }
   return dims;
 }
 
 /** Deterministic pseudo-random input values in [-1, 1). */
-export function randomInputs(model: Model, dims: Map<string, number[]>, seed = 1): Record<string, ort.Tensor> {
+export function randomInputs(
+  model: Model,
+  dims: Map<string, number[]>,
+  seed = 1,
+): Record<string, ort.Tensor> {
   const feeds: Record<string, ort.Tensor> = {};
   let s = seed >>> 0 || 1;
   for (const v of model.graph.inputs) {
     const d = dims.get(v.name);
     if (!d) continue;
     if (v.elemType !== undefined && v.elemType !== DataType.FLOAT)
-      throw new UserError(`graph input '${v.name}' is not float32; only float inputs are supported`, model.sourcePath);
+      throw new UserError(
+        `graph input '${v.name}' is not float32; only float inputs are supported`,
+        model.sourcePath,
+      );
     const n = d.reduce((a, b) => a * b, 1);
     const data = new Float32Array(n);
     for (let i = 0; i < n; i++) {
-      s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
+      s ^= s << 13;
+      s >>>= 0;
+      s ^= s >>> 17;
+      s ^= s << 5;
+      s >>>= 0;
       data[i] = (s / 2 ** 32) * 2 - 1;
     }
     feeds[v.name] = new ort.Tensor('float32', data, d);
@@ -51,9 +75,21 @@ export function randomInputs(model: Model, dims: Map<string, number[]>, seed = 1
 
 /** Inputs whose values are shape arithmetic the channel analysis reads (index into node.inputs). */
 const INT_INPUTS: Record<string, number[]> = {
-  Pad: [1], Slice: [1, 2, 3, 4], Reshape: [1], Squeeze: [1], Unsqueeze: [1], Split: [1],
-  ReduceMean: [1], ReduceSum: [1], ReduceMax: [1], ReduceMin: [1], ReduceL1: [1], ReduceL2: [1], ReduceProd: [1],
-  ReduceLogSumExp: [1], ReduceSumSquare: [1],
+  Pad: [1],
+  Slice: [1, 2, 3, 4],
+  Reshape: [1],
+  Squeeze: [1],
+  Unsqueeze: [1],
+  Split: [1],
+  ReduceMean: [1],
+  ReduceSum: [1],
+  ReduceMax: [1],
+  ReduceMin: [1],
+  ReduceL1: [1],
+  ReduceL2: [1],
+  ReduceProd: [1],
+  ReduceLogSumExp: [1],
+  ReduceSumSquare: [1],
 };
 
 /**
@@ -62,7 +98,10 @@ const INT_INPUTS: Record<string, number[]> = {
  * shape or some shape-arithmetic input of Pad/Slice/Reshape/... is not known; the caller then falls back to
  * the onnxruntime probe.
  */
-export function staticProbe(model: Model, inputDims?: Map<string, number[]>): { probe: ProbeResult; missing?: string } {
+export function staticProbe(
+  model: Model,
+  inputDims?: Map<string, number[]>,
+): { probe: ProbeResult; missing?: string } {
   const g = model.graph;
   const dimsIn = inputDims ?? probeInputDims(model);
   const shapes = analyzeShapes(model, { inputShapes: Object.fromEntries(dimsIn) });
@@ -73,22 +112,29 @@ export function staticProbe(model: Model, inputDims?: Map<string, number[]>): { 
     const s = shapes.info.get(v)?.shape;
     return s && s.every((d): d is number => typeof d === 'number') ? (s as number[]) : undefined;
   };
-  for (const [v, vals] of shapes.values) if (vals.every((d): d is number => typeof d === 'number')) ints.set(v, vals as number[]);
-  for (const v of g.inputs) { const d = dimsIn.get(v.name); if (d) dims.set(v, d); }
+  for (const [v, vals] of shapes.values)
+    if (vals.every((d): d is number => typeof d === 'number')) ints.set(v, vals as number[]);
+  for (const v of g.inputs) {
+    const d = dimsIn.get(v.name);
+    if (d) dims.set(v, d);
+  }
   for (const v of g.initializers) dims.set(v, [...v.initializer!.dims]);
   const outputs = new Set(g.outputs);
   for (const n of g.nodes) {
     // A Gather's indices matter only where it picks dims out of a Shape.
-    const intInputs = n.opType === 'Gather' && n.inputs[0]?.producer?.opType === 'Shape' ? [1] : (INT_INPUTS[n.opType] ?? []);
+    const intInputs =
+      n.opType === 'Gather' && n.inputs[0]?.producer?.opType === 'Shape' ? [1] : (INT_INPUTS[n.opType] ?? []);
     for (const i of intInputs) {
       const v = n.inputs[i];
-      if (v && !ints.has(v) && !missing) missing = `value of '${v.name}' (input ${i} of ${n.opType} '${n.name}')`;
+      if (v && !ints.has(v) && !missing)
+        missing = `value of '${v.name}' (input ${i} of ${n.opType} '${n.name}')`;
     }
     for (const o of n.outputs) {
       if (o.name === '') continue;
       const d = concrete(o);
       if (d) dims.set(o, d);
-      else if (!missing && (o.uses.length > 0 || outputs.has(o))) missing = `shape of '${o.name}' (${n.opType} '${n.name}')`;
+      else if (!missing && (o.uses.length > 0 || outputs.has(o)))
+        missing = `shape of '${o.name}' (${n.opType} '${n.name}')`;
     }
   }
   return { probe: { dims, ints }, ...(missing ? { missing } : {}) };
@@ -104,10 +150,12 @@ export async function probeModel(model: Model, inputDims?: Map<string, number[]>
   const dimsIn = inputDims ?? probeInputDims(model);
   const saved = [...g.outputs];
   const exposed = new Set(saved);
-  for (const n of g.nodes) for (const o of n.outputs) if (o.name !== '' && !exposed.has(o)) {
-    exposed.add(o);
-    g.outputs.push(o);
-  }
+  for (const n of g.nodes)
+    for (const o of n.outputs)
+      if (o.name !== '' && !exposed.has(o)) {
+        exposed.add(o);
+        g.outputs.push(o);
+      }
   let bytes: Uint8Array;
   try {
     bytes = serializeModel(model);
@@ -128,7 +176,10 @@ export async function probeModel(model: Model, inputDims?: Map<string, number[]>
       if ((t.type === 'int64' || t.type === 'int32') && t.size <= 64)
         ints.set(v, Array.from(t.data as ArrayLike<number | bigint>, Number));
     }
-    for (const v of g.inputs) { const d = dimsIn.get(v.name); if (d) dims.set(v, d); }
+    for (const v of g.inputs) {
+      const d = dimsIn.get(v.name);
+      if (d) dims.set(v, d);
+    }
     for (const v of g.initializers) dims.set(v, [...v.initializer!.dims]);
     return { dims, ints };
   } finally {

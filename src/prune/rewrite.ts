@@ -1,4 +1,14 @@
-import { DataType, Tensor, Value, intAttr, intsAttr, tensorType, type Graph, type Model, type Node } from '../ir/index.js';
+import {
+  DataType,
+  Tensor,
+  Value,
+  intAttr,
+  intsAttr,
+  tensorType,
+  type Graph,
+  type Model,
+  type Node,
+} from '../ir/index.js';
 import { constantOf, type GroupAnalysis, type Space } from './groups.js';
 import { sliceTensorData } from './tensor-data.js';
 
@@ -37,7 +47,9 @@ function setConstInput(g: Graph, node: Node, index: number, tensor: Tensor): voi
 
 function intsLike(orig: Tensor | undefined, values: number[]): Tensor {
   const type = orig?.dataType === DataType.INT32 ? DataType.INT32 : DataType.INT64;
-  return type === DataType.INT32 ? Tensor.fromArray(type, [values.length], Int32Array.from(values)) : Tensor.int64(values);
+  return type === DataType.INT32
+    ? Tensor.fromArray(type, [values.length], Int32Array.from(values))
+    : Tensor.int64(values);
 }
 
 /** Slices every member per the keep masks (see docs/pruning.md, "Rewrite"). Mutates the model. */
@@ -59,24 +71,45 @@ export function applyKeep(model: Model, analysis: GroupAnalysis, keep: readonly 
     switch (a.kind) {
       case 'conv': {
         const inAxis = a.depthwise || node.attrInt('group', 1) > 1 ? undefined : a.input;
-        slice(node, 1, [[0, a.output], [1, inAxis]]);
+        slice(node, 1, [
+          [0, a.output],
+          [1, inAxis],
+        ]);
         if (node.inputs[2]) slice(node, 2, [[0, a.output]]);
         if (a.depthwise && changed(a.output)) node.attributes.set('group', intAttr(k(a.output).length));
         break;
       }
       case 'convTranspose':
-        slice(node, 1, [[0, a.input], [1, a.output]]);
+        slice(node, 1, [
+          [0, a.input],
+          [1, a.output],
+        ]);
         if (node.inputs[2]) slice(node, 2, [[0, a.output]]);
         break;
       case 'gemm':
-        slice(node, 1, a.transB ? [[0, a.output], [1, a.input]] : [[0, a.input], [1, a.output]]);
+        slice(
+          node,
+          1,
+          a.transB
+            ? [
+                [0, a.output],
+                [1, a.input],
+              ]
+            : [
+                [0, a.input],
+                [1, a.output],
+              ],
+        );
         if (node.inputs[2]) {
           const c = constantOf(node.inputs[2]);
           if (c && c.dims.length > 0) slice(node, 2, [[c.dims.length - 1, a.output]]);
         }
         break;
       case 'matmul':
-        slice(node, 1, [[0, a.input], [1, a.output]]);
+        slice(node, 1, [
+          [0, a.input],
+          [1, a.output],
+        ]);
         break;
       case 'perChannel':
         slice(node, a.index, [[a.axis, a.space]]);
@@ -107,7 +140,10 @@ export function applyKeep(model: Model, analysis: GroupAnalysis, keep: readonly 
         const start = k(a.input).filter((p) => p < a.start).length;
         const end = start + k(a.output).length;
         if (model.opset >= 10) {
-          for (const [index, value] of [[1, start], [2, end]] as const) {
+          for (const [index, value] of [
+            [1, start],
+            [2, end],
+          ] as const) {
             const t = constantOf(node.inputs[index])!;
             const vals = t.toNumbers();
             vals[a.axisInSlice] = value;
@@ -146,7 +182,7 @@ export function applyKeep(model: Model, analysis: GroupAnalysis, keep: readonly 
 /** Drops nodes whose outputs nobody reads and initializers nobody uses (e.g. a Pad's old pads subgraph). */
 export function removeDeadCode(g: Graph): void {
   const outputs = new Set(g.outputs);
-  for (let again = true; again; ) {
+  for (let again = true; again;) {
     again = false;
     for (let i = g.nodes.length - 1; i >= 0; i--) {
       const n = g.nodes[i]!;
@@ -156,7 +192,8 @@ export function removeDeadCode(g: Graph): void {
       }
     }
   }
-  for (const v of [...g.initializers]) if (v.uses.length === 0 && !outputs.has(v) && !g.inputs.includes(v)) g.removeInitializer(v);
+  for (const v of [...g.initializers])
+    if (v.uses.length === 0 && !outputs.has(v) && !g.inputs.includes(v)) g.removeInitializer(v);
   const defined = new Set(g.definedValues());
   const info = g.valueInfo.filter((v) => defined.has(v));
   g.valueInfo.length = 0;

@@ -3,7 +3,11 @@ import type { Tensor, TypedArray } from '../ir/index.js';
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
-type ArrayCtor = { new (b: ArrayBufferLike, o: number, n: number): TypedArray; new (n: number): TypedArray; BYTES_PER_ELEMENT: number };
+type ArrayCtor = {
+  new (b: ArrayBufferLike, o: number, n: number): TypedArray;
+  new (n: number): TypedArray;
+  BYTES_PER_ELEMENT: number;
+};
 
 /**
  * The raw little-endian bytes of `t` (a plain Uint8Array view) and its storage array type, where the data can
@@ -12,7 +16,8 @@ type ArrayCtor = { new (b: ArrayBufferLike, o: number, n: number): TypedArray; n
  */
 function rawView(t: Tensor): { bytes: Uint8Array; Ctor: ArrayCtor; aligned: boolean } | undefined {
   const storage = storageOf(t.dataType);
-  if (!storage || !LITTLE_ENDIAN || t.isExternal || arrayLength(t.dataType, t.size) !== t.size) return undefined;
+  if (!storage || !LITTLE_ENDIAN || t.isExternal || arrayLength(t.dataType, t.size) !== t.size)
+    return undefined;
   const Ctor = storage.array as unknown as ArrayCtor;
   const raw = t.rawBytes();
   if (raw.byteLength !== t.size * Ctor.BYTES_PER_ELEMENT) return undefined;
@@ -37,7 +42,9 @@ export function readElements(t: Tensor): TypedArray {
 export function float32Rows(t: Tensor, len: number): (p: number) => Float32Array {
   const raw = rawView(t);
   if (!raw || raw.aligned) {
-    const data = (raw ? new Float32Array(raw.bytes.buffer, raw.bytes.byteOffset, t.size) : t.data) as Float32Array;
+    const data = (
+      raw ? new Float32Array(raw.bytes.buffer, raw.bytes.byteOffset, t.size) : t.data
+    ) as Float32Array;
     return (p) => data.subarray(p * len, (p + 1) * len);
   }
   const scratch = new Float32Array(len);
@@ -54,7 +61,10 @@ export function float32Rows(t: Tensor, len: number): (p: number) => Float32Array
  * bytes are read one slab (everything under one index of axis 0) at a time through a reused aligned scratch,
  * so no copy of the whole tensor is made.
  */
-export function sliceTensorData(t: Tensor, keepByAxis: ReadonlyMap<number, ArrayLike<number>>): { data: TypedArray; dims: number[] } {
+export function sliceTensorData(
+  t: Tensor,
+  keepByAxis: ReadonlyMap<number, ArrayLike<number>>,
+): { data: TypedArray; dims: number[] } {
   const dims = t.dims;
   const newDims = dims.map((d, a) => keepByAxis.get(a)?.length ?? d);
   const raw = rawView(t);
@@ -70,7 +80,10 @@ export function sliceTensorData(t: Tensor, keepByAxis: ReadonlyMap<number, Array
   const outSlab = newDims.slice(1).reduce((a, b) => a * b, 1);
   const scratch = new Ctor(slab);
   const scratchBytes = new Uint8Array(scratch.buffer);
-  const sliceSlab = slicer(dims.slice(1), new Map([...keepByAxis].filter(([a]) => a > 0).map(([a, k]) => [a - 1, k] as const)));
+  const sliceSlab = slicer(
+    dims.slice(1),
+    new Map([...keepByAxis].filter(([a]) => a > 0).map(([a, k]) => [a - 1, k] as const)),
+  );
   const keep0 = keepByAxis.get(0);
   for (let i = 0; i < newDims[0]!; i++) {
     const src = keep0 ? keep0[i]! : i;
@@ -85,7 +98,10 @@ export function sliceTensorData(t: Tensor, keepByAxis: ReadonlyMap<number, Array
  * into `out` from `at`. Everything after the last sliced axis is one contiguous block, and runs of consecutive
  * kept indices on that axis are copied as one block.
  */
-export function slicer(dims: readonly number[], keepByAxis: ReadonlyMap<number, ArrayLike<number>>): (src: TypedArray, out: TypedArray, at: number) => void {
+export function slicer(
+  dims: readonly number[],
+  keepByAxis: ReadonlyMap<number, ArrayLike<number>>,
+): (src: TypedArray, out: TypedArray, at: number) => void {
   const rank = dims.length;
   if (rank === 0 || keepByAxis.size === 0) return (src, out, at) => out.set(src as never, at);
   const newDims = dims.map((d, a) => keepByAxis.get(a)?.length ?? d);
@@ -100,7 +116,7 @@ export function slicer(dims: readonly number[], keepByAxis: ReadonlyMap<number, 
   const lastKeep = keepByAxis.get(last)!;
   const starts: number[] = [];
   const lengths: number[] = [];
-  for (let i = 0; i < lastKeep.length; ) {
+  for (let i = 0; i < lastKeep.length;) {
     let j = i + 1;
     while (j < lastKeep.length && lastKeep[j]! === lastKeep[j - 1]! + 1) j++;
     starts.push(lastKeep[i]! * block);
@@ -108,8 +124,11 @@ export function slicer(dims: readonly number[], keepByAxis: ReadonlyMap<number, 
     i = j;
   }
   // Short runs (scattered kept channels of a 1x1 conv): a flat gather list beats a loop per run.
-  const gather = lastKeep.length * block < 16 * starts.length ? new Int32Array(lastKeep.length * block) : undefined;
-  if (gather) for (let r = 0, g = 0; r < starts.length; r++) for (let i = 0; i < lengths[r]!; i++) gather[g++] = starts[r]! + i;
+  const gather =
+    lastKeep.length * block < 16 * starts.length ? new Int32Array(lastKeep.length * block) : undefined;
+  if (gather)
+    for (let r = 0, g = 0; r < starts.length; r++)
+      for (let i = 0; i < lengths[r]!; i++) gather[g++] = starts[r]! + i;
   // Source offsets of every kept index combination of the axes before `last`.
   let bases = [0];
   for (let a = 0; a < last; a++) {

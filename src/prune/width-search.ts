@@ -81,7 +81,10 @@ export interface SearchResult {
 const TOLERANCE = 0.005;
 
 /** The narrowest width a group may get, and the width for a keep ratio r. */
-export function widthRule(size: number, opts: Pick<SearchOptions, 'roundTo' | 'minChannels' | 'minFraction'>) {
+export function widthRule(
+  size: number,
+  opts: Pick<SearchOptions, 'roundTo' | 'minChannels' | 'minFraction'>,
+) {
   const n = Math.max(1, Math.floor(opts.roundTo));
   const roundUp = (x: number): number => Math.min(size, Math.ceil(x / n) * n);
   const lo = roundUp(Math.max(1, opts.minChannels, Math.ceil(opts.minFraction * size - 1e-9)));
@@ -106,7 +109,8 @@ export function searchWidths(
   importance: readonly number[],
   opts: SearchOptions,
 ): SearchResult {
-  if (!(opts.ratio > 0 && opts.ratio <= 1)) throw new UserError(`--${opts.budget} must be in (0, 1], got ${opts.ratio}`);
+  if (!(opts.ratio > 0 && opts.ratio <= 1))
+    throw new UserError(`--${opts.budget} must be in (0, 1], got ${opts.ratio}`);
   const groups = analysis.groups;
   const rules = groups.map((g) => widthRule(g.size, opts));
   const full = groups.map((g) => g.size);
@@ -114,7 +118,9 @@ export function searchWidths(
   const key = opts.budget === 'flops' ? 'macs' : 'params';
   const target = opts.ratio * original[key];
   const widthsAt = (t: number): number[] =>
-    groups.map((g, i) => (g.frozen.length ? g.size : rules[i]!.at(opts.uniform ? t : Math.min(1, t * (0.5 + importance[i]!)))));
+    groups.map((g, i) =>
+      g.frozen.length ? g.size : rules[i]!.at(opts.uniform ? t : Math.min(1, t * (0.5 + importance[i]!))),
+    );
 
   const floor = model.cost(widthsAt(0))[key];
   if (floor > target + 1e-9) {
@@ -143,7 +149,9 @@ export function searchWidths(
   const steppable = (w: number[], i: number, dir: 1 | -1): boolean =>
     !groups[i]!.frozen.length && (dir > 0 ? w[i]! < groups[i]!.size : w[i]! > rules[i]!.lo);
   const stepped = (w: number[], i: number, dir: 1 | -1): number =>
-    dir > 0 ? Math.min(groups[i]!.size, w[i]! + rules[i]!.step) : Math.max(rules[i]!.lo, w[i]! - rules[i]!.step);
+    dir > 0
+      ? Math.min(groups[i]!.size, w[i]! + rules[i]!.step)
+      : Math.max(rules[i]!.lo, w[i]! - rules[i]!.step);
   /** Widens groups one step at a time, largest fitting increase first, while the cost stays under the target. */
   const fill = (w: number[], exclude = -1): { w: number[]; cost: number; steps: number } => {
     let cost = model.cost(w)[key];

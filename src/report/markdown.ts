@@ -13,34 +13,81 @@ function table(header: string[], rows: (string | number)[][]): string {
 export function renderReportMarkdown(r: PruneReport, svgFile?: string): string {
   const out: string[] = [];
   out.push(`# Pruning report: ${r.input}`, '');
-  out.push(`Output \`${r.output}\`, made by ${r.tool.name} ${r.tool.version}. Budget: ${r.budget.kind} ${pct(r.budget.target)}, achieved ${pct(r.budget.achieved)}. Criterion: **${r.chosenCriterion}**.`, '');
+  out.push(
+    `Output \`${r.output}\`, made by ${r.tool.name} ${r.tool.version}. Budget: ${r.budget.kind} ${pct(r.budget.target)}, achieved ${pct(r.budget.achieved)}. Criterion: **${r.chosenCriterion}**.`,
+    '',
+  );
   if (svgFile) out.push(`![widths and accuracy](${svgFile})`, '');
-  const latency = (f: { latencyMs?: number }): string => (f.latencyMs === undefined ? '—' : `${f.latencyMs.toFixed(2)} ms`);
+  const latency = (f: { latencyMs?: number }): string =>
+    f.latencyMs === undefined ? '—' : `${f.latencyMs.toFixed(2)} ms`;
   out.push('## Totals', '');
   out.push(
     table(
       ['', 'before', 'after', 'ratio'],
       [
         ['MACs', formatCount(r.before.macs), formatCount(r.after.macs), pct(r.after.macs / r.before.macs)],
-        ['params', formatCount(r.before.params), formatCount(r.after.params), pct(r.after.params / r.before.params)],
-        ['latency', latency(r.before), latency(r.after), r.before.latencyMs && r.after.latencyMs ? `${(r.before.latencyMs / r.after.latencyMs).toFixed(2)}x faster` : '—'],
+        [
+          'params',
+          formatCount(r.before.params),
+          formatCount(r.after.params),
+          pct(r.after.params / r.before.params),
+        ],
+        [
+          'latency',
+          latency(r.before),
+          latency(r.after),
+          r.before.latencyMs && r.after.latencyMs
+            ? `${(r.before.latencyMs / r.after.latencyMs).toFixed(2)}x faster`
+            : '—',
+        ],
       ],
     ),
     '',
   );
   if (r.accuracy.length) {
     out.push('## Accuracy', '');
-    out.push(table(['stage', 'top-1', 'loss', 'images'], r.accuracy.map((a) => [a.stage, pct(a.top1), a.loss?.toFixed(4) ?? '—', a.images])), '');
+    out.push(
+      table(
+        ['stage', 'top-1', 'loss', 'images'],
+        r.accuracy.map((a) => [a.stage, pct(a.top1), a.loss?.toFixed(4) ?? '—', a.images]),
+      ),
+      '',
+    );
   }
   if (r.criteria.length) {
     out.push('## Inheritance criteria', '');
-    out.push(table(['criterion', 'proxy top-1', 'proxy loss', 'chosen'], r.criteria.map((c) => [c.criterion, pct(c.top1), c.loss.toFixed(4), c.chosen ? 'yes' : ''])), '');
+    out.push(
+      table(
+        ['criterion', 'proxy top-1', 'proxy loss', 'chosen'],
+        r.criteria.map((c) => [c.criterion, pct(c.top1), c.loss.toFixed(4), c.chosen ? 'yes' : '']),
+      ),
+      '',
+    );
   }
   out.push('## Groups', '');
-  out.push(table(['group', 'first layer', 'before', 'after', 'score', 'frozen'], r.groups.map((g) => [g.id, `\`${g.label}\``, g.before, g.after, g.score?.toFixed(4) ?? '—', g.frozen ?? ''])), '');
+  out.push(
+    table(
+      ['group', 'first layer', 'before', 'after', 'score', 'frozen'],
+      r.groups.map((g) => [
+        g.id,
+        `\`${g.label}\``,
+        g.before,
+        g.after,
+        g.score?.toFixed(4) ?? '—',
+        g.frozen ?? '',
+      ]),
+    ),
+    '',
+  );
   if (r.stages.length) {
     out.push('## Time per stage', '');
-    out.push(table(['stage', 'seconds'], r.stages.map((s) => [s.name, s.seconds.toFixed(2)])), '');
+    out.push(
+      table(
+        ['stage', 'seconds'],
+        r.stages.map((s) => [s.name, s.seconds.toFixed(2)]),
+      ),
+      '',
+    );
   }
   if (r.notes.length) out.push('## Notes', '', ...r.notes.map((n) => `- ${n}`), '');
   return out.join('\n');

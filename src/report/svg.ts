@@ -1,6 +1,13 @@
 import type { PruneReport } from './types.js';
 
-const COLORS = { before: '#c9d6ea', after: '#2f6db5', frozen: '#b0b0b0', text: '#1f2933', grid: '#e4e7eb', accent: '#d9822b' };
+const COLORS = {
+  before: '#c9d6ea',
+  after: '#2f6db5',
+  frozen: '#b0b0b0',
+  text: '#1f2933',
+  grid: '#e4e7eb',
+  accent: '#d9822b',
+};
 
 function esc(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
@@ -41,27 +48,54 @@ export function renderReportSvg(r: PruneReport): string {
     parts.push(`<text x="${x}" y="${yy}" ${attrs}>${esc(s)}</text>`);
   };
 
-  text(20, 32, `adapruner: ${baseName(r.input)} → ${baseName(r.output)}`, 'font-size="18" font-weight="bold"');
+  text(
+    20,
+    32,
+    `adapruner: ${baseName(r.input)} → ${baseName(r.output)}`,
+    'font-size="18" font-weight="bold"',
+  );
   const macRatio = r.after.macs / r.before.macs;
   const paramRatio = r.after.params / r.before.params;
-  text(20, 58, `MACs ${formatCount(r.before.macs)} → ${formatCount(r.after.macs)} (${pct(macRatio)})   params ${formatCount(r.before.params)} → ${formatCount(r.after.params)} (${pct(paramRatio)})`);
-  const lat = r.before.latencyMs !== undefined && r.after.latencyMs !== undefined
-    ? `latency ${r.before.latencyMs.toFixed(2)} → ${r.after.latencyMs.toFixed(2)} ms (${(r.before.latencyMs / r.after.latencyMs).toFixed(2)}x faster)   `
-    : '';
-  text(20, 80, `${lat}budget: ${r.budget.kind} ${pct(r.budget.target)} (achieved ${pct(r.budget.achieved)})   criterion: ${r.chosenCriterion}`);
+  text(
+    20,
+    58,
+    `MACs ${formatCount(r.before.macs)} → ${formatCount(r.after.macs)} (${pct(macRatio)})   params ${formatCount(r.before.params)} → ${formatCount(r.after.params)} (${pct(paramRatio)})`,
+  );
+  const lat =
+    r.before.latencyMs !== undefined && r.after.latencyMs !== undefined
+      ? `latency ${r.before.latencyMs.toFixed(2)} → ${r.after.latencyMs.toFixed(2)} ms (${(r.before.latencyMs / r.after.latencyMs).toFixed(2)}x faster)   `
+      : '';
+  text(
+    20,
+    80,
+    `${lat}budget: ${r.budget.kind} ${pct(r.budget.target)} (achieved ${pct(r.budget.achieved)})   criterion: ${r.chosenCriterion}`,
+  );
 
   // Per-group widths.
-  text(chartLeft, chartTop - 18, 'Channels per group (light: before, dark: after, grey: frozen)', 'font-weight="bold"');
+  text(
+    chartLeft,
+    chartTop - 18,
+    'Channels per group (light: before, dark: after, grey: frozen)',
+    'font-weight="bold"',
+  );
   for (let k = 0; k <= 4; k++) {
     const c = Math.round((maxWidth * k) / 4);
-    parts.push(`<line x1="${chartLeft - 4}" x2="${width - 20}" y1="${y(c)}" y2="${y(c)}" stroke="${COLORS.grid}"/>`);
+    parts.push(
+      `<line x1="${chartLeft - 4}" x2="${width - 20}" y1="${y(c)}" y2="${y(c)}" stroke="${COLORS.grid}"/>`,
+    );
     text(chartLeft - 8, y(c) + 4, String(c), 'text-anchor="end" font-size="11"');
   }
   groups.forEach((g, i) => {
     const x = chartLeft + i * (barW + gap);
-    parts.push(`<rect class="before" x="${x}" y="${y(g.before)}" width="${barW}" height="${y(0) - y(g.before)}" fill="${COLORS.before}"><title>${esc(`${g.label}: ${g.before}`)}</title></rect>`);
-    parts.push(`<rect class="after" x="${x + 2}" y="${y(g.after)}" width="${barW - 4}" height="${y(0) - y(g.after)}" fill="${g.frozen ? COLORS.frozen : COLORS.after}"><title>${esc(`${g.label}: ${g.before} → ${g.after}${g.frozen ? ` (frozen: ${g.frozen})` : ''}`)}</title></rect>`);
-    parts.push(`<text x="${x + barW / 2}" y="${y(0) + 10}" font-size="9" transform="rotate(60 ${x + barW / 2} ${y(0) + 10})">${esc(g.label.slice(0, 24))}</text>`);
+    parts.push(
+      `<rect class="before" x="${x}" y="${y(g.before)}" width="${barW}" height="${y(0) - y(g.before)}" fill="${COLORS.before}"><title>${esc(`${g.label}: ${g.before}`)}</title></rect>`,
+    );
+    parts.push(
+      `<rect class="after" x="${x + 2}" y="${y(g.after)}" width="${barW - 4}" height="${y(0) - y(g.after)}" fill="${g.frozen ? COLORS.frozen : COLORS.after}"><title>${esc(`${g.label}: ${g.before} → ${g.after}${g.frozen ? ` (frozen: ${g.frozen})` : ''}`)}</title></rect>`,
+    );
+    parts.push(
+      `<text x="${x + barW / 2}" y="${y(0) + 10}" font-size="9" transform="rotate(60 ${x + barW / 2} ${y(0) + 10})">${esc(g.label.slice(0, 24))}</text>`,
+    );
   });
 
   // Accuracy by stage and the criteria table.
@@ -71,7 +105,9 @@ export function renderReportSvg(r: PruneReport): string {
   r.accuracy.forEach((a, i) => {
     const yy = top + 14 + i * 22;
     text(20, yy + 12, a.stage, 'font-size="12"');
-    parts.push(`<rect class="accuracy" x="120" y="${yy}" width="${Math.max(1, a.top1 * accW)}" height="16" fill="${COLORS.after}"/>`);
+    parts.push(
+      `<rect class="accuracy" x="120" y="${yy}" width="${Math.max(1, a.top1 * accW)}" height="16" fill="${COLORS.after}"/>`,
+    );
     text(126 + a.top1 * accW, yy + 12, pct(a.top1), 'font-size="12"');
   });
   if (r.criteria.length) {
@@ -91,7 +127,15 @@ export function renderReportSvg(r: PruneReport): string {
     const perLine = 5;
     for (let i = 0; i < r.stages.length; i += perLine) {
       top += 18;
-      text(20, top, r.stages.slice(i, i + perLine).map((s) => `${s.name} ${s.seconds.toFixed(1)} s`).join(' · '), 'font-size="12"');
+      text(
+        20,
+        top,
+        r.stages
+          .slice(i, i + perLine)
+          .map((s) => `${s.name} ${s.seconds.toFixed(1)} s`)
+          .join(' · '),
+        'font-size="12"',
+      );
     }
     top += 20;
   }

@@ -8,7 +8,8 @@ export function broadcastDim(a: Dim, b: Dim): Dim {
   if (a === 1) return b;
   if (b === 1) return a;
   if (a === b) return a;
-  if (typeof a === 'number' && typeof b === 'number') throw new ShapeError(`dims ${a} and ${b} do not broadcast`);
+  if (typeof a === 'number' && typeof b === 'number')
+    throw new ShapeError(`dims ${a} and ${b} do not broadcast`);
   if (typeof a === 'number') return a;
   if (typeof b === 'number') return b;
   return null;
@@ -87,16 +88,23 @@ export function mergeDim(inferred: Dim, declared: Dim): Dim {
 export function dimArith(op: string, a: Dim, b: Dim): Dim {
   if (typeof a === 'number' && typeof b === 'number') {
     switch (op) {
-      case 'Add': return a + b;
-      case 'Sub': return a - b;
-      case 'Mul': return a * b;
-      case 'Div': return b === 0 ? null : Math.trunc(a / b);
-      case 'Max': return Math.max(a, b);
-      case 'Min': return Math.min(a, b);
+      case 'Add':
+        return a + b;
+      case 'Sub':
+        return a - b;
+      case 'Mul':
+        return a * b;
+      case 'Div':
+        return b === 0 ? null : Math.trunc(a / b);
+      case 'Max':
+        return Math.max(a, b);
+      case 'Min':
+        return Math.min(a, b);
     }
     return null;
   }
-  if ((op === 'Mul' && b === 1) || (op === 'Div' && b === 1) || ((op === 'Add' || op === 'Sub') && b === 0)) return a;
+  if ((op === 'Mul' && b === 1) || (op === 'Div' && b === 1) || ((op === 'Add' || op === 'Sub') && b === 0))
+    return a;
   if ((op === 'Mul' && a === 1) || (op === 'Add' && a === 0)) return b;
   return null;
 }

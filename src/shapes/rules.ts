@@ -58,7 +58,9 @@ function elementwise(outType?: DataType): ShapeRule {
       const [a, b] = [c.values(0), c.values(1)];
       if (a && b) {
         const n = typeof shape[0] === 'number' ? shape[0] : Math.max(a.length, b.length);
-        out.values = Array.from({ length: shape.length === 0 ? 1 : n }, (_, k) => dimArith(op, a[a.length === 1 ? 0 : k] ?? null, b[b.length === 1 ? 0 : k] ?? null));
+        out.values = Array.from({ length: shape.length === 0 ? 1 : n }, (_, k) =>
+          dimArith(op, a[a.length === 1 ? 0 : k] ?? null, b[b.length === 1 ? 0 : k] ?? null),
+        );
       }
     }
     return [out];
@@ -115,9 +117,12 @@ const conv: ShapeRule = (c) => {
   const spatial = x.length - 2;
   const kernel = c.node.attrInts('kernel_shape') ?? (w ? (w.slice(2) as number[]) : undefined);
   const channels = w ? w[0]! : null;
-  if (!kernel || kernel.some((k) => typeof k !== 'number')) return [{ elemType, shape: [x[0]!, channels, ...new Array<Dim>(spatial).fill(null)] }];
+  if (!kernel || kernel.some((k) => typeof k !== 'number'))
+    return [{ elemType, shape: [x[0]!, channels, ...new Array<Dim>(spatial).fill(null)] }];
   const win = windowOf(c.node, spatial, kernel);
-  return [{ elemType, shape: [x[0]!, channels, ...x.slice(2).map((d, i) => windowOutput(d, win, i, false))] }];
+  return [
+    { elemType, shape: [x[0]!, channels, ...x.slice(2).map((d, i) => windowOutput(d, win, i, false))] },
+  ];
 };
 
 const convTranspose: ShapeRule = (c) => {
@@ -131,7 +136,8 @@ const convTranspose: ShapeRule = (c) => {
   const kernel = c.node.attrInts('kernel_shape') ?? (w ? (w.slice(2) as number[]) : undefined);
   const explicit = c.node.attrInts('output_shape');
   if (explicit) return [{ elemType, shape: [x[0]!, channels, ...explicit.slice(-spatial)] }];
-  if (!kernel || kernel.some((k) => typeof k !== 'number')) return [{ elemType, shape: [x[0]!, channels, ...new Array<Dim>(spatial).fill(null)] }];
+  if (!kernel || kernel.some((k) => typeof k !== 'number'))
+    return [{ elemType, shape: [x[0]!, channels, ...new Array<Dim>(spatial).fill(null)] }];
   const win = windowOf(c.node, spatial, kernel);
   const outPad = c.node.attrInts('output_padding', new Array(spatial).fill(0));
   const dims = x.slice(2).map((d, i): Dim => {
@@ -150,8 +156,15 @@ const pool: ShapeRule = (c) => {
   const kernel = c.node.attrInts('kernel_shape');
   if (!kernel) throw new ShapeError('pool without kernel_shape');
   const win = windowOf(c.node, kernel.length, kernel);
-  const shape = [x[0]!, x[1]!, ...x.slice(2).map((d, i) => windowOutput(d, win, i, c.node.attrInt('ceil_mode', 0) === 1))];
-  return [{ elemType, shape }, { elemType: DataType.INT64, shape }];
+  const shape = [
+    x[0]!,
+    x[1]!,
+    ...x.slice(2).map((d, i) => windowOutput(d, win, i, c.node.attrInt('ceil_mode', 0) === 1)),
+  ];
+  return [
+    { elemType, shape },
+    { elemType: DataType.INT64, shape },
+  ];
 };
 
 const globalPool: ShapeRule = (c) => {
@@ -168,11 +181,17 @@ function reduceRule(axesFromInputSince: number): ShapeRule {
     if (!x) return [{ elemType }];
     const fromInput = c.opset >= axesFromInputSince;
     const axes = attrOrInput(c, 'axes', 1, fromInput);
-    if (fromInput && c.has(1) && !axes) return [{ elemType, shape: c.node.attrInt('keepdims', 1) ? x.map(() => null) : undefined }];
+    if (fromInput && c.has(1) && !axes)
+      return [{ elemType, shape: c.node.attrInt('keepdims', 1) ? x.map(() => null) : undefined }];
     const keep = c.node.attrInt('keepdims', 1) === 1;
-    if ((!axes || axes.length === 0) && c.node.attrInt('noop_with_empty_axes', 0) === 1) return [{ elemType, shape: x }];
-    const set = new Set((axes && axes.length ? axes : x.map((_, i) => i)).map((a) => normalizeAxis(a, x.length)));
-    return [{ elemType, shape: keep ? x.map((d, i) => (set.has(i) ? 1 : d)) : x.filter((_, i) => !set.has(i)) }];
+    if ((!axes || axes.length === 0) && c.node.attrInt('noop_with_empty_axes', 0) === 1)
+      return [{ elemType, shape: x }];
+    const set = new Set(
+      (axes && axes.length ? axes : x.map((_, i) => i)).map((a) => normalizeAxis(a, x.length)),
+    );
+    return [
+      { elemType, shape: keep ? x.map((d, i) => (set.has(i) ? 1 : d)) : x.filter((_, i) => !set.has(i)) },
+    ];
   };
 }
 
@@ -181,7 +200,12 @@ const argReduce: ShapeRule = (c) => {
   if (!x) return [{ elemType: DataType.INT64 }];
   const axis = normalizeAxis(c.node.attrInt('axis', 0), x.length);
   const keep = c.node.attrInt('keepdims', 1) === 1;
-  return [{ elemType: DataType.INT64, shape: keep ? x.map((d, i) => (i === axis ? 1 : d)) : x.filter((_, i) => i !== axis) }];
+  return [
+    {
+      elemType: DataType.INT64,
+      shape: keep ? x.map((d, i) => (i === axis ? 1 : d)) : x.filter((_, i) => i !== axis),
+    },
+  ];
 };
 
 const flatten: ShapeRule = (c) => {
@@ -250,7 +274,8 @@ const squeeze: ShapeRule = (c) => {
     if (x.some((d) => typeof d !== 'number')) return [{ elemType }];
     drop = new Set(x.flatMap((d, i) => (d === 1 ? [i] : [])));
   }
-  for (const a of drop) if (typeof x[a] === 'number' && x[a] !== 1) throw new ShapeError(`Squeeze of axis ${a} of size ${x[a]}`);
+  for (const a of drop)
+    if (typeof x[a] === 'number' && x[a] !== 1) throw new ShapeError(`Squeeze of axis ${a} of size ${x[a]}`);
   return [{ elemType, shape: x.filter((_, i) => !drop.has(i)), values: c.values(0) }];
 };
 
@@ -414,7 +439,16 @@ const constant: ShapeRule = (c) => {
   const [name, a] = [...c.node.attributes][0] ?? [];
   if (a && a.value instanceof Tensor) return [{ elemType: a.value.dataType, shape: [...a.value.dims] }];
   const list = Array.isArray(a?.value) ? [a.value.length] : [];
-  const elemType = ({ value_float: DataType.FLOAT, value_floats: DataType.FLOAT, value_int: DataType.INT64, value_ints: DataType.INT64, value_string: DataType.STRING, value_strings: DataType.STRING } as Record<string, DataType>)[name ?? ''];
+  const elemType = (
+    {
+      value_float: DataType.FLOAT,
+      value_floats: DataType.FLOAT,
+      value_int: DataType.INT64,
+      value_ints: DataType.INT64,
+      value_string: DataType.STRING,
+      value_strings: DataType.STRING,
+    } as Record<string, DataType>
+  )[name ?? ''];
   return [elemType === undefined ? {} : { elemType, shape: list }];
 };
 
@@ -473,14 +507,51 @@ const topK: ShapeRule = (c) => {
   if (!x) return [{ elemType: c.elemType(0) }, { elemType: DataType.INT64 }];
   const axis = normalizeAxis(c.node.attrInt('axis', -1), x.length);
   const shape = x.map((d, i) => (i === axis ? (k ?? null) : d));
-  return [{ elemType: c.elemType(0), shape }, { elemType: DataType.INT64, shape }];
+  return [
+    { elemType: c.elemType(0), shape },
+    { elemType: DataType.INT64, shape },
+  ];
 };
 
 const UNARY = [
-  'Relu', 'Clip', 'LeakyRelu', 'Sigmoid', 'HardSigmoid', 'HardSwish', 'Softmax', 'LogSoftmax', 'Tanh', 'Elu',
-  'Selu', 'Softplus', 'Softsign', 'Gelu', 'Mish', 'Neg', 'Sqrt', 'Exp', 'Log', 'Floor', 'Ceil', 'Abs', 'Sign',
-  'Reciprocal', 'Round', 'Erf', 'Sin', 'Cos', 'LRN', 'InstanceNormalization', 'LpNormalization', 'Hardmax',
-  'Celu', 'ThresholdedRelu', 'Shrink', 'CumSum', 'IsNaN', 'IsInf',
+  'Relu',
+  'Clip',
+  'LeakyRelu',
+  'Sigmoid',
+  'HardSigmoid',
+  'HardSwish',
+  'Softmax',
+  'LogSoftmax',
+  'Tanh',
+  'Elu',
+  'Selu',
+  'Softplus',
+  'Softsign',
+  'Gelu',
+  'Mish',
+  'Neg',
+  'Sqrt',
+  'Exp',
+  'Log',
+  'Floor',
+  'Ceil',
+  'Abs',
+  'Sign',
+  'Reciprocal',
+  'Round',
+  'Erf',
+  'Sin',
+  'Cos',
+  'LRN',
+  'InstanceNormalization',
+  'LpNormalization',
+  'Hardmax',
+  'Celu',
+  'ThresholdedRelu',
+  'Shrink',
+  'CumSum',
+  'IsNaN',
+  'IsInf',
 ];
 const BINARY = ['Add', 'Sub', 'Mul', 'Div', 'Pow', 'Max', 'Min', 'Sum', 'Mean', 'Mod', 'PRelu', 'BitShift'];
 const COMPARE = ['Equal', 'Less', 'LessOrEqual', 'Greater', 'GreaterOrEqual', 'And', 'Or', 'Xor'];
