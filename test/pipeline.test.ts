@@ -177,6 +177,14 @@ test(
     assert.equal(summary.pipeline.before.macs, 125_485_696);
     assert.ok(macs <= 0.5 * 125_485_696 && macs >= 0.995 * 0.5 * 125_485_696, `${macs}`);
     assert.equal(macs, summary.pipeline.after.macs);
+    const measured = summary.pipeline as unknown as {
+      before: { latencyMs?: number };
+      after: { latencyMs?: number };
+    };
+    assert.ok(
+      measured.before.latencyMs! > 0 && measured.after.latencyMs! > 0,
+      'latency measured before and after',
+    );
     const acc = Object.fromEntries(summary.pipeline.accuracy.map((a) => [a.stage, a.top1]));
     assert.ok(acc.original! > 0.78, `original ${acc.original}`);
     assert.ok(acc.recalibrated! > acc.pruned!, 'recalibration recovers accuracy lost by pruning');

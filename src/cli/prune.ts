@@ -8,6 +8,7 @@ import { PassManager } from '../passes/pass-manager.js';
 import { adaPrune, type AdaPruneResult } from '../pipeline/adaprune.js';
 import { CRITERIA, parseCriterion, type Criterion, type PruneReport } from '../prune/index.js';
 import { writeReports } from '../report/index.js';
+import { speedup } from '../report/svg.js';
 import { formatCount, renderKeyValues, renderTable } from '../report/table.js';
 import { parseDevice } from '../runtime/device.js';
 import { createProgress, type Progress } from '../runtime/progress.js';
@@ -19,6 +20,7 @@ interface PruneArgs {
   params?: number;
   latency?: number;
   latencyBatch: number;
+  measureLatency: boolean;
   criterion?: string;
   uniform: boolean;
   roundTo?: number;
@@ -79,6 +81,12 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
         describe: 'Fraction of the original latency, measured in onnxruntime on this machine',
       })
       .option('latency-batch', { type: 'number', default: 1, describe: 'Batch size latency is measured at' })
+      .option('measure-latency', {
+        type: 'boolean',
+        default: true,
+        describe:
+          'Time the original and the result side by side in onnxruntime for the report (--no-measure-latency to skip)',
+      })
       .option('criterion', {
         type: 'string',
         choices: ['auto', ...CRITERIA],
@@ -204,6 +212,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       params: argv.params,
       latency: argv.latency,
       latencyBatch: argv.latencyBatch,
+      measureLatency: argv.measureLatency,
       criterion:
         argv.criterion === undefined
           ? undefined
@@ -312,7 +321,7 @@ export function renderSummary(result: AdaPruneResult): string {
       renderKeyValues([
         [
           'latency',
-          `${r.before.latencyMs.toFixed(3)} ms -> ${r.after.latencyMs.toFixed(3)} ms (${(r.before.latencyMs / r.after.latencyMs).toFixed(2)}x faster)`,
+          `${r.before.latencyMs.toFixed(3)} ms -> ${r.after.latencyMs.toFixed(3)} ms (${speedup(r.before.latencyMs, r.after.latencyMs)})`,
         ],
       ]),
     );

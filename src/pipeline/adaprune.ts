@@ -20,7 +20,7 @@ import type { AccuracyStage, CriterionRow, PruneReport } from '../report/types.j
 import { recalibrateBatchNorm } from '../runtime/recalibrate.js';
 import { createSession, type RuntimeOptions } from '../runtime/session.js';
 import { finetune, type FinetuneOptions } from '../train/loop.js';
-import { measureLatency, searchLatencyBudget, type LatencySearchStep } from './latency.js';
+import { measureLatencies, searchLatencyBudget, type LatencySearchStep } from './latency.js';
 import { proxyScore, rankCandidates, type ProxyScore } from './proxy-score.js';
 
 export interface DataOptions {
@@ -64,6 +64,8 @@ export interface AdaPruneOptions extends Pick<
   runtime?: RuntimeOptions;
   /** Batch size latency is measured at (default 1). */
   latencyBatch?: number;
+  /** Measure onnxruntime latency of the original and the result for the report (default true). */
+  measureLatency?: boolean;
   /** Stop once the plan is made (candidates ranked when there is data); nothing is fine-tuned or written. */
   dryRun?: boolean;
   /** Verify the result and run it in onnxruntime (default true). */
@@ -101,6 +103,13 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
     return r;
   };
   const skipped: string[] = [];
+  // Every candidate runs the same width search, so the same notes would repeat once per criterion.
+  const warned = new Set<string>();
+  const warn = (line: string): void => {
+    if (warned.has(line)) return;
+    warned.add(line);
+    options.warn?.(line);
+  };
   const notes: string[] = [];
   const data = options.data;
   const seed = options.seed ?? 0;
@@ -181,7 +190,7 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
     );
   };
   const timeIt = async (bytes: Uint8Array): Promise<number> =>
-    (await measureLatency(bytes, { shape: latencyShape(), runtime })).medianMs;
+    (await measureLatencies([bytes], { shape: latencyShape(), runtime }))[0]!;
   const baseOptions: PruneOptions = {
     uniform: options.uniform,
     roundTo: options.roundTo ?? (options.latency !== undefined ? 8 : undefined),
@@ -190,7 +199,7 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
     seed,
     inputShapes: options.inputShapes,
     passManager: pm,
-    warn: options.warn,
+    warn,
   };
   let budget: Pick<PruneOptions, 'flops' | 'params'> = { flops: options.flops, params: options.params };
   let latencySearch: LatencySearchStep[] | undefined;
@@ -328,10 +337,25 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
   result.setMetadata('adapruner.pruning', best.pruned.getMetadata('adapruner.pruning') ?? '{}');
 
   let prunedMs: number | undefined;
+  let originalMs = baselineMs;
   if (!options.dryRun) {
     if (options.validate !== false) await stage('validate', () => validateModel(result));
-    if (options.latency !== undefined)
-      prunedMs = await stage('measure pruned latency', () => timeIt(serializeModel(result)));
+    if (options.measureLatency !== false) {
+      // Measured again side by side with the pruned model, so the reported speed-up compares like with like.
+      [originalMs, prunedMs] = await stage('measure latency before/after', () =>
+        measureLatencies([original, serializeModel(result)], { shape: latencyShape(), runtime }),
+      );
+    }
+  }
+  if (
+    originalMs !== undefined &&
+    prunedMs !== undefined &&
+    prunedMs > originalMs &&
+    options.latency === undefined
+  ) {
+    const hint = `the pruned model measured slower than the original (${prunedMs.toFixed(3)} vs ${originalMs.toFixed(3)} ms at batch ${latencyShape()[0]}): channel counts that are not multiples of 8 defeat onnxruntime's blocked convolution kernels; try --round-to 8, or budget by --latency`;
+    notes.push(hint);
+    warn(hint);
   }
   const core = best.core;
   const key = budget.params !== undefined ? 'params' : 'macs';
@@ -343,14 +367,14 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
       kind: options.latency !== undefined ? 'latency' : budget.params !== undefined ? 'params' : 'flops',
       target: options.latency ?? budget.params ?? budget.flops ?? 1,
       achieved:
-        options.latency !== undefined && baselineMs && prunedMs
-          ? prunedMs / baselineMs
+        options.latency !== undefined && originalMs && prunedMs
+          ? prunedMs / originalMs
           : core.pruned[key] / core.original[key],
     },
     before: {
       macs: core.original.macs,
       params: core.original.params,
-      ...(baselineMs !== undefined && { latencyMs: baselineMs }),
+      ...(originalMs !== undefined && { latencyMs: originalMs }),
     },
     after: {
       macs: core.pruned.macs,

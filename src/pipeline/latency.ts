@@ -1,47 +1,32 @@
-import * as ort from 'onnxruntime-node';
+import { benchmark } from '../runtime/benchmark.js';
 import { createSession, type RuntimeOptions } from '../runtime/session.js';
 
 export interface LatencyOptions {
   /** Input dims, batch included. */
   shape: number[];
-  warmup?: number;
-  runs?: number;
+  /** Timed runs for all models together fill this many seconds (at least 3 each); default 1. */
+  seconds?: number;
   runtime?: RuntimeOptions;
 }
 
-export interface Latency {
-  medianMs: number;
-  p90Ms: number;
-  runs: number;
-}
-
-/** Median and p90 wall time of `session.run` on one random batch, after warm-up. */
-export async function measureLatency(model: Uint8Array | string, options: LatencyOptions): Promise<Latency> {
-  const session = await createSession(model, options.runtime);
+/**
+ * Median latency (ms) of one batch for each model, measured with the runtime's benchmark: runs alternate
+ * between the models, so a before/after pair sees the same machine load.
+ */
+export async function measureLatencies(models: Uint8Array[], options: LatencyOptions): Promise<number[]> {
+  const sessions = [];
   try {
-    const size = options.shape.reduce((a, b) => a * b, 1);
-    const data = new Float32Array(size);
-    for (let i = 0; i < size; i++) data[i] = Math.sin(i * 12.9898) * 0.5;
-    const feeds = { [session.inputName]: new ort.Tensor('float32', data, options.shape) };
-    for (let i = 0; i < (options.warmup ?? 5); i++) await session.session.run(feeds);
-    const times: number[] = [];
-    for (let i = 0; i < (options.runs ?? 30); i++) {
-      const t = performance.now();
-      await session.session.run(feeds);
-      times.push(performance.now() - t);
-    }
-    times.sort((a, b) => a - b);
-    return { medianMs: quantile(times, 0.5), p90Ms: quantile(times, 0.9), runs: times.length };
+    for (const m of models) sessions.push(await createSession(m, options.runtime));
+    const stats = await benchmark(sessions, {
+      batch: options.shape[0],
+      inputShape: options.shape.slice(1),
+      seconds: options.seconds ?? 1,
+      warmup: 5,
+    });
+    return stats.map((s) => s.medianMs);
   } finally {
-    await session.release();
+    for (const s of sessions) await s.release();
   }
-}
-
-function quantile(sorted: number[], q: number): number {
-  const pos = (sorted.length - 1) * q;
-  const lo = Math.floor(pos);
-  const hi = Math.ceil(pos);
-  return sorted[lo]! + (sorted[hi]! - sorted[lo]!) * (pos - lo);
 }
 
 export interface LatencySearchStep {

@@ -1,4 +1,4 @@
-import { formatCount } from './svg.js';
+import { formatCount, speedup } from './svg.js';
 import type { PruneReport } from './types.js';
 
 function pct(x: number): string {
@@ -36,9 +36,7 @@ export function renderReportMarkdown(r: PruneReport, svgFile?: string): string {
           'latency',
           latency(r.before),
           latency(r.after),
-          r.before.latencyMs && r.after.latencyMs
-            ? `${(r.before.latencyMs / r.after.latencyMs).toFixed(2)}x faster`
-            : '—',
+          r.before.latencyMs && r.after.latencyMs ? speedup(r.before.latencyMs, r.after.latencyMs) : '—',
         ],
       ],
     ),

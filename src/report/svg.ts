@@ -17,6 +17,13 @@ function baseName(file: string): string {
   return file.split(/[\\/]/).pop() || file;
 }
 
+/** "1.88x faster" or "1.16x slower": a ratio below 1 read as a speed-up confuses. */
+export function speedup(beforeMs: number, afterMs: number): string {
+  return beforeMs >= afterMs
+    ? `${(beforeMs / afterMs).toFixed(2)}x faster`
+    : `${(afterMs / beforeMs).toFixed(2)}x slower`;
+}
+
 export function formatCount(n: number): string {
   if (n >= 1e9) return `${(n / 1e9).toFixed(2)} G`;
   if (n >= 1e6) return `${(n / 1e6).toFixed(2)} M`;
@@ -63,7 +70,7 @@ export function renderReportSvg(r: PruneReport): string {
   );
   const lat =
     r.before.latencyMs !== undefined && r.after.latencyMs !== undefined
-      ? `latency ${r.before.latencyMs.toFixed(2)} → ${r.after.latencyMs.toFixed(2)} ms (${(r.before.latencyMs / r.after.latencyMs).toFixed(2)}x faster)   `
+      ? `latency ${r.before.latencyMs.toFixed(2)} → ${r.after.latencyMs.toFixed(2)} ms (${speedup(r.before.latencyMs, r.after.latencyMs)})   `
       : '';
   text(
     20,
