@@ -21,25 +21,7 @@ import {
   topoSort,
   type CleanupSummary,
 } from '../src/passes/index.js';
-import { FIXTURE_MODELS, fixture, needsShared, sharedModel } from './helpers.js';
-
-const SHARED = [
-  'resnet20-cifar10.onnx',
-  'resnet32-cifar10.onnx',
-  'resnet44-cifar10.onnx',
-  'resnet56-cifar10.onnx',
-  'resnet56-cifar10-bnfolded.onnx',
-];
-
-function randomData(n: number, seed: number): Float32Array {
-  let s = seed >>> 0 || 1;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2 ** 31 - 1;
-  }
-  return out;
-}
+import { FIXTURE_MODELS, SHARED_MODELS, fixture, needsShared, seededFloats, sharedModel } from './helpers.js';
 
 /** Runs a model in onnxruntime (optimizations off) on a seeded input with symbolic dims set to `batch`. */
 async function run(model: Model, batch = 2): Promise<Record<string, ort.Tensor>> {
@@ -53,7 +35,7 @@ async function run(model: Model, batch = 2): Promise<Record<string, ort.Tensor>>
     const dims = v.shape!.map((d) => (typeof d === 'number' ? d : batch));
     feeds[v.name] = new ort.Tensor(
       'float32',
-      randomData(
+      seededFloats(
         dims.reduce((a, b) => a * b, 1),
         11 + k,
       ),
@@ -131,7 +113,7 @@ describe('cleanup pipeline on real exports', () => {
     }
   }
 
-  for (const file of SHARED) {
+  for (const file of SHARED_MODELS) {
     it(`shared ${file}: pads fold to constants`, needsShared(`models/${file}`), async () => {
       const model = loadModel(sharedModel(file));
       const summary = await cleanAndCheck(model, file);

@@ -38,3 +38,52 @@ export function fixture(name: string): string {
 export function tmpDir(prefix = 'adapruner-test-'): string {
   return fs.mkdtempSync(path.join(fs.realpathSync(process.env.TMPDIR ?? '/tmp'), prefix));
 }
+
+/** The shared pretrained models (../shared/models). */
+export const SHARED_MODELS = [
+  'resnet20-cifar10.onnx',
+  'resnet32-cifar10.onnx',
+  'resnet44-cifar10.onnx',
+  'resnet56-cifar10.onnx',
+  'resnet56-cifar10-bnfolded.onnx',
+] as const;
+
+/** Deterministic pseudo-random floats in [-1, 1) (an LCG: inputs must not depend on the run). */
+export function seededFloats(n: number, seed: number): Float32Array {
+  let s = seed >>> 0 || 1;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = s / 2 ** 31 - 1;
+  }
+  return out;
+}
+
+export interface CliRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the CLI in-process (console.log writes through process.stdout), capturing what it writes. */
+export async function runCli(args: string[]): Promise<CliRun> {
+  const { main } = await import('../src/cli/main.js');
+  let stdout = '';
+  let stderr = '';
+  const out = process.stdout.write.bind(process.stdout);
+  const err = process.stderr.write.bind(process.stderr);
+  process.stdout.write = ((chunk: string | Uint8Array) => (
+    (stdout += String(chunk)),
+    true
+  )) as typeof process.stdout.write;
+  process.stderr.write = ((chunk: string | Uint8Array) => (
+    (stderr += String(chunk)),
+    true
+  )) as typeof process.stderr.write;
+  try {
+    return { code: await main(args), stdout, stderr };
+  } finally {
+    process.stdout.write = out;
+    process.stderr.write = err;
+  }
+}

@@ -1,31 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { main } from '../src/cli/main.js';
 import { loadModel } from '../src/ir/load.js';
 import { describeGroups, type GroupRow } from '../src/prune/index.js';
-import { FIXTURE_MODELS, fixture, needsShared, sharedModel } from './helpers.js';
+import { FIXTURE_MODELS, fixture, needsShared, runCli, sharedModel } from './helpers.js';
 
-/** Runs the CLI in-process, capturing what it writes. */
-async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const out = process.stdout.write.bind(process.stdout);
-  const err = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((chunk: string | Uint8Array) => (
-    (stdout += String(chunk)),
-    true
-  )) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: string | Uint8Array) => (
-    (stderr += String(chunk)),
-    true
-  )) as typeof process.stderr.write;
-  try {
-    return { code: await main(args), stdout, stderr };
-  } finally {
-    process.stdout.write = out;
-    process.stderr.write = err;
-  }
-}
+const cli = (...args: string[]) => runCli(args);
 
 /** Parses the text section: the table rows and the `id: member, member` lines. */
 function parseGroupsText(

@@ -3,40 +3,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { BN_KEEPING_EXPORT } from '../src/analysis/bn-report.js';
-import { main } from '../src/cli/main.js';
 import { loadModel } from '../src/ir/load.js';
 import { saveModel } from '../src/ir/save.js';
 import { tensorType } from '../src/ir/types.js';
-import { fixture, needsShared, sharedModel, tmpDir } from './helpers.js';
+import { fixture, needsShared, runCli, sharedModel, tmpDir, type CliRun } from './helpers.js';
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the CLI in-process, capturing what it writes. */
-async function cli(...args: string[]): Promise<Run> {
-  let stdout = '';
-  let stderr = '';
-  const out = process.stdout.write.bind(process.stdout);
-  const err = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((chunk: string | Uint8Array) => (
-    (stdout += String(chunk)),
-    true
-  )) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: string | Uint8Array) => (
-    (stderr += String(chunk)),
-    true
-  )) as typeof process.stderr.write;
-  try {
-    const code = await main(args);
-    return { code, stdout, stderr };
-  } finally {
-    process.stdout.write = out;
-    process.stderr.write = err;
-  }
-}
+const cli = (...args: string[]) => runCli(args);
 
 interface RefLayer {
   macs: number;
@@ -146,7 +118,7 @@ describe('adapruner inspect', () => {
 });
 
 describe('adapruner inspect: user errors exit 2 with one line', () => {
-  const assertOneLineError = (r: Run, pattern: RegExp): void => {
+  const assertOneLineError = (r: CliRun, pattern: RegExp): void => {
     assert.equal(r.code, 2);
     assert.equal(r.stdout, '');
     assert.equal(r.stderr.trimEnd().split('\n').length, 1, r.stderr);

@@ -7,32 +7,14 @@ import { test } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
 import { countCost } from '../src/analysis/cost.js';
-import { main } from '../src/cli/main.js';
 import { openDataset } from '../src/data/open.js';
 import { PRESETS } from '../src/data/preprocess.js';
 import { loadModel } from '../src/ir/index.js';
 import { adaPrune } from '../src/pipeline/adaprune.js';
-import { fixture, needsShared, REPO, SHARED, tmpDir } from './helpers.js';
+import { fixture, needsShared, REPO, runCli, SHARED, tmpDir } from './helpers.js';
 
 function sha256(file: string): string {
   return createHash('sha256').update(fs.readFileSync(file)).digest('hex');
-}
-
-async function runCli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const [log, write] = [console.log, process.stderr.write.bind(process.stderr)];
-  console.log = (...a: unknown[]) => void out.push(a.map(String).join(' '));
-  process.stderr.write = ((chunk: string | Uint8Array) => (
-    err.push(String(chunk)),
-    true
-  )) as typeof process.stderr.write;
-  try {
-    return { code: await main(args), out: out.join('\n'), err: err.join('') };
-  } finally {
-    console.log = log;
-    process.stderr.write = write;
-  }
 }
 
 /** The ONNX checker of Debian's python3-onnx, when installed (the CLI and tests never need Python otherwise). */
@@ -126,8 +108,8 @@ test(
     const out = path.join(dir, 'r56-half.onnx');
     const {
       code,
-      out: stdout,
-      err,
+      stdout,
+      stderr: err,
     } = await runCli([
       'prune',
       input,
@@ -235,20 +217,20 @@ test('data-free prune says what it skipped; --dry-run writes nothing; bad reques
   const dir = tmpDir();
   const out = path.join(dir, 'out.onnx');
   let r = await runCli(['prune', fixture('resnet_b.onnx'), '--flops', '0.6', '--dry-run', '-o', out]);
-  assert.equal(r.code, 0, r.err);
+  assert.equal(r.code, 0, r.stderr);
   assert.deepEqual(fs.readdirSync(dir), []);
-  assert.match(r.err, /^not run: .*fine-tuning \(no --data\)/m);
+  assert.match(r.stderr, /^not run: .*fine-tuning \(no --data\)/m);
   r = await runCli(['prune', fixture('resnet_b.onnx'), '--flops', '0.001', '-o', out]);
   assert.equal(r.code, 2);
-  const errors = r.err.split('\n').filter((l) => l.startsWith('adapruner:'));
-  assert.equal(errors.length, 1, r.err);
+  const errors = r.stderr.split('\n').filter((l) => l.startsWith('adapruner:'));
+  assert.equal(errors.length, 1, r.stderr);
   assert.match(
     errors[0]!,
     /^adapruner: --flops 0.001 is not achievable: the smallest model .* keeps 0\.\d+ of the original MACs/,
   );
   r = await runCli(['prune', fixture('resnet_b.onnx'), '--flops', '0.5', '--criterion', 'auto', '-o', out]);
   assert.equal(r.code, 2);
-  assert.match(r.err, /give --data/);
+  assert.match(r.stderr, /give --data/);
   r = await runCli(['prune', fixture('resnet_b.onnx'), '--flops', '0.5', '--latency', '0.5', '-o', out]);
   assert.equal(r.code, 2);
   assert.deepEqual(fs.readdirSync(dir), []);
@@ -268,8 +250,8 @@ test('--latency measures candidates inside the search and reports measured laten
     out,
     '--json',
   ]);
-  assert.equal(r.code, 0, r.err);
-  const s = JSON.parse(r.out) as {
+  assert.equal(r.code, 0, r.stderr);
+  const s = JSON.parse(r.stdout) as {
     pipeline: {
       budget: { kind: string; achieved: number };
       before: { latencyMs: number };

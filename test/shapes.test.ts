@@ -11,26 +11,7 @@ import { Tensor } from '../src/ir/tensor.js';
 import { tensorType, type Dim } from '../src/ir/types.js';
 import { verifyModel } from '../src/ir/verify.js';
 import { analyzeShapes, inferShapes } from '../src/passes/infer-shapes.js';
-import { FIXTURE_MODELS, fixture, needsShared, sharedModel } from './helpers.js';
-
-const SHARED = [
-  'resnet20-cifar10.onnx',
-  'resnet32-cifar10.onnx',
-  'resnet44-cifar10.onnx',
-  'resnet56-cifar10.onnx',
-  'resnet56-cifar10-bnfolded.onnx',
-];
-
-/** Deterministic pseudo-random floats in [-1, 1). */
-function randomData(n: number, seed: number): Float32Array {
-  let s = seed >>> 0 || 1;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2 ** 31 - 1;
-  }
-  return out;
-}
+import { FIXTURE_MODELS, SHARED_MODELS, fixture, needsShared, seededFloats, sharedModel } from './helpers.js';
 
 /**
  * Runs `model` in onnxruntime (optimizations off) with every node output added to the graph outputs, so
@@ -65,7 +46,7 @@ async function runAllValues(
     const size = dims.reduce((a, b) => a * b, 1);
     feeds[v.name] = new ort.Tensor(
       ortTypeName(v.elemType!) as 'float32',
-      randomData(size, 7 + k + batch),
+      seededFloats(size, 7 + k + batch),
       dims,
     );
   });
@@ -122,7 +103,7 @@ describe('shape inference against onnxruntime', () => {
       });
     }
   }
-  for (const file of SHARED) {
+  for (const file of SHARED_MODELS) {
     it(`shared ${file}: every intermediate shape`, needsShared(`models/${file}`), async () => {
       await assertShapesMatchRuntime(loadModel(sharedModel(file)), file);
     });
@@ -190,8 +171,8 @@ function zooModel(build: (b: Builder, x: Value) => Value[]): Model {
 describe('shape rules against onnxruntime on built models', () => {
   it('convolution and pooling variants (ceil_mode, auto_pad, dilations, ConvTranspose)', async () => {
     const m = zooModel((b, x) => {
-      const w = b.init(Tensor.fromArray(DataType.FLOAT, [6, 4, 3, 3], randomData(216, 1)));
-      const wt = b.init(Tensor.fromArray(DataType.FLOAT, [4, 3, 3, 3], randomData(108, 2)));
+      const w = b.init(Tensor.fromArray(DataType.FLOAT, [6, 4, 3, 3], seededFloats(216, 1)));
+      const wt = b.init(Tensor.fromArray(DataType.FLOAT, [4, 3, 3, 3], seededFloats(108, 2)));
       return [
         b.op('Conv', [x, w], {
           strides: intsAttr([2, 2]),
@@ -254,9 +235,9 @@ describe('shape rules against onnxruntime on built models', () => {
       const [s0, s1, s2] = b.op('Split', [x, b.ints([1, 1, 2])], { axis: intAttr(1) }, 3);
       const sq = b.op('Squeeze', [s0!, b.ints([1])])[0]!;
       const un = b.op('Unsqueeze', [sq, b.ints([-1, 0])])[0]!;
-      const w = b.init(Tensor.fromArray(DataType.FLOAT, [5, 324], randomData(1620, 3)));
+      const w = b.init(Tensor.fromArray(DataType.FLOAT, [5, 324], seededFloats(1620, 3)));
       const gemm = b.op('Gemm', [flat, w], { transB: intAttr(1) })[0]!;
-      const v = b.init(Tensor.fromArray(DataType.FLOAT, [9], randomData(9, 4)));
+      const v = b.init(Tensor.fromArray(DataType.FLOAT, [9], seededFloats(9, 4)));
       const mm1 = b.op('MatMul', [x, v])[0]!; // [N,4,9]
       const mm2 = b.op('MatMul', [v, x])[0]!; // [N,4,9]
       const mm3 = b.op('MatMul', [x, b.op('Transpose', [x], { perm: intsAttr([0, 1, 3, 2]) })[0]!])[0]!;
@@ -388,7 +369,7 @@ describe('inferShapes pass', () => {
   it('an unknown custom-domain op keeps its declared shapes and the analysis goes on', () => {
     const b = new Builder();
     const x = b.input('x', ['N', 3, 8, 8]);
-    const w = b.init(Tensor.fromArray(DataType.FLOAT, [5, 3, 3, 3], randomData(135, 5)));
+    const w = b.init(Tensor.fromArray(DataType.FLOAT, [5, 3, 3, 3], seededFloats(135, 5)));
     const c = b.op('Conv', [x, w], { pads: intsAttr([1, 1, 1, 1]) })[0]!;
     const custom = b.op('FancyNorm', [c], { alpha: floatAttr(0.5) }, 1, 'com.example')[0]!;
     custom.type = tensorType(DataType.FLOAT, ['N', 5, 4, 4]);
