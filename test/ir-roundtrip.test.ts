@@ -507,8 +507,8 @@ for (const [type, Ctor, field, values] of TYPED) {
     const fromRaw = IrTensor.fromProto({ name: 't', dims, data_type: type, raw_data: raw });
     assert.ok(fromRaw.data instanceof Ctor);
     assert.deepEqual(
-      [...(fromRaw.data as ArrayLike<unknown>)],
-      [...(expected as unknown as ArrayLike<unknown>)],
+      Array.from(fromRaw.data as ArrayLike<unknown>),
+      Array.from(expected as unknown as ArrayLike<unknown>),
     );
     assert.equal(fromRaw.data.buffer, raw.buffer, 'aligned raw_data is viewed, not copied');
     // Typed fields as a decoder gives them (int64 fields arrive as Long).
@@ -523,8 +523,8 @@ for (const [type, Ctor, field, values] of TYPED) {
     const fromFields = IrTensor.fromProto(TensorProtoType.decode(encoded) as never);
     assert.ok(fromFields.data instanceof Ctor);
     assert.deepEqual(
-      [...(fromFields.data as ArrayLike<unknown>)],
-      [...(expected as unknown as ArrayLike<unknown>)],
+      Array.from(fromFields.data as ArrayLike<unknown>),
+      Array.from(expected as unknown as ArrayLike<unknown>),
     );
     // Untouched, the typed field is re-emitted as it came; after setData, raw_data carries the same bytes.
     assert.deepEqual(
