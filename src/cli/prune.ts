@@ -7,6 +7,7 @@ import { loadModel, saveModel } from '../ir/index.js';
 import { PassManager } from '../passes/pass-manager.js';
 import { adaPrune, type AdaPruneResult } from '../pipeline/adaprune.js';
 import { CRITERIA, parseCriterion, type Criterion, type PruneReport } from '../prune/index.js';
+import { writeFileAtomically } from '../atomic-write.js';
 import { writeReports } from '../report/index.js';
 import { speedup } from '../report/svg.js';
 import { formatCount, renderKeyValues, renderTable } from '../report/table.js';
@@ -298,12 +299,9 @@ function readJson(file: string): unknown {
 }
 
 function writeAtomically(file: string, text: string): void {
-  const tmp = `${file}.tmp-${process.pid}`;
   try {
-    fs.writeFileSync(tmp, text);
-    fs.renameSync(tmp, file);
+    writeFileAtomically(file, text);
   } catch (e) {
-    fs.rmSync(tmp, { force: true });
     throw new UserError(`cannot write: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, file);
   }
 }

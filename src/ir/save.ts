@@ -12,6 +12,7 @@ import { ModelProtoType, TensorProtoType, schemaRoot } from './onnx-schema.js';
 const GraphProtoType = schemaRoot.lookupType('onnx.GraphProto');
 import type { Tensor, TensorProtoLike } from './tensor.js';
 import type { ValueType } from './types.js';
+import { tempPathFor, writeChunksSync } from '../atomic-write.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- protobuf messages are built as plain objects */
 type Msg = Record<string, any>;
@@ -77,17 +78,17 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
     if (pieces.reduce((n, b) => n + b.length, 0) > PROTOBUF_LIMIT)
       throw new UserError('model is over 2 GiB even with external data', file);
     if (dataPlan) {
-      const tmp = tempName(dataPlan.target);
+      const tmp = tempPathFor(dataPlan.target);
       tmpFiles.push(tmp);
-      writeChunks(tmp, dataPlan.chunks);
+      writeChunksSync(tmp, dataPlan.chunks);
     }
-    const tmp = tempName(file);
+    const tmp = tempPathFor(file);
     tmpFiles.push(tmp);
-    writeChunks(tmp, pieces);
+    writeChunksSync(tmp, pieces);
     if (dataPlan) {
       // An older data file may belong to a model already at `file`: keep it aside until the new model is in place.
       if (fs.existsSync(dataPlan.target)) {
-        backup = tempName(dataPlan.target);
+        backup = tempPathFor(dataPlan.target);
         fs.renameSync(dataPlan.target, backup);
       }
       fs.renameSync(tmpFiles[0]!, dataPlan.target);
@@ -181,26 +182,6 @@ function varint(n: number): number[] {
   }
   out.push(n);
   return out;
-}
-
-function tempName(file: string): string {
-  return path.join(
-    path.dirname(file),
-    `.${path.basename(file)}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`,
-  );
-}
-
-function writeChunks(file: string, chunks: Uint8Array[]): void {
-  const fd = fs.openSync(file, 'wx');
-  try {
-    for (const c of chunks) {
-      let done = 0;
-      while (done < c.length) done += fs.writeSync(fd, c, done, c.length - done);
-    }
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
 }
 
 /** Whether the initializers alone would push the file past `limit` (protobuf's 2 GiB), so saveModel stores them externally. */

@@ -1,5 +1,5 @@
-import fs from 'node:fs';
 import path from 'node:path';
+import { writeFileAtomically } from '../atomic-write.js';
 import { renderReportMarkdown } from './markdown.js';
 import { renderReportSvg } from './svg.js';
 import type { PruneReport } from './types.js';
@@ -15,10 +15,6 @@ export function writeReports(report: PruneReport, modelPath: string): string[] {
     [`${base}.svg`, renderReportSvg(report)],
     [`${base}.md`, renderReportMarkdown(report, path.basename(`${base}.svg`))],
   ];
-  for (const [file, text] of files) {
-    const tmp = `${file}.tmp-${process.pid}`;
-    fs.writeFileSync(tmp, text);
-    fs.renameSync(tmp, file);
-  }
+  for (const [file, text] of files) writeFileAtomically(file, text);
   return files.map(([f]) => f);
 }

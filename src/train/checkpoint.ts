@@ -1,6 +1,6 @@
 import fs from 'node:fs';
-import path from 'node:path';
 import { UserError } from '../errors.js';
+import { writeFileAtomically } from '../atomic-write.js';
 
 /** Everything a killed run needs to continue as if it had never stopped, at an epoch boundary. */
 export interface TrainingState {
@@ -40,20 +40,11 @@ export function writeCheckpoint(file: string, state: TrainingState): void {
   });
   const headerBytes = Buffer.from(`${MAGIC}${header}\n`);
   const pad = (4 - (headerBytes.length % 4)) % 4;
-  const tmp = path.join(path.dirname(path.resolve(file)), `.${path.basename(file)}.${process.pid}.tmp`);
-  const fd = fs.openSync(tmp, 'w');
-  try {
-    fs.writeSync(fd, headerBytes);
-    fs.writeSync(fd, Buffer.alloc(pad, 0x20));
-    for (const n of names) {
-      const a = state.tensors.get(n)!;
-      fs.writeSync(fd, new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
-    }
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, file);
+  const tensors = names.map((n) => {
+    const a = state.tensors.get(n)!;
+    return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+  });
+  writeFileAtomically(file, [headerBytes, Buffer.alloc(pad, 0x20), ...tensors]);
 }
 
 export function readCheckpoint(file: string): TrainingState {
