@@ -9,8 +9,7 @@ import { adaPrune, type AdaPruneResult } from '../pipeline/adaprune.js';
 import { CRITERIA, parseCriterion, type Criterion, type PruneReport } from '../prune/index.js';
 import { writeFileAtomically } from '../atomic-write.js';
 import { writeReports } from '../report/index.js';
-import { speedup } from '../report/svg.js';
-import { formatCount, renderKeyValues, renderTable } from '../report/table.js';
+import { formatCount, formatPercent, renderKeyValues, renderTable, speedup } from '../report/table.js';
 import { parseDevice } from '../runtime/device.js';
 import { createProgress, type Progress } from '../runtime/progress.js';
 
@@ -306,10 +305,6 @@ function writeAtomically(file: string, text: string): void {
   }
 }
 
-function pct(a: number, b: number): string {
-  return `${((100 * a) / b).toFixed(2)}%`;
-}
-
 /** The before/after table: groups, totals, and accuracy by stage when there was data. */
 export function renderSummary(result: AdaPruneResult): string {
   const parts = [renderReport(result.core)];
@@ -332,7 +327,7 @@ export function renderSummary(result: AdaPruneResult): string {
           { header: 'proxy loss', align: 'right' },
           'chosen',
         ],
-        r.criteria.map((c) => [c.criterion, pct(c.top1, 1), c.loss.toFixed(4), c.chosen ? '*' : '']),
+        r.criteria.map((c) => [c.criterion, formatPercent(c.top1), c.loss.toFixed(4), c.chosen ? '*' : '']),
       ),
     );
   if (r.accuracy.length)
@@ -344,7 +339,7 @@ export function renderSummary(result: AdaPruneResult): string {
           { header: 'loss', align: 'right' },
           { header: 'images', align: 'right' },
         ],
-        r.accuracy.map((a) => [a.stage, pct(a.top1, 1), a.loss?.toFixed(4) ?? '', a.images]),
+        r.accuracy.map((a) => [a.stage, formatPercent(a.top1), a.loss?.toFixed(4) ?? '', a.images]),
       ),
     );
   parts.push(
@@ -382,11 +377,11 @@ export function renderReport(r: PruneReport): string {
     ['importance', r.importanceSource === 'bn' ? 'mean |BN gamma|' : 'filter norm (no BN)'],
     [
       'MACs',
-      `${formatCount(r.original.macs)} -> ${formatCount(r.pruned.macs)} (${pct(r.pruned.macs, r.original.macs)})`,
+      `${formatCount(r.original.macs)} -> ${formatCount(r.pruned.macs)} (${formatPercent(r.pruned.macs / r.original.macs)})`,
     ],
     [
       'params',
-      `${formatCount(r.original.params)} -> ${formatCount(r.pruned.params)} (${pct(r.pruned.params, r.original.params)})`,
+      `${formatCount(r.original.params)} -> ${formatCount(r.pruned.params)} (${formatPercent(r.pruned.params / r.original.params)})`,
     ],
   ];
   if (r.search)

@@ -1,9 +1,5 @@
-import { formatCount, speedup } from './svg.js';
+import { formatApprox, formatPercent, speedup } from './table.js';
 import type { PruneReport } from './types.js';
-
-function pct(x: number): string {
-  return `${(x * 100).toFixed(2)}%`;
-}
 
 function table(header: string[], rows: (string | number)[][]): string {
   const line = (cells: (string | number)[]): string => `| ${cells.join(' | ')} |`;
@@ -14,7 +10,7 @@ export function renderReportMarkdown(r: PruneReport, svgFile?: string): string {
   const out: string[] = [];
   out.push(`# Pruning report: ${r.input}`, '');
   out.push(
-    `Output \`${r.output}\`, made by ${r.tool.name} ${r.tool.version}. Budget: ${r.budget.kind} ${pct(r.budget.target)}, achieved ${pct(r.budget.achieved)}. Criterion: **${r.chosenCriterion}**.`,
+    `Output \`${r.output}\`, made by ${r.tool.name} ${r.tool.version}. Budget: ${r.budget.kind} ${formatPercent(r.budget.target)}, achieved ${formatPercent(r.budget.achieved)}. Criterion: **${r.chosenCriterion}**.`,
     '',
   );
   if (svgFile) out.push(`![widths and accuracy](${svgFile})`, '');
@@ -25,12 +21,17 @@ export function renderReportMarkdown(r: PruneReport, svgFile?: string): string {
     table(
       ['', 'before', 'after', 'ratio'],
       [
-        ['MACs', formatCount(r.before.macs), formatCount(r.after.macs), pct(r.after.macs / r.before.macs)],
+        [
+          'MACs',
+          formatApprox(r.before.macs),
+          formatApprox(r.after.macs),
+          formatPercent(r.after.macs / r.before.macs),
+        ],
         [
           'params',
-          formatCount(r.before.params),
-          formatCount(r.after.params),
-          pct(r.after.params / r.before.params),
+          formatApprox(r.before.params),
+          formatApprox(r.after.params),
+          formatPercent(r.after.params / r.before.params),
         ],
         [
           'latency',
@@ -47,7 +48,7 @@ export function renderReportMarkdown(r: PruneReport, svgFile?: string): string {
     out.push(
       table(
         ['stage', 'top-1', 'loss', 'images'],
-        r.accuracy.map((a) => [a.stage, pct(a.top1), a.loss?.toFixed(4) ?? '—', a.images]),
+        r.accuracy.map((a) => [a.stage, formatPercent(a.top1), a.loss?.toFixed(4) ?? '—', a.images]),
       ),
       '',
     );
@@ -57,7 +58,7 @@ export function renderReportMarkdown(r: PruneReport, svgFile?: string): string {
     out.push(
       table(
         ['criterion', 'proxy top-1', 'proxy loss', 'chosen'],
-        r.criteria.map((c) => [c.criterion, pct(c.top1), c.loss.toFixed(4), c.chosen ? 'yes' : '']),
+        r.criteria.map((c) => [c.criterion, formatPercent(c.top1), c.loss.toFixed(4), c.chosen ? 'yes' : '']),
       ),
       '',
     );

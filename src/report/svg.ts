@@ -1,4 +1,5 @@
 import type { PruneReport } from './types.js';
+import { formatApprox, formatPercent, speedup } from './table.js';
 
 const COLORS = {
   before: '#c9d6ea',
@@ -15,24 +16,6 @@ function esc(s: string): string {
 
 function baseName(file: string): string {
   return file.split(/[\\/]/).pop() || file;
-}
-
-/** "1.88x faster" or "1.16x slower": a ratio below 1 read as a speed-up confuses. */
-export function speedup(beforeMs: number, afterMs: number): string {
-  return beforeMs >= afterMs
-    ? `${(beforeMs / afterMs).toFixed(2)}x faster`
-    : `${(afterMs / beforeMs).toFixed(2)}x slower`;
-}
-
-export function formatCount(n: number): string {
-  if (n >= 1e9) return `${(n / 1e9).toFixed(2)} G`;
-  if (n >= 1e6) return `${(n / 1e6).toFixed(2)} M`;
-  if (n >= 1e3) return `${(n / 1e3).toFixed(1)} k`;
-  return String(n);
-}
-
-function pct(x: number): string {
-  return `${(x * 100).toFixed(2)}%`;
 }
 
 /**
@@ -66,7 +49,7 @@ export function renderReportSvg(r: PruneReport): string {
   text(
     20,
     58,
-    `MACs ${formatCount(r.before.macs)} → ${formatCount(r.after.macs)} (${pct(macRatio)})   params ${formatCount(r.before.params)} → ${formatCount(r.after.params)} (${pct(paramRatio)})`,
+    `MACs ${formatApprox(r.before.macs)} → ${formatApprox(r.after.macs)} (${formatPercent(macRatio)})   params ${formatApprox(r.before.params)} → ${formatApprox(r.after.params)} (${formatPercent(paramRatio)})`,
   );
   const lat =
     r.before.latencyMs !== undefined && r.after.latencyMs !== undefined
@@ -75,7 +58,7 @@ export function renderReportSvg(r: PruneReport): string {
   text(
     20,
     80,
-    `${lat}budget: ${r.budget.kind} ${pct(r.budget.target)} (achieved ${pct(r.budget.achieved)})   criterion: ${r.chosenCriterion}`,
+    `${lat}budget: ${r.budget.kind} ${formatPercent(r.budget.target)} (achieved ${formatPercent(r.budget.achieved)})   criterion: ${r.chosenCriterion}`,
   );
 
   // Per-group widths.
@@ -115,7 +98,7 @@ export function renderReportSvg(r: PruneReport): string {
     parts.push(
       `<rect class="accuracy" x="120" y="${yy}" width="${Math.max(1, a.top1 * accW)}" height="16" fill="${COLORS.after}"/>`,
     );
-    text(126 + a.top1 * accW, yy + 12, pct(a.top1), 'font-size="12"');
+    text(126 + a.top1 * accW, yy + 12, formatPercent(a.top1), 'font-size="12"');
   });
   if (r.criteria.length) {
     const left = 560;
@@ -124,7 +107,7 @@ export function renderReportSvg(r: PruneReport): string {
       const yy = top + 26 + i * 20;
       const attrs = c.chosen ? `font-weight="bold" fill="${COLORS.accent}"` : '';
       text(left, yy, `${c.chosen ? '▶ ' : '  '}${c.criterion}`, attrs);
-      text(left + 130, yy, `top-1 ${pct(c.top1)}`, attrs);
+      text(left + 130, yy, `top-1 ${formatPercent(c.top1)}`, attrs);
       text(left + 250, yy, `loss ${c.loss.toFixed(3)}`, attrs);
     });
   }

@@ -27,6 +27,26 @@ export function formatShort(n: number): string {
   return String(n);
 }
 
+/** `125485696` -> `125.49 M`: the approximate counts of the pruning reports. */
+export function formatApprox(n: number): string {
+  if (n >= 1e9) return `${(n / 1e9).toFixed(2)} G`;
+  if (n >= 1e6) return `${(n / 1e6).toFixed(2)} M`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(1)} k`;
+  return String(n);
+}
+
+/** A fraction as a percentage with two decimals: `0.4988` -> `49.88%`. */
+export function formatPercent(fraction: number): string {
+  return `${(fraction * 100).toFixed(2)}%`;
+}
+
+/** "1.88x faster" or "1.16x slower": a ratio below 1 read as a speed-up confuses. */
+export function speedup(beforeMs: number, afterMs: number): string {
+  return beforeMs >= afterMs
+    ? `${(beforeMs / afterMs).toFixed(2)}x faster`
+    : `${(afterMs / beforeMs).toFixed(2)}x slower`;
+}
+
 function cellText(c: Cell): string {
   if (c === undefined || c === null) return '';
   if (typeof c === 'number' || typeof c === 'bigint')
