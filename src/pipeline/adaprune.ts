@@ -244,8 +244,10 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
     criterionOption === 'auto' ? [...(options.candidates ?? CRITERIA)] : [criterionOption];
   interface Candidate {
     criterion: Criterion;
-    pruned: Model;
+    /** Serialized as it was before recalibration, for the report's "pruned" accuracy. */
+    prunedBytes: Uint8Array;
     recalibrated: Model;
+    recalibratedBytes: Uint8Array;
     plan: Plan;
     core: CoreReport;
     score: ProxyScore;
@@ -262,17 +264,17 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
         planSource: options.planSource,
         validate: false,
       });
+      const prunedBytes = serializeModel(m);
       if (!data)
         return {
           criterion,
-          pruned: m,
+          prunedBytes,
           recalibrated: m,
+          recalibratedBytes: prunedBytes,
           plan,
           core: report,
           score: { top1: 0, loss: 0, images: 0 },
         };
-      // Kept as it was before recalibration, for the report's "pruned" accuracy.
-      const pruned = decodeModel(serializeModel(m));
       const recalibrated = m;
       if (hasBatchNorm) {
         await recalibrateBatchNorm(recalibrated, data.train, {
@@ -283,9 +285,10 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
           runtime,
         });
       }
-      const s = await score(serializeModel(recalibrated), data.train, split!.holdout);
+      const recalibratedBytes = hasBatchNorm ? serializeModel(recalibrated) : prunedBytes;
+      const s = await score(recalibratedBytes, data.train, split!.holdout);
       log(`  ${criterion}: proxy top-1 ${(100 * s.top1).toFixed(2)}%, loss ${s.loss.toFixed(4)}`);
-      return { criterion, pruned, recalibrated, plan, core: report, score: s };
+      return { criterion, prunedBytes, recalibrated, recalibratedBytes, plan, core: report, score: s };
     });
     candidates.push(built);
     if (options.plan !== undefined) break; // a given plan fixes the channels: one candidate
@@ -302,16 +305,11 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
 
   let result = best.recalibrated;
   if (data && !options.dryRun) {
-    record(
-      'pruned',
-      await stage('evaluate pruned', () => score(serializeModel(best.pruned), evalSet!, evalIndices)),
-    );
+    record('pruned', await stage('evaluate pruned', () => score(best.prunedBytes, evalSet!, evalIndices)));
     if (hasBatchNorm)
       record(
         'recalibrated',
-        await stage('evaluate recalibrated', () =>
-          score(serializeModel(best.recalibrated), evalSet!, evalIndices),
-        ),
+        await stage('evaluate recalibrated', () => score(best.recalibratedBytes, evalSet!, evalIndices)),
       );
     const ft = options.finetune;
     if (ft && ft.epochs > 0) {
@@ -334,7 +332,6 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
       );
     } else skipped.push('fine-tuning (--finetune-epochs 0)');
   }
-  result.setMetadata('adapruner.pruning', best.pruned.getMetadata('adapruner.pruning') ?? '{}');
 
   let prunedMs: number | undefined;
   let originalMs = baselineMs;
