@@ -276,6 +276,7 @@ describe('evaluate and benchmark', () => {
     const result = await evaluate(session, data, { spec, batchSize: 5 });
     let top1 = 0;
     let top5 = 0;
+    let loss = 0;
     for await (const b of batches(data, { spec, batchSize: 12 })) {
       const scores = await session.run(b.images, b.shape);
       for (let s = 0; s < b.n; s++) {
@@ -286,10 +287,13 @@ describe('evaluate and benchmark', () => {
           .map((p) => p[1]);
         if (order[0] === b.labels[s]) top1++;
         if (order.slice(0, 5).includes(b.labels[s]!)) top5++;
+        // Cross-entropy straight from the definition, in float64 without the max shift.
+        loss -= Math.log(Math.exp(row[b.labels[s]!]!) / row.reduce((a, v) => a + Math.exp(v), 0));
       }
     }
     assert.deepEqual([result.n, result.correctTop1, result.correctTop5], [12, top1, top5]);
     assert.equal(result.top1, top1 / 12);
+    assert.ok(Math.abs(result.loss - loss / 12) < 1e-9, `loss ${result.loss} vs ${loss / 12}`);
     assert.ok(result.imagesPerSecond > 0);
     await session.release();
   });

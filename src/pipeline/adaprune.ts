@@ -18,10 +18,10 @@ import { validateModel } from '../prune/emit.js';
 import type { PruneReport as CoreReport } from '../prune/index.js';
 import type { AccuracyStage, CriterionRow, PruneReport } from '../report/types.js';
 import { recalibrateBatchNorm } from '../runtime/recalibrate.js';
-import { createSession, type RuntimeOptions } from '../runtime/session.js';
+import { evaluate } from '../runtime/evaluate.js';
+import type { RuntimeOptions } from '../runtime/session.js';
 import { finetune, type FinetuneOptions } from '../train/loop.js';
 import { measureLatencies, searchLatencyBudget, type LatencySearchStep } from './latency.js';
-import { proxyScore, rankCandidates, type ProxyScore } from './proxy-score.js';
 
 export interface DataOptions {
   train: Dataset;
@@ -84,6 +84,18 @@ export interface AdaPruneResult {
   report: PruneReport;
   latencySearch?: LatencySearchStep[];
   skipped: string[];
+}
+
+/** Top-1 and mean cross-entropy on fixed samples: what the stages report and the candidates are ranked by. */
+interface ProxyScore {
+  top1: number;
+  loss: number;
+  images: number;
+}
+
+/** Candidates best first: higher top-1, then (on a small calibration split, ties are common) lower loss. */
+function rankCandidates<T extends { score: ProxyScore }>(candidates: T[]): T[] {
+  return [...candidates].sort((a, b) => b.score.top1 - a.score.top1 || a.score.loss - b.score.loss);
 }
 
 /**
@@ -150,17 +162,8 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
     dataset: Dataset,
     indices: ArrayLike<number> | undefined,
   ): Promise<ProxyScore> => {
-    const session = await createSession(bytes, runtime);
-    try {
-      return await proxyScore(
-        session,
-        dataset,
-        indices ?? Int32Array.from(dataset.labels.keys()),
-        data!.spec,
-      );
-    } finally {
-      await session.release();
-    }
+    const r = await evaluate(bytes, dataset, { spec: data!.spec, runtime, ...(indices && { indices }) });
+    return { top1: r.top1, loss: r.loss, images: r.n };
   };
   const accuracy: AccuracyStage[] = [];
   const record = (stageName: AccuracyStage['stage'], s: ProxyScore): void => {

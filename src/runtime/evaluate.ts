@@ -20,6 +20,8 @@ export interface EvalResult {
   /** Fractions of `n` (0..1). */
   top1: number;
   top5: number;
+  /** Mean softmax cross-entropy of the scores (what the adaptive step breaks top-1 ties with). */
+  loss: number;
   correctTop1: number;
   correctTop5: number;
   n: number;
@@ -57,6 +59,7 @@ async function evaluateSession(
   const topK = Math.min(5, dataset.classNames.length);
   let correctTop1 = 0;
   let correctTop5 = 0;
+  let lossSum = 0;
   let done = 0;
   const started = performance.now();
   for await (const batch of batches(dataset, {
@@ -78,6 +81,7 @@ async function evaluateSession(
       const rank = rankOfLabel(scores, s * classes, classes, batch.labels[s]!);
       if (rank < 1) correctTop1++;
       if (rank < topK) correctTop5++;
+      lossSum += crossEntropy(scores, s * classes, classes, batch.labels[s]!);
     }
     done += batch.n;
     options.onProgress?.(done, total, correctTop1);
@@ -86,6 +90,7 @@ async function evaluateSession(
   return {
     top1: done ? correctTop1 / done : 0,
     top5: done ? correctTop5 / done : 0,
+    loss: done ? lossSum / done : 0,
     correctTop1,
     correctTop5,
     n: done,
@@ -96,6 +101,15 @@ async function evaluateSession(
     device: session.device,
     batchSize,
   };
+}
+
+/** −log softmax(scores)[label], computed stably (shifted by the row's maximum). */
+function crossEntropy(scores: Float32Array, offset: number, classes: number, label: number): number {
+  let max = -Infinity;
+  for (let j = 0; j < classes; j++) max = Math.max(max, scores[offset + j]!);
+  let sum = 0;
+  for (let j = 0; j < classes; j++) sum += Math.exp(scores[offset + j]! - max);
+  return Math.log(sum) - (scores[offset + label]! - max);
 }
 
 /**
