@@ -86,10 +86,6 @@ export function storageOf(type: DataType): Storage | undefined {
   return STORAGE[type];
 }
 
-export function isKnownDataType(type: number): type is DataType {
-  return type === DataType.STRING || STORAGE[type as DataType] !== undefined;
-}
-
 /** Length of the typed array that holds `count` elements of `type`. */
 export function arrayLength(type: DataType, count: number): number {
   const s = STORAGE[type];

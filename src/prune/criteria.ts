@@ -198,11 +198,6 @@ function hasRepeatedClass(space: Space, classes: number): boolean {
   return false;
 }
 
-/** Per class, the concatenation of every producer's filter for it (zeros where a producer lacks the class). */
-export function classVectors(group: ChannelGroup): Float64Array[] {
-  return new ClassFilters(group).vectors();
-}
-
 /** Mean |gamma| per class over every BN of the group; undefined when the group has no BN. */
 export function bnClassScores(group: ChannelGroup): Float64Array | undefined {
   if (group.norms.length === 0) return undefined;

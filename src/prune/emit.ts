@@ -1,6 +1,5 @@
 import * as ort from 'onnxruntime-node';
-import { UserError } from '../errors.js';
-import { saveModel, verifyModel, type Model } from '../ir/index.js';
+import { verifyModel, type Model } from '../ir/index.js';
 import { serializeModelCompact } from '../ir/save.js';
 import { probeInputDims, randomInputs } from './probe.js';
 
@@ -53,20 +52,4 @@ export async function validateModel(
     await session.release();
   }
   return { verifyMs, sessionMs, runMs: performance.now() - t };
-}
-
-/** Validates (unless told not to) and only then writes the file; saveModel writes atomically. */
-export async function emitModel(
-  model: Model,
-  file: string,
-  options: { validate?: boolean } = {},
-): Promise<ValidationResult | undefined> {
-  const result = options.validate === false ? undefined : await validateModel(model);
-  try {
-    saveModel(model, file);
-  } catch (e) {
-    if (e instanceof UserError) throw e;
-    throw new UserError(`cannot write: ${(e as Error).message}`, file);
-  }
-  return result;
 }

@@ -125,7 +125,3 @@ export function validatePlan(
   });
   return { plan: raw as Plan, keep };
 }
-
-export function keepOfPlan(plan: Plan, analysis: GroupAnalysis): Uint8Array[] {
-  return validatePlan(plan, analysis).keep;
-}

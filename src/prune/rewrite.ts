@@ -9,6 +9,8 @@ import {
   type Model,
   type Node,
 } from '../ir/index.js';
+import { removeDeadNodes } from '../passes/dead-code.js';
+import { removeUnusedInitializers } from '../passes/unused-initializers.js';
 import { constantOf, type GroupAnalysis, type Space } from './groups.js';
 import { sliceTensorData } from './tensor-data.js';
 
@@ -176,26 +178,7 @@ export function applyKeep(model: Model, analysis: GroupAnalysis, keep: readonly 
       s.value.type = tensorType(t.elemType, shape);
     }
   }
-  removeDeadCode(g);
-}
-
-/** Drops nodes whose outputs nobody reads and initializers nobody uses (e.g. a Pad's old pads subgraph). */
-export function removeDeadCode(g: Graph): void {
-  const outputs = new Set(g.outputs);
-  for (let again = true; again;) {
-    again = false;
-    for (let i = g.nodes.length - 1; i >= 0; i--) {
-      const n = g.nodes[i]!;
-      if (n.outputs.every((o) => o.uses.length === 0 && !outputs.has(o)) && n.subgraphs().length === 0) {
-        g.removeNode(n);
-        again = true;
-      }
-    }
-  }
-  for (const v of [...g.initializers])
-    if (v.uses.length === 0 && !outputs.has(v) && !g.inputs.includes(v)) g.removeInitializer(v);
-  const defined = new Set(g.definedValues());
-  const info = g.valueInfo.filter((v) => defined.has(v));
-  g.valueInfo.length = 0;
-  g.valueInfo.push(...info);
+  // A Pad's old pads subgraph and the sliced-away constants are now unread.
+  removeDeadNodes.run(model);
+  removeUnusedInitializers.run(model);
 }
