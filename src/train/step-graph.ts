@@ -4,6 +4,7 @@ import { Graph, Node, Value } from '../ir/graph.js';
 import { decodeModel, serializeModel } from '../ir/index.js';
 import type { Model } from '../ir/model.js';
 import { tensorType } from '../ir/types.js';
+import { nchwcBlockSize, useBlockedConvs } from './blocked-conv.js';
 import { Emitter } from './emitter.js';
 import { gradRules, type GradContext } from './grad-rules/index.js';
 import { addOptimizer, type SgdOptions } from './optimizer.js';
@@ -24,6 +25,11 @@ export interface StepGraphOptions {
   trainable?: (name: string) => boolean;
   /** Also output each parameter's loss gradient as `<param>__grad` (tests, debugging). */
   exposeGradients?: boolean;
+  /**
+   * Run convolutions through onnxruntime's CPU blocked-layout kernels (blocked-conv.ts). Default true; off for
+   * other execution providers, which do not have those ops.
+   */
+  blockedConvs?: boolean;
 }
 
 export interface TrainedParam {
@@ -353,6 +359,8 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
     if (!v.type) v.type = tensorType(v === correct ? DataType.INT64 : DataType.FLOAT, undefined);
   g.valueInfo.length = 0;
   setOpset(model, 17);
+  if (options.blockedConvs ?? true)
+    useBlockedConvs(model, (v) => shapes.get(v) ?? staticShape(v), await nchwcBlockSize());
   return {
     model,
     batchSize: B,
@@ -427,6 +435,11 @@ function constantOf(v: Value, probed: Map<Value, ProbedValue>, fail: () => never
   const p = probed.get(v)?.data;
   if (p) return p;
   return fail();
+}
+
+function staticShape(v: Value): number[] | undefined {
+  const s = v.shape;
+  return s?.every((d): d is number => typeof d === 'number') ? s : undefined;
 }
 
 function setOpset(model: Model, version: number): void {
