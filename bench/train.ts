@@ -198,7 +198,7 @@ async function child(
 ): Promise<void> {
   const model = loadModel(file);
   const buildStart = performance.now();
-  const step = await buildStepGraph(model, { batchSize: batch });
+  const step = await buildStepGraph(model, { batchSize: batch, blockedConvs: device === 'cpu' });
   const buildMs = performance.now() - buildStart;
   const sessionStart = performance.now();
   const session = await createSession(serializeModel(step.model), { threads, device: parseDevice(device) });
