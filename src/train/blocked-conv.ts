@@ -49,7 +49,6 @@ export function useBlockedConvs(
 ): number {
   if (block <= 1) return 0;
   const g = model.graph;
-  const e = new Emitter(g, 'nchwc/');
   let rewritten = 0;
   for (const conv of [...g.iterNodes()]) {
     if (conv.opType !== 'Conv' || (conv.domain !== '' && conv.domain !== 'ai.onnx')) continue;
@@ -60,7 +59,14 @@ export function useBlockedConvs(
     const layout = blockedLayout(ws, conv.attrInt('group', 1), block);
     if (!layout) continue;
     const before = g.nodes.length;
-    const y = emitBlocked(e, conv, ws, layout, block);
+    // Named after the Conv they replace, so that profiles still tell forward from backward convolutions.
+    const y = emitBlocked(
+      new Emitter(g, `${conv.name || conv.output().name}/nchwc/`),
+      conv,
+      ws,
+      layout,
+      block,
+    );
     const emitted = g.nodes.splice(before);
     g.nodes.splice(g.nodes.indexOf(conv), 0, ...emitted);
     g.replaceAllUsesWith(conv.output(), y);

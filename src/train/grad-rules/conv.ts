@@ -112,6 +112,7 @@ function weightGrad(ctx: GradContext, g: ConvGeometry, x: Value, dy: Value): Val
   if (group === cin && group === cout) {
     const xs = e.reshape(x, [1, n * cin, ...g.x]);
     const ker = e.reshape(dy, [n * cin, 1, ho, wo]);
+    ker.type = tensorType(DataType.FLOAT, [n * cin, 1, ho, wo]); // lets blocked-conv.ts take it (depthwise)
     let out = e.op('Conv', [xs, ker], {
       group: n * cin,
       kernel_shape: [ho, wo],
