@@ -198,12 +198,15 @@ if args.profile:
     with open(args.profile, 'w') as f:
         json.dump(sorted(rows, key=lambda r: -r['selfCpuMs']), f, indent=1)
 start = time.perf_counter()
+cpu_start = time.process_time()
 for _ in range(args.steps):
     step()
 seconds = time.perf_counter() - start
+cpu_seconds = time.process_time() - cpu_start
 print(json.dumps({
     'imagesPerSecond': args.batch * args.steps / seconds,
     'msPerStep': 1000 * seconds / args.steps,
+    'cpuMsPerStep': 1000 * cpu_seconds / args.steps,
     'peakRssMiB': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     'torch': torch.__version__,
     'threads': torch.get_num_threads(),
