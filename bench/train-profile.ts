@@ -18,6 +18,14 @@ import { mulberry32 } from '../src/data/prng.js';
 import { loadModel, serializeModel } from '../src/ir/index.js';
 import { createSession } from '../src/runtime/session.js';
 import { buildStepGraph } from '../src/train/step-graph.js';
+import { torchEnv } from './train.js';
+
+/**
+ * onnxruntime plans its memory pattern on the first run and its arena still grows on the second: those runs
+ * fault in fresh pages inside the kernels that write long-lived tensors (forward outputs kept for the
+ * backward), which made forward Convs and BN ops look several times slower than they are.
+ */
+const WARMUP_RUNS = 2;
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -93,7 +101,7 @@ async function profileOnnxruntime(
   for (const r of step.runningStats)
     feeds[r.name] = new ort.Tensor('float32', Float32Array.from(init.get(r.name)!), r.shape);
   const t0 = performance.now();
-  for (let i = 0; i <= steps; i++) await session.session.run(feeds);
+  for (let i = 0; i < steps + WARMUP_RUNS; i++) await session.session.run(feeds);
   const wallMs = performance.now() - t0;
   session.session.endProfiling();
   await session.release();
@@ -127,22 +135,16 @@ async function profileOnnxruntime(
     }
   }
   const sorted = (m: Map<string, OpTime>) => [...m.values()].sort((a, b) => b.ms - a.ms);
-  const msPerStep = timed.reduce((a, r) => a + r.dur / 1000, 0) / timed.length || wallMs / (steps + 1);
+  const msPerStep = timed.reduce((a, r) => a + r.dur / 1000, 0) / timed.length || wallMs / steps;
   return { byOp: sorted(byOp), byConv: sorted(byConv), msPerStep };
 }
 
 function profileTorch(file: string, batch: number, threads: number): OpTime[] {
   const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'adapruner-profile-')), 'torch.json');
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    OPENBLAS_NUM_THREADS: String(threads),
-    OMP_NUM_THREADS: String(threads),
-  };
-  delete env.OPENBLAS_CORETYPE;
-  delete env.OPENBLAS_L2_SIZE;
+  const env = torchEnv(threads);
   const script = path.join(REPO, 'bench', 'train_torch.py');
   const args = [script, file, '--batch', String(batch), '--threads', String(threads), '--steps', '1'];
-  const r = spawnSync('/usr/bin/python3', [...args, '--warmup', '1', '--profile', out], {
+  const r = spawnSync('/usr/bin/python3', [...args, '--warmup', String(WARMUP_RUNS), '--profile', out], {
     encoding: 'utf8',
     env,
   });

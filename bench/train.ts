@@ -66,12 +66,19 @@ const MODELS: BenchModel[] = [
   { name: 'resnet50-224', file: exportResnet50, batch: 32, steps: 2, rounds: 1, target: 0.9 },
 ];
 
-/** The PyTorch side's environment: OpenBLAS picks its own kernel and both thread pools get `threads`. */
-function torchEnv(threads: number): NodeJS.ProcessEnv {
+/**
+ * The PyTorch side's environment: OpenBLAS picks its own kernel and both thread pools get `threads`. Idle
+ * OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE) as onnxruntime's do (`intra_op.allow_spinning` 0): on this
+ * shared machine torch's default spin-waiting made its ResNet-56 step 5x slower (3.2 vs 15.9 images/s, 8.3
+ * vs 1.6 CPU-seconds per step, load average 23), which would flatter onnxruntime. BENCH_TORCH_WAIT_POLICY
+ * overrides it (e.g. ACTIVE on a quiet machine).
+ */
+export function torchEnv(threads: number): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     OPENBLAS_NUM_THREADS: String(threads),
     OMP_NUM_THREADS: String(threads),
+    OMP_WAIT_POLICY: process.env.BENCH_TORCH_WAIT_POLICY ?? 'PASSIVE',
   };
   delete env.OPENBLAS_CORETYPE;
   delete env.OPENBLAS_L2_SIZE;
@@ -132,6 +139,7 @@ export async function run(): Promise<object> {
       device,
       rounds: modelRounds,
       loadAverage: os.loadavg()[0],
+      torchWaitPolicy: torchEnv(threads).OMP_WAIT_POLICY,
       onnxruntime,
       torch,
       imagesPerSecondByRound: {
@@ -174,7 +182,7 @@ function onnxruntimeSide(file: string, batch: number, threads: number, steps: nu
 function torchSide(file: string, batch: number, threads: number, steps: number): Side {
   const script = path.join(REPO, 'bench', 'train_torch.py');
   const args = [script, file, '--batch', String(batch), '--threads', String(threads)];
-  args.push('--steps', String(steps), '--warmup', '1');
+  args.push('--steps', String(steps), '--warmup', '2');
   const child = spawnSync(TORCH_PYTHON, args, { encoding: 'utf8', env: torchEnv(threads) });
   if (child.status !== 0) throw new Error(`PyTorch side failed: ${child.stderr}`);
   return JSON.parse(child.stdout.trim().split('\n').at(-1)!) as Side;
@@ -249,7 +257,10 @@ async function child(
     for (const [from, to] of carried) feeds[to] = out[from] as ort.Tensor;
     return ms;
   };
-  await once(); // warm-up: first-run allocations
+  // Two warm-up runs: onnxruntime plans its memory pattern on the first and its arena still grows on the
+  // second (tens of thousands of page faults, measured); from the third on a step faults a few hundred pages.
+  await once();
+  await once();
   let runMs = 0;
   const cpuStart = process.cpuUsage();
   const start = performance.now();
