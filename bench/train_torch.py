@@ -1,15 +1,18 @@
 #!/usr/bin/python3
 """PyTorch side of bench/train.ts: the same network, rebuilt from the ONNX file's weights, trained with the
 same batch, threads, loss and optimizer (SGD momentum 0.9, weight decay 5e-4 on conv/linear weights only,
-BN in train mode). Prints one JSON line: images/s and peak RSS.
+BN in train mode). Prints one JSON line: images/s, peak RSS, and which BLAS (library and OpenBLAS kernel)
+and which convolution backend torch used, so that bench/train.ts can refuse a ratio against the reference BLAS.
 
 The network is an interpreter over the ONNX graph (torch functional ops per node), so any model the bench uses
 runs without a hand-written torch class; constant subgraphs (shapes, pads) are tiny int ops.
 
-usage: train_torch.py MODEL.onnx --batch 128 --threads 2 --steps 10 --warmup 2
+usage: train_torch.py MODEL.onnx --batch 128 --threads 2 --steps 10 --warmup 2 [--profile FILE]
 """
 import argparse
+import ctypes
 import json
+import os
 import resource
 import time
 
@@ -24,8 +27,40 @@ ap.add_argument('--batch', type=int, default=128)
 ap.add_argument('--threads', type=int, default=2)
 ap.add_argument('--steps', type=int, default=10)
 ap.add_argument('--warmup', type=int, default=2)
+ap.add_argument('--profile', help='write per-op self CPU times of one profiled step (torch.autograd.profiler) as JSON here')
 args = ap.parse_args()
 torch.set_num_threads(args.threads)
+
+
+def blas_info():
+    """The BLAS that torch's libblas.so.3 resolves to (Debian's alternatives decide), and OpenBLAS's kernel."""
+    path = None
+    with open('/proc/self/maps') as maps:
+        for line in maps:
+            name = line.split()[-1]
+            if 'libblas.so' in name or 'libopenblas' in name:
+                path = os.path.realpath(name)
+                if 'libblas.so' in name:
+                    break
+    info = {'library': path}
+    try:
+        lib = ctypes.CDLL(path or 'libblas.so.3')
+        lib.openblas_get_corename.restype = ctypes.c_char_p
+        lib.openblas_get_config.restype = ctypes.c_char_p
+        info.update(kind='openblas', core=lib.openblas_get_corename().decode(), config=lib.openblas_get_config().decode())
+    except (OSError, AttributeError):
+        info['kind'] = 'openblas' if path and 'openblas' in path else ('reference' if path and '/blas/' in path else 'unknown')
+    return info
+
+
+def conv_backend(x, w, stride, padding, dilation, groups):
+    try:
+        return str(torch._C._select_conv_backend(x, w, None, stride, padding, dilation, False, [0, 0], groups)).split('.')[-1]
+    except (AttributeError, RuntimeError, TypeError):
+        return 'unknown'
+
+
+conv_backends = {}
 
 model = onnx.load(args.model)
 g = model.graph
@@ -65,6 +100,9 @@ class OnnxNet(torch.nn.Module):
             op = n.op_type
             if op == 'Conv':
                 p = a.get('pads', [0, 0, 0, 0])
+                if not conv_backends.get('recorded'):
+                    b = conv_backend(i[0], i[1], a.get('strides', [1, 1]), (p[0], p[1]), a.get('dilations', [1, 1]), a.get('group', 1))
+                    conv_backends[b] = conv_backends.get(b, 0) + 1
                 y = F.conv2d(i[0], i[1], i[2] if len(i) > 2 else None, a.get('strides', [1, 1]), (p[0], p[1]), a.get('dilations', [1, 1]), a.get('group', 1))
             elif op == 'BatchNormalization':
                 y = F.batch_norm(i[0], i[3], i[4], i[1], i[2], True, 1 - a.get('momentum', 0.9), a.get('epsilon', 1e-5))
@@ -117,6 +155,9 @@ class OnnxNet(torch.nn.Module):
                 for ax in reversed(range(r)):
                     torch_pads += [pads[ax], pads[ax + r]]
                 y = F.pad(i[0], torch_pads)
+            elif op == 'MaxPool':
+                p = a.get('pads', [0, 0, 0, 0])
+                y = F.max_pool2d(i[0], a['kernel_shape'], a.get('strides', [1, 1]), (p[0], p[1]))
             elif op == 'GlobalAveragePool':
                 y = i[0].mean((2, 3), keepdim=True)
             elif op == 'Flatten':
@@ -149,14 +190,27 @@ def step():
 
 for _ in range(args.warmup):
     step()
+    conv_backends['recorded'] = True
+if args.profile:
+    with torch.autograd.profiler.profile() as prof:
+        step()
+    rows = [{'name': e.key, 'selfCpuMs': e.self_cpu_time_total / 1000, 'count': e.count} for e in prof.key_averages()]
+    with open(args.profile, 'w') as f:
+        json.dump(sorted(rows, key=lambda r: -r['selfCpuMs']), f, indent=1)
 start = time.perf_counter()
+cpu_start = time.process_time()
 for _ in range(args.steps):
     step()
 seconds = time.perf_counter() - start
+cpu_seconds = time.process_time() - cpu_start
 print(json.dumps({
     'imagesPerSecond': args.batch * args.steps / seconds,
     'msPerStep': 1000 * seconds / args.steps,
+    'cpuMsPerStep': 1000 * cpu_seconds / args.steps,
     'peakRssMiB': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     'torch': torch.__version__,
     'threads': torch.get_num_threads(),
+    'blas': blas_info(),
+    'convBackends': {k: v for k, v in conv_backends.items() if k != 'recorded'},
+    'mkldnnEnabled': torch.backends.mkldnn.enabled,
 }))

@@ -10,6 +10,8 @@ export interface RuntimeOptions {
   threads?: number;
   /** Where `auto` reports what it picked; stderr by default. */
   notice?: (message: string) => void;
+  /** Session options that replace the defaults below (profiling, execution mode; benches and the trainer). */
+  overrides?: ort.InferenceSession.SessionOptions;
 }
 
 /** A loaded model, with the facts about its input and output that callers need. */
@@ -67,7 +69,7 @@ export async function createSession(
   const provider = pickProvider(options);
   let session: ort.InferenceSession;
   try {
-    session = await load(model, sessionOptions(provider, options.threads));
+    session = await load(model, { ...sessionOptions(provider, options.threads), ...options.overrides });
   } catch (e) {
     if (provider === 'cuda' && options.device === 'auto') {
       (options.notice ?? stderr)(

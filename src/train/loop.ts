@@ -103,6 +103,8 @@ export async function finetune(
     distillation: options.teacher
       ? { temperature: options.teacher.temperature ?? 4, alpha: options.teacher.alpha ?? 0.5 }
       : undefined,
+    // The blocked-layout conv ops exist on onnxruntime's CPU provider only.
+    blockedConvs: (options.device ?? 'cpu') === 'cpu',
   });
   checkLabels(dataset, indices, step.numClasses, model.sourcePath);
   if (options.val)

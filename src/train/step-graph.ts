@@ -4,6 +4,7 @@ import { Graph, Node, Value } from '../ir/graph.js';
 import type { Model } from '../ir/model.js';
 import { tensorType } from '../ir/types.js';
 import { constantOf } from '../ir/constant.js';
+import { nchwcBlockSize, useBlockedConvs } from './blocked-conv.js';
 import { Emitter } from './emitter.js';
 import {
   NON_DIFFERENTIABLE,
@@ -33,6 +34,11 @@ export interface StepGraphOptions {
   trainable?: (name: string) => boolean;
   /** Also output each parameter's loss gradient as `<param>__grad` (tests, debugging). */
   exposeGradients?: boolean;
+  /**
+   * Run convolutions through onnxruntime's CPU blocked-layout kernels (blocked-conv.ts). Default true; off for
+   * other execution providers, which do not have those ops.
+   */
+  blockedConvs?: boolean;
 }
 
 export interface TrainedParam {
@@ -90,13 +96,16 @@ export async function buildStepGraph(
   const images = imagesInput(model);
   // Static shapes at the step's batch size, onnxruntime only when the analysis cannot pin a value down.
   const probe = await probeShapes(model, new Map([[images.name, imageShapeAt(images, B)]]));
-  return passManager.run(trainingStepPass, model, { options, probe }).step;
+  const { step, shapes } = passManager.run(trainingStepPass, model, { options, probe });
+  if (options.blockedConvs ?? true)
+    useBlockedConvs(step.model, (v) => shapes.get(v) ?? staticShape(v), await nchwcBlockSize());
+  return step;
 }
 
 /** The autodiff pass proper; `probe` holds the static shapes of `model` (which it rewrites) at the batch size. */
 export const trainingStepPass: Pass<
   { options: StepGraphOptions; probe: ProbeResult },
-  PassResult & { model: Model; step: StepGraph }
+  PassResult & { model: Model; step: StepGraph; shapes: ReadonlyMap<Value, number[]> }
 > = {
   name: 'training-step',
   description:
@@ -104,8 +113,8 @@ export const trainingStepPass: Pass<
   reads: ['the whole graph', 'static shapes at the batch size'],
   changes: ['the whole graph: inputs, outputs, nodes, initializers promoted to inputs'],
   run(model, { options, probe }) {
-    const step = emitTrainingStep(model, probe, options);
-    return { modified: true, model, step };
+    const { step, shapes } = emitTrainingStep(model, probe, options);
+    return { modified: true, model, step, shapes };
   },
 };
 
@@ -124,7 +133,11 @@ function imageShapeAt(images: Value, batch: number): number[] {
   return (images.shape ?? []).map((d, i) => (i === 0 ? batch : (d as number)));
 }
 
-function emitTrainingStep(model: Model, probe: ProbeResult, options: StepGraphOptions): StepGraph {
+function emitTrainingStep(
+  model: Model,
+  probe: ProbeResult,
+  options: StepGraphOptions,
+): { step: StepGraph; shapes: ReadonlyMap<Value, number[]> } {
   const B = options.batchSize;
   const file = model.sourcePath;
   const g = model.graph;
@@ -183,7 +196,7 @@ function emitTrainingStep(model: Model, probe: ProbeResult, options: StepGraphOp
     if (!v.type) v.type = tensorType(v === head.correct ? DataType.INT64 : DataType.FLOAT, undefined);
   g.valueInfo.length = 0;
   setOpset(model, s.opset);
-  return {
+  const step: StepGraph = {
     model,
     batchSize: B,
     numClasses,
@@ -198,6 +211,7 @@ function emitTrainingStep(model: Model, probe: ProbeResult, options: StepGraphOp
     params: trained,
     runningStats,
   };
+  return { step, shapes: s.shapes };
 }
 
 /** A trained tensor (parameter, running statistic) becomes a graph input fed by the training loop. */
@@ -452,6 +466,11 @@ function constantInts(v: Value, probe: ProbeResult, fail: () => never): number[]
   const p = probe.ints.get(v);
   if (p) return p;
   return fail();
+}
+
+function staticShape(v: Value): number[] | undefined {
+  const s = v.shape;
+  return s?.every((d): d is number => typeof d === 'number') ? s : undefined;
 }
 
 function setOpset(model: Model, version: number): void {

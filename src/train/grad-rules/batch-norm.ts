@@ -85,7 +85,9 @@ export function expandTrainingBatchNorm(
 
 /**
  * dbeta = sum(dy), dgamma = sum(dy * xhat), and with k = gamma / sqrt(var + eps):
- * dx = k * (dy - (dbeta + xhat * dgamma) / n), the batch-statistics gradient torch computes.
+ * dx = k * (dy - (dbeta + xhat * dgamma) / n), the batch-statistics gradient torch computes. Written as
+ * k * (dy - dbeta/n) - xhat * (k * dgamma/n) so that the per-channel factors are folded on [1,C,1,1] tensors and
+ * only four elementwise ops (and the two sums) touch [N,C,H,W] data: the BN backward is memory-bound.
  */
 export function batchNormBackward(
   e: Emitter,
@@ -100,8 +102,9 @@ export function batchNormBackward(
   if (requiresGrad.has(s.beta)) out.push([s.beta, e.reshape(dBetaKeep, [c])]);
   if (requiresGrad.has(s.gamma)) out.push([s.gamma, e.reshape(dGammaKeep, [c])]);
   if (requiresGrad.has(s.x)) {
-    const correction = e.scale(e.add(dBetaKeep, e.mul(s.xhat, dGammaKeep)), 1 / s.count);
-    out.push([s.x, e.mul(s.scaleFactor, e.sub(dy, correction))]);
+    const centredDy = e.mul(e.sub(dy, e.scale(dBetaKeep, 1 / s.count)), s.scaleFactor);
+    const xhatFactor = e.mul(s.scaleFactor, e.scale(dGammaKeep, 1 / s.count));
+    out.push([s.x, e.sub(centredDy, e.mul(s.xhat, xhatFactor))]);
   }
   return out;
 }

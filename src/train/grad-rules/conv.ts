@@ -1,4 +1,6 @@
+import { DataType } from '../../ir/data-type.js';
 import type { Value } from '../../ir/graph.js';
+import { tensorType } from '../../ir/types.js';
 import type { GradContext, GradRule } from './types.js';
 
 interface ConvGeometry {
@@ -72,6 +74,8 @@ function inputGrad(ctx: GradContext, g: ConvGeometry, dy: Value, w: Value): Valu
       ]);
     }
     const flipped = e.slice(wt, [-1, -1], [-(k[0]! + 1), -(k[1]! + 1)], [2, 3], [-1, -1]);
+    // The static shape lets blocked-conv.ts run this Conv through the blocked-layout kernels.
+    flipped.type = tensorType(DataType.FLOAT, [g.cin, perGroupOut, ...k]);
     return e.op('Conv', [dy, flipped], {
       group,
       kernel_shape: k,
@@ -108,6 +112,7 @@ function weightGrad(ctx: GradContext, g: ConvGeometry, x: Value, dy: Value): Val
   if (group === cin && group === cout) {
     const xs = e.reshape(x, [1, n * cin, ...g.x]);
     const ker = e.reshape(dy, [n * cin, 1, ho, wo]);
+    ker.type = tensorType(DataType.FLOAT, [n * cin, 1, ho, wo]); // lets blocked-conv.ts take it (depthwise)
     let out = e.op('Conv', [xs, ker], {
       group: n * cin,
       kernel_shape: [ho, wo],
