@@ -141,6 +141,13 @@ describe('module paths in reports', () => {
     assert.equal(modulePathOfScopedName('onnx::Conv_12'), undefined);
     assert.equal(modulePathOfParameter('layer1.0.downsample.1.running_var'), 'layer1.0.downsample.1');
     assert.equal(modulePathOfParameter('onnx::Conv_12'), undefined);
+    assert.equal(
+      summarizeReasons(
+        "ReduceMean '/features/features.0/features.0.1/ReduceMean' reduces over channels; graph output 'logits'",
+      ),
+      "ReduceMean 'features.0.1' reduces over channels (+1 more)",
+    );
+    assert.equal(summarizeReasons('x'.repeat(100)).length, 72);
   });
 
   it('labels a folded export by scope and a BN-kept one by parameter name, the same', async () => {

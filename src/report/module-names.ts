@@ -90,7 +90,12 @@ function splitAxis(name: string): [string, string | undefined] {
  */
 export function summarizeReasons(reasons: string | undefined, max = 72): string {
   if (!reasons) return '';
-  const list = reasons.split('; ');
+  // Node and value names quoted in a reason read as module paths too: '/layer1/layer1.0/Add' -> 'layer1.0'.
+  const readable = reasons.replace(/'(\/[^']*)'/g, (all, name: string) => {
+    const path = modulePathOfScopedName(name);
+    return path ? `'${path}'` : all;
+  });
+  const list = readable.split('; ');
   const first = list[0]!.length > max ? `${list[0]!.slice(0, max - 1)}…` : list[0]!;
   return list.length > 1 ? `${first} (+${list.length - 1} more)` : first;
 }
