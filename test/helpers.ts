@@ -65,21 +65,26 @@ export interface CliRun {
   stderr: string;
 }
 
-/** Runs the CLI in-process (console.log writes through process.stdout), capturing what it writes. */
+/**
+ * Runs the CLI in-process (console.log writes through process.stdout), capturing what it writes. Only string
+ * writes are captured: the CLI writes text, while node's test runner reports each result to its parent as
+ * binary (v8-serialized) chunks on the same stdout, which must pass through or the result is lost (a test
+ * vanishes from the count) and lands in the captured text (seen as JSON.parse failing on `\x0F...`).
+ */
 export async function runCli(args: string[]): Promise<CliRun> {
   const { main } = await import('../src/cli/main.js');
   let stdout = '';
   let stderr = '';
   const out = process.stdout.write.bind(process.stdout);
   const err = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((chunk: string | Uint8Array) => (
-    (stdout += String(chunk)),
-    true
-  )) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: string | Uint8Array) => (
-    (stderr += String(chunk)),
-    true
-  )) as typeof process.stderr.write;
+  const capture = (real: typeof out, append: (s: string) => void) =>
+    ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+      if (typeof chunk !== 'string') return (real as (...a: unknown[]) => boolean)(chunk, ...rest);
+      append(chunk);
+      return true;
+    }) as typeof process.stdout.write;
+  process.stdout.write = capture(out, (s) => (stdout += s));
+  process.stderr.write = capture(err, (s) => (stderr += s));
   try {
     return { code: await main(args), stdout, stderr };
   } finally {

@@ -11,6 +11,8 @@ import { fixture, needsShared, runCli, sharedModel, tmpDir, type CliRun } from '
 const cli = (...args: string[]) => runCli(args);
 
 interface RefLayer {
+  name: string;
+  type: string;
   macs: number;
   params: number;
   outShape: number[];
@@ -20,10 +22,12 @@ const readRef = (file: string): { macs: number; params: { trainable: number }; l
 
 const commas = (n: number): string => n.toLocaleString('en-US');
 
-/** Rows of the per-layer table: lines under the `name  op  out ch  MACs  params` header. */
-function layerRows(text: string): { op: string; outChannels: number; macs: number; params: number }[] {
+/** Rows of the per-layer table: lines under the `module  op  out ch  MACs  params` header. */
+function layerRows(
+  text: string,
+): { module: string; op: string; outChannels: number; macs: number; params: number }[] {
   const lines = text.split('\n');
-  const header = lines.findIndex((l) => /^name\s+op\s+out ch\s+MACs\s+params$/.test(l));
+  const header = lines.findIndex((l) => /^module\s+op\s+out ch\s+MACs\s+params$/.test(l));
   assert.ok(header >= 0, 'per-layer table header');
   return lines
     .slice(header + 2)
@@ -32,7 +36,7 @@ function layerRows(text: string): { op: string; outChannels: number; macs: numbe
       const cells = l.trim().split(/\s{2,}/);
       const num = (s: string | undefined): number => Number((s ?? '').replace(/,/g, ''));
       const [op, outCh, macs, params] = cells.slice(-4);
-      return { op: op!, outChannels: num(outCh), macs: num(macs), params: num(params) };
+      return { module: cells[0]!, op: op!, outChannels: num(outCh), macs: num(macs), params: num(params) };
     });
 }
 
@@ -53,6 +57,22 @@ describe('adapruner inspect', () => {
       rows.map((row) => [row.macs, row.params, row.outChannels]),
       ref.layers.map((l) => [l.macs, l.params, l.outShape[0]]),
     );
+  });
+
+  it('labels layers by their PyTorch module path, from BN-kept and BN-folded exports', async () => {
+    for (const name of ['resnet_a', 'mobilenetv2', 'densenet']) {
+      const ref = readRef(fixture(`${name}.ref.json`));
+      for (const file of [`${name}.onnx`, `${name}-bnfolded.onnx`]) {
+        const r = await cli('inspect', fixture(file), '--layers');
+        assert.equal(r.code, 0, r.stderr);
+        const rows = layerRows(r.stdout).filter((row) => row.op === 'Conv' || row.op === 'Gemm');
+        assert.deepEqual(
+          rows.map((row) => row.module),
+          ref.layers.map((l) => l.name),
+          file,
+        );
+      }
+    }
   });
 
   it('--json prints one object with the totals and the layers', async () => {

@@ -91,7 +91,7 @@ describe('prune: plans', () => {
     }
     assert.ok(fs.existsSync(out) && fs.existsSync(planFile));
     assert.ok(!fs.existsSync(path.join(dir, 'no.onnx')));
-    assert.match(lines[0]!, /group\s+anchor\s+members\s+before\s+after/);
+    assert.match(lines[0]!, /group\s+module\s+members\s+before\s+after/);
     assert.match(lines[0]!, /MACs:\s+2,818,368 -> /);
     assert.ok(verifyModel(load(out)).length === 0);
   });

@@ -5,6 +5,7 @@ import { pruneCommand } from './prune.js';
 import { exampleCommand } from './example.js';
 import { evalCommand, recalibrateCommand } from './eval.js';
 import { benchCommand } from './bench.js';
+import { exportTorchCommand } from './export-torch.js';
 
 // Each command lives in its own file; add it here to expose it.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -16,4 +17,5 @@ export const commands: CommandModule<any, any>[] = [
   evalCommand,
   recalibrateCommand,
   benchCommand,
+  exportTorchCommand,
 ];

@@ -1,5 +1,5 @@
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { batchNormReport, type BatchNormReport } from '../analysis/bn-report.js';
+import { BN_KEEPING_EXPORT, batchNormReport, type BatchNormReport } from '../analysis/bn-report.js';
 import { countCost, dataInputs, type CostReport } from '../analysis/cost.js';
 import { UserError } from '../errors.js';
 import { dataTypeName } from '../ir/data-type.js';
@@ -8,6 +8,12 @@ import { loadModel } from '../ir/load.js';
 import type { Model } from '../ir/model.js';
 import { shapeToString, type Dim } from '../ir/types.js';
 import { describeGroups, type GroupRow } from '../prune/index.js';
+import {
+  ModuleNames,
+  modulePathOfParameter,
+  modulePathOfScopedName,
+  summarizeReasons,
+} from '../report/module-names.js';
 import { formatCount, formatShort, renderKeyValues, renderTable } from '../report/table.js';
 
 interface InspectArgs {
@@ -39,7 +45,8 @@ export interface InspectReport {
   macsByOp: Record<string, number>;
   params: { trainable: number; convLinear: number; bnAffine: number; bnRunningStats: number };
   batchNorm: BatchNormReport;
-  layers: CostReport['perNode'];
+  /** Per-layer costs; `module` is the PyTorch module path (the raw node name is `name`). */
+  layers: (CostReport['perNode'][number] & { module: string })[];
   [section: string]: unknown;
 }
 
@@ -67,21 +74,65 @@ const groupsSection: InspectSection = {
     const rows = await describeGroups(model, report.inputShapes, (msg) =>
       process.stderr.write(`warning: ${msg}\n`),
     );
-    return { json: rows, text: renderGroups(rows) };
+    const names = ModuleNames.of(model);
+    const labelled = rows.map((r) => ({
+      ...r,
+      module: names.value(r.members[0]!.replace(/\[\d+\]$/, '')),
+      memberModules: r.members.map((m) => {
+        const [, value, size] = /^(.*)(\[\d+\])$/.exec(m)!;
+        return names.value(value!) + size!;
+      }),
+    }));
+    return { json: labelled, text: renderGroups(labelled) };
   },
 };
 
 const extraSections: InspectSection[] = [groupsSection];
 
-/** A table of groups, then each group's members (`value[channels]`, `@axis` when not axis 1). */
-export function renderGroups(rows: readonly GroupRow[]): string {
+/** A group row with PyTorch module paths: of its first member (`module`) and of every member. */
+export type LabelledGroupRow = GroupRow & { module: string; memberModules: string[] };
+
+/**
+ * A table of groups (labelled by module path, frozen reasons cut to one line), then each group's members
+ * (`module[channels]`, `@axis` when not axis 1), wrapped. `--json` has the raw value names and whole reasons.
+ */
+export function renderGroups(rows: readonly LabelledGroupRow[]): string {
   const frozen = rows.filter((r) => r.frozen !== undefined).length;
   const table = renderTable(
-    ['group', { header: 'channels', align: 'right' }, { header: 'members', align: 'right' }, 'frozen'],
-    rows.map((r) => [r.id, r.channels, r.members.length, r.frozen ?? '']),
+    [
+      'group',
+      { header: 'channels', align: 'right' },
+      { header: 'members', align: 'right' },
+      'module',
+      'frozen',
+    ],
+    rows.map((r) => [r.id, r.channels, r.members.length, r.module, summarizeReasons(r.frozen)]),
   );
-  const members = rows.map((r) => `  ${r.id}: ${r.members.join(', ')}`).join('\n');
-  return `channel groups (${rows.length}: ${rows.length - frozen} prunable, ${frozen} frozen):\n${table}\n\nmembers:\n${members}`;
+  const members = rows.map((r) => wrapList(`  ${r.id}: `, r.memberModules)).join('\n');
+  return `channel groups (${rows.length}: ${rows.length - frozen} prunable, ${frozen} frozen):\n${table}\n\nmembers (--json lists value names and every frozen reason):\n${members}`;
+}
+
+/** The BN notice wrapped in words, with the re-export call (kept whole, for copying) on a line of its own. */
+function renderNote(notice: string): string {
+  const at = notice.indexOf(BN_KEEPING_EXPORT);
+  const prose = at >= 0 ? notice.slice(0, at).trim() : notice;
+  const wrapped = wrapList('note: ', prose.split(' '), 110, '');
+  return at >= 0 ? `${wrapped}\n  ${notice.slice(at).trim()}` : wrapped;
+}
+
+/** `head` then the items joined by `sep` and a space, wrapped at `width` columns, continuation lines indented. */
+function wrapList(head: string, items: readonly string[], width = 110, sep = ','): string {
+  const lines: string[] = [];
+  let line = head;
+  for (const [i, item] of items.entries()) {
+    const piece = item + (i < items.length - 1 ? sep : '');
+    if (line.length > head.length && line.length + 1 + piece.length > width) {
+      lines.push(line);
+      line = ' '.repeat(head.length) + piece;
+    } else line += (line.length > head.length ? ' ' : '') + piece;
+  }
+  lines.push(line);
+  return lines.join('\n');
 }
 
 export const inspectCommand: CommandModule<object, InspectArgs> = {
@@ -191,7 +242,10 @@ export function inspectModel(
       bnRunningStats: cost.totalBuffers,
     },
     batchNorm,
-    layers: cost.perNode,
+    layers: cost.perNode.map((l) => ({
+      ...l,
+      module: (l.weight && modulePathOfParameter(l.weight)) ?? modulePathOfScopedName(l.name) ?? l.name,
+    })),
   };
 }
 
@@ -219,18 +273,18 @@ export function renderInspectText(r: InspectReport, withLayers: boolean): string
       ['MACs', `${formatCount(r.macs)} (${formatShort(r.macs)}) per image at ${at}`],
     ]),
   ];
-  if (r.batchNorm.notice) parts.push(`note: ${r.batchNorm.notice}`);
+  if (r.batchNorm.notice) parts.push(renderNote(r.batchNorm.notice));
   if (withLayers)
     parts.push(
       renderTable(
         [
-          'name',
+          'module',
           'op',
           { header: 'out ch', align: 'right' },
           { header: 'MACs', align: 'right' },
           { header: 'params', align: 'right' },
         ],
-        r.layers.map((l) => [l.name, l.opType, l.outChannels, l.macs, l.params]),
+        r.layers.map((l) => [l.module, l.opType, l.outChannels, l.macs, l.params]),
       ),
     );
   return parts.join('\n\n');

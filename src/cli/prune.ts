@@ -12,6 +12,7 @@ import { writeReports } from '../report/index.js';
 import { formatCount, formatPercent, renderKeyValues, renderTable, speedup } from '../report/table.js';
 import { parseDevice } from '../runtime/device.js';
 import { createProgress, type Progress } from '../runtime/progress.js';
+import { labelOfValueName, summarizeReasons } from '../report/module-names.js';
 
 interface PruneArgs {
   model: string;
@@ -307,7 +308,12 @@ function writeAtomically(file: string, text: string): void {
 
 /** The before/after table: groups, totals, and accuracy by stage when there was data. */
 export function renderSummary(result: AdaPruneResult): string {
-  const parts = [renderReport(result.core)];
+  const parts = [
+    renderReport(
+      result.core,
+      result.report.groups.map((g) => g.label),
+    ),
+  ];
   const r = result.report;
   if (r.before.latencyMs !== undefined && r.after.latencyMs !== undefined)
     parts.push(
@@ -351,25 +357,26 @@ export function renderSummary(result: AdaPruneResult): string {
   return parts.join('\n\n');
 }
 
-export function renderReport(r: PruneReport): string {
+/** `labels`: module paths per group (from the pipeline's report); else read off the anchors' scopes. */
+export function renderReport(r: PruneReport, labels?: readonly string[]): string {
   const table = renderTable(
     [
       'group',
-      'anchor',
+      'module',
       { header: 'members', align: 'right' },
       { header: 'before', align: 'right' },
       { header: 'after', align: 'right' },
       { header: 'importance', align: 'right' },
       'frozen',
     ],
-    r.groups.map((g) => [
+    r.groups.map((g, i) => [
       g.id,
-      g.anchor,
+      labels?.[i] ?? labelOfValueName(g.anchor),
       g.members,
       g.before,
       g.after,
       g.importance.toFixed(3),
-      g.frozen ?? '',
+      summarizeReasons(g.frozen),
     ]),
   );
   const kv: [string, string][] = [

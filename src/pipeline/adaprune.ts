@@ -25,6 +25,7 @@ import { evaluate } from '../runtime/evaluate.js';
 import type { RuntimeOptions } from '../runtime/session.js';
 import { finetune, type FinetuneOptions } from '../train/loop.js';
 import { measureLatencies, searchLatencyBudget, type LatencySearchStep } from './latency.js';
+import { ModuleNames } from '../report/module-names.js';
 
 export interface DataOptions {
   train: Dataset;
@@ -369,6 +370,7 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
     warn(hint);
   }
   const core = best.core;
+  const moduleNames = ModuleNames.of(result);
   const key = budget.params !== undefined ? 'params' : 'macs';
   const report: PruneReport = {
     tool: { name: 'adapruner', version: toolVersion() },
@@ -397,7 +399,8 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
     chosenCriterion: best.criterion,
     groups: core.groups.map((g) => ({
       id: `g${g.id}`,
-      label: g.anchor,
+      label: moduleNames.value(g.anchor),
+      anchor: g.anchor,
       before: g.before,
       after: g.after,
       score: g.importance,

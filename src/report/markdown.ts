@@ -1,3 +1,4 @@
+import { summarizeReasons } from './module-names.js';
 import { formatApprox, formatPercent, speedup } from './table.js';
 import type { PruneReport } from './types.js';
 
@@ -66,14 +67,14 @@ export function renderReportMarkdown(r: PruneReport, svgFile?: string): string {
   out.push('## Groups', '');
   out.push(
     table(
-      ['group', 'first layer', 'before', 'after', 'score', 'frozen'],
+      ['group', 'module', 'before', 'after', 'score', 'frozen'],
       r.groups.map((g) => [
         g.id,
         `\`${g.label}\``,
         g.before,
         g.after,
         g.score?.toFixed(4) ?? '—',
-        g.frozen ?? '',
+        summarizeReasons(g.frozen),
       ]),
     ),
     '',

@@ -40,8 +40,10 @@ export interface CriterionRow {
 
 export interface GroupRow {
   id: string;
-  /** A readable name: the first conv or BN in the group. */
+  /** A readable name: the PyTorch module path of the group's first member (`layer1.0.conv1`). */
   label: string;
+  /** The first member's value name in the graph (the plan's anchor), as the exporter wrote it. */
+  anchor?: string;
   before: number;
   after: number;
   score?: number;

@@ -1,0 +1,270 @@
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import * as ort from 'onnxruntime-node';
+import { loadModel } from '../src/ir/load.js';
+import { REPO, fixture, runCli, tmpDir } from './helpers.js';
+
+/**
+ * The PyTorch hand-off end to end on real torchvision classes: fixtures/handoff/make_handoff.py exports
+ * ResNet-18, a MobileNetV2 and a DenseNet (BN kept); adapruner prunes each to half its MACs and writes
+ * export-torch's module; fixtures/handoff/check_handoff.py applies it in torch. The torch logits must equal
+ * the pruned ONNX file's in onnxruntime, both with the exported weights sliced in place and with a differently
+ * initialised model given the pruned weights, and the parameter count must equal `inspect`'s.
+ */
+
+const PYTHON = '/usr/bin/python3';
+const MODELS = ['resnet18', 'mobilenet_v2', 'densenet'] as const;
+const TOLERANCE = 1e-4;
+
+function torchMissing(): string | false {
+  const r = spawnSync(PYTHON, ['-c', 'import torch, torchvision'], { stdio: 'ignore' });
+  return r.status === 0
+    ? false
+    : `${PYTHON} cannot import torch and torchvision (apt-get install python3-torch python3-torchvision)`;
+}
+
+interface TorchResult {
+  name: string;
+  sliced: number[];
+  loaded: number[];
+  params: number;
+  paramsLoaded: number;
+  wrongModelError: string | null;
+}
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+describe('export-torch: hand-off to PyTorch', { skip: torchMissing() }, () => {
+  let dir = '';
+  const torch = new Map<string, TorchResult>();
+  let input: Float32Array;
+
+  before(async () => {
+    dir = tmpDir('adapruner-handoff-');
+    execFileSync(PYTHON, [path.join(REPO, 'fixtures/handoff/make_handoff.py'), dir], { stdio: 'inherit' });
+    const bytes = fs.readFileSync(path.join(dir, 'input.bin'));
+    input = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+    for (const name of MODELS) {
+      const m = (f: string): string => path.join(dir, f);
+      const pruned = await runCli([
+        'prune',
+        m(`${name}.onnx`),
+        '--flops',
+        '0.5',
+        '-o',
+        m(`${name}-slim.onnx`),
+        '--plan-out',
+        m(`${name}.plan.json`),
+        '--no-measure-latency',
+        '--no-report',
+      ]);
+      assert.equal(pruned.code, 0, pruned.stderr);
+      const exported = await runCli([
+        'export-torch',
+        m(`${name}.onnx`),
+        '--plan',
+        m(`${name}.plan.json`),
+        '--weights',
+        m(`${name}-slim.onnx`),
+        '-o',
+        m(`${name}_slim.py`),
+      ]);
+      assert.equal(exported.code, 0, exported.stderr);
+      assert.ok(fs.existsSync(m(`${name}_slim.weights.bin`)));
+    }
+    const out = execFileSync(PYTHON, [path.join(REPO, 'fixtures/handoff/check_handoff.py'), dir, ...MODELS], {
+      encoding: 'utf8',
+      maxBuffer: 1 << 24,
+    });
+    for (const line of out.trim().split('\n')) {
+      const r = JSON.parse(line) as TorchResult;
+      torch.set(r.name, r);
+    }
+  });
+
+  after(() => {
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  for (const name of MODELS)
+    it(`${name}: torch logits equal the pruned ONNX's, and the parameter count equals inspect's`, async () => {
+      const file = path.join(dir, `${name}-slim.onnx`);
+      const session = await ort.InferenceSession.create(file);
+      const feeds = { input: new ort.Tensor('float32', input, [2, 3, 32, 32]) };
+      const logits = (await session.run(feeds)).logits!.data as Float32Array;
+      await session.release();
+      const r = torch.get(name)!;
+      const sliced = maxAbsDiff(r.sliced, logits);
+      const loaded = maxAbsDiff(r.loaded, logits);
+      console.log(
+        `# ${name}: max |torch - onnxruntime| sliced ${sliced.toExponential(2)}, loaded ${loaded.toExponential(2)}`,
+      );
+      assert.ok(sliced <= TOLERANCE, `sliced: ${sliced}`);
+      assert.ok(loaded <= TOLERANCE, `loaded: ${loaded}`);
+      // The logits are not trivially equal: they vary across classes and images.
+      assert.ok(Math.max(...logits) - Math.min(...logits) > 0.1);
+
+      const inspected = await runCli(['inspect', file, '--json']);
+      assert.equal(inspected.code, 0, inspected.stderr);
+      const params = JSON.parse(inspected.stdout).params.trainable as number;
+      assert.equal(r.params, params);
+      assert.equal(r.paramsLoaded, params);
+      const original = JSON.parse(
+        (await runCli(['inspect', path.join(dir, `${name}.onnx`), '--json'])).stdout,
+      ).params.trainable as number;
+      assert.ok(params < original * 0.75, `${params} of ${original} parameters left`);
+
+      assert.match(r.wrongModelError ?? '', new RegExp(`does not match ${name}\\.onnx.*no module`));
+    });
+});
+
+/** The module's embedded SPEC, parsed back out of the generated Python text. */
+function specOf(pyFile: string): {
+  params: { name: string; shape: number[]; pruned: number[]; keep: Record<string, number> }[];
+  modules: { path: string; kind: string; attrs: Record<string, number> }[];
+  keeps: [number, number][][];
+  weights?: { file: string; bytes: number; entries: { name: string; shape: number[]; offset: number }[] };
+} {
+  const m = /^SPEC = json\.loads\(r"""(.*)"""\)$/m.exec(fs.readFileSync(pyFile, 'utf8'));
+  assert.ok(m, 'SPEC line');
+  return JSON.parse(m[1]!);
+}
+
+describe('export-torch (no Python needed)', () => {
+  let dir = '';
+  const m = (f: string): string => path.join(dir, f);
+  const prune = async (model: string, out: string, flops: string, plan?: string): Promise<void> => {
+    const r = await runCli([
+      'prune',
+      model,
+      '--flops',
+      flops,
+      '-o',
+      out,
+      ...(plan ? ['--plan-out', plan] : []),
+      '--no-measure-latency',
+      '--no-report',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+  };
+  const refused = async (...args: string[]): Promise<string> => {
+    const r = await runCli(['export-torch', ...args]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    return r.stderr;
+  };
+  before(async () => {
+    dir = tmpDir('adapruner-export-torch-');
+    await prune(fixture('mobilenetv2.onnx'), m('mobilenetv2-slim.onnx'), '0.5', m('mobilenetv2.plan.json'));
+    await prune(fixture('densenet.onnx'), m('densenet-slim.onnx'), '0.5', m('densenet.plan.json'));
+  });
+  after(() => {
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("slices every parameter to the pruned file's shape; depthwise convs keep groups = channels", async () => {
+    const r = await runCli([
+      'export-torch',
+      fixture('mobilenetv2.onnx'),
+      '--plan',
+      m('mobilenetv2.plan.json'),
+      '--weights',
+      m('mobilenetv2-slim.onnx'),
+      '-o',
+      m('mnv2_slim.py'),
+      '--json',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const spec = specOf(m('mnv2_slim.py'));
+    const dims = (file: string): Map<string, number[]> =>
+      new Map(loadModel(file).graph.initializers.map((v) => [v.name, [...v.initializer!.dims]]));
+    const pruned = dims(m('mobilenetv2-slim.onnx'));
+    const original = dims(fixture('mobilenetv2.onnx'));
+    for (const p of spec.params) {
+      assert.deepEqual(p.shape, original.get(p.name), p.name);
+      assert.deepEqual(p.pruned, pruned.get(p.name), p.name);
+      p.shape.forEach((size, axis) => {
+        const k = p.keep[String(axis)];
+        const count = k === undefined ? size : spec.keeps[k]!.reduce((a, [s, e]) => a + e - s, 0);
+        assert.equal(count, p.pruned[axis], `${p.name} axis ${axis}`);
+        if (k !== undefined) assert.ok(spec.keeps[k]!.every(([s, e]) => s >= 0 && s < e && e <= size));
+      });
+    }
+    // Every parameter and running statistic of the BN-kept export is covered.
+    const stateDict = [...pruned.keys()].filter((n) => /\.(weight|bias|running_(mean|var))$/.test(n));
+    assert.deepEqual(spec.params.map((p) => p.name).sort(), stateDict.sort());
+    assert.ok(spec.params.filter((p) => Object.keys(p.keep).length).length > 50);
+    const depthwise = spec.modules.filter((x) => x.kind === 'conv' && x.attrs.groups! > 1);
+    assert.equal(depthwise.length, 7);
+    for (const d of depthwise) {
+      assert.equal(d.attrs.groups, d.attrs.out_channels, d.path);
+      assert.equal(d.attrs.in_channels, d.attrs.out_channels, d.path);
+    }
+    assert.deepEqual(
+      spec.modules.find((x) => x.path === 'classifier.1'),
+      {
+        path: 'classifier.1',
+        kind: 'linear',
+        attrs: { out_features: 10, in_features: pruned.get('classifier.1.weight')![1] },
+      },
+    );
+    const bin = fs.readFileSync(m('mnv2_slim.weights.bin'));
+    assert.equal(bin.byteLength, spec.weights!.bytes);
+    const last = spec.weights!.entries.at(-1)!;
+    assert.equal(spec.weights!.bytes, last.offset + 4 * last.shape.reduce((a, b) => a * b, 1));
+    assert.deepEqual(JSON.parse(r.stdout).files, [m('mnv2_slim.py'), m('mnv2_slim.weights.bin')]);
+  });
+
+  it('refuses bad requests with one line and exit code 2, writing nothing', async () => {
+    const densenet = fixture('densenet.onnx');
+    assert.match(
+      await refused(densenet, '--plan', m('mobilenetv2.plan.json'), '-o', m('x.py')),
+      /mobilenetv2\.plan\.json: plan has \d+ groups but the model has \d+/,
+    );
+    // Weights from another pruning of the same model.
+    await prune(densenet, m('densenet-70.onnx'), '0.7');
+    assert.match(
+      await refused(
+        densenet,
+        '--plan',
+        m('densenet.plan.json'),
+        '--weights',
+        m('densenet-70.onnx'),
+        '-o',
+        m('x.py'),
+      ),
+      /densenet-70\.onnx: '.*' is \[.*\] here but the plan makes it \[.*\]/,
+    );
+    // Never over an input; only a Python module name.
+    fs.copyFileSync(m('densenet.plan.json'), m('plan_copy.py'));
+    const planBytes = fs.readFileSync(m('plan_copy.py'));
+    assert.match(
+      await refused(densenet, '--plan', m('plan_copy.py'), '-o', m('plan_copy.py')),
+      /plan_copy\.py: would overwrite an input of this run/,
+    );
+    assert.deepEqual(fs.readFileSync(m('plan_copy.py')), planBytes);
+    assert.match(
+      await refused(densenet, '--plan', m('densenet.plan.json'), '-o', m('slim.onnx')),
+      /must be a Python file ending in \.py/,
+    );
+    assert.ok(!fs.existsSync(m('x.py')) && !fs.existsSync(m('x.weights.bin')));
+  });
+
+  it('refuses a BN-folded export, whose pruned weights have no state_dict names', async () => {
+    const folded = fixture('resnet_a-bnfolded.onnx');
+    await prune(folded, m('folded.onnx'), '0.5', m('folded.plan.json'));
+    assert.match(
+      await refused(folded, '--plan', m('folded.plan.json'), '-o', m('folded.py')),
+      /the plan prunes initializer 'onnx::Conv_\d+', whose name is not a state_dict key: export the model from torch with BN kept/,
+    );
+    assert.ok(!fs.existsSync(m('folded.py')));
+  });
+});
