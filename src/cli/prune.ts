@@ -47,6 +47,7 @@ interface PruneArgs {
   finetuneBatch: number;
   finetuneLimit?: number;
   distill: boolean;
+  compensate: boolean;
   device: string;
   threads?: number;
   report: boolean;
@@ -188,6 +189,12 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
         default: false,
         describe: 'Fine-tune with knowledge distillation from the original model',
       })
+      .option('compensate', {
+        type: 'boolean',
+        default: true,
+        describe:
+          'With --data: re-fit the layers that read pruned channels by least squares to the original outputs (--no-compensate to skip)',
+      })
       .option('device', { type: 'string', default: 'cpu', describe: 'cpu | cuda | auto' })
       .option('threads', { type: 'number', describe: 'onnxruntime intra-op threads' })
       .option('report', {
@@ -227,6 +234,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       plan,
       planSource: argv.planIn,
       data,
+      compensate: argv.compensate,
       finetune: {
         epochs: argv.finetuneEpochs,
         lr: argv.finetuneLr,

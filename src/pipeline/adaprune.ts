@@ -12,15 +12,17 @@ import {
   toolVersion,
   type Criterion,
   type Plan,
+  type CompensationTarget,
   type PruneOptions,
 } from '../prune/index.js';
 import { validateModel } from '../prune/emit.js';
 import type { PruneReport as CoreReport } from '../prune/index.js';
-import type { AccuracyStage, CriterionRow, PruneReport } from '../report/types.js';
+import type { AccuracyStage, CompensationSummary, CriterionRow, PruneReport } from '../report/types.js';
 import { recalibrateBatchNorm } from '../runtime/recalibrate.js';
 import { evaluate } from '../runtime/evaluate.js';
 import type { RuntimeOptions } from '../runtime/session.js';
 import { finetune, type FinetuneOptions } from '../train/loop.js';
+import { runCompensation } from './compensation-stage.js';
 import { measureLatencies, searchLatencyBudget, type LatencySearchStep } from './latency.js';
 
 export interface DataOptions {
@@ -57,6 +59,8 @@ export interface AdaPruneOptions extends Pick<
   /** Candidates `auto` compares (default: every criterion). */
   candidates?: readonly Criterion[];
   data?: DataOptions;
+  /** Least-squares compensation of the chosen candidate (needs `data`; default true with data). */
+  compensate?: boolean;
   /** Fine-tuning after pruning; skipped when absent or epochs is 0. */
   finetune?: Omit<FinetuneOptions, 'spec' | 'seed' | 'teacher' | 'device' | 'threads'> & {
     distill?: boolean;
@@ -254,12 +258,13 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
     plan: Plan;
     core: CoreReport;
     score: ProxyScore;
+    targets: CompensationTarget[];
   }
   const candidates: Candidate[] = [];
   for (const criterion of criteria) {
     const built = await stage(`candidate ${criterion}`, async () => {
       const m = fresh();
-      const { plan, report } = await pruneModel(m, {
+      const { plan, report, targets } = await pruneModel(m, {
         ...baseOptions,
         ...budget,
         criterion,
@@ -277,6 +282,7 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
           plan,
           core: report,
           score: { top1: 0, loss: 0, images: 0 },
+          targets,
         };
       const recalibrated = m;
       if (hasBatchNorm) {
@@ -291,7 +297,16 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
       const recalibratedBytes = hasBatchNorm ? serializeModel(recalibrated) : prunedBytes;
       const s = await score(recalibratedBytes, data.train, split!.holdout);
       log(`  ${criterion}: proxy top-1 ${(100 * s.top1).toFixed(2)}%, loss ${s.loss.toFixed(4)}`);
-      return { criterion, prunedBytes, recalibrated, recalibratedBytes, plan, core: report, score: s };
+      return {
+        criterion,
+        prunedBytes,
+        recalibrated,
+        recalibratedBytes,
+        plan,
+        core: report,
+        score: s,
+        targets,
+      };
     });
     candidates.push(built);
     if (options.plan !== undefined) break; // a given plan fixes the channels: one candidate
@@ -307,6 +322,38 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
     : [];
 
   let result = best.recalibrated;
+  let compensation: CompensationSummary | undefined;
+  let compensatedBytes: Uint8Array | undefined;
+  if (data && options.compensate !== false && best.targets.some((t) => !t.skip)) {
+    const c = await stage('compensate', () =>
+      runCompensation(best.prunedBytes, original, best.targets, {
+        dataset: data.train,
+        spec: data.spec,
+        pool: split!.rest,
+        images: data.calibrationImages ?? 1000,
+        seed,
+        runtime,
+        ...(hasBatchNorm && {
+          recalibration: {
+            batches: data.recalibrationBatches ?? 20,
+            batchSize: data.recalibrationBatchSize ?? 64,
+          },
+        }),
+        score: (bytes) => score(bytes, data.train, split!.holdout),
+        log,
+      }),
+    );
+    const used = c.score.loss < best.score.loss;
+    log(
+      `  compensated: proxy top-1 ${(100 * c.score.top1).toFixed(2)}%, loss ${c.score.loss.toFixed(4)} (${used ? 'kept' : 'not kept: no better than without'})`,
+    );
+    compensation = { ...c.summary, used, proxyLossBefore: best.score.loss };
+    if (used) {
+      result = c.model;
+      compensatedBytes = c.bytes;
+    }
+  } else if (data && options.compensate !== false)
+    skipped.push('compensation (no layer reads a pruned channel)');
   if (data && !options.dryRun) {
     record('pruned', await stage('evaluate pruned', () => score(best.prunedBytes, evalSet!, evalIndices)));
     if (hasBatchNorm)
@@ -314,11 +361,16 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
         'recalibrated',
         await stage('evaluate recalibrated', () => score(best.recalibratedBytes, evalSet!, evalIndices)),
       );
+    if (compensatedBytes)
+      record(
+        'compensated',
+        await stage('evaluate compensated', () => score(compensatedBytes!, evalSet!, evalIndices)),
+      );
     const ft = options.finetune;
     if (ft && ft.epochs > 0) {
       const { distill, ...rest } = ft;
       const tuned = await stage('fine-tune', () =>
-        finetune(best.recalibrated, data.train, {
+        finetune(result, data.train, {
           ...rest,
           spec: data.spec,
           seed,
@@ -393,6 +445,7 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
       ...(g.frozen ? { frozen: g.frozen } : {}),
     })),
     stages,
+    ...(compensation && { compensation }),
     notes: [...notes, ...core.warnings, ...skipped.map((s) => `skipped: ${s}`)],
   };
   return { model: result, plan: best.plan, core, report, ...(latencySearch && { latencySearch }), skipped };

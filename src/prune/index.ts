@@ -5,6 +5,7 @@ import { packageInfo } from '../package-root.js';
 import { AttributeType, DataType, type Model, type Tensor } from '../ir/index.js';
 import { PassManager, type Pass } from '../passes/pass-manager.js';
 import { ClassFilters, classPriority, type Criterion } from './criteria.js';
+import { compensationTargets, type CompensationTarget } from './compensate.js';
 import { validateModel, type ValidationResult } from './emit.js';
 import { analyzeGroups, groupRows, type GroupAnalysis, type GroupRow } from './groups.js';
 import { groupImportance } from './importance.js';
@@ -17,6 +18,7 @@ export { CRITERIA, parseCriterion, type Criterion } from './criteria.js';
 export { PLAN_SCHEMA, validatePlan, type Plan, type PlanGroup } from './plan.js';
 export type { GroupAnalysis, GroupRow } from './groups.js';
 export type { Cost, SearchResult } from './width-search.js';
+export { compensateModel, type CompensationTarget, type CompensationReport } from './compensate.js';
 
 export interface PruneOptions {
   /** Fraction of the original MACs to keep. */
@@ -146,7 +148,7 @@ export async function budgetFloor(
 export async function pruneModel(
   model: Model,
   options: PruneOptions,
-): Promise<{ model: Model; plan: Plan; report: PruneReport }> {
+): Promise<{ model: Model; plan: Plan; report: PruneReport; targets: CompensationTarget[] }> {
   const pm = options.passManager ?? new PassManager();
   const warnings: string[] = [];
   const warn = (msg: string): void => {
@@ -239,6 +241,8 @@ export async function pruneModel(
     ...(g.frozen.length ? { frozen: g.frozen.join('; ') } : {}),
   }));
 
+  // The layers whose inputs lose channels, for least-squares compensation (names survive the rewrite).
+  const targets = compensationTargets(analysis, keep);
   pm.run(applyPlanPass, model, { analysis, keep });
   model.setMetadata(
     'adapruner.pruning',
@@ -265,6 +269,7 @@ export async function pruneModel(
   return {
     model,
     plan,
+    targets,
     report: {
       criterion: planCriterion,
       importanceSource: importance.source,

@@ -1,0 +1,525 @@
+import * as ort from 'onnxruntime-node';
+import { firstLine } from '../data/error-text.js';
+import { mixSeed, mulberry32, shuffle } from '../data/prng.js';
+import { UserError } from '../errors.js';
+import {
+  DataType,
+  Node,
+  Tensor,
+  Value,
+  decodeModel,
+  intAttr,
+  intsAttr,
+  serializeModel,
+  tensorType,
+  type Model,
+} from '../ir/index.js';
+import { meanDiagonal, solveSpd } from '../linalg/cholesky.js';
+import { removeDeadNodes } from '../passes/dead-code.js';
+import { removeUnusedInitializers } from '../passes/unused-initializers.js';
+import { createSession, type RuntimeOptions } from '../runtime/session.js';
+import { constantOf, type GroupAnalysis } from './groups.js';
+import { keptPositions } from './rewrite.js';
+
+/**
+ * Least-squares compensation (CaP-style reconstruction): after the channel choice, every layer that reads a
+ * pruned space has lost some of its inputs. Its weights (on the inputs it kept) and bias are re-fitted so that
+ * its output on calibration images matches the unpruned network's output of the same layer, by the normal
+ * equations over its input patches (im2col for k×k convolutions), solved by Cholesky with a small ridge that
+ * pulls towards the current weights. Layers are fitted in graph order, each on the inputs the already
+ * compensated pruned network gives it, so later fits correct what earlier ones left. The statistics (patch
+ * Gram matrix, patch × target products, patch sums) are computed by onnxruntime in a statistics graph built on
+ * a copy of the pruned model; the targets come from a copy of the original with the layer outputs exposed.
+ * A fit is kept only where it lowers the reconstruction error on held-out images.
+ */
+
+/** A layer to re-fit: found by its output value's name, which the rewrite keeps. */
+export interface CompensationTarget {
+  /** Name of the layer's (first) output value. */
+  output: string;
+  node: string;
+  op: string;
+  /** Positions of the original output the pruned layer keeps, ascending. */
+  outKept: number[];
+  /** Why the layer is not re-fitted, when it is not. */
+  skip?: string;
+}
+
+/** The consumers of pruned spaces (the layers whose inputs lost channels), in graph order. */
+export function compensationTargets(
+  analysis: GroupAnalysis,
+  keep: readonly Uint8Array[],
+): CompensationTarget[] {
+  const kept = keptPositions(analysis, keep);
+  const targets: CompensationTarget[] = [];
+  for (const a of analysis.actions) {
+    if (a.kind !== 'conv' && a.kind !== 'convTranspose' && a.kind !== 'gemm' && a.kind !== 'matmul') continue;
+    const input = a.input;
+    if (!input || kept[input.id]!.length === input.size) continue;
+    const target: CompensationTarget = {
+      output: a.node.outputs[0]!.name,
+      node: a.node.name,
+      op: a.node.opType,
+      outKept: Array.from(kept[a.output.id]!),
+    };
+    if (a.kind === 'conv' && a.depthwise)
+      target.skip =
+        'depthwise: each output channel reads only its own input channel, so none is left to fit from';
+    else if (a.kind === 'convTranspose') target.skip = 'ConvTranspose re-fits are not supported';
+    else if (a.kind === 'gemm' && (a.node.attrFloat('alpha', 1) !== 1 || a.node.attrFloat('beta', 1) !== 1))
+      target.skip = 'Gemm with alpha or beta other than 1';
+    targets.push(target);
+  }
+  return targets;
+}
+
+/** One batch of model input (NCHW float32). */
+export interface InputBatch {
+  data: Float32Array;
+  shape: number[];
+}
+
+export interface CompensateOptions {
+  /** Relative ridge: λ = ridge × the mean diagonal of the patch Gram matrix (default 1e-3). */
+  ridge?: number;
+  /** Spatial positions per image that enter a convolution's fit (sampled, seeded; default 128). */
+  positions?: number;
+  seed?: number;
+  runtime?: RuntimeOptions;
+  log?: (line: string) => void;
+}
+
+export interface CompensatedLayer {
+  node: string;
+  op: string;
+  /** Inputs per output (C·k², plus one for the bias) and outputs re-fitted. */
+  inputs: number;
+  outputs: number;
+  /** Rows (images × positions) the fit used. */
+  rows: number;
+  /** Held-out reconstruction error relative to the target's energy, before and after the fit. */
+  errorBefore: number;
+  errorAfter: number;
+  /** The fit was written: it lowered the held-out error by at least 1%, and the layer was not already exact. */
+  kept: boolean;
+}
+
+export interface CompensationReport {
+  layers: CompensatedLayer[];
+  skipped: { node: string; reason: string }[];
+  /** Sequential passes (layers that do not feed each other share one). */
+  waves: number;
+  seconds: number;
+}
+
+interface Layer {
+  target: CompensationTarget;
+  kind: 'conv' | 'gemm' | 'matmul';
+  /** Inputs per output without the bias. */
+  d: number;
+  o: number;
+  hasBias: boolean;
+  transB: boolean;
+}
+
+interface Stats {
+  gram: Float64Array;
+  cross: Float64Array;
+  sum: Float64Array;
+  ySum: Float64Array;
+  yy: number;
+  rows: number;
+}
+
+const newStats = (d: number, o: number): Stats => ({
+  gram: new Float64Array(d * d),
+  cross: new Float64Array(d * o),
+  sum: new Float64Array(d),
+  ySum: new Float64Array(o),
+  yy: 0,
+  rows: 0,
+});
+
+/**
+ * Re-fits the targets of `pruned` against `original` (see the module comment). Returns a new model; neither
+ * argument is modified. `fit` batches feed the normal equations, `heldOut` batches decide whether each fit is
+ * kept.
+ */
+export async function compensateModel(
+  pruned: Model,
+  original: Model | Uint8Array,
+  targets: readonly CompensationTarget[],
+  data: { fit: InputBatch[]; heldOut: InputBatch[] },
+  options: CompensateOptions = {},
+): Promise<{ model: Model; report: CompensationReport }> {
+  const started = performance.now();
+  const model = decodeModel(serializeModel(pruned));
+  model.sourcePath = pruned.sourcePath;
+  const originalBytes = original instanceof Uint8Array ? original : serializeModel(original);
+  const skipped = targets.filter((t) => t.skip).map((t) => ({ node: t.node, reason: t.skip! }));
+  const layers = targets.filter((t) => !t.skip).map((t) => describeLayer(model, t));
+  const report: CompensatedLayer[] = [];
+  const waves = sequentialWaves(model, layers);
+  for (const [w, wave] of waves.entries()) {
+    options.log?.(
+      `  compensation pass ${w + 1}/${waves.length}: ${wave.map((l) => l.target.node).join(', ')}`,
+    );
+    const stats = await gatherStatistics(model, originalBytes, wave, data, options);
+    wave.forEach((layer, i) => report.push(refit(model, layer, stats[i]!, options.ridge ?? 1e-3)));
+  }
+  return {
+    model,
+    report: { layers: report, skipped, waves: waves.length, seconds: (performance.now() - started) / 1000 },
+  };
+}
+
+function producerOf(model: Model, output: string): Node {
+  const node = model.graph.nodes.find((n) => n.outputs[0]?.name === output);
+  if (!node) throw new Error(`compensation: no node produces '${output}'`);
+  return node;
+}
+
+function describeLayer(model: Model, target: CompensationTarget): Layer {
+  const node = producerOf(model, target.output);
+  const w = constantOf(node.inputs[1]);
+  if (!w) throw new Error(`compensation: ${node} has no constant weights`);
+  const o = target.outKept.length;
+  if (node.opType === 'Conv') {
+    if (w.dims[0] !== o) throw new Error(`compensation: ${node} has ${w.dims[0]} filters, expected ${o}`);
+    return { target, kind: 'conv', d: w.size / o, o, hasBias: true, transB: true };
+  }
+  if (node.opType === 'Gemm') {
+    const transB = node.attrInt('transB', 0) === 1;
+    return { target, kind: 'gemm', d: w.dims[transB ? 1 : 0]!, o, hasBias: true, transB };
+  }
+  return { target, kind: 'matmul', d: w.dims[0]!, o, hasBias: false, transB: false };
+}
+
+/** Splits layers (graph order) into passes: a layer starts a new pass when an earlier one of the pass feeds it. */
+function sequentialWaves(model: Model, layers: Layer[]): Layer[][] {
+  const waves: Layer[][] = [];
+  let current: Layer[] = [];
+  for (const layer of layers) {
+    const ancestors = ancestorNodes(producerOf(model, layer.target.output).inputs[0]!);
+    const producers = current.map((l) => producerOf(model, l.target.output));
+    if (producers.some((p) => ancestors.has(p))) {
+      waves.push(current);
+      current = [];
+    }
+    current.push(layer);
+  }
+  if (current.length) waves.push(current);
+  return waves;
+}
+
+function ancestorNodes(v: Value): Set<Node> {
+  const seen = new Set<Node>();
+  const work = [v];
+  while (work.length) {
+    const p = work.pop()!.producer;
+    if (!p || seen.has(p)) continue;
+    seen.add(p);
+    for (const i of p.inputs) if (i) work.push(i);
+  }
+  return seen;
+}
+
+/** A copy of `bytes` whose only outputs are the named values (everything else pruned away). */
+function truncatedCopy(bytes: Uint8Array, outputs: (m: Model) => Value[]): Model {
+  const m = decodeModel(bytes);
+  const outs = outputs(m);
+  for (const v of outs) v.type ??= tensorType(DataType.FLOAT, undefined);
+  m.graph.outputs.length = 0;
+  m.graph.outputs.push(...outs);
+  removeDeadNodes.run(m, undefined);
+  removeUnusedInitializers.run(m, undefined);
+  return m;
+}
+
+/** Layout of a layer's output: rows of the fit per image and the positions sampled among them. */
+interface Sampling {
+  channelsFirst: boolean;
+  /** Output channels of the original layer. */
+  channels: number;
+  /** Positions per image in the output (spatial size, or the product of a MatMul's middle dims). */
+  length: number;
+  /** Sampled positions (ascending); all when undefined. */
+  positions: Int32Array | undefined;
+}
+
+function samplingOf(layer: Layer, dims: number[], maxPositions: number, seed: number): Sampling {
+  if (layer.kind === 'conv') {
+    const length = dims.slice(2).reduce((a, b) => a * b, 1);
+    let positions: Int32Array | undefined;
+    if (length > maxPositions) {
+      const all = Int32Array.from({ length }, (_, i) => i);
+      positions = shuffle(all, mulberry32(mixSeed(seed, layer.d, layer.o)))
+        .subarray(0, maxPositions)
+        .sort();
+    }
+    return { channelsFirst: true, channels: dims[1]!, length, positions };
+  }
+  const length = dims.slice(1, -1).reduce((a, b) => a * b, 1);
+  return { channelsFirst: false, channels: dims[dims.length - 1]!, length, positions: undefined };
+}
+
+/** The kept channels of a layer's original output at the sampled positions, as [images × positions, O] rows. */
+function gatherTargets(out: Float32Array, images: number, layer: Layer, s: Sampling): Float32Array {
+  const kept = layer.target.outKept;
+  const o = kept.length;
+  const per = s.positions?.length ?? s.length;
+  const y = new Float32Array(images * per * o);
+  for (let n = 0; n < images; n++)
+    for (let r = 0; r < per; r++) {
+      const pos = s.positions ? s.positions[r]! : r;
+      const row = (n * per + r) * o;
+      for (let j = 0; j < o; j++)
+        y[row + j] = s.channelsFirst
+          ? out[(n * s.channels + kept[j]!) * s.length + pos]!
+          : out[(n * s.length + pos) * s.channels + kept[j]!]!;
+    }
+  return y;
+}
+
+/**
+ * Adds to `m` (a copy of the pruned model) the nodes computing one layer's statistics from its input x and a
+ * fed target [rows, O]: patches Pt [rows, D] (an identity-kernel Conv does the im2col), Ptᵀ·Pt, Ptᵀ·Y and
+ * the column sums of Pt. Returns the graph input's name and the three output values.
+ */
+function addStatisticsNodes(m: Model, layer: Layer, sampling: Sampling, k: number) {
+  const g = m.graph;
+  const node = producerOf(m, layer.target.output);
+  const x = node.inputs[0]!;
+  const name = (s: string) => g.uniqueName(`compensate${k}_${s}`);
+  const constant = (s: string, t: Tensor) => g.addInitializer(new Value(name(s)), t);
+  const add = (op: string, inputs: Value[], attrs: Record<string, ReturnType<typeof intAttr>> = {}) => {
+    const out = new Value(name(op.toLowerCase()));
+    const n = new Node(op, inputs, [out], name(`${op}_node`));
+    for (const [key, a] of Object.entries(attrs)) n.attributes.set(key, a);
+    g.addNode(n);
+    return out;
+  };
+  const d = layer.d;
+  let pt: Value;
+  if (layer.kind === 'conv') {
+    const w = constantOf(node.inputs[1])!;
+    const eye = new Float32Array(d * d);
+    for (let i = 0; i < d; i++) eye[i * d + i] = 1;
+    const unfoldWeights = constant(
+      'unfold_w',
+      Tensor.fromArray(DataType.FLOAT, [d, ...w.dims.slice(1)], eye),
+    );
+    const unfold = new Value(name('patches'));
+    const conv = new Node('Conv', [x, unfoldWeights], [unfold], name('unfold'));
+    for (const [key, a] of node.attributes) if (key !== 'group') conv.attributes.set(key, a);
+    g.addNode(conv);
+    let ndl = add('Reshape', [unfold, constant('ndl', Tensor.int64([0, d, -1]))]);
+    if (sampling.positions)
+      ndl = add('Gather', [ndl, constant('positions', Tensor.int64(Array.from(sampling.positions)))], {
+        axis: intAttr(2),
+      });
+    const nld = add('Transpose', [ndl], { perm: intsAttr([0, 2, 1]) });
+    pt = add('Reshape', [nld, constant('rows', Tensor.int64([-1, d]))]);
+  } else pt = add('Reshape', [x, constant('rows', Tensor.int64([-1, d]))]);
+  const target = new Value(name('target'), tensorType(DataType.FLOAT, ['rows', layer.o]));
+  g.inputs.push(target);
+  const gram = add('Gemm', [pt, pt], { transA: intAttr(1) });
+  const cross = add('Gemm', [pt, target], { transA: intAttr(1) });
+  const sum =
+    m.opset >= 13
+      ? add('ReduceSum', [pt, constant('axes', Tensor.int64([0]))], { keepdims: intAttr(0) })
+      : add('ReduceSum', [pt], { axes: intsAttr([0]), keepdims: intAttr(0) });
+  for (const v of [gram, cross, sum]) v.type = tensorType(DataType.FLOAT, undefined);
+  return { target: target.name, outputs: [gram, cross, sum] };
+}
+
+async function gatherStatistics(
+  model: Model,
+  originalBytes: Uint8Array,
+  wave: Layer[],
+  data: { fit: InputBatch[]; heldOut: InputBatch[] },
+  options: CompensateOptions,
+): Promise<{ fit: Stats; heldOut: Stats }[]> {
+  const names = wave.map((l) => l.target.output);
+  const reference = await createSession(
+    serializeModel(truncatedCopy(originalBytes, (m) => names.map((n) => producerOf(m, n).outputs[0]!))),
+    options.runtime,
+  );
+  const batches = [
+    ...data.fit.map((b) => ({ b, held: false })),
+    ...data.heldOut.map((b) => ({ b, held: true })),
+  ];
+  const stats = wave.map((l) => ({ fit: newStats(l.d, l.o), heldOut: newStats(l.d, l.o) }));
+  let session: Awaited<ReturnType<typeof createSession>> | undefined;
+  let samplings: Sampling[] = [];
+  let feedsOf: { target: string; outputs: string[] }[] = [];
+  const run = async (s: ort.InferenceSession, feeds: Record<string, ort.Tensor>, fetch: string[]) => {
+    try {
+      return await s.run(feeds, fetch);
+    } catch (e) {
+      throw new UserError(`onnxruntime failed during compensation (${firstLine(e)})`, model.sourcePath);
+    }
+  };
+  try {
+    for (const { b, held } of batches) {
+      const input = { [reference.inputName]: new ort.Tensor('float32', b.data, b.shape) };
+      const outs = await run(reference.session, input, names);
+      if (!session) {
+        samplings = wave.map((l, i) =>
+          samplingOf(l, outs[names[i]!]!.dims.map(Number), options.positions ?? 128, options.seed ?? 0),
+        );
+        const copy = decodeModel(serializeModel(model));
+        const added = wave.map((l, i) => addStatisticsNodes(copy, l, samplings[i]!, i));
+        feedsOf = added.map((a) => ({ target: a.target, outputs: a.outputs.map((v) => v.name) }));
+        copy.graph.outputs.length = 0;
+        copy.graph.outputs.push(...added.flatMap((a) => a.outputs));
+        removeDeadNodes.run(copy, undefined);
+        removeUnusedInitializers.run(copy, undefined);
+        session = await createSession(serializeModel(copy), options.runtime);
+      }
+      const n = b.shape[0]!;
+      const feeds: Record<string, ort.Tensor> = { [session.inputName]: input[reference.inputName]! };
+      const targets = wave.map((l, i) =>
+        gatherTargets(outs[names[i]!]!.data as Float32Array, n, l, samplings[i]!),
+      );
+      wave.forEach((l, i) => {
+        feeds[feedsOf[i]!.target] = new ort.Tensor('float32', targets[i]!, [targets[i]!.length / l.o, l.o]);
+      });
+      const results = await run(
+        session.session,
+        feeds,
+        feedsOf.flatMap((f) => f.outputs),
+      );
+      wave.forEach((l, i) => {
+        const acc = held ? stats[i]!.heldOut : stats[i]!.fit;
+        const [gram, cross, sum] = feedsOf[i]!.outputs.map((name) => results[name]!.data as Float32Array);
+        for (let k = 0; k < acc.gram.length; k++) acc.gram[k]! += gram![k]!;
+        for (let k = 0; k < acc.cross.length; k++) acc.cross[k]! += cross![k]!;
+        for (let k = 0; k < acc.sum.length; k++) acc.sum[k]! += sum![k]!;
+        const y = targets[i]!;
+        for (let k = 0; k < y.length; k++) {
+          acc.ySum[k % l.o]! += y[k]!;
+          acc.yy += y[k]! * y[k]!;
+        }
+        acc.rows += y.length / l.o;
+      });
+    }
+  } finally {
+    await reference.release();
+    await session?.release();
+  }
+  return stats;
+}
+
+/** The normal equations [[Ptᵀ·Pt, Σp], [Σpᵀ, rows]] and right-hand sides [[Ptᵀ·Y], [ΣY]] (bias row last). */
+function normalEquations(s: Stats, layer: Layer): { a: Float64Array; b: Float64Array; n: number } {
+  const { d, o } = layer;
+  const n = layer.hasBias ? d + 1 : d;
+  const a = new Float64Array(n * n);
+  const b = new Float64Array(n * o);
+  for (let i = 0; i < d; i++) {
+    a.set(s.gram.subarray(i * d, (i + 1) * d), i * n);
+    b.set(s.cross.subarray(i * o, (i + 1) * o), i * o);
+  }
+  if (layer.hasBias) {
+    for (let i = 0; i < d; i++) a[i * n + d] = a[d * n + i] = s.sum[i]!;
+    a[d * n + d] = s.rows;
+    b.set(s.ySum, d * o);
+  }
+  return { a, b, n };
+}
+
+/** ‖P·W − Y‖² from the statistics: Σ_o wₒᵀ·A·wₒ − 2·wₒᵀ·bₒ + Σy². */
+function residual(
+  a: Float64Array,
+  b: Float64Array,
+  n: number,
+  o: number,
+  w: Float64Array,
+  yy: number,
+): number {
+  let e = yy;
+  for (let i = 0; i < n; i++)
+    for (let c = 0; c < o; c++) {
+      const wic = w[i * o + c]!;
+      if (wic === 0) continue;
+      let aw = 0;
+      for (let j = 0; j < n; j++) aw += a[i * n + j]! * w[j * o + c]!;
+      e += wic * aw - 2 * wic * b[i * o + c]!;
+    }
+  return Math.max(0, e);
+}
+
+/** The layer's current weights (and bias) as an [n, O] matrix, input-major, matching the statistics. */
+function currentWeights(node: Node, layer: Layer, n: number): Float64Array {
+  const { d, o } = layer;
+  const w = constantOf(node.inputs[1])!.toFloat64();
+  const out = new Float64Array(n * o);
+  for (let i = 0; i < d; i++)
+    for (let c = 0; c < o; c++) out[i * o + c] = layer.transB ? w[c * d + i]! : w[i * o + c]!;
+  const bias = node.inputs[2] ? constantOf(node.inputs[2])?.toFloat64() : undefined;
+  if (layer.hasBias && bias)
+    for (let c = 0; c < o; c++) out[d * o + c] = bias.length === 1 ? bias[0]! : bias[c]!;
+  return out;
+}
+
+/** Relative reconstruction error that float32 statistics cannot resolve further. */
+const EXACT = 1e-5;
+
+function refit(
+  model: Model,
+  layer: Layer,
+  stats: { fit: Stats; heldOut: Stats },
+  ridge: number,
+): CompensatedLayer {
+  const node = producerOf(model, layer.target.output);
+  const fit = normalEquations(stats.fit, layer);
+  const n = fit.n;
+  const before = currentWeights(node, layer, n);
+  const lambda = ridge * meanDiagonal(fit.a, n);
+  const after = solveSpd(fit.a, n, fit.b, layer.o, lambda, before);
+  const held = normalEquations(stats.heldOut, layer);
+  const energy = stats.heldOut.yy || 1;
+  const errorBefore = residual(held.a, held.b, n, layer.o, before, stats.heldOut.yy) / energy;
+  const errorAfter = residual(held.a, held.b, n, layer.o, after, stats.heldOut.yy) / energy;
+  // The residuals come from float32 statistics: below EXACT the layer already matches its target to working
+  // precision, and an improvement under 1% is as likely noise as gain.
+  const kept = errorBefore > EXACT && errorAfter < errorBefore * 0.99;
+  if (kept) writeWeights(model, node, layer, after);
+  return {
+    node: layer.target.node,
+    op: layer.target.op,
+    inputs: n,
+    outputs: layer.o,
+    rows: stats.fit.rows,
+    errorBefore,
+    errorAfter,
+    kept,
+  };
+}
+
+/** Sets input `index` of `node` to `tensor`: in place when only this node reads the initializer. */
+function setConstInput(model: Model, node: Node, index: number, tensor: Tensor): void {
+  const g = model.graph;
+  const v = node.inputs[index];
+  if (v?.initializer && v.uses.length === 1 && !g.inputs.includes(v)) {
+    v.initializer.setData(tensor.data, tensor.dims);
+    v.type = tensorType(DataType.FLOAT, [...tensor.dims]);
+    return;
+  }
+  const name = g.uniqueName(v?.name ? `${v.name}_compensated` : `${node.name || node.opType}_bias`);
+  const nv = g.addInitializer(new Value(name, tensorType(DataType.FLOAT, [...tensor.dims])), tensor);
+  if (index < node.inputs.length) node.setInput(index, nv);
+  else node.appendInput(nv);
+}
+
+function writeWeights(model: Model, node: Node, layer: Layer, w: Float64Array): void {
+  const { d, o } = layer;
+  const old = constantOf(node.inputs[1])!;
+  const data = new Float32Array(d * o);
+  for (let i = 0; i < d; i++)
+    for (let c = 0; c < o; c++) data[layer.transB ? c * d + i : i * o + c] = w[i * o + c]!;
+  setConstInput(model, node, 1, Tensor.fromArray(DataType.FLOAT, old.dims, data));
+  if (layer.hasBias)
+    setConstInput(model, node, 2, Tensor.fromArray(DataType.FLOAT, [o], w.subarray(d * o, (d + 1) * o)));
+}
