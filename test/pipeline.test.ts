@@ -72,6 +72,10 @@ test("the paper's families (ResNet, VGG, MobileNetV2 fixtures) run through the w
     const original = countCost(model).totalMacs;
     const result = await adaPrune(model, {
       flops: 0.5,
+      // The paper's method as it was: BN widths, exact channel counts, no compensation (tested on its own).
+      widths: 'bn',
+      roundTo: 1,
+      compensate: false,
       criterion: 'auto',
       candidates: ['l1', 'bn', 'random'],
       data: {

@@ -14,6 +14,7 @@ import {
   type Plan,
   type CompensationTarget,
   type PruneOptions,
+  type WidthSource,
 } from '../prune/index.js';
 import { validateModel } from '../prune/emit.js';
 import type { PruneReport as CoreReport } from '../prune/index.js';
@@ -54,6 +55,12 @@ export interface AdaPruneOptions extends Pick<
 > {
   /** Fraction of the original's measured latency. */
   latency?: number;
+  /**
+   * Where the keep ratios come from (see src/prune/width-prior.ts), or `search`: one candidate per source in
+   * SEARCHED_WIDTHS, each recalibrated and scored on the calibration split, the best kept. Default: `search`
+   * with data, `structural` without; `uniform` when `uniform` is set.
+   */
+  widths?: WidthSource | 'search';
   /** A criterion, or `auto`: build one candidate per criterion and keep the best on the calibration split. */
   criterion?: Criterion | 'auto';
   /** Candidates `auto` compares (default: every criterion). */
@@ -89,6 +96,12 @@ export interface AdaPruneResult {
   latencySearch?: LatencySearchStep[];
   skipped: string[];
 }
+
+/** Channel-count rounding when the user gives none. */
+export const DEFAULT_ROUND_TO = 8;
+
+/** The width sources `--widths search` compares. */
+export const SEARCHED_WIDTHS: readonly WidthSource[] = ['structural', 'structural-bn', 'bn', 'uniform'];
 
 /** Top-1 and mean cross-entropy on fixed samples: what the stages report and the candidates are ranked by. */
 interface ProxyScore {
@@ -198,9 +211,16 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
   };
   const timeIt = async (bytes: Uint8Array): Promise<number> =>
     (await measureLatencies([bytes], { shape: latencyShape(), runtime }))[0]!;
+  // Width sources: one, or (`search`, the default with data) each tried with one criterion and the best kept.
+  const widthOption = options.widths ?? (options.uniform ? 'uniform' : data ? 'search' : 'structural');
+  if (widthOption === 'search' && !data)
+    throw new UserError('--widths search compares candidates on data: give --data, or name a width source');
   const baseOptions: PruneOptions = {
+    widths: widthOption === 'search' ? 'structural' : widthOption,
     uniform: options.uniform,
-    roundTo: options.roundTo ?? (options.latency !== undefined ? 8 : undefined),
+    // Multiples of 8 by default: off them, onnxruntime's blocked (NCHWc) convolution kernels fall back to slower
+    // paths and a model with half the MACs can run slower than the original (docs/results.md).
+    roundTo: options.roundTo ?? DEFAULT_ROUND_TO,
     minChannels: options.minChannels,
     minFraction: options.minFraction,
     seed,
@@ -251,6 +271,7 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
     criterionOption === 'auto' ? [...(options.candidates ?? CRITERIA)] : [criterionOption];
   interface Candidate {
     criterion: Criterion;
+    widths: WidthSource;
     /** Serialized as it was before recalibration, for the report's "pruned" accuracy. */
     prunedBytes: Uint8Array;
     recalibrated: Model;
@@ -260,13 +281,19 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
     score: ProxyScore;
     targets: CompensationTarget[];
   }
-  const candidates: Candidate[] = [];
-  for (const criterion of criteria) {
-    const built = await stage(`candidate ${criterion}`, async () => {
+  const widthCandidates: WidthSource[] =
+    widthOption === 'search'
+      ? options.plan === undefined
+        ? [...SEARCHED_WIDTHS]
+        : ['structural']
+      : [widthOption];
+  const build = (criterion: Criterion, widths: WidthSource): Promise<Candidate> =>
+    stage(`candidate ${criterion}, ${widths} widths`, async () => {
       const m = fresh();
       const { plan, report, targets } = await pruneModel(m, {
         ...baseOptions,
         ...budget,
+        widths,
         criterion,
         plan: options.plan,
         planSource: options.planSource,
@@ -276,6 +303,7 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
       if (!data)
         return {
           criterion,
+          widths,
           prunedBytes,
           recalibrated: m,
           recalibratedBytes: prunedBytes,
@@ -296,9 +324,12 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
       }
       const recalibratedBytes = hasBatchNorm ? serializeModel(recalibrated) : prunedBytes;
       const s = await score(recalibratedBytes, data.train, split!.holdout);
-      log(`  ${criterion}: proxy top-1 ${(100 * s.top1).toFixed(2)}%, loss ${s.loss.toFixed(4)}`);
+      log(
+        `  ${criterion}, ${widths} widths: proxy top-1 ${(100 * s.top1).toFixed(2)}%, loss ${s.loss.toFixed(4)}`,
+      );
       return {
         criterion,
+        widths,
         prunedBytes,
         recalibrated,
         recalibratedBytes,
@@ -308,13 +339,23 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
         targets,
       };
     });
-    candidates.push(built);
+  const candidates: Candidate[] = [];
+  let chosenWidths = widthCandidates[0]!;
+  if (widthCandidates.length > 1) {
+    const first = criteria.includes('l1') ? 'l1' : criteria[0]!;
+    for (const widths of widthCandidates) candidates.push(await build(first, widths));
+    chosenWidths = rankCandidates(candidates)[0]!.widths;
+  }
+  for (const criterion of criteria) {
+    if (candidates.some((c) => c.criterion === criterion && c.widths === chosenWidths)) continue;
+    candidates.push(await build(criterion, chosenWidths));
     if (options.plan !== undefined) break; // a given plan fixes the channels: one candidate
   }
   const best = rankCandidates(candidates)[0]!;
   const criteriaRows: CriterionRow[] = data
     ? candidates.map((c) => ({
         criterion: c.criterion,
+        widths: c.widths,
         top1: c.score.top1,
         loss: c.score.loss,
         chosen: c === best,
@@ -377,7 +418,7 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
           device: runtime.device,
           threads: runtime.threads,
           onStep: options.onFinetuneStep,
-          ...(distill ? { teacher: { model: fresh() } } : {}),
+          ...(distill !== false ? { teacher: { model: fresh() } } : {}),
         }),
       );
       result = tuned.model;

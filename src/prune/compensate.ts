@@ -4,21 +4,22 @@ import { mixSeed, mulberry32, shuffle } from '../data/prng.js';
 import { UserError } from '../errors.js';
 import {
   DataType,
+  Graph,
+  Model,
   Node,
   Tensor,
   Value,
   decodeModel,
   intAttr,
-  intsAttr,
   serializeModel,
   tensorType,
-  type Model,
 } from '../ir/index.js';
 import { meanDiagonal, solveSpd } from '../linalg/cholesky.js';
 import { removeDeadNodes } from '../passes/dead-code.js';
 import { removeUnusedInitializers } from '../passes/unused-initializers.js';
 import { createSession, type RuntimeOptions } from '../runtime/session.js';
 import { constantOf, type GroupAnalysis } from './groups.js';
+import { probeModel, staticProbe } from './probe.js';
 import { keptPositions } from './rewrite.js';
 
 /**
@@ -120,6 +121,13 @@ interface Layer {
   o: number;
   hasBias: boolean;
   transB: boolean;
+  /** 2-D convolution geometry (top/left pads; the patch reader treats anything outside the input as zero). */
+  conv?: {
+    kernel: [number, number];
+    strides: [number, number];
+    pads: [number, number];
+    dilations: [number, number];
+  };
 }
 
 interface Stats {
@@ -157,20 +165,62 @@ export async function compensateModel(
   model.sourcePath = pruned.sourcePath;
   const originalBytes = original instanceof Uint8Array ? original : serializeModel(original);
   const skipped = targets.filter((t) => t.skip).map((t) => ({ node: t.node, reason: t.skip! }));
-  const layers = targets.filter((t) => !t.skip).map((t) => describeLayer(model, t));
+  const layers: Layer[] = [];
+  for (const t of targets.filter((x) => !x.skip)) {
+    const layer = describeLayer(model, t);
+    if (typeof layer === 'string') skipped.push({ node: t.node, reason: layer });
+    else layers.push(layer);
+  }
   const report: CompensatedLayer[] = [];
+  if (layers.length === 0)
+    return {
+      model,
+      report: { layers: report, skipped, waves: 0, seconds: (performance.now() - started) / 1000 },
+    };
+  const dims = await outputDims(decodeModel(originalBytes), data.fit[0]!.shape);
+  const samplings = new Map(
+    layers.map((l) => [
+      l,
+      samplingOf(l, dims.get(l.target.output)!, options.positions ?? 128, options.seed ?? 0),
+    ]),
+  );
+  const batches = [
+    ...data.fit.map((b) => ({ b, held: false })),
+    ...data.heldOut.map((b) => ({ b, held: true })),
+  ];
+  const cached = await referenceTargets(
+    originalBytes,
+    layers,
+    samplings,
+    batches.map((x) => x.b),
+    options,
+  );
+  const equations = await createSession(normalEquationsModel(), options.runtime);
   const waves = sequentialWaves(model, layers);
-  for (const [w, wave] of waves.entries()) {
-    options.log?.(
-      `  compensation pass ${w + 1}/${waves.length}: ${wave.map((l) => l.target.node).join(', ')}`,
-    );
-    const stats = await gatherStatistics(model, originalBytes, wave, data, options);
-    wave.forEach((layer, i) => report.push(refit(model, layer, stats[i]!, options.ridge ?? 1e-3)));
+  try {
+    for (const [w, wave] of waves.entries()) {
+      options.log?.(
+        `  compensation pass ${w + 1}/${waves.length}: ${wave.map((l) => l.target.node).join(', ')}`,
+      );
+      const stats = await gatherStatistics(model, wave, samplings, cached, batches, equations, options);
+      wave.forEach((layer, i) => report.push(refit(model, layer, stats[i]!, options.ridge ?? 1e-3)));
+    }
+  } finally {
+    await equations.release();
   }
   return {
     model,
     report: { layers: report, skipped, waves: waves.length, seconds: (performance.now() - started) / 1000 },
   };
+}
+
+/** Concrete dims of every value at the calibration batch size (static analysis, else one onnxruntime run). */
+async function outputDims(model: Model, inputShape: number[]): Promise<Map<string, number[]>> {
+  const input = model.graph.inputs.find((v) => !v.isInitializer)!;
+  const inputDims = new Map([[input.name, inputShape]]);
+  const { probe, missing } = staticProbe(model, inputDims);
+  const found = missing ? await probeModel(model, inputDims) : probe;
+  return new Map([...found.dims].map(([v, d]) => [v.name, d]));
 }
 
 function producerOf(model: Model, output: string): Node {
@@ -179,14 +229,24 @@ function producerOf(model: Model, output: string): Node {
   return node;
 }
 
-function describeLayer(model: Model, target: CompensationTarget): Layer {
+function describeLayer(model: Model, target: CompensationTarget): Layer | string {
   const node = producerOf(model, target.output);
   const w = constantOf(node.inputs[1]);
-  if (!w) throw new Error(`compensation: ${node} has no constant weights`);
+  if (!w) return 'weights are not constant';
   const o = target.outKept.length;
   if (node.opType === 'Conv') {
     if (w.dims[0] !== o) throw new Error(`compensation: ${node} has ${w.dims[0]} filters, expected ${o}`);
-    return { target, kind: 'conv', d: w.size / o, o, hasBias: true, transB: true };
+    if (w.dims.length !== 4) return 'only 2-D convolutions are re-fitted';
+    const autoPad = node.attrString('auto_pad', 'NOTSET');
+    if (autoPad !== 'NOTSET' && autoPad !== 'VALID') return `auto_pad ${autoPad} is not supported`;
+    const pads = node.attrInts('pads') ?? [0, 0, 0, 0];
+    const conv = {
+      kernel: [w.dims[2]!, w.dims[3]!] as [number, number],
+      strides: (node.attrInts('strides') ?? [1, 1]) as [number, number],
+      pads: [pads[0]!, pads[1]!] as [number, number],
+      dilations: (node.attrInts('dilations') ?? [1, 1]) as [number, number],
+    };
+    return { target, kind: 'conv', d: w.size / o, o, hasBias: true, transB: true, conv };
   }
   if (node.opType === 'Gemm') {
     const transB = node.attrInt('transB', 0) === 1;
@@ -225,9 +285,10 @@ function ancestorNodes(v: Value): Set<Node> {
 }
 
 /** A copy of `bytes` whose only outputs are the named values (everything else pruned away). */
-function truncatedCopy(bytes: Uint8Array, outputs: (m: Model) => Value[]): Model {
+function truncatedCopy(bytes: Uint8Array, outputs: string[]): Model {
   const m = decodeModel(bytes);
-  const outs = outputs(m);
+  const byName = m.graph.valueByName();
+  const outs = outputs.map((n) => byName.get(n)!);
   for (const v of outs) v.type ??= tensorType(DataType.FLOAT, undefined);
   m.graph.outputs.length = 0;
   m.graph.outputs.push(...outs);
@@ -241,6 +302,8 @@ interface Sampling {
   channelsFirst: boolean;
   /** Output channels of the original layer. */
   channels: number;
+  /** Output dims after the channels (conv: spatial) or between batch and channels (MatMul). */
+  inner: number[];
   /** Positions per image in the output (spatial size, or the product of a MatMul's middle dims). */
   length: number;
   /** Sampled positions (ascending); all when undefined. */
@@ -249,7 +312,8 @@ interface Sampling {
 
 function samplingOf(layer: Layer, dims: number[], maxPositions: number, seed: number): Sampling {
   if (layer.kind === 'conv') {
-    const length = dims.slice(2).reduce((a, b) => a * b, 1);
+    const inner = dims.slice(2);
+    const length = inner.reduce((a, b) => a * b, 1);
     let positions: Int32Array | undefined;
     if (length > maxPositions) {
       const all = Int32Array.from({ length }, (_, i) => i);
@@ -257,17 +321,20 @@ function samplingOf(layer: Layer, dims: number[], maxPositions: number, seed: nu
         .subarray(0, maxPositions)
         .sort();
     }
-    return { channelsFirst: true, channels: dims[1]!, length, positions };
+    return { channelsFirst: true, channels: dims[1]!, inner, length, positions };
   }
-  const length = dims.slice(1, -1).reduce((a, b) => a * b, 1);
-  return { channelsFirst: false, channels: dims[dims.length - 1]!, length, positions: undefined };
+  const inner = dims.slice(1, -1);
+  const length = inner.reduce((a, b) => a * b, 1);
+  return { channelsFirst: false, channels: dims[dims.length - 1]!, inner, length, positions: undefined };
 }
+
+const rowsPerImage = (s: Sampling): number => s.positions?.length ?? s.length;
 
 /** The kept channels of a layer's original output at the sampled positions, as [images × positions, O] rows. */
 function gatherTargets(out: Float32Array, images: number, layer: Layer, s: Sampling): Float32Array {
   const kept = layer.target.outKept;
   const o = kept.length;
-  const per = s.positions?.length ?? s.length;
+  const per = rowsPerImage(s);
   const y = new Float32Array(images * per * o);
   for (let n = 0; n < images; n++)
     for (let r = 0; r < per; r++) {
@@ -281,132 +348,171 @@ function gatherTargets(out: Float32Array, images: number, layer: Layer, s: Sampl
   return y;
 }
 
-/**
- * Adds to `m` (a copy of the pruned model) the nodes computing one layer's statistics from its input x and a
- * fed target [rows, O]: patches Pt [rows, D] (an identity-kernel Conv does the im2col), Ptᵀ·Pt, Ptᵀ·Y and
- * the column sums of Pt. Returns the graph input's name and the three output values.
- */
-function addStatisticsNodes(m: Model, layer: Layer, sampling: Sampling, k: number) {
-  const g = m.graph;
-  const node = producerOf(m, layer.target.output);
-  const x = node.inputs[0]!;
-  const name = (s: string) => g.uniqueName(`compensate${k}_${s}`);
-  const constant = (s: string, t: Tensor) => g.addInitializer(new Value(name(s)), t);
-  const add = (op: string, inputs: Value[], attrs: Record<string, ReturnType<typeof intAttr>> = {}) => {
-    const out = new Value(name(op.toLowerCase()));
-    const n = new Node(op, inputs, [out], name(`${op}_node`));
-    for (const [key, a] of Object.entries(attrs)) n.attributes.set(key, a);
-    g.addNode(n);
-    return out;
-  };
+/** im2col of a 2-D convolution's input at the sampled output positions: [images × positions, C·kh·kw]. */
+function patches(x: Float32Array, xDims: number[], layer: Layer, s: Sampling): Float32Array {
+  const g = layer.conv!;
+  const [n, c, h, w] = xDims as [number, number, number, number];
+  const [kh, kw] = g.kernel;
+  const wo = s.inner[1]!;
+  const per = rowsPerImage(s);
   const d = layer.d;
-  let pt: Value;
-  if (layer.kind === 'conv') {
-    const w = constantOf(node.inputs[1])!;
-    const eye = new Float32Array(d * d);
-    for (let i = 0; i < d; i++) eye[i * d + i] = 1;
-    const unfoldWeights = constant(
-      'unfold_w',
-      Tensor.fromArray(DataType.FLOAT, [d, ...w.dims.slice(1)], eye),
-    );
-    const unfold = new Value(name('patches'));
-    const conv = new Node('Conv', [x, unfoldWeights], [unfold], name('unfold'));
-    for (const [key, a] of node.attributes) if (key !== 'group') conv.attributes.set(key, a);
-    g.addNode(conv);
-    let ndl = add('Reshape', [unfold, constant('ndl', Tensor.int64([0, d, -1]))]);
-    if (sampling.positions)
-      ndl = add('Gather', [ndl, constant('positions', Tensor.int64(Array.from(sampling.positions)))], {
-        axis: intAttr(2),
-      });
-    const nld = add('Transpose', [ndl], { perm: intsAttr([0, 2, 1]) });
-    pt = add('Reshape', [nld, constant('rows', Tensor.int64([-1, d]))]);
-  } else pt = add('Reshape', [x, constant('rows', Tensor.int64([-1, d]))]);
-  const target = new Value(name('target'), tensorType(DataType.FLOAT, ['rows', layer.o]));
-  g.inputs.push(target);
-  const gram = add('Gemm', [pt, pt], { transA: intAttr(1) });
-  const cross = add('Gemm', [pt, target], { transA: intAttr(1) });
-  const sum =
-    m.opset >= 13
-      ? add('ReduceSum', [pt, constant('axes', Tensor.int64([0]))], { keepdims: intAttr(0) })
-      : add('ReduceSum', [pt], { axes: intsAttr([0]), keepdims: intAttr(0) });
-  for (const v of [gram, cross, sum]) v.type = tensorType(DataType.FLOAT, undefined);
-  return { target: target.name, outputs: [gram, cross, sum] };
+  const out = new Float32Array(n * per * d);
+  for (let img = 0; img < n; img++)
+    for (let r = 0; r < per; r++) {
+      const pos = s.positions ? s.positions[r]! : r;
+      const oy = Math.floor(pos / wo);
+      const ox = pos - oy * wo;
+      const row = (img * per + r) * d;
+      for (let ch = 0; ch < c; ch++) {
+        const plane = (img * c + ch) * h * w;
+        for (let i = 0; i < kh; i++) {
+          const iy = oy * g.strides[0] - g.pads[0] + i * g.dilations[0];
+          if (iy < 0 || iy >= h) continue;
+          for (let j = 0; j < kw; j++) {
+            const ix = ox * g.strides[1] - g.pads[1] + j * g.dilations[1];
+            if (ix < 0 || ix >= w) continue;
+            out[row + (ch * kh + i) * kw + j] = x[plane + iy * w + ix]!;
+          }
+        }
+      }
+    }
+  return out;
 }
 
+/** A tiny model computing Pᵀ·P, Pᵀ·Y and the column sums of P for any [rows, D] and [rows, O]. */
+function normalEquationsModel(): Uint8Array {
+  const g = new Graph();
+  g.name = 'normal_equations';
+  const p = new Value('P', tensorType(DataType.FLOAT, ['rows', 'd']));
+  const y = new Value('Y', tensorType(DataType.FLOAT, ['rows', 'o']));
+  g.inputs.push(p, y);
+  const axes = g.addInitializer(new Value('axes'), Tensor.int64([0]));
+  const node = (op: string, inputs: Value[], out: string, attrs: [string, ReturnType<typeof intAttr>][]) => {
+    const v = new Value(out, tensorType(DataType.FLOAT, undefined));
+    const n = new Node(op, inputs, [v], `${out}_node`);
+    for (const [k, a] of attrs) n.attributes.set(k, a);
+    g.addNode(n);
+    g.outputs.push(v);
+  };
+  node('Gemm', [p, p], 'gram', [['transA', intAttr(1)]]);
+  node('Gemm', [p, y], 'cross', [['transA', intAttr(1)]]);
+  node('ReduceSum', [p, axes], 'sum', [['keepdims', intAttr(0)]]);
+  const m = new Model(g);
+  m.irVersion = 8;
+  m.opsetImports = [{ domain: '', version: 13 }];
+  return serializeModel(m);
+}
+
+type Session = Awaited<ReturnType<typeof createSession>>;
+
+async function runSession(s: ort.InferenceSession, feeds: Record<string, ort.Tensor>, fetch: string[]) {
+  try {
+    return await s.run(feeds, fetch);
+  } catch (e) {
+    throw new UserError(`onnxruntime failed during compensation (${firstLine(e)})`);
+  }
+}
+
+/** Memory the cached reference targets may take (bytes); more layers are gathered in further passes. */
+const TARGET_BUDGET = 256 << 20;
+
+/**
+ * The original network's outputs of every layer, gathered at the layer's sampled positions and kept channels,
+ * per batch. Layers are taken in chunks that fit TARGET_BUDGET, one pass of the original per chunk.
+ */
+async function referenceTargets(
+  originalBytes: Uint8Array,
+  layers: Layer[],
+  samplings: Map<Layer, Sampling>,
+  batches: InputBatch[],
+  options: CompensateOptions,
+): Promise<Map<Layer, Float32Array[]>> {
+  const images = batches.reduce((a, b) => a + b.shape[0]!, 0);
+  const bytesOf = (l: Layer) => images * rowsPerImage(samplings.get(l)!) * l.o * 4;
+  const chunks: Layer[][] = [];
+  let used = Infinity;
+  for (const l of layers) {
+    if (used + bytesOf(l) > TARGET_BUDGET) {
+      chunks.push([]);
+      used = 0;
+    }
+    chunks.at(-1)!.push(l);
+    used += bytesOf(l);
+  }
+  const targets = new Map<Layer, Float32Array[]>();
+  for (const chunk of chunks) {
+    const names = chunk.map((l) => l.target.output);
+    const session = await createSession(serializeModel(truncatedCopy(originalBytes, names)), options.runtime);
+    try {
+      for (const b of batches) {
+        const feeds = { [session.inputName]: new ort.Tensor('float32', b.data, b.shape) };
+        const outs = await runSession(session.session, feeds, names);
+        chunk.forEach((l, i) => {
+          const y = gatherTargets(outs[names[i]!]!.data as Float32Array, b.shape[0]!, l, samplings.get(l)!);
+          targets.set(l, [...(targets.get(l) ?? []), y]);
+        });
+      }
+    } finally {
+      await session.release();
+    }
+  }
+  return targets;
+}
+
+/**
+ * One sequential pass: the layers' inputs from the current (partly compensated) pruned model, their patches
+ * against the cached targets, accumulated into fit and held-out normal equations.
+ */
 async function gatherStatistics(
   model: Model,
-  originalBytes: Uint8Array,
   wave: Layer[],
-  data: { fit: InputBatch[]; heldOut: InputBatch[] },
+  samplings: Map<Layer, Sampling>,
+  targets: Map<Layer, Float32Array[]>,
+  batches: { b: InputBatch; held: boolean }[],
+  equations: Session,
   options: CompensateOptions,
 ): Promise<{ fit: Stats; heldOut: Stats }[]> {
-  const names = wave.map((l) => l.target.output);
-  const reference = await createSession(
-    serializeModel(truncatedCopy(originalBytes, (m) => names.map((n) => producerOf(m, n).outputs[0]!))),
+  const inputOf = (l: Layer) => producerOf(model, l.target.output).inputs[0]!.name;
+  const names = [...new Set(wave.map(inputOf))];
+  const session = await createSession(
+    serializeModel(truncatedCopy(serializeModel(model), names)),
     options.runtime,
   );
-  const batches = [
-    ...data.fit.map((b) => ({ b, held: false })),
-    ...data.heldOut.map((b) => ({ b, held: true })),
-  ];
   const stats = wave.map((l) => ({ fit: newStats(l.d, l.o), heldOut: newStats(l.d, l.o) }));
-  let session: Awaited<ReturnType<typeof createSession>> | undefined;
-  let samplings: Sampling[] = [];
-  let feedsOf: { target: string; outputs: string[] }[] = [];
-  const run = async (s: ort.InferenceSession, feeds: Record<string, ort.Tensor>, fetch: string[]) => {
-    try {
-      return await s.run(feeds, fetch);
-    } catch (e) {
-      throw new UserError(`onnxruntime failed during compensation (${firstLine(e)})`, model.sourcePath);
-    }
-  };
   try {
-    for (const { b, held } of batches) {
-      const input = { [reference.inputName]: new ort.Tensor('float32', b.data, b.shape) };
-      const outs = await run(reference.session, input, names);
-      if (!session) {
-        samplings = wave.map((l, i) =>
-          samplingOf(l, outs[names[i]!]!.dims.map(Number), options.positions ?? 128, options.seed ?? 0),
+    for (const [k, { b, held }] of batches.entries()) {
+      const feeds = { [session.inputName]: new ort.Tensor('float32', b.data, b.shape) };
+      const outs = await runSession(session.session, feeds, names);
+      for (const [i, l] of wave.entries()) {
+        const x = outs[inputOf(l)]!;
+        const s = samplings.get(l)!;
+        const p =
+          l.kind === 'conv'
+            ? patches(x.data as Float32Array, x.dims.map(Number), l, s)
+            : (x.data as Float32Array);
+        const y = targets.get(l)![k]!;
+        const rows = y.length / l.o;
+        const r = await runSession(
+          equations.session,
+          { P: new ort.Tensor('float32', p, [rows, l.d]), Y: new ort.Tensor('float32', y, [rows, l.o]) },
+          ['gram', 'cross', 'sum'],
         );
-        const copy = decodeModel(serializeModel(model));
-        const added = wave.map((l, i) => addStatisticsNodes(copy, l, samplings[i]!, i));
-        feedsOf = added.map((a) => ({ target: a.target, outputs: a.outputs.map((v) => v.name) }));
-        copy.graph.outputs.length = 0;
-        copy.graph.outputs.push(...added.flatMap((a) => a.outputs));
-        removeDeadNodes.run(copy, undefined);
-        removeUnusedInitializers.run(copy, undefined);
-        session = await createSession(serializeModel(copy), options.runtime);
-      }
-      const n = b.shape[0]!;
-      const feeds: Record<string, ort.Tensor> = { [session.inputName]: input[reference.inputName]! };
-      const targets = wave.map((l, i) =>
-        gatherTargets(outs[names[i]!]!.data as Float32Array, n, l, samplings[i]!),
-      );
-      wave.forEach((l, i) => {
-        feeds[feedsOf[i]!.target] = new ort.Tensor('float32', targets[i]!, [targets[i]!.length / l.o, l.o]);
-      });
-      const results = await run(
-        session.session,
-        feeds,
-        feedsOf.flatMap((f) => f.outputs),
-      );
-      wave.forEach((l, i) => {
         const acc = held ? stats[i]!.heldOut : stats[i]!.fit;
-        const [gram, cross, sum] = feedsOf[i]!.outputs.map((name) => results[name]!.data as Float32Array);
-        for (let k = 0; k < acc.gram.length; k++) acc.gram[k]! += gram![k]!;
-        for (let k = 0; k < acc.cross.length; k++) acc.cross[k]! += cross![k]!;
-        for (let k = 0; k < acc.sum.length; k++) acc.sum[k]! += sum![k]!;
-        const y = targets[i]!;
-        for (let k = 0; k < y.length; k++) {
-          acc.ySum[k % l.o]! += y[k]!;
-          acc.yy += y[k]! * y[k]!;
+        const add = (into: Float64Array, from: Float32Array) => {
+          for (let q = 0; q < into.length; q++) into[q]! += from[q]!;
+        };
+        add(acc.gram, r.gram!.data as Float32Array);
+        add(acc.cross, r.cross!.data as Float32Array);
+        add(acc.sum, r.sum!.data as Float32Array);
+        for (let q = 0; q < y.length; q++) {
+          acc.ySum[q % l.o]! += y[q]!;
+          acc.yy += y[q]! * y[q]!;
         }
-        acc.rows += y.length / l.o;
-      });
+        acc.rows += rows;
+      }
     }
   } finally {
-    await reference.release();
-    await session?.release();
+    await session.release();
   }
   return stats;
 }

@@ -5,6 +5,7 @@ import { packageInfo } from '../package-root.js';
 import { AttributeType, DataType, type Model, type Tensor } from '../ir/index.js';
 import { PassManager, type Pass } from '../passes/pass-manager.js';
 import { ClassFilters, classPriority, type Criterion } from './criteria.js';
+import { widthScores, type WidthSource } from './width-prior.js';
 import { compensationTargets, type CompensationTarget } from './compensate.js';
 import { validateModel, type ValidationResult } from './emit.js';
 import { analyzeGroups, groupRows, type GroupAnalysis, type GroupRow } from './groups.js';
@@ -18,6 +19,7 @@ export { CRITERIA, parseCriterion, type Criterion } from './criteria.js';
 export { PLAN_SCHEMA, validatePlan, type Plan, type PlanGroup } from './plan.js';
 export type { GroupAnalysis, GroupRow } from './groups.js';
 export type { Cost, SearchResult } from './width-search.js';
+export { WIDTH_SOURCES, parseWidthSource, type WidthSource } from './width-prior.js';
 export { compensateModel, type CompensationTarget, type CompensationReport } from './compensate.js';
 
 export interface PruneOptions {
@@ -27,6 +29,8 @@ export interface PruneOptions {
   params?: number;
   criterion?: Criterion;
   uniform?: boolean;
+  /** Where the keep ratios come from (width-prior.ts); default `bn` (the paper's), `uniform` with `uniform`. */
+  widths?: WidthSource;
   roundTo?: number;
   /** Fewest channels any group keeps (default 1). */
   minChannels?: number;
@@ -57,6 +61,7 @@ export interface GroupReport {
 
 export interface PruneReport {
   criterion: Criterion | 'custom';
+  widthSource: WidthSource;
   importanceSource: 'bn' | 'filter-norm';
   groups: GroupReport[];
   original: Cost;
@@ -161,6 +166,7 @@ export async function pruneModel(
   if (options.plan === undefined && options.flops === undefined && options.params === undefined)
     throw new UserError('give a budget (--flops R or --params R) or a plan (--plan-in FILE)');
   const criterion = options.criterion ?? 'l1';
+  const widthSource: WidthSource = options.uniform ? 'uniform' : (options.widths ?? 'bn');
   const seed = options.seed ?? 0;
   const roundTo = options.roundTo ?? 1;
   if (!Number.isInteger(roundTo) || roundTo < 1)
@@ -197,7 +203,7 @@ export async function pruneModel(
     const kind = options.flops !== undefined ? 'flops' : 'params';
     const ratio = (options.flops ?? options.params)!;
     search = pm.time('prune-width-search', () =>
-      searchWidths(analysis, costModel, importance.scores, {
+      searchWidths(analysis, costModel, widthScores(widthSource, analysis, importance.scores), {
         budget: kind,
         ratio,
         uniform: options.uniform ?? false,
@@ -272,6 +278,7 @@ export async function pruneModel(
     targets,
     report: {
       criterion: planCriterion,
+      widthSource,
       importanceSource: importance.source,
       groups,
       original,

@@ -36,6 +36,8 @@ export interface AccuracyStage {
 
 export interface CriterionRow {
   criterion: string;
+  /** The width source the candidate was pruned with. */
+  widths?: string;
   top1: number;
   loss: number;
   chosen: boolean;
