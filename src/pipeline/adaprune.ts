@@ -1,5 +1,6 @@
 import type { Dataset } from '../data/dataset.js';
 import type { PreprocessSpec } from '../data/preprocess.js';
+import { mulberry32, shuffle } from '../data/prng.js';
 import { balancedSubset, holdoutSplit } from '../data/subset.js';
 import { UserError } from '../errors.js';
 import { decodeModel, serializeModel, type Model } from '../ir/index.js';
@@ -7,7 +8,9 @@ import { cleanupPipeline } from '../passes/index.js';
 import { PassManager } from '../passes/pass-manager.js';
 import {
   CRITERIA,
+  analyzeModel,
   budgetFloor,
+  taylorScores,
   pruneModel,
   toolVersion,
   type Criterion,
@@ -269,6 +272,21 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
     skipped.push('BN recalibration (the model has no BatchNormalization: BN was folded at export)');
   const criteria: Criterion[] =
     criterionOption === 'auto' ? [...(options.candidates ?? CRITERIA)] : [criterionOption];
+  if (criteria.includes('taylor') && !data)
+    throw new UserError('--criterion taylor measures loss gradients on data: give --data');
+  const classScores =
+    data && options.plan === undefined && criteria.includes('taylor')
+      ? await stage('taylor scores', async () => {
+          const m = fresh();
+          const images = Math.min(data.calibrationImages ?? 1000, split!.rest.length);
+          const indices = shuffle(Int32Array.from(split!.rest), mulberry32(seed ^ 0x7a1)).subarray(0, images);
+          return taylorScores(m, await analyzeModel(m, options.inputShapes, warn), data.train, {
+            spec: data.spec,
+            indices,
+            runtime,
+          });
+        })
+      : undefined;
   interface Candidate {
     criterion: Criterion;
     widths: WidthSource;
@@ -295,6 +313,7 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
         ...budget,
         widths,
         criterion,
+        ...(criterion === 'taylor' && classScores && { classScores }),
         plan: options.plan,
         planSource: options.planSource,
         validate: false,

@@ -5,6 +5,7 @@ import { packageInfo } from '../package-root.js';
 import { AttributeType, DataType, type Model, type Tensor } from '../ir/index.js';
 import { PassManager, type Pass } from '../passes/pass-manager.js';
 import { ClassFilters, classPriority, type Criterion } from './criteria.js';
+import { taylorPriority } from './taylor.js';
 import { widthScores, type WidthSource } from './width-prior.js';
 import { compensationTargets, type CompensationTarget } from './compensate.js';
 import { validateModel, type ValidationResult } from './emit.js';
@@ -20,6 +21,7 @@ export { PLAN_SCHEMA, validatePlan, type Plan, type PlanGroup } from './plan.js'
 export type { GroupAnalysis, GroupRow } from './groups.js';
 export type { Cost, SearchResult } from './width-search.js';
 export { WIDTH_SOURCES, parseWidthSource, type WidthSource } from './width-prior.js';
+export { taylorScores, TaylorProbe } from './taylor.js';
 export { compensateModel, type CompensationTarget, type CompensationReport } from './compensate.js';
 
 export interface PruneOptions {
@@ -37,6 +39,8 @@ export interface PruneOptions {
   /** Smallest fraction of its channels any group keeps (default 0.1). */
   minFraction?: number;
   seed?: number;
+  /** Per group, a score per channel class (higher kept first): the `taylor` criterion's measured importance. */
+  classScores?: readonly (ArrayLike<number> | undefined)[];
   /** A parsed plan to re-apply instead of searching. */
   plan?: unknown;
   /** Where `plan` came from, for error messages. */
@@ -189,7 +193,9 @@ export async function pruneModel(
     analysis.groups.map((g, i) =>
       g.frozen.length || options.plan !== undefined
         ? range(g.size)
-        : classPriority(g, criterion, seed, warn, filters[i]),
+        : criterion === 'taylor'
+          ? taylorPriority(g, options.classScores?.[i], seed, warn, filters[i]!)
+          : classPriority(g, criterion, seed, warn, filters[i]),
     ),
   );
   const costModel = new CostModel(analysis, priorities);

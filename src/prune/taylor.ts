@@ -5,7 +5,8 @@ import type { PreprocessSpec } from '../data/preprocess.js';
 import { serializeModel, type Model } from '../ir/index.js';
 import { createSession, type RuntimeOptions } from '../runtime/session.js';
 import { buildStepGraph, type StepGraph } from '../train/step-graph.js';
-import type { GroupAnalysis } from './groups.js';
+import { classPriority, type ClassFilters } from './criteria.js';
+import type { ChannelGroup, GroupAnalysis } from './groups.js';
 
 /**
  * First-order Taylor importance (Molchanov et al. 2019; the CPLI idea of letting the classification loss pick
@@ -123,4 +124,24 @@ export async function taylorScores(
     await probe.release();
   }
   return scores;
+}
+
+/**
+ * Keep order for the `taylor` criterion: classes by descending measured score. A group without scores (no BN
+ * in it, or no data measured) falls back to `l1`, with a warning.
+ */
+export function taylorPriority(
+  group: ChannelGroup,
+  scores: ArrayLike<number> | undefined,
+  seed: number,
+  warn: (msg: string) => void,
+  filters: ClassFilters,
+): number[] {
+  if (!scores || scores.length !== group.size) {
+    warn(
+      'taylor: some groups have no measured Taylor scores (no BatchNormalization in them, or no --data); they use l1',
+    );
+    return classPriority(group, 'l1', seed, warn, filters);
+  }
+  return Array.from({ length: group.size }, (_, i) => i).sort((a, b) => scores[b]! - scores[a]! || a - b);
 }
