@@ -370,7 +370,7 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
     candidates.push(await build(criterion, chosenWidths));
     if (options.plan !== undefined) break; // a given plan fixes the channels: one candidate
   }
-  const best = rankCandidates(candidates)[0]!;
+  let best = rankCandidates(candidates)[0]!;
   const criteriaRows: CriterionRow[] = data
     ? candidates.map((c) => ({
         criterion: c.criterion,
@@ -459,13 +459,49 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
       );
     }
   }
+  // Slower than the original at the default rounding: without data (one candidate, nothing trained) the
+  // prune is cheap to redo, so the next coarser roundings are tried before warning.
+  const canCoarsen =
+    !data && options.roundTo === undefined && options.latency === undefined && options.plan === undefined;
+  for (const roundTo of canCoarsen ? [2 * DEFAULT_ROUND_TO, 4 * DEFAULT_ROUND_TO] : []) {
+    if (originalMs === undefined || prunedMs === undefined || prunedMs <= originalMs) break;
+    const coarser = await stage(`re-prune at --round-to ${roundTo}`, async () => {
+      const m = fresh();
+      const r = await pruneModel(m, {
+        ...baseOptions,
+        ...budget,
+        roundTo,
+        criterion: best.criterion,
+        validate: false,
+      });
+      const bytes = serializeModel(m);
+      const [o, p] = await measureLatencies([original, bytes], { shape: latencyShape(), runtime });
+      return { m, r, bytes, o: o!, p: p! };
+    });
+    log(`  --round-to ${roundTo}: ${coarser.p.toFixed(3)} ms vs ${coarser.o.toFixed(3)} ms original`);
+    if (coarser.p / coarser.o < prunedMs / originalMs) {
+      notes.push(
+        `rounded channel counts to multiples of ${roundTo}: at ${baseOptions.roundTo} the result measured slower than the original`,
+      );
+      if (options.validate !== false) await validateModel(coarser.m);
+      best = {
+        ...best,
+        recalibrated: coarser.m,
+        plan: coarser.r.plan,
+        core: coarser.r.report,
+        targets: coarser.r.targets,
+      };
+      result = coarser.m;
+      [originalMs, prunedMs] = [coarser.o, coarser.p];
+    }
+  }
   if (
     originalMs !== undefined &&
     prunedMs !== undefined &&
     prunedMs > originalMs &&
     options.latency === undefined
   ) {
-    const hint = `the pruned model measured slower than the original (${prunedMs.toFixed(3)} vs ${originalMs.toFixed(3)} ms at batch ${latencyShape()[0]}): channel counts that are not multiples of 8 defeat onnxruntime's blocked convolution kernels; try --round-to 8, or budget by --latency`;
+    const hint = `the pruned model measured slower than the original (${prunedMs.toFixed(3)} vs ${originalMs.toFixed(3)} ms at batch ${latencyShape()[0]}): channel counts that are not multiples of 8 defeat onnxruntime's blocked convolution kernels; try a coarser --round-to, or budget by --latency`;
     notes.push(hint);
     warn(hint);
   }
