@@ -80,15 +80,18 @@ for (const name of FIXTURES) {
     const analysis = await analyzeModel(model);
     const keep = analysis.groups.map((g) => new Uint8Array(g.size).fill(1));
     // At keep-all no input lost channels: every conv/Gemm/MatMul becomes a target by hand.
-    const targets = analysis.actions
-      .filter((a) => a.kind === 'conv' || a.kind === 'gemm' || a.kind === 'matmul')
-      .filter((a) => !(a.kind === 'conv' && (a.depthwise || a.node.attrInt('group', 1) > 1)))
-      .map((a) => ({
-        output: a.node.outputs[0]!.name,
-        node: a.node.name,
-        op: a.node.opType,
-        outKept: Array.from({ length: a.output.size }, (_, i) => i),
-      }));
+    const targets = analysis.records.flatMap((r) => {
+      const use = r.op.linearUse?.(r.node, r.data);
+      if (!use || typeof use === 'string' || r.node.opType === 'ConvTranspose') return [];
+      return [
+        {
+          output: r.node.outputs[0]!.name,
+          node: r.node.name,
+          op: r.node.opType,
+          outKept: Array.from({ length: use.output.size }, (_, i) => i),
+        },
+      ];
+    });
     assert.equal(compensationTargets(analysis, keep).length, 0, 'keep-all has no pruned consumers');
     assert.ok(targets.length >= 3);
     const fit = inputBatches(model, 2, 16, 11);

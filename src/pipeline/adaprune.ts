@@ -8,18 +8,20 @@ import { cleanupPipeline } from '../passes/index.js';
 import { PassManager } from '../passes/pass-manager.js';
 import {
   CRITERIA,
-  analyzeModel,
-  budgetFloor,
+  analyzeForPruning,
+  applyPlan,
+  budgetFloorOf,
+  planPrune,
   taylorScores,
-  pruneModel,
   toolVersion,
+  type CompensationTarget,
   type Criterion,
   type Plan,
-  type CompensationTarget,
+  type PruneAnalysis,
   type PruneOptions,
   type WidthSource,
 } from '../prune/index.js';
-import { validateModel } from '../prune/emit.js';
+import { validateModel } from '../runtime/validate.js';
 import type { PruneReport as CoreReport } from '../prune/index.js';
 import type { AccuracyStage, CompensationSummary, CriterionRow, PruneReport } from '../report/types.js';
 import { recalibrateBatchNorm } from '../runtime/recalibrate.js';
@@ -202,6 +204,13 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
       'fine-tuning (no --data)',
     );
 
+  // Analyse once: every candidate (criteria, latency steps) is a plan over the same analysis.
+  let analysed: PruneAnalysis | undefined;
+  const analysis = async (): Promise<PruneAnalysis> =>
+    (analysed ??= await stage('analyse', () =>
+      analyzeForPruning(input, { inputShapes: options.inputShapes, passManager: pm, warn }),
+    ));
+
   const latencyShape = (): number[] => {
     const dims = input.graph.inputs[0]?.shape ?? [];
     return dims.map((d, i) =>
@@ -239,17 +248,17 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
       throw new UserError(`--latency must be in (0, 1], got ${options.latency}`);
     baselineMs = await stage('measure latency', () => timeIt(original));
     // The search starts from the smallest model the width limits allow (a little above, for rounding).
-    const floor = await budgetFloor(fresh(), baseOptions);
+    const floor = budgetFloorOf(await analysis(), baseOptions);
     const minFlops = Math.min(1, floor.flops * 1.02 + 1e-3);
     const found = await stage('latency search', () =>
       searchLatencyBudget(
         options.latency!,
         baselineMs!,
         async (flops) => {
-          const m = fresh();
           // Width-rounding notes of intermediate candidates are noise; the final prune reports its own.
-          await pruneModel(m, { ...baseOptions, warn: undefined, flops, criterion: 'l1', validate: false });
-          return serializeModel(m);
+          const a = await analysis();
+          const planned = planPrune(a, { ...baseOptions, warn: undefined, flops, criterion: 'l1' });
+          return serializeModel(applyPlan(a, planned, pm));
         },
         timeIt,
         { minFlops },
@@ -280,7 +289,7 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
           const m = fresh();
           const images = Math.min(data.calibrationImages ?? 1000, split!.rest.length);
           const indices = shuffle(Int32Array.from(split!.rest), mulberry32(seed ^ 0x7a1)).subarray(0, images);
-          return taylorScores(m, await analyzeModel(m, options.inputShapes, warn), data.train, {
+          return taylorScores(m, (await analysis()).channels, data.train, {
             spec: data.spec,
             indices,
             runtime,
@@ -307,8 +316,8 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
       : [widthOption];
   const build = (criterion: Criterion, widths: WidthSource): Promise<Candidate> =>
     stage(`candidate ${criterion}, ${widths} widths`, async () => {
-      const m = fresh();
-      const { plan, report, targets } = await pruneModel(m, {
+      const a = await analysis();
+      const planned = planPrune(a, {
         ...baseOptions,
         ...budget,
         widths,
@@ -316,8 +325,9 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
         ...(criterion === 'taylor' && classScores && { classScores }),
         plan: options.plan,
         planSource: options.planSource,
-        validate: false,
       });
+      const { plan, report, targets } = planned;
+      const m = applyPlan(a, planned, pm);
       const prunedBytes = serializeModel(m);
       if (!data)
         return {
@@ -466,14 +476,9 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
   for (const roundTo of canCoarsen ? [2 * DEFAULT_ROUND_TO, 4 * DEFAULT_ROUND_TO] : []) {
     if (originalMs === undefined || prunedMs === undefined || prunedMs <= originalMs) break;
     const coarser = await stage(`re-prune at --round-to ${roundTo}`, async () => {
-      const m = fresh();
-      const r = await pruneModel(m, {
-        ...baseOptions,
-        ...budget,
-        roundTo,
-        criterion: best.criterion,
-        validate: false,
-      });
+      const a = await analysis();
+      const r = planPrune(a, { ...baseOptions, ...budget, roundTo, criterion: best.criterion });
+      const m = applyPlan(a, r, pm);
       const bytes = serializeModel(m);
       const [o, p] = await measureLatencies([original, bytes], { shape: latencyShape(), runtime });
       return { m, r, bytes, o: o!, p: p! };

@@ -18,7 +18,8 @@ import { meanDiagonal, solveSpd } from '../linalg/cholesky.js';
 import { removeDeadNodes } from '../passes/dead-code.js';
 import { removeUnusedInitializers } from '../passes/unused-initializers.js';
 import { createSession, type RuntimeOptions } from '../runtime/session.js';
-import { constantOf, type GroupAnalysis } from './groups.js';
+import { constantOf } from '../ir/index.js';
+import type { GroupAnalysis, Space } from './groups.js';
 import { probeModel, staticProbe } from './probe.js';
 import { keptPositions } from './rewrite.js';
 
@@ -46,28 +47,36 @@ export interface CompensationTarget {
   skip?: string;
 }
 
-/** The consumers of pruned spaces (the layers whose inputs lost channels), in graph order. */
+/**
+ * The consumers of pruned spaces (the layers whose inputs lost channels), in graph order: every node whose
+ * handler declares a linear use (src/ops, `linearUse`) of a space that loses channels. A handler that
+ * declines (a depthwise or grouped conv) gives the reason the layer is skipped.
+ */
 export function compensationTargets(
   analysis: GroupAnalysis,
   keep: readonly Uint8Array[],
 ): CompensationTarget[] {
   const kept = keptPositions(analysis, keep);
+  const pruned = (sp: Space | undefined): boolean => !!sp && kept[sp.id]!.length < sp.size;
   const targets: CompensationTarget[] = [];
-  for (const a of analysis.actions) {
-    if (a.kind !== 'conv' && a.kind !== 'convTranspose' && a.kind !== 'gemm' && a.kind !== 'matmul') continue;
-    const input = a.input;
-    if (!input || kept[input.id]!.length === input.size) continue;
-    const target: CompensationTarget = {
-      output: a.node.outputs[0]!.name,
-      node: a.node.name,
-      op: a.node.opType,
-      outKept: Array.from(kept[a.output.id]!),
-    };
-    if (a.kind === 'conv' && a.depthwise)
-      target.skip =
-        'depthwise: each output channel reads only its own input channel, so none is left to fit from';
-    else if (a.kind === 'convTranspose') target.skip = 'ConvTranspose re-fits are not supported';
-    else if (a.kind === 'gemm' && (a.node.attrFloat('alpha', 1) !== 1 || a.node.attrFloat('beta', 1) !== 1))
+  for (const r of analysis.records) {
+    if (!r.op.linearUse) continue;
+    const use = r.op.linearUse(r.node, r.data);
+    const base = { output: r.node.outputs[0]!.name, node: r.node.name, op: r.node.opType };
+    if (typeof use === 'string') {
+      // Only a declined layer whose input actually lost channels is worth reporting.
+      const input = (r.data as { input?: Space } | undefined)?.input;
+      if (pruned(input))
+        targets.push({ ...base, outKept: [], skip: `${use}: each output reads only its own inputs` });
+      continue;
+    }
+    if (!pruned(use.input)) continue;
+    const target: CompensationTarget = { ...base, outKept: Array.from(kept[use.output.id]!) };
+    if (r.node.opType === 'ConvTranspose') target.skip = 'ConvTranspose re-fits are not supported';
+    else if (
+      r.node.opType === 'Gemm' &&
+      (r.node.attrFloat('alpha', 1) !== 1 || r.node.attrFloat('beta', 1) !== 1)
+    )
       target.skip = 'Gemm with alpha or beta other than 1';
     targets.push(target);
   }

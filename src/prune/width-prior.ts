@@ -21,13 +21,12 @@ export function parseWidthSource(s: string): WidthSource {
   throw new UserError(`unknown width source '${s}' (expected one of ${WIDTH_SOURCES.join(', ')})`);
 }
 
-/** Layers reading each group's channels (conv/ConvTranspose/Gemm/MatMul inputs; depthwise convs not counted). */
+/** Layers reading each group's channels: nodes with a linear use of them (depthwise and grouped convs decline). */
 export function groupReaders(analysis: GroupAnalysis): number[] {
   const readers = analysis.groups.map(() => 0);
-  for (const a of analysis.actions) {
-    if (a.kind !== 'conv' && a.kind !== 'convTranspose' && a.kind !== 'gemm' && a.kind !== 'matmul') continue;
-    if (a.kind === 'conv' && a.depthwise) continue;
-    if (a.input) readers[a.input.group]! += 1;
+  for (const r of analysis.records) {
+    const use = r.op.linearUse?.(r.node, r.data);
+    if (use && typeof use !== 'string') readers[use.input.group]! += 1;
   }
   return readers;
 }

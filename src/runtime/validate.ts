@@ -1,7 +1,7 @@
 import * as ort from 'onnxruntime-node';
 import { verifyModel, type Model } from '../ir/index.js';
 import { serializeModelCompact } from '../ir/save.js';
-import { probeInputDims, randomInputs } from './probe.js';
+import { probeInputDims, randomInputs } from '../prune/probe.js';
 
 export interface ValidationResult {
   verifyMs: number;
