@@ -10,6 +10,7 @@ import { countCost } from '../src/analysis/cost.js';
 import { openDataset } from '../src/data/open.js';
 import { PRESETS } from '../src/data/preprocess.js';
 import { loadModel } from '../src/ir/index.js';
+import { PassManager } from '../src/passes/pass-manager.js';
 import { adaPrune } from '../src/pipeline/adaprune.js';
 import { fixture, needsShared, REPO, runCli, SHARED, tmpDir } from './helpers.js';
 
@@ -70,7 +71,9 @@ test("the paper's families (ResNet, VGG, MobileNetV2 fixtures) run through the w
     const before = sha256(file);
     const model = loadModel(file);
     const original = countCost(model).totalMacs;
+    const pm = new PassManager();
     const result = await adaPrune(model, {
+      passManager: pm,
       flops: 0.5,
       // The paper's method as it was: BN widths, exact channel counts, no compensation (tested on its own).
       widths: 'bn',
@@ -90,6 +93,12 @@ test("the paper's families (ResNet, VGG, MobileNetV2 fixtures) run through the w
     });
     const stages = result.report.accuracy.map((a) => a.stage);
     assert.deepEqual(stages, ['original', 'pruned', 'recalibrated', 'finetuned'], name);
+    // Analyse once, plan many, apply once per candidate.
+    const timed = (stage: string): number => pm.timings.filter((t) => t.pass === stage).length;
+    for (const once of ['prune-probe', 'prune-groups', 'prune-importance'])
+      assert.equal(timed(once), 1, once);
+    for (const each of ['prune-criterion', 'prune-width-search', 'prune-rewrite'])
+      assert.equal(timed(each), 3, each);
     assert.equal(result.report.criteria.length, 3, name);
     assert.equal(result.report.criteria.filter((c) => c.chosen).length, 1, name);
     const best = [...result.report.criteria].sort((a, b) => b.top1 - a.top1 || a.loss - b.loss)[0]!;

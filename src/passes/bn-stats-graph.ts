@@ -1,6 +1,6 @@
 import { UserError } from '../errors.js';
 import { DataType, Node, Value, tensorType, type Model } from '../ir/index.js';
-import { emitBatchMoments } from '../train/batch-norm.js';
+import { emitBatchMoments } from '../train/grad-rules/batch-norm.js';
 import { Emitter } from '../train/emitter.js';
 import type { Pass, PassResult } from './pass-manager.js';
 

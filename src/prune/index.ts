@@ -12,7 +12,7 @@ import { widthScores, type WidthSource } from './width-prior.js';
 import { analyzeGroups, groupRows, type GroupAnalysis, type GroupRow } from './groups.js';
 import { groupImportance, type Importance } from './importance.js';
 import { PLAN_FORMAT, PLAN_VERSION, anchorOf, validatePlan, type Plan } from './plan.js';
-import { probeInputDims, probeModel, staticProbe, type ProbeResult } from './probe.js';
+import { probeInputDims, probeShapes } from './probe.js';
 import { applyKeep } from './rewrite.js';
 import { CostModel, searchWidths, widthRule, type Cost, type SearchResult } from './width-search.js';
 
@@ -23,6 +23,7 @@ export type { Cost, SearchResult } from './width-search.js';
 export { WIDTH_SOURCES, parseWidthSource, type WidthSource } from './width-prior.js';
 export { taylorScores, TaylorProbe } from './taylor.js';
 export { compensateModel, type CompensationTarget, type CompensationReport } from './compensate.js';
+export { probeShapes, type ProbeResult } from './probe.js';
 
 export interface PruneOptions {
   /** Fraction of the original MACs to keep. */
@@ -92,23 +93,6 @@ export interface AnalyzeOptions {
   inputShapes?: Record<string, number[]>;
   passManager?: PassManager;
   warn?: (message: string) => void;
-}
-
-/**
- * Every value's concrete dims and the values of shape arithmetic: from the static shape analysis, or, for a
- * model with a computed value the analysis cannot evaluate, from one onnxruntime run (with a warning).
- */
-export async function probeShapes(
-  model: Model,
-  inputDims: Map<string, number[]>,
-  warn?: (message: string) => void,
-): Promise<ProbeResult> {
-  const { probe, missing } = staticProbe(model, inputDims);
-  if (!missing) return probe;
-  warn?.(
-    `static shape analysis cannot determine the ${missing}; probing the model in onnxruntime instead (slower)`,
-  );
-  return probeModel(model, inputDims);
 }
 
 /** Analyse once: probe, channel groups, filter norms, block importance. The model is not changed. */

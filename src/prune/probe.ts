@@ -1,13 +1,35 @@
 import * as ort from 'onnxruntime-node';
 import { UserError } from '../errors.js';
-import { DataType, serializeModel, type Model, type Value } from '../ir/index.js';
+import { DataType, ortTypeName, serializeModel, type Model, type Value } from '../ir/index.js';
 import { analyzeShapes } from '../passes/infer-shapes.js';
 
-/** What one run of the model says about every value: its concrete dims, and the data of small int tensors. */
+/**
+ * What the compiler needs to know about every value at concrete input dims: its dims, its element type, and
+ * the data of small integer tensors (shape arithmetic such as the option-A shortcut's pads). Pruning probes at
+ * batch 1, the training step at its batch size; both through `probeShapes`.
+ */
 export interface ProbeResult {
   dims: Map<Value, number[]>;
-  /** Data of small integer tensors (shape arithmetic such as the option-A shortcut's pads). */
+  /** Element types (DataType) where known. */
+  types: Map<Value, DataType>;
   ints: Map<Value, number[]>;
+}
+
+/**
+ * Every value's concrete dims, type and the values of shape arithmetic: from the static shape analysis, or, for
+ * a model with a computed value the analysis cannot evaluate, from one onnxruntime run (with a warning).
+ */
+export async function probeShapes(
+  model: Model,
+  inputDims: Map<string, number[]>,
+  warn?: (message: string) => void,
+): Promise<ProbeResult> {
+  const { probe, missing } = staticProbe(model, inputDims);
+  if (!missing) return probe;
+  warn?.(
+    `static shape analysis cannot determine the ${missing}; probing the model in onnxruntime instead (slower)`,
+  );
+  return probeModel(model, inputDims);
 }
 
 /** Concrete input dims for a run: symbolic dims become 1 (the batch); anything else must be known. */
@@ -106,6 +128,7 @@ export function staticProbe(
   const dimsIn = inputDims ?? probeInputDims(model);
   const shapes = analyzeShapes(model, { inputShapes: Object.fromEntries(dimsIn) });
   const dims = new Map<Value, number[]>();
+  const types = new Map<Value, DataType>();
   const ints = new Map<Value, number[]>();
   let missing: string | undefined;
   const concrete = (v: Value): number[] | undefined => {
@@ -131,13 +154,19 @@ export function staticProbe(
     }
     for (const o of n.outputs) {
       if (o.name === '') continue;
+      const t = shapes.info.get(o)?.elemType;
+      if (t !== undefined) types.set(o, t);
       const d = concrete(o);
       if (d) dims.set(o, d);
       else if (!missing && (o.uses.length > 0 || outputs.has(o)))
         missing = `shape of '${o.name}' (${n.opType} '${n.name}')`;
     }
   }
-  return { probe: { dims, ints }, ...(missing ? { missing } : {}) };
+  for (const v of [...g.inputs, ...g.initializers]) {
+    const t = v.initializer?.dataType ?? v.elemType;
+    if (t !== undefined) types.set(v, t);
+  }
+  return { probe: { dims, types, ints }, ...(missing ? { missing } : {}) };
 }
 
 /**
@@ -163,11 +192,14 @@ export async function probeModel(model: Model, inputDims?: Map<string, number[]>
     const out = await session.run(randomInputs(model, dimsIn));
     const byName = g.valueByName();
     const dims = new Map<Value, number[]>();
+    const types = new Map<Value, DataType>();
     const ints = new Map<Value, number[]>();
     for (const [name, t] of Object.entries(out)) {
       const v = byName.get(name);
       if (!v) continue;
       dims.set(v, t.dims.map(Number));
+      const type = dataTypeOfOrt(t.type);
+      if (type !== undefined) types.set(v, type);
       if ((t.type === 'int64' || t.type === 'int32') && t.size <= 64)
         ints.set(v, Array.from(t.data as ArrayLike<number | bigint>, Number));
     }
@@ -176,8 +208,26 @@ export async function probeModel(model: Model, inputDims?: Map<string, number[]>
       if (d) dims.set(v, d);
     }
     for (const v of g.initializers) dims.set(v, [...v.initializer!.dims]);
-    return { dims, ints };
+    for (const v of [...g.inputs, ...g.initializers]) {
+      const t = v.initializer?.dataType ?? v.elemType;
+      if (t !== undefined) types.set(v, t);
+    }
+    return { dims, types, ints };
   } finally {
     await session.release();
   }
+}
+
+const ORT_TYPES = new Map<string, DataType>(
+  (Object.values(DataType).filter((v) => typeof v === 'number') as DataType[]).flatMap((t) => {
+    try {
+      return [[ortTypeName(t), t] as const];
+    } catch {
+      return [];
+    }
+  }),
+);
+
+function dataTypeOfOrt(name: string): DataType | undefined {
+  return ORT_TYPES.get(name);
 }

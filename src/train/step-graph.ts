@@ -3,11 +3,20 @@ import { DataType } from '../ir/data-type.js';
 import { Graph, Node, Value } from '../ir/graph.js';
 import type { Model } from '../ir/model.js';
 import { tensorType } from '../ir/types.js';
-import { emitBatchMoments } from './batch-norm.js';
+import { constantOf } from '../ir/constant.js';
 import { Emitter } from './emitter.js';
-import { gradRules, type GradContext } from './grad-rules/index.js';
+import {
+  NON_DIFFERENTIABLE,
+  PARAM_SLOTS,
+  batchNormBackward,
+  expandTrainingBatchNorm,
+  gradRules,
+  type BatchNormSaved,
+  type GradContext,
+} from './grad-rules/index.js';
 import { addOptimizer, type SgdOptions } from './optimizer.js';
-import { probeValues, type ProbedValue } from './probe.js';
+import { PassManager, type Pass, type PassResult } from '../passes/pass-manager.js';
+import { probeShapes, type ProbeResult } from '../prune/probe.js';
 
 export interface StepGraphOptions {
   /** The step graph has static shapes; every step takes exactly this many images. */
@@ -52,81 +61,88 @@ export interface StepGraph {
   runningStats: { name: string; updated: string; shape: number[] }[];
 }
 
-const NON_DIFFERENTIABLE = new Set([
-  'Shape',
-  'Size',
-  'ArgMax',
-  'ArgMin',
-  'Equal',
-  'Greater',
-  'Less',
-  'GreaterOrEqual',
-  'LessOrEqual',
-  'And',
-  'Or',
-  'Not',
-  'NonZero',
-  'ConstantOfShape',
-  'Constant',
-]);
-
-/** Ops whose initializer inputs at these slots are trained by default. */
-const PARAM_SLOTS: Record<string, number[]> = {
-  Conv: [1, 2],
-  ConvTranspose: [1, 2],
-  Gemm: [0, 1, 2],
-  MatMul: [0, 1],
-  BatchNormalization: [1, 2],
-  PRelu: [1],
-};
-
-interface BatchNormSaved {
-  x: Value;
-  xhat: Value;
-  scaleFactor: Value;
-  gamma: Value;
-  beta: Value;
-  axes: number[];
-  count: number;
-  channelShape: number[];
+/** The state the stages of the builder share. */
+interface StepBuilder {
+  model: Model;
+  g: Graph;
+  file: string | undefined;
+  opset: number;
+  batch: number;
+  shapes: Map<Value, number[]>;
+  probe: ProbeResult;
 }
 
 /**
  * The autodiff pass: from an inference model, builds one training step as an ordinary ONNX graph that
  * onnxruntime runs as an inference session. Forward in training mode (BatchNormalization on batch statistics),
  * softmax cross-entropy, reverse-mode gradients from per-op rules made of standard ops, and the SGD update.
- * Constant subgraphs (nothing trainable upstream) are left as they are and never differentiated.
+ * Constant subgraphs (nothing trainable upstream) are left as they are and never differentiated. The source
+ * model is not changed: the step graph is built on a clone.
  */
-export async function buildStepGraph(source: Model, options: StepGraphOptions): Promise<StepGraph> {
+export async function buildStepGraph(
+  source: Model,
+  options: StepGraphOptions,
+  passManager: PassManager = new PassManager(),
+): Promise<StepGraph> {
   const B = options.batchSize;
   if (!Number.isInteger(B) || B < 1) throw new UserError(`batch size must be a positive integer (got ${B})`);
-  const file = source.sourcePath;
   const model = source.clone();
-  // The step graph needs opset 17 at least (ReduceSum with axes as an input, LogSoftmax over axis 1).
-  const opset = Math.max(model.opset, 17);
+  const images = imagesInput(model);
+  // Static shapes at the step's batch size, onnxruntime only when the analysis cannot pin a value down.
+  const probe = await probeShapes(model, new Map([[images.name, imageShapeAt(images, B)]]));
+  return passManager.run(trainingStepPass, model, { options, probe }).step;
+}
+
+/** The autodiff pass proper; `probe` holds the static shapes of `model` (which it rewrites) at the batch size. */
+export const trainingStepPass: Pass<
+  { options: StepGraphOptions; probe: ProbeResult },
+  PassResult & { model: Model; step: StepGraph }
+> = {
+  name: 'training-step',
+  description:
+    'the inference graph becomes one training step: train-mode forward, loss, gradients, SGD update',
+  reads: ['the whole graph', 'static shapes at the batch size'],
+  changes: ['the whole graph: inputs, outputs, nodes, initializers promoted to inputs'],
+  run(model, { options, probe }) {
+    const step = emitTrainingStep(model, probe, options);
+    return { modified: true, model, step };
+  },
+};
+
+function imagesInput(model: Model): Value {
   const g = model.graph;
   const realInputs = g.inputs.filter((v) => !v.initializer);
   if (realInputs.length !== 1)
-    throw new UserError(`fine-tuning needs a model with one input (found ${realInputs.length})`, file);
-  if (g.outputs.length < 1) throw new UserError('the model has no output', file);
-  const images = realInputs[0]!;
-  const logits = g.outputs[0]!;
-  const probed = await probeValues(source, B, images.name);
+    throw new UserError(
+      `fine-tuning needs a model with one input (found ${realInputs.length})`,
+      model.sourcePath,
+    );
+  return realInputs[0]!;
+}
 
-  const shapes = new Map<Value, number[]>();
-  const probedOf = new Map<Value, ProbedValue>();
-  for (const n of g.nodes)
-    for (const o of n.outputs) {
-      const p = probed.get(o.name);
-      if (p) {
-        shapes.set(o, p.shape);
-        probedOf.set(o, p);
-      }
-    }
-  for (const v of g.initializers) shapes.set(v, [...v.initializer!.dims]);
-  const imageShape = (images.shape ?? []).map((d, i) => (i === 0 ? B : (d as number)));
-  shapes.set(images, imageShape);
-  const logitsShape = shapes.get(logits);
+function imageShapeAt(images: Value, batch: number): number[] {
+  return (images.shape ?? []).map((d, i) => (i === 0 ? batch : (d as number)));
+}
+
+function emitTrainingStep(model: Model, probe: ProbeResult, options: StepGraphOptions): StepGraph {
+  const B = options.batchSize;
+  const file = model.sourcePath;
+  const g = model.graph;
+  if (g.outputs.length < 1) throw new UserError('the model has no output', file);
+  const images = imagesInput(model);
+  const imageShape = imageShapeAt(images, B);
+  const logits = g.outputs[0]!;
+  // The step graph needs opset 17 at least (ReduceSum with axes as an input, LogSoftmax over axis 1).
+  const s: StepBuilder = {
+    model,
+    g,
+    file,
+    opset: Math.max(model.opset, 17),
+    batch: B,
+    shapes: new Map(probe.dims),
+    probe,
+  };
+  const logitsShape = s.shapes.get(logits);
   if (!logitsShape || logitsShape.length !== 2)
     throw new UserError(`output '${logits.name}' must be logits [N, classes]`, file);
   const numClasses = logitsShape[1]!;
@@ -137,85 +153,123 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
       'the model has no trainable parameters (no Conv/Gemm/MatMul weights or BatchNormalization scales among its initializers)',
       file,
     );
+  for (const p of params) promoteToInput(g, p);
+  const { composite, runningStats } = expandBatchNorms(s);
+  const requiresGrad = differentiable(s, params, logits);
 
-  const e = new Emitter(g, '', { opset });
-  const lr = new Value('lr', tensorType(DataType.FLOAT, []));
+  const forwardNodes = [...g.nodes];
   const labels = new Value('labels', tensorType(DataType.INT64, [B]));
-  const promoteToInput = (v: Value): void => {
-    const t = v.initializer!;
-    g.removeInitializer(v);
-    v.type = tensorType(t.dataType, [...t.dims]);
-    g.inputs.push(v);
-  };
-  for (const p of params) promoteToInput(p);
+  const head = emitLoss(s, logits, labels, numClasses, options);
+  const grads = backward(s, forwardNodes, composite, requiresGrad, logits, head.dLogits);
+  const lr = new Value('lr', tensorType(DataType.FLOAT, []));
+  const { trained, updates, opt } = emitUpdates(s, params, grads, lr, options);
 
-  // BatchNormalization in training mode, written out in standard ops so the backward rule can reuse xhat.
+  images.type = tensorType(DataType.FLOAT, imageShape);
+  g.inputs.push(labels, lr);
+  if (head.teacherLogits) g.inputs.push(head.teacherLogits);
+  head.loss.name = g.uniqueName('loss');
+  head.correct.name = g.uniqueName('correct');
+  g.outputs.length = 0;
+  g.outputs.push(
+    head.loss,
+    head.correct,
+    ...opt.map((u) => u.updated),
+    ...opt.flatMap((u) => (u.momentumOut ? [u.momentumOut] : [])),
+  );
+  const byName = g.valueByName();
+  for (const r of runningStats) g.outputs.push(byName.get(r.updated)!);
+  if (options.exposeGradients) exposeGradients(s, updates, trained);
+  for (const v of g.outputs)
+    if (!v.type) v.type = tensorType(v === head.correct ? DataType.INT64 : DataType.FLOAT, undefined);
+  g.valueInfo.length = 0;
+  setOpset(model, s.opset);
+  return {
+    model,
+    batchSize: B,
+    numClasses,
+    inputs: {
+      images: images.name,
+      labels: labels.name,
+      lr: lr.name,
+      teacherLogits: head.teacherLogits?.name,
+    },
+    imageShape,
+    outputs: { loss: head.loss.name, correct: head.correct.name },
+    params: trained,
+    runningStats,
+  };
+}
+
+/** A trained tensor (parameter, running statistic) becomes a graph input fed by the training loop. */
+function promoteToInput(g: Graph, v: Value): void {
+  const t = v.initializer!;
+  g.removeInitializer(v);
+  v.type = tensorType(t.dataType, [...t.dims]);
+  g.inputs.push(v);
+}
+
+/** Every BatchNormalization in training mode; its running statistics become inputs and updated outputs. */
+function expandBatchNorms(s: StepBuilder): {
+  composite: Map<Node, BatchNormSaved>;
+  runningStats: StepGraph['runningStats'];
+} {
+  const { g } = s;
   const composite = new Map<Node, BatchNormSaved>();
   const runningStats: StepGraph['runningStats'] = [];
   for (const bn of [...g.iterNodes()].filter((n) => n.opType === 'BatchNormalization')) {
-    const [x, gamma, beta, mean, variance] = [0, 1, 2, 3, 4].map((i) => bn.input(i));
-    const xShape = shapes.get(x!)!;
-    const axes = xShape.map((_, i) => i).filter((i) => i !== 1);
-    const count = axes.reduce((a, i) => a * xShape[i]!, 1);
-    const c = xShape[1]!;
-    const channelShape = xShape.map((d, i) => (i === 1 ? d : 1));
-    const eps = bn.attrFloat('epsilon', 1e-5);
-    const momentum = bn.attrFloat('momentum', 0.9); // ONNX: the weight of the old running statistic
-    // Emitted before the BN, where its output is needed, so the order stays topological.
-    const b = new Emitter(g, `${bn.name || bn.output().name}/train/`, { opset, before: bn });
-    const { mean: mu, centered, biasedVar } = emitBatchMoments(b, x!, axes);
-    const invStd = b.op('Reciprocal', [b.op('Sqrt', [b.add(biasedVar, b.scalar(eps))])]);
-    const xhat = b.mul(centered, invStd);
-    const gammaC = b.reshape(gamma!, channelShape);
-    const betaC = b.reshape(beta!, channelShape);
-    const y = b.add(b.mul(xhat, gammaC), betaC);
-    const scaleFactor = b.mul(gammaC, invStd);
-    // torch updates running_var with the unbiased batch variance.
-    const unbiased = count > 1 ? count / (count - 1) : 1;
-    const newMean = b.add(b.scale(mean!, momentum), b.scale(b.reshape(mu, [c]), 1 - momentum));
-    const newVar = b.add(
-      b.scale(variance!, momentum),
-      b.scale(b.reshape(biasedVar, [c]), (1 - momentum) * unbiased),
-    );
-    composite.set(y.producer!, {
-      x: x!,
-      xhat,
-      scaleFactor,
-      gamma: gamma!,
-      beta: beta!,
-      axes,
-      count,
-      channelShape,
-    });
-    shapes.set(y, xShape);
-    g.replaceAllUsesWith(bn.output(), y);
-    g.removeNode(bn);
+    const [mean, variance] = [bn.input(3), bn.input(4)];
+    const xShape = s.shapes.get(bn.input(0))!;
+    const { y, saved, newMean, newVar } = expandTrainingBatchNorm(g, bn, xShape, s.opset);
+    composite.set(y.producer!, saved);
+    s.shapes.set(y, xShape);
     for (const [stat, updated] of [
-      [mean!, newMean],
-      [variance!, newVar],
+      [mean, newMean],
+      [variance, newVar],
     ] as const) {
-      if (stat.initializer) promoteToInput(stat);
+      if (stat.initializer) promoteToInput(g, stat);
       updated.name = g.uniqueName(`${stat.name}__new`);
-      runningStats.push({ name: stat.name, updated: updated.name, shape: [c] });
+      runningStats.push({ name: stat.name, updated: updated.name, shape: [xShape[1]!] });
     }
   }
+  return { composite, runningStats };
+}
 
-  // Which values depend on a trainable parameter.
+/** Which values depend on a trainable parameter (float outputs of differentiable ops downstream of one). */
+function differentiable(s: StepBuilder, params: Value[], logits: Value): Set<Value> {
   const requiresGrad = new Set<Value>(params);
-  for (const n of g.nodes) {
+  for (const n of s.g.nodes) {
     if (NON_DIFFERENTIABLE.has(n.opType) || !n.inputs.some((v) => v && requiresGrad.has(v))) continue;
     n.outputs.forEach((o, i) => {
-      const p = probedOf.get(o);
-      const isFloat = p ? p.type === 'float32' : !(n.opType === 'MaxPool' && i === 1);
+      const t = s.probe.types.get(o);
+      const isFloat = t !== undefined ? t === DataType.FLOAT : !(n.opType === 'MaxPool' && i === 1);
       if (isFloat) requiresGrad.add(o);
     });
   }
-  if (!requiresGrad.has(logits)) throw new UserError('no trainable parameter reaches the output', file);
+  if (!requiresGrad.has(logits)) throw new UserError('no trainable parameter reaches the output', s.file);
+  return requiresGrad;
+}
 
-  // Loss: softmax cross-entropy with label smoothing, q = (1 - eps) onehot + eps / K.
-  const forwardNodes = [...g.nodes];
+interface LossHead {
+  loss: Value;
+  correct: Value;
+  dLogits: Value;
+  teacherLogits?: Value;
+}
+
+/**
+ * Softmax cross-entropy with label smoothing, q = (1 - eps) onehot + eps / K, optionally mixed with
+ * distillation from teacher logits; the gradient of the mean loss with respect to the logits; the correct count.
+ */
+function emitLoss(
+  s: StepBuilder,
+  logits: Value,
+  labels: Value,
+  numClasses: number,
+  options: StepGraphOptions,
+): LossHead {
+  const B = s.batch;
   const eps = options.labelSmoothing ?? 0;
-  const le = new Emitter(g, 'loss/', { opset });
+  const le = new Emitter(s.g, 'loss/', { opset: s.opset });
   const logp = le.op('LogSoftmax', [logits], { axis: 1 });
   const target = le.op(
     'OneHot',
@@ -250,16 +304,27 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
     [le.op('Cast', [le.op('Equal', [predicted, labels])], { to: DataType.INT64 })],
     { keepdims: 0 },
   );
+  return { loss, correct, dLogits, ...(teacherLogits && { teacherLogits }) };
+}
 
-  // Reverse sweep.
+/** The reverse sweep: each forward node's rule from the gradient registry; returns the summed gradient of v. */
+function backward(
+  s: StepBuilder,
+  forwardNodes: Node[],
+  composite: Map<Node, BatchNormSaved>,
+  requiresGrad: Set<Value>,
+  logits: Value,
+  dLogits: Value,
+): (v: Value) => Value | undefined {
+  const { file } = s;
   const grads = new Map<Value, Value[]>([[logits, [dLogits]]]);
-  const be = new Emitter(g, 'grad/', { opset });
+  const be = new Emitter(s.g, 'grad/', { opset: s.opset });
   const summed = (v: Value): Value | undefined => {
     const parts = grads.get(v);
     if (!parts) return undefined;
-    const s = be.sum(parts);
-    grads.set(v, [s]);
-    return s;
+    const sum = be.sum(parts);
+    grads.set(v, [sum]);
+    return sum;
   };
   const give = (v: Value | undefined, grad: Value | undefined): void => {
     if (!v || !grad || !requiresGrad.has(v)) return;
@@ -267,7 +332,7 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
     list.push(grad);
     grads.set(v, list);
   };
-  for (const node of forwardNodes.reverse()) {
+  for (const node of [...forwardNodes].reverse()) {
     if (!node.outputs.some((o) => grads.has(o))) continue;
     const saved = composite.get(node);
     if (saved) {
@@ -288,29 +353,45 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
       dy: (i = 0) => summed(node.output(i)),
       needs: (i) => !!node.inputs[i] && requiresGrad.has(node.inputs[i]!),
       shape: (v) => {
-        const s = shapes.get(v);
-        if (!s) throw new UserError(`no static shape known for '${v.name}'`, file, node.name);
-        return s;
+        const shape = s.shapes.get(v);
+        if (!shape) throw new UserError(`no static shape known for '${v.name}'`, file, node.name);
+        return shape;
       },
       constant: (v) =>
-        constantOf(v, probedOf, () => ctx.fail(`input '${v.name}' must be a constant for the backward rule`)),
+        constantInts(v, s.probe, () =>
+          ctx.fail(`input '${v.name}' must be a constant for the backward rule`),
+        ),
       fail: (message) => {
         throw new UserError(message, file, node.name || node.output().name);
       },
     };
     rule(ctx).forEach((d, i) => give(node.inputs[i], d));
   }
+  return summed;
+}
 
-  const trained: TrainedParam[] = [];
+/** The SGD update of every parameter (momentum buffers become inputs and outputs). */
+function emitUpdates(
+  s: StepBuilder,
+  params: Value[],
+  gradOf: (v: Value) => Value | undefined,
+  lr: Value,
+  options: StepGraphOptions,
+): {
+  trained: TrainedParam[];
+  updates: { param: Value; grad: Value }[];
+  opt: ReturnType<typeof addOptimizer>;
+} {
   const updates: { param: Value; grad: Value }[] = [];
   for (const p of params) {
-    const grad = summed(p);
-    if (!grad) throw new UserError(`parameter '${p.name}' does not reach the loss`, file);
+    const grad = gradOf(p);
+    if (!grad) throw new UserError(`parameter '${p.name}' does not reach the loss`, s.file);
     updates.push({ param: p, grad });
   }
-  const opt = addOptimizer(new Emitter(g, 'sgd/', { opset }), updates, lr, options.sgd ?? {});
+  const opt = addOptimizer(new Emitter(s.g, 'sgd/', { opset: s.opset }), updates, lr, options.sgd ?? {});
+  const trained: TrainedParam[] = [];
   for (const u of opt) {
-    if (u.momentumIn) g.inputs.push(u.momentumIn);
+    if (u.momentumIn) s.g.inputs.push(u.momentumIn);
     trained.push({
       name: u.param.name,
       shape: [...(u.param.shape as number[])],
@@ -320,45 +401,23 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
         u.momentumIn && u.momentumOut ? { input: u.momentumIn.name, output: u.momentumOut.name } : undefined,
     });
   }
+  return { trained, updates, opt };
+}
 
-  images.type = tensorType(DataType.FLOAT, imageShape);
-  g.inputs.push(labels, lr);
-  if (teacherLogits) g.inputs.push(teacherLogits);
-  loss.name = g.uniqueName('loss');
-  correct.name = g.uniqueName('correct');
-  g.outputs.length = 0;
-  g.outputs.push(
-    loss,
-    correct,
-    ...opt.map((u) => u.updated),
-    ...opt.flatMap((u) => (u.momentumOut ? [u.momentumOut] : [])),
-  );
-  const byName = g.valueByName();
-  for (const r of runningStats) g.outputs.push(byName.get(r.updated)!);
-  if (options.exposeGradients) {
-    for (const u of updates) {
-      // A gradient may be an input itself or shared; route it through Identity to give it its own name.
-      const out = new Emitter(g, 'expose/', { opset }).op('Identity', [u.grad]);
-      out.name = g.uniqueName(`${u.param.name}__grad`);
-      u.grad = out;
-      g.outputs.push(out);
-    }
-    trained.forEach((t, i) => (t.grad = updates[i]!.grad.name));
+/** Each parameter's gradient as an output `<param>__grad` (tests, debugging). */
+function exposeGradients(
+  s: StepBuilder,
+  updates: { param: Value; grad: Value }[],
+  trained: TrainedParam[],
+): void {
+  for (const u of updates) {
+    // A gradient may be an input itself or shared; route it through Identity to give it its own name.
+    const out = new Emitter(s.g, 'expose/', { opset: s.opset }).op('Identity', [u.grad]);
+    out.name = s.g.uniqueName(`${u.param.name}__grad`);
+    u.grad = out;
+    s.g.outputs.push(out);
   }
-  for (const v of g.outputs)
-    if (!v.type) v.type = tensorType(v === correct ? DataType.INT64 : DataType.FLOAT, undefined);
-  g.valueInfo.length = 0;
-  setOpset(model, opset);
-  return {
-    model,
-    batchSize: B,
-    numClasses,
-    inputs: { images: images.name, labels: labels.name, lr: lr.name, teacherLogits: teacherLogits?.name },
-    imageShape,
-    outputs: { loss: loss.name, correct: correct.name },
-    params: trained,
-    runningStats,
-  };
+  trained.forEach((t, i) => (t.grad = updates[i]!.grad.name));
 }
 
 /** Every float initializer a node reads, where `trainable(name)` says so. */
@@ -386,41 +445,11 @@ function defaultParams(g: Graph): Value[] {
   return [...params];
 }
 
-/**
- * dbeta = sum(dy), dgamma = sum(dy * xhat), and with k = gamma / sqrt(var + eps):
- * dx = k * (dy - (dbeta + xhat * dgamma) / n), the batch-statistics gradient torch computes.
- */
-function batchNormBackward(
-  e: Emitter,
-  s: BatchNormSaved,
-  dy: Value,
-  requiresGrad: Set<Value>,
-): [Value, Value][] {
-  const out: [Value, Value][] = [];
-  const dBetaKeep = e.reduceSum(dy, s.axes, true);
-  const dGammaKeep = e.reduceSum(e.mul(dy, s.xhat), s.axes, true);
-  const c = s.channelShape[1]!;
-  if (requiresGrad.has(s.beta)) out.push([s.beta, e.reshape(dBetaKeep, [c])]);
-  if (requiresGrad.has(s.gamma)) out.push([s.gamma, e.reshape(dGammaKeep, [c])]);
-  if (requiresGrad.has(s.x)) {
-    const correction = e.scale(e.add(dBetaKeep, e.mul(s.xhat, dGammaKeep)), 1 / s.count);
-    out.push([s.x, e.mul(s.scaleFactor, e.sub(dy, correction))]);
-  }
-  return out;
-}
-
-function constantOf(v: Value, probed: Map<Value, ProbedValue>, fail: () => never): number[] {
-  if (v.initializer) return Array.from(v.initializer.data as ArrayLike<number | bigint>, Number);
-  const constant = v.producer?.opType === 'Constant' ? v.producer.attr('value') : undefined;
-  if (
-    constant &&
-    'value' in constant &&
-    typeof constant.value === 'object' &&
-    constant.value &&
-    'data' in constant.value
-  )
-    return Array.from((constant.value as { data: ArrayLike<number | bigint> }).data, Number);
-  const p = probed.get(v)?.data;
+/** The numbers a constant input holds: an initializer or Constant, else what the probe saw (shape arithmetic). */
+function constantInts(v: Value, probe: ProbeResult, fail: () => never): number[] {
+  const c = constantOf(v);
+  if (c) return Array.from(c.data as ArrayLike<number | bigint>, Number);
+  const p = probe.ints.get(v);
   if (p) return p;
   return fail();
 }

@@ -1,0 +1,107 @@
+import type { Graph, Node, Value } from '../../ir/graph.js';
+import { Emitter } from '../emitter.js';
+
+/** Batch moments of `x` over `axes` (kept as size-1 dims), as train-mode BatchNormalization computes them. */
+export interface BatchMoments {
+  mean: Value;
+  centered: Value;
+  /** The biased variance (divided by the count), which train-mode BN normalises with. */
+  biasedVar: Value;
+}
+
+/**
+ * The one expansion of train-mode BatchNormalization statistics in standard ops, shared by the training step
+ * and the statistics graph of adaptive BN (src/passes/bn-stats-graph.ts), valid in the emitter's opset.
+ */
+export function emitBatchMoments(e: Emitter, x: Value, axes: number[]): BatchMoments {
+  const mean = e.reduceMean(x, axes, true);
+  const centered = e.sub(x, mean);
+  const biasedVar = e.reduceMean(e.mul(centered, centered), axes, true);
+  return { mean, centered, biasedVar };
+}
+
+/** What the backward rule of a train-mode BN reuses from its forward expansion. */
+export interface BatchNormSaved {
+  x: Value;
+  xhat: Value;
+  scaleFactor: Value;
+  gamma: Value;
+  beta: Value;
+  axes: number[];
+  count: number;
+  channelShape: number[];
+}
+
+export interface TrainingBatchNorm {
+  /** The normalised output, replacing the BN's output. */
+  y: Value;
+  saved: BatchNormSaved;
+  /** The updated running statistics, torch's way (momentum on the unbiased batch variance). */
+  newMean: Value;
+  newVar: Value;
+}
+
+/**
+ * Replaces an inference BatchNormalization by its train-mode computation on batch statistics, written out in
+ * standard ops (before the BN's position, so the graph stays sorted) so that the backward rule can reuse xhat.
+ */
+export function expandTrainingBatchNorm(
+  g: Graph,
+  bn: Node,
+  xShape: number[],
+  opset: number,
+): TrainingBatchNorm {
+  const [x, gamma, beta, mean, variance] = [0, 1, 2, 3, 4].map((i) => bn.input(i)) as Value[];
+  const axes = xShape.map((_, i) => i).filter((i) => i !== 1);
+  const count = axes.reduce((a, i) => a * xShape[i]!, 1);
+  const c = xShape[1]!;
+  const channelShape = xShape.map((d, i) => (i === 1 ? d : 1));
+  const eps = bn.attrFloat('epsilon', 1e-5);
+  const momentum = bn.attrFloat('momentum', 0.9); // ONNX: the weight of the old running statistic
+  const b = new Emitter(g, `${bn.name || bn.output().name}/train/`, { opset, before: bn });
+  const { mean: mu, centered, biasedVar } = emitBatchMoments(b, x!, axes);
+  const invStd = b.op('Reciprocal', [b.op('Sqrt', [b.add(biasedVar, b.scalar(eps))])]);
+  const xhat = b.mul(centered, invStd);
+  const gammaC = b.reshape(gamma!, channelShape);
+  const betaC = b.reshape(beta!, channelShape);
+  const y = b.add(b.mul(xhat, gammaC), betaC);
+  const scaleFactor = b.mul(gammaC, invStd);
+  // torch updates running_var with the unbiased batch variance.
+  const unbiased = count > 1 ? count / (count - 1) : 1;
+  const newMean = b.add(b.scale(mean!, momentum), b.scale(b.reshape(mu, [c]), 1 - momentum));
+  const newVar = b.add(
+    b.scale(variance!, momentum),
+    b.scale(b.reshape(biasedVar, [c]), (1 - momentum) * unbiased),
+  );
+  g.replaceAllUsesWith(bn.output(), y);
+  g.removeNode(bn);
+  return {
+    y,
+    saved: { x: x!, xhat, scaleFactor, gamma: gamma!, beta: beta!, axes, count, channelShape },
+    newMean,
+    newVar,
+  };
+}
+
+/**
+ * dbeta = sum(dy), dgamma = sum(dy * xhat), and with k = gamma / sqrt(var + eps):
+ * dx = k * (dy - (dbeta + xhat * dgamma) / n), the batch-statistics gradient torch computes.
+ */
+export function batchNormBackward(
+  e: Emitter,
+  s: BatchNormSaved,
+  dy: Value,
+  requiresGrad: Set<Value>,
+): [Value, Value][] {
+  const out: [Value, Value][] = [];
+  const dBetaKeep = e.reduceSum(dy, s.axes, true);
+  const dGammaKeep = e.reduceSum(e.mul(dy, s.xhat), s.axes, true);
+  const c = s.channelShape[1]!;
+  if (requiresGrad.has(s.beta)) out.push([s.beta, e.reshape(dBetaKeep, [c])]);
+  if (requiresGrad.has(s.gamma)) out.push([s.gamma, e.reshape(dGammaKeep, [c])]);
+  if (requiresGrad.has(s.x)) {
+    const correction = e.scale(e.add(dBetaKeep, e.mul(s.xhat, dGammaKeep)), 1 / s.count);
+    out.push([s.x, e.mul(s.scaleFactor, e.sub(dy, correction))]);
+  }
+  return out;
+}
