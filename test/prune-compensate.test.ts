@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as ort from 'onnxruntime-node';
-import { loadModel, serializeModel, type Model } from '../src/ir/index.js';
+import { decodeModel, loadModel, serializeModel, type Model } from '../src/ir/index.js';
 import { choleskyInPlace, choleskySolveInPlace, solveSpd } from '../src/linalg/cholesky.js';
 import { compensateModel, compensationTargets, type InputBatch } from '../src/prune/compensate.js';
-import { pruneModel } from '../src/prune/index.js';
-import { analyzeModel } from '../src/prune/index.js';
+import { analyzeModel, pruneModel } from '../src/prune/index.js';
 import { probeInputDims, randomInputs } from '../src/prune/probe.js';
 
 const FIXTURES = ['vgg', 'resnet_a', 'mobilenetv2', 'densenet'];
@@ -97,15 +96,6 @@ for (const name of FIXTURES) {
     const fit = inputBatches(model, 2, 16, 11);
     const heldOut = inputBatches(model, 1, 16, 21);
     const { model: out, report } = await compensateModel(model, model, targets, { fit, heldOut });
-    if (process.env.SHOW)
-      console.log(
-        report.layers
-          .map(
-            (l) =>
-              `${l.node} ${l.inputs}x${l.outputs} ${l.errorBefore.toExponential(2)} ${l.errorAfter.toExponential(2)} ${l.kept}`,
-          )
-          .join('\n'),
-      );
     assert.equal(report.layers.length, targets.length);
     // The solve reproduces every layer's targets on held-out inputs (float32 statistics: 1e-5 relative).
     for (const l of report.layers) assert.ok(l.errorAfter < 1e-5, `${l.node}: ${l.errorAfter}`);
@@ -144,7 +134,7 @@ for (const name of FIXTURES) {
     const check = inputBatches(pruned, 1, 32, 301)[0]!;
     const kept = report.layers.filter((l) => l.kept);
     const names = kept.map((l) => active.find((t) => t.node === l.node)!.output);
-    const ref = await runValues(loadModelBytes(original), check, names);
+    const ref = await runValues(decodeModel(original), check, names);
     const before = await runValues(pruned, check, names);
     const after = await runValues(compensated, check, names);
     kept.forEach((l, i) => {
@@ -154,15 +144,6 @@ for (const name of FIXTURES) {
       assert.ok(eAfter < eBefore, `${l.node}: ${eAfter} >= ${eBefore}`);
     });
   });
-}
-
-function loadModelBytes(bytes: Uint8Array): Model {
-  return loadModelFromBytes(bytes);
-}
-
-import { decodeModel } from '../src/ir/index.js';
-function loadModelFromBytes(bytes: Uint8Array): Model {
-  return decodeModel(bytes);
 }
 
 /** Squared error between the kept channels of the original output and the pruned output (channel axis 1). */
