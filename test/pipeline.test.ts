@@ -75,6 +75,10 @@ test("the paper's families (ResNet, VGG, MobileNetV2 fixtures) run through the w
     const result = await adaPrune(model, {
       passManager: pm,
       flops: 0.5,
+      // The paper's method as it was: BN widths, exact channel counts, no compensation (tested on its own).
+      widths: 'bn',
+      roundTo: 1,
+      compensate: false,
       criterion: 'auto',
       candidates: ['l1', 'bn', 'random'],
       data: {
@@ -275,4 +279,44 @@ test('--latency measures candidates inside the search and reports measured laten
     groups: { before: number; after: number }[];
   };
   for (const g of record.groups) assert.ok(g.after % 8 === 0 || g.after === g.before, JSON.stringify(g));
+});
+
+test('the defaults with data: width search, taylor channels, compensation kept only when it helps', async () => {
+  const data = await writeColourDataset(tmpDir(), 40);
+  const train = await openDataset(data, { split: 'train' });
+  const model = loadModel(fixture('resnet_a.onnx'));
+  const original = countCost(model).totalMacs;
+  const result = await adaPrune(model, {
+    flops: 0.5,
+    criterion: 'taylor',
+    data: {
+      train,
+      spec: PRESETS.cifar10,
+      calibrationImages: 100,
+      recalibrationBatches: 2,
+      recalibrationBatchSize: 50,
+    },
+    finetune: { epochs: 0, batchSize: 50, lr: 0.01 },
+    measureLatency: false,
+  });
+  const rows = result.report.criteria;
+  // One candidate per searched width source, each with the named criterion; the best proxy score is kept.
+  assert.deepEqual(
+    rows.map((r) => `${r.criterion}/${r.widths}`),
+    ['taylor/structural', 'taylor/structural-bn', 'taylor/bn', 'taylor/uniform'],
+  );
+  const best = [...rows].sort((a, b) => b.top1 - a.top1 || a.loss - b.loss)[0]!;
+  assert.ok(best.chosen);
+  assert.equal(result.report.chosenCriterion, 'taylor');
+  const c = result.report.compensation!;
+  assert.ok(c && c.layers.length > 0, 'compensation ran');
+  for (const l of c.layers) if (l.kept) assert.ok(l.errorAfter < l.errorBefore, l.node);
+  assert.equal(c.used, c.proxyLossAfter < c.proxyLossBefore);
+  const stages = result.report.accuracy.map((a) => a.stage);
+  assert.deepEqual(
+    stages,
+    c.used ? ['original', 'pruned', 'recalibrated', 'compensated'] : ['original', 'pruned', 'recalibrated'],
+  );
+  const macs = countCost(result.model).totalMacs;
+  assert.ok(macs <= 0.5 * original, `${macs} of ${original}`);
 });

@@ -98,7 +98,7 @@ test('report SVG is well-formed and escapes labels', () => {
 test('markdown report carries totals, criteria and every group', () => {
   const md = renderReportMarkdown(sampleReport(), 'x.svg');
   assert.ok(md.includes('| MACs | 125.49 M | 62.50 M | 49.81% |'));
-  assert.ok(md.includes('| l1 | 60.00% | 1.2000 | yes |'));
+  assert.ok(md.includes('| l1 | — | 60.00% | 1.2000 | yes |'));
   for (let i = 0; i < 12; i++) assert.ok(md.includes(`| g${i} |`));
 });
 

@@ -6,7 +6,14 @@ import { UserError } from '../errors.js';
 import { loadModel, saveModel } from '../ir/index.js';
 import { PassManager } from '../passes/pass-manager.js';
 import { adaPrune, type AdaPruneResult } from '../pipeline/adaprune.js';
-import { CRITERIA, parseCriterion, type Criterion, type PruneReport } from '../prune/index.js';
+import {
+  CRITERIA,
+  WIDTH_SOURCES,
+  parseCriterion,
+  type Criterion,
+  type PruneReport,
+  type WidthSource,
+} from '../prune/index.js';
 import { writeFileAtomically } from '../atomic-write.js';
 import { writeReports } from '../report/index.js';
 import { formatCount, formatPercent, renderKeyValues, renderTable, speedup } from '../report/table.js';
@@ -48,6 +55,8 @@ interface PruneArgs {
   finetuneBatch: number;
   finetuneLimit?: number;
   distill: boolean;
+  widths?: string;
+  compensate: boolean;
   device: string;
   threads?: number;
   report: boolean;
@@ -94,6 +103,12 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
         describe:
           'Which channels a group keeps; auto (default with --data) tries each and keeps the best; l1 without data',
       })
+      .option('widths', {
+        type: 'string',
+        choices: ['search', ...WIDTH_SOURCES],
+        describe:
+          'Where the keep ratios come from: structural (default without --data: groups many layers read, such as residual streams, are cut last), bn (the AdaPruner paper: mean BN gamma), uniform, structural-bn; search (default with --data) tries each and keeps the best',
+      })
       .option('uniform', {
         type: 'boolean',
         default: false,
@@ -101,7 +116,8 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       })
       .option('round-to', {
         type: 'number',
-        describe: 'Channel counts in multiples of N (default 1; 8 with --latency)',
+        describe:
+          'Channel counts in multiples of N (default 8: what onnxruntime CPU kernels run fastest; 1 for exact widths)',
       })
       .option('min-channels', { type: 'number', default: 1, describe: 'Fewest channels any group keeps' })
       .option('min-fraction', {
@@ -186,8 +202,14 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       })
       .option('distill', {
         type: 'boolean',
-        default: false,
-        describe: 'Fine-tune with knowledge distillation from the original model',
+        default: true,
+        describe: 'Fine-tune with knowledge distillation from the original model (--no-distill to skip)',
+      })
+      .option('compensate', {
+        type: 'boolean',
+        default: true,
+        describe:
+          'With --data: re-fit the layers that read pruned channels by least squares to the original outputs (--no-compensate to skip)',
       })
       .option('device', { type: 'string', default: 'cpu', describe: 'cpu | cuda | auto' })
       .option('threads', { type: 'number', describe: 'onnxruntime intra-op threads' })
@@ -221,6 +243,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
             ? 'auto'
             : parseCriterion(argv.criterion),
       uniform: argv.uniform,
+      widths: argv.widths as WidthSource | 'search' | undefined,
       roundTo: argv.roundTo,
       minChannels: argv.minChannels,
       minFraction: argv.minFraction,
@@ -228,6 +251,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       plan,
       planSource: argv.planIn,
       data,
+      compensate: argv.compensate,
       finetune: {
         epochs: argv.finetuneEpochs,
         lr: argv.finetuneLr,

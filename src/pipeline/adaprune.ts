@@ -1,5 +1,6 @@
 import type { Dataset } from '../data/dataset.js';
 import type { PreprocessSpec } from '../data/preprocess.js';
+import { mulberry32, shuffle } from '../data/prng.js';
 import { balancedSubset, holdoutSplit } from '../data/subset.js';
 import { UserError } from '../errors.js';
 import { decodeModel, serializeModel, type Model } from '../ir/index.js';
@@ -11,19 +12,23 @@ import {
   applyPlan,
   budgetFloorOf,
   planPrune,
+  taylorScores,
   toolVersion,
+  type CompensationTarget,
   type Criterion,
   type Plan,
   type PruneAnalysis,
   type PruneOptions,
+  type WidthSource,
 } from '../prune/index.js';
 import { validateModel } from '../runtime/validate.js';
 import type { PruneReport as CoreReport } from '../prune/index.js';
-import type { AccuracyStage, CriterionRow, PruneReport } from '../report/types.js';
+import type { AccuracyStage, CompensationSummary, CriterionRow, PruneReport } from '../report/types.js';
 import { recalibrateBatchNorm } from '../runtime/recalibrate.js';
 import { evaluate } from '../runtime/evaluate.js';
 import type { RuntimeOptions } from '../runtime/session.js';
 import { finetune, type FinetuneOptions } from '../train/loop.js';
+import { runCompensation } from './compensation-stage.js';
 import { measureLatencies, searchLatencyBudget, type LatencySearchStep } from './latency.js';
 import { ModuleNames } from '../report/module-names.js';
 
@@ -56,11 +61,19 @@ export interface AdaPruneOptions extends Pick<
 > {
   /** Fraction of the original's measured latency. */
   latency?: number;
+  /**
+   * Where the keep ratios come from (see src/prune/width-prior.ts), or `search`: one candidate per source in
+   * SEARCHED_WIDTHS, each recalibrated and scored on the calibration split, the best kept. Default: `search`
+   * with data, `structural` without; `uniform` when `uniform` is set.
+   */
+  widths?: WidthSource | 'search';
   /** A criterion, or `auto`: build one candidate per criterion and keep the best on the calibration split. */
   criterion?: Criterion | 'auto';
   /** Candidates `auto` compares (default: every criterion). */
   candidates?: readonly Criterion[];
   data?: DataOptions;
+  /** Least-squares compensation of the chosen candidate (needs `data`; default true with data). */
+  compensate?: boolean;
   /** Fine-tuning after pruning; skipped when absent or epochs is 0. */
   finetune?: Omit<FinetuneOptions, 'spec' | 'seed' | 'teacher' | 'device' | 'threads'> & {
     distill?: boolean;
@@ -89,6 +102,12 @@ export interface AdaPruneResult {
   latencySearch?: LatencySearchStep[];
   skipped: string[];
 }
+
+/** Channel-count rounding when the user gives none. */
+export const DEFAULT_ROUND_TO = 8;
+
+/** The width sources `--widths search` compares. */
+export const SEARCHED_WIDTHS: readonly WidthSource[] = ['structural', 'structural-bn', 'bn', 'uniform'];
 
 /** Top-1 and mean cross-entropy on fixed samples: what the stages report and the candidates are ranked by. */
 interface ProxyScore {
@@ -205,9 +224,16 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
   };
   const timeIt = async (bytes: Uint8Array): Promise<number> =>
     (await measureLatencies([bytes], { shape: latencyShape(), runtime }))[0]!;
+  // Width sources: one, or (`search`, the default with data) each tried with one criterion and the best kept.
+  const widthOption = options.widths ?? (options.uniform ? 'uniform' : data ? 'search' : 'structural');
+  if (widthOption === 'search' && !data)
+    throw new UserError('--widths search compares candidates on data: give --data, or name a width source');
   const baseOptions: PruneOptions = {
+    widths: widthOption === 'search' ? 'structural' : widthOption,
     uniform: options.uniform,
-    roundTo: options.roundTo ?? (options.latency !== undefined ? 8 : undefined),
+    // Multiples of 8 by default: off them, onnxruntime's blocked (NCHWc) convolution kernels fall back to slower
+    // paths and a model with half the MACs can run slower than the original (docs/results.md).
+    roundTo: options.roundTo ?? DEFAULT_ROUND_TO,
     minChannels: options.minChannels,
     minFraction: options.minFraction,
     seed,
@@ -256,8 +282,24 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
     skipped.push('BN recalibration (the model has no BatchNormalization: BN was folded at export)');
   const criteria: Criterion[] =
     criterionOption === 'auto' ? [...(options.candidates ?? CRITERIA)] : [criterionOption];
+  if (criteria.includes('taylor') && !data)
+    throw new UserError('--criterion taylor measures loss gradients on data: give --data');
+  const classScores =
+    data && options.plan === undefined && criteria.includes('taylor')
+      ? await stage('taylor scores', async () => {
+          const m = fresh();
+          const images = Math.min(data.calibrationImages ?? 1000, split!.rest.length);
+          const indices = shuffle(Int32Array.from(split!.rest), mulberry32(seed ^ 0x7a1)).subarray(0, images);
+          return taylorScores(m, (await analysis()).channels, data.train, {
+            spec: data.spec,
+            indices,
+            runtime,
+          });
+        })
+      : undefined;
   interface Candidate {
     criterion: Criterion;
+    widths: WidthSource;
     /** Serialized as it was before recalibration, for the report's "pruned" accuracy. */
     prunedBytes: Uint8Array;
     recalibrated: Model;
@@ -265,30 +307,40 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
     plan: Plan;
     core: CoreReport;
     score: ProxyScore;
+    targets: CompensationTarget[];
   }
-  const candidates: Candidate[] = [];
-  for (const criterion of criteria) {
-    const built = await stage(`candidate ${criterion}`, async () => {
+  const widthCandidates: WidthSource[] =
+    widthOption === 'search'
+      ? options.plan === undefined
+        ? [...SEARCHED_WIDTHS]
+        : ['structural']
+      : [widthOption];
+  const build = (criterion: Criterion, widths: WidthSource): Promise<Candidate> =>
+    stage(`candidate ${criterion}, ${widths} widths`, async () => {
       const a = await analysis();
       const planned = planPrune(a, {
         ...baseOptions,
         ...budget,
+        widths,
         criterion,
+        ...(criterion === 'taylor' && classScores && { classScores }),
         plan: options.plan,
         planSource: options.planSource,
       });
-      const { plan, report } = planned;
+      const { plan, report, targets } = planned;
       const m = applyPlan(a, planned, pm);
       const prunedBytes = serializeModel(m);
       if (!data)
         return {
           criterion,
+          widths,
           prunedBytes,
           recalibrated: m,
           recalibratedBytes: prunedBytes,
           plan,
           core: report,
           score: { top1: 0, loss: 0, images: 0 },
+          targets,
         };
       const recalibrated = m;
       if (hasBatchNorm) {
@@ -302,16 +354,38 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
       }
       const recalibratedBytes = hasBatchNorm ? serializeModel(recalibrated) : prunedBytes;
       const s = await score(recalibratedBytes, data.train, split!.holdout);
-      log(`  ${criterion}: proxy top-1 ${(100 * s.top1).toFixed(2)}%, loss ${s.loss.toFixed(4)}`);
-      return { criterion, prunedBytes, recalibrated, recalibratedBytes, plan, core: report, score: s };
+      log(
+        `  ${criterion}, ${widths} widths: proxy top-1 ${(100 * s.top1).toFixed(2)}%, loss ${s.loss.toFixed(4)}`,
+      );
+      return {
+        criterion,
+        widths,
+        prunedBytes,
+        recalibrated,
+        recalibratedBytes,
+        plan,
+        core: report,
+        score: s,
+        targets,
+      };
     });
-    candidates.push(built);
+  const candidates: Candidate[] = [];
+  let chosenWidths = widthCandidates[0]!;
+  if (widthCandidates.length > 1) {
+    const first = criteria.includes('l1') ? 'l1' : criteria[0]!;
+    for (const widths of widthCandidates) candidates.push(await build(first, widths));
+    chosenWidths = rankCandidates(candidates)[0]!.widths;
+  }
+  for (const criterion of criteria) {
+    if (candidates.some((c) => c.criterion === criterion && c.widths === chosenWidths)) continue;
+    candidates.push(await build(criterion, chosenWidths));
     if (options.plan !== undefined) break; // a given plan fixes the channels: one candidate
   }
-  const best = rankCandidates(candidates)[0]!;
+  let best = rankCandidates(candidates)[0]!;
   const criteriaRows: CriterionRow[] = data
     ? candidates.map((c) => ({
         criterion: c.criterion,
+        widths: c.widths,
         top1: c.score.top1,
         loss: c.score.loss,
         chosen: c === best,
@@ -319,6 +393,38 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
     : [];
 
   let result = best.recalibrated;
+  let compensation: CompensationSummary | undefined;
+  let compensatedBytes: Uint8Array | undefined;
+  if (data && options.compensate !== false && best.targets.some((t) => !t.skip)) {
+    const c = await stage('compensate', () =>
+      runCompensation(best.prunedBytes, original, best.targets, {
+        dataset: data.train,
+        spec: data.spec,
+        pool: split!.rest,
+        images: data.calibrationImages ?? 1000,
+        seed,
+        runtime,
+        ...(hasBatchNorm && {
+          recalibration: {
+            batches: data.recalibrationBatches ?? 20,
+            batchSize: data.recalibrationBatchSize ?? 64,
+          },
+        }),
+        score: (bytes) => score(bytes, data.train, split!.holdout),
+        log,
+      }),
+    );
+    const used = c.score.loss < best.score.loss;
+    log(
+      `  compensated: proxy top-1 ${(100 * c.score.top1).toFixed(2)}%, loss ${c.score.loss.toFixed(4)} (${used ? 'kept' : 'not kept: no better than without'})`,
+    );
+    compensation = { ...c.summary, used, proxyLossBefore: best.score.loss };
+    if (used) {
+      result = c.model;
+      compensatedBytes = c.bytes;
+    }
+  } else if (data && options.compensate !== false)
+    skipped.push('compensation (no layer reads a pruned channel)');
   if (data && !options.dryRun) {
     record('pruned', await stage('evaluate pruned', () => score(best.prunedBytes, evalSet!, evalIndices)));
     if (hasBatchNorm)
@@ -326,18 +432,23 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
         'recalibrated',
         await stage('evaluate recalibrated', () => score(best.recalibratedBytes, evalSet!, evalIndices)),
       );
+    if (compensatedBytes)
+      record(
+        'compensated',
+        await stage('evaluate compensated', () => score(compensatedBytes!, evalSet!, evalIndices)),
+      );
     const ft = options.finetune;
     if (ft && ft.epochs > 0) {
       const { distill, ...rest } = ft;
       const tuned = await stage('fine-tune', () =>
-        finetune(best.recalibrated, data.train, {
+        finetune(result, data.train, {
           ...rest,
           spec: data.spec,
           seed,
           device: runtime.device,
           threads: runtime.threads,
           onStep: options.onFinetuneStep,
-          ...(distill ? { teacher: { model: fresh() } } : {}),
+          ...(distill !== false ? { teacher: { model: fresh() } } : {}),
         }),
       );
       result = tuned.model;
@@ -359,13 +470,44 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
       );
     }
   }
+  // Slower than the original at the default rounding: without data (one candidate, nothing trained) the
+  // prune is cheap to redo, so the next coarser roundings are tried before warning.
+  const canCoarsen =
+    !data && options.roundTo === undefined && options.latency === undefined && options.plan === undefined;
+  for (const roundTo of canCoarsen ? [2 * DEFAULT_ROUND_TO, 4 * DEFAULT_ROUND_TO] : []) {
+    if (originalMs === undefined || prunedMs === undefined || prunedMs <= originalMs) break;
+    const coarser = await stage(`re-prune at --round-to ${roundTo}`, async () => {
+      const a = await analysis();
+      const r = planPrune(a, { ...baseOptions, ...budget, roundTo, criterion: best.criterion });
+      const m = applyPlan(a, r, pm);
+      const bytes = serializeModel(m);
+      const [o, p] = await measureLatencies([original, bytes], { shape: latencyShape(), runtime });
+      return { m, r, bytes, o: o!, p: p! };
+    });
+    log(`  --round-to ${roundTo}: ${coarser.p.toFixed(3)} ms vs ${coarser.o.toFixed(3)} ms original`);
+    if (coarser.p / coarser.o < prunedMs / originalMs) {
+      notes.push(
+        `rounded channel counts to multiples of ${roundTo}: at ${baseOptions.roundTo} the result measured slower than the original`,
+      );
+      if (options.validate !== false) await validateModel(coarser.m);
+      best = {
+        ...best,
+        recalibrated: coarser.m,
+        plan: coarser.r.plan,
+        core: coarser.r.report,
+        targets: coarser.r.targets,
+      };
+      result = coarser.m;
+      [originalMs, prunedMs] = [coarser.o, coarser.p];
+    }
+  }
   if (
     originalMs !== undefined &&
     prunedMs !== undefined &&
     prunedMs > originalMs &&
     options.latency === undefined
   ) {
-    const hint = `the pruned model measured slower than the original (${prunedMs.toFixed(3)} vs ${originalMs.toFixed(3)} ms at batch ${latencyShape()[0]}): channel counts that are not multiples of 8 defeat onnxruntime's blocked convolution kernels; try --round-to 8, or budget by --latency`;
+    const hint = `the pruned model measured slower than the original (${prunedMs.toFixed(3)} vs ${originalMs.toFixed(3)} ms at batch ${latencyShape()[0]}): channel counts that are not multiples of 8 defeat onnxruntime's blocked convolution kernels; try a coarser --round-to, or budget by --latency`;
     notes.push(hint);
     warn(hint);
   }
@@ -407,6 +549,7 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
       ...(g.frozen ? { frozen: g.frozen } : {}),
     })),
     stages,
+    ...(compensation && { compensation }),
     notes: [...notes, ...core.warnings, ...skipped.map((s) => `skipped: ${s}`)],
   };
   return { model: result, plan: best.plan, core, report, ...(latencySearch && { latencySearch }), skipped };

@@ -4,7 +4,7 @@ import type { ChannelGroup, FilterLayout, Space } from './groups.js';
 import { float32Rows, readElements } from './tensor-data.js';
 import { mulberry32 } from '../data/prng.js';
 
-export const CRITERIA = ['l1', 'l2', 'bn', 'fpgm', 'random', 'exemplar'] as const;
+export const CRITERIA = ['l1', 'l2', 'bn', 'fpgm', 'random', 'exemplar', 'taylor'] as const;
 export type Criterion = (typeof CRITERIA)[number];
 
 export function parseCriterion(name: string): Criterion {

@@ -6,6 +6,9 @@ import { AttributeType, DataType, type Model, type Tensor } from '../ir/index.js
 import { PassManager, type Pass, type PassResult } from '../passes/pass-manager.js';
 import { ClassFilters, classPriority, type Criterion } from './criteria.js';
 import { validateModel, type ValidationResult } from '../runtime/validate.js';
+import { compensationTargets, type CompensationTarget } from './compensate.js';
+import { taylorPriority } from './taylor.js';
+import { widthScores, type WidthSource } from './width-prior.js';
 import { analyzeGroups, groupRows, type GroupAnalysis, type GroupRow } from './groups.js';
 import { groupImportance, type Importance } from './importance.js';
 import { PLAN_FORMAT, PLAN_VERSION, anchorOf, validatePlan, type Plan } from './plan.js';
@@ -17,6 +20,9 @@ export { CRITERIA, parseCriterion, type Criterion } from './criteria.js';
 export { PLAN_SCHEMA, validatePlan, type Plan, type PlanGroup } from './plan.js';
 export type { GroupAnalysis, GroupRow } from './groups.js';
 export type { Cost, SearchResult } from './width-search.js';
+export { WIDTH_SOURCES, parseWidthSource, type WidthSource } from './width-prior.js';
+export { taylorScores, TaylorProbe } from './taylor.js';
+export { compensateModel, type CompensationTarget, type CompensationReport } from './compensate.js';
 export { probeShapes, type ProbeResult } from './probe.js';
 
 export interface PruneOptions {
@@ -26,12 +32,16 @@ export interface PruneOptions {
   params?: number;
   criterion?: Criterion;
   uniform?: boolean;
+  /** Where the keep ratios come from (width-prior.ts); default `bn` (the paper's), `uniform` with `uniform`. */
+  widths?: WidthSource;
   roundTo?: number;
   /** Fewest channels any group keeps (default 1). */
   minChannels?: number;
   /** Smallest fraction of its channels any group keeps (default 0.1). */
   minFraction?: number;
   seed?: number;
+  /** Per group, a score per channel class (higher kept first): the `taylor` criterion's measured importance. */
+  classScores?: readonly (ArrayLike<number> | undefined)[];
   /** A parsed plan to re-apply instead of searching. */
   plan?: unknown;
   /** Where `plan` came from, for error messages. */
@@ -56,6 +66,7 @@ export interface GroupReport {
 
 export interface PruneReport {
   criterion: Criterion | 'custom';
+  widthSource: WidthSource;
   importanceSource: 'bn' | 'filter-norm';
   groups: GroupReport[];
   original: Cost;
@@ -161,6 +172,8 @@ export async function budgetFloor(
 export interface PlannedPrune {
   plan: Plan;
   keep: Uint8Array[];
+  /** The layers whose inputs lose channels, for least-squares compensation (names survive the rewrite). */
+  targets: CompensationTarget[];
   report: PruneReport;
 }
 
@@ -184,6 +197,7 @@ export function planPrune(analysis: PruneAnalysis, options: PlanOptions): Planne
   if (options.plan === undefined && options.flops === undefined && options.params === undefined)
     throw new UserError('give a budget (--flops R or --params R) or a plan (--plan-in FILE)');
   const criterion = options.criterion ?? 'l1';
+  const widthSource: WidthSource = options.uniform ? 'uniform' : (options.widths ?? 'bn');
   const seed = options.seed ?? 0;
   const roundTo = options.roundTo ?? 1;
   if (!Number.isInteger(roundTo) || roundTo < 1)
@@ -200,7 +214,9 @@ export function planPrune(analysis: PruneAnalysis, options: PlanOptions): Planne
     channels.groups.map((g, i) =>
       g.frozen.length || options.plan !== undefined
         ? range(g.size)
-        : classPriority(g, criterion, seed, warn, filters[i]),
+        : criterion === 'taylor'
+          ? taylorPriority(g, options.classScores?.[i], seed, warn, filters[i]!)
+          : classPriority(g, criterion, seed, warn, filters[i]),
     ),
   );
   const costModel = new CostModel(channels, priorities);
@@ -214,7 +230,7 @@ export function planPrune(analysis: PruneAnalysis, options: PlanOptions): Planne
     const kind = options.flops !== undefined ? 'flops' : 'params';
     const ratio = (options.flops ?? options.params)!;
     search = pm.time('prune-width-search', () =>
-      searchWidths(channels, costModel, importance.scores, {
+      searchWidths(channels, costModel, widthScores(widthSource, channels, importance.scores), {
         budget: kind,
         ratio,
         uniform: options.uniform ?? false,
@@ -247,8 +263,10 @@ export function planPrune(analysis: PruneAnalysis, options: PlanOptions): Planne
   return {
     plan,
     keep,
+    targets: compensationTargets(channels, keep),
     report: {
       criterion: planCriterion,
+      widthSource,
       importanceSource: importance.source,
       groups,
       original,
@@ -311,7 +329,7 @@ export function applyPlan(analysis: PruneAnalysis, planned: PlannedPrune, passMa
 export async function pruneModel(
   model: Model,
   options: PruneOptions,
-): Promise<{ model: Model; plan: Plan; report: PruneReport }> {
+): Promise<{ model: Model; plan: Plan; report: PruneReport; targets: CompensationTarget[] }> {
   const pm = options.passManager ?? new PassManager();
   const warnings: string[] = [];
   const warn = (msg: string): void => {
@@ -339,6 +357,7 @@ export async function pruneModel(
   return {
     model: pruned,
     plan: planned.plan,
+    targets: planned.targets,
     report: { ...planned.report, validation, warnings },
   };
 }

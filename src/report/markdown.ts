@@ -58,11 +58,44 @@ export function renderReportMarkdown(r: PruneReport, svgFile?: string): string {
     out.push('## Inheritance criteria', '');
     out.push(
       table(
-        ['criterion', 'proxy top-1', 'proxy loss', 'chosen'],
-        r.criteria.map((c) => [c.criterion, formatPercent(c.top1), c.loss.toFixed(4), c.chosen ? 'yes' : '']),
+        ['criterion', 'widths', 'proxy top-1', 'proxy loss', 'chosen'],
+        r.criteria.map((c) => [
+          c.criterion,
+          c.widths ?? '—',
+          formatPercent(c.top1),
+          c.loss.toFixed(4),
+          c.chosen ? 'yes' : '',
+        ]),
       ),
       '',
     );
+  }
+  if (r.compensation) {
+    const c = r.compensation;
+    const kept = c.layers.filter((l) => l.kept).length;
+    out.push('## Compensation', '');
+    out.push(
+      `Least-squares re-fit of ${c.layers.length} layers (${kept} fits kept, ${c.skipped.length} skipped) in ` +
+        `${c.seconds.toFixed(1)} s; proxy loss ${c.proxyLossBefore.toFixed(4)} → ${c.proxyLossAfter.toFixed(4)}` +
+        ` (${c.used ? 'used' : 'not used: no better'}).`,
+      '',
+    );
+    out.push(
+      table(
+        ['layer', 'inputs', 'outputs', 'held-out error before', 'after', 'kept'],
+        c.layers.map((l) => [
+          `\`${l.node}\``,
+          l.inputs,
+          l.outputs,
+          l.errorBefore.toFixed(4),
+          l.errorAfter.toFixed(4),
+          l.kept ? 'yes' : '',
+        ]),
+      ),
+      '',
+    );
+    for (const s of c.skipped) out.push(`- skipped \`${s.node}\`: ${s.reason}`);
+    if (c.skipped.length) out.push('');
   }
   out.push('## Groups', '');
   out.push(

@@ -14,6 +14,8 @@ export interface PruneReport {
   chosenCriterion: string;
   groups: GroupRow[];
   stages: { name: string; seconds: number }[];
+  /** Least-squares compensation of the chosen candidate, when it ran. */
+  compensation?: CompensationSummary;
   notes: string[];
 }
 
@@ -25,7 +27,8 @@ export interface ModelFigures {
 }
 
 export interface AccuracyStage {
-  stage: 'original' | 'pruned' | 'recalibrated' | 'finetuned';
+  /** `compensated`: least-squares compensation, then BN recalibration. */
+  stage: 'original' | 'pruned' | 'recalibrated' | 'compensated' | 'finetuned';
   top1: number;
   loss?: number;
   images: number;
@@ -33,6 +36,8 @@ export interface AccuracyStage {
 
 export interface CriterionRow {
   criterion: string;
+  /** The width source the candidate was pruned with. */
+  widths?: string;
   top1: number;
   loss: number;
   chosen: boolean;
@@ -48,4 +53,23 @@ export interface GroupRow {
   after: number;
   score?: number;
   frozen?: string;
+}
+
+export interface CompensationSummary {
+  /** The compensated model replaced the plain one (its proxy loss was lower). */
+  used: boolean;
+  seconds: number;
+  /** Proxy loss on the calibration split, after recalibration, without and with compensation. */
+  proxyLossBefore: number;
+  proxyLossAfter: number;
+  layers: {
+    node: string;
+    op: string;
+    inputs: number;
+    outputs: number;
+    errorBefore: number;
+    errorAfter: number;
+    kept: boolean;
+  }[];
+  skipped: { node: string; reason: string }[];
 }
