@@ -121,98 +121,171 @@ function rankCandidates<T extends { score: ProxyScore }>(candidates: T[]): T[] {
   return [...candidates].sort((a, b) => b.score.top1 - a.score.top1 || a.score.loss - b.score.loss);
 }
 
+/** The best-ranked candidate of a width or criterion comparison. */
+interface Candidate {
+  criterion: Criterion;
+  widths: WidthSource;
+  /** Serialized as it was before recalibration, for the report's "pruned" accuracy. */
+  prunedBytes: Uint8Array;
+  recalibrated: Model;
+  recalibratedBytes: Uint8Array;
+  plan: Plan;
+  core: CoreReport;
+  score: ProxyScore;
+  targets: CompensationTarget[];
+}
+
+/** The chosen model after the data stages, with what the report says about them. */
+interface Outcome {
+  best: Candidate;
+  result: Model;
+  compensation?: CompensationSummary;
+  compensatedBytes?: Uint8Array;
+  originalMs?: number;
+  prunedMs?: number;
+}
+
 /**
  * The AdaPruner method end to end: cleanup, channel groups and BN block scores, bisection to the budget, one
  * candidate per inheritance criterion, BN recalibration of each, a proxy score on held-out training images,
  * the best kept, fine-tuning, validation. Without data it is the data-free prune and says what it skipped.
  */
 export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<AdaPruneResult> {
-  const pm = options.passManager ?? new PassManager();
-  const log = options.log ?? (() => undefined);
-  const stages: { name: string; seconds: number }[] = [];
-  const stage = async <R>(name: string, fn: () => Promise<R> | R): Promise<R> => {
-    log(`${name}...`);
+  return new AdaPruneRun(input, options).run();
+}
+
+/** One run of the pipeline: the state its stages share, and one method per stage. */
+class AdaPruneRun {
+  private readonly pm: PassManager;
+  private readonly log: (line: string) => void;
+  private readonly stages: { name: string; seconds: number }[] = [];
+  private readonly skipped: string[] = [];
+  private readonly notes: string[] = [];
+  // Every candidate runs the same width search, so the same notes would repeat once per criterion.
+  private readonly warned = new Set<string>();
+  private readonly accuracy: AccuracyStage[] = [];
+  private readonly data: DataOptions | undefined;
+  private readonly seed: number;
+  private readonly runtime: RuntimeOptions;
+  private original: Uint8Array = new Uint8Array(0);
+  private split: ReturnType<typeof holdoutSplit> | undefined;
+  private evalSet: Dataset | undefined;
+  private evalIndices: ArrayLike<number> | undefined;
+  private analysed: PruneAnalysis | undefined;
+  private baseOptions!: PruneOptions;
+  private budget: Pick<PruneOptions, 'flops' | 'params'>;
+  private latencySearch: LatencySearchStep[] | undefined;
+  private baselineMs: number | undefined;
+  private hasBatchNorm = false;
+
+  constructor(
+    private readonly input: Model,
+    private readonly options: AdaPruneOptions,
+  ) {
+    this.pm = options.passManager ?? new PassManager();
+    this.log = options.log ?? (() => undefined);
+    this.data = options.data;
+    this.seed = options.seed ?? 0;
+    this.runtime = options.runtime ?? {};
+    this.budget = { flops: options.flops, params: options.params };
+  }
+
+  async run(): Promise<AdaPruneResult> {
+    const { options, data } = this;
+    const criterionOption = options.criterion ?? (data ? 'auto' : 'l1');
+    if (criterionOption === 'auto' && !data)
+      throw new UserError('--criterion auto compares candidates on data: give --data, or name a criterion');
+    if (options.latency !== undefined && (options.flops !== undefined || options.params !== undefined))
+      throw new UserError('give one budget: --flops, --params or --latency');
+    await this.stage('cleanup', () => cleanupPipeline(this.pm, this.input));
+    this.original = serializeModel(this.input);
+    await this.prepareData();
+    // Width sources: one, or (`search`, the default with data) each tried with one criterion and the best kept.
+    const widthOption = options.widths ?? (options.uniform ? 'uniform' : data ? 'search' : 'structural');
+    if (widthOption === 'search' && !data)
+      throw new UserError('--widths search compares candidates on data: give --data, or name a width source');
+    this.baseOptions = {
+      widths: widthOption === 'search' ? 'structural' : widthOption,
+      uniform: options.uniform,
+      // Multiples of 8 by default: off them, onnxruntime's blocked (NCHWc) convolution kernels fall back to
+      // slower paths and a model with half the MACs can run slower than the original (docs/results.md).
+      roundTo: options.roundTo ?? DEFAULT_ROUND_TO,
+      minChannels: options.minChannels,
+      minFraction: options.minFraction,
+      seed: this.seed,
+      inputShapes: options.inputShapes,
+      passManager: this.pm,
+      warn: (line) => this.warn(line),
+    };
+    if (options.latency !== undefined) await this.searchLatency(options.latency);
+    this.hasBatchNorm = this.input.graph.nodes.some((n) => n.opType === 'BatchNormalization');
+    if (data && !this.hasBatchNorm)
+      this.skipped.push('BN recalibration (the model has no BatchNormalization: BN was folded at export)');
+    const criteria: Criterion[] =
+      criterionOption === 'auto' ? [...(options.candidates ?? CRITERIA)] : [criterionOption];
+    if (criteria.includes('taylor') && !data)
+      throw new UserError('--criterion taylor measures loss gradients on data: give --data');
+    const { best, rows } = await this.chooseCandidate(criteria, widthOption);
+    let outcome = await this.compensate(best);
+    outcome = await this.dataStages(outcome);
+    outcome = await this.measure(outcome);
+    outcome = await this.coarsen(outcome);
+    return this.finish(outcome, rows);
+  }
+
+  private async stage<R>(name: string, fn: () => Promise<R> | R): Promise<R> {
+    this.log(`${name}...`);
     const t = performance.now();
     const r = await fn();
-    stages.push({ name, seconds: (performance.now() - t) / 1000 });
+    this.stages.push({ name, seconds: (performance.now() - t) / 1000 });
     return r;
-  };
-  const skipped: string[] = [];
-  // Every candidate runs the same width search, so the same notes would repeat once per criterion.
-  const warned = new Set<string>();
-  const warn = (line: string): void => {
-    if (warned.has(line)) return;
-    warned.add(line);
-    options.warn?.(line);
-  };
-  const notes: string[] = [];
-  const data = options.data;
-  const seed = options.seed ?? 0;
-  const criterionOption = options.criterion ?? (data ? 'auto' : 'l1');
-  if (criterionOption === 'auto' && !data)
-    throw new UserError('--criterion auto compares candidates on data: give --data, or name a criterion');
-  if (options.latency !== undefined && (options.flops !== undefined || options.params !== undefined))
-    throw new UserError('give one budget: --flops, --params or --latency');
+  }
 
-  await stage('cleanup', () => cleanupPipeline(pm, input));
-  const original = serializeModel(input);
-  const fresh = (): Model => {
-    const m = decodeModel(original);
+  private warn(line: string): void {
+    if (this.warned.has(line)) return;
+    this.warned.add(line);
+    this.options.warn?.(line);
+  }
+
+  private fresh(): Model {
+    const m = decodeModel(this.original);
     m.sourcePath = undefined;
     return m;
-  };
+  }
 
-  const runtime = options.runtime ?? {};
-  const split = data
-    ? holdoutSplit(
-        data.train.labels,
-        Math.min(data.calibrationImages ?? 1000, Math.floor(data.train.length / 2)),
-        seed,
-      )
-    : undefined;
-  const evalSet = data ? (data.val ?? data.train) : undefined;
-  const evalIndices = data
-    ? data.val
-      ? data.valLimit !== undefined
-        ? balancedSubset(data.val.labels, data.valLimit, seed)
-        : undefined
-      : split!.holdout
-    : undefined;
-  if (data && !data.val)
-    notes.push('no --val given: accuracy is reported on the calibration split of the training data');
-  const score = async (
+  private async score(
     bytes: Uint8Array,
     dataset: Dataset,
     indices: ArrayLike<number> | undefined,
-  ): Promise<ProxyScore> => {
-    const r = await evaluate(bytes, dataset, { spec: data!.spec, runtime, ...(indices && { indices }) });
+  ): Promise<ProxyScore> {
+    const r = await evaluate(bytes, dataset, {
+      spec: this.data!.spec,
+      runtime: this.runtime,
+      ...(indices && { indices }),
+    });
     return { top1: r.top1, loss: r.loss, images: r.n };
-  };
-  const accuracy: AccuracyStage[] = [];
-  const record = (stageName: AccuracyStage['stage'], s: ProxyScore): void => {
-    accuracy.push({ stage: stageName, top1: s.top1, loss: s.loss, images: s.images });
-    log(
+  }
+
+  private record(stageName: AccuracyStage['stage'], s: ProxyScore): void {
+    this.accuracy.push({ stage: stageName, top1: s.top1, loss: s.loss, images: s.images });
+    this.log(
       `  ${stageName}: top-1 ${(100 * s.top1).toFixed(2)}% (loss ${s.loss.toFixed(4)}, ${s.images} images)`,
     );
-  };
-  if (data)
-    record('original', await stage('evaluate original', () => score(original, evalSet!, evalIndices)));
-  else
-    skipped.push(
-      'accuracy (no --data)',
-      'adaptive criterion choice (no --data)',
-      'BN recalibration (no --data)',
-      'fine-tuning (no --data)',
-    );
+  }
 
-  // Analyse once: every candidate (criteria, latency steps) is a plan over the same analysis.
-  let analysed: PruneAnalysis | undefined;
-  const analysis = async (): Promise<PruneAnalysis> =>
-    (analysed ??= await stage('analyse', () =>
-      analyzeForPruning(input, { inputShapes: options.inputShapes, passManager: pm, warn }),
+  /** Analyse once: every candidate (criteria, widths, latency steps, roundings) is a plan over it. */
+  private async analysis(): Promise<PruneAnalysis> {
+    return (this.analysed ??= await this.stage('analyse', () =>
+      analyzeForPruning(this.input, {
+        inputShapes: this.options.inputShapes,
+        passManager: this.pm,
+        warn: (line) => this.warn(line),
+      }),
     ));
+  }
 
-  const latencyShape = (): number[] => {
+  private latencyShape(): number[] {
+    const { input, options } = this;
     const dims = input.graph.inputs[0]?.shape ?? [];
     return dims.map((d, i) =>
       i === 0
@@ -221,106 +294,106 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
           ? d
           : (options.inputShapes?.[input.graph.inputs[0]!.name]?.[i] ?? 1),
     );
-  };
-  const timeIt = async (bytes: Uint8Array): Promise<number> =>
-    (await measureLatencies([bytes], { shape: latencyShape(), runtime }))[0]!;
-  // Width sources: one, or (`search`, the default with data) each tried with one criterion and the best kept.
-  const widthOption = options.widths ?? (options.uniform ? 'uniform' : data ? 'search' : 'structural');
-  if (widthOption === 'search' && !data)
-    throw new UserError('--widths search compares candidates on data: give --data, or name a width source');
-  const baseOptions: PruneOptions = {
-    widths: widthOption === 'search' ? 'structural' : widthOption,
-    uniform: options.uniform,
-    // Multiples of 8 by default: off them, onnxruntime's blocked (NCHWc) convolution kernels fall back to slower
-    // paths and a model with half the MACs can run slower than the original (docs/results.md).
-    roundTo: options.roundTo ?? DEFAULT_ROUND_TO,
-    minChannels: options.minChannels,
-    minFraction: options.minFraction,
-    seed,
-    inputShapes: options.inputShapes,
-    passManager: pm,
-    warn,
-  };
-  let budget: Pick<PruneOptions, 'flops' | 'params'> = { flops: options.flops, params: options.params };
-  let latencySearch: LatencySearchStep[] | undefined;
-  let baselineMs: number | undefined;
-  if (options.latency !== undefined) {
-    if (!(options.latency > 0 && options.latency <= 1))
-      throw new UserError(`--latency must be in (0, 1], got ${options.latency}`);
-    baselineMs = await stage('measure latency', () => timeIt(original));
+  }
+
+  private async timeIt(bytes: Uint8Array): Promise<number> {
+    return (await measureLatencies([bytes], { shape: this.latencyShape(), runtime: this.runtime }))[0]!;
+  }
+
+  /** The calibration split, where accuracy is reported, and the original's accuracy. */
+  private async prepareData(): Promise<void> {
+    const { data, seed } = this;
+    if (!data) {
+      this.skipped.push(
+        'accuracy (no --data)',
+        'adaptive criterion choice (no --data)',
+        'BN recalibration (no --data)',
+        'fine-tuning (no --data)',
+      );
+      return;
+    }
+    this.split = holdoutSplit(
+      data.train.labels,
+      Math.min(data.calibrationImages ?? 1000, Math.floor(data.train.length / 2)),
+      seed,
+    );
+    this.evalSet = data.val ?? data.train;
+    this.evalIndices = data.val
+      ? data.valLimit !== undefined
+        ? balancedSubset(data.val.labels, data.valLimit, seed)
+        : undefined
+      : this.split.holdout;
+    if (!data.val)
+      this.notes.push('no --val given: accuracy is reported on the calibration split of the training data');
+    this.record(
+      'original',
+      await this.stage('evaluate original', () => this.score(this.original, this.evalSet!, this.evalIndices)),
+    );
+  }
+
+  /** `--latency R`: bisect the MAC budget on measured latency; the budget becomes the MACs found. */
+  private async searchLatency(target: number): Promise<void> {
+    if (!(target > 0 && target <= 1)) throw new UserError(`--latency must be in (0, 1], got ${target}`);
+    const baselineMs = await this.stage('measure latency', () => this.timeIt(this.original));
+    this.baselineMs = baselineMs;
     // The search starts from the smallest model the width limits allow (a little above, for rounding).
-    const floor = budgetFloorOf(await analysis(), baseOptions);
+    const floor = budgetFloorOf(await this.analysis(), this.baseOptions);
     const minFlops = Math.min(1, floor.flops * 1.02 + 1e-3);
-    const found = await stage('latency search', () =>
+    const found = await this.stage('latency search', () =>
       searchLatencyBudget(
-        options.latency!,
-        baselineMs!,
+        target,
+        baselineMs,
         async (flops) => {
           // Width-rounding notes of intermediate candidates are noise; the final prune reports its own.
-          const a = await analysis();
-          const planned = planPrune(a, { ...baseOptions, warn: undefined, flops, criterion: 'l1' });
-          return serializeModel(applyPlan(a, planned, pm));
+          const a = await this.analysis();
+          const planned = planPrune(a, { ...this.baseOptions, warn: undefined, flops, criterion: 'l1' });
+          return serializeModel(applyPlan(a, planned, this.pm));
         },
-        timeIt,
+        (bytes) => this.timeIt(bytes),
         { minFlops },
       ),
     );
-    latencySearch = found.steps;
+    this.latencySearch = found.steps;
     for (const s of found.steps)
-      log(
+      this.log(
         `  MACs ${(100 * s.flops).toFixed(1)}% -> ${s.medianMs.toFixed(3)} ms (${(100 * s.ratio).toFixed(1)}% of the original)`,
       );
-    if (found.medianMs > options.latency * baselineMs)
-      notes.push(
-        `latency target ${options.latency} not reached: the smallest candidate measured ${(found.medianMs / baselineMs).toFixed(3)} of the original`,
+    if (found.medianMs > target * baselineMs)
+      this.notes.push(
+        `latency target ${target} not reached: the smallest candidate measured ${(found.medianMs / baselineMs).toFixed(3)} of the original`,
       );
-    budget = { flops: found.flops };
+    this.budget = { flops: found.flops };
   }
 
-  const hasBatchNorm = input.graph.nodes.some((n) => n.opType === 'BatchNormalization');
-  if (data && !hasBatchNorm)
-    skipped.push('BN recalibration (the model has no BatchNormalization: BN was folded at export)');
-  const criteria: Criterion[] =
-    criterionOption === 'auto' ? [...(options.candidates ?? CRITERIA)] : [criterionOption];
-  if (criteria.includes('taylor') && !data)
-    throw new UserError('--criterion taylor measures loss gradients on data: give --data');
-  const classScores =
-    data && options.plan === undefined && criteria.includes('taylor')
-      ? await stage('taylor scores', async () => {
-          const m = fresh();
-          const images = Math.min(data.calibrationImages ?? 1000, split!.rest.length);
-          const indices = shuffle(Int32Array.from(split!.rest), mulberry32(seed ^ 0x7a1)).subarray(0, images);
-          return taylorScores(m, (await analysis()).channels, data.train, {
-            spec: data.spec,
-            indices,
-            runtime,
-          });
-        })
-      : undefined;
-  interface Candidate {
-    criterion: Criterion;
-    widths: WidthSource;
-    /** Serialized as it was before recalibration, for the report's "pruned" accuracy. */
-    prunedBytes: Uint8Array;
-    recalibrated: Model;
-    recalibratedBytes: Uint8Array;
-    plan: Plan;
-    core: CoreReport;
-    score: ProxyScore;
-    targets: CompensationTarget[];
+  /** First-order Taylor class scores on calibration batches, when `taylor` is among the criteria. */
+  private async taylorClassScores(
+    criteria: Criterion[],
+  ): Promise<ReturnType<typeof taylorScores> | undefined> {
+    const { data, split, seed } = this;
+    if (!data || this.options.plan !== undefined || !criteria.includes('taylor')) return undefined;
+    return this.stage('taylor scores', async () => {
+      const images = Math.min(data.calibrationImages ?? 1000, split!.rest.length);
+      const indices = shuffle(Int32Array.from(split!.rest), mulberry32(seed ^ 0x7a1)).subarray(0, images);
+      return taylorScores(this.fresh(), (await this.analysis()).channels, data.train, {
+        spec: data.spec,
+        indices,
+        runtime: this.runtime,
+      });
+    });
   }
-  const widthCandidates: WidthSource[] =
-    widthOption === 'search'
-      ? options.plan === undefined
-        ? [...SEARCHED_WIDTHS]
-        : ['structural']
-      : [widthOption];
-  const build = (criterion: Criterion, widths: WidthSource): Promise<Candidate> =>
-    stage(`candidate ${criterion}, ${widths} widths`, async () => {
-      const a = await analysis();
+
+  /** One candidate: plan, apply, recalibrate and score on the calibration split. */
+  private build(
+    criterion: Criterion,
+    widths: WidthSource,
+    classScores: Awaited<ReturnType<typeof taylorScores>> | undefined,
+  ): Promise<Candidate> {
+    return this.stage(`candidate ${criterion}, ${widths} widths`, async () => {
+      const { data, options } = this;
+      const a = await this.analysis();
       const planned = planPrune(a, {
-        ...baseOptions,
-        ...budget,
+        ...this.baseOptions,
+        ...this.budget,
         widths,
         criterion,
         ...(criterion === 'taylor' && classScores && { classScores }),
@@ -328,229 +401,269 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
         planSource: options.planSource,
       });
       const { plan, report, targets } = planned;
-      const m = applyPlan(a, planned, pm);
+      const m = applyPlan(a, planned, this.pm);
       const prunedBytes = serializeModel(m);
-      if (!data)
-        return {
-          criterion,
-          widths,
-          prunedBytes,
-          recalibrated: m,
-          recalibratedBytes: prunedBytes,
-          plan,
-          core: report,
-          score: { top1: 0, loss: 0, images: 0 },
-          targets,
-        };
-      const recalibrated = m;
-      if (hasBatchNorm) {
-        await recalibrateBatchNorm(recalibrated, data.train, {
+      const base = { criterion, widths, prunedBytes, recalibrated: m, plan, core: report, targets };
+      if (!data) return { ...base, recalibratedBytes: prunedBytes, score: { top1: 0, loss: 0, images: 0 } };
+      if (this.hasBatchNorm) {
+        await recalibrateBatchNorm(m, data.train, {
           spec: data.spec,
           batches: data.recalibrationBatches ?? 20,
           batchSize: data.recalibrationBatchSize ?? 64,
-          seed,
-          runtime,
+          seed: this.seed,
+          runtime: this.runtime,
         });
       }
-      const recalibratedBytes = hasBatchNorm ? serializeModel(recalibrated) : prunedBytes;
-      const s = await score(recalibratedBytes, data.train, split!.holdout);
-      log(
+      const recalibratedBytes = this.hasBatchNorm ? serializeModel(m) : prunedBytes;
+      const s = await this.score(recalibratedBytes, data.train, this.split!.holdout);
+      this.log(
         `  ${criterion}, ${widths} widths: proxy top-1 ${(100 * s.top1).toFixed(2)}%, loss ${s.loss.toFixed(4)}`,
       );
-      return {
-        criterion,
-        widths,
-        prunedBytes,
-        recalibrated,
-        recalibratedBytes,
-        plan,
-        core: report,
-        score: s,
-        targets,
-      };
+      return { ...base, recalibratedBytes, score: s };
     });
-  const candidates: Candidate[] = [];
-  let chosenWidths = widthCandidates[0]!;
-  if (widthCandidates.length > 1) {
-    const first = criteria.includes('l1') ? 'l1' : criteria[0]!;
-    for (const widths of widthCandidates) candidates.push(await build(first, widths));
-    chosenWidths = rankCandidates(candidates)[0]!.widths;
   }
-  for (const criterion of criteria) {
-    if (candidates.some((c) => c.criterion === criterion && c.widths === chosenWidths)) continue;
-    candidates.push(await build(criterion, chosenWidths));
-    if (options.plan !== undefined) break; // a given plan fixes the channels: one candidate
-  }
-  let best = rankCandidates(candidates)[0]!;
-  const criteriaRows: CriterionRow[] = data
-    ? candidates.map((c) => ({
-        criterion: c.criterion,
-        widths: c.widths,
-        top1: c.score.top1,
-        loss: c.score.loss,
-        chosen: c === best,
-      }))
-    : [];
 
-  let result = best.recalibrated;
-  let compensation: CompensationSummary | undefined;
-  let compensatedBytes: Uint8Array | undefined;
-  if (data && options.compensate !== false && best.targets.some((t) => !t.skip)) {
-    const c = await stage('compensate', () =>
-      runCompensation(best.prunedBytes, original, best.targets, {
+  /** Width sources first (with one criterion), then the criteria on the chosen widths; the best is kept. */
+  private async chooseCandidate(
+    criteria: Criterion[],
+    widthOption: WidthSource | 'search',
+  ): Promise<{ best: Candidate; rows: CriterionRow[] }> {
+    const classScores = await this.taylorClassScores(criteria);
+    const widthCandidates: WidthSource[] =
+      widthOption === 'search'
+        ? this.options.plan === undefined
+          ? [...SEARCHED_WIDTHS]
+          : ['structural']
+        : [widthOption];
+    const candidates: Candidate[] = [];
+    let chosenWidths = widthCandidates[0]!;
+    if (widthCandidates.length > 1) {
+      const first = criteria.includes('l1') ? 'l1' : criteria[0]!;
+      for (const widths of widthCandidates) candidates.push(await this.build(first, widths, classScores));
+      chosenWidths = rankCandidates(candidates)[0]!.widths;
+    }
+    for (const criterion of criteria) {
+      if (candidates.some((c) => c.criterion === criterion && c.widths === chosenWidths)) continue;
+      candidates.push(await this.build(criterion, chosenWidths, classScores));
+      if (this.options.plan !== undefined) break; // a given plan fixes the channels: one candidate
+    }
+    const best = rankCandidates(candidates)[0]!;
+    const rows: CriterionRow[] = this.data
+      ? candidates.map((c) => ({
+          criterion: c.criterion,
+          widths: c.widths,
+          top1: c.score.top1,
+          loss: c.score.loss,
+          chosen: c === best,
+        }))
+      : [];
+    return { best, rows };
+  }
+
+  /** Least-squares compensation of the best candidate, kept when it lowers the proxy loss. */
+  private async compensate(best: Candidate): Promise<Outcome> {
+    const { data, options } = this;
+    const outcome: Outcome = { best, result: best.recalibrated };
+    if (!data || options.compensate === false) return outcome;
+    if (!best.targets.some((t) => !t.skip)) {
+      this.skipped.push('compensation (no layer reads a pruned channel)');
+      return outcome;
+    }
+    const c = await this.stage('compensate', () =>
+      runCompensation(best.prunedBytes, this.original, best.targets, {
         dataset: data.train,
         spec: data.spec,
-        pool: split!.rest,
+        pool: this.split!.rest,
         images: data.calibrationImages ?? 1000,
-        seed,
-        runtime,
-        ...(hasBatchNorm && {
+        seed: this.seed,
+        runtime: this.runtime,
+        ...(this.hasBatchNorm && {
           recalibration: {
             batches: data.recalibrationBatches ?? 20,
             batchSize: data.recalibrationBatchSize ?? 64,
           },
         }),
-        score: (bytes) => score(bytes, data.train, split!.holdout),
-        log,
+        score: (bytes) => this.score(bytes, data.train, this.split!.holdout),
+        log: this.log,
       }),
     );
     const used = c.score.loss < best.score.loss;
-    log(
+    this.log(
       `  compensated: proxy top-1 ${(100 * c.score.top1).toFixed(2)}%, loss ${c.score.loss.toFixed(4)} (${used ? 'kept' : 'not kept: no better than without'})`,
     );
-    compensation = { ...c.summary, used, proxyLossBefore: best.score.loss };
+    outcome.compensation = { ...c.summary, used, proxyLossBefore: best.score.loss };
     if (used) {
-      result = c.model;
-      compensatedBytes = c.bytes;
+      outcome.result = c.model;
+      outcome.compensatedBytes = c.bytes;
     }
-  } else if (data && options.compensate !== false)
-    skipped.push('compensation (no layer reads a pruned channel)');
-  if (data && !options.dryRun) {
-    record('pruned', await stage('evaluate pruned', () => score(best.prunedBytes, evalSet!, evalIndices)));
-    if (hasBatchNorm)
-      record(
-        'recalibrated',
-        await stage('evaluate recalibrated', () => score(best.recalibratedBytes, evalSet!, evalIndices)),
-      );
-    if (compensatedBytes)
-      record(
-        'compensated',
-        await stage('evaluate compensated', () => score(compensatedBytes!, evalSet!, evalIndices)),
-      );
-    const ft = options.finetune;
-    if (ft && ft.epochs > 0) {
-      const { distill, ...rest } = ft;
-      const tuned = await stage('fine-tune', () =>
-        finetune(result, data.train, {
-          ...rest,
-          spec: data.spec,
-          seed,
-          device: runtime.device,
-          threads: runtime.threads,
-          onStep: options.onFinetuneStep,
-          ...(distill !== false ? { teacher: { model: fresh() } } : {}),
-        }),
-      );
-      result = tuned.model;
-      record(
-        'finetuned',
-        await stage('evaluate fine-tuned', () => score(serializeModel(result), evalSet!, evalIndices)),
-      );
-    } else skipped.push('fine-tuning (--finetune-epochs 0)');
+    return outcome;
   }
 
-  let prunedMs: number | undefined;
-  let originalMs = baselineMs;
-  if (!options.dryRun) {
-    if (options.validate !== false) await stage('validate', () => validateModel(result));
-    if (options.measureLatency !== false) {
-      // Measured again side by side with the pruned model, so the reported speed-up compares like with like.
-      [originalMs, prunedMs] = await stage('measure latency before/after', () =>
-        measureLatencies([original, serializeModel(result)], { shape: latencyShape(), runtime }),
+  /** Accuracy of each stage on the evaluation set, and fine-tuning (distilled from the original by default). */
+  private async dataStages(outcome: Outcome): Promise<Outcome> {
+    const { data, options, evalSet, evalIndices } = this;
+    if (!data || options.dryRun) return outcome;
+    const { best, compensatedBytes } = outcome;
+    const evaluateStage = async (
+      stage: AccuracyStage['stage'],
+      label: string,
+      bytes: Uint8Array,
+    ): Promise<void> =>
+      this.record(
+        stage,
+        await this.stage(`evaluate ${label}`, () => this.score(bytes, evalSet!, evalIndices)),
       );
+    await evaluateStage('pruned', 'pruned', best.prunedBytes);
+    if (this.hasBatchNorm) await evaluateStage('recalibrated', 'recalibrated', best.recalibratedBytes);
+    if (compensatedBytes) await evaluateStage('compensated', 'compensated', compensatedBytes);
+    const ft = options.finetune;
+    if (!ft || ft.epochs <= 0) {
+      this.skipped.push('fine-tuning (--finetune-epochs 0)');
+      return outcome;
     }
+    const { distill, ...rest } = ft;
+    const tuned = await this.stage('fine-tune', () =>
+      finetune(outcome.result, data.train, {
+        ...rest,
+        spec: data.spec,
+        seed: this.seed,
+        device: this.runtime.device,
+        threads: this.runtime.threads,
+        onStep: options.onFinetuneStep,
+        ...(distill !== false ? { teacher: { model: this.fresh() } } : {}),
+      }),
+    );
+    await evaluateStage('finetuned', 'fine-tuned', serializeModel(tuned.model));
+    return { ...outcome, result: tuned.model };
   }
-  // Slower than the original at the default rounding: without data (one candidate, nothing trained) the
-  // prune is cheap to redo, so the next coarser roundings are tried before warning.
-  const canCoarsen =
-    !data && options.roundTo === undefined && options.latency === undefined && options.plan === undefined;
-  for (const roundTo of canCoarsen ? [2 * DEFAULT_ROUND_TO, 4 * DEFAULT_ROUND_TO] : []) {
-    if (originalMs === undefined || prunedMs === undefined || prunedMs <= originalMs) break;
-    const coarser = await stage(`re-prune at --round-to ${roundTo}`, async () => {
-      const a = await analysis();
-      const r = planPrune(a, { ...baseOptions, ...budget, roundTo, criterion: best.criterion });
-      const m = applyPlan(a, r, pm);
-      const bytes = serializeModel(m);
-      const [o, p] = await measureLatencies([original, bytes], { shape: latencyShape(), runtime });
-      return { m, r, bytes, o: o!, p: p! };
-    });
-    log(`  --round-to ${roundTo}: ${coarser.p.toFixed(3)} ms vs ${coarser.o.toFixed(3)} ms original`);
-    if (coarser.p / coarser.o < prunedMs / originalMs) {
-      notes.push(
-        `rounded channel counts to multiples of ${roundTo}: at ${baseOptions.roundTo} the result measured slower than the original`,
+
+  /** Validation, and the original and the result timed side by side. */
+  private async measure(outcome: Outcome): Promise<Outcome> {
+    const { options } = this;
+    if (options.dryRun) return { ...outcome, originalMs: this.baselineMs };
+    if (options.validate !== false) await this.stage('validate', () => validateModel(outcome.result));
+    if (options.measureLatency === false) return { ...outcome, originalMs: this.baselineMs };
+    // Measured again side by side with the pruned model, so the reported speed-up compares like with like.
+    const [originalMs, prunedMs] = await this.stage('measure latency before/after', () =>
+      measureLatencies([this.original, serializeModel(outcome.result)], {
+        shape: this.latencyShape(),
+        runtime: this.runtime,
+      }),
+    );
+    return { ...outcome, originalMs, prunedMs };
+  }
+
+  /**
+   * Slower than the original at the default rounding: without data (one candidate, nothing trained) the prune
+   * is cheap to redo, so the next coarser roundings are tried before warning.
+   */
+  private async coarsen(outcome: Outcome): Promise<Outcome> {
+    const { options } = this;
+    const canCoarsen =
+      !this.data &&
+      options.roundTo === undefined &&
+      options.latency === undefined &&
+      options.plan === undefined;
+    let current = outcome;
+    for (const roundTo of canCoarsen ? [2 * DEFAULT_ROUND_TO, 4 * DEFAULT_ROUND_TO] : []) {
+      const { originalMs, prunedMs } = current;
+      if (originalMs === undefined || prunedMs === undefined || prunedMs <= originalMs) break;
+      const coarser = await this.stage(`re-prune at --round-to ${roundTo}`, async () => {
+        const a = await this.analysis();
+        const r = planPrune(a, {
+          ...this.baseOptions,
+          ...this.budget,
+          roundTo,
+          criterion: current.best.criterion,
+        });
+        const m = applyPlan(a, r, this.pm);
+        const bytes = serializeModel(m);
+        const [o, p] = await measureLatencies([this.original, bytes], {
+          shape: this.latencyShape(),
+          runtime: this.runtime,
+        });
+        return { m, r, o: o!, p: p! };
+      });
+      this.log(`  --round-to ${roundTo}: ${coarser.p.toFixed(3)} ms vs ${coarser.o.toFixed(3)} ms original`);
+      if (coarser.p / coarser.o >= prunedMs / originalMs) continue;
+      this.notes.push(
+        `rounded channel counts to multiples of ${roundTo}: at ${this.baseOptions.roundTo} the result measured slower than the original`,
       );
       if (options.validate !== false) await validateModel(coarser.m);
-      best = {
-        ...best,
+      const best = {
+        ...current.best,
         recalibrated: coarser.m,
         plan: coarser.r.plan,
         core: coarser.r.report,
         targets: coarser.r.targets,
       };
-      result = coarser.m;
-      [originalMs, prunedMs] = [coarser.o, coarser.p];
+      current = { ...current, best, result: coarser.m, originalMs: coarser.o, prunedMs: coarser.p };
     }
+    return current;
   }
-  if (
-    originalMs !== undefined &&
-    prunedMs !== undefined &&
-    prunedMs > originalMs &&
-    options.latency === undefined
-  ) {
-    const hint = `the pruned model measured slower than the original (${prunedMs.toFixed(3)} vs ${originalMs.toFixed(3)} ms at batch ${latencyShape()[0]}): channel counts that are not multiples of 8 defeat onnxruntime's blocked convolution kernels; try a coarser --round-to, or budget by --latency`;
-    notes.push(hint);
-    warn(hint);
+
+  /** The report of the run (and the warning when the result still measures slower). */
+  private finish(outcome: Outcome, criteriaRows: CriterionRow[]): AdaPruneResult {
+    const { options, budget } = this;
+    const { best, result, originalMs, prunedMs, compensation } = outcome;
+    if (
+      originalMs !== undefined &&
+      prunedMs !== undefined &&
+      prunedMs > originalMs &&
+      options.latency === undefined
+    ) {
+      const hint = `the pruned model measured slower than the original (${prunedMs.toFixed(3)} vs ${originalMs.toFixed(3)} ms at batch ${this.latencyShape()[0]}): channel counts that are not multiples of 8 defeat onnxruntime's blocked convolution kernels; try a coarser --round-to, or budget by --latency`;
+      this.notes.push(hint);
+      this.warn(hint);
+    }
+    const core = best.core;
+    const moduleNames = ModuleNames.of(result);
+    const key = budget.params !== undefined ? 'params' : 'macs';
+    const report: PruneReport = {
+      tool: { name: 'adapruner', version: toolVersion() },
+      input: this.input.sourcePath ?? '<in-memory model>',
+      output: '',
+      budget: {
+        kind: options.latency !== undefined ? 'latency' : budget.params !== undefined ? 'params' : 'flops',
+        target: options.latency ?? budget.params ?? budget.flops ?? 1,
+        achieved:
+          options.latency !== undefined && originalMs && prunedMs
+            ? prunedMs / originalMs
+            : core.pruned[key] / core.original[key],
+      },
+      before: {
+        macs: core.original.macs,
+        params: core.original.params,
+        ...(originalMs !== undefined && { latencyMs: originalMs }),
+      },
+      after: {
+        macs: core.pruned.macs,
+        params: core.pruned.params,
+        ...(prunedMs !== undefined && { latencyMs: prunedMs }),
+      },
+      accuracy: this.accuracy,
+      criteria: criteriaRows,
+      chosenCriterion: best.criterion,
+      groups: core.groups.map((g) => ({
+        id: `g${g.id}`,
+        label: moduleNames.value(g.anchor),
+        anchor: g.anchor,
+        before: g.before,
+        after: g.after,
+        score: g.importance,
+        ...(g.frozen ? { frozen: g.frozen } : {}),
+      })),
+      stages: this.stages,
+      ...(compensation && { compensation }),
+      notes: [...this.notes, ...core.warnings, ...this.skipped.map((s) => `skipped: ${s}`)],
+    };
+    return {
+      model: result,
+      plan: best.plan,
+      core,
+      report,
+      ...(this.latencySearch && { latencySearch: this.latencySearch }),
+      skipped: this.skipped,
+    };
   }
-  const core = best.core;
-  const moduleNames = ModuleNames.of(result);
-  const key = budget.params !== undefined ? 'params' : 'macs';
-  const report: PruneReport = {
-    tool: { name: 'adapruner', version: toolVersion() },
-    input: input.sourcePath ?? '<in-memory model>',
-    output: '',
-    budget: {
-      kind: options.latency !== undefined ? 'latency' : budget.params !== undefined ? 'params' : 'flops',
-      target: options.latency ?? budget.params ?? budget.flops ?? 1,
-      achieved:
-        options.latency !== undefined && originalMs && prunedMs
-          ? prunedMs / originalMs
-          : core.pruned[key] / core.original[key],
-    },
-    before: {
-      macs: core.original.macs,
-      params: core.original.params,
-      ...(originalMs !== undefined && { latencyMs: originalMs }),
-    },
-    after: {
-      macs: core.pruned.macs,
-      params: core.pruned.params,
-      ...(prunedMs !== undefined && { latencyMs: prunedMs }),
-    },
-    accuracy,
-    criteria: criteriaRows,
-    chosenCriterion: best.criterion,
-    groups: core.groups.map((g) => ({
-      id: `g${g.id}`,
-      label: moduleNames.value(g.anchor),
-      anchor: g.anchor,
-      before: g.before,
-      after: g.after,
-      score: g.importance,
-      ...(g.frozen ? { frozen: g.frozen } : {}),
-    })),
-    stages,
-    ...(compensation && { compensation }),
-    notes: [...notes, ...core.warnings, ...skipped.map((s) => `skipped: ${s}`)],
-  };
-  return { model: result, plan: best.plan, core, report, ...(latencySearch && { latencySearch }), skipped };
 }
