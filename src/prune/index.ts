@@ -11,7 +11,14 @@ import { groupImportance } from './importance.js';
 import { PLAN_FORMAT, PLAN_VERSION, anchorOf, validatePlan, type Plan } from './plan.js';
 import { probeInputDims, probeModel, staticProbe, type ProbeResult } from './probe.js';
 import { applyKeep } from './rewrite.js';
-import { CostModel, searchWidths, widthRule, type Cost, type SearchResult } from './width-search.js';
+import {
+  CostModel,
+  reserveBranchMinimums,
+  searchWidths,
+  widthRule,
+  type Cost,
+  type SearchResult,
+} from './width-search.js';
 
 export { CRITERIA, parseCriterion, type Criterion } from './criteria.js';
 export { PLAN_SCHEMA, validatePlan, type Plan, type PlanGroup } from './plan.js';
@@ -123,18 +130,20 @@ export async function budgetFloor(
     options.warn ?? (() => undefined),
   );
   const analysis = analyzeGroups(model, probe);
-  const costModel = new CostModel(
-    analysis,
-    analysis.groups.map((g) => range(g.size)),
-  );
   const limits = {
     roundTo: options.roundTo ?? 1,
     minChannels: options.minChannels ?? 1,
     minFraction: options.minFraction ?? DEFAULT_MIN_FRACTION,
   };
+  const { priorities, floors } = reserveBranchMinimums(
+    analysis,
+    analysis.groups.map((g) => range(g.size)),
+    limits,
+  );
+  const costModel = new CostModel(analysis, priorities);
   const full = costModel.cost(analysis.groups.map((g) => g.size));
   const floor = costModel.cost(
-    analysis.groups.map((g) => (g.frozen.length ? g.size : widthRule(g.size, limits).lo)),
+    analysis.groups.map((g, i) => (g.frozen.length ? g.size : widthRule(g.size, limits, floors[i]).lo)),
   );
   return { flops: floor.macs / full.macs, params: floor.params / full.params };
 }
@@ -177,11 +186,21 @@ export async function pruneModel(
   let planCriterion: Plan['criterion'] = criterion;
   let planSeed = seed;
   let budget: Plan['budget'];
-  const priorities = pm.time('prune-criterion', () =>
-    analysis.groups.map((g, i) =>
-      g.frozen.length || options.plan !== undefined
-        ? range(g.size)
-        : classPriority(g, criterion, seed, warn, filters[i]),
+  const limits = {
+    roundTo,
+    minChannels: options.minChannels ?? 1,
+    minFraction: options.minFraction ?? DEFAULT_MIN_FRACTION,
+  };
+  // Each Concat/Split branch's best channels come first, so no width the search may pick empties a branch.
+  const { priorities, floors } = pm.time('prune-criterion', () =>
+    reserveBranchMinimums(
+      analysis,
+      analysis.groups.map((g, i) =>
+        g.frozen.length || options.plan !== undefined
+          ? range(g.size)
+          : classPriority(g, criterion, seed, warn, filters[i]),
+      ),
+      limits,
     ),
   );
   const costModel = new CostModel(analysis, priorities);
@@ -199,9 +218,8 @@ export async function pruneModel(
         budget: kind,
         ratio,
         uniform: options.uniform ?? false,
-        roundTo,
-        minChannels: options.minChannels ?? 1,
-        minFraction: options.minFraction ?? DEFAULT_MIN_FRACTION,
+        ...limits,
+        floors,
       }),
     );
     if (search.note) warn(search.note);
