@@ -29,8 +29,15 @@ export function maxAbsDiff(a: Float32Array[], b: Float32Array[]): number {
 /**
  * Makes every channel a plan removes exactly zero in the original model: zero the producing filters (and
  * biases) and BN gamma and beta of every member, so BN outputs 0 (beta + gamma * x̂ with both zero).
+ * With `consumers`, the weights that read a removed channel (Conv input slices, Gemm/MatMul rows) are zeroed
+ * too: needed where a removed channel is not zero on its way to them (a MatMul's bias is a separate Add, and
+ * GELU of it is not zero), and still exactly what removing the channel means.
  */
-export function maskRemovedChannels(analysis: GroupAnalysis, keep: Uint8Array[]): void {
+export function maskRemovedChannels(
+  analysis: GroupAnalysis,
+  keep: Uint8Array[],
+  options: { consumers?: boolean } = {},
+): void {
   const removed = (s: { group: number; classOf: Int32Array }, p: number): boolean =>
     !keep[s.group]![s.classOf[p]!];
   for (const a of analysis.actions) {
@@ -55,6 +62,7 @@ export function maskRemovedChannels(analysis: GroupAnalysis, keep: Uint8Array[])
         b.setData(bd);
       }
     }
+    if (options.consumers) zeroConsumerWeights(a, removed);
     if (a.kind === 'perChannel' && (a.role === 'scale' || a.role === 'bias')) {
       const t = constantOf(a.node.inputs[a.index])!;
       const d = t.data.slice() as Float32Array;
@@ -62,6 +70,26 @@ export function maskRemovedChannels(analysis: GroupAnalysis, keep: Uint8Array[])
       t.setData(d);
     }
   }
+}
+
+/** Zeroes the slices of a weight that read removed input channels (ungrouped Conv, ConvTranspose, Gemm, MatMul). */
+function zeroConsumerWeights(
+  a: GroupAnalysis['actions'][number],
+  removed: (s: { group: number; classOf: Int32Array }, p: number) => boolean,
+): void {
+  if (a.kind !== 'conv' && a.kind !== 'convTranspose' && a.kind !== 'gemm' && a.kind !== 'matmul') return;
+  if (!a.input || (a.kind === 'conv' && (a.depthwise || a.node.attrInt('group', 1) > 1))) return;
+  const w = constantOf(a.node.inputs[1])!;
+  const inAxis = a.kind === 'conv' || (a.kind === 'gemm' && a.transB) ? 1 : 0;
+  const d = w.data.slice() as Float32Array;
+  const inner = w.dims.slice(inAxis + 1).reduce((x, y) => x * y, 1);
+  const outer = w.dims.slice(0, inAxis).reduce((x, y) => x * y, 1);
+  const n = w.dims[inAxis]!;
+  for (let p = 0; p < a.input.size; p++) {
+    if (!removed(a.input, p)) continue;
+    for (let o = 0; o < outer; o++) d.fill(0, (o * n + p) * inner, (o * n + p + 1) * inner);
+  }
+  w.setData(d);
 }
 
 export function load(file: string): Model {

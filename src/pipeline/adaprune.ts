@@ -1,3 +1,4 @@
+import { batchNormReport } from '../analysis/bn-report.js';
 import type { Dataset } from '../data/dataset.js';
 import type { PreprocessSpec } from '../data/preprocess.js';
 import { balancedSubset, holdoutSplit } from '../data/subset.js';
@@ -242,7 +243,9 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
 
   const hasBatchNorm = input.graph.nodes.some((n) => n.opType === 'BatchNormalization');
   if (data && !hasBatchNorm)
-    skipped.push('BN recalibration (the model has no BatchNormalization: BN was folded at export)');
+    skipped.push(
+      `BN recalibration (the model has no BatchNormalization${batchNormReport(input).bnFolded ? ': BN was folded at export' : ''})`,
+    );
   const criteria: Criterion[] =
     criterionOption === 'auto' ? [...(options.candidates ?? CRITERIA)] : [criterionOption];
   interface Candidate {

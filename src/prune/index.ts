@@ -1,5 +1,6 @@
 import v8 from 'node:v8';
 import vm from 'node:vm';
+import { NO_BATCHNORM_WARNING, batchNormReport } from '../analysis/bn-report.js';
 import { UserError } from '../errors.js';
 import { packageInfo } from '../package-root.js';
 import { AttributeType, DataType, type Model, type Tensor } from '../ir/index.js';
@@ -179,7 +180,8 @@ export async function pruneModel(
   // Filter norms are read once, by whichever of importance and criterion needs them first.
   const filters = analysis.groups.map((g) => new ClassFilters(g));
   const importance = pm.time('prune-importance', () => groupImportance(analysis, filters));
-  if (importance.warning) warn(importance.warning);
+  // The importance fallback's warning blames a folding export; a model designed without BN gets its own.
+  if (importance.warning) warn(batchNormReport(model).bnFolded ? importance.warning : NO_BATCHNORM_WARNING);
 
   let keep: Uint8Array[];
   let search: SearchResult | undefined;
