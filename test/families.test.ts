@@ -14,7 +14,9 @@ import { NO_BATCHNORM_WARNING } from '../src/analysis/bn-report.js';
 import { countCost } from '../src/analysis/cost.js';
 import { UserError } from '../src/errors.js';
 import { saveModel, serializeModel, type Model } from '../src/ir/index.js';
-import { analyzeModel, pruneModel, type Plan } from '../src/prune/index.js';
+import { cleanupPipeline } from '../src/passes/index.js';
+import { PassManager } from '../src/passes/pass-manager.js';
+import { analyzeModel, pruneModel, type GroupRow, type Plan } from '../src/prune/index.js';
 import { BN_FOLDED_WARNING } from '../src/prune/importance.js';
 import { fixture, runCli, tmpDir } from './helpers.js';
 import { load, maskRemovedChannels, maxAbsDiff, runModel } from './prune-helpers.js';
@@ -72,6 +74,13 @@ async function runDefaultOptimisation(
   }
 }
 
+/** The model as the prune command analyses it: loaded, then the standard cleanup. */
+function loadClean(file: string): Model {
+  const model = load(file);
+  cleanupPipeline(new PassManager(), model);
+  return model;
+}
+
 function keepMasks(plan: Plan): Uint8Array[] {
   return plan.groups.map((g) => {
     const m = new Uint8Array(g.channels);
@@ -96,6 +105,24 @@ describe('families: the fixtures match PyTorch', () => {
       };
       const logits = await runDefaultOptimisation(load(file), array('input'), r.bin.arrays.input.shape);
       assert.ok(maxAbsDiff([logits], [array('logits')]) < 1e-4);
+    });
+  }
+});
+
+describe('families: inspect --groups and prune see the same groups', () => {
+  for (const { name, file } of FILES) {
+    it(name, async () => {
+      const inspected = await runCli(['inspect', file, '--groups', '--json']);
+      assert.equal(inspected.code, 0, inspected.stderr);
+      const report = JSON.parse(inspected.stdout) as { groups: GroupRow[]; frozenMacShare: number };
+      const pruned = await runCli(['prune', file, '--flops', '0.7', '--dry-run', '--json']);
+      const plan = JSON.parse(pruned.stdout) as { groups: { frozen?: string }[] };
+      assert.equal(report.groups.length, plan.groups.length);
+      assert.deepEqual(
+        report.groups.map((g) => g.frozen !== undefined),
+        plan.groups.map((g) => g.frozen !== undefined),
+      );
+      assert.ok(report.frozenMacShare >= 0 && report.frozenMacShare <= 1);
     });
   }
 });
@@ -144,7 +171,7 @@ describe('families: prune at 0.3 / 0.5 / 0.7', () => {
         const warned: string[] = [];
         let result: Awaited<ReturnType<typeof pruneModel>>;
         try {
-          result = await pruneModel(load(file), { flops: ratio, warn: (m) => warned.push(m) });
+          result = await pruneModel(loadClean(file), { flops: ratio, warn: (m) => warned.push(m) });
         } catch (e) {
           // The width limits or frozen groups may put the budget out of reach: a one-line user error.
           assert.ok(e instanceof UserError, String(e));
@@ -166,7 +193,7 @@ describe('families: prune at 0.3 / 0.5 / 0.7', () => {
         written.push(out);
 
         // Mask equivalence: the original with the removed channels zeroed computes the same.
-        const masked = load(file);
+        const masked = loadClean(file);
         maskRemovedChannels(await analyzeModel(masked), keepMasks(result.plan), { consumers: true });
         const diff = maxAbsDiff(await runModel(masked), await runModel(load(out)));
         assert.ok(diff <= 1e-4, `${ratio}: pruned differs from the masked original by ${diff}`);

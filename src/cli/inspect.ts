@@ -7,7 +7,10 @@ import type { Value } from '../ir/graph.js';
 import { loadModel } from '../ir/load.js';
 import type { Model } from '../ir/model.js';
 import { shapeToString, type Dim } from '../ir/types.js';
-import { describeGroups, type GroupRow } from '../prune/index.js';
+import { cleanupPipeline } from '../passes/index.js';
+import { PassManager } from '../passes/pass-manager.js';
+import { groupRows, type GroupAnalysis } from '../prune/groups.js';
+import { analyzeModel, type GroupRow } from '../prune/index.js';
 import { formatCount, formatShort, renderKeyValues, renderTable } from '../report/table.js';
 
 interface InspectArgs {
@@ -64,24 +67,51 @@ const groupsSection: InspectSection = {
   describe: 'List channel groups: channel count, members and why a group is frozen',
   key: 'groups',
   async collect(model, report) {
-    const rows = await describeGroups(model, report.inputShapes, (msg) =>
+    // The cleanup prune runs before its analysis (Identity removal, constant folding: ConvNeXt's transposed
+    // Linear weights become constants), so the groups listed are the ones prune sees. The rest of the report
+    // was made from the file as it is.
+    cleanupPipeline(new PassManager(), model);
+    const analysis = await analyzeModel(model, report.inputShapes, (msg) =>
       process.stderr.write(`warning: ${msg}\n`),
     );
-    return { json: rows, text: renderGroups(rows) };
+    const rows = groupRows(analysis);
+    report.frozenMacShare = frozenMacShare(analysis, report.macs);
+    return { json: rows, text: renderGroups(rows, report.frozenMacShare as number) };
   },
 };
 
 const extraSections: InspectSection[] = [groupsSection];
 
+/**
+ * The share of the model's MACs (inspect's count) in layers whose output channels lie in a frozen group (they
+ * cannot be narrowed), plus every MAC-counting node the channel analysis does not handle.
+ */
+export function frozenMacShare(analysis: GroupAnalysis, totalMacs: number): number {
+  const macsOf = new Map<unknown, number>();
+  for (const term of analysis.costs)
+    if (term.kind === 'macs')
+      macsOf.set(
+        term.node,
+        (macsOf.get(term.node) ?? 0) + term.spaces.reduce((v, s) => v * s.size, term.coef),
+      );
+  let prunable = 0;
+  for (const a of analysis.actions)
+    if ('output' in a && a.kind !== 'pad' && a.kind !== 'slice' && a.kind !== 'reshape')
+      if (!analysis.groups[a.output.group]!.frozen.length) prunable += macsOf.get(a.node) ?? 0;
+  return totalMacs > 0 ? Math.max(0, 1 - prunable / totalMacs) : 0;
+}
+
 /** A table of groups, then each group's members (`value[channels]`, `@axis` when not axis 1). */
-export function renderGroups(rows: readonly GroupRow[]): string {
+export function renderGroups(rows: readonly GroupRow[], frozenShare?: number): string {
   const frozen = rows.filter((r) => r.frozen !== undefined).length;
+  const share =
+    frozenShare === undefined ? '' : `; ${(100 * frozenShare).toFixed(1)}% of MACs in frozen groups`;
   const table = renderTable(
     ['group', { header: 'channels', align: 'right' }, { header: 'members', align: 'right' }, 'frozen'],
     rows.map((r) => [r.id, r.channels, r.members.length, r.frozen ?? '']),
   );
   const members = rows.map((r) => `  ${r.id}: ${r.members.join(', ')}`).join('\n');
-  return `channel groups (${rows.length}: ${rows.length - frozen} prunable, ${frozen} frozen):\n${table}\n\nmembers:\n${members}`;
+  return `channel groups (${rows.length}: ${rows.length - frozen} prunable, ${frozen} frozen${share}):\n${table}\n\nmembers:\n${members}`;
 }
 
 export const inspectCommand: CommandModule<object, InspectArgs> = {
