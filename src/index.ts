@@ -34,11 +34,16 @@ export {
 } from './pipeline/adaprune.js';
 export {
   pruneModel,
+  analyzeForPruning,
+  planPrune,
+  applyPlan,
   describeGroups,
   validatePlan,
   CRITERIA,
   type Criterion,
   type Plan,
+  type PruneAnalysis,
+  type PlannedPrune,
 } from './prune/index.js';
 export { finetune, type FinetuneOptions, type FinetuneResult } from './train/loop.js';
 export { openDataset, resolveSpec, PRESETS, type Dataset, type PreprocessSpec } from './data/index.js';

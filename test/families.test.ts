@@ -19,7 +19,7 @@ import { PassManager } from '../src/passes/pass-manager.js';
 import { analyzeModel, pruneModel, type GroupRow, type Plan } from '../src/prune/index.js';
 import { BN_FOLDED_WARNING } from '../src/prune/importance.js';
 import { fixture, runCli, tmpDir } from './helpers.js';
-import { load, maskRemovedChannels, maxAbsDiff, runModel } from './prune-helpers.js';
+import { load, maskRemovedChannels, maskRemovedInputs, maxAbsDiff, runModel } from './prune-helpers.js';
 
 const FAMILIES = [
   'densenet_tv',
@@ -194,7 +194,9 @@ describe('families: prune at 0.3 / 0.5 / 0.7', () => {
 
         // Mask equivalence: the original with the removed channels zeroed computes the same.
         const masked = loadClean(file);
-        maskRemovedChannels(await analyzeModel(masked), keepMasks(result.plan), { consumers: true });
+        const analysis = await analyzeModel(masked);
+        maskRemovedChannels(analysis, keepMasks(result.plan));
+        maskRemovedInputs(analysis, keepMasks(result.plan));
         const diff = maxAbsDiff(await runModel(masked), await runModel(load(out)));
         assert.ok(diff <= 1e-4, `${ratio}: pruned differs from the masked original by ${diff}`);
       }

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { analyzeModel, pruneModel } from '../src/prune/index.js';
-import { ValidationError, validateModel } from '../src/prune/emit.js';
+import { ValidationError, validateModel } from '../src/runtime/validate.js';
 import { applyKeep } from '../src/prune/rewrite.js';
 import { REPO, fixture, tmpDir } from './helpers.js';
 import { load } from './prune-helpers.js';
@@ -29,14 +29,13 @@ async function planEmptyingBranch(): Promise<{ plan: object; group: number }> {
 describe('validation of the pruned model', () => {
   it('rejects a Concat branch cut to 0 channels, naming the Conv, on one line', async () => {
     const { plan } = await planEmptyingBranch();
-    const model = load(SQUEEZENET);
-    const analysis = await analyzeModel(model);
+    const analysis = await analyzeModel(load(SQUEEZENET));
     const keep = (plan as { groups: { channels: number; keep: number[] }[] }).groups.map((g) => {
       const m = new Uint8Array(g.channels);
       for (const c of g.keep) m[c] = 1;
       return m;
     });
-    applyKeep(model, analysis, keep);
+    const model = applyKeep(analysis, keep);
     await assert.rejects(validateModel(model), (e: Error) => {
       assert.ok(e instanceof ValidationError);
       assert.match(e.message, new RegExp(`Conv '${BRANCH}' has 0 output channels`));

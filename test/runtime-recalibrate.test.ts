@@ -5,7 +5,7 @@ import { openDataset } from '../src/data/open.js';
 import { PRESETS } from '../src/data/preprocess.js';
 import { balancedSubset } from '../src/data/subset.js';
 import { loadModel, serializeModel, type Model } from '../src/ir/index.js';
-import { findBatchNormLayers } from '../src/runtime/bn-stats-graph.js';
+import { findBatchNormLayers } from '../src/passes/bn-stats-graph.js';
 import { evaluate } from '../src/runtime/evaluate.js';
 import { recalibrateBatchNorm } from '../src/runtime/recalibrate.js';
 import { SHARED, needsShared, sharedModel } from './helpers.js';

@@ -11,7 +11,7 @@ import { mulberry32 } from '../src/data/prng.js';
 import { shuffledIndices } from '../src/data/subset.js';
 import { decodeModel, loadModel, serializeModel } from '../src/ir/index.js';
 import { benchmark } from '../src/runtime/benchmark.js';
-import { buildBatchNormStatsGraph, findBatchNormLayers } from '../src/runtime/bn-stats-graph.js';
+import { buildBatchNormStatsGraph, findBatchNormLayers } from '../src/passes/bn-stats-graph.js';
 import { cudaUnavailableReason } from '../src/runtime/device.js';
 import { evaluate } from '../src/runtime/evaluate.js';
 import { recalibrateBatchNorm } from '../src/runtime/recalibrate.js';

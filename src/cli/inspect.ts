@@ -95,9 +95,8 @@ export function frozenMacShare(analysis: GroupAnalysis, totalMacs: number): numb
         (macsOf.get(term.node) ?? 0) + term.spaces.reduce((v, s) => v * s.size, term.coef),
       );
   let prunable = 0;
-  for (const a of analysis.actions)
-    if ('output' in a && a.kind !== 'pad' && a.kind !== 'slice' && a.kind !== 'reshape')
-      if (!analysis.groups[a.output.group]!.frozen.length) prunable += macsOf.get(a.node) ?? 0;
+  for (const grp of analysis.groups)
+    if (!grp.frozen.length) for (const { node } of grp.producers) prunable += macsOf.get(node) ?? 0;
   return totalMacs > 0 ? Math.max(0, 1 - prunable / totalMacs) : 0;
 }
 

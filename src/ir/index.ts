@@ -16,3 +16,5 @@ export { saveModel, serializeModel, type SaveOptions } from './save.js';
 export { Tensor } from './tensor.js';
 export { tensorType, shapeToString, staticSize, type Dim, type ValueType } from './types.js';
 export { verifyModel, assertValid } from './verify.js';
+export { constantOf, constantSource, type ConstantSource } from './constant.js';
+export { cloneModel, type CloneResult } from './clone.js';

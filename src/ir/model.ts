@@ -1,4 +1,5 @@
 import type { Graph } from './graph.js';
+import { cloneModel } from './clone.js';
 
 export interface OpsetImport {
   domain: string;
@@ -28,6 +29,11 @@ export class Model {
   /** The version of the default ('' / 'ai.onnx') opset. */
   get opset(): number {
     return this.opsetImports.find((o) => o.domain === '' || o.domain === 'ai.onnx')?.version ?? 1;
+  }
+
+  /** A copy that shares weight bytes but no IR object with this model (see clone.ts). */
+  clone(): Model {
+    return cloneModel(this).model;
   }
 
   getMetadata(key: string): string | undefined {

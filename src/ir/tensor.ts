@@ -206,6 +206,20 @@ export class Tensor {
     return LITTLE_ENDIAN ? bytes : swapBytes(bytes, d.BYTES_PER_ELEMENT);
   }
 
+  /**
+   * A second tensor over the same source bytes (no copy): what Model.clone gives each initializer. Safe because
+   * tensors never write into their source: setData replaces the data, it does not modify it.
+   */
+  share(): Tensor {
+    const t = new Tensor(this.proto, [...this.dims], this.dataType);
+    t.externalReader = this.externalReader;
+    if (this.dirty) {
+      t.cached = this.cached!.slice();
+      t.dirty = true;
+    }
+    return t;
+  }
+
   clone(name = this.name): Tensor {
     if (this.dataType === DataType.STRING) return Tensor.fromProto({ ...this.proto, name });
     return Tensor.fromArray(this.dataType, this.dims, this.data.slice(), name);

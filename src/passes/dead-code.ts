@@ -1,6 +1,6 @@
 import type { Graph, Node, Value } from '../ir/graph.js';
 import type { Model } from '../ir/model.js';
-import type { Pass } from './pass-manager.js';
+import type { Pass, PassResult } from './pass-manager.js';
 import { outerReferences } from './topo-sort.js';
 
 /** Releases every input of a node and of the nodes inside its subgraphs (their outer-scope uses too). */
@@ -28,7 +28,7 @@ export function deadNodes(g: Graph): Node[] {
   return g.nodes.filter((n) => !live.has(n));
 }
 
-export const removeDeadNodes: Pass<void, { removed: number }> = {
+export const removeDeadNodes: Pass<void, PassResult & { removed: number }> = {
   name: 'dead-code',
   description: 'Removes nodes whose results reach no graph output (values used inside subgraphs count).',
   reads: ['graph outputs', 'node inputs', 'subgraph outer references'],
@@ -39,7 +39,7 @@ export const removeDeadNodes: Pass<void, { removed: number }> = {
     dead.forEach(releaseUses);
     for (const n of dead) g.removeNode(n, false);
     dropDanglingValueInfo(g);
-    return { removed: dead.length };
+    return { modified: dead.length > 0, removed: dead.length };
   },
 };
 

@@ -4,7 +4,7 @@ import { Tensor } from '../ir/tensor.js';
 import { tensorType } from '../ir/types.js';
 import { dropDanglingValueInfo } from './dead-code.js';
 import { analyzeShapes } from './infer-shapes.js';
-import type { Pass } from './pass-manager.js';
+import type { Pass, PassResult } from './pass-manager.js';
 import { outerReferences } from './topo-sort.js';
 
 export interface FoldConstantsOptions {
@@ -12,7 +12,7 @@ export interface FoldConstantsOptions {
   maxElements?: number;
 }
 
-export interface FoldConstantsResult {
+export interface FoldConstantsResult extends PassResult {
   /** Nodes replaced by constants. */
   folded: number;
   /** Initializers created for constants that non-constant nodes read. */
@@ -77,6 +77,6 @@ export const foldConstants: Pass<FoldConstantsOptions | undefined, FoldConstants
     folded.forEach((n) => n.dropInputs());
     for (const n of folded) g.removeNode(n, false);
     dropDanglingValueInfo(g);
-    return { folded: folded.length, initializers: tensors.size };
+    return { modified: folded.length > 0, folded: folded.length, initializers: tensors.size };
   },
 };

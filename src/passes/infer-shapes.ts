@@ -1,5 +1,5 @@
 import { UserError } from '../errors.js';
-import { CannotEvaluate, canEvaluate, evaluateNode, tensorInts } from '../eval/const-eval.js';
+import { CannotEvaluate, canEvaluate, evaluateNode, tensorInts } from '../folding/const-eval.js';
 import { DataType } from '../ir/data-type.js';
 import type { Graph, Node, Value } from '../ir/graph.js';
 import type { Model } from '../ir/model.js';
@@ -7,7 +7,7 @@ import { Tensor } from '../ir/tensor.js';
 import { tensorType, type Dim } from '../ir/types.js';
 import { mergeDim } from '../shapes/dims.js';
 import { SHAPE_RULES, type OutputInfo, type RuleContext, type TensorInfo } from '../shapes/rules.js';
-import type { Pass } from './pass-manager.js';
+import type { Pass, PassResult } from './pass-manager.js';
 import { topologicalOrder } from './topo-sort.js';
 
 export interface ShapeInferenceOptions {
@@ -30,7 +30,7 @@ export interface ShapeAnalysis {
   warnings: string[];
 }
 
-export interface ShapeInferenceResult {
+export interface ShapeInferenceResult extends PassResult {
   warnings: string[];
   /** Node outputs given a type. */
   typed: number;
@@ -218,7 +218,7 @@ function applyTypes(g: Graph, analysis: ShapeAnalysis, options: ShapeInferenceOp
       }
     }
   }
-  return { warnings: analysis.warnings, typed, recorded };
+  return { modified: typed + recorded > 0, warnings: analysis.warnings, typed, recorded };
 }
 
 export const inferShapes: Pass<ShapeInferenceOptions | undefined, ShapeInferenceResult> = {

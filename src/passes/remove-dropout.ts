@@ -1,7 +1,7 @@
 import { AttributeType } from '../ir/attribute.js';
 import type { Value } from '../ir/graph.js';
 import type { Model } from '../ir/model.js';
-import type { Pass } from './pass-manager.js';
+import type { Pass, PassResult } from './pass-manager.js';
 import { bypassNode } from './remove-identity.js';
 import { dropDanglingValueInfo } from './dead-code.js';
 
@@ -19,7 +19,7 @@ function constantBool(v: Value, feedable: Set<Value>): boolean | undefined {
  * always inference in onnxruntime; opset >= 12 needs training_mode absent or constant false. The ratio
  * does not matter. A Dropout whose mask output is used is kept.
  */
-export const removeDropout: Pass<void, { removed: number }> = {
+export const removeDropout: Pass<void, PassResult & { removed: number }> = {
   name: 'remove-dropout',
   description: 'Removes inference-time Dropout nodes (opset-aware), keeping graph output names.',
   reads: ['Dropout nodes and their training_mode / is_test', 'model opset', 'graph outputs'],
@@ -45,6 +45,6 @@ export const removeDropout: Pass<void, { removed: number }> = {
       if (x && bypassNode(g, node, x, node.output(0))) removed++;
     }
     if (removed) dropDanglingValueInfo(g);
-    return { removed };
+    return { modified: removed > 0, removed };
   },
 };

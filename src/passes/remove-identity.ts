@@ -1,6 +1,6 @@
 import type { Graph, Node, Value } from '../ir/graph.js';
 import type { Model } from '../ir/model.js';
-import type { Pass } from './pass-manager.js';
+import type { Pass, PassResult } from './pass-manager.js';
 import { dropDanglingValueInfo } from './dead-code.js';
 
 /** Whether an If/Loop/Scan body returns `v` directly: that reference is in no use list, so it must not move. */
@@ -32,7 +32,7 @@ export function bypassNode(g: Graph, node: Node, x: Value, y: Value): boolean {
   return true;
 }
 
-export const removeIdentity: Pass<void, { removed: number }> = {
+export const removeIdentity: Pass<void, PassResult & { removed: number }> = {
   name: 'remove-identity',
   description: 'Removes Identity nodes of the main graph, keeping graph output names.',
   reads: ['Identity nodes', 'graph outputs'],
@@ -51,6 +51,6 @@ export const removeIdentity: Pass<void, { removed: number }> = {
       if (x && bypassNode(g, node, x, node.output(0))) removed++;
     }
     if (removed) dropDanglingValueInfo(g);
-    return { removed };
+    return { modified: removed > 0, removed };
   },
 };

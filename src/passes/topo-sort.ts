@@ -1,6 +1,6 @@
 import type { Graph, Node, Value } from '../ir/graph.js';
 import type { Model } from '../ir/model.js';
-import type { Pass } from './pass-manager.js';
+import type { Pass, PassResult } from './pass-manager.js';
 
 /** Values a node's subgraphs read from enclosing scopes (they order the node after their producers). */
 export function outerReferences(node: Node): Value[] {
@@ -56,7 +56,7 @@ export function topologicalOrder(graph: Graph): Node[] {
   return order;
 }
 
-export const topoSort: Pass<void, { moved: number }> = {
+export const topoSort: Pass<void, PassResult & { moved: number }> = {
   name: 'topo-sort',
   description: 'Orders nodes so every value is produced before it is used, keeping an already valid order.',
   reads: ['graph.nodes', 'node inputs', 'subgraph outer references'],
@@ -66,6 +66,6 @@ export const topoSort: Pass<void, { moved: number }> = {
     const order = topologicalOrder(g);
     const moved = order.filter((n, i) => g.nodes[i] !== n).length;
     if (moved) g.nodes.splice(0, g.nodes.length, ...order);
-    return { moved };
+    return { modified: moved > 0, moved };
   },
 };

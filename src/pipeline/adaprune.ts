@@ -8,14 +8,17 @@ import { cleanupPipeline } from '../passes/index.js';
 import { PassManager } from '../passes/pass-manager.js';
 import {
   CRITERIA,
-  budgetFloor,
-  pruneModel,
+  analyzeForPruning,
+  applyPlan,
+  budgetFloorOf,
+  planPrune,
   toolVersion,
   type Criterion,
   type Plan,
+  type PruneAnalysis,
   type PruneOptions,
 } from '../prune/index.js';
-import { validateModel } from '../prune/emit.js';
+import { validateModel } from '../runtime/validate.js';
 import type { PruneReport as CoreReport } from '../prune/index.js';
 import type { AccuracyStage, CriterionRow, PruneReport } from '../report/types.js';
 import { recalibrateBatchNorm } from '../runtime/recalibrate.js';
@@ -183,6 +186,13 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
       'fine-tuning (no --data)',
     );
 
+  // Analyse once: every candidate (criteria, latency steps) is a plan over the same analysis.
+  let analysed: PruneAnalysis | undefined;
+  const analysis = async (): Promise<PruneAnalysis> =>
+    (analysed ??= await stage('analyse', () =>
+      analyzeForPruning(input, { inputShapes: options.inputShapes, passManager: pm, warn }),
+    ));
+
   const latencyShape = (): number[] => {
     const dims = input.graph.inputs[0]?.shape ?? [];
     return dims.map((d, i) =>
@@ -213,17 +223,17 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
       throw new UserError(`--latency must be in (0, 1], got ${options.latency}`);
     baselineMs = await stage('measure latency', () => timeIt(original));
     // The search starts from the smallest model the width limits allow (a little above, for rounding).
-    const floor = await budgetFloor(fresh(), baseOptions);
+    const floor = budgetFloorOf(await analysis(), baseOptions);
     const minFlops = Math.min(1, floor.flops * 1.02 + 1e-3);
     const found = await stage('latency search', () =>
       searchLatencyBudget(
         options.latency!,
         baselineMs!,
         async (flops) => {
-          const m = fresh();
           // Width-rounding notes of intermediate candidates are noise; the final prune reports its own.
-          await pruneModel(m, { ...baseOptions, warn: undefined, flops, criterion: 'l1', validate: false });
-          return serializeModel(m);
+          const a = await analysis();
+          const planned = planPrune(a, { ...baseOptions, warn: undefined, flops, criterion: 'l1' });
+          return serializeModel(applyPlan(a, planned, pm));
         },
         timeIt,
         { minFlops },
@@ -261,15 +271,16 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
   const candidates: Candidate[] = [];
   for (const criterion of criteria) {
     const built = await stage(`candidate ${criterion}`, async () => {
-      const m = fresh();
-      const { plan, report } = await pruneModel(m, {
+      const a = await analysis();
+      const planned = planPrune(a, {
         ...baseOptions,
         ...budget,
         criterion,
         plan: options.plan,
         planSource: options.planSource,
-        validate: false,
       });
+      const { plan, report } = planned;
+      const m = applyPlan(a, planned, pm);
       const prunedBytes = serializeModel(m);
       if (!data)
         return {

@@ -1,6 +1,6 @@
 import { UserError } from '../errors.js';
-import type { Node } from '../ir/index.js';
-import { constantOf, type ChannelGroup, type Space } from './groups.js';
+import { constantOf } from '../ir/index.js';
+import type { ChannelGroup, FilterLayout, Space } from './groups.js';
 import { float32Rows, readElements } from './tensor-data.js';
 import { mulberry32 } from '../data/prng.js';
 
@@ -12,49 +12,25 @@ export function parseCriterion(name: string): Criterion {
   throw new UserError(`unknown criterion '${name}' (choose one of ${CRITERIA.join(', ')})`);
 }
 
-/** Where the filter producing output channel `p` of `node` lies in its weight data: data[p*rowStep + i*stride]. */
-interface FilterLayout {
+/** The weight data and where each filter lies in it (read once: see readElements, no decoded copy is cached). */
+interface FilterData {
   data: Float32Array;
-  len: number;
-  rowStep: number;
-  stride: number;
-  /** ConvTranspose: `count` blocks of `size` contiguous values, `step` apart, starting at p·size. */
-  blocks?: { count: number; step: number; size: number };
+  layout: FilterLayout;
 }
 
-/** Length of one filter of `node` (from the weight's dims alone). */
-function filterLength(node: Node): number {
-  const d = constantOf(node.inputs[1])!.dims;
-  const op = node.opType;
-  if (op === 'Conv' || (op === 'Gemm' && node.attrInt('transB', 0) === 1))
-    return d.slice(1).reduce((a, b) => a * b, 1);
-  if (op === 'ConvTranspose') return d[0]! * d.slice(2).reduce((a, b) => a * b, 1);
-  return d[0]!;
+function filterData(layout: FilterLayout): FilterData {
+  return { data: readElements(layout.weight) as Float32Array, layout };
 }
 
-/** Reads the weights once (see readElements: no decoded copy stays cached). */
-function filterLayout(node: Node): FilterLayout {
-  const w = constantOf(node.inputs[1])!;
-  const data = readElements(w) as Float32Array;
-  const d = w.dims;
-  const op = node.opType;
-  if (op === 'Conv' || (op === 'Gemm' && node.attrInt('transB', 0) === 1)) {
-    const len = d.slice(1).reduce((a, b) => a * b, 1);
-    return { data, len, rowStep: len, stride: 1 };
-  }
-  if (op === 'ConvTranspose') {
-    // [C_in, M, k...]: the filter of output p is C_in blocks of k contiguous values, m·k apart.
-    const [cin, m] = [d[0]!, d[1]!];
-    const k = d.slice(2).reduce((a, b) => a * b, 1);
-    return { data, len: cin * k, rowStep: k, stride: 1, blocks: { count: cin, step: m * k, size: k } };
-  }
-  // Gemm without transB and MatMul: B is [K, N], the filter is column p.
-  return { data, len: d[0]!, rowStep: 1, stride: d[1]! };
+/** A layout whose filters are the weight's consecutive rows (Conv, Gemm with transB): read row by row. */
+function isRowMajor({ len, rowStep, stride, blocks }: FilterLayout): boolean {
+  return !blocks && stride === 1 && rowStep === len;
 }
 
 /** Calls `fn(i, x)` for every element of the filter of output channel `p`, in filter order. */
-function forEachInFilter(layout: FilterLayout, p: number, fn: (i: number, x: number) => void): void {
-  const { data, len, rowStep, stride, blocks } = layout;
+function forEachInFilter(f: FilterData, p: number, fn: (i: number, x: number) => void): void {
+  const { data } = f;
+  const { len, rowStep, stride, blocks } = f.layout;
   if (blocks) {
     for (let c = 0, i = 0; c < blocks.count; c++)
       for (let j = 0, at = c * blocks.step + p * blocks.size; j < blocks.size; j++) fn(i++, data[at + j]!);
@@ -76,7 +52,7 @@ export class ClassFilters {
   readonly dim: number;
 
   constructor(readonly group: ChannelGroup) {
-    this.dim = group.producers.reduce((a, { node }) => a + filterLength(node), 0);
+    this.dim = group.producers.reduce((a, { layout }) => a + layout.len, 0);
   }
 
   /** Per class, the l1 norm and the squared l2 norm of its vector. */
@@ -85,10 +61,10 @@ export class ClassFilters {
     const n = this.group.size;
     const abs = new Float64Array(n);
     const sq = new Float64Array(n);
-    for (const { node, space } of this.group.producers) {
+    for (const { layout, space } of this.group.producers) {
       if (hasRepeatedClass(space, n)) {
         // Positions sharing a class add up before the norm: build those sums.
-        const part = this.partVectors(node, space);
+        const part = this.partVectors(layout, space);
         part.forEach((v, c) => {
           for (const x of v) {
             abs[c]! += Math.abs(x);
@@ -97,13 +73,10 @@ export class ClassFilters {
         });
         continue;
       }
-      const len = filterLength(node);
-      const contiguous =
-        node.opType === 'Conv' || (node.opType === 'Gemm' && node.attrInt('transB', 0) === 1);
-      const layout = contiguous ? undefined : filterLayout(node);
-      const rowOf = contiguous ? float32Rows(constantOf(node.inputs[1])!, len) : undefined;
+      const rowOf = isRowMajor(layout) ? float32Rows(layout.weight, layout.len) : undefined;
+      const strided = rowOf ? undefined : filterData(layout);
       for (let p = 0; p < space.size; p++) {
-        const [a, q] = rowOf ? rowNorms(rowOf(p)) : stridedNorms(layout!, p);
+        const [a, q] = rowOf ? rowNorms(rowOf(p)) : stridedNorms(strided!, p);
         const c = space.classOf[p]!;
         abs[c]! += a;
         sq[c]! += q;
@@ -117,11 +90,11 @@ export class ClassFilters {
     if (this.built) return this.built;
     const vectors = Array.from({ length: this.group.size }, () => new Float64Array(this.dim));
     let offset = 0;
-    for (const { node, space } of this.group.producers) {
-      const layout = filterLayout(node);
+    for (const { layout, space } of this.group.producers) {
+      const f = filterData(layout);
       for (let p = 0; p < space.size; p++) {
         const v = vectors[space.classOf[p]!]!;
-        forEachInFilter(layout, p, (i, x) => {
+        forEachInFilter(f, p, (i, x) => {
           v[offset + i]! += x;
         });
       }
@@ -130,14 +103,14 @@ export class ClassFilters {
     return (this.built = vectors);
   }
 
-  private partVectors(node: Node, space: Space): Map<number, Float64Array> {
-    const layout = filterLayout(node);
+  private partVectors(layout: FilterLayout, space: Space): Map<number, Float64Array> {
+    const f = filterData(layout);
     const part = new Map<number, Float64Array>();
     for (let p = 0; p < space.size; p++) {
       const c = space.classOf[p]!;
       let v = part.get(c);
       if (!v) part.set(c, (v = new Float64Array(layout.len)));
-      forEachInFilter(layout, p, (i, x) => {
+      forEachInFilter(f, p, (i, x) => {
         v![i]! += x;
       });
     }
@@ -180,9 +153,9 @@ function rowNorms(row: Float32Array): [number, number] {
   return [a0 + a1 + a2 + a3, q0 + q1 + q2 + q3];
 }
 
-function stridedNorms(layout: FilterLayout, p: number): [number, number] {
+function stridedNorms(f: FilterData, p: number): [number, number] {
   const sums = [0, 0];
-  forEachInFilter(layout, p, (_, x) => {
+  forEachInFilter(f, p, (_, x) => {
     sums[0]! += Math.abs(x);
     sums[1]! += x * x;
   });

@@ -4,11 +4,11 @@ import { NO_BATCHNORM_WARNING, batchNormReport } from '../analysis/bn-report.js'
 import { UserError } from '../errors.js';
 import { packageInfo } from '../package-root.js';
 import { AttributeType, DataType, type Model, type Tensor } from '../ir/index.js';
-import { PassManager, type Pass } from '../passes/pass-manager.js';
+import { PassManager, type Pass, type PassResult } from '../passes/pass-manager.js';
 import { ClassFilters, classPriority, type Criterion } from './criteria.js';
-import { validateModel, type ValidationResult } from './emit.js';
+import { validateModel, type ValidationResult } from '../runtime/validate.js';
 import { analyzeGroups, groupRows, type GroupAnalysis, type GroupRow } from './groups.js';
-import { groupImportance } from './importance.js';
+import { groupImportance, type Importance } from './importance.js';
 import { PLAN_FORMAT, PLAN_VERSION, anchorOf, validatePlan, type Plan } from './plan.js';
 import { probeInputDims, probeModel, staticProbe, type ProbeResult } from './probe.js';
 import { applyKeep } from './rewrite.js';
@@ -75,6 +75,23 @@ export interface PruneReport {
 export const DEFAULT_MIN_FRACTION = 0.1;
 
 /**
+ * Everything pruning reads from a model, computed once: concrete shapes, the channel groups, the filter
+ * norms (memoised on first use) and the block importance. Any number of plans are made from one analysis.
+ */
+export interface PruneAnalysis {
+  readonly channels: GroupAnalysis;
+  readonly filters: readonly ClassFilters[];
+  readonly importance: Importance;
+  readonly inputDims: ReadonlyMap<string, number[]>;
+}
+
+export interface AnalyzeOptions {
+  inputShapes?: Record<string, number[]>;
+  passManager?: PassManager;
+  warn?: (message: string) => void;
+}
+
+/**
  * Every value's concrete dims and the values of shape arithmetic: from the static shape analysis, or, for a
  * model with a computed value the analysis cannot evaluate, from one onnxruntime run (with a warning).
  */
@@ -89,6 +106,18 @@ export async function probeShapes(
     `static shape analysis cannot determine the ${missing}; probing the model in onnxruntime instead (slower)`,
   );
   return probeModel(model, inputDims);
+}
+
+/** Analyse once: probe, channel groups, filter norms, block importance. The model is not changed. */
+export async function analyzeForPruning(model: Model, options: AnalyzeOptions = {}): Promise<PruneAnalysis> {
+  const pm = options.passManager ?? new PassManager();
+  const inputDims = probeInputDims(model, options.inputShapes);
+  const probe = await timeAsync(pm, 'prune-probe', () => probeShapes(model, inputDims, options.warn));
+  const channels = pm.time('prune-groups', () => analyzeGroups(model, probe));
+  // Filter norms are read once, by whichever of importance and criterion needs them first.
+  const filters = channels.groups.map((g) => new ClassFilters(g));
+  const importance = pm.time('prune-importance', () => groupImportance(channels, filters));
+  return { channels, filters, importance, inputDims };
 }
 
 /** Probes and analyses a model: the channel groups, for `inspect --groups` and for pruning. */
@@ -109,54 +138,68 @@ export async function describeGroups(
   return groupRows(await analyzeModel(model, inputShapes, warn));
 }
 
-export const applyPlanPass: Pass<{ analysis: GroupAnalysis; keep: Uint8Array[] }> = {
+export const applyPlanPass: Pass<
+  { analysis: GroupAnalysis; keep: Uint8Array[] },
+  PassResult & { model: Model }
+> = {
   name: 'prune-rewrite',
-  description: 'slice every member of every channel group to the kept channels of the plan',
+  description: 'a copy of the model with every member of every channel group sliced to the kept channels',
   reads: ['channel groups', 'plan'],
   changes: ['initializers', 'node attributes', 'value shapes'],
-  run: (model, { analysis, keep }) => applyKeep(model, analysis, keep),
+  run: (_model, { analysis, keep }) => ({ modified: true, model: applyKeep(analysis, keep) }),
 };
 
-/**
- * The smallest fractions of the original MACs and params the width limits allow (every prunable group at its
- * narrowest): budgets below these are impossible. Used to bound searches that pick the budget themselves.
- */
-export async function budgetFloor(
-  model: Model,
-  options: Pick<PruneOptions, 'roundTo' | 'minChannels' | 'minFraction' | 'inputShapes' | 'warn'> = {},
-): Promise<{ flops: number; params: number }> {
-  const probe = await probeShapes(
-    model,
-    probeInputDims(model, options.inputShapes),
-    options.warn ?? (() => undefined),
-  );
-  const analysis = analyzeGroups(model, probe);
+/** The smallest fractions of the original MACs and params the width limits allow (every prunable group at its
+ * narrowest): budgets below these are impossible. Used to bound searches that pick the budget themselves. */
+export function budgetFloorOf(
+  analysis: PruneAnalysis,
+  options: Pick<PruneOptions, 'roundTo' | 'minChannels' | 'minFraction'> = {},
+): { flops: number; params: number } {
+  const { groups } = analysis.channels;
   const limits = {
     roundTo: options.roundTo ?? 1,
     minChannels: options.minChannels ?? 1,
     minFraction: options.minFraction ?? DEFAULT_MIN_FRACTION,
   };
   const { priorities, floors } = reserveBranchMinimums(
-    analysis,
-    analysis.groups.map((g) => range(g.size)),
+    analysis.channels,
+    groups.map((g) => range(g.size)),
     limits,
   );
-  const costModel = new CostModel(analysis, priorities);
-  const full = costModel.cost(analysis.groups.map((g) => g.size));
+  const costModel = new CostModel(analysis.channels, priorities);
+  const full = costModel.cost(groups.map((g) => g.size));
   const floor = costModel.cost(
-    analysis.groups.map((g, i) => (g.frozen.length ? g.size : widthRule(g.size, limits, floors[i]).lo)),
+    groups.map((g, i) => (g.frozen.length ? g.size : widthRule(g.size, limits, floors[i]).lo)),
   );
   return { flops: floor.macs / full.macs, params: floor.params / full.params };
 }
 
-/**
- * Prunes `model` in place to a budget (or re-applies a plan): analyse channel groups, score them, search
- * widths, choose channels, rewrite, validate. Returns the same model, the plan (JSON data) and a report.
- */
-export async function pruneModel(
+export async function budgetFloor(
   model: Model,
-  options: PruneOptions,
-): Promise<{ model: Model; plan: Plan; report: PruneReport }> {
+  options: Pick<PruneOptions, 'roundTo' | 'minChannels' | 'minFraction' | 'inputShapes' | 'warn'> = {},
+): Promise<{ flops: number; params: number }> {
+  const analysis = await analyzeForPruning(model, {
+    inputShapes: options.inputShapes,
+    warn: options.warn ?? (() => undefined),
+  });
+  return budgetFloorOf(analysis, options);
+}
+
+/** A pruning decision made from an analysis: the plan (JSON data), the keep masks and the report. */
+export interface PlannedPrune {
+  plan: Plan;
+  keep: Uint8Array[];
+  report: PruneReport;
+}
+
+/** Options of one plan; the analysis options (input shapes) are fixed by the analysis. */
+export type PlanOptions = Omit<PruneOptions, 'validate' | 'inputShapes'>;
+
+/**
+ * Plan many: widths to the budget and channels by the criterion (or a given plan re-checked against the
+ * model). Reads the analysis and changes nothing, so any number of plans can share one analysis.
+ */
+export function planPrune(analysis: PruneAnalysis, options: PlanOptions): PlannedPrune {
   const pm = options.passManager ?? new PassManager();
   const warnings: string[] = [];
   const warn = (msg: string): void => {
@@ -173,15 +216,10 @@ export async function pruneModel(
   const roundTo = options.roundTo ?? 1;
   if (!Number.isInteger(roundTo) || roundTo < 1)
     throw new UserError(`--round-to must be a positive integer, got ${roundTo}`);
-
-  const inputDims = probeInputDims(model, options.inputShapes);
-  const probe = await timeAsync(pm, 'prune-probe', () => probeShapes(model, inputDims, warn));
-  const analysis = pm.time('prune-groups', () => analyzeGroups(model, probe));
-  // Filter norms are read once, by whichever of importance and criterion needs them first.
-  const filters = analysis.groups.map((g) => new ClassFilters(g));
-  const importance = pm.time('prune-importance', () => groupImportance(analysis, filters));
+  const { channels, filters, importance } = analysis;
   // The importance fallback's warning blames a folding export; a model designed without BN gets its own.
-  if (importance.warning) warn(batchNormReport(model).bnFolded ? importance.warning : NO_BATCHNORM_WARNING);
+  if (importance.warning)
+    warn(batchNormReport(channels.model).bnFolded ? importance.warning : NO_BATCHNORM_WARNING);
 
   let keep: Uint8Array[];
   let search: SearchResult | undefined;
@@ -196,8 +234,8 @@ export async function pruneModel(
   // Each Concat/Split branch's best channels come first, so no width the search may pick empties a branch.
   const { priorities, floors } = pm.time('prune-criterion', () =>
     reserveBranchMinimums(
-      analysis,
-      analysis.groups.map((g, i) =>
+      channels,
+      channels.groups.map((g, i) =>
         g.frozen.length || options.plan !== undefined
           ? range(g.size)
           : classPriority(g, criterion, seed, warn, filters[i]),
@@ -205,9 +243,9 @@ export async function pruneModel(
       limits,
     ),
   );
-  const costModel = new CostModel(analysis, priorities);
+  const costModel = new CostModel(channels, priorities);
   if (options.plan !== undefined) {
-    const loaded = validatePlan(options.plan, analysis, options.planSource);
+    const loaded = validatePlan(options.plan, channels, options.planSource);
     keep = loaded.keep;
     planCriterion = loaded.plan.criterion;
     planSeed = loaded.plan.seed;
@@ -216,7 +254,7 @@ export async function pruneModel(
     const kind = options.flops !== undefined ? 'flops' : 'params';
     const ratio = (options.flops ?? options.params)!;
     search = pm.time('prune-width-search', () =>
-      searchWidths(analysis, costModel, importance.scores, {
+      searchWidths(channels, costModel, importance.scores, {
         budget: kind,
         ratio,
         uniform: options.uniform ?? false,
@@ -225,31 +263,17 @@ export async function pruneModel(
       }),
     );
     if (search.note) warn(search.note);
-    keep = analysis.groups.map((g, i) => {
+    keep = channels.groups.map((g, i) => {
       const mask = new Uint8Array(g.size);
       for (const c of priorities[i]!.slice(0, search!.widths[i])) mask[c] = 1;
       return mask;
     });
     budget = { kind, ratio, uniform: options.uniform ?? false, roundTo };
   }
-
-  const original = costModel.cost(analysis.groups.map((g) => g.size));
+  const plan = planOf(channels, keep, planCriterion, planSeed, budget);
+  const original = costModel.cost(channels.groups.map((g) => g.size));
   const pruned = costModel.costOfKeep(keep);
-  const plan: Plan = {
-    format: PLAN_FORMAT,
-    version: PLAN_VERSION,
-    criterion: planCriterion,
-    seed: planSeed,
-    ...(budget ? { budget } : {}),
-    groups: analysis.groups.map((g, i) => ({
-      id: i,
-      channels: g.size,
-      anchor: anchorOf(analysis, i),
-      keep: [...keep[i]!.keys()].filter((c) => keep[i]![c]),
-      ...(g.frozen.length ? { frozen: g.frozen.join('; ') } : {}),
-    })),
-  };
-  const groups: GroupReport[] = analysis.groups.map((g, i) => ({
+  const groups: GroupReport[] = channels.groups.map((g, i) => ({
     id: i,
     anchor: plan.groups[i]!.anchor,
     members: g.spaces.length,
@@ -258,33 +282,10 @@ export async function pruneModel(
     importance: importance.scores[i]!,
     ...(g.frozen.length ? { frozen: g.frozen.join('; ') } : {}),
   }));
-
-  pm.run(applyPlanPass, model, { analysis, keep });
-  model.setMetadata(
-    'adapruner.pruning',
-    JSON.stringify({
-      tool: `adapruner ${toolVersion()}`,
-      criterion: planCriterion,
-      budget,
-      original,
-      pruned,
-      groups: groups.map((g) => ({ id: g.id, anchor: g.anchor, before: g.before, after: g.after })),
-    }),
-  );
-  pm.time('prune-release-file', () => {
-    // V8 returns an ArrayBuffer's memory only when a full collection finds it dead, and nothing in the steps
-    // that follow (a few large allocations, then onnxruntime's native ones, which V8 does not see) makes it
-    // run one soon: on ResNet-50 the file's 100 MB stayed until after validation (peak RSS 3.5x the file).
-    if (releaseLoadedFile(model) >= 16 << 20) collectGarbage();
-  });
-  const validation =
-    options.validate === false
-      ? undefined
-      : await timeAsync(pm, 'prune-validate', () => validateModel(model, inputDims));
   const { widths: _w, ...searchInfo } = search ?? { widths: [] };
   return {
-    model,
     plan,
+    keep,
     report: {
       criterion: planCriterion,
       importanceSource: importance.source,
@@ -292,9 +293,92 @@ export async function pruneModel(
       original,
       pruned,
       ...(search ? { search: searchInfo as Omit<SearchResult, 'widths'> } : {}),
-      validation,
       warnings,
     },
+  };
+}
+
+function planOf(
+  channels: GroupAnalysis,
+  keep: Uint8Array[],
+  criterion: Plan['criterion'],
+  seed: number,
+  budget: Plan['budget'],
+): Plan {
+  return {
+    format: PLAN_FORMAT,
+    version: PLAN_VERSION,
+    criterion,
+    seed,
+    ...(budget ? { budget } : {}),
+    groups: channels.groups.map((g, i) => ({
+      id: i,
+      channels: g.size,
+      anchor: anchorOf(channels, i),
+      keep: [...keep[i]!.keys()].filter((c) => keep[i]![c]),
+      ...(g.frozen.length ? { frozen: g.frozen.join('; ') } : {}),
+    })),
+  };
+}
+
+/** Apply once: a new model with the plan's channels (the analysed model is unchanged), its record in metadata. */
+export function applyPlan(analysis: PruneAnalysis, planned: PlannedPrune, passManager?: PassManager): Model {
+  const pm = passManager ?? new PassManager();
+  const { model } = pm.run(applyPlanPass, analysis.channels.model, {
+    analysis: analysis.channels,
+    keep: planned.keep,
+  });
+  const { report, plan } = planned;
+  model.setMetadata(
+    'adapruner.pruning',
+    JSON.stringify({
+      tool: `adapruner ${toolVersion()}`,
+      criterion: report.criterion,
+      budget: plan.budget,
+      original: report.original,
+      pruned: report.pruned,
+      groups: report.groups.map((g) => ({ id: g.id, anchor: g.anchor, before: g.before, after: g.after })),
+    }),
+  );
+  return model;
+}
+
+/**
+ * Prunes `model` to a budget (or re-applies a plan): analyse, plan, apply, validate. Returns a new model (the
+ * given one is not changed), the plan (JSON data) and a report.
+ */
+export async function pruneModel(
+  model: Model,
+  options: PruneOptions,
+): Promise<{ model: Model; plan: Plan; report: PruneReport }> {
+  const pm = options.passManager ?? new PassManager();
+  const warnings: string[] = [];
+  const warn = (msg: string): void => {
+    if (warnings.includes(msg)) return;
+    warnings.push(msg);
+    options.warn?.(msg);
+  };
+  const analysis = await analyzeForPruning(model, {
+    inputShapes: options.inputShapes,
+    passManager: pm,
+    warn,
+  });
+  const planned = planPrune(analysis, { ...options, passManager: pm, warn });
+  const pruned = applyPlan(analysis, planned, pm);
+  pm.time('prune-release-file', () => {
+    // V8 returns an ArrayBuffer's memory only when a full collection finds it dead, and nothing in the steps
+    // that follow (a few large allocations, then onnxruntime's native ones, which V8 does not see) makes it
+    // run one soon: on ResNet-50 the file's 100 MB stayed until after validation (peak RSS 3.5x the file).
+    if (releaseLoadedFile(pruned) >= 16 << 20) collectGarbage();
+  });
+  const validation =
+    options.validate === false
+      ? undefined
+      : await timeAsync(pm, 'prune-validate', () => validateModel(pruned, new Map(analysis.inputDims)));
+  return {
+    model: pruned,
+    plan: planned.plan,
+    report: { ...planned.report, validation, warnings },
   };
 }
 

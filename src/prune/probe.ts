@@ -148,21 +148,16 @@ export function staticProbe(
 export async function probeModel(model: Model, inputDims?: Map<string, number[]>): Promise<ProbeResult> {
   const g = model.graph;
   const dimsIn = inputDims ?? probeInputDims(model);
-  const saved = [...g.outputs];
-  const exposed = new Set(saved);
-  for (const n of g.nodes)
+  // Every node output exposed, on a copy: the caller's graph outputs never change, not even for a moment.
+  const copy = model.clone();
+  const exposed = new Set(copy.graph.outputs);
+  for (const n of copy.graph.nodes)
     for (const o of n.outputs)
       if (o.name !== '' && !exposed.has(o)) {
         exposed.add(o);
-        g.outputs.push(o);
+        copy.graph.outputs.push(o);
       }
-  let bytes: Uint8Array;
-  try {
-    bytes = serializeModel(model);
-  } finally {
-    g.outputs.length = 0;
-    g.outputs.push(...saved);
-  }
+  const bytes = serializeModel(copy);
   const session = await ort.InferenceSession.create(bytes, { graphOptimizationLevel: 'disabled' });
   try {
     const out = await session.run(randomInputs(model, dimsIn));

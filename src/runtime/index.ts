@@ -14,6 +14,6 @@ export {
   findBatchNormLayers,
   type BatchNormLayer,
   type BatchNormStatsOutputs,
-} from './bn-stats-graph.js';
+} from '../passes/bn-stats-graph.js';
 export { checkInputShape, createSession, type ModelSession, type RuntimeOptions } from './session.js';
 export { benchmark, median, type BenchmarkOptions, type LatencyStats } from './benchmark.js';

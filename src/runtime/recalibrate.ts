@@ -5,8 +5,8 @@ import type { PreprocessSpec } from '../data/preprocess.js';
 import { shuffledIndices } from '../data/subset.js';
 import { firstLine } from '../data/error-text.js';
 import { UserError } from '../errors.js';
-import { DataType, Tensor, Value, decodeModel, serializeModel, type Model } from '../ir/index.js';
-import { buildBatchNormStatsGraph, findBatchNormLayers, type BatchNormLayer } from './bn-stats-graph.js';
+import { DataType, Tensor, Value, serializeModel, type Model } from '../ir/index.js';
+import { batchNormStatsGraph, findBatchNormLayers, type BatchNormLayer } from '../passes/bn-stats-graph.js';
 import { checkInputShape, createSession, type RuntimeOptions } from './session.js';
 
 export interface RecalibrateOptions {
@@ -53,8 +53,7 @@ export async function recalibrateBatchNorm(
     throw new UserError(`the number of batches must be a positive integer, not ${options.batches}`);
   }
   const layers = findBatchNormLayers(model, source);
-  const statsModel = decodeModel(serializeModel(model), { name: source });
-  const statsOutputs = buildBatchNormStatsGraph(statsModel, source);
+  const { model: statsModel, outputs: statsOutputs } = batchNormStatsGraph.run(model, { source });
   const session = await createSession(serializeModel(statsModel), options.runtime);
 
   const started = performance.now();

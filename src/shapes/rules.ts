@@ -2,7 +2,7 @@ import { DataType } from '../ir/data-type.js';
 import type { Node } from '../ir/graph.js';
 import { Tensor } from '../ir/tensor.js';
 import type { Dim } from '../ir/types.js';
-import { sliceRanges, unsqueezeDims } from '../eval/const-eval.js';
+import { sliceRanges, unsqueezeDims } from '../folding/const-eval.js';
 import { ShapeError, broadcast, dimArith, divide, normalizeAxis, product, productDim } from './dims.js';
 
 /** What is known about one tensor value. */

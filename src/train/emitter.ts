@@ -6,15 +6,26 @@ import { tensorType } from '../ir/types.js';
 
 export type AttrValue = number | number[] | { float: number } | Attribute;
 
-/** Appends nodes and constants to a graph with fresh names; the step-graph builder's only way to emit IR. */
+export interface EmitterOptions {
+  /** The opset the emitted nodes must be valid in (default 13): ReduceMean takes its axes as an input from 18. */
+  opset?: number;
+  /** Insert before this node instead of appending, so that a rewrite in the middle stays topologically sorted. */
+  before?: Node;
+}
+
+/** Adds nodes and constants to a graph with fresh names; the graph builders' only way to emit IR. */
 export class Emitter {
   private readonly intConsts = new Map<string, Value>();
   private readonly floatConsts = new Map<number, Value>();
+  readonly opset: number;
 
   constructor(
     readonly graph: Graph,
     private readonly prefix: string,
-  ) {}
+    private readonly options: EmitterOptions = {},
+  ) {
+    this.opset = options.opset ?? 13;
+  }
 
   /** Emits one node with one output; ints and int lists become INT/INTS attributes, `{ float }` a FLOAT. */
   op(
@@ -39,7 +50,7 @@ export class Emitter {
     );
     const node = new Node(opType, inputs, outs, this.graph.uniqueName(`${this.prefix}${hint}`));
     for (const [k, v] of Object.entries(attrs)) node.attributes.set(k, toAttribute(v));
-    this.graph.addNode(node);
+    this.graph.addNode(node, this.options.before);
     return outs;
   }
 
@@ -93,6 +104,12 @@ export class Emitter {
   }
   transpose(a: Value, perm: number[]): Value {
     return this.op('Transpose', [a], { perm });
+  }
+  reduceMean(a: Value, axes: number[], keepdims: boolean): Value {
+    const k = keepdims ? 1 : 0;
+    return this.opset >= 18
+      ? this.op('ReduceMean', [a, this.ints(axes)], { keepdims: k })
+      : this.op('ReduceMean', [a], { axes, keepdims: k });
   }
   reduceSum(a: Value, axes: number[], keepdims: boolean): Value {
     return this.op('ReduceSum', [a, this.ints(axes)], { keepdims: keepdims ? 1 : 0 });

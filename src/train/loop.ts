@@ -274,7 +274,7 @@ export function withWeights(
   tensors: Map<string, Float32Array>,
   prefix: string,
 ): Model {
-  const copy = decodeModel(serializeModel(model));
+  const copy = model.clone();
   copy.sourcePath = undefined;
   const byName = new Map(copy.graph.initializers.map((v) => [v.name, v.initializer!]));
   for (const name of weightNames(step)) byName.get(name)!.setData(tensors.get(prefix + name)!.slice());

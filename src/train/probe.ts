@@ -21,7 +21,7 @@ export async function probeValues(
   batch: number,
   inputName: string,
 ): Promise<Map<string, ProbedValue>> {
-  const copy = decodeModel(serializeModel(model));
+  const copy = model.clone();
   const g = copy.graph;
   const outputs = new Set(g.outputs);
   for (const n of g.nodes)

@@ -1,9 +1,9 @@
 import { UserError } from '../errors.js';
 import { DataType } from '../ir/data-type.js';
 import { Graph, Node, Value } from '../ir/graph.js';
-import { decodeModel, serializeModel } from '../ir/index.js';
 import type { Model } from '../ir/model.js';
 import { tensorType } from '../ir/types.js';
+import { emitBatchMoments } from './batch-norm.js';
 import { Emitter } from './emitter.js';
 import { gradRules, type GradContext } from './grad-rules/index.js';
 import { addOptimizer, type SgdOptions } from './optimizer.js';
@@ -101,8 +101,9 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
   const B = options.batchSize;
   if (!Number.isInteger(B) || B < 1) throw new UserError(`batch size must be a positive integer (got ${B})`);
   const file = source.sourcePath;
-  const model = decodeModel(serializeModel(source));
-  model.sourcePath = file;
+  const model = source.clone();
+  // The step graph needs opset 17 at least (ReduceSum with axes as an input, LogSoftmax over axis 1).
+  const opset = Math.max(model.opset, 17);
   const g = model.graph;
   const realInputs = g.inputs.filter((v) => !v.initializer);
   if (realInputs.length !== 1)
@@ -137,7 +138,7 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
       file,
     );
 
-  const e = new Emitter(g, '');
+  const e = new Emitter(g, '', { opset });
   const lr = new Value('lr', tensorType(DataType.FLOAT, []));
   const labels = new Value('labels', tensorType(DataType.INT64, [B]));
   const promoteToInput = (v: Value): void => {
@@ -160,11 +161,9 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
     const channelShape = xShape.map((d, i) => (i === 1 ? d : 1));
     const eps = bn.attrFloat('epsilon', 1e-5);
     const momentum = bn.attrFloat('momentum', 0.9); // ONNX: the weight of the old running statistic
-    const b = new Emitter(g, `${bn.name || bn.output().name}/train/`);
-    const nodesBefore = g.nodes.length;
-    const mu = b.op('ReduceMean', [x], { axes, keepdims: 1 });
-    const centered = b.sub(x!, mu);
-    const biasedVar = b.op('ReduceMean', [b.mul(centered, centered)], { axes, keepdims: 1 });
+    // Emitted before the BN, where its output is needed, so the order stays topological.
+    const b = new Emitter(g, `${bn.name || bn.output().name}/train/`, { opset, before: bn });
+    const { mean: mu, centered, biasedVar } = emitBatchMoments(b, x!, axes);
     const invStd = b.op('Reciprocal', [b.op('Sqrt', [b.add(biasedVar, b.scalar(eps))])]);
     const xhat = b.mul(centered, invStd);
     const gammaC = b.reshape(gamma!, channelShape);
@@ -178,9 +177,6 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
       b.scale(variance!, momentum),
       b.scale(b.reshape(biasedVar, [c]), (1 - momentum) * unbiased),
     );
-    // Emitted nodes went to the end; move them to where the BN was so the order stays topological.
-    const emitted = g.nodes.splice(nodesBefore);
-    g.nodes.splice(g.nodes.indexOf(bn), 0, ...emitted);
     composite.set(y.producer!, {
       x: x!,
       xhat,
@@ -219,7 +215,7 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
   // Loss: softmax cross-entropy with label smoothing, q = (1 - eps) onehot + eps / K.
   const forwardNodes = [...g.nodes];
   const eps = options.labelSmoothing ?? 0;
-  const le = new Emitter(g, 'loss/');
+  const le = new Emitter(g, 'loss/', { opset });
   const logp = le.op('LogSoftmax', [logits], { axis: 1 });
   const target = le.op(
     'OneHot',
@@ -257,7 +253,7 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
 
   // Reverse sweep.
   const grads = new Map<Value, Value[]>([[logits, [dLogits]]]);
-  const be = new Emitter(g, 'grad/');
+  const be = new Emitter(g, 'grad/', { opset });
   const summed = (v: Value): Value | undefined => {
     const parts = grads.get(v);
     if (!parts) return undefined;
@@ -312,7 +308,7 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
     if (!grad) throw new UserError(`parameter '${p.name}' does not reach the loss`, file);
     updates.push({ param: p, grad });
   }
-  const opt = addOptimizer(new Emitter(g, 'sgd/'), updates, lr, options.sgd ?? {});
+  const opt = addOptimizer(new Emitter(g, 'sgd/', { opset }), updates, lr, options.sgd ?? {});
   for (const u of opt) {
     if (u.momentumIn) g.inputs.push(u.momentumIn);
     trained.push({
@@ -342,7 +338,7 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
   if (options.exposeGradients) {
     for (const u of updates) {
       // A gradient may be an input itself or shared; route it through Identity to give it its own name.
-      const out = new Emitter(g, 'expose/').op('Identity', [u.grad]);
+      const out = new Emitter(g, 'expose/', { opset }).op('Identity', [u.grad]);
       out.name = g.uniqueName(`${u.param.name}__grad`);
       u.grad = out;
       g.outputs.push(out);
@@ -352,7 +348,7 @@ export async function buildStepGraph(source: Model, options: StepGraphOptions): 
   for (const v of g.outputs)
     if (!v.type) v.type = tensorType(v === correct ? DataType.INT64 : DataType.FLOAT, undefined);
   g.valueInfo.length = 0;
-  setOpset(model, 17);
+  setOpset(model, opset);
   return {
     model,
     batchSize: B,

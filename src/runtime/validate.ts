@@ -3,8 +3,8 @@ import { firstLine } from '../data/error-text.js';
 import { UserError } from '../errors.js';
 import { verifyModel, type Model, type Value } from '../ir/index.js';
 import { serializeModelCompact } from '../ir/save.js';
-import { constantOf } from './groups.js';
-import { probeInputDims, randomInputs } from './probe.js';
+import { constantOf } from '../ir/constant.js';
+import { probeInputDims, randomInputs } from '../prune/probe.js';
 
 export interface ValidationResult {
   verifyMs: number;

@@ -1,15 +1,8 @@
 import { UserError } from '../errors.js';
-import {
-  DataType,
-  Node,
-  Tensor,
-  Value,
-  intAttr,
-  intsAttr,
-  tensorType,
-  type Attribute,
-  type Model,
-} from '../ir/index.js';
+import { DataType, Node, Value, tensorType, type Model } from '../ir/index.js';
+import { emitBatchMoments } from '../train/batch-norm.js';
+import { Emitter } from '../train/emitter.js';
+import type { Pass, PassResult } from './pass-manager.js';
 
 /** The running-statistics initializers of one inference-mode BatchNormalization. */
 export interface BatchNormLayer {
@@ -69,52 +62,24 @@ export function findBatchNormLayers(model: Model, source: string): BatchNormLaye
  * normalised the same way. The per-BN batch statistics become extra graph outputs.
  *
  * Plain ops instead of BatchNormalization(training_mode=1): the models are opset 13 and training_mode needs 14,
- * and this form works for BN inputs of any rank ≥ 2 (viewed as [N, C, L]).
+ * and this form works for BN inputs of any rank >= 2 (viewed as [N, C, L]). The moments are the training
+ * step's own expansion (src/train/batch-norm.ts).
  */
 export function buildBatchNormStatsGraph(model: Model, source: string): BatchNormStatsOutputs[] {
   const graph = model.graph;
-  const axesAsInput = model.opset >= 18; // ReduceMean took axes as an attribute before opset 18
-  const constant = (base: string, tensor: Tensor) =>
-    graph.addInitializer(new Value(graph.uniqueName(base)), tensor);
-  const reduceAxes = axesAsInput ? constant('bnstats_axes', Tensor.int64([0, 2])) : undefined;
   const outputs: BatchNormStatsOutputs[] = [];
-
   for (const layer of findBatchNormLayers(model, source)) {
     const { node, channels } = layer;
-    const base = node.name || node.output(0).name;
-    const add = (
-      opType: string,
-      inputs: Value[],
-      suffix: string,
-      attributes: Record<string, Attribute> = {},
-    ) => {
-      const out = new Value(graph.uniqueName(`${base}_${suffix}`));
-      const op = new Node(opType, inputs, [out], graph.uniqueName(`${base}_${suffix}_node`));
-      for (const [k, a] of Object.entries(attributes)) op.attributes.set(k, a);
-      graph.addNode(op, node);
-      return out;
-    };
-    const reduceMean = (x: Value, suffix: string) =>
-      axesAsInput
-        ? add('ReduceMean', [x, reduceAxes!], suffix, { keepdims: intAttr(0) })
-        : add('ReduceMean', [x], suffix, { axes: intsAttr([0, 2]), keepdims: intAttr(0) });
-
+    const e = new Emitter(graph, `${node.name || node.output(0).name}_stats/`, {
+      opset: model.opset,
+      before: node,
+    });
     // Reshape's 0 copies the batch size, -1 folds all spatial positions into L.
-    const asNCL = add(
-      'Reshape',
-      [node.input(0), constant(`${base}_ncl_shape`, Tensor.int64([0, channels, -1]))],
-      'ncl',
-    );
-    const mean = reduceMean(asNCL, 'batch_mean');
-    const meanN1L = add(
-      'Reshape',
-      [mean, constant(`${base}_c11_shape`, Tensor.int64([1, channels, 1]))],
-      'mean_1c1',
-    );
-    const centred = add('Sub', [asNCL, meanN1L], 'centred');
-    const variance = reduceMean(add('Mul', [centred, centred], 'centred_sq'), 'batch_var');
-    const shape = add('Shape', [asNCL], 'ncl_dims');
-
+    const asNCL = e.reshape(node.input(0), [0, channels, -1]);
+    const moments = emitBatchMoments(e, asNCL, [0, 2]);
+    const mean = e.reshape(moments.mean, [channels]);
+    const variance = e.reshape(moments.biasedVar, [channels]);
+    const shape = e.op('Shape', [asNCL]);
     node.setInput(3, mean);
     node.setInput(4, variance);
     // The running statistics are unused now; onnxruntime would warn about each one.
@@ -128,3 +93,19 @@ export function buildBatchNormStatsGraph(model: Model, source: string): BatchNor
   }
   return outputs;
 }
+
+/** The statistics graph as a pass over a copy of the model (the caller's model is never changed). */
+export const batchNormStatsGraph: Pass<
+  { source: string },
+  PassResult & { model: Model; outputs: BatchNormStatsOutputs[] }
+> = {
+  name: 'bn-stats-graph',
+  description: 'a copy of the model whose BatchNormalizations use batch statistics and output them',
+  reads: ['BatchNormalization nodes and their running statistics'],
+  changes: ['BatchNormalization statistics inputs', 'graph outputs'],
+  run(model, { source }) {
+    const copy = model.clone();
+    const outputs = buildBatchNormStatsGraph(copy, source);
+    return { modified: true, model: copy, outputs };
+  },
+};
