@@ -9,7 +9,8 @@ import type { Model } from '../ir/model.js';
 import { shapeToString, type Dim } from '../ir/types.js';
 import { cleanupPipeline } from '../passes/index.js';
 import { PassManager } from '../passes/pass-manager.js';
-import { groupRows, type GroupAnalysis } from '../prune/groups.js';
+import { frozenMacShare } from '../analysis/frozen-share.js';
+import { groupRows } from '../prune/groups.js';
 import { analyzeModel, type GroupRow } from '../prune/index.js';
 import { formatCount, formatShort, renderKeyValues, renderTable } from '../report/table.js';
 
@@ -81,24 +82,6 @@ const groupsSection: InspectSection = {
 };
 
 const extraSections: InspectSection[] = [groupsSection];
-
-/**
- * The share of the model's MACs (inspect's count) in layers whose output channels lie in a frozen group (they
- * cannot be narrowed), plus every MAC-counting node the channel analysis does not handle.
- */
-export function frozenMacShare(analysis: GroupAnalysis, totalMacs: number): number {
-  const macsOf = new Map<unknown, number>();
-  for (const term of analysis.costs)
-    if (term.kind === 'macs')
-      macsOf.set(
-        term.node,
-        (macsOf.get(term.node) ?? 0) + term.spaces.reduce((v, s) => v * s.size, term.coef),
-      );
-  let prunable = 0;
-  for (const grp of analysis.groups)
-    if (!grp.frozen.length) for (const { node } of grp.producers) prunable += macsOf.get(node) ?? 0;
-  return totalMacs > 0 ? Math.max(0, 1 - prunable / totalMacs) : 0;
-}
 
 /** A table of groups, then each group's members (`value[channels]`, `@axis` when not axis 1). */
 export function renderGroups(rows: readonly GroupRow[], frozenShare?: number): string {
