@@ -48,9 +48,9 @@ interface FamilyRef {
 const ref = (family: string): FamilyRef =>
   JSON.parse(fs.readFileSync(fixture(`families/${family}.ref.json`), 'utf8')) as FamilyRef;
 
-/** Every family's files: BN kept, and the default (BN-folding) export where it differs. */
+/** Every family's files: BN kept, the default (BN-folding) export where it differs, ConvNeXt at opset 17 (LayerNormalization). */
 const FILES = FAMILIES.flatMap((family) =>
-  [`${family}.onnx`, `${family}-bnfolded.onnx`]
+  [`${family}.onnx`, `${family}-bnfolded.onnx`, `${family}-opset17.onnx`]
     .filter((f) => fs.existsSync(fixture(`families/${f}`)))
     .map((f) => ({ family, name: f, file: fixture(`families/${f}`) })),
 );
@@ -89,12 +89,13 @@ function loadClean(file: string): Model {
 
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 
-/** Groups holding a LayerNorm statistic's input: a ReduceMean over the space's channel axis. */
+/** Groups a LayerNorm normalises: LayerNormalization's input, or a ReduceMean over the space's channel axis. */
 function layerNormGroups(analysis: GroupAnalysis): Set<number> {
   const groups = new Set<number>();
   for (const s of analysis.spaces)
     for (const { node } of s.value.uses)
-      if (node.opType === 'ReduceMean') {
+      if (node.opType === 'LayerNormalization') groups.add(s.group);
+      else if (node.opType === 'ReduceMean') {
         const rank = analysis.probe.dims.get(s.value)!.length;
         const axes = (node.attrInts('axes') ?? []).map((a) => (a < 0 ? a + rank : a));
         if (axes.includes(s.axis)) groups.add(s.group);
