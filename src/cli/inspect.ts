@@ -7,7 +7,11 @@ import type { Value } from '../ir/graph.js';
 import { loadModel } from '../ir/load.js';
 import type { Model } from '../ir/model.js';
 import { shapeToString, type Dim } from '../ir/types.js';
-import { describeGroups, type GroupRow } from '../prune/index.js';
+import { cleanupPipeline } from '../passes/index.js';
+import { PassManager } from '../passes/pass-manager.js';
+import { frozenMacShare } from '../analysis/frozen-share.js';
+import { groupRows } from '../prune/groups.js';
+import { analyzeModel, type GroupRow } from '../prune/index.js';
 import {
   ModuleNames,
   modulePathOfParameter,
@@ -71,9 +75,15 @@ const groupsSection: InspectSection = {
   describe: 'List channel groups: channel count, members and why a group is frozen',
   key: 'groups',
   async collect(model, report) {
-    const rows = await describeGroups(model, report.inputShapes, (msg) =>
+    // The cleanup prune runs before its analysis (Identity removal, constant folding: ConvNeXt's transposed
+    // Linear weights become constants), so the groups listed are the ones prune sees. The rest of the report
+    // was made from the file as it is.
+    cleanupPipeline(new PassManager(), model);
+    const analysis = await analyzeModel(model, report.inputShapes, (msg) =>
       process.stderr.write(`warning: ${msg}\n`),
     );
+    const rows = groupRows(analysis);
+    report.frozenMacShare = frozenMacShare(analysis, report.macs);
     const names = ModuleNames.of(model);
     const labelled = rows.map((r) => ({
       ...r,
@@ -83,7 +93,7 @@ const groupsSection: InspectSection = {
         return names.value(value!) + size!;
       }),
     }));
-    return { json: labelled, text: renderGroups(labelled) };
+    return { json: labelled, text: renderGroups(labelled, report.frozenMacShare as number) };
   },
 };
 
@@ -96,8 +106,10 @@ export type LabelledGroupRow = GroupRow & { module: string; memberModules: strin
  * A table of groups (labelled by module path, frozen reasons cut to one line), then each group's members
  * (`module[channels]`, `@axis` when not axis 1), wrapped. `--json` has the raw value names and whole reasons.
  */
-export function renderGroups(rows: readonly LabelledGroupRow[]): string {
+export function renderGroups(rows: readonly LabelledGroupRow[], frozenShare?: number): string {
   const frozen = rows.filter((r) => r.frozen !== undefined).length;
+  const share =
+    frozenShare === undefined ? '' : `; ${(100 * frozenShare).toFixed(1)}% of MACs in frozen groups`;
   const table = renderTable(
     [
       'group',
@@ -109,7 +121,7 @@ export function renderGroups(rows: readonly LabelledGroupRow[]): string {
     rows.map((r) => [r.id, r.channels, r.members.length, r.module, summarizeReasons(r.frozen)]),
   );
   const members = rows.map((r) => wrapList(`  ${r.id}: `, r.memberModules)).join('\n');
-  return `channel groups (${rows.length}: ${rows.length - frozen} prunable, ${frozen} frozen):\n${table}\n\nmembers (--json lists value names and every frozen reason):\n${members}`;
+  return `channel groups (${rows.length}: ${rows.length - frozen} prunable, ${frozen} frozen${share}):\n${table}\n\nmembers (--json lists value names and every frozen reason):\n${members}`;
 }
 
 /** The BN notice wrapped in words, with the re-export call (kept whole, for copying) on a line of its own. */

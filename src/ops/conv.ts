@@ -6,11 +6,16 @@ interface ConvData {
   input: Space | undefined;
   output: Space;
   depthwise: boolean;
+  /** Other grouped convs: output channels per group (whole groups are kept or removed). */
+  outPerGroup?: number;
 }
 
 /**
  * Conv. Group 1: the output is a new channel space, the weight slices on both axes. Depthwise (group = C_in =
- * C_out): input channel j is output channel j and `group` becomes the kept count. Other grouped convs freeze.
+ * C_out): input channel j is output channel j and `group` becomes the kept count. Other grouped convs
+ * (ResNeXt, RegNet) are pruned by whole groups: each group's input and output channels are one class, so a
+ * plan keeps or removes a group entirely; the weight slices on its output axis only (every kept group keeps
+ * all its C/group inputs) and `group` becomes the kept group count.
  */
 export const conv: ChannelOp<ConvData> = {
   opTypes: ['Conv'],
@@ -30,17 +35,23 @@ export const conv: ChannelOp<ConvData> = {
     const o = ctx.newSpace(node.outputs[0]!, 1)!;
     if (x && x.axis !== 1) ctx.freeze(x, `${node} reads channels off axis 1`);
     const depthwise = groups > 1 && groups === c && m === c;
+    let outPerGroup: number | undefined;
     if (x && depthwise) ctx.same(x, o, node);
     else if (groups > 1) {
-      ctx.freeze(x, `${node} is a grouped convolution (${groups} groups)`);
-      ctx.freeze(o, `${node} is a grouped convolution (${groups} groups)`);
+      if ((x && (x.axis !== 1 || x.size !== c)) || m % groups !== 0) {
+        ctx.freeze(x, `${node} is a grouped convolution (${groups} groups) over untracked channels`);
+        ctx.freeze(o, `${node} is a grouped convolution (${groups} groups) over untracked channels`);
+      } else {
+        outPerGroup = m / groups;
+        linkWholeGroups(ctx, x, o, groups, cPerGroup, outPerGroup);
+      }
     }
-    ctx.record<ConvData>(node, { input: x, output: o, depthwise });
+    ctx.record<ConvData>(node, { input: x, output: o, depthwise, ...(outPerGroup ? { outPerGroup } : {}) });
     ctx.producer(node, o, convLayout(node));
     linkCost(node, ctx, x, o, { spatial: prod(od.slice(2)), kernel, groups, cPerGroup });
   },
 
-  slice(node, { input, output, depthwise }, ctx) {
+  slice(node, { input, output, depthwise, outPerGroup }, ctx) {
     const inAxis = depthwise || node.attrInt('group', 1) > 1 ? undefined : input;
     ctx.sliceInput(node, 1, [
       [0, output],
@@ -48,6 +59,8 @@ export const conv: ChannelOp<ConvData> = {
     ]);
     if (node.inputs[2]) ctx.sliceInput(node, 2, [[0, output]]);
     if (depthwise && ctx.changed(output)) node.attributes.set('group', intAttr(ctx.kept(output).length));
+    if (outPerGroup && ctx.changed(output))
+      node.attributes.set('group', intAttr(ctx.kept(output).length / outPerGroup));
   },
 
   linearUse(node, { input, output, depthwise }) {
@@ -60,6 +73,22 @@ export const conv: ChannelOp<ConvData> = {
     return convLikeCost(node, shapeOf, false);
   },
 };
+
+/** Group g's input channels [g·cIn, (g+1)·cIn) and output channels [g·mOut, (g+1)·mOut) become one class. */
+function linkWholeGroups(
+  ctx: LinkContext,
+  x: Space | undefined,
+  o: Space,
+  groups: number,
+  cIn: number,
+  mOut: number,
+): void {
+  for (let g = 0; g < groups; g++) {
+    const anchor = g * mOut;
+    for (let k = 1; k < mOut; k++) ctx.link(o, anchor, o, anchor + k);
+    if (x) for (let i = 0; i < cIn; i++) ctx.link(x, g * cIn + i, o, anchor);
+  }
+}
 
 function linkCost(
   node: Node,

@@ -4,6 +4,7 @@ import { conv } from './conv.js';
 import { convTranspose } from './conv-transpose.js';
 import { elementwise } from './elementwise.js';
 import { gemm } from './gemm.js';
+import { layerNormalization } from './layer-normalization.js';
 import { matmul } from './matmul.js';
 import { pad } from './pad.js';
 import { pool } from './pool.js';
@@ -28,6 +29,7 @@ const HANDLERS: readonly ChannelOp<never>[] = [
   matmul,
   batchNormalization,
   instanceNormalization,
+  layerNormalization,
   unary,
   elementwise,
   pool,

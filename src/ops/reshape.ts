@@ -1,10 +1,20 @@
 import { constantOf } from '../ir/index.js';
 import { prod } from './shared.js';
-import type { ChannelOp, Space } from './types.js';
+import type { Node } from '../ir/index.js';
+import type { ChannelOp, LinkContext, Space } from './types.js';
 
 interface ReshapeData {
   output: Space;
   shape: number[];
+}
+
+/** A Reshape splitting the channel axis into [groups, C/groups] (a channel shuffle's first step). */
+interface ChannelSplitData {
+  kind: 'channelSplit';
+  output: Space;
+  groups: number;
+  /** The output dims (probe) after the split axes: written as constants in the new target. */
+  trailing: number[];
 }
 
 /**
@@ -12,7 +22,7 @@ interface ReshapeData {
  * after it, so output feature f belongs to channel floor(f / block) (GAP -> Flatten, or 32x4x4 -> 512 before a
  * Gemm). A Reshape whose constant target names the channel count has it rewritten.
  */
-export const reshape: ChannelOp<ReshapeData> = {
+export const reshape: ChannelOp<ReshapeData | ChannelSplitData> = {
   opTypes: ['Reshape', 'Flatten', 'Squeeze', 'Unsqueeze'],
 
   link(node, ins, ctx) {
@@ -21,6 +31,13 @@ export const reshape: ChannelOp<ReshapeData> = {
     const e = ctx.dims(node.outputs[0]);
     if (!x || !d || !e || ins.slice(1).some(Boolean)) return ctx.unknown(node, `${node}: unsupported inputs`);
     const b = channelAxisAfter(d, e, x.axis, x.size);
+    if (
+      b < 0 &&
+      node.opType === 'Reshape' &&
+      isChannelSplit(d, e, x.axis) &&
+      node.attrInt('allowzero', 0) === 0
+    )
+      return linkChannelSplit(node, x, e, ctx);
     if (b < 0) return ctx.unknown(node, `${node} splits or merges the channel axis with the batch`);
     const o = ctx.newSpace(node.outputs[0]!, b)!;
     const block = o.size / x.size;
@@ -42,8 +59,16 @@ export const reshape: ChannelOp<ReshapeData> = {
       ctx.freeze(o, `${node}: axes unknown`);
   },
 
-  slice(node, { output, shape }, ctx) {
-    if (!ctx.changed(output)) return;
+  slice(node, data, ctx) {
+    if (!ctx.changed(data.output)) return;
+    if ('kind' in data) {
+      // [0 (copy) for the dims before, groups, kept per group, the static dims after].
+      const before = Array.from({ length: data.output.axis - 1 }, () => 0);
+      const target = [...before, data.groups, ctx.kept(data.output).length, ...data.trailing];
+      ctx.setInput(node, 1, ctx.ints(constantOf(node.inputs[1]), target));
+      return;
+    }
+    const { output, shape } = data;
     const next = [...shape];
     next[output.axis] = ctx.kept(output).length;
     ctx.setInput(node, 1, ctx.ints(constantOf(node.inputs[1]), next));
@@ -66,4 +91,29 @@ function channelAxisAfter(d: number[], e: number[], axis: number, size: number):
       return i;
   }
   return -1;
+}
+
+/** e is d with the channel axis split in two (both > 1): [..., C, ...] -> [..., g, C/g, ...]. */
+function isChannelSplit(d: number[], e: number[], axis: number): boolean {
+  if (e.length !== d.length + 1 || e[axis]! < 2 || e[axis + 1]! < 2) return false;
+  if (e[axis]! * e[axis + 1]! !== d[axis]) return false;
+  return d.every((v, i) => i === axis || v === e[i < axis ? i : i + 1]);
+}
+
+/**
+ * ShuffleNet's channel shuffle is Reshape [N, g, C/g, H, W], Transpose(1, 2), Reshape [N, C, H, W]. The split
+ * makes a space on the C/g axis whose position i is input channels j·C/g + i for every j: one class, so every
+ * block of C/g keeps the same positions (the equal-split constraint) and the shuffle stays a shuffle of the
+ * narrower tensor. The Transpose moves the axis; the final Reshape merges it back (feature i·g + j is class i).
+ */
+function linkChannelSplit(node: Node, x: Space, e: number[], ctx: LinkContext): void {
+  const groups = e[x.axis]!;
+  const o = ctx.newSpace(node.outputs[0]!, x.axis + 1)!;
+  for (let j = 0; j < groups; j++) for (let i = 0; i < o.size; i++) ctx.link(x, j * o.size + i, o, i);
+  ctx.record<ChannelSplitData>(node, {
+    kind: 'channelSplit',
+    output: o,
+    groups,
+    trailing: e.slice(x.axis + 2),
+  });
 }

@@ -1,3 +1,4 @@
+import { batchNormReport } from '../analysis/bn-report.js';
 import type { Dataset } from '../data/dataset.js';
 import type { PreprocessSpec } from '../data/preprocess.js';
 import { mulberry32, shuffle } from '../data/prng.js';
@@ -220,7 +221,9 @@ class AdaPruneRun {
     if (options.latency !== undefined) await this.searchLatency(options.latency);
     this.hasBatchNorm = this.input.graph.nodes.some((n) => n.opType === 'BatchNormalization');
     if (data && !this.hasBatchNorm)
-      this.skipped.push('BN recalibration (the model has no BatchNormalization: BN was folded at export)');
+      this.skipped.push(
+        `BN recalibration (the model has no BatchNormalization${batchNormReport(this.input).bnFolded ? ': BN was folded at export' : ''})`,
+      );
     const criteria: Criterion[] =
       criterionOption === 'auto' ? [...(options.candidates ?? CRITERIA)] : [criterionOption];
     if (criteria.includes('taylor') && !data)

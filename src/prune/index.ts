@@ -1,5 +1,6 @@
 import v8 from 'node:v8';
 import vm from 'node:vm';
+import { NO_BATCHNORM_WARNING, batchNormReport } from '../analysis/bn-report.js';
 import { UserError } from '../errors.js';
 import { packageInfo } from '../package-root.js';
 import { AttributeType, DataType, type Model, type Tensor } from '../ir/index.js';
@@ -14,7 +15,14 @@ import { groupImportance, type Importance } from './importance.js';
 import { PLAN_FORMAT, PLAN_VERSION, anchorOf, validatePlan, type Plan } from './plan.js';
 import { probeInputDims, probeShapes } from './probe.js';
 import { applyKeep } from './rewrite.js';
-import { CostModel, searchWidths, widthRule, type Cost, type SearchResult } from './width-search.js';
+import {
+  CostModel,
+  reserveBranchMinimums,
+  searchWidths,
+  widthRule,
+  type Cost,
+  type SearchResult,
+} from './width-search.js';
 
 export { CRITERIA, parseCriterion, type Criterion } from './criteria.js';
 export { PLAN_SCHEMA, validatePlan, type Plan, type PlanGroup } from './plan.js';
@@ -143,17 +151,21 @@ export function budgetFloorOf(
   options: Pick<PruneOptions, 'roundTo' | 'minChannels' | 'minFraction'> = {},
 ): { flops: number; params: number } {
   const { groups } = analysis.channels;
-  const costModel = new CostModel(
-    analysis.channels,
-    groups.map((g) => range(g.size)),
-  );
   const limits = {
     roundTo: options.roundTo ?? 1,
     minChannels: options.minChannels ?? 1,
     minFraction: options.minFraction ?? DEFAULT_MIN_FRACTION,
   };
+  const { priorities, floors } = reserveBranchMinimums(
+    analysis.channels,
+    groups.map((g) => range(g.size)),
+    limits,
+  );
+  const costModel = new CostModel(analysis.channels, priorities);
   const full = costModel.cost(groups.map((g) => g.size));
-  const floor = costModel.cost(groups.map((g) => (g.frozen.length ? g.size : widthRule(g.size, limits).lo)));
+  const floor = costModel.cost(
+    groups.map((g, i) => (g.frozen.length ? g.size : widthRule(g.size, limits, floors[i]).lo)),
+  );
   return { flops: floor.macs / full.macs, params: floor.params / full.params };
 }
 
@@ -203,20 +215,32 @@ export function planPrune(analysis: PruneAnalysis, options: PlanOptions): Planne
   if (!Number.isInteger(roundTo) || roundTo < 1)
     throw new UserError(`--round-to must be a positive integer, got ${roundTo}`);
   const { channels, filters, importance } = analysis;
-  if (importance.warning) warn(importance.warning);
+  // The importance fallback's warning blames a folding export; a model designed without BN gets its own.
+  if (importance.warning)
+    warn(batchNormReport(channels.model).bnFolded ? importance.warning : NO_BATCHNORM_WARNING);
 
   let keep: Uint8Array[];
   let search: SearchResult | undefined;
   let planCriterion: Plan['criterion'] = criterion;
   let planSeed = seed;
   let budget: Plan['budget'];
-  const priorities = pm.time('prune-criterion', () =>
-    channels.groups.map((g, i) =>
-      g.frozen.length || options.plan !== undefined
-        ? range(g.size)
-        : criterion === 'taylor'
-          ? taylorPriority(g, options.classScores?.[i], seed, warn, filters[i]!)
-          : classPriority(g, criterion, seed, warn, filters[i]),
+  const limits = {
+    roundTo,
+    minChannels: options.minChannels ?? 1,
+    minFraction: options.minFraction ?? DEFAULT_MIN_FRACTION,
+  };
+  // Each Concat/Split branch's best channels come first, so no width the search may pick empties a branch.
+  const { priorities, floors } = pm.time('prune-criterion', () =>
+    reserveBranchMinimums(
+      channels,
+      channels.groups.map((g, i) =>
+        g.frozen.length || options.plan !== undefined
+          ? range(g.size)
+          : criterion === 'taylor'
+            ? taylorPriority(g, options.classScores?.[i], seed, warn, filters[i]!)
+            : classPriority(g, criterion, seed, warn, filters[i]),
+      ),
+      limits,
     ),
   );
   const costModel = new CostModel(channels, priorities);
@@ -234,9 +258,8 @@ export function planPrune(analysis: PruneAnalysis, options: PlanOptions): Planne
         budget: kind,
         ratio,
         uniform: options.uniform ?? false,
-        roundTo,
-        minChannels: options.minChannels ?? 1,
-        minFraction: options.minFraction ?? DEFAULT_MIN_FRACTION,
+        ...limits,
+        floors,
       }),
     );
     if (search.note) warn(search.note);

@@ -61,6 +61,11 @@ export interface SearchOptions {
   roundTo: number;
   minChannels: number;
   minFraction: number;
+  /**
+   * Per group, the fewest classes that give every member its minimum (see reserveBranchMinimums); raises the
+   * group's narrowest width.
+   */
+  floors?: readonly number[];
 }
 
 export interface SearchResult {
@@ -80,14 +85,23 @@ export interface SearchResult {
 
 const TOLERANCE = 0.005;
 
-/** The narrowest width a group may get, and the width for a keep ratio r. */
-export function widthRule(
-  size: number,
-  opts: Pick<SearchOptions, 'roundTo' | 'minChannels' | 'minFraction'>,
-) {
+export type WidthLimits = Pick<SearchOptions, 'roundTo' | 'minChannels' | 'minFraction'>;
+
+/** The fewest channels a tensor of `size` channels may keep: --min-channels, --min-fraction, the rounding unit. */
+export function minimumOf(size: number, opts: WidthLimits): number {
+  const n = Math.max(1, Math.floor(opts.roundTo));
+  const least = Math.max(1, opts.minChannels, Math.ceil(opts.minFraction * size - 1e-9));
+  return Math.min(size, Math.ceil(least / n) * n);
+}
+
+/**
+ * The narrowest width a group may get, and the width for a keep ratio r. `floor` (classes reserved for the
+ * group's branches) can raise the narrowest width.
+ */
+export function widthRule(size: number, opts: WidthLimits, floor = 0) {
   const n = Math.max(1, Math.floor(opts.roundTo));
   const roundUp = (x: number): number => Math.min(size, Math.ceil(x / n) * n);
-  const lo = roundUp(Math.max(1, opts.minChannels, Math.ceil(opts.minFraction * size - 1e-9)));
+  const lo = roundUp(Math.max(minimumOf(size, opts), floor));
   return {
     lo,
     step: n,
@@ -112,7 +126,7 @@ export function searchWidths(
   if (!(opts.ratio > 0 && opts.ratio <= 1))
     throw new UserError(`--${opts.budget} must be in (0, 1], got ${opts.ratio}`);
   const groups = analysis.groups;
-  const rules = groups.map((g) => widthRule(g.size, opts));
+  const rules = groups.map((g, i) => widthRule(g.size, opts, opts.floors?.[i] ?? 0));
   const full = groups.map((g) => g.size);
   const original = model.cost(full);
   const key = opts.budget === 'flops' ? 'macs' : 'params';
@@ -208,4 +222,47 @@ export function searchWidths(
         `width steps are too coarse to land within 0.5%`
       : undefined;
   return { widths, knob: lo, steps, msPerStep, fillSteps, original, achieved, target, achievedRatio, note };
+}
+
+/**
+ * A group spanning Concat inputs or Split/Slice outputs keeps a prefix of one priority order over all its
+ * classes, so a branch whose classes all rank low would lose every channel (a Conv with 0 outputs, which
+ * onnxruntime rejects or crashes on). This moves each member's best classes (its minimumOf count, in the
+ * criterion's order) to the front of the group's priority, keeping the criterion's order otherwise, and
+ * returns how many classes that reserves: any width at or above that floor leaves every branch its minimum.
+ */
+export function reserveBranchMinimums(
+  analysis: GroupAnalysis,
+  priorities: readonly number[][],
+  limits: WidthLimits,
+): { priorities: number[][]; floors: number[] } {
+  const floors = analysis.groups.map(() => 0);
+  const reordered = analysis.groups.map((group, gi) => {
+    const priority = priorities[gi]!;
+    if (group.frozen.length) return priority;
+    const reserved = new Uint8Array(group.size);
+    const member = new Uint8Array(group.size);
+    for (const s of group.spaces) {
+      member.fill(0);
+      let distinct = 0;
+      for (let p = 0; p < s.size; p++) {
+        const c = s.classOf[p]!;
+        if (!member[c]) [member[c], distinct] = [1, distinct + 1];
+      }
+      // A member holding every class is served by the group's own minimum.
+      if (distinct === group.size) continue;
+      let need = minimumOf(distinct, limits);
+      for (let r = 0; r < priority.length && need > 0; r++) {
+        const c = priority[r]!;
+        if (member[c]) {
+          reserved[c] = 1;
+          need--;
+        }
+      }
+    }
+    const first = priority.filter((c) => reserved[c]);
+    floors[gi] = first.length;
+    return first.length ? [...first, ...priority.filter((c) => !reserved[c])] : priority;
+  });
+  return { priorities: reordered, floors };
 }

@@ -544,6 +544,7 @@ const UNARY = [
   'Cos',
   'LRN',
   'InstanceNormalization',
+  'LayerNormalization',
   'LpNormalization',
   'Hardmax',
   'Celu',
