@@ -137,9 +137,9 @@ export async function torchSpec(
   let prunedDims = new Map<string, number[]>();
   // Channel pruning only ever slices axes 0 and 1 (filters and input channels; Linear [out, in]; BN vectors).
   for (const axis of [0, 1]) {
-    const model = loadForPlan(modelFile);
-    markAxis(model, axis);
-    await pruneModel(model, { plan, planSource: where, validate: false, inputShapes });
+    const marked = loadForPlan(modelFile);
+    markAxis(marked, axis);
+    const { model } = await pruneModel(marked, { plan, planSource: where, validate: false, inputShapes });
     const after = new Map(model.graph.initializers.map((v) => [v.name, v.initializer!]));
     if (axis === 0) {
       modules = moduleSpecs(model);
