@@ -2,6 +2,7 @@ import { Value, type Node } from '../ir/graph.js';
 import type { Model } from '../ir/model.js';
 import { Tensor } from '../ir/tensor.js';
 import { tensorType } from '../ir/types.js';
+import { CannotEvaluate, evaluateNode } from '../folding/const-eval.js';
 import { dropDanglingValueInfo } from './dead-code.js';
 import { analyzeShapes } from './infer-shapes.js';
 import type { Pass, PassResult } from './pass-manager.js';
@@ -76,7 +77,46 @@ export const foldConstants: Pass<FoldConstantsOptions | undefined, FoldConstants
     const folded = g.nodes.filter((n) => foldable.has(n));
     folded.forEach((n) => n.dropInputs());
     for (const n of folded) g.removeNode(n, false);
+    const transposed = foldLargeTransposes(model, outputs);
     dropDanglingValueInfo(g);
-    return { modified: folded.length > 0, folded: folded.length, initializers: tensors.size };
+    return {
+      modified: folded.length + transposed > 0,
+      folded: folded.length + transposed,
+      initializers: tensors.size + transposed,
+    };
   },
 };
+
+/**
+ * A Transpose of an initializer that nothing else reads folds at any size: the file does not grow (the
+ * transposed tensor replaces the original), and the weight of a Linear applied to NHWC activations (ConvNeXt's
+ * MLPs export as MatMul(x, Transpose(W))) becomes a constant the channel analysis can slice.
+ */
+function foldLargeTransposes(model: Model, keep: ReadonlySet<Value>): number {
+  const g = model.graph;
+  let count = 0;
+  for (const n of [...g.nodes]) {
+    const x = n.inputs[0];
+    const out = n.outputs[0];
+    if (n.opType !== 'Transpose' || n.domain !== '' || !x?.initializer || !out || keep.has(out)) continue;
+    if (x.uses.length !== 1 || g.inputs.includes(x) || x.initializer.isExternal) continue;
+    let t: Tensor;
+    try {
+      t = evaluateNode(n, [x.initializer], model.opset, { maxElements: Number.MAX_SAFE_INTEGER })[0]!;
+    } catch (e) {
+      if (e instanceof CannotEvaluate) continue;
+      throw e;
+    }
+    const name = out.name;
+    out.name = `${name}__folded`;
+    const v = new Value(name, tensorType(t.dataType, [...t.dims]));
+    v.infoExtra = out.infoExtra;
+    g.replaceAllUsesWith(out, v);
+    g.addInitializer(v, Tensor.fromArray(t.dataType, t.dims, t.data, name));
+    n.dropInputs();
+    g.removeNode(n, false);
+    g.removeInitializer(x);
+    count++;
+  }
+  return count;
+}
