@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { noteInput } from '../run-files.js';
 
 /**
  * Where an externally stored tensor's bytes live, checked against the classes of path bugs ONNX's own loader
@@ -86,7 +87,11 @@ export function readExternal(
   let fd: number;
   try {
     // O_NOFOLLOW: a link swapped in after the checks above is refused rather than followed.
-    fd = fs.openSync(file, fs.constants.O_RDONLY | (fs.constants.O_NOFOLLOW ?? 0));
+    // O_NONBLOCK: a FIFO is refused below instead of blocking the open.
+    fd = fs.openSync(
+      file,
+      fs.constants.O_RDONLY | (fs.constants.O_NOFOLLOW ?? 0) | (fs.constants.O_NONBLOCK ?? 0),
+    );
   } catch (err) {
     throw new Error(
       `cannot read external data '${e.location}' of tensor '${tensorName}': ${(err as NodeJS.ErrnoException).code ?? err}`,
@@ -98,6 +103,7 @@ export function readExternal(
       throw new Error(
         `external data '${e.location}' of tensor '${tensorName}' is not a single-named regular file`,
       );
+    noteInput(file, 'external data');
     const size = st.size;
     if (e.offset + expectedBytes > size)
       throw new Error(

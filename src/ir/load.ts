@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Long from 'long';
 import { UserError } from '../errors.js';
+import { noteInput, readRegularFile } from '../run-files.js';
 import { AttributeType, type Attribute, type Int } from './attribute.js';
 import { readExternal, resolveExternalLocation, parseExternalEntries } from './external-data.js';
 import { DataType, arrayLength, byteLength, dataTypeName, storageOf } from './data-type.js';
@@ -32,11 +33,12 @@ export function loadModel(file: string, options: LoadOptions = {}): Model {
     if (!st.isFile()) throw new UserError('not a regular file', file);
     if (st.size > MAX_MODEL_BYTES)
       throw new UserError(`file is ${st.size} bytes, over the 2 GiB protobuf limit`, file);
-    bytes = fs.readFileSync(file);
+    bytes = readRegularFile(file, MAX_MODEL_BYTES);
   } catch (e) {
     if (e instanceof UserError) throw e;
     throw new UserError(`cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, file);
   }
+  noteInput(file, 'the model');
   const model = decodeModel(bytes, {
     baseDir: options.baseDir ?? path.dirname(path.resolve(file)),
     name: file,
@@ -149,6 +151,12 @@ function buildGraph(
   }
   for (const sp of gp.sparse_initializer ?? []) {
     const values: Msg = sp.values ?? {};
+    // Sparse tensors are carried as their messages, never read here: their locations get the same checks.
+    for (const part of [sp.values, sp.indices])
+      if (part && (part.data_location === 1 || part.external_data?.length)) {
+        if (!baseDir) throw new Error(`sparse initializer '${values.name ?? ''}' refers to external data`);
+        checkExternalLocation(part, baseDir);
+      }
     const dims = (sp.dims ?? []).map((d: Long | number) => toSafeNumber(d, 'sparse tensor dimension'));
     if (dims.some((d: number) => d < 0))
       throw new Error(`sparse initializer '${values.name ?? ''}' has a negative dimension`);
