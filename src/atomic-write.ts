@@ -55,7 +55,8 @@ export function writeChunksSync(file: string, chunks: readonly Uint8Array[]): vo
   try {
     for (const c of chunks) {
       let done = 0;
-      while (done < c.length) done += fs.writeSync(fd, c, done, c.length - done);
+      // At most 1 GiB per call: a single write of 2 GiB or more is a RangeError in Node.
+      while (done < c.length) done += fs.writeSync(fd, c, done, Math.min(c.length - done, 1 << 30));
     }
     fs.fsyncSync(fd);
   } finally {

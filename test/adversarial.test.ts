@@ -92,7 +92,8 @@ async function run(c: AdversarialCase, args: string[], env: Record<string, strin
         cwd: REPO,
         encoding: 'utf8',
         timeout: 60_000,
-        env: { ...process.env, ...env },
+        // The case's own variables only: the default TMPDIR keeps tsx's compile cache warm between children.
+        env: { ...process.env, ...(c.env ? env : {}) },
       },
     );
     return {

@@ -12,7 +12,7 @@ export async function main(argv: string[]): Promise<number> {
       '$0 <command> [options]\n\nPrune exported ONNX CNNs to a budget and fine-tune them through onnxruntime.',
     )
     .strict()
-    .middleware(checkSingleValues)
+    .middleware((parsed) => checkSingleValues(parsed, argv))
     .demandCommand(1, 'Name a command (see --help).')
     .option('timings', {
       type: 'boolean',
@@ -59,7 +59,15 @@ class UsageError extends Error {}
 const LIST_OPTIONS = new Set(['_', '$0', 'input-shape', 'inputShape']);
 
 /** A flag given twice, or a trailing flag with no value, is refused rather than read as an array or ''. */
-function checkSingleValues(argv: Record<string, unknown>): void {
+function checkSingleValues(argv: Record<string, unknown>, raw: readonly string[]): void {
+  // yargs reads a trailing `--batch` as its default (or undefined); only a boolean flag may come last bare.
+  const last = raw.at(-1);
+  if (last && /^--?[a-zA-Z]/.test(last) && !last.includes('=') && !last.startsWith('--no-')) {
+    const key = last.replace(/^--?/, '');
+    const value = argv[key];
+    if (typeof value !== 'boolean' && key !== 'help' && key !== 'h' && key !== 'version')
+      throw new UsageError(`${last} needs a value`);
+  }
   for (const [key, value] of Object.entries(argv)) {
     if (LIST_OPTIONS.has(key) || key.length === 1 || key.includes('-')) continue;
     const flag = `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;

@@ -221,6 +221,10 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       process.stderr.write(`${escapeControl(line, true)}\n`);
     };
     checkNumbers(argv, PRUNE_NUMBERS);
+    const budgets = [argv.flops, argv.params, argv.latency].filter((b) => b !== undefined).length;
+    if (budgets > 1) throw new UserError('give one budget: --flops, --params or --latency, not several');
+    if (budgets === 0 && !argv.planIn)
+      throw new UserError('give a budget (--flops R, --params R or --latency R) or a plan (--plan-in FILE)');
     if (!argv.dryRun && !argv.output)
       throw new UserError('name the output file with -o OUT (or use --dry-run)');
     const pm = new PassManager({ timings: argv.timings, debug: argv.debug });

@@ -71,6 +71,8 @@ export function parseExternalEntries(entries: Map<string, string>, tensorName: s
   return { location, offset: num('offset') ?? 0, length: num('length') };
 }
 
+const CHUNK_BYTES = 1 << 30;
+
 /** Reads one tensor's bytes from its external file, after the location checks. */
 export function readExternal(
   modelDir: string,
@@ -112,7 +114,8 @@ export function readExternal(
     const out = Buffer.allocUnsafe(expectedBytes);
     let done = 0;
     while (done < expectedBytes) {
-      const n = fs.readSync(fd, out, done, expectedBytes - done, e.offset + done);
+      // At most 1 GiB per call: one read of a tensor of 2 GiB or more is a RangeError in Node.
+      const n = fs.readSync(fd, out, done, Math.min(expectedBytes - done, CHUNK_BYTES), e.offset + done);
       if (n === 0) throw new Error(`tensor '${tensorName}': external data '${e.location}' ended early`);
       done += n;
     }

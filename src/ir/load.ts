@@ -58,7 +58,7 @@ export function decodeModel(bytes: Uint8Array, options: LoadOptions = {}): Model
     throw new UserError(`not a valid ONNX protobuf (${describeDecodeError(e)})`, where);
   }
   try {
-    return buildModel(proto, options.baseDir);
+    return buildModel(proto, options.baseDir, where);
   } catch (e) {
     if (e instanceof UserError) throw e;
     if (e instanceof RangeError && /call stack/i.test(e.message))
@@ -81,12 +81,20 @@ function has(m: Msg, field: string): boolean {
   return Object.prototype.hasOwnProperty.call(m, field);
 }
 
-function buildModel(p: Msg, baseDir: string | undefined): Model {
+function buildModel(p: Msg, baseDir: string | undefined, where: string): Model {
   if (!p.graph) throw new Error('the model has no graph');
   // Required since IR version 3; a file cut short after its graph loses it, so this also catches truncation.
   if (!p.opset_import?.length) throw new Error('the model imports no operator set (opset_import is empty)');
+  // External data is read when a tensor is first used, after loading: its errors still name the model file.
   const reader: ExternalReader | undefined = baseDir
-    ? (entries, name, expected) => readExternal(baseDir, entries, name, expected)
+    ? (entries, name, expected) => {
+        try {
+          return readExternal(baseDir, entries, name, expected);
+        } catch (e) {
+          if (e instanceof UserError) throw e;
+          throw new UserError((e as Error).message, where);
+        }
+      }
     : undefined;
   const graph = buildGraph(p.graph, undefined, reader, baseDir);
   const model = new Model(graph);

@@ -25,6 +25,15 @@ export function checkModel(model: Model, file: string, options: { weights?: bool
         `graph ${model.graph.inputs.includes(v) ? 'input' : 'output'} '${v.name}' has a name adapruner cannot use (it is a property of every JavaScript object); rename it`,
         file,
       );
+  // onnxruntime takes names as C strings: one with a NUL byte would be cut short and name another value.
+  for (const n of model.graph.allNodes())
+    for (const v of [...n.inputs, ...n.outputs])
+      if (v?.name.includes('\0'))
+        throw new UserError(
+          `value '${v.name}' has a NUL byte in its name, which onnxruntime cannot take`,
+          file,
+          n.name,
+        );
   const problems = verifyModel(model);
   if (problems.length)
     throw new UserError(

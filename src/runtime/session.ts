@@ -4,6 +4,9 @@ import { UserError } from '../errors.js';
 import { cudaUnavailableReason, requireCuda, type Device } from './device.js';
 import { modelBytesFromFile } from './preflight.js';
 
+// onnxruntime's own log lines (coloured, on the process's stderr) would repeat what our one-line errors say.
+ort.env.logLevel = 'fatal';
+
 export interface RuntimeOptions {
   /** cpu (default), cuda (fails with install instructions when unavailable), auto (cuda if it loads, else cpu). */
   device?: Device;
@@ -48,6 +51,7 @@ function sessionOptions(
 ): ort.InferenceSession.SessionOptions {
   return {
     executionProviders: [provider],
+    logSeverityLevel: 4,
     graphOptimizationLevel: 'all',
     executionMode: 'sequential',
     interOpNumThreads: 1,
