@@ -1128,3 +1128,28 @@ async function runQuiet(args: string[]): Promise<void> {
   const r = await runCli(args);
   if (r.code !== 0) throw new Error(`setup failed: ${args.join(' ')}: ${r.stderr}`);
 }
+
+/**
+ * Mutation `index` of a model file for the fuzz (test: 1,000; bench/fuzz.ts: 10,000): one to four bytes
+ * overwritten, mostly where the structure lies (the graph's names and attributes in the first kilobyte and
+ * the last two), seeded by the index so any failure can be replayed alone.
+ */
+export function mutateModel(original: Uint8Array, index: number): Buffer {
+  let seed = (Math.imul(index + 1, 2654435761) ^ 12345) >>> 0;
+  const rand = (n: number): number => {
+    seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+    return seed % n;
+  };
+  const bytes = Buffer.from(original);
+  const edits = 1 + rand(4);
+  for (let k = 0; k < edits; k++) {
+    const at = rand(3) === 0 ? rand(bytes.length) : rand(2) ? rand(1024) : bytes.length - 1 - rand(2048);
+    bytes[at] = rand(256);
+  }
+  return bytes;
+}
+
+/** The command a fuzz mutation runs: every tenth a data-free prune (dry run), the rest inspect. */
+export function fuzzCommand(file: string, index: number): string[] {
+  return index % 10 === 0 ? ['prune', file, '--flops', '0.5', '--dry-run'] : ['inspect', file];
+}

@@ -14,7 +14,9 @@ import {
   BASE_MODEL,
   CHECKPOINT_ARGS,
   copyModelInto,
+  fuzzCommand,
   generateCases,
+  mutateModel,
   makeBase,
   type AdversarialCase,
   type CaseDirs,
@@ -197,21 +199,9 @@ test('1,000 seeded byte mutations of a real model: inspect and prune either work
   const file = path.join(dir, 'fuzz.onnx');
   const outcomes = { ok: 0, refused: 0 };
   const bad: string[] = [];
-  let seed = 12345;
-  const rand = (n: number): number => {
-    seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
-    return seed % n;
-  };
   for (let i = 0; i < 1000; i++) {
-    const bytes = Buffer.from(original);
-    // Mostly the structure: the first and last kilobytes hold the graph, names and attributes.
-    const edits = 1 + rand(4);
-    for (let k = 0; k < edits; k++) {
-      const at = rand(3) === 0 ? rand(bytes.length) : rand(2) ? rand(1024) : bytes.length - 1 - rand(2048);
-      bytes[at] = rand(256);
-    }
-    fs.writeFileSync(file, bytes);
-    const args = i % 10 === 0 ? ['prune', file, '--flops', '0.5', '--dry-run'] : ['inspect', file];
+    fs.writeFileSync(file, mutateModel(original, i));
+    const args = fuzzCommand(file, i);
     const r = await run({ klass: 'fuzz', name: String(i), setup: () => args }, args, {});
     if (r.code === 0) outcomes.ok++;
     else if (r.code === 2 && r.stderr.split('\n').filter(Boolean).length === 1 && !STACK.test(r.stderr))

@@ -82,6 +82,9 @@ export function modelBytesFromFile(file: string): Uint8Array {
  * fault, named with onnxruntime's reason, before any work; a refusal after our own passes is then our bug.
  */
 export async function checkRuntimeAccepts(model: Model, file: string): Promise<void> {
+  // A session holds a second copy of the weights (and its bytes a third, briefly): past this size the check
+  // would set the command's peak memory, so large models get the structural checks only.
+  if (weightBytes(model) > RUNTIME_CHECK_MAX_BYTES) return;
   const session = await createSession(serializeModel(model), { device: 'cpu', source: file });
   try {
     // One run at batch 1 where the input shape is known: onnxruntime checks some shapes only when it runs.
@@ -98,6 +101,14 @@ export async function checkRuntimeAccepts(model: Model, file: string): Promise<v
   } finally {
     await session.release();
   }
+}
+
+const RUNTIME_CHECK_MAX_BYTES = 256 << 20;
+
+function weightBytes(model: Model): number {
+  let n = 0;
+  for (const v of model.graph.initializers) n += v.initializer!.byteLength;
+  return n;
 }
 
 export { dataTypeName };
