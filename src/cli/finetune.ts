@@ -127,10 +127,10 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
     const train = await openDataset(args.data, { split: 'train' });
     const val = args.val ? await openDataset(args.val, { split: 'test' }) : undefined;
     const checkpoint = args.checkpoint ?? `${args.output}.ckpt`;
-    // The checkpoint is read on --resume, then rewritten every epoch: it must be neither an input nor the output.
+    // The checkpoint is read on --resume and rewritten every epoch: it must be no other input, nor the output.
+    checkOutput(checkpoint, 'checkpoint');
     if (args.resume && fs.existsSync(checkpoint)) noteInput(checkpoint, 'the checkpoint');
     checkOutput(args.output, 'model');
-    checkOutput(checkpoint, 'checkpoint');
     if (path.resolve(checkpoint) === path.resolve(args.output))
       throw new UserError('the checkpoint and the output model must be different files', checkpoint);
     await checkRuntimeAccepts(model, args.model);
