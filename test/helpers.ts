@@ -72,10 +72,12 @@ export async function runCli(args: string[]): Promise<CliRun> {
   let stderr = '';
   const out = process.stdout.write.bind(process.stdout);
   const err = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((chunk: string | Uint8Array) => (
-    (stdout += String(chunk)),
-    true
-  )) as typeof process.stdout.write;
+  // The CLI writes strings; the test runner's own messages to its parent are binary (serialized) chunks on the
+  // same stream, and pass through untouched, so no test result is swallowed by a capture.
+  process.stdout.write = ((chunk: string | Uint8Array, ...rest: unknown[]) =>
+    typeof chunk === 'string'
+      ? ((stdout += chunk), true)
+      : (out as (...a: unknown[]) => boolean)(chunk, ...rest)) as typeof process.stdout.write;
   process.stderr.write = ((chunk: string | Uint8Array) => (
     (stderr += String(chunk)),
     true
