@@ -6,7 +6,7 @@ import { UserError } from './errors.js';
 /**
  * The files one run reads, so that no output ever lands on one of them: an output is refused when it is the
  * same file as an input by path, by resolved path (links), or by device and inode (hard links), and when it
- * lies inside a data set the run reads. Loaders note what they open; the CLI resets the list per command.
+ * would replace a file inside a data set the run reads. Loaders note what they open; the CLI resets the list per command.
  */
 interface Input {
   label: string;
@@ -98,9 +98,10 @@ export function checkOutput(file: string, what = 'output'): void {
         `refusing to write the ${what} over ${input.label} '${input.file}', which this run reads; choose another path`,
         file,
       );
-    if (input.tree && (isInside(input.file, resolved) || (input.real && isInside(input.real, real))))
+    // A new file may go into a data set's folder; an existing one there may be data the run reads.
+    if (input.tree && st && (isInside(input.file, resolved) || (input.real && isInside(input.real, real))))
       throw new UserError(
-        `refusing to write the ${what} inside ${input.label} '${input.file}', which this run reads; choose another path`,
+        `refusing to write the ${what} over a file of ${input.label} '${input.file}', which this run reads; choose another path`,
         file,
       );
   }
