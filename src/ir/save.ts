@@ -86,7 +86,9 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
     if (!options.staged) staged.commit();
   } catch (e) {
     if (!options.staged) staged.abort();
-    if (e instanceof UserError) throw e;
+    // An input's error (external data of the source model that cannot be read) still names the output.
+    if (e instanceof UserError)
+      throw e.message.startsWith(file) ? e : new UserError(`cannot write: ${e.message}`, file);
     const err = e as NodeJS.ErrnoException;
     throw new UserError(`cannot write: ${err.code ?? err.message}`, file);
   }
