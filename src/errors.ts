@@ -1,6 +1,9 @@
+import { escapeControl } from './escape.js';
+
 /**
  * Errors a user caused (bad file, bad flag, impossible budget). The CLI prints `message` on one line and
- * exits with code 2; anything else escaping is a bug and keeps its stack trace.
+ * exits with code 2; anything else escaping is a bug. The message is one line with control characters
+ * escaped: names and paths come from files that may be hostile.
  */
 export class UserError extends Error {
   readonly exitCode = 2;
@@ -15,7 +18,7 @@ export class UserError extends Error {
 
   private static format(message: string, file?: string, node?: string): string {
     const where = [file, node ? `node '${node}'` : undefined].filter(Boolean).join(': ');
-    return (where ? `${where}: ` : '') + message.replace(/\s*\n\s*/g, ' ');
+    return escapeControl((where ? `${where}: ` : '') + message.replace(/\s*\n\s*/g, ' '));
   }
 }
 

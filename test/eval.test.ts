@@ -113,7 +113,7 @@ describe('CLI errors: one line naming the file, exit code 2', () => {
       .toFile(path.join(root, 'a', '1.png'));
     assertUserError(
       await cli(['eval', `${missing}.onnx`, '--data', root, '--preset', 'cifar10']),
-      /nowhere\.onnx: cannot load the model/,
+      /nowhere\.onnx: (cannot load the model|cannot read: ENOENT)/,
     );
   });
 

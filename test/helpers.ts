@@ -77,6 +77,8 @@ export async function runCli(args: string[]): Promise<CliRun> {
   let stderr = '';
   const out = process.stdout.write.bind(process.stdout);
   const err = process.stderr.write.bind(process.stderr);
+  // The CLI writes strings; the test runner's own messages to its parent are binary (serialized) chunks on the
+  // same stream, and pass through untouched, so no test result is swallowed by a capture.
   const capture = (real: typeof out, append: (s: string) => void) =>
     ((chunk: string | Uint8Array, ...rest: unknown[]) => {
       if (typeof chunk !== 'string') return (real as (...a: unknown[]) => boolean)(chunk, ...rest);

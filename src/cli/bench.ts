@@ -1,5 +1,7 @@
+import { escapeControl } from '../escape.js';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { UserError } from '../errors.js';
+import { batchSize, checkNumbers, threads } from './numbers.js';
 import { benchmark, type LatencyStats } from '../runtime/benchmark.js';
 import { createProgress } from '../runtime/progress.js';
 import { createSession, type ModelSession } from '../runtime/session.js';
@@ -43,6 +45,13 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         describe: 'Print one JSON object instead of text',
       }) as unknown as Argv<BenchArgs>,
   handler: async (args: ArgumentsCamelCase<BenchArgs>) => {
+    checkNumbers(args, {
+      batch: batchSize,
+      warmup: { int: true, min: 0, max: 1e6 },
+      runs: { int: true, min: 1, max: 1e9 },
+      seconds: { above: 0, max: 86400 },
+      threads,
+    });
     const runtime = runtimeFromArgs(args);
     const sessions: ModelSession[] = [await createSession(args.model, runtime)];
     if (args.vs !== undefined) sessions.push(await createSession(args.vs, runtime));
@@ -93,7 +102,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       ratio !== undefined
         ? `\n${args.model} is ${ratio.toFixed(2)}x the speed of ${args.vs} (median latency ratio)`
         : '';
-    process.stdout.write(`${table}${comparison}\n`);
+    process.stdout.write(`${escapeControl(`${table}${comparison}`, true)}\n`);
   },
 };
 

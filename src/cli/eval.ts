@@ -1,4 +1,8 @@
+import { escapeControl } from '../escape.js';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
+import { checkOutput, RunOutputs } from '../run-files.js';
+import { checkModel, checkRuntimeAccepts } from '../runtime/preflight.js';
+import { batchSize, checkNumbers, pixels, positiveInt, seed, threads, type NumberRule } from './numbers.js';
 import { describeDataset, type Dataset } from '../data/dataset.js';
 import { openDataset } from '../data/open.js';
 import { PRESET_NAMES, resolveSpec, type ResolvedSpec } from '../data/preprocess.js';
@@ -122,6 +126,16 @@ function parseNumberList(text: string, flag: string): number[] {
   return values;
 }
 
+/** The numeric flags of withDataOptions, withRuntimeOptions and --batch. */
+const DATA_NUMBERS: Record<string, NumberRule> = {
+  resize: pixels,
+  crop: pixels,
+  limit: positiveInt,
+  seed,
+  batch: batchSize,
+  threads,
+};
+
 const percent = (fraction: number) => `${(100 * fraction).toFixed(2)}%`;
 
 interface EvalArgs extends DataArgs, RuntimeArgs {
@@ -146,6 +160,7 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
         describe: 'Print one JSON object instead of text',
       }) as unknown as Argv<EvalArgs>,
   handler: async (args: ArgumentsCamelCase<EvalArgs>) => {
+    checkNumbers(args, DATA_NUMBERS);
     const preprocessing = specFromArgs(args, args.model);
     const { dataset, indices } = await datasetFromArgs(args, 'test');
     let progress: Progress | undefined; // started by the first batch, so a failed model load prints no bar
@@ -236,9 +251,13 @@ export const recalibrateCommand: CommandModule<object, RecalibrateArgs> = {
         describe: 'Print one JSON object instead of text',
       }) as unknown as Argv<RecalibrateArgs>,
   handler: async (args: ArgumentsCamelCase<RecalibrateArgs>) => {
+    checkNumbers(args, { ...DATA_NUMBERS, batches: positiveInt });
     const preprocessing = specFromArgs(args, args.model);
     const model = loadModel(args.model);
+    checkModel(model, args.model);
     const { dataset } = await datasetFromArgs(args, 'train');
+    checkOutput(args.output, 'model');
+    await checkRuntimeAccepts(model, args.model);
     let progress: Progress | undefined;
     let result;
     try {
@@ -254,7 +273,9 @@ export const recalibrateCommand: CommandModule<object, RecalibrateArgs> = {
     } finally {
       progress?.stop();
     }
-    saveModel(model, args.output);
+    const outputs = new RunOutputs();
+    saveModel(model, args.output, { staged: outputs.staged });
+    outputs.commit();
     if (args.json) {
       const report = {
         output: args.output,
@@ -267,7 +288,7 @@ export const recalibrateCommand: CommandModule<object, RecalibrateArgs> = {
       return;
     }
     process.stdout.write(
-      `wrote ${args.output}: ${result.layers} BatchNormalization layers recalibrated from ${result.images} images ` +
+      `wrote ${escapeControl(args.output)}: ${result.layers} BatchNormalization layers recalibrated from ${result.images} images ` +
         `(${result.batches} batches, ${result.seconds.toFixed(1)} s)\n`,
     );
   },

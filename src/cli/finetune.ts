@@ -1,4 +1,10 @@
+import { escapeControl } from '../escape.js';
+import fs from 'node:fs';
+import path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
+import { checkOutput, noteInput, RunOutputs } from '../run-files.js';
+import { checkModel, checkRuntimeAccepts } from '../runtime/preflight.js';
+import { batchSize, checkNumbers, positiveInt, seed, threads, type NumberRule } from './numbers.js';
 import { openDataset } from '../data/open.js';
 import { resolveSpec } from '../data/preprocess.js';
 import { balancedSubset } from '../data/subset.js';
@@ -112,12 +118,22 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
         describe: 'Print the training history as JSON on stdout',
       }) as unknown as Argv<FinetuneArgs>,
   handler: async (args: ArgumentsCamelCase<FinetuneArgs>) => {
+    checkNumbers(args, FINETUNE_NUMBERS);
     const model = loadModel(args.model);
+    checkModel(model, args.model);
+    const teacher = args.teacher !== undefined ? loadModel(args.teacher) : undefined;
+    if (teacher) checkModel(teacher, args.teacher!);
     const { spec } = resolveSpec({ preset: args.preset, specFile: args.spec, modelPath: args.model });
     const train = await openDataset(args.data, { split: 'train' });
     const val = args.val ? await openDataset(args.val, { split: 'test' }) : undefined;
-    if (args.limit !== undefined && !(Number.isInteger(args.limit) && args.limit > 0))
-      throw new UserError(`--limit must be a positive integer, not ${args.limit}`);
+    const checkpoint = args.checkpoint ?? `${args.output}.ckpt`;
+    // The checkpoint is read on --resume and rewritten every epoch: it must be no other input, nor the output.
+    checkOutput(checkpoint, 'checkpoint');
+    if (args.resume && fs.existsSync(checkpoint)) noteInput(checkpoint, 'the checkpoint');
+    checkOutput(args.output, 'model');
+    if (path.resolve(checkpoint) === path.resolve(args.output))
+      throw new UserError('the checkpoint and the output model must be different files', checkpoint);
+    await checkRuntimeAccepts(model, args.model);
     const valIndices =
       val && args.valLimit ? balancedSubset(val.labels, args.valLimit, args.seed) : undefined;
     let bar: Progress | undefined;
@@ -137,12 +153,10 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
       valIndices,
       device: parseDevice(args.device),
       threads: args.threads,
-      checkpoint: args.checkpoint ?? `${args.output}.ckpt`,
+      checkpoint,
       resume: args.resume,
       stopAfterEpoch: args.stopAfterEpoch,
-      teacher: args.teacher
-        ? { model: args.teacher, temperature: args.temperature, alpha: args.alpha }
-        : undefined,
+      teacher: teacher ? { model: teacher, temperature: args.temperature, alpha: args.alpha } : undefined,
       onStep: (p) => {
         if (p.step === 1) bar = createProgress(`epoch ${p.epoch}/${p.epochs}`, p.stepsPerEpoch);
         bar?.update(
@@ -162,14 +176,33 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
       process.stderr.write(`stopped after epoch ${result.epochsDone}; continue with --resume\n`);
       return;
     }
-    saveModel(result.model, args.output);
+    const outputs = new RunOutputs();
+    saveModel(result.model, args.output, { staged: outputs.staged });
+    outputs.commit();
     if (args.json)
       process.stdout.write(
         `${JSON.stringify({ output: args.output, best: result.best, history: result.history }, null, 2)}\n`,
       );
     else
       process.stderr.write(
-        `wrote ${args.output}${result.best ? ` (epoch ${result.best.epoch}, val ${(100 * result.best.accuracy).toFixed(2)}%)` : ''}\n`,
+        `wrote ${escapeControl(args.output)}${result.best ? ` (epoch ${result.best.epoch}, val ${(100 * result.best.accuracy).toFixed(2)}%)` : ''}\n`,
       );
   },
+};
+
+const FINETUNE_NUMBERS: Record<string, NumberRule> = {
+  epochs: { int: true, min: 1, max: 1e6 },
+  batch: batchSize,
+  lr: { above: 0, max: 1e6 },
+  momentum: { min: 0, below: 1 },
+  weightDecay: { min: 0, max: 1 },
+  warmup: { min: 0, max: 1e6 },
+  labelSmoothing: { min: 0, below: 1 },
+  seed,
+  limit: positiveInt,
+  valLimit: positiveInt,
+  threads,
+  stopAfterEpoch: { int: true, min: 0, max: 1e6 },
+  temperature: { above: 0, max: 1e6 },
+  alpha: { min: 0, max: 1 },
 };

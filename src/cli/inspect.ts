@@ -1,3 +1,4 @@
+import { escapeControl } from '../escape.js';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { BN_KEEPING_EXPORT, batchNormReport, type BatchNormReport } from '../analysis/bn-report.js';
 import { countCost, dataInputs, type CostReport } from '../analysis/cost.js';
@@ -5,6 +6,7 @@ import { UserError } from '../errors.js';
 import { dataTypeName } from '../ir/data-type.js';
 import type { Value } from '../ir/graph.js';
 import { loadModel } from '../ir/load.js';
+import { checkModel } from '../runtime/preflight.js';
 import type { Model } from '../ir/model.js';
 import { shapeToString, type Dim } from '../ir/types.js';
 import { cleanupPipeline } from '../passes/index.js';
@@ -80,7 +82,7 @@ const groupsSection: InspectSection = {
     // was made from the file as it is.
     cleanupPipeline(new PassManager(), model);
     const analysis = await analyzeModel(model, report.inputShapes, (msg) =>
-      process.stderr.write(`warning: ${msg}\n`),
+      process.stderr.write(`warning: ${escapeControl(msg)}\n`),
     );
     const rows = groupRows(analysis);
     report.frozenMacShare = frozenMacShare(analysis, report.macs);
@@ -167,6 +169,7 @@ export const inspectCommand: CommandModule<object, InspectArgs> = {
   },
   handler: async (argv: ArgumentsCamelCase<InspectArgs>) => {
     const model = loadModel(argv.model);
+    checkModel(model, argv.model, { weights: false });
     const report = inspectModel(model, argv.model, parseInputShapes(argv.inputShape));
     const extras: { s: InspectSection; out: { json: unknown; text: string } }[] = [];
     for (const s of extraSections)
@@ -178,7 +181,7 @@ export const inspectCommand: CommandModule<object, InspectArgs> = {
     }
     let text = renderInspectText(report, argv.layers);
     for (const { out } of extras) text += `\n\n${out.text}`;
-    process.stdout.write(`${text}\n`);
+    process.stdout.write(`${escapeControl(text, true)}\n`);
   },
 };
 

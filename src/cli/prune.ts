@@ -1,9 +1,11 @@
-import fs from 'node:fs';
+import { escapeControl } from '../escape.js';
+import path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { openDataset } from '../data/open.js';
 import { resolveSpec } from '../data/preprocess.js';
 import { UserError } from '../errors.js';
 import { loadModel, saveModel } from '../ir/index.js';
+import { needsExternalData } from '../ir/save.js';
 import { PassManager } from '../passes/pass-manager.js';
 import { adaPrune, type AdaPruneResult } from '../pipeline/adaprune.js';
 import {
@@ -14,8 +16,19 @@ import {
   type PruneReport,
   type WidthSource,
 } from '../prune/index.js';
-import { writeFileAtomically } from '../atomic-write.js';
-import { writeReports } from '../report/index.js';
+import { checkOutput, noteInput, readRegularFile, RunOutputs } from '../run-files.js';
+import { reportPaths, writeReports } from '../report/index.js';
+import { checkModel, checkRuntimeAccepts } from '../runtime/preflight.js';
+import {
+  batchSize,
+  checkNumbers,
+  count,
+  fraction,
+  positiveInt,
+  seed,
+  threads,
+  type NumberRule,
+} from './numbers.js';
 import { formatCount, formatPercent, renderKeyValues, renderTable, speedup } from '../report/table.js';
 import { parseDevice } from '../runtime/device.js';
 import { createProgress, type Progress } from '../runtime/progress.js';
@@ -60,6 +73,7 @@ interface PruneArgs {
   device: string;
   threads?: number;
   report: boolean;
+  externalData: boolean;
 }
 
 export const pruneCommand: CommandModule<object, PruneArgs> = {
@@ -213,29 +227,55 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       })
       .option('device', { type: 'string', default: 'cpu', describe: 'cpu | cuda | auto' })
       .option('threads', { type: 'number', describe: 'onnxruntime intra-op threads' })
+      .option('external-data', {
+        type: 'boolean',
+        default: false,
+        describe:
+          'Store the weights in OUT.data beside the model (chosen automatically when the model would pass 2 GiB)',
+      })
       .option('report', {
         type: 'boolean',
         default: true,
         describe: 'Write OUT.report.{json,md,svg} next to the model (--no-report to skip)',
       }) as unknown as Argv<PruneArgs>,
   handler: async (argv: ArgumentsCamelCase<PruneArgs>) => {
+    // Progress always goes to stderr, so --json keeps stdout to the one summary object.
+    const say = (line: string): void => {
+      process.stderr.write(`${escapeControl(line, true)}\n`);
+    };
+    checkNumbers(argv, PRUNE_NUMBERS);
+    const budgets = [argv.flops, argv.params, argv.latency].filter((b) => b !== undefined).length;
+    if (budgets > 1) throw new UserError('give one budget: --flops, --params or --latency, not several');
+    if (budgets === 0 && !argv.planIn)
+      throw new UserError('give a budget (--flops R, --params R or --latency R) or a plan (--plan-in FILE)');
     if (!argv.dryRun && !argv.output)
       throw new UserError('name the output file with -o OUT (or use --dry-run)');
     const pm = new PassManager({ timings: argv.timings, debug: argv.debug });
     const model = pm.time('load', () => loadModel(argv.model));
+    checkModel(model, argv.model);
     const plan = argv.planIn ? readJson(argv.planIn) : undefined;
     const data = argv.data ? await openData(argv) : undefined;
-    // Progress always goes to stderr, so --json keeps stdout to the one summary object.
-    const say = (line: string): void => {
-      process.stderr.write(`${line}\n`);
-    };
+    // Every output is checked before the work (never an input, its folder exists) and written at the end.
+    if (argv.planOut) checkOutput(argv.planOut, 'plan');
+    const large = needsExternalData(model);
+    if (!argv.dryRun) {
+      checkOutput(argv.output!, 'model');
+      if (argv.externalData || large) checkOutput(`${argv.output!}.data`, 'external data');
+      if (argv.report) for (const f of reportPaths(argv.output!)) checkOutput(f, 'report');
+    }
+    // onnxruntime takes a model as bytes only up to protobuf's 2 GiB: a larger one is checked structurally.
+    if (large)
+      say(
+        'the model is over 2 GiB: checked by the IR verifier only (onnxruntime cannot load it from memory); weights go to OUT.data',
+      );
+    else await checkRuntimeAccepts(model, argv.model);
     let bar: Progress | undefined;
     const result = await adaPrune(model, {
       flops: argv.flops,
       params: argv.params,
       latency: argv.latency,
       latencyBatch: argv.latencyBatch,
-      measureLatency: argv.measureLatency,
+      measureLatency: argv.measureLatency && !large,
       criterion:
         argv.criterion === undefined
           ? undefined
@@ -261,10 +301,10 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       },
       runtime: { device: parseDevice(argv.device), threads: argv.threads },
       dryRun: argv.dryRun,
-      validate: argv.validate,
+      validate: argv.validate && !large,
       passManager: pm,
       log: say,
-      warn: (m) => process.stderr.write(`adapruner: warning: ${m}\n`),
+      warn: (m) => process.stderr.write(`adapruner: warning: ${escapeControl(m)}\n`),
       onFinetuneStep: (p) => {
         if (p.step === 1) bar = createProgress(`fine-tune epoch ${p.epoch}/${p.epochs}`, p.stepsPerEpoch);
         bar?.update(
@@ -274,14 +314,23 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
         if (p.step === p.stepsPerEpoch) bar?.stop();
       },
     });
-    if (argv.planOut) writeAtomically(argv.planOut, `${JSON.stringify(result.plan, null, 1)}\n`);
-    const files: string[] = [];
+    const outputs = new RunOutputs();
+    if (argv.planOut) outputs.write(argv.planOut, `${JSON.stringify(result.plan, null, 1)}\n`, 'plan');
+    const files: string[] = argv.planOut ? [argv.planOut] : [];
     if (!argv.dryRun) {
-      pm.time('save', () => saveModel(result.model, argv.output!));
+      const external =
+        argv.externalData || large ? { location: `${path.basename(argv.output!)}.data` } : undefined;
+      pm.time('save', () =>
+        saveModel(result.model, argv.output!, { staged: outputs.staged, externalData: external }),
+      );
       files.push(argv.output!);
       result.report.output = argv.output!;
-      if (argv.report) files.push(...writeReports(result.report, argv.output!));
+      if (argv.report)
+        files.push(
+          ...writeReports(result.report, argv.output!, (f, text) => outputs.write(f, text, 'report')),
+        );
     }
+    outputs.commit();
     if (argv.json) {
       console.log(
         JSON.stringify(
@@ -292,7 +341,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       );
       return;
     }
-    console.log(renderSummary(result));
+    console.log(escapeControl(renderSummary(result), true));
     // One line, worded so that test-runner and CI logs never mistake it for a skipped-test count.
     if (result.skipped.length) say(`not run: ${result.skipped.join('; ')}`);
     if (files.length) say(`wrote ${files.join(', ')}`);
@@ -316,19 +365,34 @@ async function openData(argv: PruneArgs): Promise<NonNullable<Parameters<typeof 
 
 function readJson(file: string): unknown {
   try {
-    return JSON.parse(fs.readFileSync(file, 'utf8'));
+    const text = readRegularFile(file, 256 << 20).toString('utf8');
+    noteInput(file, 'the plan');
+    return JSON.parse(text);
   } catch (e) {
-    throw new UserError(`cannot read plan: ${(e as Error).message.split('\n')[0]}`, file);
+    const err = e as NodeJS.ErrnoException;
+    throw new UserError(`cannot read plan: ${err.code ?? err.message.split('\n')[0]}`, file);
   }
 }
 
-function writeAtomically(file: string, text: string): void {
-  try {
-    writeFileAtomically(file, text);
-  } catch (e) {
-    throw new UserError(`cannot write: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, file);
-  }
-}
+const PRUNE_NUMBERS: Record<string, NumberRule> = {
+  flops: fraction,
+  params: fraction,
+  latency: fraction,
+  latencyBatch: batchSize,
+  roundTo: { int: true, min: 1, max: 4096 },
+  minChannels: positiveInt,
+  minFraction: { min: 0, max: 1 },
+  seed,
+  valLimit: positiveInt,
+  calibrationImages: count,
+  recalBatches: count,
+  recalBatchSize: batchSize,
+  finetuneEpochs: { int: true, min: 0, max: 1e6 },
+  finetuneLr: { above: 0, max: 1e6 },
+  finetuneBatch: batchSize,
+  finetuneLimit: positiveInt,
+  threads,
+};
 
 /** The before/after table: groups, totals, and accuracy by stage when there was data. */
 export function renderSummary(result: AdaPruneResult): string {

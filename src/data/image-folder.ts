@@ -1,5 +1,6 @@
-import { opendir, readdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import type { Stats } from 'node:fs';
+import { opendir, readdir, realpath, stat } from 'node:fs/promises';
+import { isAbsolute, join, relative } from 'node:path';
 import { UserError } from '../errors.js';
 import { fsErrorReason } from './error-text.js';
 import type { Dataset, Sample } from './dataset.js';
@@ -38,10 +39,17 @@ export class ImageFolderDataset implements Dataset {
 
   /** Lists the class folders (sorted) and their image files (sorted, so sample order is stable). */
   static async open(root: string, cacheBytes = DEFAULT_DECODED_CACHE_BYTES): Promise<ImageFolderDataset> {
-    const classNames = (await listEntries(root))
-      .filter((e) => e.isDirectory() && !e.name.startsWith('.'))
-      .map((e) => e.name)
-      .sort(compareCodeUnits);
+    const realRoot = await realpath(root).catch(() => root);
+    const classNames: string[] = [];
+    for (const e of await listEntries(root)) {
+      if (e.name.startsWith('.')) continue;
+      if (
+        e.isDirectory() ||
+        (e.isSymbolicLink() && (await linkInside(realRoot, join(root, e.name))).isDirectory())
+      )
+        classNames.push(e.name);
+    }
+    classNames.sort(compareCodeUnits);
     if (classNames.length === 0)
       throw new UserError('has no class folders (expected one subfolder per class)', root);
     const fileNames: string[][] = [];
@@ -51,6 +59,7 @@ export class ImageFolderDataset implements Dataset {
       // opendir streams the entries instead of building one array of Dirent objects for a huge folder.
       for await (const entry of await opendir(folder, { bufferSize: 256 })) {
         if (!entry.isDirectory() && IMAGE_EXTENSIONS.test(entry.name) && !entry.name.startsWith('.')) {
+          if (entry.isSymbolicLink()) await linkInside(realRoot, join(folder, entry.name));
           files.push(entry.name);
         }
       }
@@ -73,6 +82,23 @@ export class ImageFolderDataset implements Dataset {
     this.cache.put(index, spec, sample);
     return sample;
   }
+}
+
+/**
+ * A symbolic link inside a data set is followed only when it stays inside the data set's folder: a link out
+ * of it (planted in a shared folder or shipped in an archive) would read files the user never named.
+ */
+async function linkInside(realRoot: string, link: string): Promise<Stats> {
+  let target: string;
+  try {
+    target = await realpath(link);
+  } catch (e) {
+    throw new UserError(`is a broken symbolic link (${fsErrorReason(e)})`, link);
+  }
+  const rel = relative(realRoot, target);
+  if (rel === '' || rel.startsWith('..') || isAbsolute(rel))
+    throw new UserError('is a symbolic link out of the data set; links are followed only inside it', link);
+  return stat(target);
 }
 
 async function listEntries(folder: string) {

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readRegularFile } from '../run-files.js';
 import sharp, { type Sharp } from 'sharp';
 import { UserError } from '../errors.js';
 import type { Sample } from './dataset.js';
@@ -12,6 +12,15 @@ sharp.concurrency(1);
 sharp.cache(false);
 
 /**
+ * Largest image decoded, in pixels (sharp's limitInputPixels): 64 megapixels covers any photograph a CNN is
+ * fed (they are resized to a few hundred pixels) while a hostile 20000x20000 PNG of a few MB is refused before
+ * libvips allocates gigabytes for it.
+ */
+export const MAX_IMAGE_PIXELS = 8192 * 8192;
+/** Largest image file read: far above any real photograph. */
+const MAX_IMAGE_FILE_BYTES = 256 << 20;
+
+/**
  * Decodes an image file (JPEG, PNG, WebP, …) to 8-bit HWC pixels, with the spec's channels, resize and crop.
  * The file is read synchronously, before the first await: handing libvips the bytes rather than the path
  * costs about 30% less CPU per CIFAR image (libvips' own file reading, or readFile's four thread-pool round
@@ -21,12 +30,12 @@ sharp.cache(false);
 export async function decodeImageFile(path: string, spec: PreprocessSpec): Promise<Sample> {
   let bytes: Buffer;
   try {
-    bytes = readFileSync(path);
+    bytes = readRegularFile(path, MAX_IMAGE_FILE_BYTES);
   } catch (e) {
     throw new UserError(`cannot read the image (${fsErrorReason(e)})`, path);
   }
   try {
-    let image = sharp(bytes);
+    let image = sharp(bytes, { limitInputPixels: MAX_IMAGE_PIXELS });
     if (spec.resize !== undefined || spec.crop !== undefined) {
       const { width, height } = await image.metadata();
       image = resizeAndCrop(image, width, height, spec, path);
@@ -34,7 +43,13 @@ export async function decodeImageFile(path: string, spec: PreprocessSpec): Promi
     return await toSample(image, spec);
   } catch (e) {
     if (e instanceof UserError) throw e;
-    throw new UserError(`cannot decode the image (${firstLine(e)})`, path);
+    const reason = firstLine(e);
+    if (/pixel limit/i.test(reason))
+      throw new UserError(
+        `the image is larger than ${MAX_IMAGE_PIXELS.toLocaleString('en-US')} pixels; refusing to decode it`,
+        path,
+      );
+    throw new UserError(`cannot decode the image (${reason})`, path);
   }
 }
 

@@ -2,6 +2,7 @@ import type { Dirent } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
+import { noteInput } from '../run-files.js';
 import { fsErrorReason } from './error-text.js';
 import { extractTarOnce } from './cache.js';
 import { CifarBinaryDataset, looksLikeCifarFolder, type Split } from './cifar-binary.js';
@@ -34,6 +35,7 @@ export async function openDataset(path: string, options: OpenOptions = {}): Prom
   const info = await stat(path).catch((e: NodeJS.ErrnoException) => {
     throw new UserError(`cannot read the data (${fsErrorReason(e)})`, path);
   });
+  noteInput(path, 'the data set', info.isDirectory());
   if (info.isFile()) {
     if (/\.tar$/i.test(path)) return openDataset(await extractTarOnce(path), options);
     if (/idx3-ubyte(\.gz)?$/i.test(path)) return IdxDataset.open(path, split, true);
@@ -43,6 +45,8 @@ export async function openDataset(path: string, options: OpenOptions = {}): Prom
       path,
     );
   }
+  if (!info.isDirectory())
+    throw new UserError('is not a data set: neither a folder nor a regular file', path);
   const entries = await readdir(path, { withFileTypes: true }).catch((e: NodeJS.ErrnoException) => {
     throw new UserError(`cannot read the folder (${fsErrorReason(e)})`, path);
   });

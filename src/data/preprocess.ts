@@ -1,4 +1,5 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { noteInput, readRegularFile } from '../run-files.js';
 import { UserError } from '../errors.js';
 
 /**
@@ -162,9 +163,11 @@ const SPEC_KEYS = new Set(['channels', 'channelOrder', 'resize', 'crop', 'scale'
 export function readSpecFile(path: string): PreprocessSpec {
   let parsed: unknown;
   try {
-    parsed = JSON.parse(readFileSync(path, 'utf8'));
+    parsed = JSON.parse(readRegularFile(path, 1 << 20).toString('utf8'));
+    noteInput(path, 'the preprocessing spec');
   } catch (e) {
-    throw new UserError(`cannot read the preprocessing spec (${(e as Error).message})`, path);
+    const err = e as NodeJS.ErrnoException;
+    throw new UserError(`cannot read the preprocessing spec (${err.code ?? err.message})`, path);
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
     throw new UserError('a preprocessing spec must be a JSON object', path);

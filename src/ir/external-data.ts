@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { noteInput } from '../run-files.js';
 
 /**
  * Where an externally stored tensor's bytes live, checked against the classes of path bugs ONNX's own loader
@@ -70,6 +71,8 @@ export function parseExternalEntries(entries: Map<string, string>, tensorName: s
   return { location, offset: num('offset') ?? 0, length: num('length') };
 }
 
+const CHUNK_BYTES = 1 << 30;
+
 /** Reads one tensor's bytes from its external file, after the location checks. */
 export function readExternal(
   modelDir: string,
@@ -86,7 +89,11 @@ export function readExternal(
   let fd: number;
   try {
     // O_NOFOLLOW: a link swapped in after the checks above is refused rather than followed.
-    fd = fs.openSync(file, fs.constants.O_RDONLY | (fs.constants.O_NOFOLLOW ?? 0));
+    // O_NONBLOCK: a FIFO is refused below instead of blocking the open.
+    fd = fs.openSync(
+      file,
+      fs.constants.O_RDONLY | (fs.constants.O_NOFOLLOW ?? 0) | (fs.constants.O_NONBLOCK ?? 0),
+    );
   } catch (err) {
     throw new Error(
       `cannot read external data '${e.location}' of tensor '${tensorName}': ${(err as NodeJS.ErrnoException).code ?? err}`,
@@ -98,6 +105,7 @@ export function readExternal(
       throw new Error(
         `external data '${e.location}' of tensor '${tensorName}' is not a single-named regular file`,
       );
+    noteInput(file, 'external data');
     const size = st.size;
     if (e.offset + expectedBytes > size)
       throw new Error(
@@ -106,7 +114,8 @@ export function readExternal(
     const out = Buffer.allocUnsafe(expectedBytes);
     let done = 0;
     while (done < expectedBytes) {
-      const n = fs.readSync(fd, out, done, expectedBytes - done, e.offset + done);
+      // At most 1 GiB per call: one read of a tensor of 2 GiB or more is a RangeError in Node.
+      const n = fs.readSync(fd, out, done, Math.min(expectedBytes - done, CHUNK_BYTES), e.offset + done);
       if (n === 0) throw new Error(`tensor '${tensorName}': external data '${e.location}' ended early`);
       done += n;
     }

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Long from 'long';
 import { UserError } from '../errors.js';
+import { noteInput, readRegularFile } from '../run-files.js';
 import { AttributeType, type Attribute, type Int } from './attribute.js';
 import { readExternal, resolveExternalLocation, parseExternalEntries } from './external-data.js';
 import { DataType, arrayLength, byteLength, dataTypeName, storageOf } from './data-type.js';
@@ -32,11 +33,12 @@ export function loadModel(file: string, options: LoadOptions = {}): Model {
     if (!st.isFile()) throw new UserError('not a regular file', file);
     if (st.size > MAX_MODEL_BYTES)
       throw new UserError(`file is ${st.size} bytes, over the 2 GiB protobuf limit`, file);
-    bytes = fs.readFileSync(file);
+    bytes = readRegularFile(file, MAX_MODEL_BYTES);
   } catch (e) {
     if (e instanceof UserError) throw e;
     throw new UserError(`cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, file);
   }
+  noteInput(file, 'the model');
   const model = decodeModel(bytes, {
     baseDir: options.baseDir ?? path.dirname(path.resolve(file)),
     name: file,
@@ -56,7 +58,7 @@ export function decodeModel(bytes: Uint8Array, options: LoadOptions = {}): Model
     throw new UserError(`not a valid ONNX protobuf (${describeDecodeError(e)})`, where);
   }
   try {
-    return buildModel(proto, options.baseDir);
+    return buildModel(proto, options.baseDir, where);
   } catch (e) {
     if (e instanceof UserError) throw e;
     if (e instanceof RangeError && /call stack/i.test(e.message))
@@ -79,12 +81,20 @@ function has(m: Msg, field: string): boolean {
   return Object.prototype.hasOwnProperty.call(m, field);
 }
 
-function buildModel(p: Msg, baseDir: string | undefined): Model {
+function buildModel(p: Msg, baseDir: string | undefined, where: string): Model {
   if (!p.graph) throw new Error('the model has no graph');
   // Required since IR version 3; a file cut short after its graph loses it, so this also catches truncation.
   if (!p.opset_import?.length) throw new Error('the model imports no operator set (opset_import is empty)');
+  // External data is read when a tensor is first used, after loading: its errors still name the model file.
   const reader: ExternalReader | undefined = baseDir
-    ? (entries, name, expected) => readExternal(baseDir, entries, name, expected)
+    ? (entries, name, expected) => {
+        try {
+          return readExternal(baseDir, entries, name, expected);
+        } catch (e) {
+          if (e instanceof UserError) throw e;
+          throw new UserError((e as Error).message, where);
+        }
+      }
     : undefined;
   const graph = buildGraph(p.graph, undefined, reader, baseDir);
   const model = new Model(graph);
@@ -149,6 +159,12 @@ function buildGraph(
   }
   for (const sp of gp.sparse_initializer ?? []) {
     const values: Msg = sp.values ?? {};
+    // Sparse tensors are carried as their messages, never read here: their locations get the same checks.
+    for (const part of [sp.values, sp.indices])
+      if (part && (part.data_location === 1 || part.external_data?.length)) {
+        if (!baseDir) throw new Error(`sparse initializer '${values.name ?? ''}' refers to external data`);
+        checkExternalLocation(part, baseDir);
+      }
     const dims = (sp.dims ?? []).map((d: Long | number) => toSafeNumber(d, 'sparse tensor dimension'));
     if (dims.some((d: number) => d < 0))
       throw new Error(`sparse initializer '${values.name ?? ''}' has a negative dimension`);

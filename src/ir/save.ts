@@ -12,7 +12,7 @@ import { ModelProtoType, TensorProtoType, schemaRoot } from './onnx-schema.js';
 const GraphProtoType = schemaRoot.lookupType('onnx.GraphProto');
 import type { Tensor, TensorProtoLike } from './tensor.js';
 import type { ValueType } from './types.js';
-import { tempPathFor, writeChunksSync } from '../atomic-write.js';
+import { StagedWrites } from '../atomic-write.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- protobuf messages are built as plain objects */
 type Msg = Record<string, any>;
@@ -23,6 +23,8 @@ export interface SaveOptions {
    * Chosen automatically when the model would pass protobuf's 2 GiB limit.
    */
   externalData?: { location: string; threshold?: number };
+  /** Stage the files here instead of renaming them into place at once (see StagedWrites). */
+  staged?: StagedWrites;
 }
 
 const PROTOBUF_LIMIT = 2 ** 31 - 1;
@@ -43,7 +45,8 @@ export function serializeModelCompact(model: Model): Uint8Array {
 
 /**
  * Writes the model atomically: everything goes to temporary files in the destination folder, which are
- * renamed into place only once complete, so a crash or a full disk never leaves a half-written model.
+ * renamed into place only once complete, so a crash or a full disk never leaves a half-written model. With
+ * `staged`, the files are only staged there: the caller renames them with its other outputs.
  */
 export function saveModel(model: Model, file: string, options: SaveOptions = {}): void {
   const dir = path.dirname(path.resolve(file));
@@ -51,11 +54,9 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
   if (!external && needsExternalData(model)) external = { location: `${path.basename(file)}.data` };
   if (model.sourcePath && sameFile(model.sourcePath, file))
     throw new UserError('refusing to overwrite the input model; choose another output path', file);
-  const tmpFiles: string[] = [];
-  let backup: string | undefined;
-  let dataPlaced = false;
-  let dataPlan: ExternalPlan | undefined;
+  const staged = options.staged ?? new StagedWrites();
   try {
+    let dataPlan: ExternalPlan | undefined;
     if (external) {
       let target: string;
       try {
@@ -63,8 +64,10 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
       } catch (e) {
         throw new UserError((e as Error).message, file);
       }
-      if (target === path.resolve(file))
+      if (target === path.resolve(file) || sameFile(target, file))
         throw new UserError('the external data location names the model file itself', file);
+      if (model.sourcePath && sameFile(model.sourcePath, target))
+        throw new UserError('the external data location names the input model', file);
       dataPlan = {
         location: external.location,
         threshold: external.threshold ?? 1024,
@@ -77,40 +80,17 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
     const pieces = encodePieces(proto);
     if (pieces.reduce((n, b) => n + b.length, 0) > PROTOBUF_LIMIT)
       throw new UserError('model is over 2 GiB even with external data', file);
-    if (dataPlan) {
-      const tmp = tempPathFor(dataPlan.target);
-      tmpFiles.push(tmp);
-      writeChunksSync(tmp, dataPlan.chunks);
-    }
-    const tmp = tempPathFor(file);
-    tmpFiles.push(tmp);
-    writeChunksSync(tmp, pieces);
-    if (dataPlan) {
-      // An older data file may belong to a model already at `file`: keep it aside until the new model is in place.
-      if (fs.existsSync(dataPlan.target)) {
-        backup = tempPathFor(dataPlan.target);
-        fs.renameSync(dataPlan.target, backup);
-      }
-      fs.renameSync(tmpFiles[0]!, dataPlan.target);
-      dataPlaced = true;
-    }
-    fs.renameSync(tmp, file);
-    if (backup) fs.rmSync(backup, { force: true });
+    // The data first: a model is never in place before the data it points to.
+    if (dataPlan) staged.stage(dataPlan.target, dataPlan.chunks);
+    staged.stage(file, pieces);
+    if (!options.staged) staged.commit();
   } catch (e) {
-    for (const t of tmpFiles) fs.rmSync(t, { force: true });
-    if (dataPlan && (dataPlaced || backup)) restoreData(dataPlan.target, backup, dataPlaced);
-    if (e instanceof UserError) throw e;
-    throw new UserError(`cannot write: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, file);
-  }
-}
-
-/** Undoes a half-finished external-data save: drops the new data file and puts the previous one back. */
-function restoreData(target: string, backup: string | undefined, placed: boolean): void {
-  try {
-    if (placed) fs.rmSync(target, { force: true });
-    if (backup) fs.renameSync(backup, target);
-  } catch {
-    // Best effort: the original error is the one to report.
+    if (!options.staged) staged.abort();
+    // An input's error (external data of the source model that cannot be read) still names the output.
+    if (e instanceof UserError)
+      throw e.message.startsWith(file) ? e : new UserError(`cannot write: ${e.message}`, file);
+    const err = e as NodeJS.ErrnoException;
+    throw new UserError(`cannot write: ${err.code ?? err.message}`, file);
   }
 }
 
@@ -118,6 +98,7 @@ function restoreData(target: string, backup: string | undefined, placed: boolean
 function sameFile(a: string, b: string): boolean {
   if (path.resolve(a) === path.resolve(b)) return true;
   try {
+    if (fs.realpathSync(a) === fs.realpathSync(b)) return true;
     const sa = fs.statSync(a);
     const sb = fs.statSync(b);
     return sa.dev === sb.dev && sa.ino === sb.ino;

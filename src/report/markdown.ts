@@ -1,17 +1,20 @@
+import { escapeControl, escapeMarkdown } from '../escape.js';
 import { summarizeReasons } from './module-names.js';
 import { formatApprox, formatPercent, speedup } from './table.js';
 import type { PruneReport } from './types.js';
 
 function table(header: string[], rows: (string | number)[][]): string {
-  const line = (cells: (string | number)[]): string => `| ${cells.join(' | ')} |`;
+  // A '|' ends a cell even inside a code span (GFM), so every cell escapes it.
+  const cell = (c: string | number): string => escapeControl(String(c)).replace(/\|/g, '\\|');
+  const line = (cells: (string | number)[]): string => `| ${cells.map(cell).join(' | ')} |`;
   return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
 }
 
 export function renderReportMarkdown(r: PruneReport, svgFile?: string): string {
   const out: string[] = [];
-  out.push(`# Pruning report: ${r.input}`, '');
+  out.push(`# Pruning report: ${escapeMarkdown(r.input)}`, '');
   out.push(
-    `Output \`${r.output}\`, made by ${r.tool.name} ${r.tool.version}. Budget: ${r.budget.kind} ${formatPercent(r.budget.target)}, achieved ${formatPercent(r.budget.achieved)}. Criterion: **${r.chosenCriterion}**.`,
+    `Output ${codeSpan(r.output ?? '').replace(/\|/g, '\\|')}, made by ${r.tool.name} ${r.tool.version}. Budget: ${r.budget.kind} ${formatPercent(r.budget.target)}, achieved ${formatPercent(r.budget.achieved)}. Criterion: **${r.chosenCriterion}**.`,
     '',
   );
   if (svgFile) out.push(`![widths and accuracy](${svgFile})`, '');
@@ -103,7 +106,7 @@ export function renderReportMarkdown(r: PruneReport, svgFile?: string): string {
       ['group', 'module', 'before', 'after', 'score', 'frozen'],
       r.groups.map((g) => [
         g.id,
-        `\`${g.label}\``,
+        codeSpan(g.label),
         g.before,
         g.after,
         g.score?.toFixed(4) ?? '—',
@@ -122,6 +125,15 @@ export function renderReportMarkdown(r: PruneReport, svgFile?: string): string {
       '',
     );
   }
-  if (r.notes.length) out.push('## Notes', '', ...r.notes.map((n) => `- ${n}`), '');
+  if (r.notes.length) out.push('## Notes', '', ...r.notes.map((n) => `- ${escapeControl(n)}`), '');
   return out.join('\n');
+}
+
+/** Inline code that survives backticks in the text: a fence longer than any run of backticks inside it. */
+function codeSpan(text: string): string {
+  const clean = escapeControl(text);
+  const longest = Math.max(0, ...(clean.match(/`+/g) ?? []).map((run) => run.length));
+  const fence = '`'.repeat(longest + 1);
+  const pad = clean.startsWith('`') || clean.endsWith('`') ? ' ' : '';
+  return `${fence}${pad}${clean}${pad}${fence}`;
 }

@@ -1,3 +1,4 @@
+import { escapeControl } from '../escape.js';
 /** A column of a plain-text table: its header, and whether numbers line up on the right. */
 export interface Column {
   header: string;
@@ -51,7 +52,7 @@ function cellText(c: Cell): string {
   if (c === undefined || c === null) return '';
   if (typeof c === 'number' || typeof c === 'bigint')
     return Number.isInteger(Number(c)) ? formatCount(c) : String(c);
-  return c;
+  return escapeControl(c);
 }
 
 /**

@@ -54,6 +54,9 @@ export function createProgress(label: string, total: number, options: ProgressOp
         line(done, extra);
       }
     },
-    stop: () => line(last, 'done'),
+    // Nothing done (a run that failed at once): no line, so its error stays the only one.
+    stop: () => {
+      if (last > 0) line(last, 'done');
+    },
   };
 }

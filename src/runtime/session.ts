@@ -2,12 +2,18 @@ import * as ort from 'onnxruntime-node';
 import { firstLine } from '../data/error-text.js';
 import { UserError } from '../errors.js';
 import { cudaUnavailableReason, requireCuda, type Device } from './device.js';
+import { modelBytesFromFile } from './preflight.js';
+
+// onnxruntime's own log lines (coloured, on the process's stderr) would repeat what our one-line errors say.
+ort.env.logLevel = 'fatal';
 
 export interface RuntimeOptions {
   /** cpu (default), cuda (fails with install instructions when unavailable), auto (cuda if it loads, else cpu). */
   device?: Device;
   /** Intra-op threads; absent: onnxruntime's default, one per physical core. */
   threads?: number;
+  /** The file named in messages when the model is given as bytes. */
+  source?: string;
   /** Where `auto` reports what it picked; stderr by default. */
   notice?: (message: string) => void;
   /** Session options that replace the defaults below (profiling, execution mode; benches and the trainer). */
@@ -47,6 +53,7 @@ function sessionOptions(
 ): ort.InferenceSession.SessionOptions {
   return {
     executionProviders: [provider],
+    logSeverityLevel: 4,
     graphOptimizationLevel: 'all',
     executionMode: 'sequential',
     interOpNumThreads: 1,
@@ -62,20 +69,26 @@ export async function createSession(
   model: string | Uint8Array,
   options: RuntimeOptions = {},
 ): Promise<ModelSession> {
-  const source = typeof model === 'string' ? model : '<in-memory model>';
+  const source = typeof model === 'string' ? model : (options.source ?? '<in-memory model>');
   if (options.threads !== undefined && !(Number.isInteger(options.threads) && options.threads > 0)) {
     throw new UserError(`--threads must be a positive integer, not ${options.threads}`);
   }
+  // onnxruntime never opens a path itself: the file is read and checked here (regular file, external data
+  // locations, hard links, structure) and handed over as bytes.
+  const bytes = typeof model === 'string' ? modelBytesFromFile(model) : model;
   const provider = pickProvider(options);
   let session: ort.InferenceSession;
   try {
-    session = await load(model, { ...sessionOptions(provider, options.threads), ...options.overrides });
+    session = await ort.InferenceSession.create(bytes, {
+      ...sessionOptions(provider, options.threads),
+      ...options.overrides,
+    });
   } catch (e) {
     if (provider === 'cuda' && options.device === 'auto') {
       (options.notice ?? stderr)(
         `device auto: picked cpu (the CUDA provider failed to load: ${firstLine(e)})`,
       );
-      return createSession(model, { ...options, device: 'cpu' });
+      return createSession(bytes, { ...options, device: 'cpu', source });
     }
     const what = provider === 'cuda' ? 'cannot create a CUDA session' : 'cannot load the model';
     throw new UserError(`${what} (${firstLine(e)})`, source);
@@ -92,13 +105,6 @@ function pickProvider(options: RuntimeOptions): 'cpu' | 'cuda' {
   const reason = cudaUnavailableReason();
   if (reason) (options.notice ?? stderr)(`device auto: picked cpu (${reason})`);
   return reason ? 'cpu' : 'cuda';
-}
-
-/** `create` has one overload for paths and one for bytes; a union argument matches neither. */
-function load(model: string | Uint8Array, options: ort.InferenceSession.SessionOptions) {
-  return typeof model === 'string'
-    ? ort.InferenceSession.create(model, options)
-    : ort.InferenceSession.create(model, options);
 }
 
 function wrap(session: ort.InferenceSession, source: string, device: 'cpu' | 'cuda'): ModelSession {

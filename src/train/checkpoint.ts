@@ -1,5 +1,5 @@
-import fs from 'node:fs';
 import { UserError } from '../errors.js';
+import { readRegularFile } from '../run-files.js';
 import { writeFileAtomically } from '../atomic-write.js';
 
 /** Everything a killed run needs to continue as if it had never stopped, at an epoch boundary. */
@@ -50,7 +50,7 @@ export function writeCheckpoint(file: string, state: TrainingState): void {
 export function readCheckpoint(file: string): TrainingState {
   let bytes: Buffer;
   try {
-    bytes = fs.readFileSync(file);
+    bytes = readRegularFile(file);
   } catch (e) {
     throw new UserError(
       `cannot read the checkpoint (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
@@ -60,28 +60,84 @@ export function readCheckpoint(file: string): TrainingState {
   const text = bytes.subarray(0, Math.min(bytes.length, 1 << 20)).toString('latin1');
   const end = text.indexOf('\n', MAGIC.length);
   if (!text.startsWith(MAGIC) || end < 0) throw new UserError('is not an adapruner checkpoint', file);
-  let header;
+  let header: unknown;
   try {
     header = JSON.parse(text.slice(MAGIC.length, end));
   } catch {
     throw new UserError('the checkpoint header is damaged', file);
   }
+  const h = checkHeader(header, file);
   let offset = end + 1;
   offset += (4 - (offset % 4)) % 4;
   const tensors = new Map<string, Float32Array>();
-  for (const t of header.tensors as { name: string; length: number }[]) {
+  for (const t of h.tensors) {
     if (offset + 4 * t.length > bytes.length) throw new UserError('the checkpoint is truncated', file);
     const copy = new Float32Array(t.length);
     new Uint8Array(copy.buffer).set(bytes.subarray(offset, offset + 4 * t.length));
+    for (let i = 0; i < copy.length; i++)
+      if (!Number.isFinite(copy[i]!))
+        throw new UserError(`the checkpoint's tensor '${t.name}' holds a non-finite value`, file);
     tensors.set(t.name, copy);
     offset += 4 * t.length;
   }
+  if (offset !== bytes.length) throw new UserError('the checkpoint has bytes past its last tensor', file);
   return {
-    epoch: header.epoch,
-    step: header.step,
-    fingerprint: header.fingerprint,
-    history: header.history,
-    best: header.best,
+    epoch: h.epoch,
+    step: h.step,
+    fingerprint: h.fingerprint,
+    history: h.history,
+    best: h.best,
     tensors,
   };
+}
+
+interface Header {
+  epoch: number;
+  step: number;
+  fingerprint: string;
+  history: EpochRecord[];
+  best: { epoch: number; accuracy: number } | undefined;
+  tensors: { name: string; length: number }[];
+}
+
+/** The header's shape and types, so a damaged or forged checkpoint fails here with one line. */
+function checkHeader(h: unknown, file: string): Header {
+  const bad = (what: string): never => {
+    throw new UserError(`the checkpoint header is damaged (${what})`, file);
+  };
+  if (typeof h !== 'object' || h === null || Array.isArray(h)) bad('not an object');
+  const o = h as Record<string, unknown>;
+  const count = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+  if (!count(o.epoch)) bad('epoch');
+  if (!count(o.step)) bad('step');
+  if (typeof o.fingerprint !== 'string') bad('fingerprint');
+  if (
+    !Array.isArray(o.history) ||
+    !o.history.every((r) => typeof r === 'object' && r !== null && count((r as EpochRecord).epoch))
+  )
+    bad('history');
+  if (
+    o.best !== undefined &&
+    (typeof o.best !== 'object' ||
+      o.best === null ||
+      !count((o.best as Record<string, unknown>).epoch) ||
+      typeof (o.best as Record<string, unknown>).accuracy !== 'number')
+  )
+    bad('best');
+  if (!Array.isArray(o.tensors)) bad('tensors');
+  const names = new Set<string>();
+  for (const t of o.tensors as unknown[]) {
+    const e = t as Record<string, unknown>;
+    if (
+      typeof e !== 'object' ||
+      e === null ||
+      typeof e.name !== 'string' ||
+      !count(e.length) ||
+      e.length > 2 ** 29
+    )
+      bad('tensor list');
+    if (names.has(e.name as string)) bad(`tensor '${String(e.name)}' listed twice`);
+    names.add(e.name as string);
+  }
+  return o as unknown as Header;
 }

@@ -129,6 +129,7 @@ export async function finetune(
         'the checkpoint was written by a run with other data or options; resume needs the same ones',
         options.checkpoint,
       );
+    checkResumable(saved, state, options.epochs, stepsPerEpoch, options.checkpoint);
     Object.assign(state, saved);
   }
 
@@ -194,7 +195,13 @@ export async function finetune(
         const out = await session.session.run(feeds);
         mark = performance.now();
         for (const [from, to] of carried) feeds[to] = out[from] as ort.Tensor;
-        lossSum += (out[step.outputs.loss]!.data as Float32Array)[0]! * B;
+        const loss = (out[step.outputs.loss]!.data as Float32Array)[0]!;
+        if (!Number.isFinite(loss))
+          throw new UserError(
+            `training diverged: the loss is ${loss} at epoch ${epoch + 1}, step ${k + 1} (try a lower --lr); nothing was written`,
+            model.sourcePath,
+          );
+        lossSum += loss * B;
         correct += Number((out[step.outputs.correct]!.data as BigInt64Array)[0]!);
         seen += B;
         state.step++;
@@ -210,7 +217,15 @@ export async function finetune(
           imagesPerSecond: (seen * 1000) / (performance.now() - started),
         });
       }
-      for (const [, to] of carried) state.tensors.set(to, feeds[to]!.data as Float32Array);
+      for (const [, to] of carried) {
+        const data = feeds[to]!.data as Float32Array;
+        if (!data.every(Number.isFinite))
+          throw new UserError(
+            `training diverged: '${to}' holds non-finite values after epoch ${epoch + 1} (try a lower --lr); nothing was written`,
+            model.sourcePath,
+          );
+        state.tensors.set(to, data);
+      }
       const seconds = (performance.now() - started) / 1000;
       const record: EpochRecord = {
         epoch: epoch + 1,
@@ -253,6 +268,31 @@ export async function finetune(
     stepsPerEpoch,
     overheadMsPerStep: stepsRun ? overheadMs / stepsRun : 0,
   };
+}
+
+/** A checkpoint of this very run (same fingerprint) must still fit it: epochs in range, every tensor present. */
+function checkResumable(
+  saved: TrainingState,
+  fresh: TrainingState,
+  epochs: number,
+  stepsPerEpoch: number,
+  file: string,
+): void {
+  if (saved.epoch > epochs || saved.step !== saved.epoch * stepsPerEpoch)
+    throw new UserError(
+      `the checkpoint says epoch ${saved.epoch}, step ${saved.step}, which does not fit a run of ${epochs} epochs of ${stepsPerEpoch} steps`,
+      file,
+    );
+  for (const [name, t] of fresh.tensors) {
+    const s = saved.tensors.get(name);
+    if (!s || s.length !== t.length)
+      throw new UserError(`the checkpoint lacks tensor '${name}' (or has it at another size)`, file);
+  }
+  for (const name of saved.tensors.keys()) {
+    const base = name.startsWith('best:') ? name.slice(5) : name;
+    if (!fresh.tensors.has(base) || saved.tensors.get(name)!.length !== fresh.tensors.get(base)!.length)
+      throw new UserError(`the checkpoint holds tensor '${name}', which this model does not have`, file);
+  }
 }
 
 function weightNames(step: StepGraph): string[] {
