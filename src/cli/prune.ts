@@ -80,164 +80,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
   command: 'prune <model>',
   describe:
     'Prune channels to a MAC, parameter or latency budget. With --data: the AdaPruner pipeline (adaptive criterion, BN recalibration, fine-tuning, reports); without: data-free',
-  builder: (y) =>
-    y
-      .positional('model', { type: 'string', demandOption: true, describe: 'ONNX file (never modified)' })
-      .option('output', {
-        alias: 'o',
-        type: 'string',
-        requiresArg: true,
-        describe: 'Where to write the pruned model (written whole or not at all)',
-      })
-      .option('flops', {
-        type: 'number',
-        requiresArg: true,
-        describe: 'Fraction of the original MACs to keep, e.g. 0.5',
-      })
-      .option('params', {
-        type: 'number',
-        requiresArg: true,
-        describe: 'Fraction of the original parameters to keep',
-      })
-      .option('latency', {
-        type: 'number',
-        requiresArg: true,
-        describe: 'Fraction of the original latency, measured in onnxruntime on this machine',
-      })
-      .option('latency-batch', { type: 'number', default: 1, describe: 'Batch size latency is measured at' })
-      .option('measure-latency', {
-        type: 'boolean',
-        default: true,
-        describe:
-          'Time the original and the result side by side in onnxruntime for the report (--no-measure-latency to skip)',
-      })
-      .option('criterion', {
-        type: 'string',
-        choices: ['auto', ...CRITERIA],
-        describe:
-          'Which channels a group keeps; auto (default with --data) tries each and keeps the best; l1 without data',
-      })
-      .option('widths', {
-        type: 'string',
-        choices: ['search', ...WIDTH_SOURCES],
-        describe:
-          'Where the keep ratios come from: structural (default without --data: groups many layers read, such as residual streams, are cut last), bn (the AdaPruner paper: mean BN gamma), uniform, structural-bn; search (default with --data) tries each and keeps the best',
-      })
-      .option('uniform', {
-        type: 'boolean',
-        default: false,
-        describe: 'Same keep ratio for every group (the baseline)',
-      })
-      .option('round-to', {
-        type: 'number',
-        describe:
-          'Channel counts in multiples of N (default 8: what onnxruntime CPU kernels run fastest; 1 for exact widths)',
-      })
-      .option('min-channels', { type: 'number', default: 1, describe: 'Fewest channels any group keeps' })
-      .option('min-fraction', {
-        type: 'number',
-        default: 0.1,
-        describe: 'Smallest fraction of its channels any group keeps',
-      })
-      .option('seed', {
-        type: 'number',
-        default: 0,
-        describe: 'Seed for the random criterion, data splits and fine-tuning',
-      })
-      .option('plan-out', { type: 'string', requiresArg: true, describe: 'Write the plan (JSON) here' })
-      .option('plan-in', {
-        type: 'string',
-        requiresArg: true,
-        describe: 'Apply this saved plan instead of searching',
-      })
-      .option('dry-run', {
-        type: 'boolean',
-        default: false,
-        describe: 'Stop after the plan (candidates ranked when there is data); write no model',
-      })
-      .option('validate', {
-        type: 'boolean',
-        default: true,
-        describe: 'Verify and run the result in onnxruntime before writing (--no-validate to skip)',
-      })
-      .option('json', {
-        type: 'boolean',
-        default: false,
-        describe: 'Print one machine-readable summary on stdout',
-      })
-      .option('data', {
-        type: 'string',
-        requiresArg: true,
-        describe: 'Training images (folder, .tar, IDX or CIFAR binary; its train split)',
-      })
-      .option('val', {
-        type: 'string',
-        requiresArg: true,
-        describe: 'Validation images (its test split) for the accuracy figures',
-      })
-      .option('val-limit', {
-        type: 'number',
-        describe: 'Evaluate on a seeded class-balanced subset of N validation images',
-      })
-      .option('preset', { type: 'string', describe: 'Preprocessing preset (cifar10, imagenet, fmnist)' })
-      .option('spec', {
-        type: 'string',
-        describe: 'Preprocessing spec JSON file (default: MODEL.preprocess.json when present)',
-      })
-      .option('calibration-images', {
-        type: 'number',
-        default: 1000,
-        describe: 'Training images held out to rank the candidates',
-      })
-      .option('recal-batches', {
-        type: 'number',
-        default: 20,
-        describe: 'BN recalibration: batches of training images',
-      })
-      .option('recal-batch-size', {
-        type: 'number',
-        default: 64,
-        describe: 'BN recalibration: images per batch',
-      })
-      .option('finetune-epochs', {
-        type: 'number',
-        default: 1,
-        describe: 'Fine-tuning epochs after pruning (0 to skip)',
-      })
-      .option('finetune-lr', {
-        type: 'number',
-        default: 0.01,
-        describe: 'Peak learning rate (cosine schedule)',
-      })
-      .option('finetune-batch', { type: 'number', default: 64, describe: 'Fine-tuning batch size' })
-      .option('finetune-limit', {
-        type: 'number',
-        describe: 'Fine-tune on a seeded class-balanced subset of N images per epoch',
-      })
-      .option('distill', {
-        type: 'boolean',
-        default: true,
-        describe: 'Fine-tune with knowledge distillation from the original model (--no-distill to skip)',
-      })
-      .option('compensate', {
-        type: 'boolean',
-        default: true,
-        describe:
-          'With --data: re-fit the layers that read pruned channels by least squares to the original outputs (--no-compensate to skip)',
-      })
-      .option('device', { type: 'string', default: 'cpu', describe: 'cpu | cuda | auto' })
-      .option('threads', { type: 'number', describe: 'onnxruntime intra-op threads' })
-      .option('external-data', {
-        type: 'boolean',
-        default: false,
-        describe:
-          'Store the weights in OUT.data beside the model (chosen automatically when the model would pass 2 GiB)',
-      })
-      .option('report', {
-        type: 'boolean',
-        default: true,
-        describe: 'Write OUT.report.{json,md,svg} next to the model (--no-report to skip)',
-      }) as unknown as Argv<PruneArgs>,
+  builder: (y) => dataOptions(budgetOptions(y)) as unknown as Argv<PruneArgs>,
   handler: async (argv: ArgumentsCamelCase<PruneArgs>) => {
     // Progress always goes to stderr, so --json keeps stdout to the one summary object.
     const say = (line: string): void => {
@@ -488,3 +331,169 @@ export function renderReport(r: PruneReport, labels?: readonly string[]): string
 }
 
 export type { Criterion };
+
+/** The model, the output and the data-free decision: budget, widths, criterion, plan. */
+function budgetOptions<T>(y: Argv<T>) {
+  return y
+    .positional('model', { type: 'string', demandOption: true, describe: 'ONNX file (never modified)' })
+    .option('output', {
+      alias: 'o',
+      type: 'string',
+      requiresArg: true,
+      describe: 'Where to write the pruned model (written whole or not at all)',
+    })
+    .option('flops', {
+      type: 'number',
+      requiresArg: true,
+      describe: 'Fraction of the original MACs to keep, e.g. 0.5',
+    })
+    .option('params', {
+      type: 'number',
+      requiresArg: true,
+      describe: 'Fraction of the original parameters to keep',
+    })
+    .option('latency', {
+      type: 'number',
+      requiresArg: true,
+      describe: 'Fraction of the original latency, measured in onnxruntime on this machine',
+    })
+    .option('latency-batch', { type: 'number', default: 1, describe: 'Batch size latency is measured at' })
+    .option('measure-latency', {
+      type: 'boolean',
+      default: true,
+      describe:
+        'Time the original and the result side by side in onnxruntime for the report (--no-measure-latency to skip)',
+    })
+    .option('criterion', {
+      type: 'string',
+      choices: ['auto', ...CRITERIA],
+      describe:
+        'Which channels a group keeps; auto (default with --data) tries each and keeps the best; l1 without data',
+    })
+    .option('widths', {
+      type: 'string',
+      choices: ['search', ...WIDTH_SOURCES],
+      describe:
+        'Where the keep ratios come from: structural (default without --data: groups many layers read, such as residual streams, are cut last), bn (the AdaPruner paper: mean BN gamma), uniform, structural-bn; search (default with --data) tries each and keeps the best',
+    })
+    .option('uniform', {
+      type: 'boolean',
+      default: false,
+      describe: 'Same keep ratio for every group (the baseline)',
+    })
+    .option('round-to', {
+      type: 'number',
+      describe:
+        'Channel counts in multiples of N (default 8: what onnxruntime CPU kernels run fastest; 1 for exact widths)',
+    })
+    .option('min-channels', { type: 'number', default: 1, describe: 'Fewest channels any group keeps' })
+    .option('min-fraction', {
+      type: 'number',
+      default: 0.1,
+      describe: 'Smallest fraction of its channels any group keeps',
+    })
+    .option('seed', {
+      type: 'number',
+      default: 0,
+      describe: 'Seed for the random criterion, data splits and fine-tuning',
+    })
+    .option('plan-out', { type: 'string', requiresArg: true, describe: 'Write the plan (JSON) here' })
+    .option('plan-in', {
+      type: 'string',
+      requiresArg: true,
+      describe: 'Apply this saved plan instead of searching',
+    })
+    .option('dry-run', {
+      type: 'boolean',
+      default: false,
+      describe: 'Stop after the plan (candidates ranked when there is data); write no model',
+    })
+    .option('validate', {
+      type: 'boolean',
+      default: true,
+      describe: 'Verify and run the result in onnxruntime before writing (--no-validate to skip)',
+    })
+    .option('json', {
+      type: 'boolean',
+      default: false,
+      describe: 'Print one machine-readable summary on stdout',
+    });
+}
+
+/** The data stages: data sets, calibration, recalibration, fine-tuning, compensation, runtime, outputs. */
+function dataOptions<T>(y: Argv<T>) {
+  return y
+    .option('data', {
+      type: 'string',
+      requiresArg: true,
+      describe: 'Training images (folder, .tar, IDX or CIFAR binary; its train split)',
+    })
+    .option('val', {
+      type: 'string',
+      requiresArg: true,
+      describe: 'Validation images (its test split) for the accuracy figures',
+    })
+    .option('val-limit', {
+      type: 'number',
+      describe: 'Evaluate on a seeded class-balanced subset of N validation images',
+    })
+    .option('preset', { type: 'string', describe: 'Preprocessing preset (cifar10, imagenet, fmnist)' })
+    .option('spec', {
+      type: 'string',
+      describe: 'Preprocessing spec JSON file (default: MODEL.preprocess.json when present)',
+    })
+    .option('calibration-images', {
+      type: 'number',
+      default: 1000,
+      describe: 'Training images held out to rank the candidates',
+    })
+    .option('recal-batches', {
+      type: 'number',
+      default: 20,
+      describe: 'BN recalibration: batches of training images',
+    })
+    .option('recal-batch-size', {
+      type: 'number',
+      default: 64,
+      describe: 'BN recalibration: images per batch',
+    })
+    .option('finetune-epochs', {
+      type: 'number',
+      default: 1,
+      describe: 'Fine-tuning epochs after pruning (0 to skip)',
+    })
+    .option('finetune-lr', {
+      type: 'number',
+      default: 0.01,
+      describe: 'Peak learning rate (cosine schedule)',
+    })
+    .option('finetune-batch', { type: 'number', default: 64, describe: 'Fine-tuning batch size' })
+    .option('finetune-limit', {
+      type: 'number',
+      describe: 'Fine-tune on a seeded class-balanced subset of N images per epoch',
+    })
+    .option('distill', {
+      type: 'boolean',
+      default: true,
+      describe: 'Fine-tune with knowledge distillation from the original model (--no-distill to skip)',
+    })
+    .option('compensate', {
+      type: 'boolean',
+      default: true,
+      describe:
+        'With --data: re-fit the layers that read pruned channels by least squares to the original outputs (--no-compensate to skip)',
+    })
+    .option('device', { type: 'string', default: 'cpu', describe: 'cpu | cuda | auto' })
+    .option('threads', { type: 'number', describe: 'onnxruntime intra-op threads' })
+    .option('external-data', {
+      type: 'boolean',
+      default: false,
+      describe:
+        'Store the weights in OUT.data beside the model (chosen automatically when the model would pass 2 GiB)',
+    })
+    .option('report', {
+      type: 'boolean',
+      default: true,
+      describe: 'Write OUT.report.{json,md,svg} next to the model (--no-report to skip)',
+    });
+}

@@ -95,9 +95,86 @@ export async function finetune(
       `the training data has ${indices.length} images, fewer than one batch of ${B}`,
       dataset.path,
     );
+  const { step, state } = await prepareRun(model, dataset, options, indices, stepsPerEpoch);
+  const runtime = { device: options.device, threads: options.threads };
+  const session = await createSession(serializeModel(step.model), runtime);
+  const teacher = options.teacher
+    ? await createSession(
+        typeof options.teacher.model === 'string'
+          ? options.teacher.model
+          : serializeModel(options.teacher.model),
+        runtime,
+      )
+    : undefined;
+  const run: TrainingRun = {
+    model,
+    dataset,
+    options,
+    indices,
+    stepsPerEpoch,
+    step,
+    state,
+    session,
+    teacher,
+    feeds: initialFeeds(step, state),
+    carried: carriedTensors(step),
+    schedule: {
+      ...options.schedule,
+      warmupSteps: Math.round((options.warmupEpochs ?? 0) * stepsPerEpoch),
+    },
+    overheadMs: 0,
+    stepsRun: 0,
+  };
+  try {
+    const stopAt = Math.min(options.epochs, options.stopAfterEpoch ?? options.epochs);
+    for (let epoch = state.epoch; epoch < stopAt; epoch++) {
+      const record = await trainEpoch(run, epoch);
+      await finishEpoch(run, epoch, record);
+    }
+  } finally {
+    await session.release();
+    await teacher?.release();
+  }
+  const best = state.best && state.tensors.has(`best:${step.params[0]!.name}`) ? 'best:' : '';
+  return {
+    model: withWeights(model, step, state.tensors, best),
+    history: state.history,
+    best: state.best && state.history.some((h) => h.valAccuracy !== undefined) ? state.best : undefined,
+    epochsDone: state.epoch,
+    stepsPerEpoch,
+    overheadMsPerStep: run.stepsRun ? run.overheadMs / run.stepsRun : 0,
+  };
+}
 
+/** What the epochs of one fine-tuning run share. */
+interface TrainingRun {
+  model: Model;
+  dataset: Dataset;
+  options: FinetuneOptions;
+  indices: Int32Array;
+  stepsPerEpoch: number;
+  step: StepGraph;
+  state: TrainingState;
+  session: ModelSession;
+  teacher: ModelSession | undefined;
+  /** The step's inputs; the previous step's outputs are fed straight back (`carried`: output -> input). */
+  feeds: Record<string, ort.Tensor>;
+  carried: (readonly [string, string])[];
+  schedule: ScheduleOptions;
+  overheadMs: number;
+  stepsRun: number;
+}
+
+/** The training step graph, and the state to start from (fresh, or a checked checkpoint with `--resume`). */
+async function prepareRun(
+  model: Model,
+  dataset: Dataset,
+  options: FinetuneOptions,
+  indices: Int32Array,
+  stepsPerEpoch: number,
+): Promise<{ step: StepGraph; state: TrainingState }> {
   const step = await buildStepGraph(model, {
-    batchSize: B,
+    batchSize: options.batchSize,
     sgd: options.sgd,
     labelSmoothing: options.labelSmoothing,
     distillation: options.teacher
@@ -114,12 +191,6 @@ export async function finetune(
       step.numClasses,
       model.sourcePath,
     );
-
-  const totalSteps = stepsPerEpoch * options.epochs;
-  const schedule: ScheduleOptions = {
-    ...options.schedule,
-    warmupSteps: Math.round((options.warmupEpochs ?? 0) * stepsPerEpoch),
-  };
   const fingerprint = fingerprintOf(step, dataset, options, indices.length);
   const state = initialState(model, step, fingerprint);
   if (options.resume && options.checkpoint && fs.existsSync(options.checkpoint)) {
@@ -132,145 +203,134 @@ export async function finetune(
     checkResumable(saved, state, options.epochs, stepsPerEpoch, options.checkpoint);
     Object.assign(state, saved);
   }
+  return { step, state };
+}
 
-  const runtime = { device: options.device, threads: options.threads };
-  const session = await createSession(serializeModel(step.model), runtime);
-  const teacher = options.teacher
-    ? await createSession(
-        typeof options.teacher.model === 'string'
-          ? options.teacher.model
-          : serializeModel(options.teacher.model),
-        runtime,
-      )
-    : undefined;
-  let overheadMs = 0;
-  let stepsRun = 0;
-  try {
-    const feeds: Record<string, ort.Tensor> = {};
-    for (const p of step.params) {
-      feeds[p.name] = new ort.Tensor('float32', state.tensors.get(p.name)!, p.shape);
-      if (p.momentum)
-        feeds[p.momentum.input] = new ort.Tensor('float32', state.tensors.get(p.momentum.input)!, p.shape);
-    }
-    for (const r of step.runningStats)
-      feeds[r.name] = new ort.Tensor('float32', state.tensors.get(r.name)!, r.shape);
-    const carried = [
-      ...step.params.map((p) => [p.updated, p.name] as const),
-      ...step.params.flatMap((p) => (p.momentum ? [[p.momentum.output, p.momentum.input] as const] : [])),
-      ...step.runningStats.map((r) => [r.updated, r.name] as const),
-    ];
-    const stopAt = Math.min(options.epochs, options.stopAfterEpoch ?? options.epochs);
-    for (let epoch = state.epoch; epoch < stopAt; epoch++) {
-      const order = shuffle(Int32Array.from(indices), mulberry32(mixSeed(seed, epoch, 0x5eed)));
-      const started = performance.now();
-      let lossSum = 0;
-      let correct = 0;
-      let seen = 0;
-      let lr = options.lr;
-      let k = 0;
-      let mark = performance.now();
-      for await (const batch of batches(dataset, {
-        spec: options.spec,
-        batchSize: B,
-        indices: order.subarray(0, stepsPerEpoch * B),
-        augmentSeed: options.augment === false ? undefined : mixSeed(seed, 0xa06),
-        epoch,
-      })) {
-        lr = learningRate(options.lr, state.step, totalSteps, schedule);
-        feeds[step.inputs.images] = new ort.Tensor('float32', batch.images, [B, ...step.imageShape.slice(1)]);
-        feeds[step.inputs.labels] = new ort.Tensor(
-          'int64',
-          BigInt64Array.from(batch.labels, (l) => BigInt(l)),
-          [B],
-        );
-        feeds[step.inputs.lr] = new ort.Tensor('float32', new Float32Array([lr]), []);
-        if (teacher)
-          feeds[step.inputs.teacherLogits!] = new ort.Tensor(
-            'float32',
-            await teacher.run(batch.images, batch.shape),
-            [B, step.numClasses],
-          );
-        const before = performance.now();
-        overheadMs += before - mark;
-        const out = await session.session.run(feeds);
-        mark = performance.now();
-        for (const [from, to] of carried) feeds[to] = out[from] as ort.Tensor;
-        const loss = (out[step.outputs.loss]!.data as Float32Array)[0]!;
-        if (!Number.isFinite(loss))
-          throw new UserError(
-            `training diverged: the loss is ${loss} at epoch ${epoch + 1}, step ${k + 1} (try a lower --lr); nothing was written`,
-            model.sourcePath,
-          );
-        lossSum += loss * B;
-        correct += Number((out[step.outputs.correct]!.data as BigInt64Array)[0]!);
-        seen += B;
-        state.step++;
-        stepsRun++;
-        k++;
-        options.onStep?.({
-          epoch: epoch + 1,
-          epochs: options.epochs,
-          step: k,
-          stepsPerEpoch,
-          loss: lossSum / seen,
-          accuracy: correct / seen,
-          imagesPerSecond: (seen * 1000) / (performance.now() - started),
-        });
-      }
-      for (const [, to] of carried) {
-        const data = feeds[to]!.data as Float32Array;
-        if (!data.every(Number.isFinite))
-          throw new UserError(
-            `training diverged: '${to}' holds non-finite values after epoch ${epoch + 1} (try a lower --lr); nothing was written`,
-            model.sourcePath,
-          );
-        state.tensors.set(to, data);
-      }
-      const seconds = (performance.now() - started) / 1000;
-      const record: EpochRecord = {
-        epoch: epoch + 1,
-        loss: lossSum / seen,
-        trainAccuracy: correct / seen,
-        lr,
-        seconds,
-        imagesPerSecond: seen / seconds,
-      };
-      if (options.val) {
-        const bytes = serializeModel(withWeights(model, step, state.tensors, ''));
-        const result = await evaluate(bytes, options.val, {
-          spec: options.spec,
-          runtime,
-          ...(options.valIndices && { indices: options.valIndices }),
-        });
-        record.valAccuracy = result.top1;
-      }
-      const score = record.valAccuracy ?? -epoch; // without validation the last epoch is kept
-      if (!state.best || score > state.best.accuracy || record.valAccuracy === undefined) {
-        state.best = { epoch: epoch + 1, accuracy: score };
-        for (const name of weightNames(step))
-          state.tensors.set(`best:${name}`, state.tensors.get(name)!.slice());
-      }
-      state.history.push(record);
-      state.epoch = epoch + 1;
-      if (options.checkpoint) writeCheckpoint(options.checkpoint, state);
-      options.onEpoch?.(record);
-    }
-  } finally {
-    await session.release();
-    await teacher?.release();
+function initialFeeds(step: StepGraph, state: TrainingState): Record<string, ort.Tensor> {
+  const feeds: Record<string, ort.Tensor> = {};
+  for (const p of step.params) {
+    feeds[p.name] = new ort.Tensor('float32', state.tensors.get(p.name)!, p.shape);
+    if (p.momentum)
+      feeds[p.momentum.input] = new ort.Tensor('float32', state.tensors.get(p.momentum.input)!, p.shape);
   }
-  const best = state.best && state.tensors.has(`best:${step.params[0]!.name}`) ? 'best:' : '';
+  for (const r of step.runningStats)
+    feeds[r.name] = new ort.Tensor('float32', state.tensors.get(r.name)!, r.shape);
+  return feeds;
+}
+
+function carriedTensors(step: StepGraph): (readonly [string, string])[] {
+  return [
+    ...step.params.map((p) => [p.updated, p.name] as const),
+    ...step.params.flatMap((p) => (p.momentum ? [[p.momentum.output, p.momentum.input] as const] : [])),
+    ...step.runningStats.map((r) => [r.updated, r.name] as const),
+  ];
+}
+
+/** One epoch of steps over a seeded shuffle; stops with a UserError on a non-finite loss. */
+async function trainEpoch(run: TrainingRun, epoch: number): Promise<EpochRecord> {
+  const { options, step, state, feeds, teacher, stepsPerEpoch, model } = run;
+  const B = options.batchSize;
+  const seed = options.seed ?? 0;
+  const totalSteps = stepsPerEpoch * options.epochs;
+  const order = shuffle(Int32Array.from(run.indices), mulberry32(mixSeed(seed, epoch, 0x5eed)));
+  const started = performance.now();
+  let lossSum = 0;
+  let correct = 0;
+  let seen = 0;
+  let lr = options.lr;
+  let k = 0;
+  let mark = performance.now();
+  for await (const batch of batches(run.dataset, {
+    spec: options.spec,
+    batchSize: B,
+    indices: order.subarray(0, stepsPerEpoch * B),
+    augmentSeed: options.augment === false ? undefined : mixSeed(seed, 0xa06),
+    epoch,
+  })) {
+    lr = learningRate(options.lr, state.step, totalSteps, run.schedule);
+    feeds[step.inputs.images] = new ort.Tensor('float32', batch.images, [B, ...step.imageShape.slice(1)]);
+    feeds[step.inputs.labels] = new ort.Tensor(
+      'int64',
+      BigInt64Array.from(batch.labels, (l) => BigInt(l)),
+      [B],
+    );
+    feeds[step.inputs.lr] = new ort.Tensor('float32', new Float32Array([lr]), []);
+    if (teacher)
+      feeds[step.inputs.teacherLogits!] = new ort.Tensor(
+        'float32',
+        await teacher.run(batch.images, batch.shape),
+        [B, step.numClasses],
+      );
+    const before = performance.now();
+    run.overheadMs += before - mark;
+    const out = await run.session.session.run(feeds);
+    mark = performance.now();
+    for (const [from, to] of run.carried) feeds[to] = out[from] as ort.Tensor;
+    const loss = (out[step.outputs.loss]!.data as Float32Array)[0]!;
+    if (!Number.isFinite(loss))
+      throw new UserError(
+        `training diverged: the loss is ${loss} at epoch ${epoch + 1}, step ${k + 1} (try a lower --lr); nothing was written`,
+        model.sourcePath,
+      );
+    lossSum += loss * B;
+    correct += Number((out[step.outputs.correct]!.data as BigInt64Array)[0]!);
+    seen += B;
+    state.step++;
+    run.stepsRun++;
+    k++;
+    options.onStep?.({
+      epoch: epoch + 1,
+      epochs: options.epochs,
+      step: k,
+      stepsPerEpoch,
+      loss: lossSum / seen,
+      accuracy: correct / seen,
+      imagesPerSecond: (seen * 1000) / (performance.now() - started),
+    });
+  }
+  const seconds = (performance.now() - started) / 1000;
   return {
-    model: withWeights(model, step, state.tensors, best),
-    history: state.history,
-    best: state.best && state.history.some((h) => h.valAccuracy !== undefined) ? state.best : undefined,
-    epochsDone: state.epoch,
-    stepsPerEpoch,
-    overheadMsPerStep: stepsRun ? overheadMs / stepsRun : 0,
+    epoch: epoch + 1,
+    loss: lossSum / seen,
+    trainAccuracy: correct / seen,
+    lr,
+    seconds,
+    imagesPerSecond: seen / seconds,
   };
 }
 
-/** A checkpoint of this very run (same fingerprint) must still fit it: epochs in range, every tensor present. */
+/** Keeps the epoch's weights (refusing non-finite ones), validates, tracks the best epoch, checkpoints. */
+async function finishEpoch(run: TrainingRun, epoch: number, record: EpochRecord): Promise<void> {
+  const { options, step, state, feeds, model } = run;
+  for (const [, to] of run.carried) {
+    const data = feeds[to]!.data as Float32Array;
+    if (!data.every(Number.isFinite))
+      throw new UserError(
+        `training diverged: '${to}' holds non-finite values after epoch ${epoch + 1} (try a lower --lr); nothing was written`,
+        model.sourcePath,
+      );
+    state.tensors.set(to, data);
+  }
+  if (options.val) {
+    const bytes = serializeModel(withWeights(model, step, state.tensors, ''));
+    const result = await evaluate(bytes, options.val, {
+      spec: options.spec,
+      runtime: { device: options.device, threads: options.threads },
+      ...(options.valIndices && { indices: options.valIndices }),
+    });
+    record.valAccuracy = result.top1;
+  }
+  const score = record.valAccuracy ?? -epoch; // without validation the last epoch is kept
+  if (!state.best || score > state.best.accuracy || record.valAccuracy === undefined) {
+    state.best = { epoch: epoch + 1, accuracy: score };
+    for (const name of weightNames(step)) state.tensors.set(`best:${name}`, state.tensors.get(name)!.slice());
+  }
+  state.history.push(record);
+  state.epoch = epoch + 1;
+  if (options.checkpoint) writeCheckpoint(options.checkpoint, state);
+  options.onEpoch?.(record);
+}
+
 function checkResumable(
   saved: TrainingState,
   fresh: TrainingState,
