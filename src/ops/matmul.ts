@@ -24,6 +24,9 @@ export const matmul: ChannelOp<MatMulData> = {
     ctx.producer(node, o, matmulLayout(node));
     ctx.cost(node, 'macs', prod(xd.slice(1, -1)), [x, o]);
     ctx.cost(node, 'params', 1, [x, o]);
+    // torch's Linear on a 3-D/4-D input exports as MatMul + Add(bias): the bias is this layer's, as inspect counts.
+    const bias = linearBias(node);
+    if (bias > 0 && bias % o.size === 0) ctx.cost(node, 'params', bias / o.size, [o]);
   },
 
   slice(node, { input, output }, ctx) {
