@@ -1,4 +1,4 @@
-import { constDims, layerCost, perChannel, prod, slicePerChannel } from './shared.js';
+import { normalizationCost, perChannel, slicePerChannel } from './shared.js';
 import type { ChannelOp, PerChannel } from './types.js';
 
 /**
@@ -30,18 +30,5 @@ export const layerNormalization: ChannelOp<PerChannel> = {
 
   slice: slicePerChannel,
 
-  cost(node) {
-    const size = (i: number): number => {
-      const c = constDims(node.inputs[i]);
-      return c ? prod(c.dims) : 0;
-    };
-    const scale = constDims(node.inputs[1]);
-    return layerCost(node, {
-      outChannels: scale ? prod(scale.dims) : undefined,
-      macs: 0,
-      params: size(1) + size(2),
-      buffers: 0,
-      weight: scale?.name,
-    });
-  },
+  cost: (node) => normalizationCost(node),
 };

@@ -1,5 +1,5 @@
 import type { Node } from '../ir/index.js';
-import { constDims, layerCost, perChannel, prod, slicePerChannel } from './shared.js';
+import { normalizationCost, perChannel, slicePerChannel } from './shared.js';
 import type { ChannelOp, LinkContext, PerChannel, Space } from './types.js';
 
 const ROLES = ['scale', 'bias', 'mean', 'var'] as const;
@@ -29,20 +29,7 @@ export const batchNormalization: ChannelOp<PerChannel> = {
   opTypes: ['BatchNormalization'],
   link: (node, ins, ctx) => linkNorm(node, ins, ctx, 4),
   slice: slicePerChannel,
-  cost(node) {
-    const size = (i: number): number => {
-      const c = constDims(node.inputs[i]);
-      return c ? prod(c.dims) : 0;
-    };
-    const scale = constDims(node.inputs[1]);
-    return layerCost(node, {
-      outChannels: scale ? prod(scale.dims) : undefined,
-      macs: 0,
-      params: size(1) + size(2),
-      buffers: size(3) + size(4),
-      weight: scale?.name,
-    });
-  },
+  cost: (node) => normalizationCost(node, [3, 4]),
 };
 
 export const instanceNormalization: ChannelOp<PerChannel> = {

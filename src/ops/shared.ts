@@ -24,6 +24,25 @@ export function slicePerChannel(node: Node, data: PerChannel, ctx: SliceContext)
 
 // ---- inspect's cost model (src/analysis/cost.ts) ----
 
+/**
+ * A per-channel normalisation's cost: no MACs, scale (input 1) and bias (input 2) as parameters, and the
+ * inputs listed in `bufferInputs` (BN's running mean and variance) as buffers.
+ */
+export function normalizationCost(node: Node, bufferInputs: readonly number[] = []): LayerCost {
+  const size = (i: number): number => {
+    const c = constDims(node.inputs[i]);
+    return c ? prod(c.dims) : 0;
+  };
+  const scale = constDims(node.inputs[1]);
+  return layerCost(node, {
+    outChannels: scale ? prod(scale.dims) : undefined,
+    macs: 0,
+    params: size(1) + size(2),
+    buffers: bufferInputs.reduce((a, i) => a + size(i), 0),
+    weight: scale?.name,
+  });
+}
+
 export function layerCost(node: Node, fields: Omit<LayerCost, 'name' | 'opType'>): LayerCost {
   return { name: node.name || node.outputs[0]?.name || '', opType: node.opType, ...fields };
 }

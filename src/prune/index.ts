@@ -169,17 +169,6 @@ export function budgetFloorOf(
   return { flops: floor.macs / full.macs, params: floor.params / full.params };
 }
 
-export async function budgetFloor(
-  model: Model,
-  options: Pick<PruneOptions, 'roundTo' | 'minChannels' | 'minFraction' | 'inputShapes' | 'warn'> = {},
-): Promise<{ flops: number; params: number }> {
-  const analysis = await analyzeForPruning(model, {
-    inputShapes: options.inputShapes,
-    warn: options.warn ?? (() => undefined),
-  });
-  return budgetFloorOf(analysis, options);
-}
-
 /** A pruning decision made from an analysis: the plan (JSON data), the keep masks and the report. */
 export interface PlannedPrune {
   plan: Plan;

@@ -7,7 +7,7 @@ import type { PreprocessSpec } from '../data/preprocess.js';
 import { mixSeed, mulberry32, shuffle } from '../data/prng.js';
 import { balancedSubset } from '../data/subset.js';
 import { UserError } from '../errors.js';
-import { decodeModel, serializeModel } from '../ir/index.js';
+import { serializeModel } from '../ir/index.js';
 import type { Model } from '../ir/model.js';
 import type { Device } from '../runtime/device.js';
 import { evaluate } from '../runtime/evaluate.js';
@@ -116,7 +116,7 @@ export async function finetune(
     state,
     session,
     teacher,
-    feeds: initialFeeds(step, state),
+    feeds: stateFeeds(step, (name) => state.tensors.get(name)),
     carried: carriedTensors(step),
     schedule: {
       ...options.schedule,
@@ -206,19 +206,31 @@ async function prepareRun(
   return { step, state };
 }
 
-function initialFeeds(step: StepGraph, state: TrainingState): Record<string, ort.Tensor> {
+/**
+ * The step's state inputs (parameters, momentum buffers, BN running statistics) from `tensorOf(name)`; a
+ * momentum buffer it does not hold starts at zero. Shared by the trainer, the benches and the tests.
+ */
+export function stateFeeds(
+  step: StepGraph,
+  tensorOf: (name: string) => Float32Array | undefined,
+): Record<string, ort.Tensor> {
   const feeds: Record<string, ort.Tensor> = {};
   for (const p of step.params) {
-    feeds[p.name] = new ort.Tensor('float32', state.tensors.get(p.name)!, p.shape);
+    const value = tensorOf(p.name)!;
+    feeds[p.name] = new ort.Tensor('float32', value, p.shape);
     if (p.momentum)
-      feeds[p.momentum.input] = new ort.Tensor('float32', state.tensors.get(p.momentum.input)!, p.shape);
+      feeds[p.momentum.input] = new ort.Tensor(
+        'float32',
+        tensorOf(p.momentum.input) ?? new Float32Array(value.length),
+        p.shape,
+      );
   }
-  for (const r of step.runningStats)
-    feeds[r.name] = new ort.Tensor('float32', state.tensors.get(r.name)!, r.shape);
+  for (const r of step.runningStats) feeds[r.name] = new ort.Tensor('float32', tensorOf(r.name)!, r.shape);
   return feeds;
 }
 
-function carriedTensors(step: StepGraph): (readonly [string, string])[] {
+/** Output -> input pairs fed back after every step: updated parameters, momentum, running statistics. */
+export function carriedTensors(step: StepGraph): (readonly [string, string])[] {
   return [
     ...step.params.map((p) => [p.updated, p.name] as const),
     ...step.params.flatMap((p) => (p.momentum ? [[p.momentum.output, p.momentum.input] as const] : [])),
