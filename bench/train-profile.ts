@@ -17,6 +17,7 @@ import { parseArgs } from 'node:util';
 import { mulberry32 } from '../src/data/prng.js';
 import { loadModel, serializeModel } from '../src/ir/index.js';
 import { createSession } from '../src/runtime/session.js';
+import { stateFeeds } from '../src/train/loop.js';
 import { buildStepGraph } from '../src/train/step-graph.js';
 import { torchEnv } from './train.js';
 
@@ -89,17 +90,14 @@ async function profileOnnxruntime(
     [step.inputs.lr]: new ort.Tensor('float32', new Float32Array([0.01]), []),
   };
   const init = new Map(model.graph.initializers.map((v) => [v.name, v.initializer!.data as Float32Array]));
-  for (const p of step.params) {
-    feeds[p.name] = new ort.Tensor('float32', Float32Array.from(init.get(p.name)!), p.shape);
-    if (p.momentum)
-      feeds[p.momentum.input] = new ort.Tensor(
-        'float32',
-        new Float32Array(init.get(p.name)!.length),
-        p.shape,
-      );
-  }
-  for (const r of step.runningStats)
-    feeds[r.name] = new ort.Tensor('float32', Float32Array.from(init.get(r.name)!), r.shape);
+  // Copies: onnxruntime may reuse the fed buffers, and the model's own weights must stay as loaded.
+  Object.assign(
+    feeds,
+    stateFeeds(step, (name) => {
+      const t = init.get(name);
+      return t && Float32Array.from(t);
+    }),
+  );
   const t0 = performance.now();
   for (let i = 0; i < steps + WARMUP_RUNS; i++) await session.session.run(feeds);
   const wallMs = performance.now() - t0;

@@ -28,6 +28,7 @@ import { mulberry32 } from '../src/data/prng.js';
 import { loadModel, serializeModel } from '../src/ir/index.js';
 import { parseDevice } from '../src/runtime/device.js';
 import { createSession } from '../src/runtime/session.js';
+import { carriedTensors, stateFeeds } from '../src/train/loop.js';
 import { buildStepGraph } from '../src/train/step-graph.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -234,22 +235,15 @@ async function child(
     [step.inputs.lr]: new ort.Tensor('float32', new Float32Array([0.01]), []),
   };
   const init = new Map(model.graph.initializers.map((v) => [v.name, v.initializer!.data as Float32Array]));
-  for (const p of step.params) {
-    feeds[p.name] = new ort.Tensor('float32', Float32Array.from(init.get(p.name)!), p.shape);
-    if (p.momentum)
-      feeds[p.momentum.input] = new ort.Tensor(
-        'float32',
-        new Float32Array(init.get(p.name)!.length),
-        p.shape,
-      );
-  }
-  for (const r of step.runningStats)
-    feeds[r.name] = new ort.Tensor('float32', Float32Array.from(init.get(r.name)!), r.shape);
-  const carried = [
-    ...step.params.map((p) => [p.updated, p.name] as const),
-    ...step.params.flatMap((p) => (p.momentum ? [[p.momentum.output, p.momentum.input] as const] : [])),
-    ...step.runningStats.map((r) => [r.updated, r.name] as const),
-  ];
+  // Copies: onnxruntime may reuse the fed buffers, and the model's own weights must stay as loaded.
+  Object.assign(
+    feeds,
+    stateFeeds(step, (name) => {
+      const t = init.get(name);
+      return t && Float32Array.from(t);
+    }),
+  );
+  const carried = carriedTensors(step);
   const once = async (): Promise<number> => {
     const t = performance.now();
     const out = await session.session.run(feeds);

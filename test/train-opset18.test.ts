@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import ort from 'onnxruntime-node';
 import { loadModel, serializeModel, type Model } from '../src/ir/index.js';
+import { stateFeeds } from '../src/train/loop.js';
 import { buildStepGraph, type StepGraph } from '../src/train/step-graph.js';
 import { fixture } from './helpers.js';
 
@@ -27,16 +28,10 @@ async function runStep(step: StepGraph, model: Model, seed: number): Promise<Rec
       [step.inputs.lr]: new ort.Tensor('float32', new Float32Array([0.05]), []),
     };
     const init = new Map(model.graph.initializers.map((v) => [v.name, v.initializer!.data as Float32Array]));
-    for (const p of step.params) {
-      feeds[p.name] = new ort.Tensor('float32', init.get(p.name)!, p.shape);
-      if (p.momentum)
-        feeds[p.momentum.input] = new ort.Tensor(
-          'float32',
-          new Float32Array(init.get(p.name)!.length),
-          p.shape,
-        );
-    }
-    for (const r of step.runningStats) feeds[r.name] = new ort.Tensor('float32', init.get(r.name)!, r.shape);
+    Object.assign(
+      feeds,
+      stateFeeds(step, (name) => init.get(name)),
+    );
     const out = await session.run(feeds);
     return Object.fromEntries(
       Object.entries(out).map(([k, t]) => [k, Float32Array.from(t.data as ArrayLike<number>, Number)]),
