@@ -4,7 +4,7 @@ import type { PreprocessSpec } from '../data/preprocess.js';
 import { mulberry32, shuffle } from '../data/prng.js';
 import { balancedSubset, holdoutSplit } from '../data/subset.js';
 import { UserError } from '../errors.js';
-import { decodeModel, serializeModel, type Model } from '../ir/index.js';
+import { serializeModel, type Model } from '../ir/index.js';
 import { cleanupPipeline } from '../passes/index.js';
 import { PassManager } from '../passes/pass-manager.js';
 import {
@@ -250,8 +250,9 @@ class AdaPruneRun {
     this.options.warn?.(line);
   }
 
+  /** A copy of the cleaned original (the teacher, the Taylor probe): the input itself is never changed. */
   private fresh(): Model {
-    const m = decodeModel(this.original);
+    const m = this.input.clone();
     m.sourcePath = undefined;
     return m;
   }
