@@ -150,6 +150,8 @@ test(
       '640',
       '--finetune-batch',
       '64',
+      '--width-trials',
+      '2',
       '-o',
       out,
       '--json',
@@ -300,12 +302,21 @@ test('the defaults with data: width search, taylor channels, compensation kept o
     measureLatency: false,
   });
   const rows = result.report.criteria;
-  // One candidate per searched width source, each with the named criterion; the best proxy score is kept.
+  // One candidate per searched width source, each with the named criterion, then the best source's perturbed
+  // neighbours (no finer roundings: without a latency measurement the speed guard cannot run); the best proxy
+  // score is kept.
+  const sources = rows.slice(0, 4);
   assert.deepEqual(
-    rows.map((r) => `${r.criterion}/${r.widths}`),
+    sources.map((r) => `${r.criterion}/${r.widths}`),
     ['taylor/structural', 'taylor/structural-bn', 'taylor/bn', 'taylor/uniform'],
   );
-  const best = [...rows].sort((a, b) => b.top1 - a.top1 || a.loss - b.loss)[0]!;
+  const byScore = (a: (typeof rows)[0], b: (typeof rows)[0]): number => b.top1 - a.top1 || a.loss - b.loss;
+  const source = [...sources].sort(byScore)[0]!.widths!;
+  assert.deepEqual(
+    rows.slice(4).map((r) => `${r.criterion}/${r.widths}`),
+    [1, 2, 3, 4, 5, 6].map((k) => `taylor/${source}, trial ${k}`),
+  );
+  const best = [...rows].sort(byScore)[0]!;
   assert.ok(best.chosen);
   assert.equal(result.report.chosenCriterion, 'taylor');
   const c = result.report.compensation!;
@@ -319,4 +330,43 @@ test('the defaults with data: width search, taylor channels, compensation kept o
   );
   const macs = countCost(result.model).totalMacs;
   assert.ok(macs <= 0.5 * original, `${macs} of ${original}`);
+});
+
+test('the width search tries finer roundings for the chosen source unless --round-to is given', async () => {
+  const data = await writeColourDataset(tmpDir(), 40);
+  const train = await openDataset(data, { split: 'train' });
+  const run = (roundTo?: number) =>
+    adaPrune(loadModel(fixture('resnet_a.onnx')), {
+      flops: 0.5,
+      criterion: 'l1',
+      widthTrials: 0,
+      compensate: false,
+      ...(roundTo !== undefined && { roundTo }),
+      data: {
+        train,
+        spec: PRESETS.cifar10,
+        calibrationImages: 100,
+        recalibrationBatches: 2,
+        recalibrationBatchSize: 50,
+      },
+      finetune: { epochs: 0, batchSize: 50, lr: 0.01 },
+    });
+  const byDefault = await run();
+  const rows = byDefault.report.criteria;
+  const byScore = (a: (typeof rows)[0], b: (typeof rows)[0]): number => b.top1 - a.top1 || a.loss - b.loss;
+  const source = [...rows.slice(0, 4)].sort(byScore)[0]!.widths!;
+  assert.deepEqual(
+    rows.slice(4).map((r) => r.widths),
+    [`${source}, round 4`, `${source}, round 1`],
+  );
+  // The plan records the rounding of the chosen row (a finer one only when it also measured faster).
+  const chosen = rows.find((r) => r.chosen)!;
+  const rounding = /round (\d+)/.exec(chosen.widths!)?.[1];
+  assert.equal(byDefault.plan.budget?.roundTo, rounding === undefined ? 8 : Number(rounding));
+  const given = await run(8);
+  assert.deepEqual(
+    given.report.criteria.map((r) => r.widths),
+    ['structural', 'structural-bn', 'bn', 'uniform'],
+  );
+  assert.equal(given.plan.budget?.roundTo, 8);
 });

@@ -9,6 +9,7 @@ import { needsExternalData } from '../ir/save.js';
 import { PassManager } from '../passes/pass-manager.js';
 import { adaPrune, type AdaPruneResult } from '../pipeline/adaprune.js';
 import {
+  type CompensationScope,
   CRITERIA,
   WIDTH_SOURCES,
   parseCriterion,
@@ -69,7 +70,9 @@ interface PruneArgs {
   finetuneLimit?: number;
   distill: boolean;
   widths?: string;
+  widthTrials?: number;
   compensate: boolean;
+  compensateScope?: string;
   device: string;
   threads?: number;
   report: boolean;
@@ -127,6 +130,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
             : parseCriterion(argv.criterion),
       uniform: argv.uniform,
       widths: argv.widths as WidthSource | 'search' | undefined,
+      widthTrials: argv.widthTrials,
       roundTo: argv.roundTo,
       minChannels: argv.minChannels,
       minFraction: argv.minFraction,
@@ -135,6 +139,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       planSource: argv.planIn,
       data,
       compensate: argv.compensate,
+      compensationScope: argv.compensateScope as CompensationScope | undefined,
       finetune: {
         epochs: argv.finetuneEpochs,
         lr: argv.finetuneLr,
@@ -223,6 +228,7 @@ const PRUNE_NUMBERS: Record<string, NumberRule> = {
   latency: fraction,
   latencyBatch: batchSize,
   roundTo: { int: true, min: 1, max: 4096 },
+  widthTrials: { int: true, min: 0, max: 1000 },
   minChannels: positiveInt,
   minFraction: { min: 0, max: 1 },
   seed,
@@ -374,7 +380,12 @@ function budgetOptions<T>(y: Argv<T>) {
       type: 'string',
       choices: ['search', ...WIDTH_SOURCES],
       describe:
-        'Where the keep ratios come from: structural (default without --data: groups many layers read, such as residual streams, are cut last), bn (the AdaPruner paper: mean BN gamma), uniform, structural-bn; search (default with --data) tries each and keeps the best',
+        'Where the keep ratios come from: structural (default without --data: groups many layers read, such as residual streams, are cut last), bn (the AdaPruner paper: mean BN gamma), uniform, structural-bn; search (default with --data) tries each, then the best at finer roundings (when no --round-to is given; kept only if still faster than the original) and perturbed around it, and keeps the best',
+    })
+    .option('width-trials', {
+      type: 'number',
+      describe:
+        'With --widths search: how many perturbed neighbours of the chosen widths to score (default 6)',
     })
     .option('uniform', {
       type: 'boolean',
@@ -476,6 +487,12 @@ function dataOptions<T>(y: Argv<T>) {
       type: 'boolean',
       default: true,
       describe: 'Fine-tune with knowledge distillation from the original model (--no-distill to skip)',
+    })
+    .option('compensate-scope', {
+      type: 'string',
+      choices: ['consumers', 'downstream'],
+      describe:
+        'Layers compensation re-fits: downstream (default: those reading pruned channels and every later linear layer, whose inputs drifted) or consumers (only those reading pruned channels; about half the time)',
     })
     .option('compensate', {
       type: 'boolean',

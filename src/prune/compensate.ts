@@ -48,13 +48,21 @@ export interface CompensationTarget {
 }
 
 /**
+ * Which layers compensation re-fits: `consumers`, the layers whose inputs lost channels (CaP); `downstream`, also
+ * every later linear layer, whose inputs kept their channels but drifted with the pruned layers before it.
+ */
+export type CompensationScope = 'consumers' | 'downstream';
+
+/**
  * The consumers of pruned spaces (the layers whose inputs lost channels), in graph order: every node whose
  * handler declares a linear use (src/ops, `linearUse`) of a space that loses channels. A handler that
- * declines (a depthwise or grouped conv) gives the reason the layer is skipped.
+ * declines (a depthwise or grouped conv) gives the reason the layer is skipped. With `downstream`, every
+ * linear layer after the first consumer too (a layer whose inputs did not drift stays exact and is not kept).
  */
 export function compensationTargets(
   analysis: GroupAnalysis,
   keep: readonly Uint8Array[],
+  scope: CompensationScope = 'consumers',
 ): CompensationTarget[] {
   const kept = keptPositions(analysis, keep);
   const pruned = (sp: Space | undefined): boolean => !!sp && kept[sp.id]!.length < sp.size;
@@ -70,7 +78,7 @@ export function compensationTargets(
         targets.push({ ...base, outKept: [], skip: `${use}: each output reads only its own inputs` });
       continue;
     }
-    if (!pruned(use.input)) continue;
+    if (!pruned(use.input) && (scope === 'consumers' || targets.length === 0)) continue;
     const target: CompensationTarget = { ...base, outKept: Array.from(kept[use.output.id]!) };
     if (r.node.opType === 'ConvTranspose') target.skip = 'ConvTranspose re-fits are not supported';
     else if (

@@ -7,9 +7,9 @@ import { AttributeType, DataType, type Model, type Tensor } from '../ir/index.js
 import { PassManager, type Pass, type PassResult } from '../passes/pass-manager.js';
 import { ClassFilters, classPriority, type Criterion } from './criteria.js';
 import { validateModel, type ValidationResult } from '../runtime/validate.js';
-import { compensationTargets, type CompensationTarget } from './compensate.js';
+import { compensationTargets, type CompensationScope, type CompensationTarget } from './compensate.js';
 import { taylorPriority } from './taylor.js';
-import { widthScores, type WidthSource } from './width-prior.js';
+import { jitterScores, widthScores, type WidthSource } from './width-prior.js';
 import { analyzeGroups, groupRows, type GroupAnalysis, type GroupRow } from './groups.js';
 import { groupImportance, type Importance } from './importance.js';
 import { PLAN_FORMAT, PLAN_VERSION, anchorOf, validatePlan, type Plan } from './plan.js';
@@ -30,7 +30,12 @@ export type { GroupAnalysis, GroupRow } from './groups.js';
 export type { Cost, SearchResult } from './width-search.js';
 export { WIDTH_SOURCES, parseWidthSource, type WidthSource } from './width-prior.js';
 export { taylorScores, TaylorProbe } from './taylor.js';
-export { compensateModel, type CompensationTarget, type CompensationReport } from './compensate.js';
+export {
+  compensateModel,
+  type CompensationScope,
+  type CompensationTarget,
+  type CompensationReport,
+} from './compensate.js';
 export { probeShapes, type ProbeResult } from './probe.js';
 
 export interface PruneOptions {
@@ -42,7 +47,11 @@ export interface PruneOptions {
   uniform?: boolean;
   /** Where the keep ratios come from (width-prior.ts); default `bn` (the paper's), `uniform` with `uniform`. */
   widths?: WidthSource;
+  /** Perturb the width source's multipliers (jitterScores): one neighbour of its width vector per seed. */
+  widthJitter?: { seed: number; sigma: number };
   roundTo?: number;
+  /** Which layers the plan's compensation targets name (default `consumers`). */
+  compensationScope?: CompensationScope;
   /** Fewest channels any group keeps (default 1). */
   minChannels?: number;
   /** Smallest fraction of its channels any group keeps (default 0.1). */
@@ -243,7 +252,7 @@ export function planPrune(analysis: PruneAnalysis, options: PlanOptions): Planne
     const kind = options.flops !== undefined ? 'flops' : 'params';
     const ratio = (options.flops ?? options.params)!;
     search = pm.time('prune-width-search', () =>
-      searchWidths(channels, costModel, widthScores(widthSource, channels, importance.scores), {
+      searchWidths(channels, costModel, sourceScores(widthSource, channels, importance.scores, options), {
         budget: kind,
         ratio,
         uniform: options.uniform ?? false,
@@ -275,7 +284,7 @@ export function planPrune(analysis: PruneAnalysis, options: PlanOptions): Planne
   return {
     plan,
     keep,
-    targets: compensationTargets(channels, keep),
+    targets: compensationTargets(channels, keep, options.compensationScope),
     report: {
       criterion: planCriterion,
       widthSource,
@@ -287,6 +296,17 @@ export function planPrune(analysis: PruneAnalysis, options: PlanOptions): Planne
       warnings,
     },
   };
+}
+
+function sourceScores(
+  source: WidthSource,
+  channels: GroupAnalysis,
+  bnScores: readonly number[],
+  options: PlanOptions,
+): number[] {
+  const scores = widthScores(source, channels, bnScores);
+  const jitter = options.widthJitter;
+  return jitter ? jitterScores(scores, jitter.seed, jitter.sigma) : scores;
 }
 
 function planOf(

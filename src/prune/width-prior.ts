@@ -1,4 +1,5 @@
 import { UserError } from '../errors.js';
+import { mulberry32 } from '../data/prng.js';
 import type { GroupAnalysis } from './groups.js';
 
 /**
@@ -45,4 +46,18 @@ export function widthScores(
   const readers = groupReaders(analysis);
   const bnFactor = (i: number): number => (source === 'structural-bn' ? 0.5 + bnScores[i]! : 1);
   return readers.map((r, i) => Math.sqrt(Math.max(1, r)) * bnFactor(i) - 0.5);
+}
+
+/**
+ * A seeded perturbation of a width source's multipliers, m'_g = m_g · exp(σ·z_g) with z_g ~ N(0, 1): the
+ * neighbours of a width vector that the pipeline's refinement recalibrates and scores (the EagleEye search,
+ * centred on the chosen source instead of drawn uniformly). Returns scores in the search's m = 0.5 + s form.
+ */
+export function jitterScores(scores: readonly number[], seed: number, sigma: number): number[] {
+  const random = mulberry32(seed);
+  const normal = (): number => {
+    const u = Math.max(random(), 1e-12);
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * random());
+  };
+  return scores.map((s) => (0.5 + s) * Math.exp(sigma * normal()) - 0.5);
 }
