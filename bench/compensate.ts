@@ -33,13 +33,15 @@ export async function run(): Promise<object> {
   const originalBytes = serializeModel(original);
   const pruned = loadModel(modelFile);
   cleanupPipeline(new PassManager(), pruned);
-  const { targets } = await pruneModel(pruned, {
-    flops: 0.5,
-    widths: 'structural',
-    roundTo: 8,
-    criterion: 'l1',
-    validate: false,
-  });
+  const planFor = (compensationScope: 'consumers' | 'downstream') =>
+    pruneModel(pruned, {
+      flops: 0.5,
+      widths: 'structural',
+      roundTo: 8,
+      criterion: 'l1',
+      validate: false,
+      compensationScope,
+    });
   const train = await openDataset(dataFile, { split: 'train' });
   const loaded: InputBatch[] = [];
   const indices = shuffledIndices(train.length, 0).subarray(0, 1000);
@@ -59,27 +61,35 @@ export async function run(): Promise<object> {
       await s.session.run({ [s.inputName]: new ort.Tensor('float32', b.data, b.shape) });
     await s.release();
   });
-  let layers = 0;
-  let waves = 0;
-  const compensation = await measure(async () => {
-    const { report } = await compensateModel(
-      pruned,
-      originalBytes,
-      targets,
-      { fit: loaded.slice(0, 8), heldOut: loaded.slice(8) },
-      { runtime },
-    );
-    layers = report.layers.length;
-    waves = report.waves;
-  });
-  return {
-    layers,
-    passes: waves,
-    compensation,
-    baselineForwardPass: baseline,
-    ratio: {
-      wall: compensation.wallSeconds / baseline.wallSeconds,
-      cpu: compensation.cpuSeconds / baseline.cpuSeconds,
-    },
-  };
+  // Each scope with the activations kept between passes (the default) and without (every pass re-runs the
+  // network from the images, as before LayerInputs): the two must agree on what they fit.
+  const arms: Record<string, object> = {};
+  for (const scope of ['consumers', 'downstream'] as const) {
+    const { model, targets } = await planFor(scope);
+    for (const frontierBytes of [0, undefined]) {
+      let report: Awaited<ReturnType<typeof compensateModel>>['report'] | undefined;
+      const m = await measure(async () => {
+        report = (
+          await compensateModel(
+            model,
+            originalBytes,
+            targets,
+            { fit: loaded.slice(0, 8), heldOut: loaded.slice(8) },
+            { runtime, frontierBytes },
+          )
+        ).report;
+      });
+      arms[`${scope}, ${frontierBytes === 0 ? 'from the images each pass' : 'frontier kept'}`] = {
+        layers: report!.layers.length,
+        passes: report!.waves,
+        ...m,
+        ratioToForwardPass: {
+          wall: m.wallSeconds / baseline.wallSeconds,
+          cpu: m.cpuSeconds / baseline.cpuSeconds,
+        },
+        heldOutErrorAfter: report!.layers.reduce((a, l) => a + l.errorAfter, 0) / report!.layers.length,
+      };
+    }
+  }
+  return { baselineForwardPass: baseline, arms };
 }

@@ -22,6 +22,7 @@ import { constantOf } from '../ir/index.js';
 import type { GroupAnalysis, Space } from './groups.js';
 import { probeModel, staticProbe } from './probe.js';
 import { keptPositions } from './rewrite.js';
+import { LayerInputs, type InputBatch } from './layer-inputs.js';
 
 /**
  * Least-squares compensation (CaP-style reconstruction): after the channel choice, every layer that reads a
@@ -91,11 +92,7 @@ export function compensationTargets(
   return targets;
 }
 
-/** One batch of model input (NCHW float32). */
-export interface InputBatch {
-  data: Float32Array;
-  shape: number[];
-}
+export type { InputBatch } from './layer-inputs.js';
 
 export interface CompensateOptions {
   /** Relative ridge: λ = ridge × the mean diagonal of the patch Gram matrix (default 1e-3). */
@@ -104,6 +101,8 @@ export interface CompensateOptions {
   positions?: number;
   seed?: number;
   runtime?: RuntimeOptions;
+  /** Bytes of activations kept between passes (LayerInputs; default FRONTIER_BUDGET; 0: every pass from the images). */
+  frontierBytes?: number;
   log?: (line: string) => void;
 }
 
@@ -214,12 +213,18 @@ export async function compensateModel(
   );
   const equations = await createSession(normalEquationsModel(), options.runtime);
   const waves = sequentialWaves(model, layers);
+  const inputs = new LayerInputs(
+    batches.map((x) => x.b),
+    options.runtime,
+    options.frontierBytes,
+  );
+  const held = batches.map((x) => x.held);
   try {
     for (const [w, wave] of waves.entries()) {
       options.log?.(
         `  compensation pass ${w + 1}/${waves.length}: ${wave.map((l) => l.target.node).join(', ')}`,
       );
-      const stats = await gatherStatistics(model, wave, samplings, cached, batches, equations, options);
+      const stats = await gatherStatistics(model, wave, samplings, cached, held, inputs, equations);
       wave.forEach((layer, i) => report.push(refit(model, layer, stats[i]!, options.ridge ?? 1e-3)));
     }
   } finally {
@@ -485,52 +490,42 @@ async function gatherStatistics(
   wave: Layer[],
   samplings: Map<Layer, Sampling>,
   targets: Map<Layer, Float32Array[]>,
-  batches: { b: InputBatch; held: boolean }[],
+  held: boolean[],
+  inputs: LayerInputs,
   equations: Session,
-  options: CompensateOptions,
 ): Promise<{ fit: Stats; heldOut: Stats }[]> {
   const inputOf = (l: Layer) => producerOf(model, l.target.output).inputs[0]!.name;
   const names = [...new Set(wave.map(inputOf))];
-  const session = await createSession(
-    serializeModel(truncatedCopy(serializeModel(model), names)),
-    options.runtime,
-  );
   const stats = wave.map((l) => ({ fit: newStats(l.d, l.o), heldOut: newStats(l.d, l.o) }));
-  try {
-    for (const [k, { b, held }] of batches.entries()) {
-      const feeds = { [session.inputName]: new ort.Tensor('float32', b.data, b.shape) };
-      const outs = await runSession(session.session, feeds, names);
-      for (const [i, l] of wave.entries()) {
-        const x = outs[inputOf(l)]!;
-        const s = samplings.get(l)!;
-        const p =
-          l.kind === 'conv'
-            ? patches(x.data as Float32Array, x.dims.map(Number), l, s)
-            : (x.data as Float32Array);
-        const y = targets.get(l)![k]!;
-        const rows = y.length / l.o;
-        const r = await runSession(
-          equations.session,
-          { P: new ort.Tensor('float32', p, [rows, l.d]), Y: new ort.Tensor('float32', y, [rows, l.o]) },
-          ['gram', 'cross', 'sum'],
-        );
-        const acc = held ? stats[i]!.heldOut : stats[i]!.fit;
-        const add = (into: Float64Array, from: Float32Array) => {
-          for (let q = 0; q < into.length; q++) into[q]! += from[q]!;
-        };
-        add(acc.gram, r.gram!.data as Float32Array);
-        add(acc.cross, r.cross!.data as Float32Array);
-        add(acc.sum, r.sum!.data as Float32Array);
-        for (let q = 0; q < y.length; q++) {
-          acc.ySum[q % l.o]! += y[q]!;
-          acc.yy += y[q]! * y[q]!;
-        }
-        acc.rows += rows;
+  await inputs.forEachBatch(model, names, async (k, values) => {
+    for (const [i, l] of wave.entries()) {
+      const x = values.get(inputOf(l))!;
+      const s = samplings.get(l)!;
+      const p =
+        l.kind === 'conv'
+          ? patches(x.data as Float32Array, x.dims.map(Number), l, s)
+          : (x.data as Float32Array);
+      const y = targets.get(l)![k]!;
+      const rows = y.length / l.o;
+      const r = await runSession(
+        equations.session,
+        { P: new ort.Tensor('float32', p, [rows, l.d]), Y: new ort.Tensor('float32', y, [rows, l.o]) },
+        ['gram', 'cross', 'sum'],
+      );
+      const acc = held[k] ? stats[i]!.heldOut : stats[i]!.fit;
+      const add = (into: Float64Array, from: Float32Array) => {
+        for (let q = 0; q < into.length; q++) into[q]! += from[q]!;
+      };
+      add(acc.gram, r.gram!.data as Float32Array);
+      add(acc.cross, r.cross!.data as Float32Array);
+      add(acc.sum, r.sum!.data as Float32Array);
+      for (let q = 0; q < y.length; q++) {
+        acc.ySum[q % l.o]! += y[q]!;
+        acc.yy += y[q]! * y[q]!;
       }
+      acc.rows += rows;
     }
-  } finally {
-    await session.release();
-  }
+  });
   return stats;
 }
 

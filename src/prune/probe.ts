@@ -228,6 +228,6 @@ const ORT_TYPES = new Map<string, DataType>(
   }),
 );
 
-function dataTypeOfOrt(name: string): DataType | undefined {
+export function dataTypeOfOrt(name: string): DataType | undefined {
   return ORT_TYPES.get(name);
 }
