@@ -177,3 +177,31 @@ function error(ref: Float32Array, out: Float32Array, kept: number[], n: number):
     });
   return e;
 }
+
+for (const name of ['resnet_a', 'densenet']) {
+  test(`${name}: passes resumed from held activations fit exactly what passes from the images fit`, async () => {
+    const model = loadModel(`fixtures/${name}.onnx`);
+    const original = serializeModel(model);
+    const { model: pruned, targets } = await pruneModel(model, {
+      flops: 0.5,
+      validate: false,
+      compensationScope: 'downstream',
+    });
+    const data = { fit: inputBatches(pruned, 3, 16, 401), heldOut: inputBatches(pruned, 1, 16, 501) };
+    const fromImages = await compensateModel(pruned, original, targets, data, { frontierBytes: 0 });
+    const resumed = await compensateModel(pruned, original, targets, data);
+    assert.equal(fromImages.report.resumed, 0);
+    assert.equal(resumed.report.resumed, resumed.report.waves - 1, 'every pass after the first resumes');
+    resumed.report.layers.forEach((l, i) => {
+      const o = fromImages.report.layers[i]!;
+      assert.equal(l.node, o.node);
+      assert.equal(l.kept, o.kept, l.node);
+      assert.ok(Math.abs(l.errorAfter - o.errorAfter) <= 1e-6 * Math.max(1, o.errorAfter), l.node);
+    });
+    const check = inputBatches(pruned, 1, 4, 601)[0]!;
+    const outputs = pruned.graph.outputs.map((v) => v.name);
+    const [a] = await runValues(fromImages.model, check, outputs);
+    const [b] = await runValues(resumed.model, check, outputs);
+    a!.forEach((v, i) => assert.ok(Math.abs(v - b![i]!) <= 1e-4 * Math.max(1, Math.abs(v)), `output ${i}`));
+  });
+}

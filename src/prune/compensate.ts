@@ -126,6 +126,8 @@ export interface CompensationReport {
   skipped: { node: string; reason: string }[];
   /** Sequential passes (layers that do not feed each other share one). */
   waves: number;
+  /** Passes that started from the activations the previous pass handed on rather than from the images. */
+  resumed?: number;
   seconds: number;
 }
 
@@ -232,7 +234,13 @@ export async function compensateModel(
   }
   return {
     model,
-    report: { layers: report, skipped, waves: waves.length, seconds: (performance.now() - started) / 1000 },
+    report: {
+      layers: report,
+      skipped,
+      waves: waves.length,
+      resumed: inputs.resumed,
+      seconds: (performance.now() - started) / 1000,
+    },
   };
 }
 

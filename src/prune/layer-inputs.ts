@@ -35,6 +35,8 @@ export const FRONTIER_BUDGET = 1024 << 20;
  */
 export class LayerInputs {
   private frontier = new Map<string, ort.Tensor[]>();
+  /** Passes that started from a frontier. */
+  resumed = 0;
 
   constructor(
     private readonly batches: readonly InputBatch[],
@@ -59,6 +61,7 @@ export class LayerInputs {
       pass = passModel(model, names, this.frontier);
       session = await createSession(pass.bytes, this.runtime);
     }
+    if (this.frontier.size) this.resumed++;
     const next = new Map<string, ort.Tensor[]>();
     for (const n of pass.carried) next.set(n, this.frontier.get(n)!);
     let bytes = 0;
