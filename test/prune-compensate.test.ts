@@ -196,7 +196,8 @@ for (const name of ['resnet_a', 'densenet']) {
       const o = fromImages.report.layers[i]!;
       assert.equal(l.node, o.node);
       assert.equal(l.kept, o.kept, l.node);
-      assert.ok(Math.abs(l.errorAfter - o.errorAfter) <= 1e-6 * Math.max(1, o.errorAfter), l.node);
+      // A cut session fuses and orders float32 work differently, and the solve amplifies it: 1e-4 relative.
+      assert.ok(Math.abs(l.errorAfter - o.errorAfter) <= 1e-4 * o.errorAfter + 1e-7, l.node);
     });
     const check = inputBatches(pruned, 1, 4, 601)[0]!;
     const outputs = pruned.graph.outputs.map((v) => v.name);

@@ -15,8 +15,6 @@ import {
   tensorType,
 } from '../ir/index.js';
 import { meanDiagonal, solveSpd } from '../linalg/cholesky.js';
-import { removeDeadNodes } from '../passes/dead-code.js';
-import { removeUnusedInitializers } from '../passes/unused-initializers.js';
 import { createSession, type RuntimeOptions } from '../runtime/session.js';
 import { constantOf } from '../ir/index.js';
 import type { GroupAnalysis, Space } from './groups.js';
@@ -206,26 +204,28 @@ export async function compensateModel(
     ...data.fit.map((b) => ({ b, held: false })),
     ...data.heldOut.map((b) => ({ b, held: true })),
   ];
-  const cached = await referenceTargets(
-    originalBytes,
-    layers,
-    samplings,
-    batches.map((x) => x.b),
-    options,
-  );
   const equations = await createSession(normalEquationsModel(), options.runtime);
   const waves = sequentialWaves(model, layers);
+  // Two walks through the calibration images, a pass at a time: the original's layer outputs (the targets)
+  // and the pruned model's layer inputs, each resuming where its previous pass stopped.
+  const reference = new LayerInputs(
+    batches.map((x) => x.b),
+    options.runtime,
+    options.frontierBytes,
+  );
   const inputs = new LayerInputs(
     batches.map((x) => x.b),
     options.runtime,
     options.frontierBytes,
   );
+  const originalModel = decodeModel(originalBytes);
   const held = batches.map((x) => x.held);
   try {
     for (const [w, wave] of waves.entries()) {
       options.log?.(
         `  compensation pass ${w + 1}/${waves.length}: ${wave.map((l) => l.target.node).join(', ')}`,
       );
+      const cached = await waveTargets(originalModel, wave, samplings, reference);
       const stats = await gatherStatistics(model, wave, samplings, cached, held, inputs, equations);
       wave.forEach((layer, i) => report.push(refit(model, layer, stats[i]!, options.ridge ?? 1e-3)));
     }
@@ -312,19 +312,6 @@ function ancestorNodes(v: Value): Set<Node> {
     for (const i of p.inputs) if (i) work.push(i);
   }
   return seen;
-}
-
-/** A copy of `bytes` whose only outputs are the named values (everything else pruned away). */
-function truncatedCopy(bytes: Uint8Array, outputs: string[]): Model {
-  const m = decodeModel(bytes);
-  const byName = m.graph.valueByName();
-  const outs = outputs.map((n) => byName.get(n)!);
-  for (const v of outs) v.type ??= tensorType(DataType.FLOAT, undefined);
-  m.graph.outputs.length = 0;
-  m.graph.outputs.push(...outs);
-  removeDeadNodes.run(m, undefined);
-  removeUnusedInitializers.run(m, undefined);
-  return m;
 }
 
 /** Layout of a layer's output: rows of the fit per image and the positions sampled among them. */
@@ -443,49 +430,24 @@ async function runSession(s: ort.InferenceSession, feeds: Record<string, ort.Ten
   }
 }
 
-/** Memory the cached reference targets may take (bytes); more layers are gathered in further passes. */
-const TARGET_BUDGET = 256 << 20;
-
-/**
- * The original network's outputs of every layer, gathered at the layer's sampled positions and kept channels,
- * per batch. Layers are taken in chunks that fit TARGET_BUDGET, one pass of the original per chunk.
- */
-async function referenceTargets(
-  originalBytes: Uint8Array,
-  layers: Layer[],
+/** The original network's outputs of a pass's layers, at their sampled positions and kept channels, per batch. */
+async function waveTargets(
+  original: Model,
+  wave: Layer[],
   samplings: Map<Layer, Sampling>,
-  batches: InputBatch[],
-  options: CompensateOptions,
+  reference: LayerInputs,
 ): Promise<Map<Layer, Float32Array[]>> {
-  const images = batches.reduce((a, b) => a + b.shape[0]!, 0);
-  const bytesOf = (l: Layer) => images * rowsPerImage(samplings.get(l)!) * l.o * 4;
-  const chunks: Layer[][] = [];
-  let used = Infinity;
-  for (const l of layers) {
-    if (used + bytesOf(l) > TARGET_BUDGET) {
-      chunks.push([]);
-      used = 0;
-    }
-    chunks.at(-1)!.push(l);
-    used += bytesOf(l);
-  }
-  const targets = new Map<Layer, Float32Array[]>();
-  for (const chunk of chunks) {
-    const names = chunk.map((l) => l.target.output);
-    const session = await createSession(serializeModel(truncatedCopy(originalBytes, names)), options.runtime);
-    try {
-      for (const b of batches) {
-        const feeds = { [session.inputName]: new ort.Tensor('float32', b.data, b.shape) };
-        const outs = await runSession(session.session, feeds, names);
-        chunk.forEach((l, i) => {
-          const y = gatherTargets(outs[names[i]!]!.data as Float32Array, b.shape[0]!, l, samplings.get(l)!);
-          targets.set(l, [...(targets.get(l) ?? []), y]);
-        });
+  const targets = new Map<Layer, Float32Array[]>(wave.map((l) => [l, []]));
+  await reference.forEachBatch(
+    original,
+    wave.map((l) => l.target.output),
+    async (_k, values) => {
+      for (const l of wave) {
+        const out = values.get(l.target.output)!;
+        targets.get(l)!.push(gatherTargets(out.data as Float32Array, out.dims[0]!, l, samplings.get(l)!));
       }
-    } finally {
-      await session.release();
-    }
-  }
+    },
+  );
   return targets;
 }
 
