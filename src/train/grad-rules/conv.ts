@@ -102,8 +102,9 @@ function inputGrad(ctx: GradContext, g: ConvGeometry, dy: Value, w: Value): Valu
  * Depthwise (one filter per channel): one Conv with group = N*C, X as [1, N*C, H, W] and dY as the kernel
  * [N*C, 1, Ho, Wo] (the forward stride becomes the dilation), then a sum over N. A single grouped Conv
  * beats a per-channel GEMM of size 1 x (Ho*Wo) x (kh*kw) by a wide margin.
- * Otherwise: im2col (Pad, kh*kw strided Slices, Concat) and one MatMul batched over N and the groups, then
- * a ReduceSum over N; the Conv-over-transposed-tensors formulation was 2-6x slower in onnxruntime.
+ * Stride 1, ungrouped: rowShiftWeightGrad. Otherwise: im2col (Pad, kh*kw strided Slices, Concat) and one
+ * MatMul batched over N and the groups, then a ReduceSum over N; the Conv-over-transposed-tensors formulation
+ * was 2-6x slower in onnxruntime.
  */
 function weightGrad(ctx: GradContext, g: ConvGeometry, x: Value, dy: Value): Value {
   const e = ctx.e;
@@ -127,6 +128,8 @@ function weightGrad(ctx: GradContext, g: ConvGeometry, x: Value, dy: Value): Val
     return e.reshape(e.reduceSum(e.reshape(out, [n, cin, 1, ...k]), [0], false), [cout, 1, ...k]);
   }
   const kk = k[0]! * k[1]!;
+  if (group === 1 && kk > 1 && s.every((v) => v === 1) && d.every((v) => v === 1))
+    return rowShiftWeightGrad(ctx, g, x, dy);
   const perIn = cin / group;
   const perOut = cout / group;
   let cols: Value;
@@ -157,6 +160,37 @@ function weightGrad(ctx: GradContext, g: ConvGeometry, x: Value, dy: Value): Val
   const perImage = e.op('MatMul', [cols, dyT]); // [N, G, Cin/G*kk, Cout/G]
   const summed = e.reduceSum(perImage, [0], false);
   return e.reshape(e.transpose(summed, [0, 2, 1]), [cout, perIn, ...k]);
+}
+
+/**
+ * dW of a stride-1, undilated, ungrouped Conv without im2col's kh*kw shifted copies of X (and their Concat).
+ * X is padded to [N, Cin, Hp, Wp] (Wp = Wo + kw - 1); rows_i is its rows i..i+Ho-1, gathered for every i in
+ * one Gather of whole rows. dY'_j is dY padded in width to Wp with j zeros on the left, so that flat position
+ * t of dY'_j lines up with the X column shifted by j: dW[o, c, i, j] = sum over n and t of
+ * dY'_j[n, o, t] * rows_i[n, c, t]. Per image and j, one MatMul [Cin*kh, Ho*Wp] x [Ho*Wp, Cout] covers a
+ * column of taps. That writes kh + kw copies of the activations instead of 2*kh*kw; measured against the
+ * im2col form on ResNet-56, one process alternating: 1822 -> 1633 CPU ms per step (median of 8).
+ */
+function rowShiftWeightGrad(ctx: GradContext, g: ConvGeometry, x: Value, dy: Value): Value {
+  const e = ctx.e;
+  const { n, cin, cout, k, p } = g;
+  const [kh, kw] = k as [number, number];
+  const [ho, wo] = g.y as [number, number];
+  const wp = wo + kw - 1;
+  const xp = p.some((v) => v !== 0) ? e.op('Pad', [x, e.ints([0, 0, p[0]!, p[1]!, 0, 0, p[2]!, p[3]!])]) : x;
+  const rowIndex = Array.from({ length: kh * ho }, (_, r) => Math.floor(r / ho) + (r % ho));
+  // [N, Cin*kh, Ho*Wp]: rows (c, i) of the MatMul, the kh row-shifted windows of each channel.
+  const rows = e.reshape(e.op('Gather', [xp, e.ints(rowIndex)], { axis: 2 }), [n, cin * kh, ho * wp]);
+  // One Pad and kw Slices: onnxruntime's Slice copies faster than its Pad.
+  const dyp = e.op('Pad', [dy, e.ints([0, 0, 0, kw - 1, 0, 0, 0, kw - 1])]);
+  const columns: Value[] = [];
+  for (let j = 0; j < kw; j++) {
+    const shifted = e.reshape(e.slice(dyp, [kw - 1 - j], [kw - 1 - j + wp], [3]), [n, cout, ho * wp]);
+    const perImage = e.op('MatMul', [rows, e.transpose(shifted, [0, 2, 1])]); // [N, Cin*kh, Cout]
+    columns.push(e.reduceSum(perImage, [0], false));
+  }
+  const taps = e.reshape(e.op('Concat', columns, { axis: 0 }), [kw, cin, kh, cout]);
+  return e.transpose(taps, [3, 1, 2, 0]);
 }
 
 export const convRules: Record<string, GradRule> = {
