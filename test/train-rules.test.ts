@@ -8,10 +8,10 @@ import { buildStepGraph, type StepGraph, type StepGraphOptions } from '../src/tr
 
 /**
  * Backward rules the fixture models do not exercise (dilated, grouped and asymmetric-padded convs, a non-square
- * stride-1 kernel, LeakyRelu,
- * HardSwish, HardSigmoid, Sub/Div broadcasting, Split, Transpose, Squeeze/Unsqueeze, ReduceMean, MatMul,
- * Gemm with transposes, padded AveragePool, strided Slice, a value used twice), checked against central finite
- * differences of the step graph's own loss. A wrong rule is off by O(1); float32 differences agree to ~1e-3.
+ * stride-1 kernel, LeakyRelu, HardSwish, HardSigmoid, Sub/Div broadcasting, Split, Transpose, Squeeze/Unsqueeze,
+ * ReduceMean, MatMul, Gemm with transposes, padded AveragePool, strided Slice, a value used twice), checked
+ * against central finite differences of the step graph's own loss. A wrong rule is off by O(1); float32
+ * differences agree to ~1e-3.
  */
 class TinyNet {
   readonly g = new Graph();
