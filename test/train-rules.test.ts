@@ -81,15 +81,18 @@ function convNet(): Model {
   return t.finish(logits);
 }
 
-/** Stride-1 ungrouped convs (the row-shift dW): a non-square kernel, asymmetric pads, one without padding. */
+/**
+ * Stride-1 ungrouped convs on maps wide enough for the row-shift dW: a non-square kernel, asymmetric pads, one
+ * without padding.
+ */
 function stride1Net(): Model {
-  const t = new TinyNet([2, 2, 5, 6]);
-  // kernel 2x3, pads top 0, left 2, bottom 1, right 0: [2,3,5,6]
+  const t = new TinyNet([2, 2, 5, 16]);
+  // kernel 2x3, pads top 0, left 2, bottom 1, right 0: [2,3,5,16]
   let x = t.one('Conv', [t.x, t.param([3, 2, 2, 3]), t.param([3])], { pads: intsAttr([0, 2, 1, 0]) });
   x = t.one('LeakyRelu', [x], { alpha: floatAttr(0.1) });
-  x = t.one('Conv', [x, t.param([2, 3, 3, 2])]); // no padding: [2,2,3,5]
+  x = t.one('Conv', [x, t.param([2, 3, 3, 2])]); // no padding: [2,2,3,15]
   x = t.one('Flatten', [x], { axis: intAttr(1) });
-  return t.finish(t.one('MatMul', [x, t.param([30, 10], 0.3)]));
+  return t.finish(t.one('MatMul', [x, t.param([90, 10], 0.3)]));
 }
 
 function shapeNet(): Model {
