@@ -81,18 +81,18 @@ function convNet(): Model {
   return t.finish(logits);
 }
 
-/**
- * Stride-1 ungrouped convs on maps wide enough for the row-shift dW: a non-square kernel, asymmetric pads, one
- * without padding.
- */
+/** Stride-1 ungrouped convs (the row-shift dW): non-square kernels, asymmetric pads, none, pads above k-1. */
 function stride1Net(): Model {
   const t = new TinyNet([2, 2, 5, 16]);
   // kernel 2x3, pads top 0, left 2, bottom 1, right 0: [2,3,5,16]
   let x = t.one('Conv', [t.x, t.param([3, 2, 2, 3]), t.param([3])], { pads: intsAttr([0, 2, 1, 0]) });
   x = t.one('LeakyRelu', [x], { alpha: floatAttr(0.1) });
-  x = t.one('Conv', [x, t.param([2, 3, 3, 2])]); // no padding: [2,2,3,15]
+  x = t.one('Conv', [x, t.param([3, 3, 3, 2])]); // no padding: [2,3,3,15]
+  x = t.one('LeakyRelu', [x], { alpha: floatAttr(0.1) });
+  // kernel 2x2, pads top 2, left 3, bottom 0, right 1: [2,2,4,18]
+  x = t.one('Conv', [x, t.param([2, 3, 2, 2])], { pads: intsAttr([2, 3, 0, 1]) });
   x = t.one('Flatten', [x], { axis: intAttr(1) });
-  return t.finish(t.one('MatMul', [x, t.param([90, 10], 0.3)]));
+  return t.finish(t.one('MatMul', [x, t.param([144, 10], 0.3)]));
 }
 
 function shapeNet(): Model {
@@ -218,7 +218,7 @@ test('conv variants (grouped, dilated, depthwise stride 2, asymmetric pads) and 
 });
 
 test('stride-1 convs with a non-square kernel and asymmetric pads: every weight gradient matches finite differences', async () => {
-  assert.equal(await checkFiniteDifferences(stride1Net(), {}, 300), 36 + 3 + 36 + 300);
+  assert.equal(await checkFiniteDifferences(stride1Net(), {}, 300), 36 + 3 + 54 + 24 + 300);
 });
 
 test('broadcasting arithmetic, Split/Concat, padded AveragePool, strided Slice, shape ops, Gemm transposes match finite differences', async () => {
