@@ -18,13 +18,13 @@ import { mulberry32 } from '../src/data/prng.js';
 import { loadModel, serializeModel } from '../src/ir/index.js';
 import { createSession } from '../src/runtime/session.js';
 import { stateFeeds } from '../src/train/loop.js';
-import { buildStepGraph } from '../src/train/step-graph.js';
+import { STEP_SESSION_OPTIONS, buildStepGraph } from '../src/train/step-graph.js';
 import { torchEnv } from './train.js';
 
 /**
- * onnxruntime plans its memory pattern on the first run and its arena still grows on the second: those runs
- * fault in fresh pages inside the kernels that write long-lived tensors (forward outputs kept for the
- * backward), which made forward Convs and BN ops look several times slower than they are.
+ * The first run fills onnxruntime's arena (and, with its memory pattern on, the second allocated and faulted in
+ * one more block): such runs fault in fresh pages inside the kernels that write long-lived tensors (forward
+ * outputs kept for the backward), which made forward Convs and BN ops look several times slower than they are.
  */
 const WARMUP_RUNS = 2;
 
@@ -72,7 +72,7 @@ async function profileOnnxruntime(
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'adapruner-profile-'));
   const session = await createSession(serializeModel(step.model), {
     threads,
-    overrides: { enableProfiling: true, profileFilePrefix: path.join(dir, 'ort') },
+    overrides: { ...STEP_SESSION_OPTIONS, enableProfiling: true, profileFilePrefix: path.join(dir, 'ort') },
   });
   const random = mulberry32(0);
   const size = step.imageShape.reduce((a, b) => a * b, 1);
@@ -106,8 +106,8 @@ async function profileOnnxruntime(
   const traceFile = fs.readdirSync(dir).map((f) => path.join(dir, f))[0]!;
   const events = JSON.parse(fs.readFileSync(traceFile, 'utf8')) as ProfileEvent[];
   fs.rmSync(dir, { recursive: true, force: true });
-  // Skip every warm-up run, not just the first: the second still faults in the arena's pages inside the
-  // forward Convs and the BN expansion, which made them look 4-5x slower than in a steady-state step.
+  // Skip every warm-up run, not just the first: with the memory pattern on, the second still faulted in pages
+  // inside the forward Convs and the BN expansion, which made them look 4-5x slower than in a steady state.
   const runs = events
     .filter((e) => e.cat === 'Session' && e.name === 'model_run')
     .sort((a, b) => a.ts - b.ts);
