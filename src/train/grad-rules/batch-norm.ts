@@ -16,8 +16,8 @@ export interface BatchMoments {
 export function emitBatchMoments(e: Emitter, x: Value, axes: number[]): BatchMoments {
   const mean = e.reduceMean(x, axes, true);
   const centered = e.sub(x, mean);
-  // Not ReduceSumSquare: onnxruntime's accumulates in an order that tripled the gradient error against torch
-  // (ResNet-20: 3.9e-6 -> 9.6e-6), for one pass saved.
+  // Not ReduceSumSquare: onnxruntime's accumulates in an order that made the gradient error against torch
+  // 2.5x larger (ResNet-20: 3.9e-6 -> 9.6e-6), for one pass saved.
   const biasedVar = e.reduceMean(e.mul(centered, centered), axes, true);
   return { mean, centered, biasedVar };
 }
@@ -25,7 +25,8 @@ export function emitBatchMoments(e: Emitter, x: Value, axes: number[]): BatchMom
 /**
  * x * scale + shift per channel (scale, shift [C]) in one pass: an inference BatchNormalization with mean 0,
  * variance 1 and epsilon 0, so its own factors are exactly scale and shift. onnxruntime's Mul and Add with a
- * [1,C,1,1] operand are two passes, each slower than this one.
+ * [1,C,1,1] operand are two passes: 2.30 ms against 1.72 on [128,16,32,32], 0.68 against 0.36 on [128,64,8,8]
+ * (best of 30, 2 threads, on a loaded machine; this kernel runs on one thread, the Mul and Add on both).
  */
 function affine(e: Emitter, x: Value, scale: Value, shift: Value, c: number): Value {
   const zeros = e.floats(new Float32Array(c), [c], 'zeros');
