@@ -18,13 +18,13 @@ import { mulberry32 } from '../src/data/prng.js';
 import { loadModel, serializeModel } from '../src/ir/index.js';
 import { createSession } from '../src/runtime/session.js';
 import { stateFeeds } from '../src/train/loop.js';
-import { buildStepGraph } from '../src/train/step-graph.js';
+import { STEP_SESSION_OPTIONS, buildStepGraph } from '../src/train/step-graph.js';
 import { torchEnv } from './train.js';
 
 /**
- * onnxruntime plans its memory pattern on the first run and its arena still grows on the second: those runs
- * fault in fresh pages inside the kernels that write long-lived tensors (forward outputs kept for the
- * backward), which made forward Convs and BN ops look several times slower than they are.
+ * The first run fills onnxruntime's arena (and, with its memory pattern on, the second allocated and faulted in
+ * one more block): such runs fault in fresh pages inside the kernels that write long-lived tensors (forward
+ * outputs kept for the backward), which made forward Convs and BN ops look several times slower than they are.
  */
 const WARMUP_RUNS = 2;
 
@@ -72,7 +72,7 @@ async function profileOnnxruntime(
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'adapruner-profile-'));
   const session = await createSession(serializeModel(step.model), {
     threads,
-    overrides: { enableProfiling: true, profileFilePrefix: path.join(dir, 'ort') },
+    overrides: { ...STEP_SESSION_OPTIONS, enableProfiling: true, profileFilePrefix: path.join(dir, 'ort') },
   });
   const random = mulberry32(0);
   const size = step.imageShape.reduce((a, b) => a * b, 1);
@@ -106,12 +106,14 @@ async function profileOnnxruntime(
   const traceFile = fs.readdirSync(dir).map((f) => path.join(dir, f))[0]!;
   const events = JSON.parse(fs.readFileSync(traceFile, 'utf8')) as ProfileEvent[];
   fs.rmSync(dir, { recursive: true, force: true });
-  // Skip the first (warm-up) run: keep kernel events after the first model_run ends.
+  // Skip every warm-up run, not just the first: with the memory pattern on, the second still faulted in pages
+  // inside the forward Convs and the BN expansion, which made them look 4-5x slower than in a steady state.
   const runs = events
     .filter((e) => e.cat === 'Session' && e.name === 'model_run')
     .sort((a, b) => a.ts - b.ts);
-  const after = runs[0] ? runs[0].ts + runs[0].dur : 0;
-  const timed = runs.slice(1);
+  const lastWarmup = runs[WARMUP_RUNS - 1];
+  const after = lastWarmup ? lastWarmup.ts + lastWarmup.dur : 0;
+  const timed = runs.slice(WARMUP_RUNS);
   const kernels = events.filter((e) => e.cat === 'Node' && e.name.endsWith('_kernel_time') && e.ts >= after);
   const byOp = new Map<string, OpTime>();
   const byConv = new Map<string, OpTime>();

@@ -29,7 +29,7 @@ import { loadModel, serializeModel } from '../src/ir/index.js';
 import { parseDevice } from '../src/runtime/device.js';
 import { createSession } from '../src/runtime/session.js';
 import { carriedTensors, stateFeeds } from '../src/train/loop.js';
-import { buildStepGraph } from '../src/train/step-graph.js';
+import { STEP_SESSION_OPTIONS, buildStepGraph } from '../src/train/step-graph.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const TORCH_PYTHON = '/usr/bin/python3';
@@ -218,7 +218,11 @@ async function child(
   const step = await buildStepGraph(model, { batchSize: batch, blockedConvs: device === 'cpu' });
   const buildMs = performance.now() - buildStart;
   const sessionStart = performance.now();
-  const session = await createSession(serializeModel(step.model), { threads, device: parseDevice(device) });
+  const session = await createSession(serializeModel(step.model), {
+    threads,
+    device: parseDevice(device),
+    overrides: STEP_SESSION_OPTIONS,
+  });
   const sessionMs = performance.now() - sessionStart;
   const random = mulberry32(0);
   const images = Float32Array.from(
@@ -251,8 +255,8 @@ async function child(
     for (const [from, to] of carried) feeds[to] = out[from] as ort.Tensor;
     return ms;
   };
-  // Two warm-up runs: onnxruntime plans its memory pattern on the first and its arena still grows on the
-  // second (tens of thousands of page faults, measured); from the third on a step faults a few hundred pages.
+  // Two warm-up runs, as on the torch side. With onnxruntime's memory pattern (now off for step graphs) the
+  // second run still faulted in tens of thousands of pages; the first run fills the arena either way.
   await once();
   await once();
   let runMs = 0;

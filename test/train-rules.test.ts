@@ -7,10 +7,11 @@ import { mulberry32 } from '../src/data/prng.js';
 import { buildStepGraph, type StepGraph, type StepGraphOptions } from '../src/train/step-graph.js';
 
 /**
- * Backward rules the fixture models do not exercise (dilated, grouped and asymmetric-padded convs, LeakyRelu,
- * HardSwish, HardSigmoid, Sub/Div broadcasting, Split, Transpose, Squeeze/Unsqueeze, ReduceMean, MatMul,
- * Gemm with transposes, padded AveragePool, strided Slice, a value used twice), checked against central finite
- * differences of the step graph's own loss. A wrong rule is off by O(1); float32 differences agree to ~1e-3.
+ * Backward rules the fixture models do not exercise (dilated, grouped and asymmetric-padded convs, a non-square
+ * stride-1 kernel, LeakyRelu, HardSwish, HardSigmoid, Sub/Div broadcasting, Split, Transpose, Squeeze/Unsqueeze,
+ * ReduceMean, MatMul, Gemm with transposes, padded AveragePool, strided Slice, a value used twice), checked
+ * against central finite differences of the step graph's own loss. A wrong rule is off by O(1); float32
+ * differences agree to ~1e-3.
  */
 class TinyNet {
   readonly g = new Graph();
@@ -78,6 +79,20 @@ function convNet(): Model {
   x = t.one('Flatten', [x], { axis: intAttr(1) });
   const logits = t.one('Add', [t.one('MatMul', [x, t.param([8, 10], 1)]), t.param([10])]);
   return t.finish(logits);
+}
+
+/** Stride-1 ungrouped convs (the row-shift dW): non-square kernels, asymmetric pads, none, pads above k-1. */
+function stride1Net(): Model {
+  const t = new TinyNet([2, 2, 5, 16]);
+  // kernel 2x3, pads top 0, left 2, bottom 1, right 0: [2,3,5,16]
+  let x = t.one('Conv', [t.x, t.param([3, 2, 2, 3]), t.param([3])], { pads: intsAttr([0, 2, 1, 0]) });
+  x = t.one('LeakyRelu', [x], { alpha: floatAttr(0.1) });
+  x = t.one('Conv', [x, t.param([3, 3, 3, 2])]); // no padding: [2,3,3,15]
+  x = t.one('LeakyRelu', [x], { alpha: floatAttr(0.1) });
+  // kernel 2x2, pads top 2, left 3, bottom 0, right 1: [2,2,4,18]
+  x = t.one('Conv', [x, t.param([2, 3, 2, 2])], { pads: intsAttr([2, 3, 0, 1]) });
+  x = t.one('Flatten', [x], { axis: intAttr(1) });
+  return t.finish(t.one('MatMul', [x, t.param([144, 10], 0.3)]));
 }
 
 function shapeNet(): Model {
@@ -159,9 +174,11 @@ async function prepare(model: Model, options: Partial<StepGraphOptions> = {}): P
   return { step, session, feeds, params };
 }
 
+/** Checks `perParam` random entries of each parameter's gradient, or all of them when it has no more. */
 async function checkFiniteDifferences(
   model: Model,
   options: Partial<StepGraphOptions> = {},
+  perParam = 4,
 ): Promise<number> {
   const { step, session, feeds, params } = await prepare(model, options);
   try {
@@ -174,8 +191,8 @@ async function checkFiniteDifferences(
     for (const p of step.params) {
       const grad = out[p.grad!]!.data as Float32Array;
       const w = params.get(p.name)!;
-      for (let k = 0; k < Math.min(4, w.length); k++) {
-        const i = Math.floor(pick() * w.length);
+      for (let k = 0; k < Math.min(perParam, w.length); k++) {
+        const i = perParam >= w.length ? k : Math.floor(pick() * w.length);
         const keep = w[i]!;
         w[i] = keep + h;
         const up = await lossAt();
@@ -198,6 +215,10 @@ async function checkFiniteDifferences(
 
 test('conv variants (grouped, dilated, depthwise stride 2, asymmetric pads) and activations match finite differences', async () => {
   assert.equal(await checkFiniteDifferences(convNet()), 7 * 4);
+});
+
+test('stride-1 convs with a non-square kernel and asymmetric pads: every weight gradient matches finite differences', async () => {
+  assert.equal(await checkFiniteDifferences(stride1Net(), {}, 300), 36 + 3 + 54 + 24 + 300);
 });
 
 test('broadcasting arithmetic, Split/Concat, padded AveragePool, strided Slice, shape ops, Gemm transposes match finite differences', async () => {

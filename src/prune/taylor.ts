@@ -4,7 +4,7 @@ import type { Dataset } from '../data/dataset.js';
 import type { PreprocessSpec } from '../data/preprocess.js';
 import { serializeModel, type Model } from '../ir/index.js';
 import { createSession, type RuntimeOptions } from '../runtime/session.js';
-import { buildStepGraph, type StepGraph } from '../train/step-graph.js';
+import { STEP_SESSION_OPTIONS, buildStepGraph, type StepGraph } from '../train/step-graph.js';
 import { classPriority, type ClassFilters } from './criteria.js';
 import type { ChannelGroup, GroupAnalysis } from './groups.js';
 
@@ -41,7 +41,10 @@ export class TaylorProbe {
     const base = new Map<string, Float32Array>();
     for (const name of [...step.params.map((p) => p.name), ...step.runningStats.map((r) => r.name)])
       base.set(name, Float32Array.from(init.get(name)!.data as Float32Array));
-    const session = await createSession(serializeModel(step.model), runtime);
+    const session = await createSession(serializeModel(step.model), {
+      ...runtime,
+      overrides: STEP_SESSION_OPTIONS,
+    });
     return new TaylorProbe(step, session, base, norms);
   }
 

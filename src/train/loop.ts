@@ -15,7 +15,7 @@ import { createSession, type ModelSession } from '../runtime/session.js';
 import { readCheckpoint, writeCheckpoint, type EpochRecord, type TrainingState } from './checkpoint.js';
 import type { SgdOptions } from './optimizer.js';
 import { learningRate, type ScheduleOptions } from './schedule.js';
-import { buildStepGraph, type StepGraph } from './step-graph.js';
+import { STEP_SESSION_OPTIONS, buildStepGraph, type StepGraph } from './step-graph.js';
 
 export interface FinetuneOptions {
   epochs: number;
@@ -97,7 +97,10 @@ export async function finetune(
     );
   const { step, state } = await prepareRun(model, dataset, options, indices, stepsPerEpoch);
   const runtime = { device: options.device, threads: options.threads };
-  const session = await createSession(serializeModel(step.model), runtime);
+  const session = await createSession(serializeModel(step.model), {
+    ...runtime,
+    overrides: STEP_SESSION_OPTIONS,
+  });
   const teacher = options.teacher
     ? await createSession(
         typeof options.teacher.model === 'string'

@@ -16,8 +16,22 @@ export interface BatchMoments {
 export function emitBatchMoments(e: Emitter, x: Value, axes: number[]): BatchMoments {
   const mean = e.reduceMean(x, axes, true);
   const centered = e.sub(x, mean);
+  // Not ReduceSumSquare: onnxruntime's accumulates in an order that made the gradient error against torch
+  // 2.5x larger (ResNet-20: 3.9e-6 -> 9.6e-6), for one pass saved.
   const biasedVar = e.reduceMean(e.mul(centered, centered), axes, true);
   return { mean, centered, biasedVar };
+}
+
+/**
+ * x * scale + shift per channel (scale, shift [C]) in one pass: an inference BatchNormalization with mean 0,
+ * variance 1 and epsilon 0, so its own factors are exactly scale and shift. onnxruntime's Mul and Add with a
+ * [1,C,1,1] operand are two passes: 2.30 ms against 1.72 on [128,16,32,32], 0.68 against 0.36 on [128,64,8,8]
+ * (best of 30, 2 threads, on a loaded machine; this kernel runs on one thread, the Mul and Add on both).
+ */
+function affine(e: Emitter, x: Value, scale: Value, shift: Value, c: number): Value {
+  const zeros = e.floats(new Float32Array(c), [c], 'zeros');
+  const ones = e.floats(new Float32Array(c).fill(1), [c], 'ones');
+  return e.op('BatchNormalization', [x, scale, shift, zeros, ones], { epsilon: { float: 0 } });
 }
 
 /** What the backward rule of a train-mode BN reuses from its forward expansion. */
@@ -62,10 +76,8 @@ export function expandTrainingBatchNorm(
   const { mean: mu, centered, biasedVar } = emitBatchMoments(b, x!, axes);
   const invStd = b.op('Reciprocal', [b.op('Sqrt', [b.add(biasedVar, b.scalar(eps))])]);
   const xhat = b.mul(centered, invStd);
-  const gammaC = b.reshape(gamma!, channelShape);
-  const betaC = b.reshape(beta!, channelShape);
-  const y = b.add(b.mul(xhat, gammaC), betaC);
-  const scaleFactor = b.mul(gammaC, invStd);
+  const y = affine(b, xhat, gamma!, beta!, c);
+  const scaleFactor = b.mul(b.reshape(gamma!, channelShape), invStd);
   // torch updates running_var with the unbiased batch variance.
   const unbiased = count > 1 ? count / (count - 1) : 1;
   const newMean = b.add(b.scale(mean!, momentum), b.scale(b.reshape(mu, [c]), 1 - momentum));
@@ -102,9 +114,11 @@ export function batchNormBackward(
   if (requiresGrad.has(s.beta)) out.push([s.beta, e.reshape(dBetaKeep, [c])]);
   if (requiresGrad.has(s.gamma)) out.push([s.gamma, e.reshape(dGammaKeep, [c])]);
   if (requiresGrad.has(s.x)) {
-    const centredDy = e.mul(e.sub(dy, e.scale(dBetaKeep, 1 / s.count)), s.scaleFactor);
-    const xhatFactor = e.mul(s.scaleFactor, e.scale(dGammaKeep, 1 / s.count));
-    out.push([s.x, e.sub(centredDy, e.mul(s.xhat, xhatFactor))]);
+    const k = e.reshape(s.scaleFactor, [c]);
+    const dyShift = e.reshape(e.mul(s.scaleFactor, e.scale(dBetaKeep, -1 / s.count)), [c]);
+    const xhatFactor = e.reshape(e.mul(s.scaleFactor, e.scale(dGammaKeep, -1 / s.count)), [c]);
+    const zeros = e.floats(new Float32Array(c), [c], 'zeros');
+    out.push([s.x, e.add(affine(e, dy, k, dyShift, c), affine(e, s.xhat, xhatFactor, zeros, c))]);
   }
   return out;
 }
