@@ -61,9 +61,9 @@ export async function run(): Promise<object> {
       await s.session.run({ [s.inputName]: new ort.Tensor('float32', b.data, b.shape) });
     await s.release();
   });
-  // Each scope with the activations kept between passes (the default) and without (both walks, the pruned
-  // model's inputs and the original's targets, re-run the network from the images every pass: slower than the
-  // implementation before LayerInputs, which gathered every target up front): the two must agree on what they fit.
+  // Each scope with the activations kept between passes (the default) and without (the pruned model's inputs
+  // re-run the network from the images every pass, and the original's targets once per 256 MB of them: the
+  // implementation before LayerInputs): the two must agree on what they fit.
   const arms: Record<string, object> = {};
   for (const scope of ['consumers', 'downstream'] as const) {
     const { model, targets } = await planFor(scope);
