@@ -1,7 +1,5 @@
 import * as ort from 'onnxruntime-node';
-import { firstLine } from '../data/error-text.js';
 import { mixSeed, mulberry32, shuffle } from '../data/prng.js';
-import { UserError } from '../errors.js';
 import {
   DataType,
   Graph,
@@ -20,7 +18,7 @@ import { constantOf } from '../ir/index.js';
 import type { GroupAnalysis, Space } from './groups.js';
 import { probeModel, staticProbe } from './probe.js';
 import { keptPositions } from './rewrite.js';
-import { LayerInputs, type InputBatch } from './layer-inputs.js';
+import { ancestorNodes, LayerInputs, runSession, type InputBatch } from './layer-inputs.js';
 
 /**
  * Least-squares compensation (CaP-style reconstruction): after the channel choice, every layer that reads a
@@ -303,7 +301,7 @@ function sequentialWaves(model: Model, layers: Layer[]): Layer[][] {
   const waves: Layer[][] = [];
   let current: Layer[] = [];
   for (const layer of layers) {
-    const ancestors = ancestorNodes(producerOf(model, layer.target.output).inputs[0]!);
+    const ancestors = ancestorNodes([producerOf(model, layer.target.output).inputs[0]!]);
     const producers = current.map((l) => producerOf(model, l.target.output));
     if (producers.some((p) => ancestors.has(p))) {
       waves.push(current);
@@ -313,18 +311,6 @@ function sequentialWaves(model: Model, layers: Layer[]): Layer[][] {
   }
   if (current.length) waves.push(current);
   return waves;
-}
-
-function ancestorNodes(v: Value): Set<Node> {
-  const seen = new Set<Node>();
-  const work = [v];
-  while (work.length) {
-    const p = work.pop()!.producer;
-    if (!p || seen.has(p)) continue;
-    seen.add(p);
-    for (const i of p.inputs) if (i) work.push(i);
-  }
-  return seen;
 }
 
 /** Layout of a layer's output: rows of the fit per image and the positions sampled among them. */
@@ -434,14 +420,6 @@ function normalEquationsModel(): Uint8Array {
 }
 
 type Session = Awaited<ReturnType<typeof createSession>>;
-
-async function runSession(s: ort.InferenceSession, feeds: Record<string, ort.Tensor>, fetch: string[]) {
-  try {
-    return await s.run(feeds, fetch);
-  } catch (e) {
-    throw new UserError(`onnxruntime failed during compensation (${firstLine(e)})`);
-  }
-}
 
 /** Memory the original's cached layer targets may take (bytes): the targets of further passes come in later walks. */
 const TARGET_BUDGET = 256 << 20;

@@ -1,15 +1,7 @@
 import * as ort from 'onnxruntime-node';
 import { firstLine } from '../data/error-text.js';
 import { UserError } from '../errors.js';
-import {
-  DataType,
-  Value,
-  decodeModel,
-  serializeModel,
-  tensorType,
-  type Model,
-  type Node,
-} from '../ir/index.js';
+import { DataType, Value, serializeModel, tensorType, type Model, type Node } from '../ir/index.js';
 import { removeDeadNodes } from '../passes/dead-code.js';
 import { removeUnusedInitializers } from '../passes/unused-initializers.js';
 import { createSession, type RuntimeOptions } from '../runtime/session.js';
@@ -107,7 +99,7 @@ interface PassModel {
  * its part of the network hands to nodes outside it.
  */
 function passModel(model: Model, names: string[], frontier: Map<string, ort.Tensor[]>): PassModel {
-  const m = decodeModel(serializeModel(model));
+  const m = model.clone();
   const g = m.graph;
   const byName = g.valueByName();
   for (const [name, tensors] of frontier) {
@@ -118,9 +110,8 @@ function passModel(model: Model, names: string[], frontier: Map<string, ort.Tens
     g.replaceAllUsesWith(v, cut);
     g.inputs.push(cut);
   }
-  const wanted = names.map((n) => g.valueByName().get(n)!);
-  const part = ancestors(wanted);
-  const held = (v: Value): boolean => frontier.has(v.name) && !v.producer;
+  const values = g.valueByName();
+  const part = ancestorNodes(names.map((n) => values.get(n)!));
   const readBeyond = (v: Value): boolean => v.uses.some((u) => !part.has(u.node));
   const crossing = new Set<string>();
   // A value left out is recomputed by the next pass from its own inputs, so only float activations worth
@@ -130,14 +121,13 @@ function passModel(model: Model, names: string[], frontier: Map<string, ort.Tens
       if (
         node.opType !== 'Constant' &&
         (v.elemType === undefined || v.elemType === DataType.FLOAT) &&
-        v.uses.some((u) => !part.has(u.node))
+        readBeyond(v)
       )
         crossing.add(v.name);
   const carried = new Set<string>();
-  for (const v of g.inputs)
-    if (frontier.has(v.name) && !v.producer && v.uses.some((u) => !part.has(u.node))) carried.add(v.name);
+  for (const v of g.inputs) if (frontier.has(v.name) && !v.producer && readBeyond(v)) carried.add(v.name);
   const fetch = [...new Set([...names.filter((n) => !frontier.has(n)), ...crossing])];
-  const outputs = fetch.map((n) => g.valueByName().get(n)!);
+  const outputs = fetch.map((n) => values.get(n)!);
   for (const v of outputs) v.type ??= tensorType(DataType.FLOAT, undefined);
   g.outputs.length = 0;
   g.outputs.push(...outputs);
@@ -153,7 +143,8 @@ function passModel(model: Model, names: string[], frontier: Map<string, ort.Tens
   return { bytes: serializeModel(m), fetch, crossing: [...crossing], carried: [...carried] };
 }
 
-function ancestors(values: Value[]): Set<Node> {
+/** Every node the values depend on (their producers, theirs, ...). */
+export function ancestorNodes(values: Value[]): Set<Node> {
   const seen = new Set<Node>();
   const work = [...values];
   while (work.length) {
@@ -169,7 +160,12 @@ function byteSize(t: ort.Tensor): number {
   return (t.data as { byteLength?: number }).byteLength ?? t.size * 8;
 }
 
-async function runSession(s: ort.InferenceSession, feeds: Record<string, ort.Tensor>, fetch: string[]) {
+/** One onnxruntime run; its failure reaches the user as one line. */
+export async function runSession(
+  s: ort.InferenceSession,
+  feeds: Record<string, ort.Tensor>,
+  fetch: string[],
+) {
   try {
     return await s.run(feeds, fetch);
   } catch (e) {
