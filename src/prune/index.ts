@@ -196,12 +196,7 @@ export type PlanOptions = Omit<PruneOptions, 'validate' | 'inputShapes'>;
  */
 export function planPrune(analysis: PruneAnalysis, options: PlanOptions): PlannedPrune {
   const pm = options.passManager ?? new PassManager();
-  const warnings: string[] = [];
-  const warn = (msg: string): void => {
-    if (warnings.includes(msg)) return;
-    warnings.push(msg);
-    options.warn?.(msg);
-  };
+  const { warnings, warn } = warningCollector(options.warn);
   if (options.flops !== undefined && options.params !== undefined)
     throw new UserError('give one budget: --flops or --params, not both');
   if (options.plan === undefined && options.flops === undefined && options.params === undefined)
@@ -309,6 +304,17 @@ function sourceScores(
   return jitter ? jitterScores(scores, jitter.seed, jitter.sigma) : scores;
 }
 
+/** A prune's warnings, each once: kept for its report and passed on to the caller's `warn`. */
+function warningCollector(forward: ((msg: string) => void) | undefined) {
+  const warnings: string[] = [];
+  const warn = (msg: string): void => {
+    if (warnings.includes(msg)) return;
+    warnings.push(msg);
+    forward?.(msg);
+  };
+  return { warnings, warn };
+}
+
 function planOf(
   channels: GroupAnalysis,
   keep: Uint8Array[],
@@ -363,12 +369,7 @@ export async function pruneModel(
   options: PruneOptions,
 ): Promise<{ model: Model; plan: Plan; report: PruneReport; targets: CompensationTarget[] }> {
   const pm = options.passManager ?? new PassManager();
-  const warnings: string[] = [];
-  const warn = (msg: string): void => {
-    if (warnings.includes(msg)) return;
-    warnings.push(msg);
-    options.warn?.(msg);
-  };
+  const { warnings, warn } = warningCollector(options.warn);
   const analysis = await analyzeForPruning(model, {
     inputShapes: options.inputShapes,
     passManager: pm,
