@@ -12,14 +12,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as ort from 'onnxruntime-node';
 import { parseArgs } from 'node:util';
-import { mulberry32 } from '../src/data/prng.js';
 import { loadModel, serializeModel } from '../src/ir/index.js';
 import { createSession } from '../src/runtime/session.js';
-import { stateFeeds } from '../src/train/loop.js';
 import { STEP_SESSION_OPTIONS, buildStepGraph } from '../src/train/step-graph.js';
-import { torchEnv } from './train.js';
+import { syntheticFeeds, torchEnv } from './train.js';
 
 /**
  * The first run fills onnxruntime's arena (and, with its memory pattern on, the second allocated and faulted in
@@ -74,30 +71,7 @@ async function profileOnnxruntime(
     threads,
     overrides: { ...STEP_SESSION_OPTIONS, enableProfiling: true, profileFilePrefix: path.join(dir, 'ort') },
   });
-  const random = mulberry32(0);
-  const size = step.imageShape.reduce((a, b) => a * b, 1);
-  const feeds: Record<string, ort.Tensor> = {
-    [step.inputs.images]: new ort.Tensor(
-      'float32',
-      Float32Array.from({ length: size }, () => random() * 2 - 1),
-      step.imageShape,
-    ),
-    [step.inputs.labels]: new ort.Tensor(
-      'int64',
-      BigInt64Array.from({ length: batch }, (_, i) => BigInt(i % 10)),
-      [batch],
-    ),
-    [step.inputs.lr]: new ort.Tensor('float32', new Float32Array([0.01]), []),
-  };
-  const init = new Map(model.graph.initializers.map((v) => [v.name, v.initializer!.data as Float32Array]));
-  // Copies: onnxruntime may reuse the fed buffers, and the model's own weights must stay as loaded.
-  Object.assign(
-    feeds,
-    stateFeeds(step, (name) => {
-      const t = init.get(name);
-      return t && Float32Array.from(t);
-    }),
-  );
+  const feeds = syntheticFeeds(model, step, batch);
   const t0 = performance.now();
   for (let i = 0; i < steps + WARMUP_RUNS; i++) await session.session.run(feeds);
   const wallMs = performance.now() - t0;

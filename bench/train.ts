@@ -25,11 +25,11 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { mulberry32 } from '../src/data/prng.js';
-import { loadModel, serializeModel } from '../src/ir/index.js';
+import { loadModel, serializeModel, type Model } from '../src/ir/index.js';
 import { parseDevice } from '../src/runtime/device.js';
 import { createSession } from '../src/runtime/session.js';
 import { carriedTensors, stateFeeds } from '../src/train/loop.js';
-import { STEP_SESSION_OPTIONS, buildStepGraph } from '../src/train/step-graph.js';
+import { STEP_SESSION_OPTIONS, buildStepGraph, type StepGraph } from '../src/train/step-graph.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const TORCH_PYTHON = '/usr/bin/python3';
@@ -189,6 +189,37 @@ function torchSide(file: string, batch: number, threads: number, steps: number):
   return JSON.parse(child.stdout.trim().split('\n').at(-1)!) as Side;
 }
 
+/**
+ * One synthetic batch (seeded uniform images, labels cycling over 10 classes, lr 0.01) and the model's own
+ * parameters and state as the step's first inputs: what both train benches feed.
+ */
+export function syntheticFeeds(model: Model, step: StepGraph, batch: number): Record<string, ort.Tensor> {
+  const random = mulberry32(0);
+  const images = Float32Array.from(
+    { length: step.imageShape.reduce((a, b) => a * b, 1) },
+    () => random() * 2 - 1,
+  );
+  const feeds: Record<string, ort.Tensor> = {
+    [step.inputs.images]: new ort.Tensor('float32', images, step.imageShape),
+    [step.inputs.labels]: new ort.Tensor(
+      'int64',
+      BigInt64Array.from({ length: batch }, (_, i) => BigInt(i % 10)),
+      [batch],
+    ),
+    [step.inputs.lr]: new ort.Tensor('float32', new Float32Array([0.01]), []),
+  };
+  const init = new Map(model.graph.initializers.map((v) => [v.name, v.initializer!.data as Float32Array]));
+  // Copies: onnxruntime may reuse the fed buffers, and the model's own weights must stay as loaded.
+  Object.assign(
+    feeds,
+    stateFeeds(step, (name) => {
+      const t = init.get(name);
+      return t && Float32Array.from(t);
+    }),
+  );
+  return feeds;
+}
+
 /** torchvision's ResNet-50 (random init, BN kept), exported once per run into a temporary folder. */
 function exportResnet50(): string | { skipped: string } {
   const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'adapruner-bench-')), 'resnet50.onnx');
@@ -224,29 +255,7 @@ async function child(
     overrides: STEP_SESSION_OPTIONS,
   });
   const sessionMs = performance.now() - sessionStart;
-  const random = mulberry32(0);
-  const images = Float32Array.from(
-    { length: step.imageShape.reduce((a, b) => a * b, 1) },
-    () => random() * 2 - 1,
-  );
-  const feeds: Record<string, ort.Tensor> = {
-    [step.inputs.images]: new ort.Tensor('float32', images, step.imageShape),
-    [step.inputs.labels]: new ort.Tensor(
-      'int64',
-      BigInt64Array.from({ length: batch }, (_, i) => BigInt(i % 10)),
-      [batch],
-    ),
-    [step.inputs.lr]: new ort.Tensor('float32', new Float32Array([0.01]), []),
-  };
-  const init = new Map(model.graph.initializers.map((v) => [v.name, v.initializer!.data as Float32Array]));
-  // Copies: onnxruntime may reuse the fed buffers, and the model's own weights must stay as loaded.
-  Object.assign(
-    feeds,
-    stateFeeds(step, (name) => {
-      const t = init.get(name);
-      return t && Float32Array.from(t);
-    }),
-  );
+  const feeds = syntheticFeeds(model, step, batch);
   const carried = carriedTensors(step);
   const once = async (): Promise<number> => {
     const t = performance.now();
