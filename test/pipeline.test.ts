@@ -14,6 +14,10 @@ import { PassManager } from '../src/passes/pass-manager.js';
 import { adaPrune } from '../src/pipeline/adaprune.js';
 import { fixture, needsShared, REPO, runCli, SHARED, tmpDir } from './helpers.js';
 
+/** Best proxy score first: higher top-1, then lower loss (the pipeline's own ranking, restated). */
+const byProxyScore = (a: { top1: number; loss: number }, b: { top1: number; loss: number }): number =>
+  b.top1 - a.top1 || a.loss - b.loss;
+
 function sha256(file: string): string {
   return createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 }
@@ -101,7 +105,7 @@ test("the paper's families (ResNet, VGG, MobileNetV2 fixtures) run through the w
       assert.equal(timed(each), 3, each);
     assert.equal(result.report.criteria.length, 3, name);
     assert.equal(result.report.criteria.filter((c) => c.chosen).length, 1, name);
-    const best = [...result.report.criteria].sort((a, b) => b.top1 - a.top1 || a.loss - b.loss)[0]!;
+    const best = [...result.report.criteria].sort(byProxyScore)[0]!;
     assert.equal(result.report.chosenCriterion, best.criterion, `${name}: the best proxy score is kept`);
     const macs = countCost(result.model).totalMacs;
     assert.ok(macs <= 0.5 * original && macs >= 0.5 * original * 0.99, `${name}: ${macs} of ${original}`);
@@ -283,21 +287,26 @@ test('--latency measures candidates inside the search and reports measured laten
   for (const g of record.groups) assert.ok(g.after % 8 === 0 || g.after === g.before, JSON.stringify(g));
 });
 
+/** 40 images per class, and a calibration and recalibration small enough for a fixture. */
+async function smallColourData() {
+  const train = await openDataset(await writeColourDataset(tmpDir(), 40), { split: 'train' });
+  return {
+    train,
+    spec: PRESETS.cifar10,
+    calibrationImages: 100,
+    recalibrationBatches: 2,
+    recalibrationBatchSize: 50,
+  };
+}
+
 test('the defaults with data: width search, taylor channels, compensation kept only when it helps', async () => {
-  const data = await writeColourDataset(tmpDir(), 40);
-  const train = await openDataset(data, { split: 'train' });
+  const data = await smallColourData();
   const model = loadModel(fixture('resnet_a.onnx'));
   const original = countCost(model).totalMacs;
   const result = await adaPrune(model, {
     flops: 0.5,
     criterion: 'taylor',
-    data: {
-      train,
-      spec: PRESETS.cifar10,
-      calibrationImages: 100,
-      recalibrationBatches: 2,
-      recalibrationBatchSize: 50,
-    },
+    data,
     finetune: { epochs: 0, batchSize: 50, lr: 0.01 },
     measureLatency: false,
   });
@@ -310,13 +319,12 @@ test('the defaults with data: width search, taylor channels, compensation kept o
     sources.map((r) => `${r.criterion}/${r.widths}`),
     ['taylor/structural', 'taylor/structural-bn', 'taylor/bn', 'taylor/uniform'],
   );
-  const byScore = (a: (typeof rows)[0], b: (typeof rows)[0]): number => b.top1 - a.top1 || a.loss - b.loss;
-  const source = [...sources].sort(byScore)[0]!.widths!;
+  const source = [...sources].sort(byProxyScore)[0]!.widths!;
   assert.deepEqual(
     rows.slice(4).map((r) => `${r.criterion}/${r.widths}`),
     [1, 2, 3, 4, 5, 6].map((k) => `taylor/${source}, trial ${k}`),
   );
-  const best = [...rows].sort(byScore)[0]!;
+  const best = [...rows].sort(byProxyScore)[0]!;
   assert.ok(best.chosen);
   assert.equal(result.report.chosenCriterion, 'taylor');
   const c = result.report.compensation!;
@@ -333,8 +341,7 @@ test('the defaults with data: width search, taylor channels, compensation kept o
 });
 
 test('the width search tries finer roundings for the chosen source unless --round-to is given', async () => {
-  const data = await writeColourDataset(tmpDir(), 40);
-  const train = await openDataset(data, { split: 'train' });
+  const data = await smallColourData();
   const run = (roundTo?: number) =>
     adaPrune(loadModel(fixture('resnet_a.onnx')), {
       flops: 0.5,
@@ -342,19 +349,12 @@ test('the width search tries finer roundings for the chosen source unless --roun
       widthTrials: 0,
       compensate: false,
       ...(roundTo !== undefined && { roundTo }),
-      data: {
-        train,
-        spec: PRESETS.cifar10,
-        calibrationImages: 100,
-        recalibrationBatches: 2,
-        recalibrationBatchSize: 50,
-      },
+      data,
       finetune: { epochs: 0, batchSize: 50, lr: 0.01 },
     });
   const byDefault = await run();
   const rows = byDefault.report.criteria;
-  const byScore = (a: (typeof rows)[0], b: (typeof rows)[0]): number => b.top1 - a.top1 || a.loss - b.loss;
-  const source = [...rows.slice(0, 4)].sort(byScore)[0]!.widths!;
+  const source = [...rows.slice(0, 4)].sort(byProxyScore)[0]!.widths!;
   assert.deepEqual(
     rows.slice(4).map((r) => r.widths),
     [`${source}, round 4`, `${source}, round 1`],
