@@ -22,8 +22,8 @@ export const FRONTIER_BUDGET = 1024 << 20;
  * network hands to the rest (the frontier: a residual stream, the input of the layer about to be re-fitted),
  * and the next pass starts from them. That is sound because a pass only re-fits layers outside the part it ran
  * (no layer of a pass feeds another of the same pass), so the frontier never goes stale. It turns the passes'
- * cost from one network prefix each (quadratic in depth: ResNet-56's 54 re-fits ran ~27 whole networks over
- * the calibration images) into about one network in total.
+ * cost from one network prefix each (quadratic in depth) into about one network in total: ResNet-56's 54
+ * re-fits on 1,000 images went from 77.7 to 37.9 CPU-seconds (`npm run bench -- compensate`, quiet).
  */
 export class LayerInputs {
   private frontier = new Map<string, ort.Tensor[]>();
