@@ -133,7 +133,15 @@ interface Run {
   params: Map<string, Float32Array>;
 }
 
-async function prepare(model: Model, options: Partial<StepGraphOptions> = {}): Promise<Run> {
+/**
+ * The two images' labels are 3 and 7; the teacher's logits are random, plus a margin of 10 on the class it
+ * predicts for each image (`teacherPredicts`).
+ */
+async function prepare(
+  model: Model,
+  options: Partial<StepGraphOptions> = {},
+  teacherPredicts: readonly [number, number] = [3, 2],
+): Promise<Run> {
   // Every float initializer is trained here, so Sub/Div/Mul operands get gradients too.
   const step = await buildStepGraph(model, {
     batchSize: 2,
@@ -153,12 +161,11 @@ async function prepare(model: Model, options: Partial<StepGraphOptions> = {}): P
     [step.inputs.labels]: new ort.Tensor('int64', BigInt64Array.from([3n, 7n]), [2]),
     [step.inputs.lr]: new ort.Tensor('float32', new Float32Array([0.1]), []),
   };
-  if (step.inputs.teacherLogits)
-    feeds[step.inputs.teacherLogits] = new ort.Tensor(
-      'float32',
-      Float32Array.from({ length: 20 }, () => 3 * (random() * 2 - 1)),
-      [2, 10],
-    );
+  if (step.inputs.teacherLogits) {
+    const t = Float32Array.from({ length: 20 }, () => 3 * (random() * 2 - 1));
+    teacherPredicts.forEach((c, image) => (t[image * 10 + c]! += 10));
+    feeds[step.inputs.teacherLogits] = new ort.Tensor('float32', t, [2, 10]);
+  }
   const init = new Map(model.graph.initializers.map((v) => [v.name, v.initializer!.data as Float32Array]));
   const params = new Map<string, Float32Array>();
   for (const p of step.params) {
@@ -228,6 +235,33 @@ test('broadcasting arithmetic, Split/Concat, padded AveragePool, strided Slice, 
 test('label smoothing and distillation terms match finite differences', async () => {
   await checkFiniteDifferences(convNet(), { labelSmoothing: 0.1 });
   await checkFiniteDifferences(convNet(), { distillation: { temperature: 3, alpha: 0.6 } });
+  // One image where the teacher is right (gated in), one where it is wrong (labels only).
+  await checkFiniteDifferences(convNet(), {
+    distillation: { temperature: 3, alpha: 0.6, gate: 'teacher-correct' },
+  });
+});
+
+test('gated distillation is plain distillation where the teacher is right and the plain loss where it is wrong', async () => {
+  const lossOf = async (options: Partial<StepGraphOptions>, teacher?: [number, number]): Promise<number> => {
+    const { step, session, feeds } = await prepare(convNet(), options, teacher);
+    try {
+      return ((await session.run(feeds))[step.outputs.loss]!.data as Float32Array)[0]!;
+    } finally {
+      await session.release();
+    }
+  };
+  const kd = { temperature: 3, alpha: 0.6 };
+  const gated = { ...kd, gate: 'teacher-correct' as const };
+  const close = (a: number, b: number): boolean => Math.abs(a - b) <= 1e-6 * Math.max(1, Math.abs(b));
+  const right: [number, number] = [3, 7];
+  const wrong: [number, number] = [2, 2];
+  const plain = await lossOf({});
+  assert.ok(close(await lossOf({ distillation: gated }, right), await lossOf({ distillation: kd }, right)));
+  assert.ok(close(await lossOf({ distillation: gated }, wrong), plain));
+  // Not a vacuous equality: with a wrong teacher, ungated distillation does change the loss.
+  assert.ok(!close(await lossOf({ distillation: kd }, wrong), plain));
+  const mixed = await lossOf({ distillation: gated }, [3, 2]);
+  assert.ok(!close(mixed, plain) && !close(mixed, await lossOf({ distillation: kd }, [3, 2])));
 });
 
 test('Nesterov SGD with weight decay: w - lr * (g + wd*w + momentum * buf) on the first step', async () => {

@@ -44,6 +44,7 @@ interface FinetuneArgs {
   teacher?: string;
   temperature: number;
   alpha: number;
+  distillGate: 'none' | 'teacher-correct';
   json: boolean;
 }
 
@@ -112,6 +113,13 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
       })
       .option('temperature', { type: 'number', default: 4 })
       .option('alpha', { type: 'number', default: 0.5, describe: 'Weight of the distillation term' })
+      .option('distill-gate', {
+        type: 'string',
+        choices: ['none', 'teacher-correct'],
+        default: 'teacher-correct',
+        describe:
+          'Images distillation applies to: teacher-correct (those whose label the teacher predicts; the others train on labels alone) or none (all)',
+      })
       .option('json', {
         type: 'boolean',
         default: false,
@@ -156,7 +164,9 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
       checkpoint,
       resume: args.resume,
       stopAfterEpoch: args.stopAfterEpoch,
-      teacher: teacher ? { model: teacher, temperature: args.temperature, alpha: args.alpha } : undefined,
+      teacher: teacher
+        ? { model: teacher, temperature: args.temperature, alpha: args.alpha, gate: args.distillGate }
+        : undefined,
       onStep: (p) => {
         if (p.step === 1) bar = createProgress(`epoch ${p.epoch}/${p.epochs}`, p.stepsPerEpoch);
         bar?.update(

@@ -15,7 +15,7 @@ import { createSession, type ModelSession } from '../runtime/session.js';
 import { readCheckpoint, writeCheckpoint, type EpochRecord, type TrainingState } from './checkpoint.js';
 import type { SgdOptions } from './optimizer.js';
 import { learningRate, type ScheduleOptions } from './schedule.js';
-import { STEP_SESSION_OPTIONS, buildStepGraph, type StepGraph } from './step-graph.js';
+import { STEP_SESSION_OPTIONS, buildStepGraph, type Distillation, type StepGraph } from './step-graph.js';
 
 export interface FinetuneOptions {
   epochs: number;
@@ -43,7 +43,7 @@ export interface FinetuneOptions {
   resume?: boolean;
   /** Stop (as if killed) once this many epochs are done in total; the checkpoint lets a later run resume. */
   stopAfterEpoch?: number;
-  teacher?: { model: Model | string; temperature?: number; alpha?: number };
+  teacher?: { model: Model | string; temperature?: number; alpha?: number; gate?: Distillation['gate'] };
   onStep?: (p: StepProgress) => void;
   onEpoch?: (r: EpochRecord) => void;
 }
@@ -181,7 +181,11 @@ async function prepareRun(
     sgd: options.sgd,
     labelSmoothing: options.labelSmoothing,
     distillation: options.teacher
-      ? { temperature: options.teacher.temperature ?? 4, alpha: options.teacher.alpha ?? 0.5 }
+      ? {
+          temperature: options.teacher.temperature ?? 4,
+          alpha: options.teacher.alpha ?? 0.5,
+          gate: options.teacher.gate ?? 'none',
+        }
       : undefined,
     // The blocked-layout conv ops exist on onnxruntime's CPU provider only.
     blockedConvs: (options.device ?? 'cpu') === 'cpu',
@@ -430,6 +434,8 @@ function fingerprintOf(step: StepGraph, dataset: Dataset, o: FinetuneOptions, co
       o.schedule,
       o.warmupEpochs,
       o.spec,
+      // Only with a teacher, so that runs without one keep their fingerprints.
+      ...(o.teacher ? [[o.teacher.temperature ?? 4, o.teacher.alpha ?? 0.5, o.teacher.gate ?? 'none']] : []),
     ],
   };
   return createHash('sha256').update(JSON.stringify(facts)).digest('hex').slice(0, 16);

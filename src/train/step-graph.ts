@@ -19,6 +19,18 @@ import { addOptimizer, type SgdOptions } from './optimizer.js';
 import { PassManager, type Pass, type PassResult } from '../passes/pass-manager.js';
 import { probeShapes, type ProbeResult } from '../prune/probe.js';
 
+/**
+ * Knowledge distillation. `gate: 'teacher-correct'` applies the distillation term only to the images whose label
+ * the teacher predicts (argmax); the others are trained on the labels alone. That keeps a teacher that is wrong on
+ * part of the user's data (a domain shift such as JPEG images for a model trained on lossless ones) from pulling
+ * the student towards its mistakes there.
+ */
+export interface Distillation {
+  temperature: number;
+  alpha: number;
+  gate?: 'none' | 'teacher-correct';
+}
+
 export interface StepGraphOptions {
   /** The step graph has static shapes; every step takes exactly this many images. */
   batchSize: number;
@@ -26,7 +38,7 @@ export interface StepGraphOptions {
   /** Cross-entropy label smoothing epsilon (torch's `label_smoothing`). */
   labelSmoothing?: number;
   /** Adds `alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T))` with the teacher logits as an input. */
-  distillation?: { temperature: number; alpha: number };
+  distillation?: Distillation;
   /**
    * Which float initializers are trained. Default: Conv/Gemm/MatMul weights and biases (and the bias Add after a
    * MatMul), BN scales and shifts. When given, it decides for every float initializer a node reads.
@@ -307,19 +319,16 @@ function emitLoss(
   let dLogits = le.scale(le.sub(le.op('Exp', [logp]), target), 1 / B);
   let teacherLogits: Value | undefined;
   if (options.distillation) {
-    const { temperature: T, alpha } = options.distillation;
     teacherLogits = new Value('teacher_logits', tensorType(DataType.FLOAT, [B, numClasses]));
-    const logPt = le.op('LogSoftmax', [le.scale(teacherLogits, 1 / T)], { axis: 1 });
-    const logPs = le.op('LogSoftmax', [le.scale(logits, 1 / T)], { axis: 1 });
-    const pt = le.op('Exp', [logPt]);
-    const kl = le.scale(
-      le.op('ReduceSum', [le.mul(pt, le.sub(logPt, logPs))], { keepdims: 0 }),
-      (alpha * T * T) / B,
-    );
-    loss = le.add(le.scale(loss, 1 - alpha), kl);
-    // d/ds of alpha T^2 KL / B is alpha T (softmax(s/T) - softmax(t/T)) / B.
-    const dKl = le.scale(le.sub(le.op('Exp', [logPs]), pt), (alpha * T) / B);
-    dLogits = le.add(le.scale(dLogits, 1 - alpha), dKl);
+    // Per-image cross-entropy, [B, 1], for the gated mix.
+    const ce = (): Value =>
+      le.scale(le.op('ReduceSum', [le.mul(target, logp), le.ints([1])], { keepdims: 1 }), -1);
+    ({ loss, dLogits } = withDistillation(
+      le,
+      { loss, dLogits, ce, logits, teacherLogits, labels },
+      options.distillation,
+      B,
+    ));
   }
   const predicted = le.op('ArgMax', [logits], { axis: 1, keepdims: 0 });
   const correct = le.op(
@@ -328,6 +337,46 @@ function emitLoss(
     { keepdims: 0 },
   );
   return { loss, correct, dLogits, ...(teacherLogits && { teacherLogits }) };
+}
+
+/**
+ * Mixes the cross-entropy (given as its batch mean and its logit gradient) with `alpha T^2 KL(pt || ps)`. Per image
+ * the weights are (1 - alpha g) and alpha g, where g is 1, or with the teacher-correct gate whether the teacher's
+ * argmax is the label.
+ */
+function withDistillation(
+  le: Emitter,
+  head: { loss: Value; dLogits: Value; ce: () => Value; logits: Value; teacherLogits: Value; labels: Value },
+  { temperature: T, alpha, gate = 'none' }: Distillation,
+  B: number,
+): { loss: Value; dLogits: Value } {
+  const logPt = le.op('LogSoftmax', [le.scale(head.teacherLogits, 1 / T)], { axis: 1 });
+  const logPs = le.op('LogSoftmax', [le.scale(head.logits, 1 / T)], { axis: 1 });
+  const pt = le.op('Exp', [logPt]);
+  // d/ds of alpha T^2 KL / B is alpha T (softmax(s/T) - softmax(t/T)) / B.
+  const dKl = le.scale(le.sub(le.op('Exp', [logPs]), pt), (alpha * T) / B);
+  if (gate === 'none') {
+    const kl = le.scale(
+      le.op('ReduceSum', [le.mul(pt, le.sub(logPt, logPs))], { keepdims: 0 }),
+      (alpha * T * T) / B,
+    );
+    return {
+      loss: le.add(le.scale(head.loss, 1 - alpha), kl),
+      dLogits: le.add(le.scale(head.dLogits, 1 - alpha), dKl),
+    };
+  }
+  const teacherPredicts = le.op('ArgMax', [head.teacherLogits], { axis: 1, keepdims: 0 });
+  const g = le.reshape(
+    le.op('Cast', [le.op('Equal', [teacherPredicts, head.labels])], { to: DataType.FLOAT }),
+    [B, 1],
+  );
+  const ceWeight = le.sub(le.scalar(1), le.scale(g, alpha));
+  const klPerImage = le.op('ReduceSum', [le.mul(pt, le.sub(logPt, logPs)), le.ints([1])], { keepdims: 1 });
+  const perImage = le.add(le.mul(ceWeight, head.ce()), le.scale(le.mul(g, klPerImage), alpha * T * T));
+  return {
+    loss: le.scale(le.op('ReduceSum', [perImage], { keepdims: 0 }), 1 / B),
+    dLogits: le.add(le.mul(ceWeight, head.dLogits), le.mul(g, dKl)),
+  };
 }
 
 /** The reverse sweep: each forward node's rule from the gradient registry; returns the summed gradient of v. */
