@@ -29,6 +29,7 @@ import { recalibrateBatchNorm } from '../runtime/recalibrate.js';
 import { evaluate } from '../runtime/evaluate.js';
 import type { RuntimeOptions } from '../runtime/session.js';
 import { finetune, type FinetuneOptions } from '../train/loop.js';
+import type { Distillation } from '../train/step-graph.js';
 import { runCompensation } from './compensation-stage.js';
 import { measureLatencies, searchLatencyBudget, type LatencySearchStep } from './latency.js';
 import { ModuleNames } from '../report/module-names.js';
@@ -80,7 +81,13 @@ export interface AdaPruneOptions extends Pick<
   compensate?: boolean;
   /** Fine-tuning after pruning; skipped when absent or epochs is 0. */
   finetune?: Omit<FinetuneOptions, 'spec' | 'seed' | 'teacher' | 'device' | 'threads'> & {
+    /** Distillation from the original (default true). */
     distill?: boolean;
+    /**
+     * Which images distillation applies to (step-graph.ts `Distillation`). Default 'teacher-correct': on ResNet-56
+     * at 50% MACs (JPEG CIFAR-10, 2 epochs) it scored 86.52% where distilling on every image scored 85.26%.
+     */
+    distillGate?: Distillation['gate'];
   };
   runtime?: RuntimeOptions;
   /** Batch size latency is measured at (default 1). */
@@ -605,7 +612,7 @@ class AdaPruneRun {
       this.skipped.push('fine-tuning (--finetune-epochs 0)');
       return outcome;
     }
-    const { distill, ...rest } = ft;
+    const { distill, distillGate, ...rest } = ft;
     const tuned = await this.stage('fine-tune', () =>
       finetune(outcome.result, data.train, {
         ...rest,
@@ -614,7 +621,9 @@ class AdaPruneRun {
         device: this.runtime.device,
         threads: this.runtime.threads,
         onStep: options.onFinetuneStep,
-        ...(distill !== false ? { teacher: { model: this.fresh() } } : {}),
+        ...(distill !== false
+          ? { teacher: { model: this.fresh(), gate: distillGate ?? 'teacher-correct' } }
+          : {}),
       }),
     );
     await evaluateStage('finetuned', 'fine-tuned', serializeModel(tuned.model));
