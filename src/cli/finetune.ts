@@ -15,6 +15,7 @@ import { parseDevice } from '../runtime/device.js';
 import { createProgress, type Progress } from '../runtime/progress.js';
 import { finetune } from '../train/loop.js';
 import type { ScheduleKind } from '../train/schedule.js';
+import { DEFAULT_DISTILL_GATE, DISTILL_GATES, type DistillGate } from '../train/step-graph.js';
 
 interface FinetuneArgs {
   model: string;
@@ -44,7 +45,7 @@ interface FinetuneArgs {
   teacher?: string;
   temperature: number;
   alpha: number;
-  distillGate: 'none' | 'teacher-correct';
+  distillGate: DistillGate;
   json: boolean;
 }
 
@@ -115,8 +116,8 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
       .option('alpha', { type: 'number', default: 0.5, describe: 'Weight of the distillation term' })
       .option('distill-gate', {
         type: 'string',
-        choices: ['none', 'teacher-correct'],
-        default: 'teacher-correct',
+        choices: DISTILL_GATES,
+        default: DEFAULT_DISTILL_GATE,
         describe:
           'Images distillation applies to: teacher-correct (those whose label the teacher predicts; the others train on labels alone) or none (all)',
       })

@@ -8,6 +8,7 @@ import { loadModel, saveModel } from '../ir/index.js';
 import { needsExternalData } from '../ir/save.js';
 import { PassManager } from '../passes/pass-manager.js';
 import { adaPrune, type AdaPruneResult } from '../pipeline/adaprune.js';
+import { DEFAULT_DISTILL_GATE, DISTILL_GATES, type DistillGate } from '../train/step-graph.js';
 import {
   type CompensationScope,
   CRITERIA,
@@ -69,7 +70,7 @@ interface PruneArgs {
   finetuneBatch: number;
   finetuneLimit?: number;
   distill: boolean;
-  distillGate: 'none' | 'teacher-correct';
+  distillGate: DistillGate;
   widths?: string;
   widthTrials?: number;
   compensate: boolean;
@@ -493,8 +494,8 @@ function dataOptions<T>(y: Argv<T>) {
     })
     .option('distill-gate', {
       type: 'string',
-      choices: ['none', 'teacher-correct'],
-      default: 'teacher-correct',
+      choices: DISTILL_GATES,
+      default: DEFAULT_DISTILL_GATE,
       describe:
         'Images distillation applies to: teacher-correct (those whose label the original predicts; the others train on labels alone) or none (all)',
     })

@@ -29,7 +29,7 @@ import { recalibrateBatchNorm } from '../runtime/recalibrate.js';
 import { evaluate } from '../runtime/evaluate.js';
 import type { RuntimeOptions } from '../runtime/session.js';
 import { finetune, type FinetuneOptions } from '../train/loop.js';
-import type { Distillation } from '../train/step-graph.js';
+import { DEFAULT_DISTILL_GATE, type DistillGate } from '../train/step-graph.js';
 import { runCompensation } from './compensation-stage.js';
 import { measureLatencies, searchLatencyBudget, type LatencySearchStep } from './latency.js';
 import { ModuleNames } from '../report/module-names.js';
@@ -87,7 +87,7 @@ export interface AdaPruneOptions extends Pick<
      * Which images distillation applies to (step-graph.ts `Distillation`). Default 'teacher-correct': on ResNet-56
      * at 50% MACs (JPEG CIFAR-10, 2 epochs) it scored 86.52% where distilling on every image scored 85.26%.
      */
-    distillGate?: Distillation['gate'];
+    distillGate?: DistillGate;
   };
   runtime?: RuntimeOptions;
   /** Batch size latency is measured at (default 1). */
@@ -622,7 +622,7 @@ class AdaPruneRun {
         threads: this.runtime.threads,
         onStep: options.onFinetuneStep,
         ...(distill !== false
-          ? { teacher: { model: this.fresh(), gate: distillGate ?? 'teacher-correct' } }
+          ? { teacher: { model: this.fresh(), gate: distillGate ?? DEFAULT_DISTILL_GATE } }
           : {}),
       }),
     );

@@ -15,7 +15,7 @@ import { createSession, type ModelSession } from '../runtime/session.js';
 import { readCheckpoint, writeCheckpoint, type EpochRecord, type TrainingState } from './checkpoint.js';
 import type { SgdOptions } from './optimizer.js';
 import { learningRate, type ScheduleOptions } from './schedule.js';
-import { STEP_SESSION_OPTIONS, buildStepGraph, type Distillation, type StepGraph } from './step-graph.js';
+import { STEP_SESSION_OPTIONS, buildStepGraph, type DistillGate, type StepGraph } from './step-graph.js';
 
 export interface FinetuneOptions {
   epochs: number;
@@ -43,7 +43,7 @@ export interface FinetuneOptions {
   resume?: boolean;
   /** Stop (as if killed) once this many epochs are done in total; the checkpoint lets a later run resume. */
   stopAfterEpoch?: number;
-  teacher?: { model: Model | string; temperature?: number; alpha?: number; gate?: Distillation['gate'] };
+  teacher?: { model: Model | string; temperature?: number; alpha?: number; gate?: DistillGate };
   onStep?: (p: StepProgress) => void;
   onEpoch?: (r: EpochRecord) => void;
 }

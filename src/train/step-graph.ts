@@ -28,8 +28,13 @@ import { probeShapes, type ProbeResult } from '../prune/probe.js';
 export interface Distillation {
   temperature: number;
   alpha: number;
-  gate?: 'none' | 'teacher-correct';
+  gate?: DistillGate;
 }
+
+/** The `--distill-gate` choices; the CLIs and the prune pipeline default to teacher-correct (docs/results.md). */
+export const DISTILL_GATES = ['none', 'teacher-correct'] as const;
+export type DistillGate = (typeof DISTILL_GATES)[number];
+export const DEFAULT_DISTILL_GATE: DistillGate = 'teacher-correct';
 
 export interface StepGraphOptions {
   /** The step graph has static shapes; every step takes exactly this many images. */
