@@ -5,7 +5,8 @@ import { countCost } from '../src/analysis/cost.js';
 import { UserError } from '../src/errors.js';
 import { Node, Value } from '../src/ir/index.js';
 import { intAttr } from '../src/ir/attribute.js';
-import { describeGroups, pruneModel } from '../src/prune/index.js';
+import { analyzeForPruning, describeGroups, pruneModel } from '../src/prune/index.js';
+import { paramsPerMac } from '../src/prune/width-prior.js';
 import { BN_FOLDED_WARNING } from '../src/prune/importance.js';
 import { FIXTURE_MODELS, fixture } from './helpers.js';
 import { load, runModel } from './prune-helpers.js';
@@ -120,5 +121,64 @@ describe('prune: frozen groups', () => {
     const stream = rows.find((r) => r.members.some((m) => m.includes('Pad')))!;
     assert.equal(stream.channels, 64);
     assert.equal(stream.frozen, undefined);
+  });
+});
+
+describe('prune: the capacity width source', () => {
+  it('paramsPerMac equals what halving each group alone removes from the rewritten model (countCost)', async () => {
+    const model = load(fixture('resnet_a.onnx'));
+    const analysis = await analyzeForPruning(model);
+    const density = paramsPerMac(analysis.channels);
+    const full = countCost(model);
+    const { groups } = analysis.channels;
+    const { plan: keepAll } = await pruneModel(model, { flops: 1, validate: false });
+    let checked = 0;
+    for (const g of groups) {
+      if (g.frozen.length) continue;
+      const plan = structuredClone(keepAll);
+      plan.groups[g.id]!.keep = plan.groups[g.id]!.keep.slice(0, Math.floor(g.size / 2));
+      const { model: pruned } = await pruneModel(model, { plan, validate: false });
+      const counted = countCost(pruned);
+      const ratio = (full.totalParams - counted.totalParams) / (full.totalMacs - counted.totalMacs);
+      assert.ok(
+        Math.abs(density[g.id]! - ratio) <= 1e-12 * ratio,
+        `group ${g.id}: ${density[g.id]} vs ${ratio}`,
+      );
+      checked++;
+    }
+    assert.ok(checked >= 3, 'several prunable groups');
+  });
+
+  it('at the same MACs it keeps more parameters than structural, cutting the high-resolution stage harder', async () => {
+    const file = fixture('resnet_a.onnx');
+    const structural = await pruneModel(load(file), { flops: 0.5, widths: 'structural', validate: false });
+    const capacity = await pruneModel(load(file), { flops: 0.5, widths: 'capacity', validate: false });
+    const original = structural.report.original;
+    for (const r of [structural, capacity]) assert.ok(r.report.pruned.macs <= 0.5 * original.macs);
+    assert.ok(
+      capacity.report.pruned.params > structural.report.pruned.params * 1.05,
+      `${capacity.report.pruned.params} vs ${structural.report.pruned.params} params`,
+    );
+    const analysis = await analyzeForPruning(load(file));
+    const density = paramsPerMac(analysis.channels);
+    const inner = capacity.report.groups.filter((g) => !g.frozen && density[g.id]! > 0);
+    const lowest = inner.reduce((a, b) => (density[a.id]! <= density[b.id]! ? a : b));
+    const highest = inner.reduce((a, b) => (density[a.id]! >= density[b.id]! ? a : b));
+    assert.ok(
+      density[highest.id]! > 2 * density[lowest.id]!,
+      'the fixture has stages of different resolution',
+    );
+    assert.ok(
+      highest.after / highest.before > lowest.after / lowest.before,
+      `keeps ${highest.after}/${highest.before} of the densest group, ${lowest.after}/${lowest.before} of the sparsest`,
+    );
+  });
+
+  it('under a parameter budget it keeps more MACs than structural', async () => {
+    const file = fixture('resnet_a.onnx');
+    const structural = await pruneModel(load(file), { params: 0.5, widths: 'structural', validate: false });
+    const capacity = await pruneModel(load(file), { params: 0.5, widths: 'capacity', validate: false });
+    assert.ok(capacity.report.pruned.params <= 0.5 * capacity.report.original.params);
+    assert.ok(capacity.report.pruned.macs > structural.report.pruned.macs * 1.05);
   });
 });

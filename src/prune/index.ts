@@ -299,7 +299,7 @@ function sourceScores(
   bnScores: readonly number[],
   options: PlanOptions,
 ): number[] {
-  const scores = widthScores(source, channels, bnScores);
+  const scores = widthScores(source, channels, bnScores, options.params !== undefined ? 'params' : 'flops');
   const jitter = options.widthJitter;
   return jitter ? jitterScores(scores, jitter.seed, jitter.sigma) : scores;
 }

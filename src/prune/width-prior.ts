@@ -1,6 +1,7 @@
 import { UserError } from '../errors.js';
 import { mulberry32 } from '../data/prng.js';
 import type { GroupAnalysis } from './groups.js';
+import { CostModel } from './width-search.js';
 
 /**
  * Where the per-group keep ratios come from. The width search keeps r_g(t) = min(1, t · m_g) of group g at
@@ -12,9 +13,15 @@ import type { GroupAnalysis } from './groups.js';
  *   residual stream that every block reads and writes, is where a removed channel is lost to every layer at
  *   once; measured on ResNet-56 at 50% MACs, keeping the stream whole and halving the inner convs scores 66.1%
  *   after recalibration against 43.9% for the paper's widths, which cut the stream to 40 of 64 channels;
- * - `structural-bn`: the product of the two, √(readers_g) · (0.5 + s_g).
+ * - `structural-bn`: the product of the two, √(readers_g) · (0.5 + s_g);
+ * - `capacity`: structural, times (ρ_g / ρ̄)^γ with ρ_g the parameters a channel of g carries per MAC it costs
+ *   and ρ̄ their geometric mean (γ = CAPACITY_EXPONENT; under a parameter budget the exponent is −γ). Under a MAC
+ *   budget a channel of a deep, low-resolution layer costs as many MACs as one of a shallow layer with a 16x
+ *   larger map but carries 16x the weights, so cutting the shallow layers harder keeps more of the network's
+ *   capacity for the same MACs. Measured on ResNet-56 at 50% MACs: inner widths 4/16/48 of 16/32/64 per stage
+ *   keep 68% of the parameters (the structural widths 50%) and fine-tune to a higher accuracy (docs/results.md).
  */
-export const WIDTH_SOURCES = ['bn', 'uniform', 'structural', 'structural-bn'] as const;
+export const WIDTH_SOURCES = ['bn', 'uniform', 'structural', 'structural-bn', 'capacity'] as const;
 export type WidthSource = (typeof WIDTH_SOURCES)[number];
 
 export function parseWidthSource(s: string): WidthSource {
@@ -40,12 +47,53 @@ export function widthScores(
   source: WidthSource,
   analysis: GroupAnalysis,
   bnScores: readonly number[],
+  budget: 'flops' | 'params' = 'flops',
 ): number[] {
   if (source === 'bn') return [...bnScores];
   if (source === 'uniform') return analysis.groups.map(() => 0.5);
   const readers = groupReaders(analysis);
-  const bnFactor = (i: number): number => (source === 'structural-bn' ? 0.5 + bnScores[i]! : 1);
-  return readers.map((r, i) => Math.sqrt(Math.max(1, r)) * bnFactor(i) - 0.5);
+  const factor =
+    source === 'structural-bn'
+      ? (i: number): number => 0.5 + bnScores[i]!
+      : source === 'capacity'
+        ? capacityFactors(analysis, budget === 'flops' ? CAPACITY_EXPONENT : -CAPACITY_EXPONENT)
+        : (): number => 1;
+  return readers.map((r, i) => Math.sqrt(Math.max(1, r)) * factor(i) - 0.5);
+}
+
+/** γ of the `capacity` source: 1/3 turns ResNet-56's 1:4:16 parameters per MAC into keep ratios near 1:2:3. */
+export const CAPACITY_EXPONENT = 1 / 3;
+
+/** Per group, (ρ_g / ρ̄)^exponent; 1 for frozen groups and groups whose channels cost no MACs or no parameters. */
+function capacityFactors(analysis: GroupAnalysis, exponent: number): (i: number) => number {
+  const density = paramsPerMac(analysis);
+  const free = analysis.groups.filter((g, i) => !g.frozen.length && density[i]! > 0);
+  const logMean = free.reduce((sum, g) => sum + Math.log(density[g.id]!), 0) / Math.max(1, free.length);
+  return (i) => {
+    const rho = density[i]!;
+    return analysis.groups[i]!.frozen.length || !(rho > 0)
+      ? 1
+      : Math.exp(exponent * (Math.log(rho) - logMean));
+  };
+}
+
+/**
+ * Per group, the parameters its channels carry per MAC they cost: the change in both when the group alone
+ * drops to half its width (every cost term is linear in each space's count, so any step gives the same ratio
+ * for groups that only scale terms). 0 where halving saves no MACs.
+ */
+export function paramsPerMac(analysis: GroupAnalysis): number[] {
+  const full = analysis.groups.map((g) => g.size);
+  const costs = new CostModel(
+    analysis,
+    analysis.groups.map((g) => Array.from({ length: g.size }, (_, c) => c)),
+  );
+  const base = costs.cost(full);
+  return analysis.groups.map((g, i) => {
+    const halved = costs.cost(full.map((w, j) => (j === i ? Math.floor(g.size / 2) : w)));
+    const macs = base.macs - halved.macs;
+    return macs > 0 ? (base.params - halved.params) / macs : 0;
+  });
 }
 
 /**
