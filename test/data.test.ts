@@ -8,7 +8,7 @@ import { batches, type Batch } from '../src/data/batches.js';
 import { cacheRoot, extractTarOnce } from '../src/data/cache.js';
 import type { Dataset } from '../src/data/dataset.js';
 import { openDataset } from '../src/data/open.js';
-import { PRESETS, type PreprocessSpec } from '../src/data/preprocess.js';
+import { PRESETS, augmentationAt, type Augmentation, type PreprocessSpec } from '../src/data/preprocess.js';
 import { SHARED, needsShared, tmpDir } from './helpers.js';
 
 const CIFAR_TAR = path.join(SHARED, 'data/cifar10-jpg.tar');
@@ -242,9 +242,10 @@ describe('image folders written by the test (PNG, WebP, grayscale, resize and cr
       std: [1, 1, 1],
       augment: { cropPadding: 2, horizontalFlip: true },
     };
-    const run = async (seed: number, epoch: number) => {
+    const run = async (seed: number, epoch: number, level: Augmentation = 'full') => {
       const out: Float32Array[] = [];
-      for await (const b of batches(data, { spec, batchSize: 1, augmentSeed: seed, epoch }))
+      const at = { ...spec, augment: augmentationAt(spec, level) };
+      for await (const b of batches(data, { spec: at, batchSize: 1, augmentSeed: seed, epoch }))
         out.push(b.images);
       return out[0]!;
     };
@@ -272,6 +273,24 @@ describe('image folders written by the test (PNG, WebP, grayscale, resize and cr
       seen.add(img.join());
     }
     assert.ok(seen.size > 3, `epochs give different placements (${seen.size} distinct)`);
+    // `flip` keeps the image in place (offset 2, 2: index 24 unflipped, 25 flipped) and mirrors about half of them.
+    const flips = new Set<string>();
+    for (let epoch = 0; epoch < 12; epoch++) {
+      const img = (await run(7, epoch, 'flip')).join();
+      assert.ok(
+        [placements[24], placements[25]].includes(img),
+        `epoch ${epoch}: flipped or not, never shifted`,
+      );
+      flips.add(img);
+      assert.equal((await run(7, epoch, 'none')).join(), placements[24], 'none: the plain image');
+    }
+    assert.equal(flips.size, 2, 'both orientations occur');
+    assert.equal(
+      augmentationAt(PRESETS.mnist, 'flip'),
+      undefined,
+      'a spec without a flip (digits) has nothing left',
+    );
+    assert.deepEqual(augmentationAt(PRESETS.cifar10, 'full'), PRESETS.cifar10.augment);
   });
 
   it('keeps decoded images for a second pass, within the byte budget; budget 0 decodes again', async () => {

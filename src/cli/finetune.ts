@@ -6,7 +6,7 @@ import { checkOutput, noteInput, RunOutputs } from '../run-files.js';
 import { checkModel, checkRuntimeAccepts } from '../runtime/preflight.js';
 import { batchSize, checkNumbers, positiveInt, seed, threads, type NumberRule } from './numbers.js';
 import { openDataset } from '../data/open.js';
-import { resolveSpec } from '../data/preprocess.js';
+import { AUGMENTATIONS, resolveSpec, type Augmentation } from '../data/preprocess.js';
 import { balancedSubset } from '../data/subset.js';
 import { UserError } from '../errors.js';
 import { loadModel } from '../ir/load.js';
@@ -34,7 +34,7 @@ interface FinetuneArgs {
   seed: number;
   limit?: number;
   valLimit?: number;
-  augment: boolean;
+  augment: Augmentation;
   preset?: string;
   spec?: string;
   device: string;
@@ -94,9 +94,13 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
         describe: 'Validate on a seeded class-balanced subset of N images',
       })
       .option('augment', {
-        type: 'boolean',
-        default: true,
-        describe: 'Random crop and flip as the preprocessing spec says (--no-augment)',
+        type: 'string',
+        choices: AUGMENTATIONS,
+        default: 'full',
+        // `--no-augment` (false) and a bare `--augment` (true) keep their meaning from when this was a boolean.
+        coerce: (v: string | boolean) => (v === false ? 'none' : v === true ? 'full' : v),
+        describe:
+          "The preprocessing spec's augmentation: full (random padded crop and flip), flip (the flip alone), none (also --no-augment)",
       })
       .option('preset', { type: 'string', describe: 'Preprocessing preset (cifar10, fmnist, ...)' })
       .option('spec', { type: 'string', describe: 'Preprocessing spec JSON file' })

@@ -2,12 +2,12 @@ import { escapeControl } from '../escape.js';
 import path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { openDataset } from '../data/open.js';
-import { resolveSpec } from '../data/preprocess.js';
+import { AUGMENTATIONS, resolveSpec, type Augmentation } from '../data/preprocess.js';
 import { UserError } from '../errors.js';
 import { loadModel, saveModel } from '../ir/index.js';
 import { needsExternalData } from '../ir/save.js';
 import { PassManager } from '../passes/pass-manager.js';
-import { adaPrune, type AdaPruneResult } from '../pipeline/adaprune.js';
+import { DEFAULT_PRUNE_AUGMENT, adaPrune, type AdaPruneResult } from '../pipeline/adaprune.js';
 import { DEFAULT_DISTILL_GATE, DISTILL_GATES, type DistillGate } from '../train/step-graph.js';
 import {
   type CompensationScope,
@@ -69,6 +69,7 @@ interface PruneArgs {
   finetuneLr: number;
   finetuneBatch: number;
   finetuneLimit?: number;
+  finetuneAugment: string;
   distill: boolean;
   distillGate: DistillGate;
   widths?: string;
@@ -147,6 +148,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
         lr: argv.finetuneLr,
         batchSize: argv.finetuneBatch,
         limit: argv.finetuneLimit,
+        augment: argv.finetuneAugment as Augmentation,
         distill: argv.distill,
         distillGate: argv.distillGate,
       },
@@ -383,7 +385,7 @@ function budgetOptions<T>(y: Argv<T>) {
       type: 'string',
       choices: ['search', ...WIDTH_SOURCES],
       describe:
-        'Where the keep ratios come from: structural (default without --data: groups many layers read, such as residual streams, are cut last), bn (the AdaPruner paper: mean BN gamma), uniform, structural-bn; search (default with --data) tries each, then the best at finer roundings (when no --round-to is given; kept only if still faster than the original) and perturbed around it, and keeps the best',
+        'Where the keep ratios come from: structural (default without --data: groups many layers read, such as residual streams, are cut last), bn (the AdaPruner paper: mean BN gamma), uniform, structural-bn, capacity (structural, and the layers whose channels carry the fewest parameters per MAC, the high-resolution ones, are cut hardest; not searched); search (default with --data) tries each, then the best at finer roundings (when no --round-to is given; kept only if still faster than the original) and perturbed around it, and keeps the best',
     })
     .option('width-trials', {
       type: 'number',
@@ -486,6 +488,13 @@ function dataOptions<T>(y: Argv<T>) {
     .option('finetune-limit', {
       type: 'number',
       describe: 'Fine-tune on a seeded class-balanced subset of N images per epoch',
+    })
+    .option('finetune-augment', {
+      type: 'string',
+      choices: AUGMENTATIONS,
+      default: DEFAULT_PRUNE_AUGMENT,
+      describe:
+        "The preprocessing spec's augmentation while fine-tuning: full (random padded crop and flip), flip (the flip alone: a short fine-tuning scores higher without the padded crop), none",
     })
     .option('distill', {
       type: 'boolean',

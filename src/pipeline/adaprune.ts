@@ -1,6 +1,6 @@
 import { batchNormReport } from '../analysis/bn-report.js';
 import type { Dataset } from '../data/dataset.js';
-import type { PreprocessSpec } from '../data/preprocess.js';
+import type { Augmentation, PreprocessSpec } from '../data/preprocess.js';
 import { mixSeed, mulberry32, shuffle } from '../data/prng.js';
 import { balancedSubset, holdoutSplit } from '../data/subset.js';
 import { UserError } from '../errors.js';
@@ -88,6 +88,8 @@ export interface AdaPruneOptions extends Pick<
      * at 50% MACs (JPEG CIFAR-10, 2 epochs) it scored 86.52% where distilling on every image scored 85.26%.
      */
     distillGate?: DistillGate;
+    /** Default DEFAULT_PRUNE_AUGMENT: the flip alone. */
+    augment?: Augmentation;
   };
   runtime?: RuntimeOptions;
   /** Batch size latency is measured at (default 1). */
@@ -116,6 +118,12 @@ export interface AdaPruneResult {
 
 /** Channel-count rounding when the user gives none. */
 export const DEFAULT_ROUND_TO = 8;
+
+/**
+ * The augmentation prune's fine-tuning applies by default: the flip alone, since a few epochs from a pretrained
+ * network score higher without the padded crop (src/data/preprocess.ts augmentationAt; docs/results.md).
+ */
+export const DEFAULT_PRUNE_AUGMENT: Augmentation = 'flip';
 
 /** Roundings `--widths search` also tries for the chosen source when the user gives no --round-to. */
 export const FINER_ROUNDINGS: readonly number[] = [4, 1];
@@ -615,6 +623,7 @@ class AdaPruneRun {
     const { distill, distillGate, ...rest } = ft;
     const tuned = await this.stage('fine-tune', () =>
       finetune(outcome.result, data.train, {
+        augment: DEFAULT_PRUNE_AUGMENT,
         ...rest,
         spec: data.spec,
         seed: this.seed,

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import * as ort from 'onnxruntime-node';
 import { batches } from '../data/batches.js';
 import type { Dataset } from '../data/dataset.js';
-import type { PreprocessSpec } from '../data/preprocess.js';
+import { augmentationAt, type Augmentation, type PreprocessSpec } from '../data/preprocess.js';
 import { mixSeed, mulberry32, shuffle } from '../data/prng.js';
 import { balancedSubset } from '../data/subset.js';
 import { UserError } from '../errors.js';
@@ -32,8 +32,8 @@ export interface FinetuneOptions {
   seed?: number;
   /** Train on a seeded class-balanced subset of this many images. */
   limit?: number;
-  /** Random crop/flip from `spec.augment` (default true). */
-  augment?: boolean;
+  /** How much of `spec.augment` to apply (default `full`: its random crop and flip). */
+  augment?: Augmentation;
   val?: Dataset;
   valIndices?: ArrayLike<number>;
   device?: Device;
@@ -260,10 +260,10 @@ async function trainEpoch(run: TrainingRun, epoch: number): Promise<EpochRecord>
   let k = 0;
   let mark = performance.now();
   for await (const batch of batches(run.dataset, {
-    spec: options.spec,
+    spec: { ...options.spec, augment: augmentationAt(options.spec, options.augment ?? 'full') },
     batchSize: B,
     indices: order.subarray(0, stepsPerEpoch * B),
-    augmentSeed: options.augment === false ? undefined : mixSeed(seed, 0xa06),
+    augmentSeed: mixSeed(seed, 0xa06),
     epoch,
   })) {
     lr = learningRate(options.lr, state.step, totalSteps, run.schedule);
