@@ -7,7 +7,15 @@ import { UserError } from '../errors.js';
 import { loadModel, saveModel } from '../ir/index.js';
 import { needsExternalData } from '../ir/save.js';
 import { PassManager } from '../passes/pass-manager.js';
-import { DEFAULT_PRUNE_AUGMENT, adaPrune, type AdaPruneResult } from '../pipeline/adaprune.js';
+import {
+  DEFAULT_DISTILL,
+  DEFAULT_FINETUNE_FROM,
+  DEFAULT_PRUNE_AUGMENT,
+  FINETUNE_STARTS,
+  adaPrune,
+  type AdaPruneResult,
+  type FinetuneStart,
+} from '../pipeline/adaprune.js';
 import { DEFAULT_DISTILL_GATE, DISTILL_GATES, type DistillGate } from '../train/step-graph.js';
 import {
   type CompensationScope,
@@ -72,6 +80,7 @@ interface PruneArgs {
   finetuneAugment: string;
   distill: boolean;
   distillGate: DistillGate;
+  finetuneFrom: string;
   widths?: string;
   widthTrials?: number;
   compensate: boolean;
@@ -151,6 +160,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
         augment: argv.finetuneAugment as Augmentation,
         distill: argv.distill,
         distillGate: argv.distillGate,
+        from: argv.finetuneFrom as FinetuneStart,
       },
       runtime: { device: parseDevice(argv.device), threads: argv.threads },
       dryRun: argv.dryRun,
@@ -496,10 +506,18 @@ function dataOptions<T>(y: Argv<T>) {
       describe:
         "The preprocessing spec's augmentation while fine-tuning: full (random padded crop and flip), flip (the flip alone: a short fine-tuning scores higher without the padded crop), none",
     })
+    .option('finetune-from', {
+      type: 'string',
+      choices: FINETUNE_STARTS,
+      default: DEFAULT_FINETUNE_FROM,
+      describe:
+        "The model fine-tuning starts from: recalibrated (measured to end higher than compensation's head start) or compensated",
+    })
     .option('distill', {
       type: 'boolean',
-      default: true,
-      describe: 'Fine-tune with knowledge distillation from the original model (--no-distill to skip)',
+      default: DEFAULT_DISTILL,
+      describe:
+        'Fine-tune with knowledge distillation from the original model (off by default: it scored lower in every 2-epoch run measured, docs/results.md)',
     })
     .option('distill-gate', {
       type: 'string',
