@@ -9,7 +9,7 @@ import sharp from 'sharp';
 import { countCost } from '../src/analysis/cost.js';
 import { openDataset } from '../src/data/open.js';
 import { PRESETS } from '../src/data/preprocess.js';
-import { loadModel } from '../src/ir/index.js';
+import { constantOf, loadModel, type Model } from '../src/ir/index.js';
 import { PassManager } from '../src/passes/pass-manager.js';
 import { adaPrune } from '../src/pipeline/adaprune.js';
 import { fixture, needsShared, REPO, runCli, SHARED, tmpDir } from './helpers.js';
@@ -370,3 +370,59 @@ test('the width search tries finer roundings for the chosen source unless --roun
   );
   assert.equal(given.plan.budget?.roundTo, 8);
 });
+
+test(
+  'fine-tuning starts from the recalibrated model by default, from the compensated one when asked',
+  needsShared('models/resnet20-cifar10.onnx', 'data/cifar10-jpg.tar'),
+  async () => {
+    const train = await openDataset(path.join(SHARED, 'data', 'cifar10-jpg.tar'), { split: 'train' });
+    const data = {
+      train,
+      spec: PRESETS.cifar10,
+      calibrationImages: 200,
+      recalibrationBatches: 2,
+      recalibrationBatchSize: 50,
+    };
+    const run = (epochs: number, from?: 'recalibrated' | 'compensated') =>
+      adaPrune(loadModel(path.join(SHARED, 'models', 'resnet20-cifar10.onnx')), {
+        flops: 0.5,
+        criterion: 'l1',
+        widths: 'structural',
+        widthTrials: 0,
+        roundTo: 4,
+        data,
+        // A learning rate far below a float32 ulp of the weights: the conv weights stay those of the start.
+        finetune: { epochs, batchSize: 50, lr: 1e-12, limit: 100, ...(from && { from }) },
+        measureLatency: false,
+        validate: false,
+      });
+    const compensated = await run(0);
+    assert.ok(compensated.report.compensation?.used, 'compensation was kept, so the two starts differ');
+    const convWeights = (m: Model): Map<string, Float32Array> =>
+      new Map(
+        m.graph.nodes
+          .filter((n) => n.opType === 'Conv')
+          .map((n) => [n.name, constantOf(n.inputs[1])!.data as Float32Array]),
+      );
+    const maxDiff = (a: Model, b: Model): number => {
+      const wb = convWeights(b);
+      let m = 0;
+      for (const [name, w] of convWeights(a))
+        w.forEach((x, i) => (m = Math.max(m, Math.abs(x - wb.get(name)![i]!))));
+      return m;
+    };
+    const fromRecalibrated = await run(1);
+    const fromCompensated = await run(1, 'compensated');
+    assert.ok(
+      maxDiff(fromCompensated.model, compensated.model) < 1e-9,
+      'from: compensated keeps its weights',
+    );
+    assert.ok(maxDiff(fromRecalibrated.model, compensated.model) > 1e-4, 'the default starts elsewhere');
+    // Both fine-tuned runs report the compensated stage: compensation still ran and was measured.
+    for (const r of [fromRecalibrated, fromCompensated])
+      assert.deepEqual(
+        r.report.accuracy.map((a) => a.stage),
+        ['original', 'pruned', 'recalibrated', 'compensated', 'finetuned'],
+      );
+  },
+);
