@@ -140,7 +140,7 @@ export const DEFAULT_FINETUNE_FROM: FinetuneStart = 'recalibrated';
 /**
  * Distillation from the original is opt-in (`--distill`). In every paired 2-epoch run on ResNet-56 at 50% MACs it
  * scored below the same run without it: teacher the original (83.20% on the data) -1.5, -2.2, -0.95 (gated) and
- * -1.25 points (gated, flip); even a teacher fine-tuned on the data first (89.28%) -0.29.
+ * -1.25 (gated, flip) and -0.86 points (gated, flip, compensated start); even a teacher fine-tuned on the data first (89.28%) -0.29.
  */
 export const DEFAULT_DISTILL = false;
 
