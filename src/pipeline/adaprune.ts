@@ -79,7 +79,7 @@ export interface AdaPruneOptions extends Pick<
   data?: DataOptions;
   /** Least-squares compensation of the chosen candidate (needs `data`; default true with data). */
   compensate?: boolean;
-  /** Fine-tuning after pruning; skipped when absent or epochs is 0. */
+  /** Fine-tuning after pruning; skipped when absent or epochs is 0. `augment` defaults to DEFAULT_PRUNE_AUGMENT. */
   finetune?: Omit<FinetuneOptions, 'spec' | 'seed' | 'teacher' | 'device' | 'threads'> & {
     /** Distillation from the original (default false: DEFAULT_DISTILL's measurements). */
     distill?: boolean;
@@ -90,8 +90,6 @@ export interface AdaPruneOptions extends Pick<
      * at 50% MACs (JPEG CIFAR-10, 2 epochs) it scored 86.52% where distilling on every image scored 85.26%.
      */
     distillGate?: DistillGate;
-    /** Default DEFAULT_PRUNE_AUGMENT: the flip alone. */
-    augment?: Augmentation;
   };
   runtime?: RuntimeOptions;
   /** Batch size latency is measured at (default 1). */
