@@ -137,8 +137,9 @@ export const DEFAULT_FINETUNE_FROM: FinetuneStart = 'recalibrated';
 
 /**
  * Distillation from the original is opt-in (`--distill`). In every paired 2-epoch run on ResNet-56 at 50% MACs it
- * scored below the same run without it: teacher the original (83.20% on the data) -1.5, -2.2, -0.95 (gated) and
- * -1.25 (gated, flip) and -0.86 points (gated, flip, compensated start); even a teacher fine-tuned on the data first (89.28%) -0.29.
+ * scored below the same run without it: with the original as teacher (83.20% on the data) -1.5, -2.2, -0.95
+ * (gated), -1.25 (gated, flip) and -0.86 points (gated, flip, compensated start); with a teacher fine-tuned on
+ * the data first (89.28%) -0.29.
  */
 export const DEFAULT_DISTILL = false;
 
@@ -643,8 +644,9 @@ class AdaPruneRun {
       this.log('fine-tuning starts from the recalibrated model (--finetune-from)');
     const tuned = await this.stage('fine-tune', () =>
       finetune(start, data.train, {
-        augment: DEFAULT_PRUNE_AUGMENT,
         ...rest,
+        // After the spread: an `augment: undefined` from the caller must not undo prune's default.
+        augment: rest.augment ?? DEFAULT_PRUNE_AUGMENT,
         spec: data.spec,
         seed: this.seed,
         device: this.runtime.device,
