@@ -730,6 +730,16 @@ export function generateCases(): AdversarialCase[] {
       (d) => ['prune', d.model, '--flops', '0.5', '--params', '0.5', '-o', path.join(d.out, 'p.onnx')],
     ],
     ['no budget', (d) => ['prune', d.model, '-o', path.join(d.out, 'p.onnx')]],
+    // Distillation options without distillation once did nothing, silently.
+    [
+      'prune --distill-gate without --distill',
+      (d) => [...pruneWithData(d), '-o', path.join(d.out, 'p.onnx'), '--distill-gate', 'none'],
+    ],
+    [
+      'finetune --distill-gate without --teacher',
+      (d) => [...COMMANDS.finetune!(d, d.model), '--distill-gate', 'none'],
+    ],
+    ['finetune --alpha without --teacher', (d) => [...COMMANDS.finetune!(d, d.model), '--alpha', '0.3']],
     ['model path with escapes', (d) => ['inspect', path.join(d.in, `missing${ESC}.onnx`)]],
   ];
   for (const [name, make] of misc) add('command line', name, { setup: make });

@@ -15,7 +15,13 @@ import { parseDevice } from '../runtime/device.js';
 import { createProgress, type Progress } from '../runtime/progress.js';
 import { finetune } from '../train/loop.js';
 import type { ScheduleKind } from '../train/schedule.js';
-import { DEFAULT_DISTILL_GATE, DISTILL_GATES, type DistillGate } from '../train/step-graph.js';
+import {
+  DEFAULT_ALPHA,
+  DEFAULT_DISTILL_GATE,
+  DEFAULT_TEMPERATURE,
+  DISTILL_GATES,
+  type DistillGate,
+} from '../train/step-graph.js';
 
 interface FinetuneArgs {
   model: string;
@@ -43,9 +49,9 @@ interface FinetuneArgs {
   resume: boolean;
   stopAfterEpoch?: number;
   teacher?: string;
-  temperature: number;
-  alpha: number;
-  distillGate: DistillGate;
+  temperature?: number;
+  alpha?: number;
+  distillGate?: DistillGate;
   json: boolean;
 }
 
@@ -116,14 +122,19 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
         type: 'string',
         describe: 'Distil from this model (typically the unpruned original)',
       })
-      .option('temperature', { type: 'number', default: 4 })
-      .option('alpha', { type: 'number', default: 0.5, describe: 'Weight of the distillation term' })
+      // The distillation options have no yargs defaults so that one given without --teacher is an error, not ignored.
+      .option('temperature', {
+        type: 'number',
+        describe: `With --teacher, the softmax temperature. Default: ${DEFAULT_TEMPERATURE}`,
+      })
+      .option('alpha', {
+        type: 'number',
+        describe: `With --teacher, the weight of the distillation term. Default: ${DEFAULT_ALPHA}`,
+      })
       .option('distill-gate', {
         type: 'string',
         choices: DISTILL_GATES,
-        default: DEFAULT_DISTILL_GATE,
-        describe:
-          'Images distillation applies to: teacher-correct (those whose label the teacher predicts; the others train on labels alone) or none (all)',
+        describe: `With --teacher, the images distillation applies to: teacher-correct (those whose label the teacher predicts; the others train on labels alone) or none (all). Default: ${DEFAULT_DISTILL_GATE}`,
       })
       .option('json', {
         type: 'boolean',
@@ -132,6 +143,7 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
       }) as unknown as Argv<FinetuneArgs>,
   handler: async (args: ArgumentsCamelCase<FinetuneArgs>) => {
     checkNumbers(args, FINETUNE_NUMBERS);
+    checkDistillationOptions(args);
     const model = loadModel(args.model);
     checkModel(model, args.model);
     const teacher = args.teacher !== undefined ? loadModel(args.teacher) : undefined;
@@ -170,7 +182,12 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
       resume: args.resume,
       stopAfterEpoch: args.stopAfterEpoch,
       teacher: teacher
-        ? { model: teacher, temperature: args.temperature, alpha: args.alpha, gate: args.distillGate }
+        ? {
+            model: teacher,
+            temperature: args.temperature ?? DEFAULT_TEMPERATURE,
+            alpha: args.alpha ?? DEFAULT_ALPHA,
+            gate: args.distillGate ?? DEFAULT_DISTILL_GATE,
+          }
         : undefined,
       onStep: (p) => {
         if (p.step === 1) bar = createProgress(`epoch ${p.epoch}/${p.epochs}`, p.stepsPerEpoch);
@@ -204,6 +221,20 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
       );
   },
 };
+
+/** Distillation options without a teacher would change nothing; say so rather than train without them. */
+function checkDistillationOptions(args: FinetuneArgs): void {
+  if (args.teacher !== undefined) return;
+  const given = [
+    args.temperature !== undefined && '--temperature',
+    args.alpha !== undefined && '--alpha',
+    args.distillGate !== undefined && '--distill-gate',
+  ].filter(Boolean);
+  if (given.length > 0)
+    throw new UserError(
+      `${given.join(', ')} ${given.length === 1 ? 'applies' : 'apply'} to distillation only: add --teacher MODEL, or drop ${given.length === 1 ? 'it' : 'them'}`,
+    );
+}
 
 const FINETUNE_NUMBERS: Record<string, NumberRule> = {
   epochs: { int: true, min: 1, max: 1e6 },

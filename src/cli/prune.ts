@@ -79,7 +79,7 @@ interface PruneArgs {
   finetuneLimit?: number;
   finetuneAugment: string;
   distill: boolean;
-  distillGate: DistillGate;
+  distillGate?: DistillGate;
   finetuneFrom: string;
   widths?: string;
   widthTrials?: number;
@@ -108,6 +108,8 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       throw new UserError('give a budget (--flops R, --params R or --latency R) or a plan (--plan-in FILE)');
     if (!argv.dryRun && !argv.output)
       throw new UserError('name the output file with -o OUT (or use --dry-run)');
+    if (argv.distillGate !== undefined && !argv.distill)
+      throw new UserError('--distill-gate applies to distillation only: add --distill, or drop it');
     const pm = new PassManager({ timings: argv.timings, debug: argv.debug });
     const model = pm.time('load', () => loadModel(argv.model));
     checkModel(model, argv.model);
@@ -522,9 +524,8 @@ function dataOptions<T>(y: Argv<T>) {
     .option('distill-gate', {
       type: 'string',
       choices: DISTILL_GATES,
-      default: DEFAULT_DISTILL_GATE,
-      describe:
-        'Images distillation applies to: teacher-correct (those whose label the original predicts; the others train on labels alone) or none (all)',
+      // No yargs default: a gate given without --distill is an error, which a default would hide.
+      describe: `With --distill, the images distillation applies to: teacher-correct (those whose label the original predicts; the others train on labels alone) or none (all). Default: ${DEFAULT_DISTILL_GATE}`,
     })
     .option('compensate-scope', {
       type: 'string',

@@ -15,7 +15,14 @@ import { createSession, type ModelSession } from '../runtime/session.js';
 import { readCheckpoint, writeCheckpoint, type EpochRecord, type TrainingState } from './checkpoint.js';
 import type { SgdOptions } from './optimizer.js';
 import { learningRate, type ScheduleOptions } from './schedule.js';
-import { STEP_SESSION_OPTIONS, buildStepGraph, type DistillGate, type StepGraph } from './step-graph.js';
+import {
+  DEFAULT_ALPHA,
+  DEFAULT_TEMPERATURE,
+  STEP_SESSION_OPTIONS,
+  buildStepGraph,
+  type DistillGate,
+  type StepGraph,
+} from './step-graph.js';
 
 export interface FinetuneOptions {
   epochs: number;
@@ -182,8 +189,8 @@ async function prepareRun(
     labelSmoothing: options.labelSmoothing,
     distillation: options.teacher
       ? {
-          temperature: options.teacher.temperature ?? 4,
-          alpha: options.teacher.alpha ?? 0.5,
+          temperature: options.teacher.temperature ?? DEFAULT_TEMPERATURE,
+          alpha: options.teacher.alpha ?? DEFAULT_ALPHA,
           gate: options.teacher.gate ?? 'none',
         }
       : undefined,
@@ -435,7 +442,15 @@ function fingerprintOf(step: StepGraph, dataset: Dataset, o: FinetuneOptions, co
       o.warmupEpochs,
       o.spec,
       // Only with a teacher, so that runs without one keep their fingerprints.
-      ...(o.teacher ? [[o.teacher.temperature ?? 4, o.teacher.alpha ?? 0.5, o.teacher.gate ?? 'none']] : []),
+      ...(o.teacher
+        ? [
+            [
+              o.teacher.temperature ?? DEFAULT_TEMPERATURE,
+              o.teacher.alpha ?? DEFAULT_ALPHA,
+              o.teacher.gate ?? 'none',
+            ],
+          ]
+        : []),
     ],
   };
   return createHash('sha256').update(JSON.stringify(facts)).digest('hex').slice(0, 16);

@@ -35,6 +35,9 @@ export interface Distillation {
 export const DISTILL_GATES = ['none', 'teacher-correct'] as const;
 export type DistillGate = (typeof DISTILL_GATES)[number];
 export const DEFAULT_DISTILL_GATE: DistillGate = 'teacher-correct';
+/** Hinton et al.'s usual temperature and an even mix of the label and distillation terms. */
+export const DEFAULT_TEMPERATURE = 4;
+export const DEFAULT_ALPHA = 0.5;
 
 export interface StepGraphOptions {
   /** The step graph has static shapes; every step takes exactly this many images. */
