@@ -5,8 +5,7 @@ plan, so it is written as a plan file for `prune --plan-in` (docs/results.md, "F
 Usage: /usr/bin/python3 bench/keep-stream-plan.py MODEL BASE_PLAN OUT W1 W2 W3
   BASE_PLAN: any plan of MODEL (`prune MODEL --flops 0.5 --dry-run --plan-out BASE_PLAN`); its groups are reused,
   and every group anchored at a conv of stage s ('/layer{s}' in the anchor) keeps the W_s filters with the
-  largest L1 norm. Groups anchored elsewhere (the stream, the input) keep what the base plan keeps, so the base
-  plan must keep them whole.
+  largest L1 norm. Every other group (the stream, the input, the logits) keeps all its channels.
 """
 
 import json
@@ -21,10 +20,12 @@ def main(model_path: str, base_plan: str, out: str, widths: list[int]) -> None:
     model = onnx.load(model_path)
     weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     producer = {o: n for n in model.graph.node for o in n.output}
-    plan = json.load(open(base_plan))
+    with open(base_plan) as f:
+        plan = json.load(f)
     for group in plan["groups"]:
         anchor = group["anchor"]
         if "/layer" not in anchor:
+            group["keep"] = list(range(group["channels"]))
             continue
         stage = int(anchor.split("/layer")[1][0])
         weight = weights[producer[anchor].input[1]]

@@ -184,8 +184,9 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
       teacher: teacher
         ? {
             model: teacher,
-            temperature: args.temperature ?? DEFAULT_TEMPERATURE,
-            alpha: args.alpha ?? DEFAULT_ALPHA,
+            temperature: args.temperature,
+            alpha: args.alpha,
+            // The CLI's gate default differs from the library's (`none`); temperature and alpha default there.
             gate: args.distillGate ?? DEFAULT_DISTILL_GATE,
           }
         : undefined,

@@ -21,6 +21,7 @@ import {
   STEP_SESSION_OPTIONS,
   buildStepGraph,
   type DistillGate,
+  type Distillation,
   type StepGraph,
 } from './step-graph.js';
 
@@ -187,13 +188,7 @@ async function prepareRun(
     batchSize: options.batchSize,
     sgd: options.sgd,
     labelSmoothing: options.labelSmoothing,
-    distillation: options.teacher
-      ? {
-          temperature: options.teacher.temperature ?? DEFAULT_TEMPERATURE,
-          alpha: options.teacher.alpha ?? DEFAULT_ALPHA,
-          gate: options.teacher.gate ?? 'none',
-        }
-      : undefined,
+    distillation: options.teacher ? distillationOf(options.teacher) : undefined,
     // The blocked-layout conv ops exist on onnxruntime's CPU provider only.
     blockedConvs: (options.device ?? 'cpu') === 'cpu',
   });
@@ -425,6 +420,19 @@ function checkLabels(
   }
 }
 
+/**
+ * The teacher options with their defaults filled in, in one place for the step graph and the checkpoint
+ * fingerprint. The library's gate default stays `none` (the CLIs pass theirs explicitly); the key order is part of
+ * the fingerprint.
+ */
+function distillationOf(teacher: NonNullable<FinetuneOptions['teacher']>): Distillation {
+  return {
+    temperature: teacher.temperature ?? DEFAULT_TEMPERATURE,
+    alpha: teacher.alpha ?? DEFAULT_ALPHA,
+    gate: teacher.gate ?? 'none',
+  };
+}
+
 function fingerprintOf(step: StepGraph, dataset: Dataset, o: FinetuneOptions, count: number): string {
   const facts = {
     params: step.params.map((p) => [p.name, p.shape]),
@@ -442,15 +450,7 @@ function fingerprintOf(step: StepGraph, dataset: Dataset, o: FinetuneOptions, co
       o.warmupEpochs,
       o.spec,
       // Only with a teacher, so that runs without one keep their fingerprints.
-      ...(o.teacher
-        ? [
-            [
-              o.teacher.temperature ?? DEFAULT_TEMPERATURE,
-              o.teacher.alpha ?? DEFAULT_ALPHA,
-              o.teacher.gate ?? 'none',
-            ],
-          ]
-        : []),
+      ...(o.teacher ? [Object.values(distillationOf(o.teacher))] : []),
     ],
   };
   return createHash('sha256').update(JSON.stringify(facts)).digest('hex').slice(0, 16);
