@@ -37,7 +37,11 @@ function affine(e: Emitter, x: Value, scale: Value, shift: Value, c: number): Va
 /** What the backward rule of a train-mode BN reuses from its forward expansion. */
 export interface BatchNormSaved {
   x: Value;
-  xhat: Value;
+  /** x minus the batch mean; the backward reads it where the textbook reads xhat = centered * invStd. */
+  centered: Value;
+  /** 1 / sqrt(biased variance + eps), [1, C, 1, 1]. */
+  invStd: Value;
+  /** gamma * invStd, [1, C, 1, 1]. */
   scaleFactor: Value;
   gamma: Value;
   beta: Value;
@@ -75,9 +79,10 @@ export function expandTrainingBatchNorm(
   const b = new Emitter(g, `${bn.name || bn.output().name}/train/`, { opset, before: bn });
   const { mean: mu, centered, biasedVar } = emitBatchMoments(b, x!, axes);
   const invStd = b.op('Reciprocal', [b.op('Sqrt', [b.add(biasedVar, b.scalar(eps))])]);
-  const xhat = b.mul(centered, invStd);
-  const y = affine(b, xhat, gamma!, beta!, c);
   const scaleFactor = b.mul(b.reshape(gamma!, channelShape), invStd);
+  // y = gamma * xhat + beta straight from `centered`: xhat itself is never written out (one [N,C,H,W] pass
+  // and one saved tensor fewer per BN); the backward folds invStd into its per-channel factors instead.
+  const y = affine(b, centered, b.reshape(scaleFactor, [c]), beta!, c);
   // torch updates running_var with the unbiased batch variance.
   const unbiased = count > 1 ? count / (count - 1) : 1;
   const newMean = b.add(b.scale(mean!, momentum), b.scale(b.reshape(mu, [c]), 1 - momentum));
@@ -89,7 +94,7 @@ export function expandTrainingBatchNorm(
   g.removeNode(bn);
   return {
     y,
-    saved: { x: x!, xhat, scaleFactor, gamma: gamma!, beta: beta!, axes, count, channelShape },
+    saved: { x: x!, centered, invStd, scaleFactor, gamma: gamma!, beta: beta!, axes, count, channelShape },
     newMean,
     newVar,
   };
@@ -99,7 +104,8 @@ export function expandTrainingBatchNorm(
  * dbeta = sum(dy), dgamma = sum(dy * xhat), and with k = gamma / sqrt(var + eps):
  * dx = k * (dy - (dbeta + xhat * dgamma) / n), the batch-statistics gradient torch computes. Written as
  * k * (dy - dbeta/n) - xhat * (k * dgamma/n) so that the per-channel factors are folded on [1,C,1,1] tensors and
- * only four elementwise ops (and the two sums) touch [N,C,H,W] data: the BN backward is memory-bound.
+ * only four elementwise ops (and the two sums) touch [N,C,H,W] data: the BN backward is memory-bound. xhat is
+ * read as centered * invStd, with invStd folded into those factors (the forward never writes xhat out).
  */
 export function batchNormBackward(
   e: Emitter,
@@ -109,16 +115,20 @@ export function batchNormBackward(
 ): [Value, Value][] {
   const out: [Value, Value][] = [];
   const dBetaKeep = e.reduceSum(dy, s.axes, true);
-  const dGammaKeep = e.reduceSum(e.mul(dy, s.xhat), s.axes, true);
+  const dGammaKeep = e.mul(e.reduceSum(e.mul(dy, s.centered), s.axes, true), s.invStd);
   const c = s.channelShape[1]!;
   if (requiresGrad.has(s.beta)) out.push([s.beta, e.reshape(dBetaKeep, [c])]);
   if (requiresGrad.has(s.gamma)) out.push([s.gamma, e.reshape(dGammaKeep, [c])]);
   if (requiresGrad.has(s.x)) {
     const k = e.reshape(s.scaleFactor, [c]);
     const dyShift = e.reshape(e.mul(s.scaleFactor, e.scale(dBetaKeep, -1 / s.count)), [c]);
-    const xhatFactor = e.reshape(e.mul(s.scaleFactor, e.scale(dGammaKeep, -1 / s.count)), [c]);
+    // xhat * f = centered * (f * invStd)
+    const centeredFactor = e.reshape(
+      e.mul(e.mul(s.scaleFactor, e.scale(dGammaKeep, -1 / s.count)), s.invStd),
+      [c],
+    );
     const zeros = e.floats(new Float32Array(c), [c], 'zeros');
-    out.push([s.x, e.add(affine(e, dy, k, dyShift, c), affine(e, s.xhat, xhatFactor, zeros, c))]);
+    out.push([s.x, e.add(affine(e, dy, k, dyShift, c), affine(e, s.centered, centeredFactor, zeros, c))]);
   }
   return out;
 }
