@@ -11,6 +11,7 @@ import {
   DEFAULT_DISTILL,
   DEFAULT_FINETUNE_FROM,
   DEFAULT_PRUNE_AUGMENT,
+  DEFAULT_PRUNE_NESTEROV,
   FINETUNE_STARTS,
   adaPrune,
   type AdaPruneResult,
@@ -75,6 +76,7 @@ interface PruneArgs {
   recalBatchSize: number;
   finetuneEpochs: number;
   finetuneLr: number;
+  finetuneNesterov: boolean;
   finetuneBatch: number;
   finetuneLimit?: number;
   finetuneAugment: string;
@@ -160,6 +162,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
         batchSize: argv.finetuneBatch,
         limit: argv.finetuneLimit,
         augment: argv.finetuneAugment as Augmentation,
+        sgd: { nesterov: argv.finetuneNesterov },
         distill: argv.distill,
         distillGate: argv.distillGate,
         from: argv.finetuneFrom as FinetuneStart,
@@ -507,6 +510,12 @@ function dataOptions<T>(y: Argv<T>) {
       default: DEFAULT_PRUNE_AUGMENT,
       describe:
         "The preprocessing spec's augmentation while fine-tuning: full (random padded crop and flip), flip (the flip alone: a short fine-tuning scores higher without the padded crop), none",
+    })
+    .option('finetune-nesterov', {
+      type: 'boolean',
+      default: DEFAULT_PRUNE_NESTEROV,
+      describe:
+        'Nesterov momentum while fine-tuning (--no-finetune-nesterov: plain momentum); it ended higher in every paired 2-epoch run measured',
     })
     .option('finetune-from', {
       type: 'string',
