@@ -6,14 +6,17 @@ import { readCheckpoint, writeCheckpoint } from '../src/train/checkpoint.js';
 import { learningRate } from '../src/train/schedule.js';
 import { tmpDir } from './helpers.js';
 
-test('learning-rate schedules: linear warm-up, then cosine to 0, step decay halfway, or constant', () => {
-  const lr = (step: number, kind: 'cosine' | 'step' | 'constant'): number =>
+test('learning-rate schedules: linear warm-up, then cosine or linear to 0, step decay halfway, or constant', () => {
+  const lr = (step: number, kind: 'cosine' | 'linear' | 'step' | 'constant'): number =>
     learningRate(0.1, step, 110, { kind, warmupSteps: 10 });
   assert.ok(Math.abs(lr(0, 'cosine') - 0.01) < 1e-12);
   assert.ok(Math.abs(lr(9, 'cosine') - 0.1) < 1e-12);
   assert.ok(Math.abs(lr(10, 'cosine') - 0.1) < 1e-12);
   assert.ok(Math.abs(lr(60, 'cosine') - 0.05) < 1e-12);
   assert.ok(lr(109, 'cosine') < 1e-4);
+  assert.equal(lr(10, 'linear'), 0.1);
+  assert.ok(Math.abs(lr(35, 'linear') - 0.075) < 1e-12);
+  assert.ok(Math.abs(lr(109, 'linear') - 0.001) < 1e-12);
   assert.equal(lr(59, 'step'), 0.1);
   assert.ok(Math.abs(lr(60, 'step') - 0.01) < 1e-12);
   assert.equal(lr(100, 'constant'), 0.1);

@@ -90,7 +90,11 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
       .option('momentum', { type: 'number', default: 0.9 })
       .option('nesterov', { type: 'boolean', default: false })
       .option('weight-decay', { type: 'number', default: 5e-4, describe: 'On conv/linear weights only' })
-      .option('schedule', { type: 'string', default: 'cosine', choices: ['cosine', 'step', 'constant'] })
+      .option('schedule', {
+        type: 'string',
+        default: 'cosine',
+        choices: ['cosine', 'linear', 'step', 'constant'],
+      })
       .option('warmup', { type: 'number', default: 0, describe: 'Linear warm-up, in epochs' })
       .option('label-smoothing', { type: 'number', default: 0 })
       .option('seed', { type: 'number', default: 0 })

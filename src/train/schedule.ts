@@ -1,6 +1,6 @@
 import { UserError } from '../errors.js';
 
-export type ScheduleKind = 'cosine' | 'step' | 'constant';
+export type ScheduleKind = 'cosine' | 'linear' | 'step' | 'constant';
 
 export interface ScheduleOptions {
   kind?: ScheduleKind;
@@ -20,11 +20,15 @@ export function learningRate(base: number, step: number, total: number, o: Sched
   switch (o.kind ?? 'cosine') {
     case 'cosine':
       return 0.5 * base * (1 + Math.cos((Math.PI * t) / span));
+    case 'linear':
+      return base * (1 - t / span);
     case 'step':
       return base * (o.gamma ?? 0.1) ** Math.floor(t / Math.max(1, o.stepSize ?? Math.ceil(span / 2)));
     case 'constant':
       return base;
     default:
-      throw new UserError(`unknown learning-rate schedule '${String(o.kind)}' (cosine, step, constant)`);
+      throw new UserError(
+        `unknown learning-rate schedule '${String(o.kind)}' (cosine, linear, step, constant)`,
+      );
   }
 }
