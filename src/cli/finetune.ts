@@ -14,7 +14,7 @@ import { saveModel } from '../ir/save.js';
 import { parseDevice } from '../runtime/device.js';
 import { createProgress, type Progress } from '../runtime/progress.js';
 import { finetune } from '../train/loop.js';
-import type { ScheduleKind } from '../train/schedule.js';
+import { SCHEDULE_KINDS, type ScheduleKind } from '../train/schedule.js';
 import {
   DEFAULT_ALPHA,
   DEFAULT_DISTILL_GATE,
@@ -90,11 +90,7 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
       .option('momentum', { type: 'number', default: 0.9 })
       .option('nesterov', { type: 'boolean', default: false })
       .option('weight-decay', { type: 'number', default: 5e-4, describe: 'On conv/linear weights only' })
-      .option('schedule', {
-        type: 'string',
-        default: 'cosine',
-        choices: ['cosine', 'linear', 'step', 'constant'],
-      })
+      .option('schedule', { type: 'string', default: 'cosine', choices: SCHEDULE_KINDS })
       .option('warmup', { type: 'number', default: 0, describe: 'Linear warm-up, in epochs' })
       .option('label-smoothing', { type: 'number', default: 0 })
       .option('seed', { type: 'number', default: 0 })

@@ -6,7 +6,7 @@ export {
   type FinetuneResult,
   type StepProgress,
 } from './loop.js';
-export { learningRate, type ScheduleKind, type ScheduleOptions } from './schedule.js';
+export { SCHEDULE_KINDS, learningRate, type ScheduleKind, type ScheduleOptions } from './schedule.js';
 export { readCheckpoint, writeCheckpoint, type EpochRecord, type TrainingState } from './checkpoint.js';
 export type { SgdOptions } from './optimizer.js';
 export { gradRules, type GradContext, type GradRule } from './grad-rules/index.js';

@@ -1,6 +1,8 @@
 import { UserError } from '../errors.js';
 
-export type ScheduleKind = 'cosine' | 'linear' | 'step' | 'constant';
+/** The learning-rate schedules, in the order the CLI and errors list them. */
+export const SCHEDULE_KINDS = ['cosine', 'linear', 'step', 'constant'] as const;
+export type ScheduleKind = (typeof SCHEDULE_KINDS)[number];
 
 export interface ScheduleOptions {
   kind?: ScheduleKind;
@@ -28,7 +30,7 @@ export function learningRate(base: number, step: number, total: number, o: Sched
       return base;
     default:
       throw new UserError(
-        `unknown learning-rate schedule '${String(o.kind)}' (cosine, linear, step, constant)`,
+        `unknown learning-rate schedule '${String(o.kind)}' (${SCHEDULE_KINDS.join(', ')})`,
       );
   }
 }
