@@ -3,11 +3,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { readCheckpoint, writeCheckpoint } from '../src/train/checkpoint.js';
-import { learningRate } from '../src/train/schedule.js';
+import { learningRate, type ScheduleKind } from '../src/train/schedule.js';
 import { tmpDir } from './helpers.js';
 
 test('learning-rate schedules: linear warm-up, then cosine or linear to 0, step decay halfway, or constant', () => {
-  const lr = (step: number, kind: 'cosine' | 'linear' | 'step' | 'constant'): number =>
+  const lr = (step: number, kind: ScheduleKind): number =>
     learningRate(0.1, step, 110, { kind, warmupSteps: 10 });
   assert.ok(Math.abs(lr(0, 'cosine') - 0.01) < 1e-12);
   assert.ok(Math.abs(lr(9, 'cosine') - 0.1) < 1e-12);

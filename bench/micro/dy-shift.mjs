@@ -1,20 +1,30 @@
 // Times the dY width-shift forms written by dy-shift.py (docs/finetune.md, sixth round): the kinds named on the
-// command line alternate in one process, 2 intra-op threads, and each Conv form is checked against the shifts
-// computed directly. Usage: node bench/micro/dy-shift.mjs [DIR] [A B C D]
+// command line alternate in one process, 2 intra-op threads, and every output of every form is checked against
+// the shift computed directly. Usage: node bench/micro/dy-shift.mjs [DIR] [A B C D]
 import * as ort from 'onnxruntime-node';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
+const KINDS = ['A', 'B', 'C', 'D'];
 const args = process.argv.slice(2);
-const dir = args.length && existsSync(args[0]) ? args.shift() : join(import.meta.dirname, 'out');
-const kinds = args.length ? args : ['A', 'B', 'C', 'D'];
+const dir =
+  args.length && !KINDS.includes(args[0]) ? args.shift() : fileURLToPath(new URL('out', import.meta.url));
+const kinds = args.length ? args : KINDS;
+const unknown = kinds.filter((k) => !KINDS.includes(k));
+if (unknown.length) {
+  console.error(`dy-shift: unknown form ${unknown.join(', ')} (${KINDS.join(', ')}; a folder comes first)`);
+  process.exit(2);
+}
 const ROUNDS = 120;
 const WARMUP = 5;
+/** The width offsets each output holds, channel-interleaved where there are several: out[u] = dy[u + offset]. */
+const OFFSETS = { a0: [-1], a2: [1], b: [-1, 1], d0: [-1], d2: [1], c3: [-1, 0, 1] };
 
-function maxShiftError(out, x, c, hw) {
-  const per = out.dims[1] / c; // 1: the shift by -1 (D's first output); 2: -1 and +1; 3: -1, 0, +1
+function maxShiftError(name, out, x, c, hw) {
+  const offsets = OFFSETS[name];
+  const per = offsets.length;
   const at = (n, ch, y, u) => (u < 0 || u >= hw ? 0 : x.data[((n * c + ch) * hw + y) * hw + u]);
-  const offsets = [[-1], [-1, 1], [-1, 0, 1]][per - 1];
   let err = 0;
   for (let n = 0; n < 2; n++)
     for (let ch = 0; ch < c; ch++)
@@ -43,21 +53,30 @@ for (const [c, hw] of [
     [128, c, hw, hw],
   );
   const sessions = {};
-  for (const k of kinds)
-    sessions[k] = await ort.InferenceSession.create(join(dir, `${k}_${c}_${hw}.onnx`), {
-      intraOpNumThreads: 2,
-      interOpNumThreads: 1,
-    });
+  for (const k of kinds) {
+    const file = join(dir, `${k}_${c}_${hw}.onnx`);
+    if (!existsSync(file)) {
+      console.error(
+        `dy-shift: ${file} is missing: write the models first (/usr/bin/python3 bench/micro/dy-shift.py)`,
+      );
+      process.exit(2);
+    }
+    sessions[k] = await ort.InferenceSession.create(file, { intraOpNumThreads: 2, interOpNumThreads: 1 });
+  }
   const times = Object.fromEntries(kinds.map((k) => [k, []]));
   for (let r = 0; r < ROUNDS; r++)
     for (const k of kinds) {
       const t0 = process.hrtime.bigint();
       const out = await sessions[k].run({ dy: x });
       times[k].push(Number(process.hrtime.bigint() - t0) / 1e6);
-      if (r === 0 && k !== 'A') {
-        const err = maxShiftError(Object.values(out)[0], x, c, hw);
-        if (err !== 0) throw new Error(`${k}_${c}_${hw}: shifted values differ by ${err}`);
-      }
+      if (r === 0)
+        for (const [name, value] of Object.entries(out)) {
+          const err = maxShiftError(name, value, x, c, hw);
+          if (err !== 0) {
+            console.error(`dy-shift: ${k}_${c}_${hw} output '${name}' differs from the shift by ${err}`);
+            process.exit(1);
+          }
+        }
     }
   console.log(`${c} ch @ ${hw}x${hw}: ` + kinds.map((k) => `${k} ${summary(times[k])}`).join(' | '));
 }

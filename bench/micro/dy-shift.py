@@ -1,9 +1,9 @@
 """Micro-benchmark models for the step graph's dY width shifts (docs/finetune.md, sixth round).
 
-Writes A_* (one width Pad and a Slice per shifted copy: the step graph's form), B_* (the two shifted copies by a
-grouped Conv with one-hot 1x3 kernels, 2C outputs), D_* (the same by two depthwise
-Convs, C outputs each) and C_* (all three taps by one such Conv) for three ResNet-56 shapes
-into the folder given (default: bench/micro/out). Time them with `node bench/micro/dy-shift.mjs [DIR]`.
+Writes, for three ResNet-56 shapes, A_* (one width Pad and a Slice per shifted copy: the step graph's form),
+B_* (both shifted copies by one grouped Conv with one-hot 1x3 kernels, 2C outputs), C_* (all three taps by
+one such Conv, 3C outputs) and D_* (each shifted copy by a depthwise Conv, C outputs) into the folder given
+(default: bench/micro/out). Time them with `node bench/micro/dy-shift.mjs [DIR]`.
 Needs Debian's /usr/bin/python3 with python3-onnx.
 """
 import os
@@ -34,7 +34,7 @@ for (c, hw) in [(16, 32), (32, 16), (64, 8)]:
              nh.from_array(np.array([2], np.int64), 's2'), nh.from_array(np.array([hw+2], np.int64), 'e2'),
              nh.from_array(np.array([3], np.int64), 'ax')]
     save('A_' + tag, nodes, inits, ['a0', 'a2'], shape)
-    # B: both shifts from one depthwise Conv with a one-hot 1x3 kernel per output channel (channels (c, j))
+    # B: both shifts from one grouped Conv, a one-hot 1x3 kernel per output channel (channels (c, j))
     w = np.zeros((2 * c, 1, 1, 3), np.float32); w[0::2, 0, 0, 0] = 1; w[1::2, 0, 0, 2] = 1
     nodes = [h.make_node('Conv', ['dy', 'w'], ['b'], group=c, pads=[0, 1, 0, 1], kernel_shape=[1, 3])]
     save('B_' + tag, nodes, [nh.from_array(w, 'w')], ['b'], shape)
