@@ -371,6 +371,43 @@ test('the width search tries finer roundings for the chosen source unless --roun
   assert.equal(given.plan.budget?.roundTo, 8);
 });
 
+test('a re-applied plan is reported under its own criterion and budget, not the search defaults', async () => {
+  const data = await smallColourData();
+  const common = {
+    widthTrials: 0,
+    compensate: false,
+    data,
+    finetune: { epochs: 0, batchSize: 50, lr: 0.01 },
+  };
+  const made = await adaPrune(loadModel(fixture('resnet_a.onnx')), {
+    ...common,
+    flops: 0.5,
+    criterion: 'fpgm',
+  });
+  const plan = JSON.parse(JSON.stringify(made.plan)) as typeof made.plan;
+  const given = await adaPrune(loadModel(fixture('resnet_a.onnx')), {
+    ...common,
+    plan,
+    planSource: 'p.json',
+  });
+  const r = given.report;
+  assert.equal(r.chosenCriterion, 'fpgm');
+  assert.deepEqual(
+    r.criteria.map((c) => [c.criterion, c.widths]),
+    [['fpgm', 'the plan']],
+  );
+  assert.deepEqual(r.budget, {
+    kind: 'flops',
+    target: 0.5,
+    achieved: made.report.budget.achieved,
+    plan: 'p.json',
+  });
+  const edited = { ...plan, criterion: 'custom' as const, budget: undefined };
+  const custom = await adaPrune(loadModel(fixture('resnet_a.onnx')), { ...common, plan: edited });
+  assert.equal(custom.report.chosenCriterion, 'custom');
+  assert.equal(custom.report.budget.target, undefined, 'a plan without a budget claims none');
+});
+
 test(
   'fine-tuning starts from the recalibrated model by default, from the compensated one when asked',
   needsShared('models/resnet20-cifar10.onnx', 'data/cifar10-jpg.tar'),

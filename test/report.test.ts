@@ -102,6 +102,22 @@ test('markdown report carries totals, criteria and every group', () => {
   for (let i = 0; i < 12; i++) assert.ok(md.includes(`| g${i} |`));
 });
 
+test('the budget line names a re-applied plan and the budget it was made for, or none', () => {
+  const plan = {
+    ...sampleReport(),
+    budget: { kind: 'flops' as const, target: 0.5, achieved: 0.4994, plan: 'a_b.json' },
+  };
+  assert.ok(
+    renderReportMarkdown(plan).includes(
+      'Budget: plan a\\_b.json (made for flops 50.00%), flops achieved 49.94%. Criterion',
+    ),
+  );
+  const bare = { ...plan, budget: { kind: 'params' as const, achieved: 0.4, plan: 'p.json' } };
+  assert.ok(renderReportMarkdown(bare).includes('Budget: plan p.json, params achieved 40.00%.'));
+  assert.ok(renderReportSvg(bare).includes('budget: plan p.json, params achieved 40.00%'));
+  assert.ok(renderReportMarkdown(sampleReport()).includes('Budget: flops 50.00%, achieved 49.80%.'));
+});
+
 test('writeReports writes the three files next to the model', () => {
   const dir = tmpDir();
   const files = writeReports(sampleReport(), path.join(dir, 'm.onnx'));

@@ -461,46 +461,80 @@ class AdaPruneRun {
     classScores: Awaited<ReturnType<typeof taylorScores>> | undefined,
   ): Promise<Candidate> {
     const label = this.widthLabel(widths);
-    return this.stage(`candidate ${criterion}, ${label} widths`, async () => {
-      const { data, options } = this;
-      const a = await this.analysis();
-      const planned = planPrune(a, {
-        ...this.baseOptions,
-        ...this.budget,
-        widths: widths.source,
-        roundTo: widths.roundTo,
-        ...(widths.trial !== undefined && {
-          widthJitter: { seed: mixSeed(this.seed, widths.trial), sigma: WIDTH_JITTER },
-        }),
-        criterion,
-        ...(criterion === 'taylor' && classScores && { classScores }),
-        plan: options.plan,
-        planSource: options.planSource,
-      });
-      const { plan, report, targets } = planned;
-      const m = applyPlan(a, planned, this.pm);
-      const prunedBytes = serializeModel(m);
-      const base = { criterion, widths, label, prunedBytes, recalibrated: m, plan, core: report, targets };
-      if (!data) return { ...base, recalibratedBytes: prunedBytes, score: { top1: 0, loss: 0, images: 0 } };
-      if (this.hasBatchNorm) {
-        await recalibrateBatchNorm(m, data.train, {
-          spec: data.spec,
-          batches: data.recalibrationBatches ?? 20,
-          batchSize: data.recalibrationBatchSize ?? 64,
-          seed: this.seed,
-          runtime: this.runtime,
+    const given = this.options.plan !== undefined;
+    return this.stage(
+      given ? 'candidate from the plan' : `candidate ${criterion}, ${label} widths`,
+      async () => {
+        const { data, options } = this;
+        const a = await this.analysis();
+        const planned = planPrune(a, {
+          ...this.baseOptions,
+          ...this.budget,
+          widths: widths.source,
+          roundTo: widths.roundTo,
+          ...(widths.trial !== undefined && {
+            widthJitter: { seed: mixSeed(this.seed, widths.trial), sigma: WIDTH_JITTER },
+          }),
+          criterion,
+          ...(criterion === 'taylor' && classScores && { classScores }),
+          plan: options.plan,
+          planSource: options.planSource,
         });
-      }
-      const recalibratedBytes = this.hasBatchNorm ? serializeModel(m) : prunedBytes;
-      const s = await this.score(recalibratedBytes, data.train, this.split!.holdout);
-      this.log(
-        `  ${criterion}, ${label} widths: proxy top-1 ${(100 * s.top1).toFixed(2)}%, loss ${s.loss.toFixed(4)}`,
-      );
-      return { ...base, recalibratedBytes, score: s };
-    });
+        const { plan, report, targets } = planned;
+        const m = applyPlan(a, planned, this.pm);
+        const prunedBytes = serializeModel(m);
+        const base = { criterion, widths, label, prunedBytes, recalibrated: m, plan, core: report, targets };
+        if (!data) return { ...base, recalibratedBytes: prunedBytes, score: { top1: 0, loss: 0, images: 0 } };
+        if (this.hasBatchNorm) {
+          await recalibrateBatchNorm(m, data.train, {
+            spec: data.spec,
+            batches: data.recalibrationBatches ?? 20,
+            batchSize: data.recalibrationBatchSize ?? 64,
+            seed: this.seed,
+            runtime: this.runtime,
+          });
+        }
+        const recalibratedBytes = this.hasBatchNorm ? serializeModel(m) : prunedBytes;
+        const s = await this.score(recalibratedBytes, data.train, this.split!.holdout);
+        this.log(
+          `  ${plan.criterion}, ${label} widths: proxy top-1 ${(100 * s.top1).toFixed(2)}%, loss ${s.loss.toFixed(4)}`,
+        );
+        return { ...base, recalibratedBytes, score: s };
+      },
+    );
+  }
+
+  /** What the budget was and what the result achieved; a given plan reports the budget it was made for. */
+  private reportedBudget(
+    plan: Plan,
+    core: CoreReport,
+    originalMs: number | undefined,
+    prunedMs: number | undefined,
+  ): PruneReport['budget'] {
+    const { options, budget } = this;
+    if (options.plan !== undefined) {
+      const kind = plan.budget?.kind ?? 'flops';
+      const key = kind === 'params' ? 'params' : 'macs';
+      return {
+        kind,
+        ...(plan.budget && { target: plan.budget.ratio }),
+        achieved: core.pruned[key] / core.original[key],
+        plan: options.planSource ?? 'given in memory',
+      };
+    }
+    const key = budget.params !== undefined ? 'params' : 'macs';
+    return {
+      kind: options.latency !== undefined ? 'latency' : budget.params !== undefined ? 'params' : 'flops',
+      target: options.latency ?? budget.params ?? budget.flops ?? 1,
+      achieved:
+        options.latency !== undefined && originalMs && prunedMs
+          ? prunedMs / originalMs
+          : core.pruned[key] / core.original[key],
+    };
   }
 
   private widthLabel(w: WidthConfig): string {
+    if (this.options.plan !== undefined) return 'the plan';
     const parts: string[] = [w.source];
     if (w.roundTo !== this.baseOptions.roundTo) parts.push(`round ${w.roundTo}`);
     if (w.trial !== undefined) parts.push(`trial ${w.trial}`);
@@ -542,7 +576,7 @@ class AdaPruneRun {
     const best = rankCandidates(candidates.filter((c) => c.widths === chosen))[0]!;
     const rows: CriterionRow[] = this.data
       ? candidates.map((c) => ({
-          criterion: c.criterion,
+          criterion: c.plan.criterion,
           widths: c.label,
           top1: c.score.top1,
           loss: c.score.loss,
@@ -753,19 +787,11 @@ class AdaPruneRun {
     }
     const core = best.core;
     const moduleNames = ModuleNames.of(result);
-    const key = budget.params !== undefined ? 'params' : 'macs';
     const report: PruneReport = {
       tool: { name: 'adapruner', version: toolVersion() },
       input: this.input.sourcePath ?? '<in-memory model>',
       output: '',
-      budget: {
-        kind: options.latency !== undefined ? 'latency' : budget.params !== undefined ? 'params' : 'flops',
-        target: options.latency ?? budget.params ?? budget.flops ?? 1,
-        achieved:
-          options.latency !== undefined && originalMs && prunedMs
-            ? prunedMs / originalMs
-            : core.pruned[key] / core.original[key],
-      },
+      budget: this.reportedBudget(best.plan, core, originalMs, prunedMs),
       before: {
         macs: core.original.macs,
         params: core.original.params,
@@ -778,7 +804,8 @@ class AdaPruneRun {
       },
       accuracy: this.accuracy,
       criteria: criteriaRows,
-      chosenCriterion: best.criterion,
+      // The plan's own name: a given plan's criterion (or 'custom'), not the one its candidate was built under.
+      chosenCriterion: best.plan.criterion,
       groups: core.groups.map((g) => ({
         id: `g${g.id}`,
         label: moduleNames.value(g.anchor),

@@ -1,6 +1,6 @@
 import { escapeControl, escapeMarkdown } from '../escape.js';
 import { summarizeReasons } from './module-names.js';
-import { formatApprox, formatPercent, speedup } from './table.js';
+import { budgetText, formatApprox, formatPercent, speedup } from './table.js';
 import type { PruneReport } from './types.js';
 
 function table(header: string[], rows: (string | number)[][]): string {
@@ -14,7 +14,7 @@ export function renderReportMarkdown(r: PruneReport, svgFile?: string): string {
   const out: string[] = [];
   out.push(`# Pruning report: ${escapeMarkdown(r.input)}`, '');
   out.push(
-    `Output ${codeSpan(r.output ?? '').replace(/\|/g, '\\|')}, made by ${r.tool.name} ${r.tool.version}. Budget: ${r.budget.kind} ${formatPercent(r.budget.target)}, achieved ${formatPercent(r.budget.achieved)}. Criterion: **${r.chosenCriterion}**.`,
+    `Output ${codeSpan(r.output ?? '').replace(/\|/g, '\\|')}, made by ${r.tool.name} ${r.tool.version}. Budget: ${escapeMarkdown(budgetText(r.budget))}. Criterion: **${r.chosenCriterion}**.`,
     '',
   );
   if (svgFile) out.push(`![widths and accuracy](${svgFile})`, '');

@@ -1,5 +1,5 @@
 import type { PruneReport } from './types.js';
-import { formatApprox, formatPercent, speedup } from './table.js';
+import { budgetText, formatApprox, formatPercent, speedup } from './table.js';
 
 const COLORS = {
   before: '#c9d6ea',
@@ -55,11 +55,7 @@ export function renderReportSvg(r: PruneReport): string {
     r.before.latencyMs !== undefined && r.after.latencyMs !== undefined
       ? `latency ${r.before.latencyMs.toFixed(2)} → ${r.after.latencyMs.toFixed(2)} ms (${speedup(r.before.latencyMs, r.after.latencyMs)})   `
       : '';
-  text(
-    20,
-    80,
-    `${lat}budget: ${r.budget.kind} ${formatPercent(r.budget.target)} (achieved ${formatPercent(r.budget.achieved)})   criterion: ${r.chosenCriterion}`,
-  );
+  text(20, 80, `${lat}budget: ${budgetText(r.budget)}   criterion: ${r.chosenCriterion}`);
 
   // Per-group widths.
   text(

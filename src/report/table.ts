@@ -41,6 +41,17 @@ export function formatPercent(fraction: number): string {
   return `${(fraction * 100).toFixed(2)}%`;
 }
 
+/**
+ * The report's budget line: `flops 50.00%, achieved 49.94%`, or for a saved plan
+ * `plan p.json (made for flops 50.00%), flops achieved 49.94%`.
+ */
+export function budgetText(b: { kind: string; target?: number; achieved: number; plan?: string }): string {
+  const achieved = `achieved ${formatPercent(b.achieved)}`;
+  if (b.plan === undefined) return `${b.kind} ${formatPercent(b.target ?? 1)}, ${achieved}`;
+  const madeFor = b.target === undefined ? '' : ` (made for ${b.kind} ${formatPercent(b.target)})`;
+  return `plan ${b.plan}${madeFor}, ${b.kind} ${achieved}`;
+}
+
 /** "1.88x faster" or "1.16x slower": a ratio below 1 read as a speed-up confuses. */
 export function speedup(beforeMs: number, afterMs: number): string {
   return beforeMs >= afterMs

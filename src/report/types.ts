@@ -3,7 +3,11 @@ export interface PruneReport {
   tool: { name: string; version: string };
   input: string;
   output: string;
-  budget: { kind: 'flops' | 'params' | 'latency'; target: number; achieved: number };
+  /**
+   * `target` is the requested fraction; with `--plan-in` it is the budget the plan was made for (absent when the
+   * plan names none) and `plan` is the file.
+   */
+  budget: { kind: 'flops' | 'params' | 'latency'; target?: number; achieved: number; plan?: string };
   /** Totals before and after pruning. MACs per image at the input size used. */
   before: ModelFigures;
   after: ModelFigures;
