@@ -90,7 +90,13 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
       .option('momentum', { type: 'number', default: 0.9 })
       .option('nesterov', { type: 'boolean', default: false })
       .option('weight-decay', { type: 'number', default: 5e-4, describe: 'On conv/linear weights only' })
-      .option('schedule', { type: 'string', default: 'cosine', choices: SCHEDULE_KINDS })
+      .option('schedule', {
+        type: 'string',
+        default: 'cosine',
+        choices: SCHEDULE_KINDS,
+        describe:
+          'Learning rate per step after the warm-up: cosine or linear decay to 0, step (x0.1 at half way), or constant',
+      })
       .option('warmup', { type: 'number', default: 0, describe: 'Linear warm-up, in epochs' })
       .option('label-smoothing', { type: 'number', default: 0 })
       .option('seed', { type: 'number', default: 0 })
