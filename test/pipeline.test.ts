@@ -371,6 +371,39 @@ test('the width search tries finer roundings for the chosen source unless --roun
   assert.equal(given.plan.budget?.roundTo, 8);
 });
 
+test('a result that measures slower is re-pruned at a coarser rounding, kept only when that is faster', async () => {
+  // The timer is the test's: the original takes 1 ms, the first pruned model 2 ms, later ones `coarserMs`.
+  const timed = (coarserMs: number) => {
+    let pruned = 0;
+    return async (models: Uint8Array[]) =>
+      models.map((_, i) => (i === 0 ? 1 : pruned++ === 0 ? 2 : coarserMs));
+  };
+  const run = (file: string, coarserMs: number) => {
+    const warnings: string[] = [];
+    const result = adaPrune(loadModel(fixture(file)), {
+      flops: 0.5,
+      criterion: 'l1',
+      timeModels: timed(coarserMs),
+      warn: (w) => warnings.push(w),
+    });
+    return result.then((r) => ({ ...r, warnings }));
+  };
+  const faster = await run('vgg.onnx', 0.5);
+  assert.equal(faster.plan.budget?.roundTo, 16);
+  assert.ok(faster.report.notes.some((n) => /rounded channel counts to multiples of 16/.test(n)));
+  assert.equal(faster.report.after.latencyMs, 0.5);
+  for (const g of faster.report.groups) assert.ok(g.after % 16 === 0 || g.after === g.before, g.label);
+  const slower = await run('vgg.onnx', 3);
+  assert.equal(slower.plan.budget?.roundTo, 8, 'a coarser rounding that is not faster is not kept');
+  assert.ok(slower.warnings.some((w) => /measured slower than the original \(2\.000 vs 1\.000 ms/.test(w)));
+  // resnet_b's 16-channel groups cannot reach 50% MACs at multiples of 16: the run keeps multiples of 8 and
+  // warns instead of failing (it used to exit 2 whenever a loaded machine timed the result slower).
+  const unreachable = await run('resnet_b.onnx', 0.5);
+  assert.equal(unreachable.plan.budget?.roundTo, 8);
+  assert.ok(unreachable.report.budget.achieved <= 0.5);
+  assert.ok(unreachable.warnings.some((w) => /measured slower than the original/.test(w)));
+});
+
 test('a re-applied plan is reported under its own criterion and budget, not the search defaults', async () => {
   const data = await smallColourData();
   const common = {

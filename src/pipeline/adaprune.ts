@@ -18,6 +18,7 @@ import {
   type CompensationTarget,
   type Criterion,
   type Plan,
+  type PlannedPrune,
   type PruneAnalysis,
   type PruneOptions,
   type WidthSource,
@@ -99,6 +100,11 @@ export interface AdaPruneOptions extends Pick<
   latencyBatch?: number;
   /** Measure onnxruntime latency of the original and the result for the report (default true). */
   measureLatency?: boolean;
+  /**
+   * Times models side by side, one median ms per batch each; default onnxruntime's benchmark at `latencyBatch`.
+   * Lets a caller bring its own timer, and tests make the speed-dependent decisions deterministic.
+   */
+  timeModels?: (models: Uint8Array[]) => Promise<number[]>;
   /** Stop once the plan is made (candidates ranked when there is data); nothing is fine-tuned or written. */
   dryRun?: boolean;
   /** Verify the result and run it in onnxruntime (default true). */
@@ -369,7 +375,14 @@ class AdaPruneRun {
   }
 
   private async timeIt(bytes: Uint8Array): Promise<number> {
-    return (await measureLatencies([bytes], { shape: this.latencyShape(), runtime: this.runtime }))[0]!;
+    return (await this.timeSideBySide([bytes]))[0]!;
+  }
+
+  private timeSideBySide(models: Uint8Array[]): Promise<number[]> {
+    return (
+      this.options.timeModels?.(models) ??
+      measureLatencies(models, { shape: this.latencyShape(), runtime: this.runtime })
+    );
   }
 
   /** The calibration split, where accuracy is reported, and the original's accuracy. */
@@ -608,10 +621,7 @@ class AdaPruneRun {
     for (const c of rankCandidates(finer)) {
       if (rankCandidates([coarse, c])[0] === coarse) break;
       const [originalMs, prunedMs] = await this.stage(`measure latency at round ${c.widths.roundTo}`, () =>
-        measureLatencies([this.original, c.prunedBytes], {
-          shape: this.latencyShape(),
-          runtime: this.runtime,
-        }),
+        this.timeSideBySide([this.original, c.prunedBytes]),
       );
       this.log(
         `  round ${c.widths.roundTo}: ${prunedMs!.toFixed(3)} ms vs ${originalMs!.toFixed(3)} ms original`,
@@ -714,10 +724,7 @@ class AdaPruneRun {
     if (options.measureLatency === false) return { ...outcome, originalMs: this.baselineMs };
     // Measured again side by side with the pruned model, so the reported speed-up compares like with like.
     const [originalMs, prunedMs] = await this.stage('measure latency before/after', () =>
-      measureLatencies([this.original, serializeModel(outcome.result)], {
-        shape: this.latencyShape(),
-        runtime: this.runtime,
-      }),
+      this.timeSideBySide([this.original, serializeModel(outcome.result)]),
     );
     return { ...outcome, originalMs, prunedMs };
   }
@@ -739,20 +746,25 @@ class AdaPruneRun {
       if (originalMs === undefined || prunedMs === undefined || prunedMs <= originalMs) break;
       const coarser = await this.stage(`re-prune at --round-to ${roundTo}`, async () => {
         const a = await this.analysis();
-        const r = planPrune(a, {
-          ...this.baseOptions,
-          ...this.budget,
-          roundTo,
-          criterion: current.best.criterion,
-        });
+        let r: PlannedPrune;
+        try {
+          r = planPrune(a, {
+            ...this.baseOptions,
+            ...this.budget,
+            roundTo,
+            criterion: current.best.criterion,
+          });
+        } catch (e) {
+          // Coarser steps can overshoot the budget (16-channel groups keep 16 or nothing): keep what we have.
+          if (!(e instanceof UserError)) throw e;
+          this.log(`  --round-to ${roundTo}: ${e.message}`);
+          return undefined;
+        }
         const m = applyPlan(a, r, this.pm);
-        const bytes = serializeModel(m);
-        const [o, p] = await measureLatencies([this.original, bytes], {
-          shape: this.latencyShape(),
-          runtime: this.runtime,
-        });
+        const [o, p] = await this.timeSideBySide([this.original, serializeModel(m)]);
         return { m, r, o: o!, p: p! };
       });
+      if (!coarser) break;
       this.log(`  --round-to ${roundTo}: ${coarser.p.toFixed(3)} ms vs ${coarser.o.toFixed(3)} ms original`);
       if (coarser.p / coarser.o >= prunedMs / originalMs) continue;
       this.notes.push(
