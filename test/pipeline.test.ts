@@ -378,11 +378,12 @@ test('a result that measures slower is re-pruned at a coarser rounding, kept onl
     return async (models: Uint8Array[]) =>
       models.map((_, i) => (i === 0 ? 1 : pruned++ === 0 ? 2 : coarserMs));
   };
-  const run = (file: string, coarserMs: number) => {
+  const run = (file: string, coarserMs: number, roundTo?: number) => {
     const warnings: string[] = [];
     const result = adaPrune(loadModel(fixture(file)), {
       flops: 0.5,
       criterion: 'l1',
+      ...(roundTo !== undefined && { roundTo }),
       timeModels: timed(coarserMs),
       warn: (w) => warnings.push(w),
     });
@@ -401,7 +402,17 @@ test('a result that measures slower is re-pruned at a coarser rounding, kept onl
   const unreachable = await run('resnet_b.onnx', 0.5);
   assert.equal(unreachable.plan.budget?.roundTo, 8);
   assert.ok(unreachable.report.budget.achieved <= 0.5);
-  assert.ok(unreachable.warnings.some((w) => /measured slower than the original/.test(w)));
+  assert.ok(
+    unreachable.warnings.some((w) => /measured slower .* in multiples of 8; budget by --latency/.test(w)),
+    unreachable.warnings.join('\n'),
+  );
+  // A rounding the user chose is kept; the warning points at it.
+  const exact = await run('vgg.onnx', 0.5, 1);
+  assert.equal(exact.plan.budget?.roundTo, 1);
+  assert.ok(
+    exact.warnings.some((w) => /not multiples of 8 defeat/.test(w)),
+    exact.warnings.join('\n'),
+  );
 });
 
 test('a re-applied plan is reported under its own criterion and budget, not the search defaults', async () => {

@@ -793,7 +793,12 @@ class AdaPruneRun {
       prunedMs > originalMs &&
       options.latency === undefined
     ) {
-      const hint = `the pruned model measured slower than the original (${prunedMs.toFixed(3)} vs ${originalMs.toFixed(3)} ms at batch ${this.latencyShape()[0]}): channel counts that are not multiples of 8 defeat onnxruntime's blocked convolution kernels; try a coarser --round-to, or budget by --latency`;
+      const measured = `the pruned model measured slower than the original (${prunedMs.toFixed(3)} vs ${originalMs.toFixed(3)} ms at batch ${this.latencyShape()[0]})`;
+      const roundTo = best.plan.budget?.roundTo ?? 1;
+      const hint =
+        roundTo % DEFAULT_ROUND_TO === 0
+          ? `${measured} with channel counts in multiples of ${roundTo}; budget by --latency to prune to a measured speed`
+          : `${measured}: channel counts that are not multiples of 8 defeat onnxruntime's blocked convolution kernels; try a coarser --round-to, or budget by --latency`;
       this.notes.push(hint);
       this.warn(hint);
     }
