@@ -12,6 +12,7 @@ import { PRESETS } from '../src/data/preprocess.js';
 import { constantOf, loadModel, type Model } from '../src/ir/index.js';
 import { PassManager } from '../src/passes/pass-manager.js';
 import { adaPrune } from '../src/pipeline/adaprune.js';
+import { renderSummary } from '../src/cli/prune.js';
 import { fixture, needsShared, REPO, runCli, SHARED, tmpDir } from './helpers.js';
 
 /** Best proxy score first: higher top-1, then lower loss (the pipeline's own ranking, restated). */
@@ -440,6 +441,9 @@ test('a re-applied plan is reported under its own criterion and budget, not the 
     r.criteria.map((c) => [c.criterion, c.widths]),
     [['fpgm', 'the plan']],
   );
+  // The text summary names each candidate's widths too (the search's rows differ by widths alone).
+  assert.match(renderSummary(given), /^fpgm\s+the plan\s+\d+\.\d\d%\s+\d\.\d{4}\s+\*$/m);
+  assert.match(renderSummary(made), /^criterion\s+widths\s+proxy top-1/m);
   assert.deepEqual(r.budget, {
     kind: 'flops',
     target: 0.5,

@@ -286,11 +286,18 @@ export function renderSummary(result: AdaPruneResult): string {
       renderTable(
         [
           'criterion',
+          'widths',
           { header: 'proxy top-1', align: 'right' },
           { header: 'proxy loss', align: 'right' },
           'chosen',
         ],
-        r.criteria.map((c) => [c.criterion, formatPercent(c.top1), c.loss.toFixed(4), c.chosen ? '*' : '']),
+        r.criteria.map((c) => [
+          c.criterion,
+          c.widths ?? '',
+          formatPercent(c.top1),
+          c.loss.toFixed(4),
+          c.chosen ? '*' : '',
+        ]),
       ),
     );
   if (r.accuracy.length)
