@@ -7,7 +7,7 @@ import { loadModel } from '../src/ir/load.js';
 import type { LabelledGroupRow } from '../src/cli/inspect.js';
 import { cleanupPipeline } from '../src/passes/index.js';
 import { PassManager } from '../src/passes/pass-manager.js';
-import { describeGroups, type GroupRow } from '../src/prune/index.js';
+import { describeGroups } from '../src/prune/index.js';
 import {
   modulePathOfParameter,
   modulePathOfScopedName,

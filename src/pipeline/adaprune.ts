@@ -785,7 +785,7 @@ class AdaPruneRun {
 
   /** The report of the run (and the warning when the result still measures slower). */
   private finish(outcome: Outcome, criteriaRows: CriterionRow[]): AdaPruneResult {
-    const { options, budget } = this;
+    const { options } = this;
     const { best, result, originalMs, prunedMs, compensation } = outcome;
     if (
       originalMs !== undefined &&
