@@ -22,6 +22,14 @@ export class UserError extends Error {
   }
 }
 
+/** A budget below the smallest model the width limits allow; a caller trying several roundings skips that one. */
+export class BudgetUnreachableError extends UserError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'BudgetUnreachableError';
+  }
+}
+
 export function isUserError(e: unknown): e is UserError {
   return e instanceof UserError;
 }

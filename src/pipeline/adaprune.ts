@@ -3,7 +3,7 @@ import type { Dataset } from '../data/dataset.js';
 import type { Augmentation, PreprocessSpec } from '../data/preprocess.js';
 import { mixSeed, mulberry32, shuffle } from '../data/prng.js';
 import { balancedSubset, holdoutSplit } from '../data/subset.js';
-import { UserError } from '../errors.js';
+import { BudgetUnreachableError, UserError } from '../errors.js';
 import { serializeModel, type Model } from '../ir/index.js';
 import { cleanupPipeline } from '../passes/index.js';
 import { PassManager } from '../passes/pass-manager.js';
@@ -474,47 +474,46 @@ class AdaPruneRun {
     classScores: Awaited<ReturnType<typeof taylorScores>> | undefined,
   ): Promise<Candidate> {
     const label = this.widthLabel(widths);
-    const given = this.options.plan !== undefined;
-    return this.stage(
-      given ? 'candidate from the plan' : `candidate ${criterion}, ${label} widths`,
-      async () => {
-        const { data, options } = this;
-        const a = await this.analysis();
-        const planned = planPrune(a, {
-          ...this.baseOptions,
-          ...this.budget,
-          widths: widths.source,
-          roundTo: widths.roundTo,
-          ...(widths.trial !== undefined && {
-            widthJitter: { seed: mixSeed(this.seed, widths.trial), sigma: WIDTH_JITTER },
-          }),
-          criterion,
-          ...(criterion === 'taylor' && classScores && { classScores }),
-          plan: options.plan,
-          planSource: options.planSource,
+    // A given plan fixes widths and channels: its candidate is named after the plan, not a width source.
+    const stageName =
+      this.options.plan !== undefined ? 'candidate from the plan' : `candidate ${criterion}, ${label} widths`;
+    return this.stage(stageName, async () => {
+      const { data, options } = this;
+      const a = await this.analysis();
+      const planned = planPrune(a, {
+        ...this.baseOptions,
+        ...this.budget,
+        widths: widths.source,
+        roundTo: widths.roundTo,
+        ...(widths.trial !== undefined && {
+          widthJitter: { seed: mixSeed(this.seed, widths.trial), sigma: WIDTH_JITTER },
+        }),
+        criterion,
+        ...(criterion === 'taylor' && classScores && { classScores }),
+        plan: options.plan,
+        planSource: options.planSource,
+      });
+      const { plan, report, targets } = planned;
+      const m = applyPlan(a, planned, this.pm);
+      const prunedBytes = serializeModel(m);
+      const base = { criterion, widths, label, prunedBytes, recalibrated: m, plan, core: report, targets };
+      if (!data) return { ...base, recalibratedBytes: prunedBytes, score: { top1: 0, loss: 0, images: 0 } };
+      if (this.hasBatchNorm) {
+        await recalibrateBatchNorm(m, data.train, {
+          spec: data.spec,
+          batches: data.recalibrationBatches ?? 20,
+          batchSize: data.recalibrationBatchSize ?? 64,
+          seed: this.seed,
+          runtime: this.runtime,
         });
-        const { plan, report, targets } = planned;
-        const m = applyPlan(a, planned, this.pm);
-        const prunedBytes = serializeModel(m);
-        const base = { criterion, widths, label, prunedBytes, recalibrated: m, plan, core: report, targets };
-        if (!data) return { ...base, recalibratedBytes: prunedBytes, score: { top1: 0, loss: 0, images: 0 } };
-        if (this.hasBatchNorm) {
-          await recalibrateBatchNorm(m, data.train, {
-            spec: data.spec,
-            batches: data.recalibrationBatches ?? 20,
-            batchSize: data.recalibrationBatchSize ?? 64,
-            seed: this.seed,
-            runtime: this.runtime,
-          });
-        }
-        const recalibratedBytes = this.hasBatchNorm ? serializeModel(m) : prunedBytes;
-        const s = await this.score(recalibratedBytes, data.train, this.split!.holdout);
-        this.log(
-          `  ${plan.criterion}, ${label} widths: proxy top-1 ${(100 * s.top1).toFixed(2)}%, loss ${s.loss.toFixed(4)}`,
-        );
-        return { ...base, recalibratedBytes, score: s };
-      },
-    );
+      }
+      const recalibratedBytes = this.hasBatchNorm ? serializeModel(m) : prunedBytes;
+      const s = await this.score(recalibratedBytes, data.train, this.split!.holdout);
+      this.log(
+        `  ${plan.criterion}, ${label} widths: proxy top-1 ${(100 * s.top1).toFixed(2)}%, loss ${s.loss.toFixed(4)}`,
+      );
+      return { ...base, recalibratedBytes, score: s };
+    });
   }
 
   /** What the budget was and what the result achieved; a given plan reports the budget it was made for. */
@@ -756,7 +755,7 @@ class AdaPruneRun {
           });
         } catch (e) {
           // Coarser steps can overshoot the budget (16-channel groups keep 16 or nothing): keep what we have.
-          if (!(e instanceof UserError)) throw e;
+          if (!(e instanceof BudgetUnreachableError)) throw e;
           this.log(`  --round-to ${roundTo}: ${e.message}`);
           return undefined;
         }

@@ -1,4 +1,4 @@
-import { UserError } from '../errors.js';
+import { BudgetUnreachableError, UserError } from '../errors.js';
 import type { GroupAnalysis, Space } from './groups.js';
 
 export interface Cost {
@@ -138,7 +138,7 @@ export function searchWidths(
 
   const floor = model.cost(widthsAt(0))[key];
   if (floor > target + 1e-9) {
-    throw new UserError(
+    throw new BudgetUnreachableError(
       `--${opts.budget} ${opts.ratio} is not achievable: the smallest model the width limits allow keeps ` +
         `${(floor / original[key]).toFixed(4)} of the original ${key === 'macs' ? 'MACs' : 'params'} ` +
         `(lower --min-channels/--min-fraction, or unfreeze groups)`,
