@@ -115,7 +115,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
     const pm = new PassManager({ timings: argv.timings, debug: argv.debug });
     const model = pm.time('load', () => loadModel(argv.model));
     checkModel(model, argv.model);
-    const plan = argv.planIn ? readJson(argv.planIn) : undefined;
+    const plan = argv.planIn ? readPlanFile(argv.planIn) : undefined;
     const data = argv.data ? await openData(argv) : undefined;
     // Every output is checked before the work (never an input, its folder exists) and written at the end.
     if (argv.planOut) checkOutput(argv.planOut, 'plan');
@@ -231,7 +231,8 @@ async function openData(argv: PruneArgs): Promise<NonNullable<Parameters<typeof 
   };
 }
 
-function readJson(file: string): unknown {
+/** A plan file read and parsed, noted as an input; any failure is a one-line UserError naming it. */
+export function readPlanFile(file: string): unknown {
   try {
     const text = readRegularFile(file, 256 << 20).toString('utf8');
     noteInput(file, 'the plan');
