@@ -1,0 +1,185 @@
+#!/usr/bin/python3
+"""PyTorch peer of `adapruner finetune` for accuracy: fine-tunes the same ONNX network (rebuilt by
+bench/onnx_torch.py) on a CIFAR-style image-folder tar with adapruner's recipe, and reports test accuracy per
+epoch. It answers whether a fine-tuning figure is the recipe's or the trainer's: the same start, the same
+recipe, another framework's autograd, optimizer and data path.
+
+The recipe, as `adapruner finetune --augment flip --nesterov` runs it: a seeded shuffle per epoch, incomplete
+last batches dropped, horizontal flip with p 0.5, cross-entropy, SGD (momentum 0.9, optionally Nesterov) with
+weight decay on conv/linear weights only, cosine decay per step from --lr to 0, BN in train mode with the
+momentum the ONNX node names; evaluation with BN's running statistics. Preprocessing is the cifar10 preset
+(scale 1/255, ImageNet mean and std). Class indices follow the sorted folder names, as in adapruner.
+
+usage: finetune_torch.py MODEL.onnx DATA.tar [--epochs 2 --batch 128 --lr 0.05 --nesterov --seed 0
+       --threads 2 --augment flip|none --limit N --out FT.onnx]
+Prints one JSON line per epoch on stderr and the final result as one JSON line on stdout. --out writes the
+fine-tuned weights and running statistics into a copy of MODEL, for `adapruner eval` to score the same way as
+its own results.
+"""
+import argparse
+import io
+import json
+import math
+import os
+import sys
+import tarfile
+import time
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from onnx import numpy_helper
+from PIL import Image
+
+from onnx_torch import OnnxNet
+
+MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+class OneLineErrors(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f'finetune_torch.py: {message}\n')
+
+
+def parse_args():
+    ap = OneLineErrors(description=__doc__.split('\n\n')[0])
+    ap.add_argument('model')
+    ap.add_argument('data', help='tar (or folder) with <root>/train/<class>/*.jpg and <root>/test/<class>/*.jpg')
+    ap.add_argument('--epochs', type=int, default=2)
+    ap.add_argument('--batch', type=int, default=128)
+    ap.add_argument('--lr', type=float, default=0.05)
+    ap.add_argument('--momentum', type=float, default=0.9)
+    ap.add_argument('--nesterov', action='store_true')
+    ap.add_argument('--weight-decay', type=float, default=5e-4)
+    ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--threads', type=int, default=2)
+    ap.add_argument('--augment', choices=['flip', 'none'], default='flip')
+    ap.add_argument('--limit', type=int, help='use N random training and N random test images (a smoke run)')
+    ap.add_argument('--out', help='write the fine-tuned network here as ONNX')
+    args = ap.parse_args()
+    for name in ('epochs', 'batch', 'threads'):
+        if getattr(args, name) < 1:
+            ap.error(f'--{name} must be a positive integer')
+    if not args.lr > 0:
+        ap.error('--lr must be positive')
+    for path in (args.model, args.data):
+        if not os.path.exists(path):
+            ap.error(f'{path}: no such file')
+    if args.out and os.path.exists(args.out) and any(os.path.samefile(args.out, p) for p in (args.model, args.data)):
+        ap.error(f'{args.out}: the output is one of the inputs')
+    return args
+
+
+def read_split(path, split):
+    """(images N x 3 x H x W float32, preprocessed; labels int64) of one split of an image-folder tar or folder."""
+    entries = []
+    if os.path.isdir(path):
+        for root, _, files in os.walk(path):
+            for f in files:
+                full = os.path.join(root, f)
+                entries.append((os.path.relpath(full, path), lambda full=full: open(full, 'rb').read()))
+    else:
+        tar = tarfile.open(path)
+        for m in tar.getmembers():
+            if m.isfile():
+                entries.append((m.name, lambda m=m: tar.extractfile(m).read()))
+    picked = []
+    for name, read in entries:
+        parts = name.split('/')
+        if len(parts) >= 3 and parts[-3] == split and name.lower().endswith(('.jpg', '.jpeg', '.png')):
+            picked.append((parts[-2], name, read))
+    classes = sorted({c for c, _, _ in picked})
+    picked.sort(key=lambda e: e[1])
+    images = np.stack([np.asarray(Image.open(io.BytesIO(read())).convert('RGB'), dtype=np.float32) for _, _, read in picked])
+    images = ((images / 255.0 - MEAN) / STD).transpose(0, 3, 1, 2)
+    labels = np.array([classes.index(c) for c, _, _ in picked], dtype=np.int64)
+    return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels)
+
+
+def accuracy(net, images, labels, batch=500):
+    net.eval()
+    correct = 0
+    with torch.no_grad():
+        for s in range(0, len(labels), batch):
+            correct += (net(images[s:s + batch]).argmax(1) == labels[s:s + batch]).sum().item()
+    return correct / len(labels)
+
+
+def train_epoch(net, opt, data, args, epoch, total_steps):
+    images, labels = data
+    net.train()
+    gen = torch.Generator().manual_seed(args.seed * 1000 + epoch)
+    order = torch.randperm(len(labels), generator=gen)
+    steps = len(labels) // args.batch
+    loss_sum = 0.0
+    for s in range(steps):
+        step = epoch * steps + s
+        for g in opt.param_groups:
+            g['lr'] = 0.5 * args.lr * (1 + math.cos(math.pi * step / total_steps))
+        idx = order[s * args.batch:(s + 1) * args.batch]
+        x = images[idx]
+        if args.augment == 'flip':
+            flip = torch.rand(len(idx), generator=gen) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(net(x), labels[idx])
+        loss.backward()
+        opt.step()
+        loss_sum += loss.item()
+        if s % 50 == 0:
+            print(f'epoch {epoch + 1} step {s}/{steps} loss {loss_sum / (s + 1):.4f}', file=sys.stderr, flush=True)
+    return loss_sum / steps
+
+
+def write_onnx(net, model_path, out):
+    model = onnx.load(model_path)
+    for t in model.graph.initializer:
+        if t.name in net.trainable:
+            value = net.p[t.name.replace('.', '__')].detach().numpy()
+        else:
+            value = net.consts[t.name].numpy()
+        t.CopyFrom(numpy_helper.from_array(value.astype(numpy_helper.to_array(t).dtype), t.name))
+    onnx.checker.check_model(model)
+    tmp = out + '.partial'
+    onnx.save(model, tmp)
+    os.replace(tmp, out)
+
+
+def fail(message):
+    print(f'finetune_torch.py: {message}', file=sys.stderr)
+    sys.exit(2)
+
+
+def main():
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    started = time.time()
+    try:
+        net = OnnxNet(args.model)
+    except Exception as e:  # onnx's DecodeError and friends share no base class; any of them means a bad model file
+        fail(str(e) if str(e).startswith(args.model) else f'{args.model}: {e}')
+    train, test = read_split(args.data, 'train'), read_split(args.data, 'test')
+    if args.limit:
+        gen = torch.Generator().manual_seed(args.seed)
+        train, test = [(x[i], y[i]) for x, y in (train, test) for i in [torch.randperm(len(y), generator=gen)[:args.limit]]]
+    if len(train[1]) < args.batch:
+        fail(f'{args.data}: {len(train[1])} training images, fewer than one batch of {args.batch}')
+    opt = torch.optim.SGD(net.decay_groups(args.weight_decay), lr=args.lr, momentum=args.momentum, nesterov=args.nesterov)
+    history = [{'epoch': 0, 'testAccuracy': accuracy(net, *test)}]
+    print(json.dumps(history[-1]), file=sys.stderr, flush=True)
+    total_steps = args.epochs * (len(train[1]) // args.batch)
+    for epoch in range(args.epochs):
+        loss = train_epoch(net, opt, train, args, epoch, total_steps)
+        history.append({'epoch': epoch + 1, 'trainLoss': loss, 'testAccuracy': accuracy(net, *test)})
+        print(json.dumps(history[-1]), file=sys.stderr, flush=True)
+    if args.out:
+        write_onnx(net, args.model, args.out)
+    print(json.dumps({'model': args.model, 'seed': args.seed, 'lr': args.lr, 'nesterov': args.nesterov, 'epochs': args.epochs,
+                      'batch': args.batch, 'augment': args.augment, 'history': history, 'seconds': time.time() - started}))
+
+
+if __name__ == '__main__':
+    main()
