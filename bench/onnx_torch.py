@@ -122,7 +122,9 @@ class OnnxNet(torch.nn.Module):
         if op == 'Flatten':
             return i[0].flatten(a.get('axis', 1))
         if op == 'Gemm':
-            return F.linear(i[0], i[1], i[2])
+            a_, b_ = (i[0].t() if a.get('transA', 0) else i[0]), (i[1].t() if a.get('transB', 0) else i[1])
+            y = a.get('alpha', 1.0) * (a_ @ b_)
+            return y + a.get('beta', 1.0) * i[2] if len(i) > 2 and i[2] is not None else y
         raise AssertionError(f'op {op} is in OPS but not interpreted')
 
 
