@@ -81,7 +81,10 @@ def read_split(path, split):
                 full = os.path.join(root, f)
                 entries.append((os.path.relpath(full, path), lambda full=full: open(full, 'rb').read()))
     else:
-        tar = tarfile.open(path)
+        try:
+            tar = tarfile.open(path)
+        except tarfile.TarError as e:
+            fail(f'{path}: not a folder or a tar of one ({type(e).__name__})')
         for m in tar.getmembers():
             if m.isfile():
                 entries.append((m.name, lambda m=m: tar.extractfile(m).read()))
@@ -90,12 +93,21 @@ def read_split(path, split):
         parts = name.split('/')
         if len(parts) >= 3 and parts[-3] == split and name.lower().endswith(('.jpg', '.jpeg', '.png')):
             picked.append((parts[-2], name, read))
+    if not picked:
+        fail(f'{path}: no images under {split}/<class>/')
     classes = sorted({c for c, _, _ in picked})
     picked.sort(key=lambda e: e[1])
-    images = np.stack([np.asarray(Image.open(io.BytesIO(read())).convert('RGB'), dtype=np.float32) for _, _, read in picked])
+    images = np.stack([decode(f'{path}: {name}', read) for _, name, read in picked])
     images = ((images / 255.0 - MEAN) / STD).transpose(0, 3, 1, 2)
     labels = np.array([classes.index(c) for c, _, _ in picked], dtype=np.int64)
     return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels)
+
+
+def decode(name, read):
+    try:
+        return np.asarray(Image.open(io.BytesIO(read())).convert('RGB'), dtype=np.float32)
+    except OSError:
+        fail(f'{name}: not a decodable image')
 
 
 def accuracy(net, images, labels, batch=500):
@@ -143,8 +155,12 @@ def write_onnx(net, model_path, out):
         t.CopyFrom(numpy_helper.from_array(value.astype(numpy_helper.to_array(t).dtype), t.name))
     onnx.checker.check_model(model)
     tmp = out + '.partial'
-    onnx.save(model, tmp)
-    os.replace(tmp, out)
+    try:
+        onnx.save(model, tmp)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def fail(message):
