@@ -6,9 +6,8 @@
 // span Concat/Split branches are not re-balanced per branch; `prune --plan-in` checks the result as usual.
 import { UserError } from '../src/errors.js';
 import { loadModel } from '../src/ir/index.js';
-import { analyzeForPruning, parseCriterion, validatePlan } from '../src/prune/index.js';
+import { analyzeForPruning, parseCriterion, readPlanFile, validatePlan } from '../src/prune/index.js';
 import { classPriority } from '../src/prune/criteria.js';
-import { readPlanFile } from '../src/cli/prune.js';
 import { checkOutput, RunOutputs } from '../src/run-files.js';
 
 async function main(): Promise<void> {

@@ -5,7 +5,7 @@ import { tempPathFor, writeChunksSync } from '../atomic-write.js';
 import { UserError } from '../errors.js';
 import { renderPythonModule } from '../handoff/python-module.js';
 import { prunedWeights, torchSpec, type WeightBlob } from '../handoff/torch-spec.js';
-import { toolVersion } from '../prune/index.js';
+import { readPlanFile, toolVersion } from '../prune/index.js';
 
 interface ExportTorchArgs {
   model: string;
@@ -64,7 +64,7 @@ export const exportTorchCommand: CommandModule<object, ExportTorchArgs> = {
       if (target && inputs.some((f) => sameFile(f, target)))
         throw new UserError('would overwrite an input of this run', target);
 
-    const plan = readPlan(argv.plan);
+    const plan = readPlanFile(argv.plan);
     const spec = await torchSpec(argv.model, plan, argv.plan);
     const weights: WeightBlob | undefined = argv.weights ? prunedWeights(argv.weights, spec) : undefined;
     const text = renderPythonModule(
@@ -100,14 +100,6 @@ export const exportTorchCommand: CommandModule<object, ExportTorchArgs> = {
     console.log(`wrote ${files.join(', ')}`);
   },
 };
-
-function readPlan(file: string): unknown {
-  try {
-    return JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new UserError(`cannot read plan: ${(e as Error).message.split('\n')[0]}`, file);
-  }
-}
 
 function sameFile(a: string, b: string): boolean {
   if (path.resolve(a) === path.resolve(b)) return true;

@@ -23,11 +23,12 @@ import {
   CRITERIA,
   WIDTH_SOURCES,
   parseCriterion,
+  readPlanFile,
   type Criterion,
   type PruneReport,
   type WidthSource,
 } from '../prune/index.js';
-import { checkOutput, noteInput, readRegularFile, RunOutputs } from '../run-files.js';
+import { checkOutput, RunOutputs } from '../run-files.js';
 import { reportPaths, writeReports } from '../report/index.js';
 import { checkModel, checkRuntimeAccepts } from '../runtime/preflight.js';
 import {
@@ -229,18 +230,6 @@ async function openData(argv: PruneArgs): Promise<NonNullable<Parameters<typeof 
     recalibrationBatches: argv.recalBatches,
     recalibrationBatchSize: argv.recalBatchSize,
   };
-}
-
-/** A plan file read and parsed, noted as an input; any failure is a one-line UserError naming it. */
-export function readPlanFile(file: string): unknown {
-  try {
-    const text = readRegularFile(file, 256 << 20).toString('utf8');
-    noteInput(file, 'the plan');
-    return JSON.parse(text);
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    throw new UserError(`cannot read plan: ${err.code ?? err.message.split('\n')[0]}`, file);
-  }
 }
 
 const PRUNE_NUMBERS: Record<string, NumberRule> = {

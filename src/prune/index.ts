@@ -25,7 +25,7 @@ import {
 } from './width-search.js';
 
 export { CRITERIA, parseCriterion, type Criterion } from './criteria.js';
-export { PLAN_SCHEMA, validatePlan, type Plan, type PlanGroup } from './plan.js';
+export { PLAN_SCHEMA, readPlanFile, validatePlan, type Plan, type PlanGroup } from './plan.js';
 export type { GroupAnalysis, GroupRow } from './groups.js';
 export type { Cost, SearchResult } from './width-search.js';
 export { WIDTH_SOURCES, parseWidthSource, type WidthSource } from './width-prior.js';

@@ -1,4 +1,5 @@
 import { UserError } from '../errors.js';
+import { noteInput, readRegularFile } from '../run-files.js';
 import type { Criterion } from './criteria.js';
 import { CRITERIA } from './criteria.js';
 import type { GroupAnalysis } from './groups.js';
@@ -124,4 +125,16 @@ export function validatePlan(
     return mask;
   });
   return { plan: raw as Plan, keep };
+}
+
+/** A plan file read and parsed, noted as an input; any failure is a one-line UserError naming it. */
+export function readPlanFile(file: string): unknown {
+  try {
+    const text = readRegularFile(file, 256 << 20).toString('utf8');
+    noteInput(file, 'the plan');
+    return JSON.parse(text);
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    throw new UserError(`cannot read plan: ${err.code ?? err.message.split('\n')[0]}`, file);
+  }
 }
