@@ -69,7 +69,10 @@ def record_conv_backend(x, w, stride, padding, dilation, groups):
         conv_backends[b] = conv_backends.get(b, 0) + 1
 
 
-net = OnnxNet(args.model, on_conv=record_conv_backend).train()
+try:
+    net = OnnxNet(args.model, on_conv=record_conv_backend).train()
+except ValueError as e:  # an op the interpreter does not run, named by node
+    raise SystemExit(f'train_torch.py: {e}')
 opt = torch.optim.SGD(net.decay_groups(5e-4), lr=0.01, momentum=0.9)
 dims = net.input_dims()
 gen = torch.Generator().manual_seed(0)
