@@ -18,6 +18,8 @@ DATA=../shared/data/cifar10-jpg.tar
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import torch, onnx, PIL' 2>/dev/null ||
   { echo "bench/finetune-peer.sh: needs Debian's python3-torch, python3-onnx and python3-pil" >&2; exit 2; }
 mkdir -p "$OUT"
+# When one side fails, set -e ends the script: take the other side down with it instead of leaving it running.
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 npx tsx bin/adapruner.ts finetune "$START" --data "$DATA" --val "$DATA" --preset cifar10 --augment flip \
   --epochs 2 --batch 128 --lr 0.05 --nesterov --seed "$SEED" --threads 1 \
   -o "$OUT/adapruner-s$SEED.onnx" 2> "$OUT/adapruner-s$SEED.log" &

@@ -72,22 +72,24 @@ def parse_args():
     return args
 
 
-def read_split(path, split):
-    """(images N x 3 x H x W float32, preprocessed; labels int64) of one split of an image-folder tar or folder."""
+def list_files(path):
+    """(name inside the data, reader) of every file of an image-folder tar or folder, listed once for all splits."""
     entries = []
     if os.path.isdir(path):
         for root, _, files in os.walk(path):
             for f in files:
                 full = os.path.join(root, f)
                 entries.append((os.path.relpath(full, path), lambda full=full: open(full, 'rb').read()))
-    else:
-        try:
-            tar = tarfile.open(path)
-        except tarfile.TarError as e:
-            fail(f'{path}: not a folder or a tar of one ({type(e).__name__})')
-        for m in tar.getmembers():
-            if m.isfile():
-                entries.append((m.name, lambda m=m: tar.extractfile(m).read()))
+        return entries
+    try:
+        tar = tarfile.open(path)
+    except tarfile.TarError as e:
+        fail(f'{path}: not a folder or a tar of one ({type(e).__name__})')
+    return [(m.name, lambda m=m: tar.extractfile(m).read()) for m in tar.getmembers() if m.isfile()]
+
+
+def read_split(path, entries, split):
+    """(images N x 3 x H x W float32, preprocessed; labels int64) of one split; labels follow its sorted class folders."""
     picked = []
     for name, read in entries:
         parts = name.split('/')
@@ -95,11 +97,11 @@ def read_split(path, split):
             picked.append((parts[-2], name, read))
     if not picked:
         fail(f'{path}: no images under {split}/<class>/')
-    classes = sorted({c for c, _, _ in picked})
+    classes = {c: k for k, c in enumerate(sorted({c for c, _, _ in picked}))}
     picked.sort(key=lambda e: e[1])
     images = np.stack([decode(f'{path}: {name}', read) for _, name, read in picked])
     images = ((images / 255.0 - MEAN) / STD).transpose(0, 3, 1, 2)
-    labels = np.array([classes.index(c) for c, _, _ in picked], dtype=np.int64)
+    labels = np.array([classes[c] for c, _, _ in picked], dtype=np.int64)
     return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels)
 
 
@@ -171,13 +173,13 @@ def fail(message):
 def main():
     args = parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
     started = time.time()
     try:
         net = OnnxNet(args.model)
     except Exception as e:  # onnx's DecodeError and friends share no base class; any of them means a bad model file
         fail(str(e) if str(e).startswith(args.model) else f'{args.model}: {e}')
-    train, test = read_split(args.data, 'train'), read_split(args.data, 'test')
+    files = list_files(args.data)
+    train, test = read_split(args.data, files, 'train'), read_split(args.data, files, 'test')
     if args.limit:
         gen = torch.Generator().manual_seed(args.seed)
         train, test = [(x[i], y[i]) for x, y in (train, test) for i in [torch.randperm(len(y), generator=gen)[:args.limit]]]
