@@ -11,10 +11,15 @@ momentum the ONNX node names; evaluation with BN's running statistics. Preproces
 (scale 1/255, ImageNet mean and std). Class indices follow the sorted folder names, as in adapruner.
 
 usage: finetune_torch.py MODEL.onnx DATA.tar [--epochs 2 --batch 128 --lr 0.05 --nesterov --seed 0
-       --threads 2 --augment flip|none --limit N --out FT.onnx]
+       --threads 2 --augment flip|none --limit N --out FT.onnx --sam RHO --fade-plan PLAN.json --fade 0.25]
 Prints one JSON line per epoch on stderr and the final result as one JSON line on stdout. --out writes the
 fine-tuned weights and running statistics into a copy of MODEL, for `adapruner eval` to score the same way as
 its own results.
+
+--fade-plan is an experiment in another fine-tuning schedule: MODEL is then the unpruned network, and the channels
+PLAN removes are faded out instead of cut before training. Each removed channel's BN output is multiplied by a
+factor that falls linearly from 1 to 0 over the first --fade fraction of the steps, and stays 0 afterwards; with
+the factor at 0 the network computes what the pruned one does, so test accuracy is reported at 0 ("pruned").
 """
 import argparse
 import io
@@ -58,13 +63,22 @@ def parse_args():
     ap.add_argument('--augment', choices=['flip', 'none'], default='flip')
     ap.add_argument('--limit', type=int, help='use N random training and N random test images (a smoke run)')
     ap.add_argument('--out', help='write the fine-tuned network here as ONNX')
+    ap.add_argument('--sam', type=float, default=0, metavar='RHO', help='sharpness-aware minimisation with this radius (two passes per step)')
+    ap.add_argument('--fade-plan', help="an adapruner plan (prune --plan-out) for MODEL: fade its removed channels out")
+    ap.add_argument('--fade', type=float, default=0.25, help='fraction of the steps over which they fade (default 0.25)')
     args = ap.parse_args()
     for name in ('epochs', 'batch', 'threads'):
         if getattr(args, name) < 1:
             ap.error(f'--{name} must be a positive integer')
     if not args.lr > 0:
         ap.error('--lr must be positive')
-    for path in (args.model, args.data):
+    if args.sam < 0:
+        ap.error('--sam must not be negative')
+    if not 0 < args.fade <= 1:
+        ap.error('--fade must be in (0, 1]')
+    if args.fade_plan and args.out:
+        ap.error('--out cannot be used with --fade-plan: the result is the unpruned graph with channels at zero')
+    for path in [args.model, args.data] + ([args.fade_plan] if args.fade_plan else []):
         if not os.path.exists(path):
             ap.error(f'{path}: no such file')
     if args.out and os.path.exists(args.out) and any(os.path.samefile(args.out, p) for p in (args.model, args.data)):
@@ -112,6 +126,37 @@ def decode(name, read):
         fail(f'{name}: not a decodable image')
 
 
+class Fader:
+    """Scales the BN output of every channel a plan removes by `alpha` (1: unpruned, 0: computes the pruned net)."""
+
+    def __init__(self, net, plan_path):
+        try:
+            with open(plan_path) as f:
+                groups = json.load(f)['groups']
+            removed = {g['anchor']: g for g in groups if 'frozen' not in g and len(g['keep']) < g['channels']}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            fail(f'{plan_path}: not an adapruner plan ({type(e).__name__}: {e})')
+        self.alpha = 1.0
+        readers = {n.input[0]: n for n in net.graph.node if n.op_type == 'BatchNormalization'}
+        masks = {}
+        for anchor, g in removed.items():
+            if anchor not in readers:
+                fail(f'{plan_path}: group {g["id"]} ({anchor}) is not read by a BatchNormalization; --fade-plan fades BN outputs only')
+            width = net.get({}, readers[anchor].input[1]).numel()
+            if width != g['channels']:
+                fail(f'{plan_path}: group {g["id"]} ({anchor}) has {g["channels"]} channels, the model {width}; '
+                     'the plan is for another model (--fade-plan needs the unpruned one)')
+            keep = torch.zeros(g['channels'])
+            keep[g['keep']] = 1
+            masks[readers[anchor].output[0]] = keep
+        net.nodes = [(n, self.wrap(run, masks[n.output[0]]) if n.output[0] in masks else run, a) for n, run, a in net.nodes]
+
+    def wrap(self, run, keep):
+        def faded(net, a, i):
+            return run(net, a, i) * (keep + (1 - keep) * self.alpha)[None, :, None, None]
+        return faded
+
+
 def accuracy(net, images, labels, batch=500):
     net.eval()
     correct = 0
@@ -121,7 +166,36 @@ def accuracy(net, images, labels, batch=500):
     return correct / len(labels)
 
 
-def train_epoch(net, opt, data, args, epoch, total_steps):
+def scores(net, test, fader):
+    """Test accuracy; while fading, of the pruned network (factor 0) and of the network as it now runs."""
+    if not fader:
+        return {'testAccuracy': accuracy(net, *test)}
+    alpha, fader.alpha = fader.alpha, 0.0
+    pruned = accuracy(net, *test)
+    fader.alpha = alpha
+    return {'testAccuracy': pruned, 'alpha': alpha, 'asRun': accuracy(net, *test) if alpha > 0 else pruned}
+
+
+def sharpness_aware_gradient(net, opt, x, y, rho):
+    """SAM (Foret et al. 2021): replaces the gradients by those at w + rho * g / |g|, the worst nearby point to
+    first order. BN's running statistics are restored after that second pass, so they move once per step."""
+    params = [p for g in opt.param_groups for p in g['params']]
+    with torch.no_grad():
+        norm = torch.sqrt(sum((p.grad ** 2).sum() for p in params)) + 1e-12
+        shifts = [rho * p.grad / norm for p in params]
+        for p, e in zip(params, shifts):
+            p.add_(e)
+    stats = {k: v.clone() for k, v in net.consts.items() if v.is_floating_point()}
+    opt.zero_grad(set_to_none=True)
+    F.cross_entropy(net(x), y).backward()
+    with torch.no_grad():
+        for p, e in zip(params, shifts):
+            p.sub_(e)
+        for k, v in stats.items():
+            net.consts[k].copy_(v)
+
+
+def train_epoch(net, opt, data, args, epoch, total_steps, fader=None):
     images, labels = data
     net.train()
     gen = torch.Generator().manual_seed(args.seed * 1000 + epoch)
@@ -132,6 +206,8 @@ def train_epoch(net, opt, data, args, epoch, total_steps):
         step = epoch * steps + s
         for g in opt.param_groups:
             g['lr'] = 0.5 * args.lr * (1 + math.cos(math.pi * step / total_steps))
+        if fader:
+            fader.alpha = max(0.0, 1 - step / (args.fade * total_steps))
         idx = order[s * args.batch:(s + 1) * args.batch]
         x = images[idx]
         if args.augment == 'flip':
@@ -140,6 +216,8 @@ def train_epoch(net, opt, data, args, epoch, total_steps):
         opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(net(x), labels[idx])
         loss.backward()
+        if args.sam:
+            sharpness_aware_gradient(net, opt, x, labels[idx], args.sam)
         opt.step()
         loss_sum += loss.item()
         if s % 50 == 0:
@@ -178,6 +256,7 @@ def main():
         net = OnnxNet(args.model)
     except Exception as e:  # onnx's DecodeError and friends share no base class; any of them means a bad model file
         fail(str(e) if str(e).startswith(args.model) else f'{args.model}: {e}')
+    fader = Fader(net, args.fade_plan) if args.fade_plan else None
     files = list_files(args.data)
     train, test = read_split(args.data, files, 'train'), read_split(args.data, files, 'test')
     if args.limit:
@@ -186,17 +265,19 @@ def main():
     if len(train[1]) < args.batch:
         fail(f'{args.data}: {len(train[1])} training images, fewer than one batch of {args.batch}')
     opt = torch.optim.SGD(net.decay_groups(args.weight_decay), lr=args.lr, momentum=args.momentum, nesterov=args.nesterov)
-    history = [{'epoch': 0, 'testAccuracy': accuracy(net, *test)}]
+    history = [{'epoch': 0, **scores(net, test, fader)}]
     print(json.dumps(history[-1]), file=sys.stderr, flush=True)
     total_steps = args.epochs * (len(train[1]) // args.batch)
     for epoch in range(args.epochs):
-        loss = train_epoch(net, opt, train, args, epoch, total_steps)
-        history.append({'epoch': epoch + 1, 'trainLoss': loss, 'testAccuracy': accuracy(net, *test)})
+        loss = train_epoch(net, opt, train, args, epoch, total_steps, fader)
+        history.append({'epoch': epoch + 1, 'trainLoss': loss, **scores(net, test, fader)})
         print(json.dumps(history[-1]), file=sys.stderr, flush=True)
     if args.out:
         write_onnx(net, args.model, args.out)
     print(json.dumps({'model': args.model, 'seed': args.seed, 'lr': args.lr, 'nesterov': args.nesterov, 'epochs': args.epochs,
-                      'batch': args.batch, 'augment': args.augment, 'history': history, 'seconds': time.time() - started}))
+                      'batch': args.batch, 'augment': args.augment, **({'sam': args.sam} if args.sam else {}),
+                      **({'fadePlan': args.fade_plan, 'fade': args.fade} if fader else {}),
+                      'history': history, 'seconds': time.time() - started}))
 
 
 if __name__ == '__main__':
