@@ -134,6 +134,9 @@ class Fader:
             with open(plan_path) as f:
                 groups = json.load(f)['groups']
             removed = {g['anchor']: g for g in groups if 'frozen' not in g and len(g['keep']) < g['channels']}
+            for g in removed.values():
+                if not all(isinstance(k, int) and 0 <= k < g['channels'] for k in g['keep']):
+                    raise ValueError(f"group {g.get('id')}: a kept channel outside 0..{g['channels'] - 1}")
         except (OSError, ValueError, KeyError, TypeError) as e:
             fail(f'{plan_path}: not an adapruner plan ({type(e).__name__}: {e})')
         self.alpha = 1.0
@@ -141,10 +144,10 @@ class Fader:
         masks = {}
         for anchor, g in removed.items():
             if anchor not in readers:
-                fail(f'{plan_path}: group {g["id"]} ({anchor}) is not read by a BatchNormalization; --fade-plan fades BN outputs only')
+                fail(f'{plan_path}: group {g.get("id")} ({anchor}) is not read by a BatchNormalization; --fade-plan fades BN outputs only')
             width = net.get({}, readers[anchor].input[1]).numel()
             if width != g['channels']:
-                fail(f'{plan_path}: group {g["id"]} ({anchor}) has {g["channels"]} channels, the model {width}; '
+                fail(f'{plan_path}: group {g.get("id")} ({anchor}) has {g["channels"]} channels, the model {width}; '
                      'the plan is for another model (--fade-plan needs the unpruned one)')
             keep = torch.zeros(g['channels'])
             keep[g['keep']] = 1
