@@ -140,18 +140,24 @@ class Fader:
         except (OSError, ValueError, KeyError, TypeError) as e:
             fail(f'{plan_path}: not an adapruner plan ({type(e).__name__}: {e})')
         self.alpha = 1.0
-        readers = {n.input[0]: n for n in net.graph.node if n.op_type == 'BatchNormalization'}
+        readers = {}
+        for n in net.graph.node:
+            for name in n.input:
+                readers.setdefault(name, []).append(n)
         masks = {}
         for anchor, g in removed.items():
-            if anchor not in readers:
-                fail(f'{plan_path}: group {g.get("id")} ({anchor}) is not read by a BatchNormalization; --fade-plan fades BN outputs only')
-            width = net.get({}, readers[anchor].input[1]).numel()
+            # Only when the BN is the anchor's one reader does a zero factor make the network the pruned one.
+            bn = readers.get(anchor, [])
+            if len(bn) != 1 or bn[0].op_type != 'BatchNormalization':
+                fail(f'{plan_path}: group {g.get("id")} ({anchor}) is not read by one BatchNormalization alone; --fade-plan fades BN outputs only')
+            bn = bn[0]
+            width = net.get({}, bn.input[1]).numel()
             if width != g['channels']:
                 fail(f'{plan_path}: group {g.get("id")} ({anchor}) has {g["channels"]} channels, the model {width}; '
                      'the plan is for another model (--fade-plan needs the unpruned one)')
             keep = torch.zeros(g['channels'])
             keep[g['keep']] = 1
-            masks[readers[anchor].output[0]] = keep
+            masks[bn.output[0]] = keep
         net.nodes = [(n, self.wrap(run, masks[n.output[0]]) if n.output[0] in masks else run, a) for n, run, a in net.nodes]
 
     def wrap(self, run, keep):
