@@ -595,6 +595,7 @@ export function generateCases(): AdversarialCase[] {
         ['--finetune-lr', ['nan', '-1', 'inf', '0']],
         ['--finetune-batch', ['0', 'nan', '1e12']],
         ['--finetune-limit', ['0', 'nan']],
+        ['--finetune-sam', ['nan', '-0.05', 'inf', '11']],
         ['--val-limit', ['0', 'nan']],
         ['--threads', ['0', 'nan']],
       ] as const
@@ -615,6 +616,7 @@ export function generateCases(): AdversarialCase[] {
         ['--label-smoothing', ['nan', '-0.1', '1.5']],
         ['--seed', ['nan']],
         ['--limit', ['0', 'nan']],
+        ['--sam', ['nan', '-0.05', 'inf', '11']],
         ['--threads', ['0', 'nan', '1.5']],
       ] as const
     ).map(([o, vs]): [string, Cmd, string, string[]] => ['finetune', COMMANDS.finetune!, o, [...vs]]),

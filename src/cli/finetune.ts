@@ -4,7 +4,15 @@ import path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { checkOutput, noteInput, RunOutputs } from '../run-files.js';
 import { checkModel, checkRuntimeAccepts } from '../runtime/preflight.js';
-import { batchSize, checkNumbers, positiveInt, seed, threads, type NumberRule } from './numbers.js';
+import {
+  batchSize,
+  checkNumbers,
+  positiveInt,
+  SAM_RADIUS,
+  seed,
+  threads,
+  type NumberRule,
+} from './numbers.js';
 import { openDataset } from '../data/open.js';
 import { AUGMENTATIONS, resolveSpec, type Augmentation } from '../data/preprocess.js';
 import { balancedSubset } from '../data/subset.js';
@@ -52,6 +60,7 @@ interface FinetuneArgs {
   temperature?: number;
   alpha?: number;
   distillGate?: DistillGate;
+  sam: number;
   json: boolean;
 }
 
@@ -142,6 +151,12 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
         choices: DISTILL_GATES,
         describe: `With --teacher, the images distillation applies to: teacher-correct (those whose label the teacher predicts; the others train on labels alone) or none (all). Default: ${DEFAULT_DISTILL_GATE}`,
       })
+      .option('sam', {
+        type: 'number',
+        default: 0,
+        describe:
+          'Sharpness-aware minimisation with this radius (e.g. 0.05; 0: off): each step takes its gradient at w + rho g/|g|, two passes per step, about twice the time',
+      })
       .option('json', {
         type: 'boolean',
         default: false,
@@ -187,6 +202,7 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
       checkpoint,
       resume: args.resume,
       stopAfterEpoch: args.stopAfterEpoch,
+      sam: args.sam,
       teacher: teacher
         ? {
             model: teacher,
@@ -256,6 +272,7 @@ const FINETUNE_NUMBERS: Record<string, NumberRule> = {
   valLimit: positiveInt,
   threads,
   stopAfterEpoch: { int: true, min: 0, max: 1e6 },
+  sam: SAM_RADIUS,
   temperature: { above: 0, max: 1e6 },
   alpha: { min: 0, max: 1 },
 };

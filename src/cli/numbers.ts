@@ -21,6 +21,8 @@ export const seed: NumberRule = { int: true, min: 0, max: 2 ** 32 - 1 };
 export const threads: NumberRule = { int: true, min: 1, max: 1024 };
 export const pixels: NumberRule = { int: true, min: 1, max: MAX_BATCH };
 export const fraction: NumberRule = { above: 0, max: 1 };
+/** SAM's radius (`--sam`, `--finetune-sam`); 0 is off, and the paper's CIFAR value is 0.05. */
+export const SAM_RADIUS: NumberRule = { min: 0, max: 10 };
 
 /**
  * Checks the numeric options a command was given against `rules` (keys in camelCase, as yargs hands them

@@ -52,6 +52,11 @@ export interface FinetuneOptions {
   /** Stop (as if killed) once this many epochs are done in total; the checkpoint lets a later run resume. */
   stopAfterEpoch?: number;
   teacher?: { model: Model | string; temperature?: number; alpha?: number; gate?: DistillGate };
+  /**
+   * Sharpness-aware minimisation with this radius (0 or absent: off): each step takes its gradient at
+   * w + rho g/|g|, two passes of the step graph (see StepGraphOptions.sharpnessAware), about twice the time.
+   */
+  sam?: number;
   onStep?: (p: StepProgress) => void;
   onEpoch?: (r: EpochRecord) => void;
 }
@@ -93,6 +98,9 @@ export async function finetune(
   if (!(Number.isInteger(options.epochs) && options.epochs > 0))
     throw new UserError(`--epochs must be a positive integer, not ${options.epochs}`);
   if (!(options.lr > 0)) throw new UserError(`--lr must be positive, not ${options.lr}`);
+  const rho = options.sam ?? 0;
+  if (!(Number.isFinite(rho) && rho >= 0))
+    throw new UserError(`the SAM radius must be a finite number >= 0, not ${options.sam}`);
   const indices =
     options.limit !== undefined
       ? balancedSubset(dataset.labels, options.limit, seed)
@@ -129,6 +137,7 @@ export async function finetune(
     teacher,
     feeds: stateFeeds(step, (name) => state.tensors.get(name)),
     carried: carriedTensors(step),
+    sam: rho > 0 ? samFeeds(step, rho) : undefined,
     schedule: {
       ...options.schedule,
       warmupSteps: Math.round((options.warmupEpochs ?? 0) * stepsPerEpoch),
@@ -171,6 +180,8 @@ interface TrainingRun {
   /** The step's inputs; the previous step's outputs are fed straight back (`carried`: output -> input). */
   feeds: Record<string, ort.Tensor>;
   carried: (readonly [string, string])[];
+  /** With SAM: the radius, and the zero shifts of the first pass of every step. */
+  sam: { rho: ort.Tensor; zeroShifts: Record<string, ort.Tensor> } | undefined;
   schedule: ScheduleOptions;
   overheadMs: number;
   stepsRun: number;
@@ -188,6 +199,7 @@ async function prepareRun(
     batchSize: options.batchSize,
     sgd: options.sgd,
     labelSmoothing: options.labelSmoothing,
+    sharpnessAware: (options.sam ?? 0) > 0,
     distillation: options.teacher ? distillationOf(options.teacher) : undefined,
     // The blocked-layout conv ops exist on onnxruntime's CPU provider only.
     blockedConvs: (options.device ?? 'cpu') === 'cpu',
@@ -247,6 +259,41 @@ export function carriedTensors(step: StepGraph): (readonly [string, string])[] {
   ];
 }
 
+function samFeeds(step: StepGraph, rho: number): NonNullable<TrainingRun['sam']> {
+  const zeroShifts: Record<string, ort.Tensor> = {};
+  for (const p of step.params)
+    zeroShifts[p.shift!.input] = new ort.Tensor(
+      'float32',
+      new Float32Array(p.shape.reduce((a, b) => a * b, 1)),
+      p.shape,
+    );
+  return { rho: new ort.Tensor('float32', new Float32Array([rho]), []), zeroShifts };
+}
+
+/**
+ * One optimizer step; feeds the carried state back. With SAM, two passes: at w (shift 0), which moves the BN
+ * running statistics and gives the shift rho g/|g|, then at the shifted point, which gives the update of w and
+ * the momentum. The outputs returned hold the loss and correct count at w, as the plain step reports them.
+ */
+async function runStep(run: TrainingRun): Promise<ort.InferenceSession.OnnxValueMapType> {
+  const { session, feeds, step, sam } = run;
+  if (!sam) {
+    const out = await session.session.run(feeds);
+    for (const [from, to] of run.carried) feeds[to] = out[from] as ort.Tensor;
+    return out;
+  }
+  Object.assign(feeds, sam.zeroShifts, { [step.inputs.rho!]: sam.rho });
+  const atW = await session.session.run(feeds);
+  for (const r of step.runningStats) feeds[r.name] = atW[r.updated] as ort.Tensor;
+  for (const p of step.params) feeds[p.shift!.input] = atW[p.shift!.output] as ort.Tensor;
+  const shifted = await session.session.run(feeds);
+  for (const p of step.params) {
+    feeds[p.name] = shifted[p.updated] as ort.Tensor;
+    if (p.momentum) feeds[p.momentum.input] = shifted[p.momentum.output] as ort.Tensor;
+  }
+  return atW;
+}
+
 /** One epoch of steps over a seeded shuffle; stops with a UserError on a non-finite loss. */
 async function trainEpoch(run: TrainingRun, epoch: number): Promise<EpochRecord> {
   const { options, step, state, feeds, teacher, stepsPerEpoch, model } = run;
@@ -284,9 +331,8 @@ async function trainEpoch(run: TrainingRun, epoch: number): Promise<EpochRecord>
       );
     const before = performance.now();
     run.overheadMs += before - mark;
-    const out = await run.session.session.run(feeds);
+    const out = await runStep(run);
     mark = performance.now();
-    for (const [from, to] of run.carried) feeds[to] = out[from] as ort.Tensor;
     const loss = (out[step.outputs.loss]!.data as Float32Array)[0]!;
     if (!Number.isFinite(loss))
       throw new UserError(
@@ -451,6 +497,7 @@ function fingerprintOf(step: StepGraph, dataset: Dataset, o: FinetuneOptions, co
       o.spec,
       // Only with a teacher, so that runs without one keep their fingerprints.
       ...(o.teacher ? [Object.values(distillationOf(o.teacher))] : []),
+      ...(o.sam ? [{ sam: o.sam }] : []),
     ],
   };
   return createHash('sha256').update(JSON.stringify(facts)).digest('hex').slice(0, 16);

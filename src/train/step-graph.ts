@@ -55,6 +55,15 @@ export interface StepGraphOptions {
   /** Also output each parameter's loss gradient as `<param>__grad` (tests, debugging). */
   exposeGradients?: boolean;
   /**
+   * Sharpness-aware minimisation (SAM, Foret et al. 2021), run as two passes of this one graph per step. Every
+   * parameter w gets an input `<w>__sam_shift` (s) that the forward pass adds to it: the loss and gradients are
+   * taken at w + s, while weight decay and the update apply to w. The graph also outputs the next shift,
+   * rho * g / |g| from this pass's gradients g (|g| over all parameters together), with rho an input. The trainer
+   * runs it with s = 0 (keeping the running statistics and the shift), then with that shift (keeping the
+   * updated parameters and momentum).
+   */
+  sharpnessAware?: boolean;
+  /**
    * Run convolutions through onnxruntime's CPU blocked-layout kernels (blocked-conv.ts). Default true; off for
    * other execution providers, which do not have those ops.
    */
@@ -71,14 +80,19 @@ export interface TrainedParam {
   grad?: string;
   /** Momentum buffer input/output names (absent when momentum is 0). */
   momentum?: { input: string; output: string };
+  /** With `sharpnessAware`: the shift input added to the parameter, and the next shift output. */
+  shift?: { input: string; output: string };
 }
 
 export interface StepGraph {
   model: Model;
   batchSize: number;
   numClasses: number;
-  /** Input names: images [B,...], labels int64 [B], lr float scalar, teacher logits [B,K] with distillation. */
-  inputs: { images: string; labels: string; lr: string; teacherLogits?: string };
+  /**
+   * Input names: images [B,...], labels int64 [B], lr float scalar, teacher logits [B,K] with distillation, the
+   * SAM radius (float scalar) with `sharpnessAware`.
+   */
+  inputs: { images: string; labels: string; lr: string; teacherLogits?: string; rho?: string };
   imageShape: number[];
   /** Output names: loss (float scalar, the mean over the batch) and correct (int64 scalar). */
   outputs: { loss: string; correct: string };
@@ -196,19 +210,24 @@ function emitTrainingStep(
       file,
     );
   for (const p of params) promoteToInput(g, p);
+  // Without SAM the forward pass reads each parameter itself; with it, parameter + shift.
+  const readAs = options.sharpnessAware ? shiftedParams(s, params) : new Map(params.map((p) => [p, p]));
   const { composite, runningStats } = expandBatchNorms(s);
-  const requiresGrad = differentiable(s, params, logits);
+  const requiresGrad = differentiable(s, [...readAs.values()], logits);
 
   const forwardNodes = [...g.nodes];
   const labels = new Value('labels', tensorType(DataType.INT64, [B]));
   const head = emitLoss(s, logits, labels, numClasses, options);
   const grads = backward(s, forwardNodes, composite, requiresGrad, logits, head.dLogits);
   const lr = new Value('lr', tensorType(DataType.FLOAT, []));
-  const { trained, updates, opt } = emitUpdates(s, params, grads, lr, options);
+  const { trained, updates, opt } = emitUpdates(s, params, (p) => grads(readAs.get(p)!), lr, options);
+  const rho = options.sharpnessAware ? new Value('sam_rho', tensorType(DataType.FLOAT, [])) : undefined;
+  const nextShifts = rho ? emitNextShifts(s, updates, rho) : [];
 
   images.type = tensorType(DataType.FLOAT, imageShape);
   g.inputs.push(labels, lr);
   if (head.teacherLogits) g.inputs.push(head.teacherLogits);
+  if (rho) g.inputs.push(rho);
   head.loss.name = g.uniqueName('loss');
   head.correct.name = g.uniqueName('correct');
   g.outputs.length = 0;
@@ -217,7 +236,13 @@ function emitTrainingStep(
     head.correct,
     ...opt.map((u) => u.updated),
     ...opt.flatMap((u) => (u.momentumOut ? [u.momentumOut] : [])),
+    ...nextShifts,
   );
+  if (rho)
+    trained.forEach(
+      (t, i) =>
+        (t.shift = { input: readAs.get(params[i]!)!.producer!.input(1).name, output: nextShifts[i]!.name }),
+    );
   const byName = g.valueByName();
   for (const r of runningStats) g.outputs.push(byName.get(r.updated)!);
   if (options.exposeGradients) exposeGradients(s, updates, trained);
@@ -234,6 +259,7 @@ function emitTrainingStep(
       labels: labels.name,
       lr: lr.name,
       teacherLogits: head.teacherLogits?.name,
+      rho: rho?.name,
     },
     imageShape,
     outputs: { loss: head.loss.name, correct: head.correct.name },
@@ -249,6 +275,43 @@ function promoteToInput(g: Graph, v: Value): void {
   g.removeInitializer(v);
   v.type = tensorType(t.dataType, [...t.dims]);
   g.inputs.push(v);
+}
+
+/**
+ * SAM's perturbation: each parameter p gets a shift input s, and every node that read p reads p + s instead. The
+ * gradient is taken with respect to p + s; the optimizer still updates p.
+ */
+function shiftedParams(s: StepBuilder, params: Value[]): Map<Value, Value> {
+  const { g } = s;
+  const e = new Emitter(g, 'sam/', { opset: s.opset, before: g.nodes[0] });
+  const readAs = new Map<Value, Value>();
+  for (const p of params) {
+    const shape = [...(p.shape as number[])];
+    const shift = new Value(g.uniqueName(`${p.name}__sam_shift`), tensorType(DataType.FLOAT, shape));
+    g.inputs.push(shift);
+    const readers = [...p.uses];
+    const shifted = e.add(p, shift);
+    for (const use of readers) use.node.setInput(use.index, shifted);
+    shifted.type = tensorType(DataType.FLOAT, shape);
+    s.shapes.set(shifted, shape);
+    readAs.set(p, shifted);
+  }
+  return readAs;
+}
+
+/** SAM's next shift for every parameter: rho * g / |g|, with |g| the norm of all the loss gradients together. */
+function emitNextShifts(s: StepBuilder, updates: { param: Value; grad: Value }[], rho: Value): Value[] {
+  const e = new Emitter(s.g, 'sam/', { opset: s.opset });
+  const squares = updates.map((u) => e.op('ReduceSumSquare', [u.grad], { keepdims: 0 }));
+  // The epsilon keeps a zero gradient (nothing to perturb towards) from dividing by zero.
+  const norm = e.add(e.op('Sqrt', [e.sum(squares)]), e.scalar(1e-12));
+  const scale = e.op('Div', [rho, norm]);
+  return updates.map((u) => {
+    const next = e.mul(u.grad, scale);
+    next.name = s.g.uniqueName(`${u.param.name}__sam_shift__new`);
+    next.type = tensorType(DataType.FLOAT, [...(u.param.shape as number[])]);
+    return next;
+  });
 }
 
 /** Every BatchNormalization in training mode; its running statistics become inputs and updated outputs. */
