@@ -211,7 +211,9 @@ function emitTrainingStep(
     );
   for (const p of params) promoteToInput(g, p);
   // Without SAM the forward pass reads each parameter itself; with it, parameter + shift.
-  const readAs = options.sharpnessAware ? shiftedParams(s, params) : new Map(params.map((p) => [p, p]));
+  const { readAs, shifts } = options.sharpnessAware
+    ? shiftedParams(s, params)
+    : { readAs: new Map(params.map((p) => [p, p])), shifts: [] };
   const { composite, runningStats } = expandBatchNorms(s);
   const requiresGrad = differentiable(s, [...readAs.values()], logits);
 
@@ -238,11 +240,7 @@ function emitTrainingStep(
     ...opt.flatMap((u) => (u.momentumOut ? [u.momentumOut] : [])),
     ...nextShifts,
   );
-  if (rho)
-    trained.forEach(
-      (t, i) =>
-        (t.shift = { input: readAs.get(params[i]!)!.producer!.input(1).name, output: nextShifts[i]!.name }),
-    );
+  if (rho) trained.forEach((t, i) => (t.shift = { input: shifts[i]!.name, output: nextShifts[i]!.name }));
   const byName = g.valueByName();
   for (const r of runningStats) g.outputs.push(byName.get(r.updated)!);
   if (options.exposeGradients) exposeGradients(s, updates, trained);
@@ -281,10 +279,11 @@ function promoteToInput(g: Graph, v: Value): void {
  * SAM's perturbation: each parameter p gets a shift input s, and every node that read p reads p + s instead. The
  * gradient is taken with respect to p + s; the optimizer still updates p.
  */
-function shiftedParams(s: StepBuilder, params: Value[]): Map<Value, Value> {
+function shiftedParams(s: StepBuilder, params: Value[]): { readAs: Map<Value, Value>; shifts: Value[] } {
   const { g } = s;
   const e = new Emitter(g, 'sam/', { opset: s.opset, before: g.nodes[0] });
   const readAs = new Map<Value, Value>();
+  const shifts: Value[] = [];
   for (const p of params) {
     const shape = [...(p.shape as number[])];
     const shift = new Value(g.uniqueName(`${p.name}__sam_shift`), tensorType(DataType.FLOAT, shape));
@@ -295,8 +294,9 @@ function shiftedParams(s: StepBuilder, params: Value[]): Map<Value, Value> {
     shifted.type = tensorType(DataType.FLOAT, shape);
     s.shapes.set(shifted, shape);
     readAs.set(p, shifted);
+    shifts.push(shift);
   }
-  return readAs;
+  return { readAs, shifts };
 }
 
 /** SAM's next shift for every parameter: rho * g / |g|, with |g| the norm of all the loss gradients together. */
