@@ -7,7 +7,7 @@ import { resolveSpec } from '../src/data/preprocess.js';
 import { balancedSubset } from '../src/data/subset.js';
 import { loadModel, serializeModel } from '../src/ir/index.js';
 import type { Model } from '../src/ir/model.js';
-import { finetune } from '../src/train/loop.js';
+import { finetune, stateFeeds } from '../src/train/loop.js';
 import { buildStepGraph, type StepGraph } from '../src/train/step-graph.js';
 import { fixture, seededFloats } from './helpers.js';
 
@@ -34,7 +34,7 @@ function maxRelativeError(ours: Float32Array, ref: Float32Array): number {
   return diff / Math.max(scale, 1e-12);
 }
 
-/** Runs a step graph once on one batch with the given parameters (momentum buffers at zero). */
+/** Runs a step graph once on one batch with the given parameters (stateFeeds: momentum buffers at zero). */
 async function runOnce(
   session: ort.InferenceSession,
   step: StepGraph,
@@ -48,16 +48,10 @@ async function runOnce(
     [step.inputs.lr]: new ort.Tensor('float32', new Float32Array([LR]), []),
     ...extra,
   };
-  for (const p of step.params) {
-    feeds[p.name] = new ort.Tensor('float32', params.get(p.name)!, p.shape);
-    if (p.momentum)
-      feeds[p.momentum.input] = new ort.Tensor(
-        'float32',
-        new Float32Array(p.shape.reduce((a, b) => a * b, 1)),
-        p.shape,
-      );
-  }
-  for (const r of step.runningStats) feeds[r.name] = new ort.Tensor('float32', params.get(r.name)!, r.shape);
+  Object.assign(
+    feeds,
+    stateFeeds(step, (name) => params.get(name)),
+  );
   return session.run(feeds);
 }
 
