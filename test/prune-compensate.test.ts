@@ -5,7 +5,7 @@ import { decodeModel, loadModel, serializeModel, type Model } from '../src/ir/in
 import { choleskyInPlace, choleskySolveInPlace, solveSpd } from '../src/linalg/cholesky.js';
 import { compensateModel, compensationTargets, type InputBatch } from '../src/prune/compensate.js';
 import { analyzeModel, pruneModel } from '../src/prune/index.js';
-import { probeInputDims, randomInputs } from '../src/prune/probe.js';
+import { probeInputDims, randomInputs } from '../src/shapes/probe.js';
 
 const FIXTURES = ['vgg', 'resnet_a', 'mobilenetv2', 'densenet'];
 

@@ -2,7 +2,7 @@ import * as ort from 'onnxruntime-node';
 import { constantOf, loadModel, serializeModel, type Model } from '../src/ir/index.js';
 import type { GroupAnalysis } from '../src/prune/groups.js';
 export { maskRemovedChannels } from '../src/prune/mask.js';
-import { probeInputDims, randomInputs } from '../src/prune/probe.js';
+import { probeInputDims, randomInputs } from '../src/shapes/probe.js';
 
 export async function runModel(model: Model, batch = 2, seed = 7): Promise<Float32Array[]> {
   const dims = probeInputDims(model);

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { DataType, Node, Value, intAttr, loadModel, tensorType, type Model } from '../src/ir/index.js';
 import { pruneModel } from '../src/prune/index.js';
-import { probeModel, staticProbe } from '../src/prune/probe.js';
+import { probeModel, staticProbe } from '../src/shapes/probe.js';
 import { FIXTURE_MODELS, fixture, needsShared, sharedModel } from './helpers.js';
 
 const clamp = (x: number): number => Math.max(Math.min(x, Number.MAX_SAFE_INTEGER), -Number.MAX_SAFE_INTEGER);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { loadModel } from '../src/ir/index.js';
-import { probeInputDims, randomInputs } from '../src/prune/probe.js';
+import { probeInputDims, randomInputs } from '../src/shapes/probe.js';
 import { TaylorProbe } from '../src/prune/taylor.js';
 
 // Σ a·∂L/∂a of one BN output channel is the derivative of the loss when that channel is scaled by (1 + ε):

@@ -16,7 +16,7 @@ import { meanDiagonal, solveSpd } from '../linalg/cholesky.js';
 import { createSession, type RuntimeOptions } from '../runtime/session.js';
 import { constantOf } from '../ir/index.js';
 import type { GroupAnalysis, Space } from './groups.js';
-import { probeModel, staticProbe } from './probe.js';
+import { probeModel, staticProbe } from '../shapes/probe.js';
 import { keptPositions } from './rewrite.js';
 import { ancestorNodes, LayerInputs, runSession, type InputBatch } from './layer-inputs.js';
 

@@ -3,7 +3,7 @@ import { constantOf } from '../ir/index.js';
 import { opHandler } from '../ops/registry.js';
 import type { CostTerm, FilterLayout, LinkContext, OpRecord, Space } from '../ops/types.js';
 import type { ChannelOp } from '../ops/types.js';
-import type { ProbeResult } from './probe.js';
+import type { ProbeResult } from '../shapes/probe.js';
 
 /**
  * Channel-group analysis. Every tracked (value, axis) pair is a "space" of channel positions. Operators link

@@ -13,7 +13,7 @@ import { jitterScores, widthScores, type WidthSource } from './width-prior.js';
 import { analyzeGroups, groupRows, type GroupAnalysis, type GroupRow } from './groups.js';
 import { groupImportance, type Importance } from './importance.js';
 import { PLAN_FORMAT, PLAN_VERSION, anchorOf, validatePlan, type Plan } from './plan.js';
-import { probeInputDims, probeShapes } from './probe.js';
+import { probeInputDims, probeShapes } from '../shapes/probe.js';
 import { applyKeep } from './rewrite.js';
 import {
   CostModel,
@@ -36,7 +36,7 @@ export {
   type CompensationTarget,
   type CompensationReport,
 } from './compensate.js';
-export { probeShapes, type ProbeResult } from './probe.js';
+export { probeShapes, type ProbeResult } from '../shapes/probe.js';
 
 export interface PruneOptions {
   /** Fraction of the original MACs to keep. */

@@ -5,7 +5,7 @@ import { DataType, Value, serializeModel, tensorType, type Model, type Node } fr
 import { removeDeadNodes } from '../passes/dead-code.js';
 import { removeUnusedInitializers } from '../passes/unused-initializers.js';
 import { createSession, type RuntimeOptions } from '../runtime/session.js';
-import { dataTypeOfOrt } from './probe.js';
+import { dataTypeOfOrt } from '../shapes/probe.js';
 
 /** One batch of model input (NCHW float32). */
 export interface InputBatch {

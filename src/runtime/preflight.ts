@@ -7,7 +7,7 @@ import { serializeModel } from '../ir/save.js';
 import { verifyModel } from '../ir/verify.js';
 import type * as ort from 'onnxruntime-node';
 import { firstLine } from '../data/error-text.js';
-import { probeInputDims, randomInputs } from '../prune/probe.js';
+import { probeInputDims, randomInputs } from '../shapes/probe.js';
 import { createSession } from './session.js';
 
 /**

@@ -4,7 +4,7 @@ import { UserError } from '../errors.js';
 import { verifyModel, type Model, type Value } from '../ir/index.js';
 import { serializeModelCompact } from '../ir/save.js';
 import { constantOf } from '../ir/constant.js';
-import { probeInputDims, randomInputs } from '../prune/probe.js';
+import { probeInputDims, randomInputs } from '../shapes/probe.js';
 
 export interface ValidationResult {
   verifyMs: number;

@@ -17,7 +17,7 @@ import {
 } from './grad-rules/index.js';
 import { addOptimizer, type SgdOptions } from './optimizer.js';
 import { PassManager, type Pass, type PassResult } from '../passes/pass-manager.js';
-import { probeShapes, type ProbeResult } from '../prune/probe.js';
+import { probeShapes, type ProbeResult } from '../shapes/probe.js';
 
 /**
  * Knowledge distillation. `gate: 'teacher-correct'` applies the distillation term only to the images whose label
