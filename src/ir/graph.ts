@@ -173,6 +173,14 @@ export class Node {
     return a.value;
   }
 
+  attrFloats(name: string): number[] | undefined {
+    const a = this.attributes.get(name);
+    if (!a) return undefined;
+    if (a.type !== AttributeType.FLOATS)
+      throw new Error(`attribute '${name}' of node '${this.name}' is not a list of floats`);
+    return [...a.value];
+  }
+
   attrString(name: string, fallback: string): string;
   attrString(name: string): string | undefined;
   attrString(name: string, fallback?: string): string | undefined {

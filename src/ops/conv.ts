@@ -21,7 +21,7 @@ export const conv: ChannelOp<ConvData> = {
   opTypes: ['Conv'],
 
   link(node, ins, ctx) {
-    const x = ins[0];
+    const tracked = ins[0];
     const w = constantOf(node.inputs[1]);
     const od = ctx.dims(node.outputs[0]);
     if (!w || !od || ins[1] || ins[2] || (node.inputs[2] && !ctx.isConst(node.inputs[2]))) {
@@ -33,12 +33,14 @@ export const conv: ChannelOp<ConvData> = {
     const c = cPerGroup * groups;
     const kernel = prod(w.dims.slice(2));
     const o = ctx.newSpace(node.outputs[0]!, 1)!;
-    if (x && x.axis !== 1) ctx.freeze(x, `${node} reads channels off axis 1`);
+    // A tracked axis other than 1 (a transposed anchor or token axis) is not this conv's input channels.
+    if (tracked && tracked.axis !== 1) ctx.freeze(tracked, `${node} reads channels off axis 1`);
+    const x = tracked && tracked.axis === 1 ? tracked : undefined;
     const depthwise = groups > 1 && groups === c && m === c;
     let outPerGroup: number | undefined;
     if (x && depthwise) ctx.same(x, o, node);
     else if (groups > 1) {
-      if ((x && (x.axis !== 1 || x.size !== c)) || m % groups !== 0) {
+      if (!x || x.size !== c || m % groups !== 0) {
         ctx.freeze(x, `${node} is a grouped convolution (${groups} groups) over untracked channels`);
         ctx.freeze(o, `${node} is a grouped convolution (${groups} groups) over untracked channels`);
       } else {

@@ -2,6 +2,7 @@ import { batchNormalization, instanceNormalization } from './normalization.js';
 import { concat } from './concat.js';
 import { conv } from './conv.js';
 import { convTranspose } from './conv-transpose.js';
+import { depthToSpace } from './depth-to-space.js';
 import { elementwise } from './elementwise.js';
 import { gemm } from './gemm.js';
 import { layerNormalization } from './layer-normalization.js';
@@ -10,6 +11,7 @@ import { pad } from './pad.js';
 import { pool } from './pool.js';
 import { reduce } from './reduce.js';
 import { reshape } from './reshape.js';
+import { resize } from './resize.js';
 import { shape } from './shape.js';
 import { slice } from './slice.js';
 import { softmax } from './softmax.js';
@@ -40,6 +42,8 @@ const HANDLERS: readonly ChannelOp<never>[] = [
   transpose,
   softmax,
   reshape,
+  resize,
+  depthToSpace,
   reduce,
   shape,
 ] as ChannelOp<never>[];

@@ -1,7 +1,16 @@
 import type { Model, Node, Value } from '../ir/index.js';
 import { constantOf } from '../ir/index.js';
 import { opHandler } from '../ops/registry.js';
-import type { CostTerm, FilterLayout, LinkContext, OpRecord, Space } from '../ops/types.js';
+import { UserError } from '../errors.js';
+import type {
+  CostTerm,
+  FilterLayout,
+  LayerCost,
+  LinkContext,
+  OpRecord,
+  ShapeOf,
+  Space,
+} from '../ops/types.js';
 import type { ChannelOp } from '../ops/types.js';
 import type { ProbeResult } from '../shapes/probe.js';
 
@@ -47,6 +56,8 @@ export interface GroupAnalysis {
   /** What each handler recorded for the rewrite, in graph order. */
   readonly records: readonly OpRecord[];
   readonly costs: readonly CostTerm[];
+  /** Nodes whose handler's cost terms disagreed with inspect's count of the node (rescaled to it; a bug). */
+  readonly costMismatches: readonly string[];
   readonly probe: ProbeResult;
 }
 
@@ -192,6 +203,7 @@ export function analyzeGroups(model: Model, probe: ProbeResult): GroupAnalysis {
     if (d && d.length >= 2) b.newSpace(v, 1, `graph input '${v.name}'`);
   }
   for (const node of g.nodes) b.visit(node);
+  const costMismatches = completeCosts(b);
   for (const v of g.outputs) b.freeze(b.spaceOf.get(v), `graph output '${v.name}'`);
   for (const s of b.spaces)
     if (s.value.uses.some((u) => u.node.graph !== g))
@@ -199,7 +211,48 @@ export function analyzeGroups(model: Model, probe: ProbeResult): GroupAnalysis {
   const groups = formGroups(b);
   for (const p of b.producers) groups[p.space.group]!.producers.push(p);
   for (const n of b.norms) groups[n.space.group]!.norms.push(n);
-  return { model, spaces: b.spaces, spaceOf: b.spaceOf, groups, records: b.records, costs: b.costs, probe };
+  const { spaces, spaceOf, records, costs } = b;
+  return { model, spaces, spaceOf, groups, records, costs, costMismatches, probe };
+}
+
+/**
+ * Makes the cost terms count exactly what inspect counts, so a budget is a fraction of the whole model: a
+ * node whose handler added no terms (an op the analysis freezes, a MatMul of two activations) adds its MACs
+ * and params as a constant term, and a handler's terms that disagree with inspect's count of the node are
+ * rescaled to it. Returns the disagreeing nodes, which tests hold at none.
+ */
+function completeCosts(b: LinkBuilder): string[] {
+  const shapeOf = (v: Value): number[] | undefined => b.probe.dims.get(v);
+  const termsOf = new Map<Node, CostTerm[]>();
+  for (const t of b.costs) termsOf.set(t.node, [...(termsOf.get(t.node) ?? []), t]);
+  const mismatches: string[] = [];
+  for (const node of b.model.graph.nodes) {
+    const counted = nodeCost(node, shapeOf);
+    if (!counted) continue;
+    for (const kind of ['macs', 'params'] as const) {
+      const want = counted[kind];
+      const terms = (termsOf.get(node) ?? []).filter((t) => t.kind === kind);
+      const have = terms.reduce((a, t) => a + t.spaces.reduce((v, s) => v * s.size, t.coef), 0);
+      if (have === want) continue;
+      if (have === 0) b.costs.push({ node, kind, coef: want, spaces: [] });
+      else {
+        mismatches.push(`${node} ${kind}: ${have} counted, ${want} by inspect`);
+        for (const t of terms) t.coef *= want / have;
+      }
+    }
+  }
+  return mismatches;
+}
+
+/** inspect's count of one node at the probed shapes; none where its shapes are unknown. */
+function nodeCost(node: Node, shapeOf: ShapeOf): LayerCost | undefined {
+  const rule = opHandler(node.opType)?.cost;
+  try {
+    return rule?.(node, shapeOf);
+  } catch (e) {
+    if (e instanceof UserError) return undefined;
+    throw e;
+  }
 }
 
 /** Classes: union-find over positions; groups: spaces connected through any class. */

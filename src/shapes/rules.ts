@@ -513,6 +513,57 @@ const topK: ShapeRule = (c) => {
   ];
 };
 
+/**
+ * Resize (opset 10: X, scales; 11+: X, roi, scales, sizes; 18 adds `axes`) and Upsample (scales as an input
+ * from opset 9, an attribute before): sizes when given, else floor(dim * scale), as onnxruntime computes.
+ */
+const resize: ShapeRule = (c) => {
+  const x = c.shape(0);
+  const elemType = c.elemType(0);
+  if (!x) return [{ elemType }];
+  const upsample = c.node.opType === 'Upsample';
+  const axes = c.node.attrInts('axes')?.map((a) => normalizeAxis(a, x.length)) ?? x.map((_, i) => i);
+  const sizesAt = !upsample && c.opset >= 11 && c.has(3) ? 3 : undefined;
+  if (sizesAt !== undefined) {
+    const sizes = c.values(sizesAt);
+    if (!sizes || sizes.length !== axes.length) return [{ elemType }];
+    const shape = [...x];
+    axes.forEach((a, k) => (shape[a] = sizes[k]!));
+    return [{ elemType, shape }];
+  }
+  const scalesAt = upsample ? (c.opset >= 9 ? 1 : undefined) : c.opset >= 11 ? 2 : 1;
+  const scales =
+    scalesAt === undefined
+      ? c.node.attrFloats('scales')
+      : c.has(scalesAt)
+        ? c.constant(scalesAt)?.toNumbers()
+        : undefined;
+  if (!scales || scales.length !== axes.length) return [{ elemType }];
+  const shape = [...x];
+  axes.forEach((a, k) => {
+    const d = x[a]!;
+    shape[a] = scales[k] === 1 ? d : typeof d === 'number' ? Math.floor(d * scales[k]!) : null;
+  });
+  return [{ elemType, shape }];
+};
+
+/** DepthToSpace: [N, C, H, W] -> [N, C/b², H·b, W·b]; SpaceToDepth the reverse. */
+const depthToSpace: ShapeRule = (c) => {
+  const x = c.shape(0);
+  const elemType = c.elemType(0);
+  const b = c.node.attrInt('blocksize', 1);
+  if (!x || x.length !== 4) return [{ elemType }];
+  const scale = (d: Dim, f: number): Dim => (typeof d === 'number' ? d * f : f === 1 ? d : null);
+  const [n, ch, h, w] = x;
+  const shape =
+    c.node.opType === 'DepthToSpace'
+      ? [n!, scale(ch!, 1 / (b * b)), scale(h!, b), scale(w!, b)]
+      : [n!, scale(ch!, b * b), scale(h!, 1 / b), scale(w!, 1 / b)];
+  if (shape.some((d) => typeof d === 'number' && !Number.isInteger(d)))
+    throw new ShapeError(`${c.node.opType} block size ${b} does not divide ${JSON.stringify(x)}`);
+  return [{ elemType, shape }];
+};
+
 const UNARY = [
   'Relu',
   'Clip',
@@ -608,4 +659,8 @@ export const SHAPE_RULES: Record<string, ShapeRule> = {
   Range: range,
   Dropout: dropout,
   TopK: topK,
+  Resize: resize,
+  Upsample: resize,
+  DepthToSpace: depthToSpace,
+  SpaceToDepth: depthToSpace,
 };
