@@ -13,9 +13,11 @@ import {
   DEFAULT_PRUNE_AUGMENT,
   DEFAULT_PRUNE_NESTEROV,
   FINETUNE_STARTS,
+  SPEED_CHECKS,
   adaPrune,
   type AdaPruneResult,
   type FinetuneStart,
+  type SpeedCheck,
 } from '../pipeline/adaprune.js';
 import { DEFAULT_DISTILL_GATE, DISTILL_GATES, type DistillGate } from '../train/step-graph.js';
 import {
@@ -55,6 +57,7 @@ interface PruneArgs {
   latency?: number;
   latencyBatch: number;
   measureLatency: boolean;
+  speedCheck: string;
   criterion?: string;
   uniform: boolean;
   roundTo?: number;
@@ -141,6 +144,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       latency: argv.latency,
       latencyBatch: argv.latencyBatch,
       measureLatency: argv.measureLatency && !large,
+      speedCheck: argv.speedCheck as SpeedCheck,
       criterion:
         argv.criterion === undefined
           ? undefined
@@ -387,9 +391,14 @@ function budgetOptions<T>(y: Argv<T>) {
     .option('latency-batch', { type: 'number', default: 1, describe: 'Batch size latency is measured at' })
     .option('measure-latency', {
       type: 'boolean',
-      default: true,
-      describe:
-        'Time the original and the result side by side in onnxruntime for the report (--no-measure-latency to skip)',
+      default: false,
+      describe: 'Time the original and the result in onnxruntime for the report (decides nothing)',
+    })
+    .option('speed-check', {
+      type: 'string',
+      choices: SPEED_CHECKS,
+      default: 'static',
+      describe: 'Judge roundings by a static table of channel multiples, or retry: by measured latency',
     })
     .option('criterion', {
       type: 'string',

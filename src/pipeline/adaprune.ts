@@ -32,7 +32,12 @@ import type { RuntimeOptions } from '../runtime/session.js';
 import { finetune, type FinetuneOptions } from '../train/loop.js';
 import { DEFAULT_DISTILL_GATE, type DistillGate } from '../train/step-graph.js';
 import { runCompensation } from './compensation-stage.js';
-import { measureLatencies, searchLatencyBudget, type LatencySearchStep } from './latency.js';
+import {
+  measureLatencies,
+  searchLatencyBudget,
+  staticLatencyCost,
+  type LatencySearchStep,
+} from './latency.js';
 import { ModuleNames } from '../report/module-names.js';
 
 export interface DataOptions {
@@ -98,8 +103,18 @@ export interface AdaPruneOptions extends Pick<
   runtime?: RuntimeOptions;
   /** Batch size latency is measured at (default 1). */
   latencyBatch?: number;
-  /** Measure onnxruntime latency of the original and the result for the report (default true). */
+  /**
+   * Time the original and the result side by side in onnxruntime for the report (default false). It only
+   * reports: a measurement depends on the machine's load, so it decides nothing unless `speedCheck` is `retry`.
+   */
   measureLatency?: boolean;
+  /**
+   * How a rounding is judged faster than the original: `static` (default) by staticLatencyCost, a fixed table of
+   * onnxruntime's channel multiples, so the same input and options give the same bytes on any machine; `retry` by
+   * measured latency (the finer roundings of `--widths search`, and a data-free result that measures slower is
+   * re-pruned at coarser roundings), which makes the output depend on the load.
+   */
+  speedCheck?: SpeedCheck;
   /**
    * Times models side by side, one median ms per batch each; default onnxruntime's benchmark at `latencyBatch`.
    * Lets a caller bring its own timer, and tests make the speed-dependent decisions deterministic.
@@ -124,6 +139,10 @@ export interface AdaPruneResult {
   latencySearch?: LatencySearchStep[];
   skipped: string[];
 }
+
+/** How roundings are judged faster (AdaPruneOptions.speedCheck). */
+export const SPEED_CHECKS = ['static', 'retry'] as const;
+export type SpeedCheck = (typeof SPEED_CHECKS)[number];
 
 /** Channel-count rounding when the user gives none. */
 export const DEFAULT_ROUND_TO = 8;
@@ -248,6 +267,7 @@ class AdaPruneRun {
   private budget: Pick<PruneOptions, 'flops' | 'params'>;
   private latencySearch: LatencySearchStep[] | undefined;
   private baselineMs: number | undefined;
+  private originalCost: number | undefined;
   private hasBatchNorm = false;
 
   constructor(
@@ -419,11 +439,17 @@ class AdaPruneRun {
   /** `--latency R`: bisect the MAC budget on measured latency; the budget becomes the MACs found. */
   private async searchLatency(target: number): Promise<void> {
     if (!(target > 0 && target <= 1)) throw new UserError(`--latency must be in (0, 1], got ${target}`);
-    const baselineMs = await this.stage('measure latency', () => this.timeIt(this.original));
-    this.baselineMs = baselineMs;
     // The search starts from the smallest model the width limits allow (a little above, for rounding).
     const floor = budgetFloorOf(await this.analysis(), this.baseOptions);
+    // The same lower bound as --flops: latency falls no faster than MACs (fixed costs stay), so a target below
+    // the smallest model's MAC share cannot be met, and is refused before anything is timed.
+    if (target < floor.flops)
+      throw new BudgetUnreachableError(
+        `--latency ${target} is not achievable: the smallest model the width limits allow keeps ${floor.flops.toFixed(4)} of the original MACs, and latency falls no faster than MACs (lower --min-channels/--min-fraction, or unfreeze groups)`,
+      );
     const minFlops = Math.min(1, floor.flops * 1.02 + 1e-3);
+    const baselineMs = await this.stage('measure latency', () => this.timeIt(this.original));
+    this.baselineMs = baselineMs;
     const found = await this.stage('latency search', () =>
       searchLatencyBudget(
         target,
@@ -601,8 +627,8 @@ class AdaPruneRun {
   /**
    * Without a --round-to from the user, the chosen source is also tried at finer roundings: multiples of 8 leave
    * a 16-channel group only 8 or 16 (ResNet-56 at 31% MACs: 37.5% compensated at multiples of 8, 54.4% at exact
-   * widths). A finer one is kept only when it scores better and the pruned model still measures faster than
-   * the original, so the speed-aware default holds.
+   * widths). A finer one is kept only when it scores better and the pruned model is still faster than the
+   * original, so the speed-aware default holds: by the static table (default), or measured (`speedCheck: retry`).
    */
   private async refineRounding(
     chosen: WidthConfig,
@@ -610,8 +636,7 @@ class AdaPruneRun {
     classScores: Awaited<ReturnType<typeof taylorScores>> | undefined,
     candidates: Candidate[],
   ): Promise<WidthConfig> {
-    // Without a latency measurement the speed guard cannot run, so the default rounding stands.
-    if (this.options.roundTo !== undefined || this.options.measureLatency === false) return chosen;
+    if (this.options.roundTo !== undefined) return chosen;
     const finer: Candidate[] = [];
     for (const roundTo of FINER_ROUNDINGS.filter((r) => r < chosen.roundTo))
       finer.push(await this.build(criterion, { source: chosen.source, roundTo }, classScores));
@@ -619,15 +644,34 @@ class AdaPruneRun {
     const coarse = candidates.find((c) => c.widths === chosen)!;
     for (const c of rankCandidates(finer)) {
       if (rankCandidates([coarse, c])[0] === coarse) break;
-      const [originalMs, prunedMs] = await this.stage(`measure latency at round ${c.widths.roundTo}`, () =>
-        this.timeSideBySide([this.original, c.prunedBytes]),
-      );
-      this.log(
-        `  round ${c.widths.roundTo}: ${prunedMs!.toFixed(3)} ms vs ${originalMs!.toFixed(3)} ms original`,
-      );
-      if (prunedMs! < originalMs!) return c.widths;
+      if (await this.fasterThanOriginal(c.recalibrated, c.prunedBytes, `round ${c.widths.roundTo}`))
+        return c.widths;
     }
     return chosen;
+  }
+
+  /** Whether a pruned model is faster than the original: by the static table, or measured under `retry`. */
+  private async fasterThanOriginal(m: Model, bytes: Uint8Array, label: string): Promise<boolean> {
+    if (this.options.speedCheck === 'retry') {
+      const [originalMs, prunedMs] = await this.stage(`measure latency at ${label}`, () =>
+        this.timeSideBySide([this.original, bytes]),
+      );
+      this.log(`  ${label}: ${prunedMs!.toFixed(3)} ms vs ${originalMs!.toFixed(3)} ms original`);
+      return prunedMs! < originalMs!;
+    }
+    const ratio = this.staticRatio(m);
+    this.log(`  ${label}: static latency estimate ${ratio.toFixed(3)} of the original`);
+    return ratio < 1;
+  }
+
+  /** staticLatencyCost of `m` over the original's: a deterministic estimate, below 1 when faster. */
+  private staticRatio(m: Model): number {
+    try {
+      this.originalCost ??= staticLatencyCost(this.input, this.options.inputShapes);
+      return staticLatencyCost(m, this.options.inputShapes) / this.originalCost;
+    } catch {
+      return NaN; // shapes the cost model cannot follow: no estimate, so no rounding is changed for it
+    }
   }
 
   /** Least-squares compensation of the best candidate, kept when it lowers the proxy loss. */
@@ -720,7 +764,12 @@ class AdaPruneRun {
     const { options } = this;
     if (options.dryRun) return { ...outcome, originalMs: this.baselineMs };
     if (options.validate !== false) await this.stage('validate', () => validateModel(outcome.result));
-    if (options.measureLatency === false) return { ...outcome, originalMs: this.baselineMs };
+    const measured =
+      options.measureLatency === true || options.speedCheck === 'retry' || options.latency !== undefined;
+    if (!measured) {
+      this.skipped.push('latency measurement (--measure-latency to time the original and the result)');
+      return { ...outcome, originalMs: this.baselineMs };
+    }
     // Measured again side by side with the pruned model, so the reported speed-up compares like with like.
     const [originalMs, prunedMs] = await this.stage('measure latency before/after', () =>
       this.timeSideBySide([this.original, serializeModel(outcome.result)]),
@@ -730,7 +779,8 @@ class AdaPruneRun {
 
   /**
    * Slower than the original at the default rounding: without data (one candidate, nothing trained) the prune
-   * is cheap to redo, so the next coarser roundings are tried before warning.
+   * is cheap to redo, so the next coarser roundings are tried. Slower by the static table (ORT_CHANNEL_COST) by
+   * default, so the choice is the same on every machine; measured only under `speedCheck: retry`.
    */
   private async coarsen(outcome: Outcome): Promise<Outcome> {
     const { options } = this;
@@ -739,10 +789,18 @@ class AdaPruneRun {
       options.roundTo === undefined &&
       options.latency === undefined &&
       options.plan === undefined;
+    if (!canCoarsen) return outcome;
+    const measured = options.speedCheck === 'retry';
+    const ratioOf = async (o: Outcome): Promise<number | undefined> =>
+      measured
+        ? o.originalMs !== undefined && o.prunedMs !== undefined
+          ? o.prunedMs / o.originalMs
+          : undefined
+        : this.staticRatio(o.result);
     let current = outcome;
-    for (const roundTo of canCoarsen ? [2 * DEFAULT_ROUND_TO, 4 * DEFAULT_ROUND_TO] : []) {
-      const { originalMs, prunedMs } = current;
-      if (originalMs === undefined || prunedMs === undefined || prunedMs <= originalMs) break;
+    for (const roundTo of [2 * DEFAULT_ROUND_TO, 4 * DEFAULT_ROUND_TO]) {
+      const ratio = await ratioOf(current);
+      if (ratio === undefined || !(ratio > 1)) break;
       const coarser = await this.stage(`re-prune at --round-to ${roundTo}`, async () => {
         const a = await this.analysis();
         let r: PlannedPrune;
@@ -760,14 +818,19 @@ class AdaPruneRun {
           return undefined;
         }
         const m = applyPlan(a, r, this.pm);
+        if (!measured) return { m, r, ratio: this.staticRatio(m) };
         const [o, p] = await this.timeSideBySide([this.original, serializeModel(m)]);
-        return { m, r, o: o!, p: p! };
+        return { m, r, ratio: p! / o!, o, p };
       });
       if (!coarser) break;
-      this.log(`  --round-to ${roundTo}: ${coarser.p.toFixed(3)} ms vs ${coarser.o.toFixed(3)} ms original`);
-      if (coarser.p / coarser.o >= prunedMs / originalMs) continue;
+      this.log(
+        measured
+          ? `  --round-to ${roundTo}: ${coarser.p!.toFixed(3)} ms vs ${coarser.o!.toFixed(3)} ms original`
+          : `  --round-to ${roundTo}: static latency estimate ${coarser.ratio.toFixed(3)} of the original`,
+      );
+      if (coarser.ratio >= ratio) continue;
       this.notes.push(
-        `rounded channel counts to multiples of ${roundTo}: at ${this.baseOptions.roundTo} the result measured slower than the original`,
+        `rounded channel counts to multiples of ${roundTo}: at ${this.baseOptions.roundTo} the result ${measured ? 'measured' : 'is estimated (static table of channel multiples)'} slower than the original`,
       );
       if (options.validate !== false) await validateModel(coarser.m);
       const best = {
@@ -777,7 +840,14 @@ class AdaPruneRun {
         core: coarser.r.report,
         targets: coarser.r.targets,
       };
-      current = { ...current, best, result: coarser.m, originalMs: coarser.o, prunedMs: coarser.p };
+      current = { ...current, best, result: coarser.m };
+      if (measured) current = { ...current, originalMs: coarser.o, prunedMs: coarser.p };
+      else if (current.prunedMs !== undefined)
+        // Measured for the report only: time the result that was kept.
+        [current.originalMs, current.prunedMs] = await this.timeSideBySide([
+          this.original,
+          serializeModel(coarser.m),
+        ]);
     }
     return current;
   }
@@ -798,6 +868,10 @@ class AdaPruneRun {
         roundTo % DEFAULT_ROUND_TO === 0
           ? `${measured} with channel counts in multiples of ${roundTo}; budget by --latency to prune to a measured speed`
           : `${measured}: channel counts that are not multiples of 8 defeat onnxruntime's blocked convolution kernels; try a coarser --round-to, or budget by --latency`;
+      this.notes.push(hint);
+      this.warn(hint);
+    } else if (prunedMs === undefined && options.latency === undefined && this.staticRatio(result) > 1) {
+      const hint = `the static latency estimate of the result (a table of onnxruntime's channel multiples) is ${this.staticRatio(result).toFixed(2)} of the original's; --measure-latency times both, --round-to 8 or --latency prunes for speed`;
       this.notes.push(hint);
       this.warn(hint);
     }
