@@ -5,6 +5,7 @@ import { shapeToString } from '../ir/types.js';
 import { opHandler } from '../ops/registry.js';
 import type { LayerCost, ShapeOf } from '../ops/types.js';
 import { analyzeShapes } from '../passes/infer-shapes.js';
+import { probeShapes } from '../shapes/probe.js';
 
 /**
  * The cost model (docs/cost-model.md): multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul for ONE
@@ -48,6 +49,19 @@ export function countCost(model: Model, options: CostOptions = {}): CostReport {
   const inputShapes = resolveInputShapes(model, options.inputShape);
   const { info } = analyzeShapes(model, { inputShapes });
   return measureCost(model, inputShapes, (v) => info.get(v)?.shape ?? v.shape);
+}
+
+/**
+ * The same count through the one shape path prune uses (src/shapes/probe.ts): static shape analysis, and
+ * onnxruntime for whatever it cannot determine, so inspect counts every model prune can analyse.
+ */
+export async function countCostProbed(
+  model: Model,
+  options: CostOptions & { warn?: (message: string) => void } = {},
+): Promise<CostReport> {
+  const inputShapes = resolveInputShapes(model, options.inputShape);
+  const probe = await probeShapes(model, new Map(Object.entries(inputShapes)), options.warn);
+  return measureCost(model, inputShapes, (v) => probe.dims.get(v) ?? v.shape);
 }
 
 /** The graph inputs that carry data (not initializers listed as inputs, as IR < 4 files do). */

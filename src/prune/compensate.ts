@@ -16,7 +16,7 @@ import { meanDiagonal, solveSpd } from '../linalg/cholesky.js';
 import { createSession, type RuntimeOptions } from '../runtime/session.js';
 import { constantOf } from '../ir/index.js';
 import type { GroupAnalysis, Space } from './groups.js';
-import { probeModel, staticProbe } from '../shapes/probe.js';
+import { probeShapes } from '../shapes/probe.js';
 import { keptPositions } from './rewrite.js';
 import { ancestorNodes, LayerInputs, runSession, type InputBatch } from './layer-inputs.js';
 
@@ -259,8 +259,7 @@ export async function compensateModel(
 async function outputDims(model: Model, inputShape: number[]): Promise<Map<string, number[]>> {
   const input = model.graph.inputs.find((v) => !v.isInitializer)!;
   const inputDims = new Map([[input.name, inputShape]]);
-  const { probe, missing } = staticProbe(model, inputDims);
-  const found = missing ? await probeModel(model, inputDims) : probe;
+  const found = await probeShapes(model, inputDims);
   return new Map([...found.dims].map(([v, d]) => [v.name, d]));
 }
 
