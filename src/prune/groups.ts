@@ -56,6 +56,8 @@ export interface GroupAnalysis {
   /** What each handler recorded for the rewrite, in graph order. */
   readonly records: readonly OpRecord[];
   readonly costs: readonly CostTerm[];
+  /** Why the analysis gave up on each node it could not follow. */
+  readonly unknownWhy: ReadonlyMap<Node, string>;
   /** Nodes whose handler's cost terms disagreed with inspect's count of the node (rescaled to it; a bug). */
   readonly costMismatches: readonly string[];
   readonly probe: ProbeResult;
@@ -93,6 +95,8 @@ class LinkBuilder implements LinkContext {
   readonly costs: CostTerm[] = [];
   readonly producers: Producer[] = [];
   readonly norms: { node: Node; space: Space }[] = [];
+  /** Why each node the handlers could not follow was given up on (its MACs cannot shrink). */
+  readonly unknownWhy = new Map<Node, string>();
   positions = 0;
   current: ChannelOp | undefined;
 
@@ -158,6 +162,7 @@ class LinkBuilder implements LinkContext {
     return s;
   }
   unknown(node: Node, why: string): void {
+    this.unknownWhy.set(node, why);
     for (const v of node.inputs) this.freeze(v && this.spaceOf.get(v), why);
     for (const o of node.outputs) {
       const d = this.dims(o);
@@ -211,8 +216,8 @@ export function analyzeGroups(model: Model, probe: ProbeResult): GroupAnalysis {
   const groups = formGroups(b);
   for (const p of b.producers) groups[p.space.group]!.producers.push(p);
   for (const n of b.norms) groups[n.space.group]!.norms.push(n);
-  const { spaces, spaceOf, records, costs } = b;
-  return { model, spaces, spaceOf, groups, records, costs, costMismatches, probe };
+  const { spaces, spaceOf, records, costs, unknownWhy } = b;
+  return { model, spaces, spaceOf, groups, records, costs, costMismatches, unknownWhy, probe };
 }
 
 /**

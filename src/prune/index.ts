@@ -1,7 +1,8 @@
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { NO_BATCHNORM_WARNING, batchNormReport } from '../analysis/bn-report.js';
-import { UserError } from '../errors.js';
+import { frozenBreakdown } from '../analysis/frozen-share.js';
+import { BudgetUnreachableError, UserError } from '../errors.js';
 import { packageInfo } from '../package-root.js';
 import { AttributeType, DataType, type Model, type Tensor } from '../ir/index.js';
 import { PassManager, type Pass, type PassResult } from '../passes/pass-manager.js';
@@ -9,6 +10,7 @@ import { ClassFilters, classPriority, type Criterion } from './criteria.js';
 import { validateModel, type ValidationResult } from '../runtime/validate.js';
 import { compensationTargets, type CompensationScope, type CompensationTarget } from './compensate.js';
 import { taylorPriority } from './taylor.js';
+import { snapToTies, tieEqualSplits, unequalSplit } from './torch-compatible.js';
 import { jitterScores, widthScores, type WidthSource } from './width-prior.js';
 import { analyzeGroups, groupRows, type GroupAnalysis, type GroupRow } from './groups.js';
 import { groupImportance, type Importance } from './importance.js';
@@ -59,6 +61,11 @@ export interface PruneOptions {
   seed?: number;
   /** Per group, a score per channel class (higher kept first): the `taylor` criterion's measured importance. */
   classScores?: readonly (ArrayLike<number> | undefined)[];
+  /**
+   * Keep equal channel counts in the parts of every equal channel split (torch's `chunk`, ShuffleNetV2), so that
+   * `export-torch` can slice the PyTorch module to the plan (torch-compatible.ts). A given plan is checked.
+   */
+  torchCompatible?: boolean;
   /** A parsed plan to re-apply instead of searching. */
   plan?: unknown;
   /** Where `plan` came from, for error messages. */
@@ -223,7 +230,7 @@ export function planPrune(analysis: PruneAnalysis, options: PlanOptions): Planne
     minFraction: options.minFraction ?? DEFAULT_MIN_FRACTION,
   };
   // Each Concat/Split branch's best channels come first, so no width the search may pick empties a branch.
-  const { priorities, floors } = pm.time('prune-criterion', () =>
+  let { priorities, floors } = pm.time('prune-criterion', () =>
     reserveBranchMinimums(
       channels,
       channels.groups.map((g, i) =>
@@ -236,6 +243,11 @@ export function planPrune(analysis: PruneAnalysis, options: PlanOptions): Planne
       limits,
     ),
   );
+  const tied =
+    options.torchCompatible && options.plan === undefined
+      ? tieEqualSplits(channels, priorities, floors)
+      : undefined;
+  if (tied) ({ priorities, floors } = tied);
   const costModel = new CostModel(channels, priorities);
   if (options.plan !== undefined) {
     const loaded = validatePlan(options.plan, channels, options.planSource);
@@ -246,6 +258,7 @@ export function planPrune(analysis: PruneAnalysis, options: PlanOptions): Planne
   } else {
     const kind = options.flops !== undefined ? 'flops' : 'params';
     const ratio = (options.flops ?? options.params)!;
+    checkFrozenFloor(channels, costModel.cost(channels.groups.map((g) => g.size)), kind, ratio);
     search = pm.time('prune-width-search', () =>
       searchWidths(channels, costModel, sourceScores(widthSource, channels, importance.scores, options), {
         budget: kind,
@@ -255,6 +268,7 @@ export function planPrune(analysis: PruneAnalysis, options: PlanOptions): Planne
         floors,
       }),
     );
+    if (tied) search = snapToTies(channels, costModel, search, tied, limits, kind);
     if (search.note) warn(search.note);
     keep = channels.groups.map((g, i) => {
       const mask = new Uint8Array(g.size);
@@ -263,6 +277,8 @@ export function planPrune(analysis: PruneAnalysis, options: PlanOptions): Planne
     });
     budget = { kind, ratio, uniform: options.uniform ?? false, roundTo };
   }
+  const unequal = options.torchCompatible ? unequalSplit(channels, keep) : undefined;
+  if (unequal) throw new UserError(`the plan is not torch-compatible: ${unequal}`, options.planSource);
   const plan = planOf(channels, keep, planCriterion, planSeed, budget);
   const original = costModel.cost(channels.groups.map((g) => g.size));
   const pruned = costModel.costOfKeep(keep);
@@ -292,6 +308,33 @@ export function planPrune(analysis: PruneAnalysis, options: PlanOptions): Planne
     },
   };
 }
+
+/**
+ * A budget below what the frozen layers alone cost (attention MatMuls, layers the analysis cannot follow,
+ * graph outputs) can never be met: one line that names the floor and what holds it, before any search.
+ */
+function checkFrozenFloor(
+  channels: GroupAnalysis,
+  full: Cost,
+  kind: 'flops' | 'params',
+  ratio: number,
+): void {
+  const amount = kind === 'flops' ? 'macs' : 'params';
+  const frozen = frozenBreakdown(channels, full[amount], amount);
+  if (ratio >= frozen.share - 1e-12) return;
+  const what = kind === 'flops' ? 'MACs' : 'params';
+  const cut = (r: string): string => (r.length > 70 ? `${r.slice(0, 69)}…` : r);
+  const reasons = frozen.reasons
+    .slice(0, 3)
+    .map((r) => `${cut(r.reason)} ×${r.nodes} (${pct(r.amount / full[amount])})`)
+    .join('; ');
+  throw new BudgetUnreachableError(
+    `--${kind} ${ratio} is not achievable: at most ${pct(1 - frozen.share)} of the ${what} can shrink, ` +
+      `so the floor is ${pct(frozen.share)}; frozen: ${reasons}`,
+  );
+}
+
+const pct = (x: number): string => `${(100 * x).toFixed(1)}%`;
 
 function sourceScores(
   source: WidthSource,
