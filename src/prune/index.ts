@@ -93,6 +93,8 @@ export interface PruneReport {
   widthSource: WidthSource;
   importanceSource: 'bn' | 'filter-norm';
   groups: GroupReport[];
+  /** The input shapes the budget was counted at (batch 1). */
+  inputShapes: Record<string, number[]>;
   original: Cost;
   pruned: Cost;
   search?: Omit<SearchResult, 'widths'>;
@@ -301,6 +303,7 @@ export function planPrune(analysis: PruneAnalysis, options: PlanOptions): Planne
       widthSource,
       importanceSource: importance.source,
       groups,
+      inputShapes: Object.fromEntries(analysis.inputDims),
       original,
       pruned,
       ...(search ? { search: searchInfo as Omit<SearchResult, 'widths'> } : {}),

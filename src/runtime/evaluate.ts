@@ -12,6 +12,8 @@ export interface EvaluateOptions {
   indices?: ArrayLike<number>;
   /** Used when `model` is a path or bytes. */
   runtime?: RuntimeOptions;
+  /** The input shape the caller expects (`--input-shape`): the data must give it, past the batch. */
+  inputShape?: readonly number[];
   /** Called after every batch. */
   onProgress?: (done: number, total: number, correctTop1: number) => void;
 }
@@ -67,8 +69,15 @@ async function evaluateSession(
     batchSize,
     ...(options.indices && { indices: options.indices }),
   })) {
-    if (done === 0)
+    if (done === 0) {
       checkInputShape(session, batch.shape, `the data (${dataset.describe(batch.indices[0]!)})`);
+      const want = options.inputShape;
+      if (want && (want.length !== batch.shape.length || want.some((d, i) => i > 0 && d !== batch.shape[i])))
+        throw new UserError(
+          `--input-shape is ${want.join('x')} but the data gives ${batch.shape.slice(1).join('x')} after the batch`,
+          dataset.describe(batch.indices[0]!),
+        );
+    }
     const scores = await session.run(batch.images, batch.shape);
     const classes = scores.length / batch.n;
     if (done === 0 && classes < dataset.classNames.length) {

@@ -53,7 +53,7 @@ export function probeInputDims(
     const shape = v.shape;
     if (!shape)
       throw new UserError(
-        `graph input '${v.name}' has no shape; pass its shape explicitly`,
+        `graph input '${v.name}' has no shape: give it with --input-shape`,
         model.sourcePath,
       );
     dims.set(
@@ -62,7 +62,10 @@ export function probeInputDims(
     );
     if (dims.get(v.name)!.some(Number.isNaN))
       throw new UserError(
-        `graph input '${v.name}' has symbolic dims beyond the batch (${JSON.stringify(shape)}); pass its shape explicitly`,
+        `graph input '${v.name}' has open dims beyond the batch (${shape.map((d) => d ?? '?').join('x')}): give its shape with --input-shape, e.g. 1x${shape
+          .slice(1)
+          .map((d) => (typeof d === 'number' ? d : 640))
+          .join('x')}`,
         model.sourcePath,
       );
   }
