@@ -150,7 +150,11 @@ export class RunOutputs {
  * a device or a folder (also one swapped in after a check) is refused instead of hanging or never ending.
  * Errors are plain Errors with an errno-like `code` or a reason; callers word them.
  */
-export function readRegularFile(file: string, maxBytes = 2 ** 31 - 1): Buffer {
+export function readRegularFile(
+  file: string,
+  maxBytes = 2 ** 31 - 1,
+  options: { singleLink?: boolean } = {},
+): Buffer {
   const fd = fs.openSync(
     file,
     fs.constants.O_RDONLY | (fs.constants.O_NONBLOCK ?? 0) | (fs.constants.O_NOCTTY ?? 0),
@@ -159,6 +163,11 @@ export function readRegularFile(file: string, maxBytes = 2 ** 31 - 1): Buffer {
     const st = fs.fstatSync(fd);
     if (st.isDirectory()) throw Object.assign(new Error('is a folder, not a file'), { code: 'EISDIR' });
     if (!st.isFile()) throw Object.assign(new Error('not a regular file'), { code: 'not a regular file' });
+    // A hard link can be to any file its maker could read; where links out of a folder are refused, so are these.
+    if (options.singleLink && st.nlink > 1)
+      throw Object.assign(new Error('a hard link'), {
+        code: `a hard link (the file has ${st.nlink} names); copy it into the data set`,
+      });
     if (st.size > maxBytes)
       throw Object.assign(new Error(`file is ${st.size} bytes, over the limit of ${maxBytes}`), {
         code: `${st.size} bytes, over the limit of ${maxBytes}`,

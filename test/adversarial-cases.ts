@@ -41,6 +41,10 @@ export interface AdversarialCase {
   mayPass?: boolean;
   /** Run in a child process with a timeout: the case once hung the process (FIFOs, endless loops). */
   isolate?: boolean;
+  /** Exit 0 is required (a case that was refused wrongly). */
+  mustPass?: boolean;
+  /** Text stderr must not hold (the content of a file that failed to parse). */
+  forbid?: RegExp;
   /** Extra environment (for cache cases). */
   env?: (d: CaseDirs) => Record<string, string>;
 }
@@ -92,6 +96,13 @@ function variant(file: string, edit: (g: Msg, m: Msg) => void): void {
   const m = decodeProto(fs.readFileSync(BASE_MODEL));
   edit(m.graph, m);
   fs.writeFileSync(file, encodeProto(m));
+}
+
+/** A float tensor's raw data as a copy to edit. */
+function floats(t: Msg): Float32Array {
+  return new Float32Array(
+    t.raw_data.buffer.slice(t.raw_data.byteOffset, t.raw_data.byteOffset + t.raw_data.length),
+  );
 }
 
 function renameValue(g: Msg, from: string, to: string): void {
@@ -244,6 +255,66 @@ export const BAD_MODELS: { name: string; edit: (g: Msg, m: Msg, dir: string) => 
       );
       f[0] = NaN;
       w.raw_data = Buffer.from(f.buffer);
+    },
+  },
+  {
+    name: 'infinite weights',
+    edit: (g) => {
+      const w = g.initializer.find((t: Msg) => t.dims.length === 4);
+      const f = floats(w);
+      f[1] = -Infinity;
+      w.raw_data = Buffer.from(f.buffer);
+    },
+  },
+  {
+    name: 'negative BatchNormalization variance',
+    edit: (g) => {
+      const bn = g.node.find((n: Msg) => n.op_type === 'BatchNormalization');
+      const v = g.initializer.find((t: Msg) => t.name === bn.input[4]);
+      const f = floats(v);
+      f[0] = -1;
+      v.raw_data = Buffer.from(f.buffer);
+    },
+  },
+  {
+    name: 'initializer defined twice (the second all zeros)',
+    edit: (g) => {
+      const w = g.initializer.find((t: Msg) => t.dims.length === 4);
+      g.initializer.push({ ...w, raw_data: Buffer.alloc(w.raw_data.length) });
+    },
+  },
+  {
+    name: 'value_info describing one value twice',
+    edit: (g) => {
+      const name = g.node[0].output[0];
+      g.value_info = [
+        { name, type: { tensor_type: { elem_type: 1 } } },
+        { name, type: { tensor_type: { elem_type: 7 } } },
+      ];
+    },
+  },
+  {
+    name: 'conv group attribute as a string',
+    edit: (g) => {
+      const conv = g.node.find((n: Msg) => n.op_type === 'Conv');
+      conv.attribute = (conv.attribute ?? []).filter((a: Msg) => a.name !== 'group');
+      conv.attribute.push({ name: 'group', type: 3, s: Buffer.from('1') });
+    },
+  },
+  {
+    name: 'conv group attribute as a float',
+    edit: (g) => {
+      const conv = g.node.find((n: Msg) => n.op_type === 'Conv');
+      conv.attribute = (conv.attribute ?? []).filter((a: Msg) => a.name !== 'group');
+      conv.attribute.push({ name: 'group', type: 1, f: 1 });
+    },
+  },
+  {
+    name: 'conv group not matching its channels',
+    edit: (g) => {
+      const conv = g.node.find((n: Msg) => n.op_type === 'Conv');
+      conv.attribute = (conv.attribute ?? []).filter((a: Msg) => a.name !== 'group');
+      conv.attribute.push({ name: 'group', type: 2, i: 3 });
     },
   },
   {
@@ -554,7 +625,8 @@ export function generateCases(): AdversarialCase[] {
       });
     }
     add('invalid model', `inspect: ${bad.name}`, {
-      mayPass: true,
+      // The same preflight as every other command: only the valid ones may pass.
+      mayPass: bad.valid,
       // A child's stdout can be checked for raw control characters (in-process it mixes with the runner's).
       isolate: /control|escape/.test(bad.name),
       setup: (d) => {
@@ -573,7 +645,13 @@ export function generateCases(): AdversarialCase[] {
       ['nan', '-1', '0', '1.5', 'inf'],
     ],
     ['prune', (d, m) => ['prune', m, '-o', path.join(d.out, 'p.onnx')], '--params', ['nan', '-0.5', '2']],
-    ['prune', (d, m) => ['prune', m, '-o', path.join(d.out, 'p.onnx')], '--latency', ['nan', '0', '-1']],
+    [
+      'prune',
+      (d, m) => ['prune', m, '-o', path.join(d.out, 'p.onnx')],
+      '--latency',
+      // 1e-9: below the smallest model's MAC share, refused as --flops is.
+      ['nan', '0', '-1', '1e-9'],
+    ],
     ...(['--min-fraction', '--min-channels', '--round-to', '--seed', '--latency-batch'] as const).map(
       (o): [string, Cmd, string, string[]] => [
         'prune',
@@ -1057,7 +1135,225 @@ export function generateCases(): AdversarialCase[] {
       return ['eval', d.model, '--data', d.dataTar];
     },
   });
+  issue32Cases(add);
   return cases;
+}
+
+type Add = (klass: string, name: string, c: Omit<AdversarialCase, 'klass' | 'name'>) => void;
+
+/** Issue 32's hostile classes: models checked before training, checkpoints, data streams and archives, files. */
+function issue32Cases(add: Add): void {
+  const resume = (d: CaseDirs, ckpt: string, data = d.data): string[] => [
+    'finetune',
+    d.model,
+    '--data',
+    data,
+    ...CHECKPOINT_ARGS,
+    '--resume',
+    '--checkpoint',
+    ckpt,
+    '-o',
+    path.join(d.out, 'f.onnx'),
+  ];
+  add('checkpoint', 'finetune --resume: a negative BatchNormalization variance in the checkpoint', {
+    setup: (d) => {
+      const ckpt = path.join(d.in, 'c.ckpt');
+      const bytes = Buffer.from(fs.readFileSync(d.checkpoint));
+      const end = bytes.indexOf(10, 17);
+      const header = JSON.parse(bytes.subarray(17, end).toString()) as {
+        tensors: { name: string; length: number }[];
+      };
+      let offset = end + 1 + ((4 - ((end + 1) % 4)) % 4);
+      for (const t of header.tensors) {
+        if (/running_var/.test(t.name)) break;
+        offset += 4 * t.length;
+      }
+      bytes.writeFloatLE(-1, offset);
+      fs.writeFileSync(ckpt, bytes);
+      return resume(d, ckpt);
+    },
+  });
+  add('checkpoint', 'finetune --resume: the checkpoint of another model with the same architecture', {
+    setup: (d) => {
+      variant(d.model, (g) => {
+        const w = g.initializer.find((t: Msg) => t.dims.length === 4);
+        const f = floats(w);
+        f[0]! += 0.5;
+        w.raw_data = Buffer.from(f.buffer);
+      });
+      const ckpt = path.join(d.in, 'c.ckpt');
+      fs.copyFileSync(d.checkpoint, ckpt);
+      return resume(d, ckpt);
+    },
+  });
+  add('checkpoint', 'finetune --resume with --data spelled relative (the run was absolute): resumes', {
+    mustPass: true,
+    setup: (d) => {
+      const ckpt = path.join(d.out, 'c.ckpt');
+      fs.copyFileSync(d.checkpoint, ckpt);
+      return resume(d, ckpt, path.relative(process.cwd(), d.data));
+    },
+  });
+
+  add('invalid model', 'bench: an input dimension of 2^40', {
+    setup: (d) => {
+      variant(d.model, (g) => void (g.input[0].type.tensor_type.shape.dim[2] = { dim_value: 2 ** 40 }));
+      return COMMANDS.bench!(d, d.model);
+    },
+  });
+  for (const cmd of ['prune', 'eval', 'inspect'] as const)
+    add('invalid model', `${cmd}: an input dimension of 2^40`, {
+      mayPass: true,
+      setup: (d) => {
+        variant(d.model, (g) => void (g.input[0].type.tensor_type.shape.dim[2] = { dim_value: 2 ** 40 }));
+        return cmd === 'inspect' ? ['inspect', d.model] : COMMANDS[cmd]!(d, d.model);
+      },
+    });
+  add('command line', 'bench --input-shape on a model with fixed dimensions', {
+    setup: (d) => [...COMMANDS.bench!(d, d.model), '--input-shape', '1x1x28x28'],
+  });
+
+  // Files that fail to parse are named with a position, never quoted.
+  const secret = (d: CaseDirs): string => {
+    const f = path.join(d.in, 'secret.json');
+    fs.writeFileSync(f, 'SECRET-TOKEN-1234 is not JSON\n');
+    return f;
+  };
+  add('file content', 'prune --plan-in a file that is not JSON', {
+    forbid: /SECRET/,
+    setup: (d) => ['prune', d.model, '--plan-in', secret(d), '-o', path.join(d.out, 'p.onnx')],
+  });
+  add('file content', 'eval --spec a file that is not JSON', {
+    forbid: /SECRET/,
+    setup: (d) => ['eval', d.model, '--data', d.data, '--spec', secret(d)],
+  });
+  for (const [flag, cmd] of [
+    [
+      '--plan-in',
+      (d: CaseDirs) => ['prune', d.model, '--plan-in', '/etc/passwd', '-o', path.join(d.out, 'p.onnx')],
+    ],
+    ['--spec', (d: CaseDirs) => ['eval', d.model, '--data', d.data, '--spec', '/etc/passwd']],
+  ] as const)
+    add('file content', `${flag} /etc/passwd`, { forbid: /root:|:0:/, setup: cmd });
+
+  // IDX: a gzip file that expands to more than 1 GiB is refused from its header, or past what it promised.
+  add('data set', 'gzip IDX whose header promises 1.4 million images (1.1 GB of zeros)', {
+    isolate: true,
+    setup: (d) => ['eval', d.model, '--data', idxBomb(d, 1_400_000), '--limit', '20'],
+  });
+  add('data set', 'gzip IDX of 20 images that expands to 1.1 GB', {
+    isolate: true,
+    setup: (d) => ['eval', d.model, '--data', idxBomb(d, 20), '--limit', '20'],
+  });
+
+  // Archives: refused ones leave nothing in the cache; only regular files and folders are extracted.
+  const cacheEnv = (d: CaseDirs) => ({ TMPDIR: path.join(d.in, 'tmp') });
+  const privateCache = (d: CaseDirs): void => {
+    const tmp = path.join(d.in, 'tmp');
+    fs.mkdirSync(tmp);
+    fs.mkdirSync(path.join(tmp, cacheNames()[1]!), { mode: 0o700 });
+  };
+  add('data set', 'gzip tar (1 MB) holding a 1.1 GiB member: refused, nothing left in the cache', {
+    env: cacheEnv,
+    setup: (d) => {
+      privateCache(d);
+      const tar = path.join(d.in, 'bomb.tar');
+      const size = 18 * ZERO_CHUNK;
+      fs.writeFileSync(
+        tar,
+        Buffer.concat([
+          zlib.gzipSync(tarHeader('data/class0/0.png', size, '0')),
+          ...Array.from({ length: 18 }, () => zeroChunkGzip()),
+          zlib.gzipSync(Buffer.alloc(1024)),
+        ]),
+      );
+      return ['eval', d.model, '--data', tar];
+    },
+  });
+  for (const [type, what, link] of [
+    ['3', 'a character device', ''],
+    ['4', 'a block device', ''],
+    ['6', 'a FIFO', ''],
+    ['1', 'a hard link to /etc/passwd', '/etc/passwd'],
+    ['2', 'a symbolic link to /', '/'],
+  ] as const)
+    add('data set', `tar with ${what} among the images`, {
+      env: cacheEnv,
+      setup: async (d) => {
+        privateCache(d);
+        const png = fs.readFileSync(path.join(d.data, 'class0', '0.png'));
+        const tar = path.join(d.in, 'evil.tar');
+        fs.writeFileSync(
+          tar,
+          Buffer.concat([
+            tarHeader('data/class0/0.png', png.length, '0'),
+            png,
+            Buffer.alloc((512 - (png.length % 512)) % 512),
+            tarHeader('data/class0/1.png', 0, type, link),
+            Buffer.alloc(1024),
+          ]),
+        );
+        return ['eval', d.model, '--data', tar];
+      },
+    });
+  add('data set', 'image is a hard link to a file outside the data set', {
+    setup: (d) => {
+      const data = copyData(d);
+      const outside = path.join(d.in, 'outside.png');
+      fs.copyFileSync(path.join(data, 'class1', '0.png'), outside);
+      fs.rmSync(path.join(data, 'class1', '0.png'));
+      fs.linkSync(outside, path.join(data, 'class1', '0.png'));
+      return ['eval', d.model, '--data', data];
+    },
+  });
+}
+
+/** 64 MiB of zeros: gzip members of it, concatenated, make a small file that expands without end. */
+const ZERO_CHUNK = 64 << 20;
+let zeroGzip: Buffer | undefined;
+function zeroChunkGzip(): Buffer {
+  return (zeroGzip ??= zlib.gzipSync(Buffer.alloc(ZERO_CHUNK), { level: 9 }));
+}
+
+/** A folder with a t10k IDX set of `images` 28x28 images whose gzip data expands to 1.1 GB. */
+function idxBomb(d: CaseDirs, images: number): string {
+  const dir = path.join(d.in, 'idx');
+  fs.mkdirSync(dir);
+  const header = Buffer.alloc(16);
+  header.writeUInt32BE(0x00000803, 0);
+  header.writeUInt32BE(images, 4);
+  header.writeUInt32BE(28, 8);
+  header.writeUInt32BE(28, 12);
+  fs.writeFileSync(
+    path.join(dir, 't10k-images-idx3-ubyte.gz'),
+    Buffer.concat([zlib.gzipSync(header), ...Array.from({ length: 17 }, () => zeroChunkGzip())]),
+  );
+  const labels = Buffer.alloc(8 + images);
+  labels.writeUInt32BE(0x00000801, 0);
+  labels.writeUInt32BE(images, 4);
+  for (let i = 0; i < images; i++) labels[8 + i] = i % 10;
+  fs.writeFileSync(path.join(dir, 't10k-labels-idx1-ubyte'), labels);
+  return dir;
+}
+
+/** One ustar header block. */
+function tarHeader(name: string, size: number, type: string, link = ''): Buffer {
+  const b = Buffer.alloc(512);
+  b.write(name, 0, 100, 'utf8');
+  b.write('0000644\0', 100, 'latin1');
+  b.write('0000000\0', 108, 'latin1');
+  b.write('0000000\0', 116, 'latin1');
+  b.write(`${size.toString(8).padStart(11, '0')}\0`, 124, 'latin1');
+  b.write('00000000000\0', 136, 'latin1');
+  b.write(type, 156, 'latin1');
+  b.write(link, 157, 100, 'utf8');
+  b.write('ustar\0', 257, 'latin1');
+  b.write('00', 263, 'latin1');
+  b.fill(0x20, 148, 156);
+  let sum = 0;
+  for (const x of b) sum += x;
+  b.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+  return b;
 }
 
 /** The cache folder names the old and the new layout use under $TMPDIR. */

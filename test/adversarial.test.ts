@@ -75,7 +75,8 @@ function snapshot(dir: string, into = new Map<string, string>()): Map<string, st
 function changes(before: Map<string, string>, after: Map<string, string>, ignore: string): string[] {
   const out: string[] = [];
   for (const [f, v] of before)
-    if (after.get(f) !== v) out.push(`${after.has(f) ? 'changed' : 'removed'} ${f}`);
+    if (after.get(f) !== v && !f.startsWith(ignore + path.sep))
+      out.push(`${after.has(f) ? 'changed' : 'removed'} ${f}`);
   for (const f of after.keys())
     if (!before.has(f) && !f.startsWith(ignore + path.sep)) out.push(`created ${f}`);
   return out;
@@ -128,8 +129,10 @@ async function run(c: AdversarialCase, args: string[], env: Record<string, strin
 /** What is wrong with one run; empty when it behaved. */
 function judge(c: AdversarialCase, r: CliRun, changed: string[]): string[] {
   const problems: string[] = [];
-  const passed = c.mayPass && r.code === 0;
-  if (r.code !== 2 && !passed) problems.push(`exit code ${r.code}`);
+  const passed = (c.mayPass || c.mustPass) && r.code === 0;
+  if (c.mustPass && r.code !== 0) problems.push(`exit code ${r.code}, not 0`);
+  else if (r.code !== 2 && !passed) problems.push(`exit code ${r.code}`);
+  if (c.forbid?.test(r.stderr) || c.forbid?.test(r.stdout)) problems.push('quotes the content of a file');
   if (!passed) {
     const lines = r.stderr.split('\n').filter((l) => l !== '');
     if (lines.length !== 1 || !r.stderr.endsWith('\n')) problems.push(`${lines.length} lines on stderr`);
@@ -176,9 +179,10 @@ test(`${CASES.length} generated bad-input cases: exit 2, one line, nothing touch
       const r = await run(c, args, env);
       const after = snapshot(root, snapshot(BASE));
       // With exit 0 (a hostile but valid input), outputs may land in the output folder, and nowhere else.
-      const changed = changes(before, after, c.mayPass && r.code === 0 ? dirs.out : '\0');
+      const mayWrite = (c.mayPass || c.mustPass) && r.code === 0;
+      const changed = changes(before, after, mayWrite ? dirs.out : '\0');
       const problems = judge(c, r, changed);
-      if (c.mayPass && r.code === 0) {
+      if (mayWrite) {
         const elsewhere = changes(before, after, dirs.out);
         if (elsewhere.length) problems.push(`files touched: ${elsewhere.slice(0, 4).join(', ')}`);
       }

@@ -33,6 +33,7 @@ test('a checkpoint round-trips exactly and is replaced atomically', () => {
     epoch: 2,
     step: 40,
     fingerprint: 'abc',
+    modelHash: 'def',
     history: [],
     best: { epoch: 1, accuracy: 0.5 },
     tensors,
@@ -42,6 +43,7 @@ test('a checkpoint round-trips exactly and is replaced atomically', () => {
   const back = readCheckpoint(file);
   assert.equal(back.epoch, 3);
   assert.deepEqual(back.best, state.best);
+  assert.equal(back.modelHash, 'def');
   assert.deepEqual([...back.tensors.keys()], ['w', 'b']);
   assert.deepEqual(back.tensors.get('w'), tensors.get('w'));
   assert.deepEqual(fs.readdirSync(dir), ['a.ckpt'], 'no temporary file left behind');

@@ -55,6 +55,14 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
     const runtime = runtimeFromArgs(args);
     const sessions: ModelSession[] = [await createSession(args.model, runtime)];
     if (args.vs !== undefined) sessions.push(await createSession(args.vs, runtime));
+    // An option that changes nothing is an error, not silently ignored.
+    if (args.inputShape !== undefined && sessions.every((m) => m.inputShape.slice(1).every(isFixed))) {
+      await Promise.all(sessions.map((m) => m.release()));
+      throw new UserError(
+        `--input-shape applies to models with open input dimensions; the input is fixed at ${sessions[0]!.inputShape.slice(1).join('x')} after the batch: drop it`,
+        args.model,
+      );
+    }
     const progress = createProgress('bench', 100);
     let stats: LatencyStats[];
     try {
@@ -105,6 +113,10 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
     process.stdout.write(`${escapeControl(`${table}${comparison}`, true)}\n`);
   },
 };
+
+function isFixed(d: unknown): boolean {
+  return typeof d === 'number';
+}
 
 /** `--input-shape` in inspect's format; the benchmark takes the dimensions after the batch. */
 function shapeWithoutBatch(text: string): number[] {

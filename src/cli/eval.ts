@@ -1,7 +1,7 @@
 import { escapeControl } from '../escape.js';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { checkOutput, RunOutputs } from '../run-files.js';
-import { checkModel, checkRuntimeAccepts } from '../runtime/preflight.js';
+import { checkModel, checkRuntimeAccepts, validateWritten } from '../runtime/preflight.js';
 import { batchSize, checkNumbers, pixels, positiveInt, seed, threads, type NumberRule } from './numbers.js';
 import { describeDataset, type Dataset } from '../data/dataset.js';
 import { openDataset } from '../data/open.js';
@@ -273,6 +273,7 @@ export const recalibrateCommand: CommandModule<object, RecalibrateArgs> = {
     } finally {
       progress?.stop();
     }
+    await validateWritten(model, 'recalibrated');
     const outputs = new RunOutputs();
     saveModel(model, args.output, { staged: outputs.staged });
     outputs.commit();

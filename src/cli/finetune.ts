@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { checkOutput, noteInput, RunOutputs } from '../run-files.js';
-import { checkModel, checkRuntimeAccepts } from '../runtime/preflight.js';
+import { checkModel, checkRuntimeAccepts, validateWritten } from '../runtime/preflight.js';
 import {
   batchSize,
   checkNumbers,
@@ -231,6 +231,8 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
       process.stderr.write(`stopped after epoch ${result.epochsDone}; continue with --resume\n`);
       return;
     }
+    // No written model may give non-finite outputs (a run resumed from bad statistics, a diverged one).
+    await validateWritten(result.model, 'fine-tuned');
     const outputs = new RunOutputs();
     saveModel(result.model, args.output, { staged: outputs.staged });
     outputs.commit();

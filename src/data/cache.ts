@@ -1,14 +1,11 @@
-import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { lstat, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
-import { promisify } from 'node:util';
 import { UserError } from '../errors.js';
 import { firstLine, fsErrorReason } from './error-text.js';
-
-const run = promisify(execFile);
+import { extractTar } from './tar.js';
 
 /**
  * Root of every cache this project keeps: a private folder per user under the system temp dir (so a
@@ -39,7 +36,7 @@ export async function cacheRoot(): Promise<string> {
 /**
  * Extracts a tar archive once into the cache and returns that folder. The folder is named by the archive's
  * content (sha256), not its path, so a replaced archive is extracted afresh and two paths to one archive
- * share it. Extraction goes to a temporary folder renamed into place when `tar` succeeded: a folder under
+ * share it. Extraction (src/data/tar.ts) goes to a temporary folder renamed into place when it succeeded: a folder under
  * its final name is always complete, and concurrent runs each extract and the first rename wins (the
  * others drop theirs and use it).
  */
@@ -63,12 +60,11 @@ export async function extractTarOnce(tarPath: string, name?: string): Promise<st
   const tmp = join(root, `.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
   await mkdir(tmp, { mode: 0o700 });
   try {
-    await run('tar', ['-xf', archive, '-C', tmp, '--no-same-owner', '--no-same-permissions'], {
-      maxBuffer: 16 << 20,
-    });
+    // Regular files and folders only, within a size limit; a refused archive leaves nothing behind.
+    await extractTar(archive, tmp, tarPath);
   } catch (e) {
     await rm(tmp, { recursive: true, force: true });
-    throw new UserError(`tar could not extract it (${firstLine(e)})`, tarPath);
+    throw e instanceof UserError ? e : new UserError(`cannot extract it (${firstLine(e)})`, tarPath);
   }
   try {
     await rename(tmp, target);

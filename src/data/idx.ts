@@ -1,8 +1,9 @@
-import { readFile, readdir } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { open, readdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { gunzipSync } from 'node:zlib';
+import { createGunzip, gunzipSync } from 'node:zlib';
 import { UserError } from '../errors.js';
-import { fsErrorReason } from './error-text.js';
+import { firstLine, fsErrorReason } from './error-text.js';
 import type { Dataset, Sample } from './dataset.js';
 import { transformSample } from './image.js';
 import type { PreprocessSpec } from './preprocess.js';
@@ -34,13 +35,22 @@ export interface IdxArray {
   data: Uint8Array;
 }
 
+/**
+ * Most bytes of IDX data adapruner reads from one file (after decompression): MNIST-style sets are tens of
+ * megabytes (Fashion-MNIST's training images 47 MB), and a small gzip file can expand to gigabytes.
+ */
+export const MAX_IDX_BYTES = 1 << 30;
+
 /** Parses an IDX file (gzip-compressed or raw); only the unsigned-byte type that MNIST-style data uses. */
 export function parseIdx(bytes: Uint8Array, name: string): IdxArray {
   if (bytes[0] === 0x1f && bytes[1] === 0x8b) {
     try {
-      bytes = gunzipSync(bytes);
+      bytes = gunzipSync(bytes, { maxOutputLength: MAX_IDX_BYTES + (1 << 16) });
     } catch (e) {
-      throw new UserError(`is not valid gzip (${(e as Error).message})`, name);
+      throw new UserError(
+        `is not valid gzip, or expands past ${MAX_IDX_BYTES} bytes (${firstLine(e)})`,
+        name,
+      );
     }
   }
   if (bytes.length < 4 || bytes[0] !== 0 || bytes[1] !== 0)
@@ -99,8 +109,8 @@ export class IdxDataset implements Dataset {
 
     const imagesFile = join(folder, imagesName);
     const labelsFile = join(folder, labelsName);
-    const images = parseIdx(await readBytes(imagesFile), imagesFile);
-    const labelArray = parseIdx(await readBytes(labelsFile), labelsFile);
+    const images = await readIdx(imagesFile);
+    const labelArray = await readIdx(labelsFile);
     if (images.dims.length !== 3)
       throw new UserError(`expected N x H x W images, found ${images.dims.join('x')}`, imagesFile);
     if (labelArray.dims.length !== 1 || labelArray.dims[0] !== images.dims[0]) {
@@ -130,10 +140,108 @@ export class IdxDataset implements Dataset {
   }
 }
 
-async function readBytes(file: string): Promise<Uint8Array> {
+/**
+ * Reads an IDX file, decompressing a gzip one as a stream: the header says how many bytes follow, the data is
+ * refused past MAX_IDX_BYTES, and decompression stops at the first byte beyond what the header promised, so a
+ * small file that expands to gigabytes costs no more memory than its header allows.
+ */
+export async function readIdx(file: string): Promise<IdxArray> {
+  let head: Buffer;
   try {
-    return await readFile(file);
+    const fh = await open(file, 'r');
+    try {
+      const st = await fh.stat();
+      if (!st.isFile()) throw new UserError('is not a regular file', file);
+      head = Buffer.alloc(2);
+      await fh.read(head, 0, 2, 0);
+      if (!(head[0] === 0x1f && head[1] === 0x8b)) {
+        const header = Buffer.alloc(Math.min(st.size, 4 + 4 * 255));
+        await fh.read(header, 0, header.length, 0);
+        const { dims, start, size } = parseIdxHeader(header, file);
+        if (st.size - start !== size)
+          throw new UserError(
+            `IDX header promises ${size} bytes of data (${dims.join('x')}) but the file has ${st.size - start}`,
+            file,
+          );
+        const data = Buffer.alloc(size);
+        for (let at = 0; at < size;) {
+          const { bytesRead } = await fh.read(data, at, Math.min(size - at, 1 << 26), start + at);
+          if (bytesRead === 0) throw new UserError('the file shrank while it was read', file);
+          at += bytesRead;
+        }
+        return { dims, data };
+      }
+    } finally {
+      await fh.close();
+    }
   } catch (e) {
+    if (e instanceof UserError) throw e;
     throw new UserError(`cannot read the file (${fsErrorReason(e)})`, file);
   }
+  return readGzipIdx(file);
+}
+
+/** The dims, data offset and data size an IDX header gives, refused past MAX_IDX_BYTES. */
+function parseIdxHeader(bytes: Uint8Array, name: string): { dims: number[]; start: number; size: number } {
+  if (bytes.length < 4 || bytes[0] !== 0 || bytes[1] !== 0)
+    throw new UserError('is not an IDX file (bad magic number)', name);
+  if (bytes[2] !== 0x08)
+    throw new UserError(
+      `IDX data type 0x${bytes[2]!.toString(16)} is not supported (only unsigned bytes)`,
+      name,
+    );
+  const rank = bytes[3]!;
+  if (bytes.length < 4 + 4 * rank) throw new UserError('IDX header is truncated', name);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const dims = Array.from({ length: rank }, (_, i) => view.getUint32(4 + 4 * i, false));
+  const size = dims.reduce((a, b) => a * b, 1);
+  if (size > MAX_IDX_BYTES)
+    throw new UserError(
+      `IDX header promises ${size} bytes of data (${dims.join('x')}), over the ${MAX_IDX_BYTES}-byte limit`,
+      name,
+    );
+  return { dims, start: 4 + 4 * rank, size };
+}
+
+/** A gzip IDX file, decompressed chunk by chunk into a buffer of exactly the size its header gives. */
+async function readGzipIdx(file: string): Promise<IdxArray> {
+  const gunzip = createReadStream(file).pipe(createGunzip());
+  let header = Buffer.alloc(0);
+  let parsed: ReturnType<typeof parseIdxHeader> | undefined;
+  let data: Buffer | undefined;
+  let filled = 0;
+  try {
+    for await (const chunk of gunzip as AsyncIterable<Buffer>) {
+      let piece = chunk;
+      if (!parsed) {
+        header = Buffer.concat([header, piece]);
+        if (header.length < 4 || header.length < 4 + 4 * header[3]!) {
+          if (header.length > 4 + 4 * 255) parseIdxHeader(header, file);
+          continue;
+        }
+        parsed = parseIdxHeader(header, file);
+        data = Buffer.alloc(parsed.size);
+        piece = header.subarray(parsed.start);
+      }
+      if (filled + piece.length > data!.length)
+        throw new UserError(
+          `IDX header promises ${parsed.size} bytes of data (${parsed.dims.join('x')}) but the file holds more`,
+          file,
+        );
+      piece.copy(data!, filled);
+      filled += piece.length;
+    }
+  } catch (e) {
+    if (e instanceof UserError) throw e;
+    throw new UserError(`is not valid gzip (${firstLine(e)})`, file);
+  } finally {
+    gunzip.destroy();
+  }
+  if (!parsed) parseIdxHeader(header, file);
+  if (filled !== parsed!.size)
+    throw new UserError(
+      `IDX header promises ${parsed!.size} bytes of data (${parsed!.dims.join('x')}) but the file has ${filled}`,
+      file,
+    );
+  return { dims: parsed!.dims, data: data! };
 }

@@ -30,7 +30,8 @@ const MAX_IMAGE_FILE_BYTES = 256 << 20;
 export async function decodeImageFile(path: string, spec: PreprocessSpec): Promise<Sample> {
   let bytes: Buffer;
   try {
-    bytes = readRegularFile(path, MAX_IMAGE_FILE_BYTES);
+    // A hard link may point at any file outside the data set: refused, like a symbolic link out of it.
+    bytes = readRegularFile(path, MAX_IMAGE_FILE_BYTES, { singleLink: true });
   } catch (e) {
     throw new UserError(`cannot read the image (${fsErrorReason(e)})`, path);
   }

@@ -1,3 +1,4 @@
+import { parseJsonText } from './error-text.js';
 import { existsSync } from 'node:fs';
 import { noteInput, readRegularFile } from '../run-files.js';
 import { UserError } from '../errors.js';
@@ -176,14 +177,18 @@ const SPEC_KEYS = new Set(['channels', 'channelOrder', 'resize', 'crop', 'scale'
 
 /** Reads a spec JSON file (the format of `PreprocessSpec`; `channelOrder` and `scale` may be left out). */
 export function readSpecFile(path: string): PreprocessSpec {
-  let parsed: unknown;
+  let text: string;
   try {
-    parsed = JSON.parse(readRegularFile(path, 1 << 20).toString('utf8'));
+    text = readRegularFile(path, 1 << 20).toString('utf8');
     noteInput(path, 'the preprocessing spec');
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     throw new UserError(`cannot read the preprocessing spec (${err.code ?? err.message})`, path);
   }
+  // The position only, never the text: the parser's message quotes it, and the file may be any file.
+  const json = parseJsonText(text);
+  if ('error' in json) throw new UserError(`cannot read the preprocessing spec (${json.error})`, path);
+  const parsed = json.value;
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
     throw new UserError('a preprocessing spec must be a JSON object', path);
   }

@@ -150,6 +150,10 @@ function buildGraph(
     checkTensorData(tp, tensor);
     if (tensor.isExternal && baseDir) checkExternalLocation(tp, baseDir);
     const existing = local.get(tensor.name);
+    // An initializer may share its name with a graph input (its default, IR < 4), never with another one:
+    // readers disagree on which of two copies wins.
+    if (existing?.initializer)
+      throw new Error(`initializer '${tensor.name}' is defined twice in graph '${g.name}'`);
     const v =
       existing ??
       new Value(tensor.name, { kind: 'tensor', elemType: tensor.dataType, shape: [...tensor.dims] });
@@ -168,6 +172,8 @@ function buildGraph(
     const dims = (sp.dims ?? []).map((d: Long | number) => toSafeNumber(d, 'sparse tensor dimension'));
     if (dims.some((d: number) => d < 0))
       throw new Error(`sparse initializer '${values.name ?? ''}' has a negative dimension`);
+    if (local.get(values.name ?? '')?.initializer)
+      throw new Error(`sparse initializer '${values.name ?? ''}' has the name of an initializer`);
     const v =
       local.get(values.name ?? '') ??
       new Value(values.name ?? '', { kind: 'tensor', elemType: values.data_type ?? 0, shape: dims });
@@ -220,7 +226,11 @@ function buildGraph(
     applyInfo(v, vi);
     g.outputs.push(v);
   }
+  const described = new Set<string>();
   for (const vi of gp.value_info ?? []) {
+    if (described.has(vi.name ?? ''))
+      throw new Error(`value_info describes '${vi.name ?? ''}' twice in graph '${g.name}'`);
+    described.add(vi.name ?? '');
     const v = local.get(vi.name) ?? new Value(vi.name ?? '');
     applyInfo(v, vi);
     g.valueInfo.push(v);

@@ -1,3 +1,4 @@
+import { parseJsonText } from '../data/error-text.js';
 import { UserError } from '../errors.js';
 import { noteInput, readRegularFile } from '../run-files.js';
 import type { Criterion } from './criteria.js';
@@ -129,12 +130,16 @@ export function validatePlan(
 
 /** A plan file read and parsed, noted as an input; any failure is a one-line UserError naming it. */
 export function readPlanFile(file: string): unknown {
+  let text: string;
   try {
-    const text = readRegularFile(file, 256 << 20).toString('utf8');
+    text = readRegularFile(file, 256 << 20).toString('utf8');
     noteInput(file, 'the plan');
-    return JSON.parse(text);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     throw new UserError(`cannot read plan: ${err.code ?? err.message.split('\n')[0]}`, file);
   }
+  // The position only: the parser's own message quotes the text, and the file may be any file.
+  const parsed = parseJsonText(text);
+  if ('error' in parsed) throw new UserError(`cannot read plan: ${parsed.error}`, file);
+  return parsed.value;
 }

@@ -41,7 +41,13 @@ export async function benchmark(
     throw new UserError(`--batch must be a positive integer, not ${batch}`);
   const inputs = models.map((m) => {
     const shape = concreteShape(m, batch, options.inputShape);
-    return { shape, data: seededNoise(shape.reduce((a, b) => a * b, 1)) };
+    const elements = shape.reduce((a, b) => a * b, 1);
+    if (!(elements <= MAX_INPUT_ELEMENTS))
+      throw new UserError(
+        `an input of ${shape.join('x')} is ${elements} values, over the ${MAX_INPUT_ELEMENTS} (4 GiB of float32) a benchmark feeds`,
+        m.source,
+      );
+    return { shape, data: seededNoise(elements) };
   });
   for (let w = 0; w < (options.warmup ?? 3); w++) {
     for (const [i, m] of models.entries()) await m.run(inputs[i]!.data, inputs[i]!.shape);
@@ -63,6 +69,9 @@ export async function benchmark(
   }
   return models.map((m, i) => summarise(m.source, batch, inputs[i]!.shape, times[i]!));
 }
+
+/** Most values one benchmark input may hold (a typed array past this is refused by V8 or exhausts memory). */
+const MAX_INPUT_ELEMENTS = 2 ** 30;
 
 /** The model's input shape with the batch (first) dimension set and other symbolic dims taken from `given`. */
 function concreteShape(model: ModelSession, batch: number, given: number[] | undefined): number[] {

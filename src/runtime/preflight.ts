@@ -1,4 +1,5 @@
 import { UserError } from '../errors.js';
+import { AttributeType } from '../ir/attribute.js';
 import { DataType, dataTypeName } from '../ir/data-type.js';
 import type { Graph } from '../ir/graph.js';
 import { loadModel } from '../ir/load.js';
@@ -9,12 +10,14 @@ import type * as ort from 'onnxruntime-node';
 import { firstLine } from '../data/error-text.js';
 import { probeInputDims, randomInputs } from '../shapes/probe.js';
 import { createSession } from './session.js';
+import { ValidationError, validateModel } from './validate.js';
 
 /**
  * What adapruner checks itself before a model reaches onnxruntime, so a broken file fails with one line naming
  * the file and the node instead of deep inside the runtime (or a pass): the IR's invariants (every value
- * defined once and before use, no cycles), at least one output, numeric weights without NaN, and no sparse
- * external data (onnxruntime would resolve it against the current folder, not the model's).
+ * defined once and before use, no cycles), at least one output, the types of the standard attributes, finite
+ * numeric weights, BatchNormalization variances that are not negative, and no sparse external data
+ * (onnxruntime would resolve it against the current folder, not the model's).
  */
 export function checkModel(model: Model, file: string, options: { weights?: boolean } = {}): void {
   // Input and output names become keys of plain objects (onnxruntime's feeds and results): a name such as
@@ -41,7 +44,96 @@ export function checkModel(model: Model, file: string, options: { weights?: bool
       file,
     );
   if (model.graph.outputs.length === 0) throw new UserError('the graph has no outputs', file);
-  if (options.weights !== false) checkWeights(model.graph, file);
+  checkAttributeTypes(model.graph, file);
+  if (options.weights !== false) {
+    checkWeights(model.graph, file);
+    checkBatchNormVariances(model.graph, file);
+  }
+}
+
+/**
+ * The types of the standard attributes every command reads (kernel geometry, groups, axes, epsilon), so a file
+ * with `group` as a string or `strides` as a float fails here with one line naming the node, before a pass or
+ * onnxruntime (which adapruner skips for models past RUNTIME_CHECK_MAX_BYTES) reads it.
+ */
+const ATTRIBUTE_TYPES: Record<string, AttributeType> = {
+  group: AttributeType.INT,
+  axis: AttributeType.INT,
+  keepdims: AttributeType.INT,
+  transA: AttributeType.INT,
+  transB: AttributeType.INT,
+  ceil_mode: AttributeType.INT,
+  count_include_pad: AttributeType.INT,
+  blocksize: AttributeType.INT,
+  kernel_shape: AttributeType.INTS,
+  strides: AttributeType.INTS,
+  pads: AttributeType.INTS,
+  dilations: AttributeType.INTS,
+  output_padding: AttributeType.INTS,
+  output_shape: AttributeType.INTS,
+  perm: AttributeType.INTS,
+  epsilon: AttributeType.FLOAT,
+  momentum: AttributeType.FLOAT,
+  auto_pad: AttributeType.STRING,
+};
+
+function checkAttributeTypes(g: Graph, file: string): void {
+  for (const n of g.nodes) {
+    if (n.domain === '' || n.domain === 'ai.onnx')
+      for (const [name, a] of n.attributes) {
+        const want = Object.hasOwn(ATTRIBUTE_TYPES, name) ? ATTRIBUTE_TYPES[name] : undefined;
+        if (want !== undefined && a.type !== want)
+          throw new UserError(
+            `attribute '${name}' is ${attributeTypeName(a.type)}, not ${attributeTypeName(want)} as ONNX defines it`,
+            file,
+            n.name,
+          );
+      }
+    for (const sub of n.subgraphs()) checkAttributeTypes(sub, file);
+  }
+}
+
+function attributeTypeName(t: AttributeType): string {
+  const names: Partial<Record<AttributeType, string>> = {
+    [AttributeType.INT]: 'an int',
+    [AttributeType.INTS]: 'a list of ints',
+    [AttributeType.FLOAT]: 'a float',
+    [AttributeType.FLOATS]: 'a list of floats',
+    [AttributeType.STRING]: 'a string',
+    [AttributeType.STRINGS]: 'a list of strings',
+    [AttributeType.TENSOR]: 'a tensor',
+    [AttributeType.GRAPH]: 'a graph',
+  };
+  return names[t] ?? `of type ${t}`;
+}
+
+/**
+ * BatchNormalization divides by sqrt(var + epsilon): a negative running variance (var + epsilon <= 0) gives NaN
+ * outputs, and fine-tuning such a model writes NaN weights. A variance of exactly 0 is kept: PyTorch's running
+ * variance of a dead channel decays to 0 in float32, and epsilon covers it.
+ */
+export function checkBatchNormVariances(
+  g: Graph,
+  file: string,
+  values?: (name: string) => ArrayLike<number> | undefined,
+): void {
+  for (const n of g.nodes) {
+    if (n.opType === 'BatchNormalization' && (n.domain === '' || n.domain === 'ai.onnx')) {
+      const v = n.inputs[4];
+      const data = v && (values?.(v.name) ?? (v.initializer?.data as ArrayLike<number> | undefined));
+      const eps = n.attributes.get('epsilon');
+      const epsilon = eps?.type === AttributeType.FLOAT ? eps.value : 1e-5;
+      if (data)
+        for (let i = 0; i < data.length; i++)
+          if (!(data[i]! + epsilon > 0) || data[i]! < 0)
+            throw new UserError(
+              `BatchNormalization running variance '${v!.name}' is ${data[i]} at channel ${i}; a variance must not be negative`,
+              file,
+              n.name,
+            );
+    }
+    for (const sub of n.subgraphs()) checkBatchNormVariances(sub, file, values);
+  }
 }
 
 function checkWeights(g: Graph, file: string): void {
@@ -52,8 +144,8 @@ function checkWeights(g: Graph, file: string): void {
     if (t.dataType === DataType.FLOAT || t.dataType === DataType.DOUBLE) {
       const data = t.data as Float32Array | Float64Array;
       for (let i = 0; i < data.length; i++)
-        if (Number.isNaN(data[i]!))
-          throw new UserError(`initializer '${v.name}' holds NaN (element ${i})`, file);
+        if (!Number.isFinite(data[i]!))
+          throw new UserError(`initializer '${v.name}' holds ${data[i]} (element ${i})`, file);
     }
   }
   for (const v of g.sparseInitializers) {
@@ -81,7 +173,11 @@ export function modelBytesFromFile(file: string): Uint8Array {
  * Opens `model` in onnxruntime (CPU) once and closes it: a model the runtime refuses is the user's file at
  * fault, named with onnxruntime's reason, before any work; a refusal after our own passes is then our bug.
  */
-export async function checkRuntimeAccepts(model: Model, file: string): Promise<void> {
+export async function checkRuntimeAccepts(
+  model: Model,
+  file: string,
+  inputShapes?: Record<string, number[]>,
+): Promise<void> {
   // A session holds a second copy of the weights (and its bytes a third, briefly): past this size the check
   // would set the command's peak memory, so large models get the structural checks only.
   if (weightBytes(model) > RUNTIME_CHECK_MAX_BYTES) return;
@@ -90,7 +186,7 @@ export async function checkRuntimeAccepts(model: Model, file: string): Promise<v
     // One run at batch 1 where the input shape is known: onnxruntime checks some shapes only when it runs.
     let feeds: Record<string, ort.Tensor> | undefined;
     try {
-      feeds = randomInputs(model, probeInputDims(model));
+      feeds = randomInputs(model, probeInputDims(model, inputShapes));
     } catch {
       feeds = undefined; // shape left open, or not float: the command's own checks speak for it
     }
@@ -112,3 +208,29 @@ function weightBytes(model: Model): number {
 }
 
 export { dataTypeName };
+
+/**
+ * Validates a model a command is about to write (IR, structure, one onnxruntime run whose outputs must be
+ * finite: src/runtime/validate.ts); the failure names what was made (`fine-tuned`, `recalibrated`).
+ */
+export async function validateWritten(
+  model: Model,
+  what: string,
+  inputShapes?: Record<string, number[]>,
+): Promise<void> {
+  // Past the runtime check's size, onnxruntime would hold a second copy of the weights: structure only.
+  if (weightBytes(model) > RUNTIME_CHECK_MAX_BYTES) return;
+  let dims: Map<string, number[]>;
+  try {
+    dims = probeInputDims(model, inputShapes);
+  } catch {
+    return; // input dimensions left open: the command's own run on real data is the check
+  }
+  try {
+    await validateModel(model, dims);
+  } catch (e) {
+    if (e instanceof ValidationError)
+      throw new UserError(e.message.replace(/^the pruned model/, `the ${what} model`));
+    throw e;
+  }
+}

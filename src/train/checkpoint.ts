@@ -9,6 +9,8 @@ export interface TrainingState {
   step: number;
   /** Hash of the options that must not change across a resume (data, batch, seed, optimizer, schedule). */
   fingerprint: string;
+  /** Hash of the starting model's weights: a checkpoint is refused for another model of the same shape. */
+  modelHash: string;
   history: EpochRecord[];
   best: { epoch: number; accuracy: number } | undefined;
   /** Parameters, momentum buffers and BN running statistics by name; `best:`-prefixed copies of the best epoch. */
@@ -34,6 +36,7 @@ export function writeCheckpoint(file: string, state: TrainingState): void {
     epoch: state.epoch,
     step: state.step,
     fingerprint: state.fingerprint,
+    modelHash: state.modelHash,
     history: state.history,
     best: state.best,
     tensors: names.map((n) => ({ name: n, length: state.tensors.get(n)!.length })),
@@ -85,6 +88,7 @@ export function readCheckpoint(file: string): TrainingState {
     epoch: h.epoch,
     step: h.step,
     fingerprint: h.fingerprint,
+    modelHash: h.modelHash,
     history: h.history,
     best: h.best,
     tensors,
@@ -95,6 +99,7 @@ interface Header {
   epoch: number;
   step: number;
   fingerprint: string;
+  modelHash: string;
   history: EpochRecord[];
   best: { epoch: number; accuracy: number } | undefined;
   tensors: { name: string; length: number }[];
@@ -111,6 +116,8 @@ function checkHeader(h: unknown, file: string): Header {
   if (!count(o.epoch)) bad('epoch');
   if (!count(o.step)) bad('step');
   if (typeof o.fingerprint !== 'string') bad('fingerprint');
+  // Checkpoints written before the hash was kept cannot show which model they belong to.
+  if (typeof o.modelHash !== 'string') bad('no hash of the starting model; start the run afresh');
   if (
     !Array.isArray(o.history) ||
     !o.history.every((r) => typeof r === 'object' && r !== null && count((r as EpochRecord).epoch))

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
+import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { batches } from '../data/batches.js';
 import type { Dataset } from '../data/dataset.js';
@@ -11,6 +12,7 @@ import { serializeModel } from '../ir/index.js';
 import type { Model } from '../ir/model.js';
 import type { Device } from '../runtime/device.js';
 import { evaluate } from '../runtime/evaluate.js';
+import { checkBatchNormVariances } from '../runtime/preflight.js';
 import { createSession, type ModelSession } from '../runtime/session.js';
 import { readCheckpoint, writeCheckpoint, type EpochRecord, type TrainingState } from './checkpoint.js';
 import type { SgdOptions } from './optimizer.js';
@@ -216,12 +218,19 @@ async function prepareRun(
   const state = initialState(model, step, fingerprint);
   if (options.resume && options.checkpoint && fs.existsSync(options.checkpoint)) {
     const saved = readCheckpoint(options.checkpoint);
+    if (saved.modelHash !== state.modelHash)
+      throw new UserError(
+        'the checkpoint was written for another model (its starting weights differ); resume needs the model it started from',
+        options.checkpoint,
+      );
     if (saved.fingerprint !== fingerprint)
       throw new UserError(
         'the checkpoint was written by a run with other data or options; resume needs the same ones',
         options.checkpoint,
       );
     checkResumable(saved, state, options.epochs, stepsPerEpoch, options.checkpoint);
+    // The same check as the model's preflight, on the statistics the run continues from.
+    checkBatchNormVariances(model.graph, options.checkpoint, (name) => saved.tensors.get(name));
     Object.assign(state, saved);
   }
   return { step, state };
@@ -433,7 +442,14 @@ function initialState(model: Model, step: StepGraph, fingerprint: string): Train
     tensors.set(name, Float32Array.from(init.get(name)!.data as Float32Array));
   for (const p of step.params)
     if (p.momentum) tensors.set(p.momentum.input, new Float32Array(p.shape.reduce((a, b) => a * b, 1)));
-  return { epoch: 0, step: 0, fingerprint, history: [], best: undefined, tensors };
+  // The starting weights, hashed: a checkpoint resumes only the model it was started from.
+  const hash = createHash('sha256');
+  for (const name of weightNames(step)) {
+    const t = tensors.get(name)!;
+    hash.update(name).update(new Uint8Array(t.buffer, t.byteOffset, t.byteLength));
+  }
+  const modelHash = hash.digest('hex').slice(0, 32);
+  return { epoch: 0, step: 0, fingerprint, modelHash, history: [], best: undefined, tensors };
 }
 
 /** A copy of the inference model whose trained initializers hold `tensors` (names prefixed by `prefix`). */
@@ -482,7 +498,8 @@ function distillationOf(teacher: NonNullable<FinetuneOptions['teacher']>): Disti
 function fingerprintOf(step: StepGraph, dataset: Dataset, o: FinetuneOptions, count: number): string {
   const facts = {
     params: step.params.map((p) => [p.name, p.shape]),
-    data: [dataset.path, dataset.length, count],
+    // Resolved: the same data spelled relative or absolute is the same data.
+    data: [path.resolve(dataset.path), dataset.length, count],
     o: [
       o.epochs,
       o.batchSize,
