@@ -1,13 +1,15 @@
 import { escapeControl } from '../escape.js';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { UserError } from '../errors.js';
+import { loadModel } from '../ir/load.js';
+import { idBounds } from '../shapes/probe.js';
 import { batchSize, checkNumbers, threads } from './numbers.js';
 import { benchmark, type LatencyStats } from '../runtime/benchmark.js';
 import { createProgress } from '../runtime/progress.js';
 import { createSession, type ModelSession } from '../runtime/session.js';
 import { renderTable } from '../report/table.js';
 import { runtimeFromArgs, withRuntimeOptions, type RuntimeArgs } from './eval.js';
-import { parseInputShapes } from './inspect.js';
+import { parseInputShapes } from './input-shape.js';
 
 interface BenchArgs extends RuntimeArgs {
   model: string;
@@ -63,6 +65,10 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         args.model,
       );
     }
+    // Token ids must index the embedding: read its size off the graph, only for models that take ids.
+    const takesIds = (m: ModelSession): boolean =>
+      m.inputs.some((i) => i.type === 'int64' || i.type === 'int32');
+    const idBoundsOf = sessions.some(takesIds) ? idBounds(loadModel(args.model)) : undefined;
     const progress = createProgress('bench', 100);
     let stats: LatencyStats[];
     try {
@@ -71,6 +77,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         warmup: args.warmup,
         seconds: args.seconds,
         ...(args.runs !== undefined && { runs: args.runs }),
+        ...(idBoundsOf && { idBounds: idBoundsOf }),
         ...(args.inputShape !== undefined && { inputShape: shapeWithoutBatch(args.inputShape) }),
         onProgress: (fraction) => progress.update(Math.round(100 * fraction)),
       });

@@ -23,6 +23,7 @@ import {
   type PruneOptions,
   type WidthSource,
 } from '../prune/index.js';
+import { idBounds } from '../shapes/probe.js';
 import { validateModel } from '../runtime/validate.js';
 import type { PruneReport as CoreReport } from '../prune/index.js';
 import type { AccuracyStage, CompensationSummary, CriterionRow, PruneReport } from '../report/types.js';
@@ -63,6 +64,7 @@ export interface AdaPruneOptions extends Pick<
   | 'compensationScope'
   | 'minChannels'
   | 'minFraction'
+  | 'torchCompatible'
   | 'seed'
   | 'plan'
   | 'planSource'
@@ -129,7 +131,16 @@ export interface AdaPruneOptions extends Pick<
   log?: (line: string) => void;
   warn?: (line: string) => void;
   onFinetuneStep?: FinetuneOptions['onStep'];
+  /**
+   * The stage whose model is returned (and written): `best` (default), the highest top-1 on the evaluation set
+   * of the stages that ran (a tie goes to the later stage), or a stage by name.
+   */
+  keepStage?: KeepStage;
 }
+
+/** What `keepStage` may name: `best`, or one of the stages that yield a model. */
+export const KEEP_STAGES = ['best', 'recalibrated', 'compensated', 'finetuned'] as const;
+export type KeepStage = (typeof KEEP_STAGES)[number];
 
 export interface AdaPruneResult {
   model: Model;
@@ -269,6 +280,7 @@ class AdaPruneRun {
   private baselineMs: number | undefined;
   private originalCost: number | undefined;
   private hasBatchNorm = false;
+  private kept: PruneReport['kept'];
 
   constructor(
     private readonly input: Model,
@@ -307,6 +319,7 @@ class AdaPruneRun {
       compensationScope: options.compensationScope ?? 'downstream',
       minChannels: options.minChannels,
       minFraction: options.minFraction,
+      torchCompatible: options.torchCompatible,
       seed: this.seed,
       inputShapes: options.inputShapes,
       passManager: this.pm,
@@ -382,6 +395,11 @@ class AdaPruneRun {
     ));
   }
 
+  /** The shapes every candidate was analysed at: validation runs there too (a dynamic H/W has no other). */
+  private validationDims(): Map<string, number[]> | undefined {
+    return this.analysed && new Map(this.analysed.inputDims);
+  }
+
   private latencyShape(): number[] {
     const { input, options } = this;
     const dims = input.graph.inputs[0]?.shape ?? [];
@@ -401,7 +419,11 @@ class AdaPruneRun {
   private timeSideBySide(models: Uint8Array[]): Promise<number[]> {
     return (
       this.options.timeModels?.(models) ??
-      measureLatencies(models, { shape: this.latencyShape(), runtime: this.runtime })
+      measureLatencies(models, {
+        shape: this.latencyShape(),
+        runtime: this.runtime,
+        idBounds: idBounds(this.input),
+      })
     );
   }
 
@@ -616,6 +638,7 @@ class AdaPruneRun {
       ? candidates.map((c) => ({
           criterion: c.plan.criterion,
           widths: c.label,
+          roundTo: c.widths.roundTo,
           top1: c.score.top1,
           loss: c.score.loss,
           chosen: c === best,
@@ -730,10 +753,14 @@ class AdaPruneRun {
     await evaluateStage('pruned', 'pruned', best.prunedBytes);
     if (this.hasBatchNorm) await evaluateStage('recalibrated', 'recalibrated', best.recalibratedBytes);
     if (compensatedBytes) await evaluateStage('compensated', 'compensated', compensatedBytes);
+    const models: [AccuracyStage['stage'], Model][] = [
+      [this.hasBatchNorm ? 'recalibrated' : 'pruned', best.recalibrated],
+    ];
+    if (compensatedBytes) models.push(['compensated', outcome.result]);
     const ft = options.finetune;
     if (!ft || ft.epochs <= 0) {
       this.skipped.push('fine-tuning (--finetune-epochs 0)');
-      return outcome;
+      return this.keep(outcome, models);
     }
     const { distill, distillGate, from, ...rest } = ft;
     const start = (from ?? DEFAULT_FINETUNE_FROM) === 'recalibrated' ? best.recalibrated : outcome.result;
@@ -756,14 +783,42 @@ class AdaPruneRun {
       }),
     );
     await evaluateStage('finetuned', 'fine-tuned', serializeModel(tuned.model));
-    return { ...outcome, result: tuned.model };
+    return this.keep(outcome, [...models, ['finetuned', tuned.model]]);
+  }
+
+  /**
+   * The stage whose model is returned: the best top-1 on the evaluation set (a tie goes to the later stage), or
+   * the one `keepStage` names. A later stage that scored lower is not returned without a note saying so.
+   */
+  private keep(outcome: Outcome, models: [AccuracyStage['stage'], Model][]): Outcome {
+    const scored = models.map(([stage, model]) => ({
+      stage,
+      model,
+      top1: this.accuracy.find((a) => a.stage === stage)!.top1,
+    }));
+    const best = scored.reduce((a, b) => (b.top1 >= a.top1 ? b : a));
+    const asked = this.options.keepStage ?? 'best';
+    const named = asked === 'best' ? undefined : scored.find((s) => s.stage === asked);
+    if (asked !== 'best' && !named)
+      this.warn(`--keep-stage ${asked}: that stage did not run; the best stage (${best.stage}) is written`);
+    const kept = named ?? best;
+    const last = scored.at(-1)!;
+    const pct = (x: number): string => `${(100 * x).toFixed(2)}%`;
+    const reason = named ? '--keep-stage' : 'the best top-1 of the stages';
+    if (!named && kept !== last)
+      this.notes.push(
+        `${last.stage} scored ${pct(last.top1)}, below ${kept.stage} (${pct(kept.top1)}): the ${kept.stage} model is written; --keep-stage ${last.stage} writes the other`,
+      );
+    this.kept = { stage: kept.stage, reason };
+    return { ...outcome, result: kept.model };
   }
 
   /** Validation, and the original and the result timed side by side. */
   private async measure(outcome: Outcome): Promise<Outcome> {
     const { options } = this;
     if (options.dryRun) return { ...outcome, originalMs: this.baselineMs };
-    if (options.validate !== false) await this.stage('validate', () => validateModel(outcome.result));
+    if (options.validate !== false)
+      await this.stage('validate', () => validateModel(outcome.result, this.validationDims()));
     const measured =
       options.measureLatency === true || options.speedCheck === 'retry' || options.latency !== undefined;
     if (!measured) {
@@ -832,7 +887,7 @@ class AdaPruneRun {
       this.notes.push(
         `rounded channel counts to multiples of ${roundTo}: at ${this.baseOptions.roundTo} the result ${measured ? 'measured' : 'is estimated (static table of channel multiples)'} slower than the original`,
       );
-      if (options.validate !== false) await validateModel(coarser.m);
+      if (options.validate !== false) await validateModel(coarser.m, this.validationDims());
       const best = {
         ...current.best,
         recalibrated: coarser.m,
@@ -907,6 +962,7 @@ class AdaPruneRun {
       })),
       stages: this.stages,
       ...(compensation && { compensation }),
+      ...(this.kept && { kept: this.kept }),
       notes: [...this.notes, ...core.warnings, ...this.skipped.map((s) => `skipped: ${s}`)],
     };
     return {

@@ -9,6 +9,8 @@ export interface LatencyOptions {
   /** Timed runs for all models together fill this many seconds (at least 3 each); default 1. */
   seconds?: number;
   runtime?: RuntimeOptions;
+  /** Integer inputs' id bounds by name (src/shapes/probe.ts idBounds). */
+  idBounds?: Record<string, number>;
 }
 
 /**
@@ -25,6 +27,7 @@ export async function measureLatencies(models: Uint8Array[], options: LatencyOpt
       inputShape: options.shape.slice(1),
       seconds: options.seconds ?? 1,
       warmup: 2,
+      ...(options.idBounds && { idBounds: options.idBounds }),
     });
     return stats.map((s) => s.medianMs);
   } finally {

@@ -1,3 +1,4 @@
+import * as ort from 'onnxruntime-node';
 import { UserError } from '../errors.js';
 import type { ModelSession } from './session.js';
 
@@ -24,6 +25,8 @@ export interface BenchmarkOptions {
   seconds?: number;
   /** Fills symbolic dimensions other than the batch (e.g. an image size the model leaves open). */
   inputShape?: number[];
+  /** Integer inputs (token ids) get values below this bound, by input name (an embedding's rows); default 100. */
+  idBounds?: Record<string, number>;
   /** Called after every round with the fraction done (0..1). */
   onProgress?: (fraction: number) => void;
 }
@@ -39,18 +42,9 @@ export async function benchmark(
   const batch = options.batch ?? 1;
   if (!(Number.isInteger(batch) && batch > 0))
     throw new UserError(`--batch must be a positive integer, not ${batch}`);
-  const inputs = models.map((m) => {
-    const shape = concreteShape(m, batch, options.inputShape);
-    const elements = shape.reduce((a, b) => a * b, 1);
-    if (!(elements <= MAX_INPUT_ELEMENTS))
-      throw new UserError(
-        `an input of ${shape.join('x')} is ${elements} values, over the ${MAX_INPUT_ELEMENTS} (4 GiB of float32) a benchmark feeds`,
-        m.source,
-      );
-    return { shape, data: seededNoise(elements) };
-  });
+  const inputs = models.map((m) => benchInputs(m, batch, options));
   for (let w = 0; w < (options.warmup ?? 3); w++) {
-    for (const [i, m] of models.entries()) await m.run(inputs[i]!.data, inputs[i]!.shape);
+    for (const [i, m] of models.entries()) await m.runFeeds(inputs[i]!.feeds);
   }
 
   const times: number[][] = models.map(() => []);
@@ -62,7 +56,7 @@ export async function benchmark(
   for (let r = 0; fraction(r) < 1; r++) {
     for (const [i, m] of models.entries()) {
       const started = performance.now();
-      await m.run(inputs[i]!.data, inputs[i]!.shape);
+      await m.runFeeds(inputs[i]!.feeds);
       times[i]!.push(performance.now() - started);
     }
     options.onProgress?.(Math.min(1, fraction(r + 1)));
@@ -70,12 +64,55 @@ export async function benchmark(
   return models.map((m, i) => summarise(m.source, batch, inputs[i]!.shape, times[i]!));
 }
 
+/**
+ * One input tensor per model input, at the batch and the given shape: seeded noise for floats, ids below the
+ * input's bound for integers (token ids; 100 unless the caller knows the embedding), false for booleans.
+ */
+function benchInputs(
+  m: ModelSession,
+  batch: number,
+  options: BenchmarkOptions,
+): { shape: number[]; feeds: Record<string, ort.Tensor> } {
+  const feeds: Record<string, ort.Tensor> = {};
+  let first: number[] | undefined;
+  for (const input of m.inputs) {
+    const shape = concreteShape(m, input.shape, batch, options.inputShape);
+    first ??= shape;
+    const elements = shape.reduce((a, b) => a * b, 1);
+    if (!(elements <= MAX_INPUT_ELEMENTS))
+      throw new UserError(
+        `an input of ${shape.join('x')} is ${elements} values, over the ${MAX_INPUT_ELEMENTS} (4 GiB of float32) a benchmark feeds`,
+        m.source,
+      );
+    const noise = seededNoise(elements);
+    const bound = options.idBounds?.[input.name] ?? 100;
+    const ids = (): number[] => Array.from(noise, (x) => Math.floor(((x + 1) / 2) * bound));
+    if (input.type === 'float32') feeds[input.name] = new ort.Tensor('float32', noise, shape);
+    else if (input.type === 'int64')
+      feeds[input.name] = new ort.Tensor('int64', BigInt64Array.from(ids(), BigInt), shape);
+    else if (input.type === 'int32')
+      feeds[input.name] = new ort.Tensor('int32', Int32Array.from(ids()), shape);
+    else if (input.type === 'bool')
+      feeds[input.name] = new ort.Tensor('bool', new Uint8Array(elements), shape);
+    else
+      throw new UserError(
+        `input '${input.name}' is ${input.type}: a benchmark feeds float, integer and bool inputs`,
+        m.source,
+      );
+  }
+  return { shape: first ?? [], feeds };
+}
+
 /** Most values one benchmark input may hold (a typed array past this is refused by V8 or exhausts memory). */
 const MAX_INPUT_ELEMENTS = 2 ** 30;
 
 /** The model's input shape with the batch (first) dimension set and other symbolic dims taken from `given`. */
-function concreteShape(model: ModelSession, batch: number, given: number[] | undefined): number[] {
-  const declared = model.inputShape;
+function concreteShape(
+  model: ModelSession,
+  declared: readonly (number | string)[],
+  batch: number,
+  given: number[] | undefined,
+): number[] {
   return declared.map((d, i) => {
     if (i === 0) return batch;
     if (typeof d === 'number') return d;

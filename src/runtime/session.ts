@@ -30,8 +30,12 @@ export interface ModelSession {
   /** Declared input shape; symbolic dimensions (the batch) are strings. */
   readonly inputShape: readonly (number | string)[];
   readonly outputName: string;
-  /** Runs one float32 batch and returns the first output's data. */
+  /** Every input: name, element type (onnxruntime's name) and declared shape. */
+  readonly inputs: readonly { name: string; type: string; shape: readonly (number | string)[] }[];
+  /** Runs one float32 batch and returns the first output's data (a model whose input is float32). */
   run(input: Float32Array, shape: readonly number[]): Promise<Float32Array>;
+  /** Runs with the given feeds for every input (token ids, masks, several inputs); fetches the first output. */
+  runFeeds(feeds: Record<string, ort.Tensor>): Promise<void>;
   release(): Promise<void>;
 }
 
@@ -112,9 +116,14 @@ function wrap(session: ort.InferenceSession, source: string, device: 'cpu' | 'cu
   if (!input || session.outputNames.length === 0)
     throw new UserError('the model needs at least one input and one output', source);
   const inputShape = input.isTensor ? input.shape : [];
-  if (input.isTensor && input.type !== 'float32')
-    throw new UserError(`the model's input is ${input.type}, not float32`, source);
+  const inputs = session.inputMetadata.map((m) => ({
+    name: m.name,
+    type: m.isTensor ? m.type : 'non-tensor',
+    shape: m.isTensor ? m.shape : [],
+  }));
   const outputName = session.outputNames[0]!;
+  const fail = (shape: string, e: unknown): UserError =>
+    new UserError(`onnxruntime failed on an input of shape ${shape} (${firstLine(e)})`, source);
   return {
     session,
     source,
@@ -122,18 +131,33 @@ function wrap(session: ort.InferenceSession, source: string, device: 'cpu' | 'cu
     inputName: input.name,
     inputShape,
     outputName,
+    inputs,
     async run(data, shape) {
+      if (inputs.length !== 1 || inputs[0]!.type !== 'float32')
+        throw new UserError(
+          `the model's inputs are ${inputs.map((i) => `${i.name} (${i.type})`).join(', ')}; this command feeds one float32 image tensor`,
+          source,
+        );
       const feeds = { [input.name]: new ort.Tensor('float32', data, shape as number[]) };
       let results: ort.InferenceSession.ReturnType;
       try {
         results = await session.run(feeds, [outputName]);
       } catch (e) {
-        throw new UserError(
-          `onnxruntime failed on an input of shape [${shape.join(',')}] (${firstLine(e)})`,
-          source,
-        );
+        throw fail(`[${shape.join(',')}]`, e);
       }
       return results[outputName]!.data as Float32Array;
+    },
+    async runFeeds(feeds) {
+      try {
+        await session.run(feeds, [outputName]);
+      } catch (e) {
+        throw fail(
+          Object.values(feeds)
+            .map((t) => `[${t.dims.join(',')}]`)
+            .join(' '),
+          e,
+        );
+      }
     },
     release: () => session.release(),
   };

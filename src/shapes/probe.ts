@@ -150,6 +150,14 @@ function inputTensor(
   }
 }
 
+/** Each integer input's id bound (idBound), by name: what a benchmark of the serialised model feeds. */
+export function idBounds(model: Model): Record<string, number> {
+  const bounds: Record<string, number> = {};
+  for (const v of model.graph.inputs)
+    if (v.elemType === DataType.INT64 || v.elemType === DataType.INT32) bounds[v.name] = idBound(v);
+  return bounds;
+}
+
 /** Ids index an embedding: the row count of the constant table a Gather reads them into, else 100. */
 function idBound(v: Value): number {
   for (const u of v.uses) {
