@@ -485,6 +485,8 @@ test(
         data,
         // A learning rate far below a float32 ulp of the weights: the conv weights stay those of the start.
         finetune: { epochs, batchSize: 50, lr: 1e-12, limit: 100, ...(from && { from }) },
+        // The fine-tuned weights are compared, whichever stage scores best.
+        keepStage: epochs > 0 ? 'finetuned' : 'best',
         measureLatency: false,
         validate: false,
       });

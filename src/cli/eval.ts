@@ -96,6 +96,7 @@ export function specFromArgs(args: DataArgs, modelPath: string): ResolvedSpec {
     ...(args.preset !== undefined && { preset: args.preset }),
     ...(args.spec !== undefined && { specFile: args.spec }),
     modelPath,
+    meanStdFlags: true,
     ...(args.mean !== undefined && { mean: parseNumberList(args.mean, '--mean') }),
     ...(args.std !== undefined && { std: parseNumberList(args.std, '--std') }),
     ...(args.resize !== undefined && { resize: args.resize }),

@@ -7,6 +7,9 @@ import { main } from './main.js';
 interface ExampleArgs {
   output: string;
   json: boolean;
+  verbose: boolean;
+  /** The global flag, passed on to prune. */
+  timings: boolean;
 }
 
 /**
@@ -29,6 +32,11 @@ export const exampleCommand: CommandModule<object, ExampleArgs> = {
         type: 'boolean',
         default: false,
         describe: 'Print the summary as JSON',
+      })
+      .option('verbose', {
+        type: 'boolean',
+        default: false,
+        describe: 'Print every stage and candidate, as prune --verbose',
       }) as unknown as Argv<ExampleArgs>,
   handler: async (argv: ArgumentsCamelCase<ExampleArgs>) => {
     fs.mkdirSync(path.dirname(path.resolve(argv.output)), { recursive: true });
@@ -62,6 +70,8 @@ export const exampleCommand: CommandModule<object, ExampleArgs> = {
       '-o',
       argv.output,
       ...(argv.json ? ['--json'] : []),
+      ...(argv.verbose ? ['--verbose'] : []),
+      ...(argv.timings ? ['--timings'] : []),
     ];
     if (!argv.json) process.stderr.write(`adapruner ${args.join(' ')}\n`);
     process.exitCode = await main(args);

@@ -77,11 +77,11 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
       .option('data', {
         type: 'string',
         demandOption: true,
-        describe: 'Training images (folder, .tar, IDX or CIFAR binary; its train split)',
+        describe: 'Training images: folder, .tar, IDX or CIFAR binary',
       })
       .option('val', {
         type: 'string',
-        describe: 'Validation images (its test split); the best epoch is kept',
+        describe: 'Validation images; the best epoch is kept',
       })
       .option('output', {
         alias: 'o',
@@ -89,26 +89,41 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
         demandOption: true,
         describe: 'Where to write the fine-tuned model',
       })
-      .option('epochs', { type: 'number', default: 1 })
+      .option('epochs', { type: 'number', default: 1, describe: 'Epochs to train' })
       .option('batch', {
         type: 'number',
         default: 128,
         describe: 'Batch size (an incomplete last batch is dropped)',
       })
-      .option('lr', { type: 'number', default: 0.01, describe: 'Peak learning rate' })
-      .option('momentum', { type: 'number', default: 0.9 })
-      .option('nesterov', { type: 'boolean', default: false })
+      .option('lr', {
+        type: 'number',
+        default: 0.01,
+        describe: "Peak learning rate (prune's: 0.05; docs/finetune.md)",
+      })
+      .option('momentum', { type: 'number', default: 0.9, describe: 'SGD momentum' })
+      .option('nesterov', {
+        type: 'boolean',
+        default: false,
+        describe: "Nesterov momentum (prune's: on; docs/finetune.md)",
+      })
       .option('weight-decay', { type: 'number', default: 5e-4, describe: 'On conv/linear weights only' })
       .option('schedule', {
         type: 'string',
         default: 'cosine',
         choices: SCHEDULE_KINDS,
-        describe:
-          'Learning rate per step after the warm-up: cosine or linear decay to 0, step (x0.1 at half way), or constant',
+        describe: 'Learning rate after the warm-up',
       })
       .option('warmup', { type: 'number', default: 0, describe: 'Linear warm-up, in epochs' })
-      .option('label-smoothing', { type: 'number', default: 0 })
-      .option('seed', { type: 'number', default: 0 })
+      .option('label-smoothing', {
+        type: 'number',
+        default: 0,
+        describe: 'Label smoothing of the cross-entropy (0: off)',
+      })
+      .option('seed', {
+        type: 'number',
+        default: 0,
+        describe: 'Seed for shuffling, augmentation and subsets',
+      })
       .option('limit', { type: 'number', describe: 'Train on a seeded class-balanced subset of N images' })
       .option('val-limit', {
         type: 'number',
@@ -120,19 +135,22 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
         default: 'full',
         // `--no-augment` (false) and a bare `--augment` (true) keep their meaning from when this was a boolean.
         coerce: (v: string | boolean) => (v === false ? 'none' : v === true ? 'full' : v),
-        describe:
-          "The preprocessing spec's augmentation: full (random padded crop and flip), flip (the flip alone), none (also --no-augment)",
+        describe: "Augmentation (prune's: flip; docs/finetune.md)",
       })
       .option('preset', { type: 'string', describe: 'Preprocessing preset (cifar10, fmnist, ...)' })
       .option('spec', { type: 'string', describe: 'Preprocessing spec JSON file' })
-      .option('device', { type: 'string', default: 'cpu', describe: 'cpu | cuda | auto' })
-      .option('threads', { type: 'number' })
+      .option('device', { type: 'string', default: 'cpu', describe: 'cpu, cuda or auto' })
+      .option('threads', { type: 'number', describe: 'onnxruntime intra-op threads' })
       .option('checkpoint', {
         type: 'string',
         describe: 'Checkpoint file (default: OUTPUT.ckpt), written after every epoch',
       })
       .option('resume', { type: 'boolean', default: false, describe: 'Continue from the checkpoint' })
-      .option('stop-after-epoch', { type: 'number', hidden: true })
+      .option('stop-after-epoch', {
+        type: 'number',
+        hidden: true,
+        describe: 'Stop after this epoch, as if interrupted (tests --resume)',
+      })
       .option('teacher', {
         type: 'string',
         describe: 'Distil from this model (typically the unpruned original)',
@@ -140,22 +158,21 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
       // The distillation options have no yargs defaults so that one given without --teacher is an error, not ignored.
       .option('temperature', {
         type: 'number',
-        describe: `With --teacher, the softmax temperature. Default: ${DEFAULT_TEMPERATURE}`,
+        describe: `With --teacher: softmax temperature (default ${DEFAULT_TEMPERATURE})`,
       })
       .option('alpha', {
         type: 'number',
-        describe: `With --teacher, the weight of the distillation term. Default: ${DEFAULT_ALPHA}`,
+        describe: `With --teacher: weight of the distillation term (default ${DEFAULT_ALPHA})`,
       })
       .option('distill-gate', {
         type: 'string',
         choices: DISTILL_GATES,
-        describe: `With --teacher, the images distillation applies to: teacher-correct (those whose label the teacher predicts; the others train on labels alone) or none (all). Default: ${DEFAULT_DISTILL_GATE}`,
+        describe: `With --teacher: the images it applies to (default ${DEFAULT_DISTILL_GATE})`,
       })
       .option('sam', {
         type: 'number',
         default: 0,
-        describe:
-          'Sharpness-aware minimisation with this radius (e.g. 0.05; 0: off): each step takes its gradient at w + rho g/|g|, two passes per step, about twice the time',
+        describe: 'Sharpness-aware steps of this radius (0: off; about 2x the time)',
       })
       .option('json', {
         type: 'boolean',

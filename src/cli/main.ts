@@ -3,6 +3,7 @@ import { escapeControl } from '../escape.js';
 import { isUserError } from '../errors.js';
 import { resetRunFiles } from '../run-files.js';
 import { commands } from './commands.js';
+import { showHiddenOptions } from './option-groups.js';
 
 /** Runs the CLI; resolves to the process exit code (0 ok, 2 user error, 1 bug). */
 export async function main(argv: string[]): Promise<number> {
@@ -20,6 +21,7 @@ export async function main(argv: string[]): Promise<number> {
       describe: 'Print the time each compiler pass took',
     })
     .option('debug', { type: 'boolean', default: false, describe: 'Verify the IR after every pass' })
+    .showHidden('show-hidden', 'With --help: the expert options too')
     .help()
     .alias('h', 'help')
     .version()
@@ -29,6 +31,7 @@ export async function main(argv: string[]): Promise<number> {
       // yargs' own complaints (YError: a missing value, an unknown option) are usage errors like msg.
       throw err && err.name !== 'YError' ? err : new UsageError(msg ?? err?.message ?? 'invalid arguments');
     });
+  showHiddenOptions(argv.includes('--show-hidden'));
   for (const command of commands) parser = parser.command(command);
   // Commands report failure through process.exitCode; isolate it so one call's code never leaks into the next.
   const outer = process.exitCode;

@@ -13,12 +13,16 @@ import {
   DEFAULT_PRUNE_AUGMENT,
   DEFAULT_PRUNE_NESTEROV,
   FINETUNE_STARTS,
+  KEEP_STAGES,
   SPEED_CHECKS,
   adaPrune,
   type AdaPruneResult,
   type FinetuneStart,
+  type KeepStage,
   type SpeedCheck,
 } from '../pipeline/adaprune.js';
+import { PruneLog, renderRunSummary, renderTimings } from './prune-summary.js';
+import { groupOptions } from './option-groups.js';
 import { DEFAULT_DISTILL_GATE, DISTILL_GATES, type DistillGate } from '../train/step-graph.js';
 import {
   type CompensationScope,
@@ -97,18 +101,19 @@ interface PruneArgs {
   threads?: number;
   report: boolean;
   externalData: boolean;
+  keepStage: KeepStage;
+  verbose: boolean;
 }
 
 export const pruneCommand: CommandModule<object, PruneArgs> = {
   command: 'prune <model>',
-  describe:
-    'Prune channels to a MAC, parameter or latency budget. With --data: the AdaPruner pipeline (adaptive criterion, BN recalibration, fine-tuning, reports); without: data-free',
-  builder: (y) => dataOptions(budgetOptions(y)) as unknown as Argv<PruneArgs>,
+  describe: 'Prune channels to a MAC, parameter or latency budget; with --data, the whole AdaPruner pipeline',
+  builder: (y) =>
+    groupOptions(dataOptions(budgetOptions(y)), PRUNE_GROUPS, PRUNE_EXPERT) as unknown as Argv<PruneArgs>,
   handler: async (argv: ArgumentsCamelCase<PruneArgs>) => {
     // Progress always goes to stderr, so --json keeps stdout to the one summary object.
-    const say = (line: string): void => {
-      process.stderr.write(`${escapeControl(line, true)}\n`);
-    };
+    const progress = new PruneLog(argv.verbose);
+    const say = (line: string): void => progress.line(line);
     checkNumbers(argv, PRUNE_NUMBERS);
     const budgets = [argv.flops, argv.params, argv.latency].filter((b) => b !== undefined).length;
     if (budgets > 1) throw new UserError('give one budget: --flops, --params or --latency, not several');
@@ -179,9 +184,11 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       dryRun: argv.dryRun,
       validate: argv.validate && !large,
       passManager: pm,
-      log: say,
-      warn: (m) => process.stderr.write(`adapruner: warning: ${escapeControl(m)}\n`),
+      keepStage: argv.keepStage,
+      log: progress.log,
+      warn: progress.warn,
       onFinetuneStep: (p) => {
+        if (p.step === 1) progress.clear();
         if (p.step === 1) bar = createProgress(`fine-tune epoch ${p.epoch}/${p.epochs}`, p.stepsPerEpoch);
         bar?.update(
           p.step,
@@ -215,12 +222,15 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
           1,
         ),
       );
+      for (const w of progress.warnings) say(`adapruner: warning: ${w}`);
       return;
     }
-    console.log(escapeControl(renderSummary(result), true));
+    progress.clear();
+    if (argv.verbose) console.log(`${escapeControl(renderSummary(result), true)}\n`);
+    if (argv.timings) console.log(`${escapeControl(renderTimings(result), true)}\n`);
+    console.log(escapeControl(renderRunSummary(result, files, progress.warnings), true));
     // One line, worded so that test-runner and CI logs never mistake it for a skipped-test count.
     if (result.skipped.length) say(`not run: ${result.skipped.join('; ')}`);
-    if (files.length) say(`wrote ${files.join(', ')}`);
   },
 };
 
@@ -261,7 +271,7 @@ const PRUNE_NUMBERS: Record<string, NumberRule> = {
   threads,
 };
 
-/** The before/after table: groups, totals, and accuracy by stage when there was data. */
+/** `--verbose`: the group table, totals, the candidates compared, and accuracy by stage when there was data. */
 export function renderSummary(result: AdaPruneResult): string {
   const parts = [
     renderReport(
@@ -310,12 +320,6 @@ export function renderSummary(result: AdaPruneResult): string {
         r.accuracy.map((a) => [a.stage, formatPercent(a.top1), a.loss?.toFixed(4) ?? '', a.images]),
       ),
     );
-  parts.push(
-    renderTable(
-      ['stage', { header: 'seconds', align: 'right' }],
-      r.stages.map((s) => [s.name, s.seconds.toFixed(2)]),
-    ),
-  );
   return parts.join('\n\n');
 }
 
@@ -371,61 +375,57 @@ function budgetOptions<T>(y: Argv<T>) {
       alias: 'o',
       type: 'string',
       requiresArg: true,
-      describe: 'Where to write the pruned model (written whole or not at all)',
+      describe: 'Where to write the pruned model (whole or not at all)',
     })
     .option('flops', {
       type: 'number',
       requiresArg: true,
-      describe: 'Fraction of the original MACs to keep, e.g. 0.5',
+      describe: 'Keep this fraction of the MACs, e.g. 0.5',
     })
     .option('params', {
       type: 'number',
       requiresArg: true,
-      describe: 'Fraction of the original parameters to keep',
+      describe: 'Keep this fraction of the parameters',
     })
     .option('latency', {
       type: 'number',
       requiresArg: true,
-      describe: 'Fraction of the original latency, measured in onnxruntime on this machine',
+      describe: 'Keep this fraction of the latency measured here',
     })
     .option('latency-batch', { type: 'number', default: 1, describe: 'Batch size latency is measured at' })
     .option('measure-latency', {
       type: 'boolean',
       default: false,
-      describe: 'Time the original and the result in onnxruntime for the report (decides nothing)',
+      describe: 'Time the original and the result (report only)',
     })
     .option('speed-check', {
       type: 'string',
       choices: SPEED_CHECKS,
       default: 'static',
-      describe: 'Judge roundings by a static table of channel multiples, or retry: by measured latency',
+      describe: 'How roundings are judged: static table or measured retry',
     })
     .option('criterion', {
       type: 'string',
       choices: ['auto', ...CRITERIA],
-      describe:
-        'Which channels a group keeps; auto (default with --data) tries each and keeps the best; l1 without data',
+      describe: 'Which channels a group keeps (default: auto with --data, else l1)',
     })
     .option('widths', {
       type: 'string',
       choices: ['search', ...WIDTH_SOURCES],
-      describe:
-        'Where the keep ratios come from: structural (default without --data: groups many layers read, such as residual streams, are cut last), bn (the AdaPruner paper: mean BN gamma), uniform, structural-bn, capacity (structural, and the layers whose channels carry the fewest parameters per MAC, the high-resolution ones, are cut hardest; not searched); search (default with --data) tries each, then the best at finer roundings (when no --round-to is given; kept only if still faster than the original) and perturbed around it, and keeps the best',
+      describe: 'Where keep ratios come from (default: search with --data, else structural)',
     })
     .option('width-trials', {
       type: 'number',
-      describe:
-        'With --widths search: how many perturbed neighbours of the chosen widths to score (default 6)',
+      describe: 'With --widths search: perturbed neighbours to score (default 6)',
     })
     .option('uniform', {
       type: 'boolean',
       default: false,
-      describe: 'Same keep ratio for every group (the baseline)',
+      describe: 'The baseline: the same keep ratio for every group',
     })
     .option('round-to', {
       type: 'number',
-      describe:
-        'Channel counts in multiples of N (default 8: what onnxruntime CPU kernels run fastest; 1 for exact widths)',
+      describe: 'Channel counts in multiples of N (default 8; 1 for exact widths)',
     })
     .option('min-channels', { type: 'number', default: 1, describe: 'Fewest channels any group keeps' })
     .option('min-fraction', {
@@ -436,7 +436,7 @@ function budgetOptions<T>(y: Argv<T>) {
     .option('seed', {
       type: 'number',
       default: 0,
-      describe: 'Seed for the random criterion, data splits and fine-tuning',
+      describe: 'Seed for data splits, the random criterion and fine-tuning',
     })
     .option('plan-out', { type: 'string', requiresArg: true, describe: 'Write the plan (JSON) here' })
     .option('plan-in', {
@@ -447,12 +447,12 @@ function budgetOptions<T>(y: Argv<T>) {
     .option('dry-run', {
       type: 'boolean',
       default: false,
-      describe: 'Stop after the plan (candidates ranked when there is data); write no model',
+      describe: 'Stop after the plan; write no model',
     })
     .option('validate', {
       type: 'boolean',
       default: true,
-      describe: 'Verify and run the result in onnxruntime before writing (--no-validate to skip)',
+      describe: 'Run the result in onnxruntime before writing (--no-validate)',
     })
     .option('json', {
       type: 'boolean',
@@ -467,21 +467,21 @@ function dataOptions<T>(y: Argv<T>) {
     .option('data', {
       type: 'string',
       requiresArg: true,
-      describe: 'Training images (folder, .tar, IDX or CIFAR binary; its train split)',
+      describe: 'Training images: folder, .tar, IDX or CIFAR binary',
     })
     .option('val', {
       type: 'string',
       requiresArg: true,
-      describe: 'Validation images (its test split) for the accuracy figures',
+      describe: 'Validation images for the accuracy figures',
     })
     .option('val-limit', {
       type: 'number',
-      describe: 'Evaluate on a seeded class-balanced subset of N validation images',
+      describe: 'Evaluate on a class-balanced subset of N images',
     })
     .option('preset', { type: 'string', describe: 'Preprocessing preset (cifar10, imagenet, fmnist)' })
     .option('spec', {
       type: 'string',
-      describe: 'Preprocessing spec JSON file (default: MODEL.preprocess.json when present)',
+      describe: 'Preprocessing spec file (default MODEL.preprocess.json)',
     })
     .option('calibration-images', {
       type: 'number',
@@ -506,75 +506,129 @@ function dataOptions<T>(y: Argv<T>) {
     .option('finetune-lr', {
       type: 'number',
       default: 0.05,
-      describe:
-        "Peak learning rate (cosine schedule); a pruned network recovers faster than at finetune's 0.01",
+      describe: "Peak learning rate (finetune's: 0.01)",
     })
     .option('finetune-batch', { type: 'number', default: 128, describe: 'Fine-tuning batch size' })
     .option('finetune-limit', {
       type: 'number',
-      describe: 'Fine-tune on a seeded class-balanced subset of N images per epoch',
+      describe: 'Fine-tune on a class-balanced subset of N images',
     })
     .option('finetune-augment', {
       type: 'string',
       choices: AUGMENTATIONS,
       default: DEFAULT_PRUNE_AUGMENT,
-      describe:
-        "The preprocessing spec's augmentation while fine-tuning: full (random padded crop and flip), flip (the flip alone: a short fine-tuning scores higher without the padded crop), none",
+      describe: "Augmentation (finetune's: full)",
     })
     .option('finetune-nesterov', {
       type: 'boolean',
       default: DEFAULT_PRUNE_NESTEROV,
-      describe:
-        'Nesterov momentum while fine-tuning (--no-finetune-nesterov: plain momentum); over six paired 2-epoch runs it ended 0.09 points higher on average',
+      describe: "Nesterov momentum (finetune's: off)",
     })
     .option('finetune-sam', {
       type: 'number',
       default: 0,
-      describe:
-        'Sharpness-aware fine-tuning with this radius (e.g. 0.05; 0: off): each step takes its gradient at w + rho g/|g|, about twice the time',
+      describe: 'Sharpness-aware steps of this radius (0: off; about 2x the time)',
     })
     .option('finetune-from', {
       type: 'string',
       choices: FINETUNE_STARTS,
       default: DEFAULT_FINETUNE_FROM,
-      describe:
-        "The model fine-tuning starts from: recalibrated (measured to end higher than compensation's head start) or compensated",
+      describe: 'The model fine-tuning starts from',
     })
     .option('distill', {
       type: 'boolean',
       default: DEFAULT_DISTILL,
-      describe:
-        'Fine-tune with knowledge distillation from the original model (off by default: it scored lower in every 2-epoch run measured, docs/results.md)',
+      describe: 'Distil from the original while fine-tuning',
     })
     .option('distill-gate', {
       type: 'string',
       choices: DISTILL_GATES,
       // No yargs default: a gate given without --distill is an error, which a default would hide.
-      describe: `With --distill, the images distillation applies to: teacher-correct (those whose label the original predicts; the others train on labels alone) or none (all). Default: ${DEFAULT_DISTILL_GATE}`,
+      describe: `With --distill: the images it applies to (default ${DEFAULT_DISTILL_GATE})`,
     })
     .option('compensate-scope', {
       type: 'string',
       choices: ['consumers', 'downstream'],
-      describe:
-        'Layers compensation re-fits: downstream (default: those reading pruned channels and every later linear layer, whose inputs drifted) or consumers (only those reading pruned channels; about half the time)',
+      describe: 'Layers compensation re-fits (default downstream)',
     })
     .option('compensate', {
       type: 'boolean',
       default: true,
-      describe:
-        'With --data: re-fit the layers that read pruned channels by least squares to the original outputs (--no-compensate to skip)',
+      describe: 'Re-fit layers that read pruned channels',
     })
-    .option('device', { type: 'string', default: 'cpu', describe: 'cpu | cuda | auto' })
+    .option('device', { type: 'string', default: 'cpu', describe: 'cpu, cuda or auto' })
     .option('threads', { type: 'number', describe: 'onnxruntime intra-op threads' })
     .option('external-data', {
       type: 'boolean',
       default: false,
-      describe:
-        'Store the weights in OUT.data beside the model (chosen automatically when the model would pass 2 GiB)',
+      describe: 'Weights in OUT.data (chosen past 2 GiB)',
     })
     .option('report', {
       type: 'boolean',
       default: true,
-      describe: 'Write OUT.report.{json,md,svg} next to the model (--no-report to skip)',
+      describe: 'Write OUT.report.{json,md,svg}',
+    })
+    .option('keep-stage', {
+      type: 'string',
+      choices: KEEP_STAGES,
+      default: 'best',
+      describe: 'The stage whose model is written',
+    })
+    .option('verbose', {
+      type: 'boolean',
+      default: false,
+      describe: 'Print every stage, candidate and group',
     });
 }
+
+/**
+ * prune --help under headings (docs/cli.md has them all; docs/pruning.md the reasons). An option added without
+ * a place here shows under "Options:".
+ */
+const PRUNE_GROUPS = [
+  [
+    'Budget:',
+    [
+      'flops',
+      'params',
+      'latency',
+      'latency-batch',
+      'criterion',
+      'widths',
+      'width-trials',
+      'uniform',
+      'round-to',
+    ],
+  ],
+  ['Budget:', ['min-channels', 'min-fraction', 'speed-check', 'torch-compatible', 'input-shape', 'plan-in']],
+  ['Data:', ['data', 'val', 'val-limit', 'preset', 'spec', 'calibration-images', 'seed']],
+  ['Recovery:', ['recal-batches', 'recal-batch-size', 'compensate', 'compensate-scope', 'finetune-epochs']],
+  ['Recovery:', ['finetune-lr', 'finetune-batch', 'finetune-limit', 'finetune-augment', 'finetune-nesterov']],
+  ['Recovery:', ['finetune-sam', 'finetune-from', 'distill', 'distill-gate', 'keep-stage']],
+  ['Output:', ['output', 'plan-out', 'dry-run', 'validate', 'json', 'report', 'external-data']],
+  ['Output:', ['measure-latency', 'verbose']],
+] as const;
+
+/** Expert options: `prune --help --show-hidden` lists them. */
+const PRUNE_EXPERT = [
+  'latency-batch',
+  'width-trials',
+  'uniform',
+  'min-channels',
+  'min-fraction',
+  'val-limit',
+  'calibration-images',
+  'recal-batches',
+  'recal-batch-size',
+  'compensate-scope',
+  'finetune-limit',
+  'finetune-nesterov',
+  'finetune-sam',
+  'finetune-from',
+  'distill-gate',
+  'validate',
+  'external-data',
+  'threads',
+  'speed-check',
+  'torch-compatible',
+];

@@ -119,6 +119,8 @@ export interface SpecRequest {
   resize?: number;
   crop?: number;
   channels?: number;
+  /** The command has --mean and --std, so the error advice may name them (eval has; prune and finetune not). */
+  meanStdFlags?: boolean;
 }
 
 /** The JSON spec file that travels with a model: `resnet.onnx` → `resnet.preprocess.json`. */
@@ -152,7 +154,7 @@ export function resolveSpec(request: SpecRequest): ResolvedSpec {
   } else {
     const beside = request.modelPath ? `, or write ${specPathFor(request.modelPath)}` : '';
     throw new UserError(
-      `say how to preprocess the images: --preset ${PRESET_NAMES.join('|')}, or --mean and --std${beside}`,
+      `say how to preprocess the images: --preset ${PRESET_NAMES.join('|')}, --spec FILE${request.meanStdFlags ? ', or --mean and --std' : ''}${beside}`,
     );
   }
   const overridden = applyOverrides(base, request);

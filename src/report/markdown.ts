@@ -56,6 +56,7 @@ export function renderReportMarkdown(r: PruneReport, svgFile?: string): string {
       ),
       '',
     );
+    if (r.kept) out.push(`Written: the **${r.kept.stage}** model (${escapeMarkdown(r.kept.reason)}).`, '');
   }
   if (r.criteria.length) {
     out.push('## Inheritance criteria', '');

@@ -18,6 +18,41 @@ function baseName(file: string): string {
   return file.split(/[\\/]/).pop() || file;
 }
 
+/** Approximate advance of one character of the sans-serif font, per pixel of font size. */
+const CHAR_WIDTH = 0.5;
+
+/**
+ * Splits `text` into lines that fit `widthPx` at `fontSize`, breaking at a separator (` · `, three spaces) or
+ * else a space; a word longer than a line is cut hard rather than run past the edge.
+ */
+export function wrapLine(text: string, widthPx: number, fontSize: number): string[] {
+  const max = Math.max(8, Math.floor(widthPx / (fontSize * CHAR_WIDTH)));
+  const lines: string[] = [];
+  let rest = text.trim();
+  while (rest.length > max) {
+    const window = rest.slice(0, max + 1);
+    // A separator between items first (so an item stays whole), else the last space.
+    const separator = Math.max(window.lastIndexOf(' · '), window.lastIndexOf('   '));
+    const at = separator > max / 3 ? separator : window.lastIndexOf(' ');
+    const cut = at > 0 ? at : max;
+    lines.push(rest.slice(0, cut).trimEnd());
+    rest = rest.slice(cut).replace(/^\s*(· )?/, '');
+  }
+  if (rest) lines.push(rest);
+  return lines;
+}
+
+/** A candidate by its channels, widths and rounding: `l1 · structural, round 8`, `l1 · bn, round 4, trial 2`. */
+function candidateLabel(c: { criterion: string; widths?: string; roundTo?: number }): string {
+  if (!c.widths) return c.criterion;
+  const rounding =
+    c.roundTo !== undefined && c.widths !== 'the plan' && !/round \d/.test(c.widths)
+      ? `, round ${c.roundTo}`
+      : '';
+  const [source, ...rest] = c.widths.split(', ');
+  return `${c.criterion} · ${[`${source}${rounding}`, ...rest].join(', ')}`;
+}
+
 /**
  * A self-contained SVG (no scripts, no external fonts or images) so it renders the same in a browser, in
  * Netron's neighbourhood of tools, and in a Markdown viewer: a summary header, per-group widths before/after,
@@ -28,7 +63,6 @@ export function renderReportSvg(r: PruneReport): string {
   const barW = 14;
   const gap = 6;
   const chartLeft = 60;
-  const chartTop = 130;
   const chartH = 220;
   const width = Math.max(1000, chartLeft + groups.length * (barW + gap) + 40);
   const maxWidth = Math.max(1, ...groups.map((g) => g.before));
@@ -36,6 +70,14 @@ export function renderReportSvg(r: PruneReport): string {
   const parts: string[] = [];
   const text = (x: number, yy: number, s: string, attrs = ''): void => {
     parts.push(`<text x="${x}" y="${yy}" ${attrs}>${esc(s)}</text>`);
+  };
+  /** Wrapped text from `yy` down; returns the y of the line after it. */
+  const para = (x: number, yy: number, s: string, fontSize = 13, lineHeight = 18): number => {
+    for (const line of wrapLine(s, width - x - 20, fontSize)) {
+      text(x, yy, line, fontSize === 13 ? '' : `font-size="${fontSize}"`);
+      yy += lineHeight;
+    }
+    return yy;
   };
 
   text(
@@ -46,16 +88,17 @@ export function renderReportSvg(r: PruneReport): string {
   );
   const macRatio = r.after.macs / r.before.macs;
   const paramRatio = r.after.params / r.before.params;
-  text(
-    20,
-    58,
-    `MACs ${formatApprox(r.before.macs)} → ${formatApprox(r.after.macs)} (${formatPercent(macRatio)})   params ${formatApprox(r.before.params)} → ${formatApprox(r.after.params)} (${formatPercent(paramRatio)})`,
-  );
   const lat =
     r.before.latencyMs !== undefined && r.after.latencyMs !== undefined
-      ? `latency ${r.before.latencyMs.toFixed(2)} → ${r.after.latencyMs.toFixed(2)} ms (${speedup(r.before.latencyMs, r.after.latencyMs)})   `
+      ? ` · latency ${r.before.latencyMs.toFixed(2)} → ${r.after.latencyMs.toFixed(2)} ms (${speedup(r.before.latencyMs, r.after.latencyMs)})`
       : '';
-  text(20, 80, `${lat}budget: ${budgetText(r.budget)}   criterion: ${r.chosenCriterion}`);
+  const kept = r.kept ? ` · written: ${r.kept.stage} (${r.kept.reason})` : '';
+  const summary =
+    `MACs ${formatApprox(r.before.macs)} → ${formatApprox(r.after.macs)} (${formatPercent(macRatio)}) · params ${formatApprox(r.before.params)} → ${formatApprox(r.after.params)} (${formatPercent(paramRatio)})${lat}` +
+    ` · budget: ${budgetText(r.budget)} · criterion: ${r.chosenCriterion}${kept}`;
+  // The header may wrap to more lines: the chart moves down by as many.
+  const headerEnd = para(20, 58, summary);
+  const chartTop = Math.max(130, headerEnd + 50);
 
   // Per-group widths.
   text(
@@ -97,33 +140,23 @@ export function renderReportSvg(r: PruneReport): string {
     text(126 + a.top1 * accW, yy + 12, formatPercent(a.top1), 'font-size="12"');
   });
   if (r.criteria.length) {
-    const left = 560;
-    text(left, top, 'Inheritance criteria (proxy on the calibration split)', 'font-weight="bold"');
+    const left = 540;
+    text(left, top, 'Candidates (proxy on the calibration split)', 'font-weight="bold"');
+    const labelW = width - left - 20 - 170;
     r.criteria.forEach((c, i) => {
       const yy = top + 26 + i * 20;
-      const attrs = c.chosen ? `font-weight="bold" fill="${COLORS.accent}"` : '';
-      text(left, yy, `${c.chosen ? '▶ ' : '  '}${c.criterion}`, attrs);
-      text(left + 130, yy, `top-1 ${formatPercent(c.top1)}`, attrs);
-      text(left + 250, yy, `loss ${c.loss.toFixed(3)}`, attrs);
+      const attrs = `font-size="12"${c.chosen ? ` font-weight="bold" fill="${COLORS.accent}"` : ''}`;
+      const label = wrapLine(candidateLabel(c), labelW - 14, 12)[0]!;
+      text(left, yy, `${c.chosen ? '▶ ' : '  '}${label}`, attrs);
+      text(left + labelW, yy, `top-1 ${formatPercent(c.top1)}`, attrs);
+      text(left + labelW + 100, yy, `loss ${c.loss.toFixed(3)}`, attrs);
     });
   }
   top += 26 + Math.max(r.accuracy.length, r.criteria.length + 1) * 22;
   if (r.stages.length) {
     text(20, top, 'Time per stage', 'font-weight="bold"');
-    const perLine = 5;
-    for (let i = 0; i < r.stages.length; i += perLine) {
-      top += 18;
-      text(
-        20,
-        top,
-        r.stages
-          .slice(i, i + perLine)
-          .map((s) => `${s.name} ${s.seconds.toFixed(1)} s`)
-          .join(' · '),
-        'font-size="12"',
-      );
-    }
-    top += 20;
+    top = para(20, top + 18, r.stages.map((s) => `${s.name} ${s.seconds.toFixed(1)} s`).join(' · '), 12, 16);
+    top += 4;
   }
   const height = top + 20;
   return [

@@ -20,6 +20,8 @@ export interface PruneReport {
   stages: { name: string; seconds: number }[];
   /** Least-squares compensation of the chosen candidate, when it ran. */
   compensation?: CompensationSummary;
+  /** With data: the stage whose model was written (`--keep-stage`, default the best top-1), and why. */
+  kept?: { stage: AccuracyStage['stage']; reason: string };
   notes: string[];
 }
 
@@ -42,6 +44,8 @@ export interface CriterionRow {
   criterion: string;
   /** The width source the candidate was pruned with. */
   widths?: string;
+  /** The channel-count rounding it was pruned with (the label names it only when it is not the default). */
+  roundTo?: number;
   top1: number;
   loss: number;
   chosen: boolean;

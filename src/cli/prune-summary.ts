@@ -1,0 +1,142 @@
+import { escapeControl } from '../escape.js';
+import type { AdaPruneResult } from '../pipeline/adaprune.js';
+import {
+  budgetText,
+  formatCount,
+  formatPercent,
+  renderKeyValues,
+  renderTable,
+  speedup,
+} from '../report/table.js';
+
+/**
+ * Progress of a prune run on stderr. By default it says little: warnings, fine-tuning progress, and on a
+ * terminal one status line that each stage overwrites; the end summary carries the results and the warnings.
+ * `--verbose` prints every stage, candidate and warning as it goes. Warnings raised while candidates are built
+ * concern candidates that were not kept, so only `--verbose` prints them: the kept one's are in the notes.
+ */
+export class PruneLog {
+  private stage = '';
+  private status = false;
+  /** Warnings held for the summary (without --verbose). */
+  readonly warnings: string[] = [];
+
+  constructor(
+    private readonly verbose: boolean,
+    private readonly stream: NodeJS.WriteStream = process.stderr,
+  ) {}
+
+  /** A progress line from the pipeline: `name...` starts a stage, an indented line reports on it. */
+  readonly log = (line: string): void => {
+    if (line.endsWith('...')) this.stage = line.slice(0, -3);
+    if (this.verbose) return this.line(line);
+    if (this.stream.isTTY && line.endsWith('...')) {
+      this.stream.write(`\r\x1b[K${escapeControl(line)}`);
+      this.status = true;
+    }
+  };
+
+  readonly warn = (message: string): void => {
+    if (this.verbose) return this.line(`adapruner: warning: ${message}`);
+    if (!/^(candidate|measure latency at|latency search)/.test(this.stage)) this.warnings.push(message);
+  };
+
+  /** A line that stays: it first clears the status line. */
+  line(text: string): void {
+    this.clear();
+    this.stream.write(`${escapeControl(text, true)}\n`);
+  }
+
+  /** Before a progress bar or the summary takes the terminal. */
+  clear(): void {
+    if (this.status) this.stream.write('\r\x1b[K');
+    this.status = false;
+  }
+}
+
+/** `fixtures/x.onnx` -> ok; the report files are named by their suffix after the model's own path. */
+function fileList(files: readonly string[]): string {
+  const model = files.find((f) => f.endsWith('.onnx'));
+  return files
+    .map((f) => (model && f !== model && f.startsWith(model) ? f.slice(model.length) : f))
+    .join(', ');
+}
+
+/** Warnings for a budget the result does not meet (a latency target above all: it is measured, not planned). */
+export function missedTargets(result: AdaPruneResult): string[] {
+  const { budget } = result.report;
+  if (budget.target === undefined || budget.plan !== undefined) return [];
+  if (budget.achieved <= budget.target * 1.005) return [];
+  const what = budget.kind === 'latency' ? 'latency' : budget.kind === 'params' ? 'parameters' : 'MACs';
+  return [
+    `${budget.kind} target ${formatPercent(budget.target)} missed: the result has ${formatPercent(budget.achieved)} of the original's ${what}`,
+  ];
+}
+
+/**
+ * The end of every prune run, short enough to read at once: before -> after for MACs, params and latency,
+ * accuracy by stage with the one written marked, the chosen candidate, the files, and warnings.
+ */
+export function renderRunSummary(
+  result: AdaPruneResult,
+  files: readonly string[],
+  warnings: readonly string[] = [],
+): string {
+  const r = result.report;
+  const ratio = (a: number, b: number): string => formatPercent(a / b);
+  const kv: [string, string][] = [
+    [
+      'MACs',
+      `${formatCount(r.before.macs)} -> ${formatCount(r.after.macs)} (${ratio(r.after.macs, r.before.macs)})`,
+    ],
+    [
+      'params',
+      `${formatCount(r.before.params)} -> ${formatCount(r.after.params)} (${ratio(r.after.params, r.before.params)})`,
+    ],
+    [
+      'latency',
+      r.before.latencyMs !== undefined && r.after.latencyMs !== undefined
+        ? `${r.before.latencyMs.toFixed(3)} ms -> ${r.after.latencyMs.toFixed(3)} ms (${speedup(r.before.latencyMs, r.after.latencyMs)})`
+        : 'not measured',
+    ],
+    ['budget', budgetText(r.budget)],
+  ];
+  const chosen = r.criteria.find((c) => c.chosen);
+  const roundTo = result.plan.budget?.roundTo;
+  const widths = chosen?.widths?.replace(/, round \d+/, '') ?? '';
+  kv.push([
+    'channels',
+    `${r.chosenCriterion}${widths ? `, ${widths} widths` : ''}${roundTo ? `, multiples of ${roundTo}` : ''}${r.criteria.length > 1 ? ` (best of ${r.criteria.length} candidates)` : ''}`,
+  ]);
+  const parts = [renderKeyValues(kv)];
+  if (r.accuracy.length)
+    parts.push(
+      renderTable(
+        ['stage', { header: 'top-1', align: 'right' }, { header: 'loss', align: 'right' }, 'written'],
+        r.accuracy.map((a) => [
+          a.stage,
+          formatPercent(a.top1),
+          a.loss?.toFixed(4) ?? '',
+          r.kept?.stage === a.stage ? 'yes' : '',
+        ]),
+      ),
+    );
+  const tail: [string, string][] = [];
+  if (r.kept) tail.push(['written', `the ${r.kept.stage} model (${r.kept.reason})`]);
+  else if (files.some((f) => f.endsWith('.onnx'))) tail.push(['written', 'the pruned model']);
+  if (files.length) tail.push(['files', fileList(files)]);
+  const lines = [renderKeyValues(tail)];
+  const hidden = (n: string): boolean => n.startsWith('skipped: ') || warnings.includes(n);
+  for (const w of [...missedTargets(result), ...warnings]) lines.push(`warning: ${w}`);
+  for (const n of r.notes.filter((n) => !hidden(n))) lines.push(`note: ${n}`);
+  parts.push(lines.filter(Boolean).join('\n'));
+  return parts.join('\n\n');
+}
+
+/** `--timings`: seconds per pipeline stage. */
+export function renderTimings(result: AdaPruneResult): string {
+  return renderTable(
+    ['stage', { header: 'seconds', align: 'right' }],
+    result.report.stages.map((s) => [s.name, s.seconds.toFixed(2)]),
+  );
+}
