@@ -67,6 +67,7 @@ interface PruneArgs {
   roundTo?: number;
   minChannels: number;
   minFraction: number;
+  torchCompatible: boolean;
   seed: number;
   planOut?: string;
   planIn?: string;
@@ -162,6 +163,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       roundTo: argv.roundTo,
       minChannels: argv.minChannels,
       minFraction: argv.minFraction,
+      torchCompatible: argv.torchCompatible,
       seed: argv.seed,
       plan,
       planSource: argv.planIn,
@@ -428,6 +430,12 @@ function budgetOptions<T>(y: Argv<T>) {
       describe: 'Channel counts in multiples of N (default 8; 1 for exact widths)',
     })
     .option('min-channels', { type: 'number', default: 1, describe: 'Fewest channels any group keeps' })
+    .option('torch-compatible', {
+      type: 'boolean',
+      default: false,
+      describe:
+        'Equal parts in every chunk() split (ShuffleNetV2), as export-torch needs; checks a --plan-in plan',
+    })
     .option('min-fraction', {
       type: 'number',
       default: 0.1,
