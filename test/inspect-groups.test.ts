@@ -191,7 +191,7 @@ describe('module paths in reports', () => {
     const dir = tmpDir();
     try {
       const out = path.join(dir, 'slim.onnx');
-      const r = await cli('prune', fixture('resnet_b.onnx'), '--flops', '0.5', '-o', out);
+      const r = await cli('prune', fixture('resnet_b.onnx'), '--flops', '0.5', '-o', out, '--verbose');
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, /^\s+2\s+layer1\.0\.conv1\s/m);
       assert.match(r.stdout, /^\s+12\s+fc\s/m);

@@ -67,6 +67,7 @@ describe('prune: plans', () => {
           out,
           '--plan-out',
           planFile,
+          '--verbose',
         ]),
         0,
       );
