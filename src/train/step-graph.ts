@@ -16,6 +16,7 @@ import {
   type GradContext,
 } from './grad-rules/index.js';
 import { addOptimizer, type SgdOptions } from './optimizer.js';
+import { upgradeForwardOpset } from './upgrade-opset.js';
 import { PassManager, type Pass, type PassResult } from '../passes/pass-manager.js';
 import { probeShapes, type ProbeResult } from '../shapes/probe.js';
 
@@ -187,7 +188,6 @@ function emitTrainingStep(
   if (g.outputs.length < 1) throw new UserError('the model has no output', file);
   const images = imagesInput(model);
   const imageShape = imageShapeAt(images, B);
-  const logits = g.outputs[0]!;
   // The step graph needs opset 17 at least (ReduceSum with axes as an input, LogSoftmax over axis 1).
   const s: StepBuilder = {
     model,
@@ -198,6 +198,8 @@ function emitTrainingStep(
     shapes: new Map(probe.dims),
     probe,
   };
+  upgradeForwardOpset(g, model.opset, s.shapes);
+  const logits = g.outputs[0]!;
   const logitsShape = s.shapes.get(logits);
   if (!logitsShape || logitsShape.length !== 2)
     throw new UserError(`output '${logits.name}' must be logits [N, classes]`, file);

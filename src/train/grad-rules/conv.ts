@@ -195,7 +195,50 @@ function rowShiftWeightGrad(ctx: GradContext, g: ConvGeometry, x: Value, dy: Val
   return e.transpose(taps, [3, 1, 2, 0]);
 }
 
+/**
+ * ConvTranspose (2-D) is the adjoint of the Conv with its strides, pads, dilations and groups, whose weight
+ * [Cin, Cout/group, kh, kw] has exactly ConvTranspose's layout: dX = Conv(dY, W) (the output_padding rows
+ * were never read), and dW is that Conv's weight gradient with dY as its input and X as its output gradient.
+ */
+function convTransposeGrad(ctx: GradContext): (Value | undefined)[] {
+  const n = ctx.node;
+  const [xs, ws, ys] = [n.input(0), n.input(1), n.output()].map((v) => ctx.shape(v)) as [
+    number[],
+    number[],
+    number[],
+  ];
+  if (xs.length !== 4) ctx.fail(`only 2-D ConvTranspose has a backward rule (input rank ${xs.length})`);
+  if (n.attrString('auto_pad', 'NOTSET') !== 'NOTSET' || n.attr('output_shape'))
+    ctx.fail('ConvTranspose with auto_pad or output_shape has no backward rule (explicit pads only)');
+  const group = n.attrInt('group', 1);
+  const k = ws.slice(2);
+  const s = n.attrInts('strides', [1, 1]);
+  const d = n.attrInts('dilations', [1, 1]);
+  const p = n.attrInts('pads', [0, 0, 0, 0]);
+  const dy = ctx.dy()!;
+  const adjoint: ConvGeometry = {
+    n: xs[0]!,
+    cin: ys[1]!,
+    cout: xs[1]!,
+    group,
+    x: ys.slice(2),
+    y: xs.slice(2),
+    k,
+    s,
+    d,
+    p,
+  };
+  return [
+    ctx.needs(0)
+      ? ctx.e.op('Conv', [dy, n.input(1)], { group, kernel_shape: k, strides: s, pads: p, dilations: d })
+      : undefined,
+    ctx.needs(1) ? weightGrad(ctx, adjoint, dy, n.input(0)) : undefined,
+    ctx.needs(2) ? ctx.e.reduceSum(dy, [0, 2, 3], false) : undefined,
+  ];
+}
+
 export const convRules: Record<string, GradRule> = {
+  ConvTranspose: convTransposeGrad,
   Conv: (ctx) => {
     const g = geometry(ctx);
     const dy = ctx.dy()!;

@@ -23,6 +23,30 @@ export const elementwiseRules: Record<string, GradRule> = {
     if (i === 0) return ctx.e.op('Div', [dy, b]);
     return ctx.e.op('Neg', [ctx.e.op('Div', [ctx.e.mul(dy, ctx.node.output()), b])]);
   }),
+  // d(a^b)/da = b a^(b-1); d(a^b)/db = y ln a.
+  Pow: binary((ctx, dy, i) => {
+    const [a, b] = [ctx.node.input(0), ctx.node.input(1)];
+    const e = ctx.e;
+    if (i === 0) return e.mul(dy, e.mul(b, e.op('Pow', [a, e.sub(b, e.scalar(1))])));
+    return e.mul(dy, e.mul(ctx.node.output(), e.op('Log', [a])));
+  }),
+  // Where(cond, a, b): the gradient goes to a where cond holds, to b elsewhere (torch's masked_fill and
+  // where); the condition has none.
+  Where: (ctx) => {
+    const dy = ctx.dy()!;
+    const outShape = ctx.shape(ctx.node.output());
+    const cond = ctx.node.input(0);
+    const zero = ctx.e.scalar(0);
+    return [1, 2].reduce<(Value | undefined)[]>(
+      (grads, i) => {
+        if (!ctx.needs(i)) return grads;
+        const local = ctx.e.op('Where', i === 1 ? [cond, dy, zero] : [cond, zero, dy]);
+        grads[i] = reduceToShape(ctx, local, outShape, ctx.shape(ctx.node.input(i)));
+        return grads;
+      },
+      [undefined, undefined, undefined],
+    );
+  },
   Sum: (ctx) =>
     ctx.node.inputs.map((v, i) =>
       ctx.needs(i) ? reduceToShape(ctx, ctx.dy()!, ctx.shape(ctx.node.output()), ctx.shape(v!)) : undefined,

@@ -20,6 +20,20 @@ function spatialAttrs(ctx: GradContext): { k: number[]; s: number[]; p: number[]
   return { k, s, p };
 }
 
+/** ReduceMean/ReduceSum: dY (over the count for a mean) expanded back over the reduced axes. */
+function reduceGrad(ctx: GradContext, mean: boolean): Value[] {
+  const xShape = ctx.shape(ctx.node.input(0));
+  const rank = xShape.length;
+  // Axes: an attribute up to opset 17 (ReduceSum: 12), an input after; none given is every axis.
+  const given = ctx.node.attrInts('axes') ?? (ctx.node.inputs[1] ? ctx.constant(ctx.node.input(1)) : []);
+  if (!given.length && ctx.node.attrInt('noop_with_empty_axes', 0)) return [ctx.dy()!];
+  const axes = (given.length ? given : [...xShape.keys()]).map((a) => (a + rank) % rank);
+  const kept = xShape.map((d, i) => (axes.includes(i) ? 1 : d));
+  const count = axes.reduce((a, i) => a * xShape[i]!, 1);
+  const dy = mean ? ctx.e.scale(ctx.dy()!, 1 / count) : ctx.dy()!;
+  return [ctx.e.op('Expand', [ctx.e.reshape(dy, kept), ctx.e.ints(xShape)])];
+}
+
 export const poolingRules: Record<string, GradRule> = {
   // The forward node is given its Indices output (flat positions in N*C*H*W); each dY element is then
   // scatter-added to the input position that won. Adding (not assigning) is what overlapping windows need.
@@ -72,12 +86,6 @@ export const poolingRules: Record<string, GradRule> = {
     const area = xShape.slice(2).reduce((a, b) => a * b, 1);
     return [ctx.e.op('Expand', [ctx.e.scale(ctx.dy()!, 1 / area), ctx.e.ints(xShape)])];
   },
-  ReduceMean: (ctx) => {
-    const xShape = ctx.shape(ctx.node.input(0));
-    const rank = xShape.length;
-    const axes = (ctx.node.attrInts('axes') ?? [...xShape.keys()]).map((a) => (a + rank) % rank);
-    const kept = xShape.map((d, i) => (axes.includes(i) ? 1 : d));
-    const count = axes.reduce((a, i) => a * xShape[i]!, 1);
-    return [ctx.e.op('Expand', [ctx.e.reshape(ctx.e.scale(ctx.dy()!, 1 / count), kept), ctx.e.ints(xShape)])];
-  },
+  ReduceMean: (ctx) => reduceGrad(ctx, true),
+  ReduceSum: (ctx) => reduceGrad(ctx, false),
 };

@@ -1,5 +1,6 @@
+import { DataType } from '../../ir/data-type.js';
 import type { Value } from '../../ir/graph.js';
-import type { GradContext, GradRule } from './types.js';
+import { reduceToShape, type GradContext, type GradRule } from './types.js';
 
 function reshapeBack(ctx: GradContext): (Value | undefined)[] {
   return [ctx.e.reshape(ctx.dy()!, ctx.shape(ctx.node.input(0)))];
@@ -27,6 +28,16 @@ export const shapeRules: Record<string, GradRule> = {
     const perm = ctx.node.attrInts('perm', [...Array(rank).keys()].reverse());
     const inverse = perm.map((_, i) => perm.indexOf(i));
     return [ctx.e.transpose(ctx.dy()!, inverse)];
+  },
+  // torch's expand (a class token, a mask): summed back over the broadcast axes.
+  Expand: (ctx) => [
+    reduceToShape(ctx, ctx.dy()!, ctx.shape(ctx.node.output()), ctx.shape(ctx.node.input(0))),
+  ],
+  // Only a float-to-float Cast carries a gradient (the differentiable set holds float outputs only).
+  Cast: (ctx) => {
+    if (ctx.node.attrInt('to', 0) !== DataType.FLOAT)
+      ctx.fail('a Cast to a type other than float on the gradient path has no backward rule');
+    return [ctx.dy()];
   },
   Concat: (ctx) => {
     const rank = ctx.shape(ctx.node.output()).length;
