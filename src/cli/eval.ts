@@ -10,6 +10,7 @@ import { balancedSubset } from '../data/subset.js';
 import type { Split } from '../data/cifar-binary.js';
 import { UserError } from '../errors.js';
 import { loadModel } from '../ir/load.js';
+import { INPUT_SHAPE_OPTION, inputShapesFor, parseInputShapes } from './input-shape.js';
 import { saveModel } from '../ir/save.js';
 import { DEVICES, parseDevice } from '../runtime/device.js';
 import { evaluate } from '../runtime/evaluate.js';
@@ -137,10 +138,18 @@ const DATA_NUMBERS: Record<string, NumberRule> = {
   threads,
 };
 
+/** eval feeds one image input: its `--input-shape` is one shape, without a name. */
+function singleInputShape(option: string | string[]): number[] {
+  const shape = parseInputShapes(option);
+  if (!Array.isArray(shape)) throw new UserError('eval takes one --input-shape, without an input name');
+  return shape;
+}
+
 const percent = (fraction: number) => `${(100 * fraction).toFixed(2)}%`;
 
 interface EvalArgs extends DataArgs, RuntimeArgs {
   model: string;
+  inputShape?: string | string[];
   json: boolean;
 }
 
@@ -155,6 +164,7 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
       ),
     )
       .option('batch', { type: 'number', default: 256, describe: 'Images per onnxruntime run' })
+      .option('input-shape', INPUT_SHAPE_OPTION)
       .option('json', {
         type: 'boolean',
         default: false,
@@ -172,6 +182,7 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
         batchSize: args.batch ?? 256,
         runtime: runtimeFromArgs(args),
         ...(indices && { indices }),
+        ...(args.inputShape !== undefined && { inputShape: singleInputShape(args.inputShape) }),
         onProgress: (done, total, correct) =>
           (progress ??= createProgress('eval', total)).update(done, `top-1 ${percent(correct / done)}`),
       });
@@ -212,6 +223,7 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
 
 interface RecalibrateArgs extends DataArgs, RuntimeArgs {
   model: string;
+  inputShape?: string | string[];
   output: string;
   batches: number;
   augment: boolean;
@@ -241,6 +253,7 @@ export const recalibrateCommand: CommandModule<object, RecalibrateArgs> = {
         describe: 'K: batches of training images to average over',
       })
       .option('batch', { type: 'number', default: 128, describe: 'Images per batch' })
+      .option('input-shape', INPUT_SHAPE_OPTION)
       .option('augment', {
         type: 'boolean',
         default: true,
@@ -258,7 +271,8 @@ export const recalibrateCommand: CommandModule<object, RecalibrateArgs> = {
     checkModel(model, args.model);
     const { dataset } = await datasetFromArgs(args, 'train');
     checkOutput(args.output, 'model');
-    await checkRuntimeAccepts(model, args.model);
+    const inputShapes = inputShapesFor(model, args.inputShape, args.model);
+    await checkRuntimeAccepts(model, args.model, inputShapes);
     let progress: Progress | undefined;
     let result;
     try {
@@ -274,7 +288,7 @@ export const recalibrateCommand: CommandModule<object, RecalibrateArgs> = {
     } finally {
       progress?.stop();
     }
-    await validateWritten(model, 'recalibrated');
+    await validateWritten(model, 'recalibrated', inputShapes);
     const outputs = new RunOutputs();
     saveModel(model, args.output, { staged: outputs.staged });
     outputs.commit();

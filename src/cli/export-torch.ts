@@ -3,12 +3,14 @@ import path from 'node:path';
 import type { ArgumentsCamelCase, CommandModule } from 'yargs';
 import { tempPathFor, writeChunksSync } from '../atomic-write.js';
 import { UserError } from '../errors.js';
+import { INPUT_SHAPE_OPTION } from './input-shape.js';
 import { renderPythonModule } from '../handoff/python-module.js';
 import { prunedWeights, torchSpec, type WeightBlob } from '../handoff/torch-spec.js';
 import { readPlanFile, toolVersion } from '../prune/index.js';
 
 interface ExportTorchArgs {
   model: string;
+  inputShape?: string | string[];
   plan: string;
   weights?: string;
   output: string;
@@ -45,6 +47,7 @@ export const exportTorchCommand: CommandModule<object, ExportTorchArgs> = {
         requiresArg: true,
         describe: 'The Python module to write, e.g. slim.py (written whole or not at all)',
       })
+      .option('input-shape', INPUT_SHAPE_OPTION)
       .option('json', {
         type: 'boolean',
         default: false,
@@ -65,7 +68,7 @@ export const exportTorchCommand: CommandModule<object, ExportTorchArgs> = {
         throw new UserError('would overwrite an input of this run', target);
 
     const plan = readPlanFile(argv.plan);
-    const spec = await torchSpec(argv.model, plan, argv.plan);
+    const spec = await torchSpec(argv.model, plan, argv.plan, argv.inputShape);
     const weights: WeightBlob | undefined = argv.weights ? prunedWeights(argv.weights, spec) : undefined;
     const text = renderPythonModule(
       stem,

@@ -18,6 +18,7 @@ import { AUGMENTATIONS, resolveSpec, type Augmentation } from '../data/preproces
 import { balancedSubset } from '../data/subset.js';
 import { UserError } from '../errors.js';
 import { loadModel } from '../ir/load.js';
+import { INPUT_SHAPE_OPTION, inputShapesFor } from './input-shape.js';
 import { saveModel } from '../ir/save.js';
 import { parseDevice } from '../runtime/device.js';
 import { createProgress, type Progress } from '../runtime/progress.js';
@@ -33,6 +34,7 @@ import {
 
 interface FinetuneArgs {
   model: string;
+  inputShape?: string | string[];
   data: string;
   val?: string;
   output: string;
@@ -174,6 +176,7 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
         default: 0,
         describe: 'Sharpness-aware steps of this radius (0: off; about 2x the time)',
       })
+      .option('input-shape', INPUT_SHAPE_OPTION)
       .option('json', {
         type: 'boolean',
         default: false,
@@ -196,7 +199,8 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
     checkOutput(args.output, 'model');
     if (path.resolve(checkpoint) === path.resolve(args.output))
       throw new UserError('the checkpoint and the output model must be different files', checkpoint);
-    await checkRuntimeAccepts(model, args.model);
+    const inputShapes = inputShapesFor(model, args.inputShape, args.model);
+    await checkRuntimeAccepts(model, args.model, inputShapes);
     const valIndices =
       val && args.valLimit ? balancedSubset(val.labels, args.valLimit, args.seed) : undefined;
     let bar: Progress | undefined;
@@ -249,7 +253,7 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
       return;
     }
     // No written model may give non-finite outputs (a run resumed from bad statistics, a diverged one).
-    await validateWritten(result.model, 'fine-tuned');
+    await validateWritten(result.model, 'fine-tuned', inputShapes);
     const outputs = new RunOutputs();
     saveModel(result.model, args.output, { staged: outputs.staged });
     outputs.commit();

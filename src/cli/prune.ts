@@ -37,6 +37,7 @@ import {
 import { checkOutput, RunOutputs } from '../run-files.js';
 import { reportPaths, writeReports } from '../report/index.js';
 import { checkModel, checkRuntimeAccepts } from '../runtime/preflight.js';
+import { INPUT_SHAPE_OPTION, inputShapesFor } from './input-shape.js';
 import {
   batchSize,
   checkNumbers,
@@ -55,6 +56,7 @@ import { labelOfValueName, summarizeReasons } from '../report/module-names.js';
 
 interface PruneArgs {
   model: string;
+  inputShape?: string | string[];
   output?: string;
   flops?: number;
   params?: number;
@@ -127,6 +129,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
     const pm = new PassManager({ timings: argv.timings, debug: argv.debug });
     const model = pm.time('load', () => loadModel(argv.model));
     checkModel(model, argv.model);
+    const inputShapes = inputShapesFor(model, argv.inputShape, argv.model);
     const plan = argv.planIn ? readPlanFile(argv.planIn) : undefined;
     const data = argv.data ? await openData(argv) : undefined;
     // Every output is checked before the work (never an input, its folder exists) and written at the end.
@@ -142,7 +145,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       say(
         'the model is over 2 GiB: checked by the IR verifier only (onnxruntime cannot load it from memory); weights go to OUT.data',
       );
-    else await checkRuntimeAccepts(model, argv.model);
+    else await checkRuntimeAccepts(model, argv.model, inputShapes);
     let bar: Progress | undefined;
     const result = await adaPrune(model, {
       flops: argv.flops,
@@ -164,6 +167,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       minChannels: argv.minChannels,
       minFraction: argv.minFraction,
       torchCompatible: argv.torchCompatible,
+      inputShapes,
       seed: argv.seed,
       plan,
       planSource: argv.planIn,
@@ -441,6 +445,7 @@ function budgetOptions<T>(y: Argv<T>) {
       default: 0.1,
       describe: 'Smallest fraction of its channels any group keeps',
     })
+    .option('input-shape', INPUT_SHAPE_OPTION)
     .option('seed', {
       type: 'number',
       default: 0,
