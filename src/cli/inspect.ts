@@ -6,7 +6,7 @@ import { UserError } from '../errors.js';
 import { dataTypeName } from '../ir/data-type.js';
 import type { Value } from '../ir/graph.js';
 import { loadModel } from '../ir/load.js';
-import { checkModel, checkRuntimeAccepts } from '../runtime/preflight.js';
+import { checkModelForInspect } from '../runtime/preflight.js';
 import type { Model } from '../ir/model.js';
 import { shapeToString, type Dim } from '../ir/types.js';
 import { cleanupPipeline } from '../passes/index.js';
@@ -170,8 +170,9 @@ export const inspectCommand: CommandModule<object, InspectArgs> = {
   handler: async (argv: ArgumentsCamelCase<InspectArgs>) => {
     const model = loadModel(argv.model);
     // The same preflight as every other command: a file onnxruntime would refuse is refused here too.
-    checkModel(model, argv.model);
-    await checkRuntimeAccepts(model, argv.model);
+    await checkModelForInspect(model, argv.model, (line) =>
+      process.stderr.write(`note: ${escapeControl(line)}\n`),
+    );
     const report = inspectModel(model, argv.model, parseInputShapes(argv.inputShape));
     const extras: { s: InspectSection; out: { json: unknown; text: string } }[] = [];
     for (const s of extraSections)

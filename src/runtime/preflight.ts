@@ -234,3 +234,27 @@ export async function validateWritten(
     throw e;
   }
 }
+
+/**
+ * `inspect`'s preflight: the same as every command's (checkModel, then one onnxruntime run), except that a
+ * structure-only export whose external weights are absent is still counted, from its structure, with the
+ * structural checks alone and a note saying so. Returns whether the weights were checked.
+ */
+export async function checkModelForInspect(
+  model: Model,
+  file: string,
+  note: (line: string) => void,
+): Promise<boolean> {
+  try {
+    checkModel(model, file);
+    await checkRuntimeAccepts(model, file);
+    return true;
+  } catch (e) {
+    if (!(e instanceof UserError && /cannot read external data .*: ENOENT$/.test(e.message))) throw e;
+    checkModel(model, file, { weights: false });
+    note(
+      `the external weights are absent (${e.message.replace(/^.*?cannot read/, 'cannot read')}): counted from the structure; the weights are not checked`,
+    );
+    return false;
+  }
+}
