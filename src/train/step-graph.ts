@@ -6,6 +6,7 @@ import { tensorType } from '../ir/types.js';
 import { constantOf } from '../ir/constant.js';
 import { nchwcBlockSize, useBlockedConvs } from './blocked-conv.js';
 import { Emitter } from './emitter.js';
+import { emitOutputMatching, type OutputMatch } from './output-matching.js';
 import {
   NON_DIFFERENTIABLE,
   PARAM_SLOTS,
@@ -48,6 +49,11 @@ export interface StepGraphOptions {
   labelSmoothing?: number;
   /** Adds `alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T))` with the teacher logits as an input. */
   distillation?: Distillation;
+  /**
+   * Label-free distillation: instead of cross-entropy on labels, every graph output is matched to the original
+   * model's (a teacher input per output, output-matching.ts); one rule per output. No labels input.
+   */
+  matchOutputs?: readonly OutputMatch[];
   /**
    * Which float initializers are trained. Default: Conv/Gemm/MatMul weights and biases (and the bias Add after a
    * MatMul), BN scales and shifts. When given, it decides for every float initializer a node reads.
@@ -93,9 +99,18 @@ export interface StepGraph {
    * Input names: images [B,...], labels int64 [B], lr float scalar, teacher logits [B,K] with distillation, the
    * SAM radius (float scalar) with `sharpnessAware`.
    */
-  inputs: { images: string; labels: string; lr: string; teacherLogits?: string; rho?: string };
+  inputs: {
+    images: string;
+    /** Empty with `matchOutputs`, which takes no labels. */
+    labels: string;
+    lr: string;
+    teacherLogits?: string;
+    /** With `matchOutputs`: the original's value of each output, in output order. */
+    teacherOutputs?: string[];
+    rho?: string;
+  };
   imageShape: number[];
-  /** Output names: loss (float scalar, the mean over the batch) and correct (int64 scalar). */
+  /** Output names: loss (float scalar, the mean over the batch) and correct (int64 scalar; empty with `matchOutputs`). */
   outputs: { loss: string; correct: string };
   params: TrainedParam[];
   /** BatchNormalization running statistics: the input (the initializer's name) and its updated output. */
@@ -199,11 +214,9 @@ function emitTrainingStep(
     probe,
   };
   upgradeForwardOpset(g, model.opset, s.shapes);
+  const matching = options.matchOutputs;
   const logits = g.outputs[0]!;
-  const logitsShape = s.shapes.get(logits);
-  if (!logitsShape || logitsShape.length !== 2)
-    throw new UserError(`output '${logits.name}' must be logits [N, classes]`, file);
-  const numClasses = logitsShape[1]!;
+  const numClasses = matching ? 0 : classCount(s, logits);
 
   const params = options.trainable ? chosenParams(g, options.trainable) : defaultParams(g);
   if (params.length === 0)
@@ -217,27 +230,37 @@ function emitTrainingStep(
     ? shiftedParams(s, params)
     : { readAs: new Map(params.map((p) => [p, p])), shifts: [] };
   const { composite, runningStats } = expandBatchNorms(s);
-  const requiresGrad = differentiable(s, [...readAs.values()], logits);
+  const requiresGrad = differentiable(s, [...readAs.values()], matching ? [...g.outputs] : [logits]);
 
   const forwardNodes = [...g.nodes];
-  const labels = new Value('labels', tensorType(DataType.INT64, [B]));
-  const head = emitLoss(s, logits, labels, numClasses, options);
-  const grads = backward(s, forwardNodes, composite, requiresGrad, logits, head.dLogits);
+  const labels = matching ? undefined : new Value('labels', tensorType(DataType.INT64, [B]));
+  const head: LossHead = matching
+    ? emitOutputMatching(
+        new Emitter(g, 'loss/', { opset: s.opset }),
+        [...g.outputs],
+        (v) => s.shapes.get(v),
+        matching,
+        file,
+      )
+    : emitLoss(s, logits, labels!, numClasses, options);
+  const grads = backward(s, forwardNodes, composite, requiresGrad, head.seeds);
   const lr = new Value('lr', tensorType(DataType.FLOAT, []));
   const { trained, updates, opt } = emitUpdates(s, params, (p) => grads(readAs.get(p)!), lr, options);
   const rho = options.sharpnessAware ? new Value('sam_rho', tensorType(DataType.FLOAT, [])) : undefined;
   const nextShifts = rho ? emitNextShifts(s, updates, rho) : [];
 
   images.type = tensorType(DataType.FLOAT, imageShape);
-  g.inputs.push(labels, lr);
+  if (labels) g.inputs.push(labels);
+  g.inputs.push(lr);
   if (head.teacherLogits) g.inputs.push(head.teacherLogits);
+  if (head.teachers) g.inputs.push(...head.teachers);
   if (rho) g.inputs.push(rho);
   head.loss.name = g.uniqueName('loss');
-  head.correct.name = g.uniqueName('correct');
+  if (head.correct) head.correct.name = g.uniqueName('correct');
   g.outputs.length = 0;
   g.outputs.push(
     head.loss,
-    head.correct,
+    ...(head.correct ? [head.correct] : []),
     ...opt.map((u) => u.updated),
     ...opt.flatMap((u) => (u.momentumOut ? [u.momentumOut] : [])),
     ...nextShifts,
@@ -256,13 +279,14 @@ function emitTrainingStep(
     numClasses,
     inputs: {
       images: images.name,
-      labels: labels.name,
+      labels: labels?.name ?? '',
       lr: lr.name,
       teacherLogits: head.teacherLogits?.name,
+      ...(head.teachers && { teacherOutputs: head.teachers.map((t) => t.name) }),
       rho: rho?.name,
     },
     imageShape,
-    outputs: { loss: head.loss.name, correct: head.correct.name },
+    outputs: { loss: head.loss.name, correct: head.correct?.name ?? '' },
     params: trained,
     runningStats,
   };
@@ -343,7 +367,7 @@ function expandBatchNorms(s: StepBuilder): {
 }
 
 /** Which values depend on a trainable parameter (float outputs of differentiable ops downstream of one). */
-function differentiable(s: StepBuilder, params: Value[], logits: Value): Set<Value> {
+function differentiable(s: StepBuilder, params: Value[], outputs: Value[]): Set<Value> {
   const requiresGrad = new Set<Value>(params);
   for (const n of s.g.nodes) {
     if (NON_DIFFERENTIABLE.has(n.opType) || !n.inputs.some((v) => v && requiresGrad.has(v))) continue;
@@ -353,15 +377,30 @@ function differentiable(s: StepBuilder, params: Value[], logits: Value): Set<Val
       if (isFloat) requiresGrad.add(o);
     });
   }
-  if (!requiresGrad.has(logits)) throw new UserError('no trainable parameter reaches the output', s.file);
+  const cut = outputs.find((o) => !requiresGrad.has(o));
+  if (cut) throw new UserError(`no trainable parameter reaches the output '${cut.name}'`, s.file);
   return requiresGrad;
+}
+
+/** The class count of a classifier's logits [N, K]: cross-entropy needs them as the first output. */
+function classCount(s: StepBuilder, logits: Value): number {
+  const shape = s.shapes.get(logits);
+  if (!shape || shape.length !== 2)
+    throw new UserError(
+      `output '${logits.name}' must be logits [N, classes] (for other outputs, distil from the original without labels)`,
+      s.file,
+    );
+  return shape[1]!;
 }
 
 interface LossHead {
   loss: Value;
-  correct: Value;
-  dLogits: Value;
+  correct?: Value;
+  /** Where the backward starts: (output, dLoss/dOutput) pairs. */
+  seeds: [Value, Value][];
   teacherLogits?: Value;
+  /** With output matching: the teacher value of each output, as graph inputs. */
+  teachers?: Value[];
 }
 
 /**
@@ -409,7 +448,7 @@ function emitLoss(
     [le.op('Cast', [le.op('Equal', [predicted, labels])], { to: DataType.INT64 })],
     { keepdims: 0 },
   );
-  return { loss, correct, dLogits, ...(teacherLogits && { teacherLogits }) };
+  return { loss, correct, seeds: [[logits, dLogits]], ...(teacherLogits && { teacherLogits }) };
 }
 
 /**
@@ -458,11 +497,10 @@ function backward(
   forwardNodes: Node[],
   composite: Map<Node, BatchNormSaved>,
   requiresGrad: Set<Value>,
-  logits: Value,
-  dLogits: Value,
+  seeds: readonly [Value, Value][],
 ): (v: Value) => Value | undefined {
   const { file } = s;
-  const grads = new Map<Value, Value[]>([[logits, [dLogits]]]);
+  const grads = new Map<Value, Value[]>(seeds.map(([v, d]) => [v, [d]]));
   const be = new Emitter(s.g, 'grad/', { opset: s.opset });
   const summed = (v: Value): Value | undefined => {
     const parts = grads.get(v);

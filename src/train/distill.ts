@@ -1,0 +1,237 @@
+import * as ort from 'onnxruntime-node';
+import { batches } from '../data/batches.js';
+import type { Dataset } from '../data/dataset.js';
+import type { PreprocessSpec } from '../data/preprocess.js';
+import { UserError } from '../errors.js';
+import { serializeModel, type Model } from '../ir/index.js';
+import { createSession, type ModelSession } from '../runtime/session.js';
+import type { Device } from '../runtime/device.js';
+import { carriedTensors, stateFeeds, withWeights } from './loop.js';
+import type { SgdOptions } from './optimizer.js';
+import type { OutputMatch } from './output-matching.js';
+import { learningRate } from './schedule.js';
+import { buildStepGraph, STEP_SESSION_OPTIONS, type StepGraph } from './step-graph.js';
+
+/** How each output is matched: chosen from the original's values (`auto`), or given. */
+export type OutputKind = 'auto' | 'mse' | 'bce';
+export const OUTPUT_KINDS: readonly OutputKind[] = ['auto', 'mse', 'bce'];
+
+export interface DistillOptions {
+  epochs: number;
+  batchSize: number;
+  lr: number;
+  sgd?: SgdOptions;
+  spec: PreprocessSpec;
+  /** Train on at most this many images (the first of a seeded shuffle). */
+  limit?: number;
+  seed?: number;
+  /** One per model output, or one for all; default `auto`. */
+  outputKinds?: readonly OutputKind[];
+  device?: Device;
+  threads?: number;
+  onStep?: (p: { epoch: number; step: number; steps: number; loss: number }) => void;
+}
+
+export interface DistillResult {
+  model: Model;
+  /** The mean match loss of every epoch. */
+  history: { epoch: number; loss: number; seconds: number }[];
+  matches: OutputMatch[];
+}
+
+/** Batches the matching rules are chosen from. */
+const CALIBRATION_BATCHES = 2;
+
+/**
+ * Label-free recovery (docs/finetune.md, "Distillation without labels"): the pruned `student` is trained so
+ * that every one of its outputs matches the original `teacher`'s on the same images, through the same step
+ * graph as fine-tuning with an output-matching loss. Needs images only, whatever the task.
+ */
+export async function distillFromOriginal(
+  student: Model,
+  teacher: Model,
+  dataset: Dataset,
+  options: DistillOptions,
+): Promise<DistillResult> {
+  const B = options.batchSize;
+  if (!(Number.isInteger(options.epochs) && options.epochs > 0))
+    throw new UserError(`the epoch count must be a positive integer, not ${options.epochs}`);
+  if (!(options.lr > 0)) throw new UserError(`the learning rate must be positive, not ${options.lr}`);
+  const order = shuffled(dataset.length, options.seed ?? 0).slice(0, options.limit ?? dataset.length);
+  const steps = Math.floor(order.length / B);
+  if (steps < 1)
+    throw new UserError(`the data has ${order.length} images, fewer than one batch of ${B}`, dataset.path);
+  const runtime = { device: options.device, threads: options.threads };
+  const teacherSession = await createSession(serializeModel(teacher), runtime);
+  try {
+    const matches = await chooseMatches(teacherSession, dataset, order, options);
+    const step = await buildStepGraph(student, {
+      batchSize: B,
+      sgd: options.sgd,
+      matchOutputs: matches,
+      blockedConvs: (options.device ?? 'cpu') === 'cpu',
+    });
+    const session = await createSession(serializeModel(step.model), {
+      ...runtime,
+      overrides: STEP_SESSION_OPTIONS,
+    });
+    try {
+      const tensors = startingTensors(student, step);
+      const history = await trainEpochs(step, session, teacherSession, dataset, order, options, tensors);
+      return { model: withWeights(student, step, tensors, ''), history, matches };
+    } finally {
+      await session.release();
+    }
+  } finally {
+    await teacherSession.release();
+  }
+}
+
+async function trainEpochs(
+  step: StepGraph,
+  session: ModelSession,
+  teacher: ModelSession,
+  dataset: Dataset,
+  order: Int32Array,
+  options: DistillOptions,
+  tensors: Map<string, Float32Array>,
+): Promise<DistillResult['history']> {
+  const B = options.batchSize;
+  const steps = Math.floor(order.length / B);
+  const feeds = stateFeeds(step, (name) => tensors.get(name));
+  const carried = carriedTensors(step);
+  const history: DistillResult['history'] = [];
+  const outputs = teacher.session.outputNames;
+  for (let epoch = 0; epoch < options.epochs; epoch++) {
+    const started = performance.now();
+    const indices = shuffled(order.length, (options.seed ?? 0) + 1000 * (epoch + 1)).map((k) => order[k]!);
+    let sum = 0;
+    let k = 0;
+    for await (const batch of batches(dataset, {
+      spec: options.spec,
+      batchSize: B,
+      indices: indices.slice(0, steps * B),
+    })) {
+      const images = new ort.Tensor('float32', batch.images, batch.shape);
+      const target = await teacher.session.run({ [teacher.inputName]: images });
+      feeds[step.inputs.images] = images;
+      outputs.forEach((name, i) => (feeds[step.inputs.teacherOutputs![i]!] = target[name] as ort.Tensor));
+      feeds[step.inputs.lr] = new ort.Tensor(
+        'float32',
+        new Float32Array([learningRate(options.lr, epoch * steps + k, options.epochs * steps)]),
+        [],
+      );
+      const out = await session.session.run(feeds);
+      for (const [from, to] of carried) feeds[to] = out[from] as ort.Tensor;
+      const loss = (out[step.outputs.loss]!.data as Float32Array)[0]!;
+      if (!Number.isFinite(loss))
+        throw new UserError(
+          `distillation diverged at epoch ${epoch + 1}, step ${k + 1} (loss ${loss}): lower the learning rate`,
+        );
+      sum += loss;
+      k++;
+      options.onStep?.({ epoch, step: k, steps, loss });
+    }
+    history.push({
+      epoch: epoch + 1,
+      loss: sum / Math.max(1, k),
+      seconds: (performance.now() - started) / 1000,
+    });
+  }
+  for (const name of tensors.keys()) tensors.set(name, (feeds[name]!.data as Float32Array).slice());
+  return history;
+}
+
+/**
+ * Per output, the loss that fits its values on the original's first batches: binary cross-entropy where every
+ * value lies in [0, 1] (probability and score maps), else squared error weighted by each channel's inverse
+ * variance (boxes in pixels and scores in one tensor weigh alike). `outputKinds` overrides the choice.
+ */
+async function chooseMatches(
+  teacher: ModelSession,
+  dataset: Dataset,
+  order: Int32Array,
+  options: DistillOptions,
+): Promise<OutputMatch[]> {
+  const names = teacher.session.outputNames;
+  const kinds = options.outputKinds ?? ['auto'];
+  if (kinds.length !== 1 && kinds.length !== names.length)
+    throw new UserError(`give one output kind, or one per output (${names.length}: ${names.join(', ')})`);
+  const stats = names.map(() => ({
+    min: Infinity,
+    max: -Infinity,
+    channels: [] as { n: number; sum: number; sq: number }[],
+  }));
+  let seen = 0;
+  const sample = order.slice(0, CALIBRATION_BATCHES * options.batchSize);
+  for await (const batch of batches(dataset, {
+    spec: options.spec,
+    batchSize: options.batchSize,
+    indices: sample,
+  })) {
+    const out = await teacher.session.run({
+      [teacher.inputName]: new ort.Tensor('float32', batch.images, batch.shape),
+    });
+    names.forEach((name, i) => accumulate(stats[i]!, out[name] as ort.Tensor));
+    if (++seen >= CALIBRATION_BATCHES) break;
+  }
+  return names.map((name, i) => {
+    const kind = kinds.length === 1 ? kinds[0]! : kinds[i]!;
+    const s = stats[i]!;
+    if (kind === 'bce' || (kind === 'auto' && s.min >= 0 && s.max <= 1)) {
+      if (s.min < 0 || s.max > 1)
+        throw new UserError(
+          `output '${name}' has values outside [0, 1] (${s.min} to ${s.max}): binary cross-entropy needs probabilities`,
+        );
+      return { kind: 'bce' };
+    }
+    const variances = s.channels.map((c) => c.sq / c.n - (c.sum / c.n) ** 2);
+    const floor = Math.max(1e-12, 1e-6 * Math.max(...variances));
+    return { kind: 'mse', weights: Float32Array.from(variances, (v) => 1 / Math.max(v, floor)) };
+  });
+}
+
+/** Running min, max and per-channel (axis 1) moments of an output. */
+function accumulate(
+  s: { min: number; max: number; channels: { n: number; sum: number; sq: number }[] },
+  t: ort.Tensor,
+): void {
+  const data = t.data as Float32Array;
+  const dims = t.dims.map(Number);
+  const c = dims.length >= 2 ? dims[1]! : 1;
+  const inner = dims.slice(2).reduce((a, b) => a * b, 1);
+  while (s.channels.length < c) s.channels.push({ n: 0, sum: 0, sq: 0 });
+  for (let i = 0; i < data.length; i++) {
+    const x = data[i]!;
+    if (x < s.min) s.min = x;
+    if (x > s.max) s.max = x;
+    const ch = s.channels[Math.floor(i / inner) % c]!;
+    ch.n++;
+    ch.sum += x;
+    ch.sq += x * x;
+  }
+}
+
+function startingTensors(model: Model, step: StepGraph): Map<string, Float32Array> {
+  const init = new Map(model.graph.initializers.map((v) => [v.name, v.initializer!]));
+  const tensors = new Map<string, Float32Array>();
+  for (const name of [...step.params.map((p) => p.name), ...step.runningStats.map((r) => r.name)])
+    tensors.set(name, Float32Array.from(init.get(name)!.data as Float32Array));
+  return tensors;
+}
+
+/** A seeded permutation of 0..n-1 (xorshift; the same on every machine). */
+function shuffled(n: number, seed: number): Int32Array {
+  const out = Int32Array.from({ length: n }, (_, i) => i);
+  let s = (seed * 2654435761 + 1) >>> 0 || 1;
+  for (let i = n - 1; i > 0; i--) {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    const j = s % (i + 1);
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}
