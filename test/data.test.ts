@@ -488,6 +488,11 @@ describe('auto-detection', () => {
       /only-train: has no test split folder/,
     );
     fs.writeFileSync(path.join(root, 'notes.txt'), 'x');
-    await assert.rejects(openDataset(path.join(root, 'notes.txt')), /notes\.txt: is not a dataset/);
+    await assert.rejects(
+      openDataset(path.join(root, 'notes.txt')),
+      /notes\.txt: line 1: names no image file/,
+    );
+    fs.writeFileSync(path.join(root, 'notes.md'), 'x');
+    await assert.rejects(openDataset(path.join(root, 'notes.md')), /notes\.md: is not a dataset/);
   });
 });

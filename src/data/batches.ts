@@ -1,16 +1,22 @@
 import { UserError } from '../errors.js';
-import type { Dataset, Sample } from './dataset.js';
+import type { AnyDataset, Dataset, Sample } from './dataset.js';
 import { normalisationTable, type PreprocessSpec } from './preprocess.js';
 import { mixSeed, mulberry32, randomInt } from './prng.js';
 
-export interface Batch {
+/** A batch of images; from an unlabelled data set it has no labels. */
+export interface ImageBatch {
   /** NCHW float32, normalised. */
   images: Float32Array;
-  labels: Int32Array;
+  labels?: Int32Array;
   n: number;
   shape: [n: number, c: number, h: number, w: number];
   /** Dataset index of each sample. */
   indices: Int32Array;
+}
+
+/** A batch of a labelled data set. */
+export interface Batch extends ImageBatch {
+  labels: Int32Array;
 }
 
 export interface BatchOptions {
@@ -30,7 +36,9 @@ export interface BatchOptions {
  * handed out, so it runs on libuv's threads while the caller's (synchronous) onnxruntime call holds the main
  * thread.
  */
-export async function* batches(dataset: Dataset, options: BatchOptions): AsyncGenerator<Batch> {
+export function batches(dataset: Dataset, options: BatchOptions): AsyncGenerator<Batch>;
+export function batches(dataset: AnyDataset, options: BatchOptions): AsyncGenerator<ImageBatch>;
+export async function* batches(dataset: AnyDataset, options: BatchOptions): AsyncGenerator<ImageBatch> {
   const { spec, batchSize } = options;
   if (!(Number.isInteger(batchSize) && batchSize > 0))
     throw new UserError(`batch size must be a positive integer, not ${batchSize}`);
@@ -61,22 +69,27 @@ export async function* batches(dataset: Dataset, options: BatchOptions): AsyncGe
     const { height, width } = checkSameSize(samples, dataset, indexAt, first);
     const plane = height * width;
     const images = new Float32Array(n * spec.channels * plane);
-    const labels = new Int32Array(n);
+    const labels = dataset.labels && new Int32Array(n);
     const indices = new Int32Array(n);
     for (let s = 0; s < n; s++) {
       const index = indexAt(first + s);
       indices[s] = index;
-      labels[s] = dataset.labels[index]!;
+      if (labels) labels[s] = dataset.labels![index]!;
       const placement = augment
         ? randomPlacement(augment, options.augmentSeed!, options.epoch ?? 0, index)
         : NO_AUGMENT;
       writeSample(images, s * spec.channels * plane, samples[s]!, spec, table, placement);
     }
-    yield { images, labels, n, shape: [n, spec.channels, height, width], indices };
+    yield { images, ...(labels && { labels }), n, shape: [n, spec.channels, height, width], indices };
   }
 }
 
-function checkSameSize(samples: Sample[], dataset: Dataset, indexAt: (k: number) => number, first: number) {
+function checkSameSize(
+  samples: Sample[],
+  dataset: AnyDataset,
+  indexAt: (k: number) => number,
+  first: number,
+) {
   const { height, width } = samples[0]!;
   const odd = samples.findIndex((s) => s.height !== height || s.width !== width);
   if (odd >= 0) {

@@ -9,7 +9,7 @@ export const DEFAULT_DECODED_CACHE_BYTES = 256 * 2 ** 20;
  * scored on the same subset) skips decoding, which for small images costs as much CPU as a ResNet's inference.
  * Images are kept as they first arrive until the byte budget is spent, then no more: on passes larger than
  * the budget an LRU would evict everything before its reuse, while this keeps a fixed share hitting.
- * Only one decode geometry (channels, resize, crop) is cached at a time.
+ * Only one decode geometry (channels, resize, size, crop) is cached at a time.
  */
 export class DecodedCache {
   private readonly samples = new Map<number, Sample>();
@@ -32,5 +32,5 @@ export class DecodedCache {
 }
 
 function geometryKey(spec: PreprocessSpec): string {
-  return `${spec.channels}/${spec.resize ?? ''}/${spec.crop ?? ''}`;
+  return `${spec.channels}/${spec.resize ?? ''}/${spec.size?.join('x') ?? ''}/${spec.crop ?? ''}`;
 }

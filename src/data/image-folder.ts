@@ -88,7 +88,7 @@ export class ImageFolderDataset implements Dataset {
  * A symbolic link inside a data set is followed only when it stays inside the data set's folder: a link out
  * of it (planted in a shared folder or shipped in an archive) would read files the user never named.
  */
-async function linkInside(realRoot: string, link: string): Promise<Stats> {
+export async function linkInside(realRoot: string, link: string): Promise<Stats> {
   let target: string;
   try {
     target = await realpath(link);

@@ -3,7 +3,7 @@ import sharp, { type Sharp } from 'sharp';
 import { UserError } from '../errors.js';
 import type { Sample } from './dataset.js';
 import { firstLine, fsErrorReason } from './error-text.js';
-import type { PreprocessSpec } from './preprocess.js';
+import { LETTERBOX_PAD, type PreprocessSpec } from './preprocess.js';
 
 // Parallelism comes from decoding many images at once on libuv's pool; libvips' own threads per image only add
 // hand-offs (about 30 futex calls per 32x32 JPEG; 1 thread measured ~5% less CPU on CIFAR images). Its
@@ -36,12 +36,10 @@ export async function decodeImageFile(path: string, spec: PreprocessSpec): Promi
     throw new UserError(`cannot read the image (${fsErrorReason(e)})`, path);
   }
   try {
-    let image = sharp(bytes, { limitInputPixels: MAX_IMAGE_PIXELS });
-    if (spec.resize !== undefined || spec.crop !== undefined) {
-      const { width, height } = await image.metadata();
-      image = resizeAndCrop(image, width, height, spec, path);
-    }
-    return await toSample(image, spec);
+    const image = sharp(bytes, { limitInputPixels: MAX_IMAGE_PIXELS });
+    if (spec.resize === undefined && spec.crop === undefined) return await toSample(image, spec);
+    const { width, height } = await image.metadata();
+    return await transformed(image, width, height, spec, path);
   } catch (e) {
     if (e instanceof UserError) throw e;
     const reason = firstLine(e);
@@ -60,7 +58,32 @@ export async function transformSample(sample: Sample, spec: PreprocessSpec, name
   if (spec.resize === undefined && spec.crop === undefined && !toGray) return sample;
   const { width, height, channels } = sample;
   const image = sharp(sample.pixels, { raw: { width, height, channels: channels as 1 | 3 } });
-  return toSample(resizeAndCrop(image, width, height, spec, name), spec);
+  return transformed(image, width, height, spec, name);
+}
+
+/** Resize and crop in sharp, then the letterbox's border, if any, added to the decoded pixels. */
+async function transformed(
+  image: Sharp,
+  width: number,
+  height: number,
+  spec: PreprocessSpec,
+  name: string,
+): Promise<Sample> {
+  const geometry = resizeCropGeometry(width, height, spec, name);
+  const sample = await toSample(resizeAndCrop(image, width, height, geometry, name), spec);
+  return geometry.pad ? padSample(sample, geometry.pad, LETTERBOX_PAD) : sample;
+}
+
+/** The sample inside a border of `value` (every channel), as cv2.copyMakeBorder(BORDER_CONSTANT) adds it. */
+export function padSample(sample: Sample, pad: Padding, value: number): Sample {
+  const { pixels, height, width, channels } = sample;
+  const outWidth = width + pad.left + pad.right;
+  const outHeight = height + pad.top + pad.bottom;
+  const out = new Uint8Array(outWidth * outHeight * channels).fill(value);
+  const row = width * channels;
+  for (let y = 0; y < height; y++)
+    out.set(pixels.subarray(y * row, (y + 1) * row), ((y + pad.top) * outWidth + pad.left) * channels);
+  return { pixels: out, height: outHeight, width: outWidth, channels };
 }
 
 async function toSample(image: Sharp, spec: PreprocessSpec): Promise<Sample> {
@@ -72,15 +95,14 @@ async function toSample(image: Sharp, spec: PreprocessSpec): Promise<Sample> {
   return { pixels: data, height: info.height, width: info.width, channels: info.channels };
 }
 
-/** torchvision's Resize(shorter side) then CenterCrop, expressed as one sharp pipeline. */
+/** torchvision's Resize(shorter side) then CenterCrop (or the letterbox's scaling), as one sharp pipeline. */
 function resizeAndCrop(
   image: Sharp,
   width: number,
   height: number,
-  spec: PreprocessSpec,
+  geometry: ResizeCropGeometry,
   name: string,
 ): Sharp {
-  const geometry = resizeCropGeometry(width, height, spec);
   if (geometry.resized.width !== width || geometry.resized.height !== height) {
     image = image.resize(geometry.resized.width, geometry.resized.height, { fit: 'fill', kernel: 'linear' });
   }
@@ -97,13 +119,40 @@ function resizeAndCrop(
   return image;
 }
 
+export interface Padding {
+  top: number;
+  bottom: number;
+  left: number;
+  right: number;
+}
+
 export interface ResizeCropGeometry {
   resized: { width: number; height: number };
   crop?: { left: number; top: number; size: number };
+  /** `letterbox`: the border added around the resized image, in pixels. */
+  pad?: Padding;
 }
 
-/** The sizes torchvision computes: shorter side → `resize` (long side truncated), crop offsets rounded half-even. */
-export function resizeCropGeometry(width: number, height: number, spec: PreprocessSpec): ResizeCropGeometry {
+/**
+ * The sizes torchvision computes: shorter side → `resize` (long side truncated), crop offsets rounded half-even;
+ * for `letterbox` and `stretch`, ultralytics' sizes (letterboxGeometry), fitted to `spec.size`.
+ */
+export function resizeCropGeometry(
+  width: number,
+  height: number,
+  spec: PreprocessSpec,
+  name?: string,
+): ResizeCropGeometry {
+  if (typeof spec.resize === 'string') {
+    if (!spec.size)
+      throw new UserError(
+        `resize '${spec.resize}' needs the model's input height and width (size [H, W] in the spec, or a model with a fixed input shape)`,
+        name,
+      );
+    const [h, w] = spec.size;
+    if (spec.resize === 'stretch') return { resized: { width: w, height: h } };
+    return letterboxGeometry(width, height, h, w);
+  }
   let resized = { width, height };
   if (spec.resize !== undefined) {
     const s = spec.resize;
@@ -120,6 +169,32 @@ export function resizeCropGeometry(width: number, height: number, spec: Preproce
       left: roundHalfEven((resized.width - size) / 2),
       top: roundHalfEven((resized.height - size) / 2),
       size,
+    },
+  };
+}
+
+/**
+ * ultralytics' LetterBox (auto=False, scaleup=True, center=True) for an image of width x height into h x w:
+ * r = min(h / height, w / width); the image is resized to (round(width r), round(height r)); the remaining
+ * (dw, dh) are halved, and top/left = round(dh/2 - 0.1), bottom/right = round(dh/2 + 0.1), with Python's round.
+ */
+export function letterboxGeometry(width: number, height: number, h: number, w: number): ResizeCropGeometry {
+  const r = Math.min(h / height, w / width);
+  // At least a pixel: ultralytics would fail on a 1-pixel-high panorama that rounds to 0.
+  const resized = {
+    width: Math.max(1, roundHalfEven(width * r)),
+    height: Math.max(1, roundHalfEven(height * r)),
+  };
+  const dw = (w - resized.width) / 2;
+  const dh = (h - resized.height) / 2;
+  return {
+    resized,
+    // + 0 turns round(-0.1)'s -0 into 0.
+    pad: {
+      top: roundHalfEven(dh - 0.1) + 0,
+      bottom: roundHalfEven(dh + 0.1) + 0,
+      left: roundHalfEven(dw - 0.1) + 0,
+      right: roundHalfEven(dw + 0.1) + 0,
     },
   };
 }

@@ -1,10 +1,21 @@
-export { batches, type Batch, type BatchOptions } from './batches.js';
+export { batches, type Batch, type BatchOptions, type ImageBatch } from './batches.js';
 export { cacheRoot, extractTarOnce } from './cache.js';
 export { DEFAULT_DECODED_CACHE_BYTES } from './decoded-cache.js';
 export { CifarBinaryDataset, type Split } from './cifar-binary.js';
-export { describeDataset, type Dataset, type DatasetKind, type Sample } from './dataset.js';
+export {
+  describeDataset,
+  hasLabels,
+  requireLabels,
+  type AnyDataset,
+  type Dataset,
+  type DatasetKind,
+  type ImageSet,
+  type Sample,
+  type UnlabelledDataset,
+} from './dataset.js';
 export { decodeImageFile, resizeCropGeometry, transformSample } from './image.js';
 export { ImageFolderDataset } from './image-folder.js';
+export { UnlabelledImages } from './unlabelled.js';
 export { IdxDataset, parseIdx, type IdxArray } from './idx.js';
 export { openDataset, type OpenOptions } from './open.js';
 export {

@@ -13,8 +13,17 @@ export interface PreprocessSpec {
   channels: 1 | 3;
   /** Order of the colour channels in the tensor (ignored for 1 channel). */
   channelOrder: 'rgb' | 'bgr';
-  /** Resize so the shorter side has this many pixels (bilinear), before cropping. Absent: native size. */
-  resize?: number;
+  /**
+   * A number: resize so the shorter side has this many pixels (bilinear), before cropping. `letterbox`: scale to
+   * fit `size` keeping the aspect ratio and pad the rest with 114, centred (ultralytics' LetterBox); `stretch`:
+   * scale to `size` exactly. Absent: native size.
+   */
+  resize?: number | FitMode;
+  /**
+   * [height, width] that `letterbox` and `stretch` fit to; normally left out and taken from the model's input
+   * shape (specForInput).
+   */
+  size?: [number, number];
   /** Center crop to crop x crop pixels, after resizing. */
   crop?: number;
   /** Pixel values are divided by this first; 255 maps 8-bit values onto [0, 1]. */
@@ -24,6 +33,13 @@ export interface PreprocessSpec {
   /** Training augmentation, applied only where a caller asks for it (never by eval). */
   augment?: AugmentSpec;
 }
+
+/** Resizing to the model's input height and width (the target `size`). */
+export const FIT_MODES = ['letterbox', 'stretch'] as const;
+export type FitMode = (typeof FIT_MODES)[number];
+
+/** ultralytics' letterbox padding, on the 0-255 scale. */
+export const LETTERBOX_PAD = 114;
 
 /** torchvision's RandomCrop(size, padding) + RandomHorizontalFlip(), in that order. */
 export interface AugmentSpec {
@@ -95,6 +111,15 @@ export const PRESETS = {
     mean: [0.1307],
     std: [0.3081],
     augment: { cropPadding: 2 },
+  },
+  /** ultralytics YOLO (v5/v8/11): RGB, [0, 1], letterboxed to the model's input with grey 114. */
+  yolo: {
+    channels: 3,
+    channelOrder: 'rgb',
+    resize: 'letterbox',
+    scale: 255,
+    mean: [0, 0, 0],
+    std: [1, 1, 1],
   },
 } satisfies Record<string, PreprocessSpec>;
 
@@ -175,7 +200,17 @@ function applyOverrides(base: PreprocessSpec, request: SpecRequest): PreprocessS
   return spec;
 }
 
-const SPEC_KEYS = new Set(['channels', 'channelOrder', 'resize', 'crop', 'scale', 'mean', 'std', 'augment']);
+const SPEC_KEYS = new Set([
+  'channels',
+  'channelOrder',
+  'resize',
+  'size',
+  'crop',
+  'scale',
+  'mean',
+  'std',
+  'augment',
+]);
 
 /** Reads a spec JSON file (the format of `PreprocessSpec`; `channelOrder` and `scale` may be left out). */
 export function readSpecFile(path: string): PreprocessSpec {
@@ -206,6 +241,7 @@ export function readSpecFile(path: string): PreprocessSpec {
     mean,
     std: raw.std ?? [],
     ...(raw.resize !== undefined && { resize: raw.resize }),
+    ...(raw.size !== undefined && { size: raw.size }),
     ...(raw.crop !== undefined && { crop: raw.crop }),
     ...(raw.augment !== undefined && { augment: raw.augment }),
   };
@@ -229,14 +265,44 @@ function validateSpec(spec: PreprocessSpec, source: string): void {
   }
   if (spec.std.some((s) => s <= 0)) fail('std values must be positive');
   if (!(spec.scale > 0)) fail('scale must be positive');
-  for (const key of ['resize', 'crop'] as const) {
-    const v = spec[key];
-    if (v !== undefined && !(Number.isInteger(v) && v > 0)) fail(`${key} must be a positive integer`);
+  const { resize, size, crop } = spec;
+  const fits = typeof resize === 'string';
+  if (fits && !(FIT_MODES as readonly string[]).includes(resize))
+    fail(`resize must be a positive integer, 'letterbox' or 'stretch'`);
+  if (resize !== undefined && !fits && !(Number.isInteger(resize) && resize > 0))
+    fail(`resize must be a positive integer, 'letterbox' or 'stretch'`);
+  if (crop !== undefined && !(Number.isInteger(crop) && crop > 0)) fail('crop must be a positive integer');
+  if (fits && crop !== undefined)
+    fail(`crop does not combine with resize '${resize}' (it fits the whole input)`);
+  if (size !== undefined) {
+    if (!fits) fail(`size applies to resize 'letterbox' or 'stretch' only`);
+    if (!Array.isArray(size) || size.length !== 2 || !size.every((v) => Number.isInteger(v) && v > 0))
+      fail('size must be [height, width] in pixels');
   }
   const padding = spec.augment?.cropPadding;
   if (padding !== undefined && !(Number.isInteger(padding) && padding >= 0)) {
     fail('augment.cropPadding must be a non-negative integer');
   }
+}
+
+/**
+ * The spec with the target `size` of `letterbox`/`stretch` taken from the model's image input dims [N, C, H, W]
+ * (with `--input-shape` applied); unchanged when it resizes otherwise or names its size. A model that leaves
+ * H or W open needs `--input-shape`.
+ */
+export function specForInput(
+  spec: PreprocessSpec,
+  dims: readonly (number | string | null)[] | undefined,
+  file?: string,
+): PreprocessSpec {
+  if (typeof spec.resize !== 'string' || spec.size !== undefined) return spec;
+  const [h, w] = [dims?.[2], dims?.[3]];
+  if (dims?.length !== 4 || typeof h !== 'number' || typeof w !== 'number' || h <= 0 || w <= 0)
+    throw new UserError(
+      `resize '${spec.resize}' fits images to the model's input height and width, which it leaves open: give --input-shape 1x${spec.channels}xHxW (or size [H, W] in the spec)`,
+      file,
+    );
+  return { ...spec, size: [h, w] };
 }
 
 /**

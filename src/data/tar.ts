@@ -99,6 +99,8 @@ async function extractMembers(
       continue;
     }
     longName = paxPath = paxSize = undefined;
+    // `tar -C dir .` names the archive's own folder `./`: nothing to extract.
+    if (header.type === '5' && /^(\.\/?)+$/.test(name)) continue;
     const target = join(dest, safeName(name, shown));
     if (header.type === '5') {
       await mkdir(target, { recursive: true, mode: 0o700 });
