@@ -5,12 +5,13 @@ import { checkModel, checkRuntimeAccepts, validateWritten } from '../runtime/pre
 import { batchSize, checkNumbers, pixels, positiveInt, seed, threads, type NumberRule } from './numbers.js';
 import { describeDataset, type Dataset } from '../data/dataset.js';
 import { openDataset } from '../data/open.js';
-import { PRESET_NAMES, resolveSpec, type ResolvedSpec } from '../data/preprocess.js';
+import { PRESET_NAMES, resolveSpec, specForInput, type ResolvedSpec } from '../data/preprocess.js';
 import { balancedSubset } from '../data/subset.js';
 import type { Split } from '../data/cifar-binary.js';
 import { UserError } from '../errors.js';
 import { loadModel } from '../ir/load.js';
-import { INPUT_SHAPE_OPTION, inputShapesFor, parseInputShapes } from './input-shape.js';
+import { INPUT_SHAPE_OPTION, imageInputDims, inputShapesFor, parseInputShapes } from './input-shape.js';
+import type { Model } from '../ir/model.js';
 import { saveModel } from '../ir/save.js';
 import { DEVICES, parseDevice } from '../runtime/device.js';
 import { evaluate } from '../runtime/evaluate.js';
@@ -105,6 +106,19 @@ export function specFromArgs(args: DataArgs, modelPath: string): ResolvedSpec {
   });
 }
 
+/** `letterbox`/`stretch` fit images to the model's input: its H x W (or --input-shape's) become the spec's size. */
+function fittedSpec(
+  resolved: ResolvedSpec,
+  modelPath: string,
+  inputShape: string | string[] | undefined,
+  model?: Model,
+): ResolvedSpec {
+  if (typeof resolved.spec.resize !== 'string' || resolved.spec.size) return resolved;
+  const m = model ?? loadModel(modelPath);
+  const dims = imageInputDims(m, inputShapesFor(m, inputShape, modelPath));
+  return { ...resolved, spec: specForInput(resolved.spec, dims, modelPath) };
+}
+
 /** Opens the data and, with --limit, picks the balanced subset. */
 export async function datasetFromArgs(
   args: DataArgs,
@@ -172,7 +186,7 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
       }) as unknown as Argv<EvalArgs>,
   handler: async (args: ArgumentsCamelCase<EvalArgs>) => {
     checkNumbers(args, DATA_NUMBERS);
-    const preprocessing = specFromArgs(args, args.model);
+    const preprocessing = fittedSpec(specFromArgs(args, args.model), args.model, args.inputShape);
     const { dataset, indices } = await datasetFromArgs(args, 'test');
     let progress: Progress | undefined; // started by the first batch, so a failed model load prints no bar
     let result;
@@ -266,10 +280,13 @@ export const recalibrateCommand: CommandModule<object, RecalibrateArgs> = {
       }) as unknown as Argv<RecalibrateArgs>,
   handler: async (args: ArgumentsCamelCase<RecalibrateArgs>) => {
     checkNumbers(args, { ...DATA_NUMBERS, batches: positiveInt });
-    const preprocessing = specFromArgs(args, args.model);
+    const resolved = specFromArgs(args, args.model);
     const model = loadModel(args.model);
     checkModel(model, args.model);
-    const { dataset } = await datasetFromArgs(args, 'train');
+    const preprocessing = fittedSpec(resolved, args.model, args.inputShape, model);
+    // Recalibration reads images only: a folder of images without class subfolders will do.
+    const split = (args.split as Split | undefined) ?? 'train';
+    const dataset = await openDataset(args.data, { split, labels: 'optional' });
     checkOutput(args.output, 'model');
     const inputShapes = inputShapesFor(model, args.inputShape, args.model);
     await checkRuntimeAccepts(model, args.model, inputShapes);

@@ -14,11 +14,11 @@ import {
   type NumberRule,
 } from './numbers.js';
 import { openDataset } from '../data/open.js';
-import { AUGMENTATIONS, resolveSpec, type Augmentation } from '../data/preprocess.js';
+import { AUGMENTATIONS, resolveSpec, specForInput, type Augmentation } from '../data/preprocess.js';
 import { balancedSubset } from '../data/subset.js';
 import { UserError } from '../errors.js';
 import { loadModel } from '../ir/load.js';
-import { INPUT_SHAPE_OPTION, inputShapesFor } from './input-shape.js';
+import { INPUT_SHAPE_OPTION, imageInputDims, inputShapesFor } from './input-shape.js';
 import { saveModel } from '../ir/save.js';
 import { parseDevice } from '../runtime/device.js';
 import { createProgress, type Progress } from '../runtime/progress.js';
@@ -189,7 +189,9 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
     checkModel(model, args.model);
     const teacher = args.teacher !== undefined ? loadModel(args.teacher) : undefined;
     if (teacher) checkModel(teacher, args.teacher!);
-    const { spec } = resolveSpec({ preset: args.preset, specFile: args.spec, modelPath: args.model });
+    const resolved = resolveSpec({ preset: args.preset, specFile: args.spec, modelPath: args.model });
+    const inputShapes = inputShapesFor(model, args.inputShape, args.model);
+    const spec = specForInput(resolved.spec, imageInputDims(model, inputShapes), args.model);
     const train = await openDataset(args.data, { split: 'train' });
     const val = args.val ? await openDataset(args.val, { split: 'test' }) : undefined;
     const checkpoint = args.checkpoint ?? `${args.output}.ckpt`;
@@ -199,7 +201,6 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
     checkOutput(args.output, 'model');
     if (path.resolve(checkpoint) === path.resolve(args.output))
       throw new UserError('the checkpoint and the output model must be different files', checkpoint);
-    const inputShapes = inputShapesFor(model, args.inputShape, args.model);
     await checkRuntimeAccepts(model, args.model, inputShapes);
     const valIndices =
       val && args.valLimit ? balancedSubset(val.labels, args.valLimit, args.seed) : undefined;

@@ -2,7 +2,8 @@ import { escapeControl } from '../escape.js';
 import path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { openDataset } from '../data/open.js';
-import { AUGMENTATIONS, resolveSpec, type Augmentation } from '../data/preprocess.js';
+import { AUGMENTATIONS, resolveSpec, specForInput, type Augmentation } from '../data/preprocess.js';
+import type { Dim } from '../ir/types.js';
 import { UserError } from '../errors.js';
 import { loadModel, saveModel } from '../ir/index.js';
 import { needsExternalData } from '../ir/save.js';
@@ -37,7 +38,7 @@ import {
 import { checkOutput, RunOutputs } from '../run-files.js';
 import { reportPaths, writeReports } from '../report/index.js';
 import { checkModel, checkRuntimeAccepts } from '../runtime/preflight.js';
-import { INPUT_SHAPE_OPTION, inputShapesFor } from './input-shape.js';
+import { INPUT_SHAPE_OPTION, imageInputDims, inputShapesFor } from './input-shape.js';
 import {
   batchSize,
   checkNumbers,
@@ -131,7 +132,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
     checkModel(model, argv.model);
     const inputShapes = inputShapesFor(model, argv.inputShape, argv.model);
     const plan = argv.planIn ? readPlanFile(argv.planIn) : undefined;
-    const data = argv.data ? await openData(argv) : undefined;
+    const data = argv.data ? await openData(argv, imageInputDims(model, inputShapes)) : undefined;
     // Every output is checked before the work (never an input, its folder exists) and written at the end.
     if (argv.planOut) checkOutput(argv.planOut, 'plan');
     const large = needsExternalData(model);
@@ -240,9 +241,17 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
   },
 };
 
-async function openData(argv: PruneArgs): Promise<NonNullable<Parameters<typeof adaPrune>[1]['data']>> {
-  const { spec } = resolveSpec({ preset: argv.preset, specFile: argv.spec, modelPath: argv.model });
-  const train = await openDataset(argv.data!, { split: 'train' });
+async function openData(
+  argv: PruneArgs,
+  inputDims: readonly Dim[] | undefined,
+): Promise<NonNullable<Parameters<typeof adaPrune>[1]['data']>> {
+  const resolved = resolveSpec({ preset: argv.preset, specFile: argv.spec, modelPath: argv.model });
+  const spec = specForInput(resolved.spec, inputDims, argv.model);
+  const train = await openDataset(argv.data!, {
+    split: 'train',
+    labelsNeededFor:
+      'prune ranks its candidates and fine-tunes on labels: give one subfolder of images per class',
+  });
   const val = argv.val ? await openDataset(argv.val, { split: 'test' }) : undefined;
   return {
     train,

@@ -1,5 +1,5 @@
 import { batches } from '../data/batches.js';
-import type { Dataset } from '../data/dataset.js';
+import type { AnyDataset } from '../data/dataset.js';
 import type { PreprocessSpec } from '../data/preprocess.js';
 import { mulberry32, shuffle } from '../data/prng.js';
 import { decodeModel, serializeModel, type Model } from '../ir/index.js';
@@ -9,7 +9,7 @@ import { recalibrateBatchNorm } from '../runtime/recalibrate.js';
 import type { RuntimeOptions } from '../runtime/session.js';
 
 export interface CompensationStageOptions {
-  dataset: Dataset;
+  dataset: AnyDataset;
   spec: PreprocessSpec;
   /** Training images the fit may use (the calibration split is excluded: it judges the result). */
   pool: Int32Array;

@@ -1,6 +1,6 @@
 import * as ort from 'onnxruntime-node';
 import { batches } from '../data/batches.js';
-import type { Dataset } from '../data/dataset.js';
+import type { AnyDataset } from '../data/dataset.js';
 import type { PreprocessSpec } from '../data/preprocess.js';
 import { shuffledIndices } from '../data/subset.js';
 import { firstLine } from '../data/error-text.js';
@@ -44,7 +44,7 @@ export interface RecalibrationResult {
  */
 export async function recalibrateBatchNorm(
   model: Model,
-  dataset: Dataset,
+  dataset: AnyDataset,
   options: RecalibrateOptions,
 ): Promise<RecalibrationResult> {
   const source = model.sourcePath ?? '<in-memory model>';
