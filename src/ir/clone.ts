@@ -29,6 +29,7 @@ export function cloneModel(model: Model): CloneResult {
   copy.metadata = model.metadata.map((m) => ({ ...m }));
   copy.extra = { ...model.extra };
   copy.sourcePath = model.sourcePath;
+  copy.loadedFrom = model.loadedFrom;
   return { model: copy, nodes, values };
 }
 

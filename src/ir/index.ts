@@ -12,7 +12,8 @@ export { DataType, dataTypeName, ortTypeName, type TypedArray } from './data-typ
 export { Graph, Node, Value, intToNumber, type Use } from './graph.js';
 export { loadModel, decodeModel, type LoadOptions } from './load.js';
 export { Model, type OpsetImport } from './model.js';
-export { saveModel, serializeModel, type SaveOptions } from './save.js';
+export { LoadedFile, releaseLoadedFile, collectGarbage } from './loaded-file.js';
+export { saveModel, serializeModel, serializeModelCompact, type SaveOptions } from './save.js';
 export { Tensor } from './tensor.js';
 export { tensorType, shapeToString, staticSize, type Dim, type ValueType } from './types.js';
 export { verifyModel, assertValid } from './verify.js';

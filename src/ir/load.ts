@@ -7,9 +7,16 @@ import { AttributeType, type Attribute, type Int } from './attribute.js';
 import { readExternal, resolveExternalLocation, parseExternalEntries } from './external-data.js';
 import { DataType, arrayLength, byteLength, dataTypeName, storageOf } from './data-type.js';
 import { Graph, Node, Value } from './graph.js';
+import { LoadedFile, fileIdentity } from './loaded-file.js';
 import { Model } from './model.js';
 import { ModelProtoType } from './onnx-schema.js';
-import { Tensor, toSafeNumber, type ExternalReader, type TensorProtoLike } from './tensor.js';
+import {
+  Tensor,
+  toSafeNumber,
+  type ByteSource,
+  type ExternalReader,
+  type TensorProtoLike,
+} from './tensor.js';
 import type { Dim, ValueType } from './types.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- decoded protobuf messages are dynamically shaped */
@@ -20,6 +27,8 @@ export interface LoadOptions {
   baseDir?: string;
   /** Name used in error messages when loading from bytes. */
   name?: string;
+  /** The file `bytes` were read from: large raw_data stays a view of them, tracked there (LoadedFile). */
+  loaded?: LoadedFile;
 }
 
 /** Largest model file we agree to read: protobuf itself caps messages at 2 GiB. */
@@ -28,12 +37,19 @@ const MAX_MODEL_BYTES = 2 ** 31;
 /** Reads an ONNX file. Any problem with the file becomes a one-line UserError naming it. */
 export function loadModel(file: string, options: LoadOptions = {}): Model {
   let bytes: Buffer;
+  let loaded: LoadedFile | undefined;
   try {
-    const st = fs.statSync(file);
+    const st = fs.statSync(file, { bigint: true });
     if (!st.isFile()) throw new UserError('not a regular file', file);
     if (st.size > MAX_MODEL_BYTES)
       throw new UserError(`file is ${st.size} bytes, over the 2 GiB protobuf limit`, file);
     bytes = readRegularFile(file, MAX_MODEL_BYTES);
+    // The weights stay views of `bytes`; once released they are read back from the file, which must then be
+    // the same file, unchanged (no identity when it changed while being read: then it is never released).
+    const after = fileIdentity(fs.statSync(file, { bigint: true }));
+    const before = fileIdentity(st);
+    const same = (Object.keys(before) as (keyof typeof before)[]).every((k) => before[k] === after[k]);
+    loaded = new LoadedFile(fs.realpathSync(file), bytes, same ? after : undefined);
   } catch (e) {
     if (e instanceof UserError) throw e;
     throw new UserError(`cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, file);
@@ -42,6 +58,7 @@ export function loadModel(file: string, options: LoadOptions = {}): Model {
   const model = decodeModel(bytes, {
     baseDir: options.baseDir ?? path.dirname(path.resolve(file)),
     name: file,
+    loaded,
   });
   model.sourcePath = file;
   return model;
@@ -58,7 +75,10 @@ export function decodeModel(bytes: Uint8Array, options: LoadOptions = {}): Model
     throw new UserError(`not a valid ONNX protobuf (${describeDecodeError(e)})`, where);
   }
   try {
-    return buildModel(proto, options.baseDir, where);
+    copySmallViews(proto, bytes.buffer);
+    const model = buildModel(proto, options.baseDir, where, options.loaded);
+    model.loadedFrom = options.loaded;
+    return model;
   } catch (e) {
     if (e instanceof UserError) throw e;
     if (e instanceof RangeError && /call stack/i.test(e.message))
@@ -77,11 +97,28 @@ function describeDecodeError(e: unknown): string {
   return msg.split('\n')[0]!;
 }
 
+/**
+ * Copies every bytes field of the decoded message that views `buffer`, except raw_data (the weights, which
+ * stay views and are detached by LoadedFile.release): a string attribute left as a view would keep the whole
+ * file's buffer alive after the weights let it go.
+ */
+function copySmallViews(message: unknown, buffer: ArrayBufferLike, depth = 0): void {
+  if (depth > 200 || message === null || typeof message !== 'object') return;
+  const m = message as Msg;
+  for (const key of Array.isArray(m) ? m.keys() : Object.keys(m)) {
+    const v = m[key as keyof typeof m];
+    if (v instanceof Uint8Array) {
+      if (v.buffer === buffer && key !== 'raw_data')
+        m[key as keyof typeof m] = Uint8Array.prototype.slice.call(v);
+    } else if (v !== null && typeof v === 'object' && !Long.isLong(v)) copySmallViews(v, buffer, depth + 1);
+  }
+}
+
 function has(m: Msg, field: string): boolean {
   return Object.prototype.hasOwnProperty.call(m, field);
 }
 
-function buildModel(p: Msg, baseDir: string | undefined, where: string): Model {
+function buildModel(p: Msg, baseDir: string | undefined, where: string, origin?: ByteSource): Model {
   if (!p.graph) throw new Error('the model has no graph');
   // Required since IR version 3; a file cut short after its graph loses it, so this also catches truncation.
   if (!p.opset_import?.length) throw new Error('the model imports no operator set (opset_import is empty)');
@@ -96,7 +133,7 @@ function buildModel(p: Msg, baseDir: string | undefined, where: string): Model {
         }
       }
     : undefined;
-  const graph = buildGraph(p.graph, undefined, reader, baseDir);
+  const graph = buildGraph(p.graph, undefined, reader, baseDir, origin);
   const model = new Model(graph);
   if (has(p, 'ir_version')) model.irVersion = toSafeNumber(p.ir_version, 'ir_version');
   model.opsetImports = (p.opset_import ?? []).map((o: Msg) => ({
@@ -121,6 +158,7 @@ function buildGraph(
   outer: Graph | undefined,
   reader: ExternalReader | undefined,
   baseDir: string | undefined,
+  origin?: ByteSource,
 ): Graph {
   let depth = 0;
   for (let o = outer; o; o = o.parent) depth++;
@@ -146,7 +184,7 @@ function buildGraph(
     define(v, 'input');
   }
   for (const tp of gp.initializer ?? []) {
-    const tensor = Tensor.fromProto(tp as TensorProtoLike, reader);
+    const tensor = Tensor.fromProto(tp as TensorProtoLike, reader, origin);
     checkTensorData(tp, tensor);
     if (tensor.isExternal && baseDir) checkExternalLocation(tp, baseDir);
     const existing = local.get(tensor.name);
@@ -213,7 +251,7 @@ function buildGraph(
     g.addNode(node);
     for (const ap of np.attribute ?? []) {
       try {
-        node.attributes.set(ap.name ?? '', buildAttribute(ap, g, reader, baseDir));
+        node.attributes.set(ap.name ?? '', buildAttribute(ap, g, reader, baseDir, origin));
       } catch (e) {
         throw Object.assign(e as Error, { node: (e as { node?: string }).node ?? node.name });
       }
@@ -241,8 +279,8 @@ function buildGraph(
 /** Deeper If/Loop/Scan nesting than this is refused (real models nest a handful deep; recursion must stay bounded). */
 const MAX_SUBGRAPH_DEPTH = 64;
 
-function checkedTensor(tp: Msg, reader: ExternalReader | undefined): Tensor {
-  const t = Tensor.fromProto(tp as TensorProtoLike, reader);
+function checkedTensor(tp: Msg, reader: ExternalReader | undefined, origin?: ByteSource): Tensor {
+  const t = Tensor.fromProto(tp as TensorProtoLike, reader, origin);
   checkTensorData(tp, t);
   return t;
 }
@@ -345,13 +383,14 @@ function buildAttribute(
   g: Graph,
   reader: ExternalReader | undefined,
   baseDir: string | undefined,
+  origin?: ByteSource,
 ): Attribute {
   const extra: Msg = {};
   if (has(ap, 'doc_string')) extra.doc_string = ap.doc_string;
   if (has(ap, 'ref_attr_name')) extra.ref_attr_name = ap.ref_attr_name;
   const withExtra = <T extends Attribute>(a: T): T => (Object.keys(extra).length ? { ...a, extra } : a);
   const type: AttributeType = has(ap, 'type') ? ap.type : inferAttributeType(ap);
-  const sub = (gp: Msg): Graph => buildGraph(gp, g, reader, baseDir);
+  const sub = (gp: Msg): Graph => buildGraph(gp, g, reader, baseDir, origin);
   switch (type) {
     case AttributeType.FLOAT:
       return withExtra({ type, value: ap.f ?? 0 });
@@ -360,7 +399,7 @@ function buildAttribute(
     case AttributeType.STRING:
       return withExtra({ type, value: ap.s ?? new Uint8Array() });
     case AttributeType.TENSOR:
-      return withExtra({ type, value: checkedTensor(ap.t ?? {}, reader) });
+      return withExtra({ type, value: checkedTensor(ap.t ?? {}, reader, origin) });
     case AttributeType.GRAPH:
       return withExtra({ type, value: sub(ap.g ?? {}) });
     case AttributeType.FLOATS:
@@ -370,7 +409,7 @@ function buildAttribute(
     case AttributeType.STRINGS:
       return withExtra({ type, value: [...(ap.strings ?? [])] });
     case AttributeType.TENSORS:
-      return withExtra({ type, value: (ap.tensors ?? []).map((t: Msg) => checkedTensor(t, reader)) });
+      return withExtra({ type, value: (ap.tensors ?? []).map((t: Msg) => checkedTensor(t, reader, origin)) });
     case AttributeType.GRAPHS:
       return withExtra({ type, value: (ap.graphs ?? []).map(sub) });
     default:

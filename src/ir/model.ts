@@ -1,5 +1,6 @@
 import type { Graph } from './graph.js';
 import { cloneModel } from './clone.js';
+import type { LoadedFile } from './loaded-file.js';
 
 export interface OpsetImport {
   domain: string;
@@ -23,6 +24,8 @@ export class Model {
   extra: Record<string, unknown> = {};
   /** The file it came from, for messages and for resolving external data. */
   sourcePath: string | undefined;
+  /** The loaded file its weights view (loadModel), shared with clones: see releaseLoadedFile. */
+  loadedFrom: LoadedFile | undefined;
 
   constructor(public graph: Graph) {}
 

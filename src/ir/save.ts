@@ -29,18 +29,44 @@ export interface SaveOptions {
 
 const PROTOBUF_LIMIT = 2 ** 31 - 1;
 
-/** Encodes the model; external initializers are inlined (use saveModel to write them beside the file). */
+/**
+ * Encodes the model; external initializers are inlined (use saveModel to write them beside the file). The
+ * bytes of `ModelProtoType.encode`, assembled once in a buffer of the exact size (serializeModelCompact).
+ */
 export function serializeModel(model: Model): Uint8Array {
-  return ModelProtoType.encode(modelToProto(model, undefined) as any).finish();
+  return serializeModelCompact(model);
 }
 
 /**
- * The same bytes as serializeModel, assembled once in a buffer of the exact size: encoding in one go grows a
- * buffer and copies it in finish(), holding about 3x the model (validation hands the bytes to onnxruntime).
+ * The bytes of `ModelProtoType.encode(model)`, assembled once in a buffer of the exact size from the pieces save
+ * writes: encoding in one go grows a buffer and copies it in finish(), holding about 3x the model.
+ *
+ * With `rebase`, the main graph's large initializers are then pointed at their bytes inside the result
+ * (Tensor.rebase), so that the model and the bytes handed to onnxruntime are one copy, not two: what the model
+ * holds, its data and what it saves are unchanged, and the weights it viewed before (a loaded file, sliced
+ * arrays) are no longer referenced by it.
  */
-export function serializeModelCompact(model: Model): Uint8Array {
-  const pieces = encodePieces(modelToProto(model, undefined));
-  return Buffer.concat(pieces, length(pieces));
+export function serializeModelCompact(model: Model, options: { rebase?: boolean } = {}): Uint8Array {
+  const proto = modelToProto(model, undefined);
+  const streamed: { index: number; message: Msg }[] = [];
+  const pieces = encodePieces(proto, streamed);
+  const out = Buffer.allocUnsafeSlow(length(pieces));
+  let offset = 0;
+  const at = new Map<Uint8Array, number>();
+  for (const p of pieces) {
+    at.set(p, offset);
+    out.set(p, offset);
+    offset += p.length;
+  }
+  // A Buffer, as protobufjs's encode gives under node (a model decoded from it holds Buffer views, too).
+  const bytes = out;
+  if (options.rebase)
+    for (const { index, message } of streamed) {
+      const t = model.graph.initializers[index]!.initializer!;
+      const raw = message.raw_data as Uint8Array;
+      if (!t.isExternal) t.rebase(message, bytes.subarray(at.get(raw)!, at.get(raw)! + raw.length));
+    }
+  return bytes;
 }
 
 /**
@@ -117,16 +143,17 @@ const STREAM_THRESHOLD = 4096;
  * only the small parts around the weights are encoded. Fields are written in field-number order (as protobufjs
  * and the reference writer do), so a message splits into the fields before and after the one streamed.
  */
-function encodePieces(proto: Msg): Uint8Array[] {
+function encodePieces(proto: Msg, streamed?: { index: number; message: Msg }[]): Uint8Array[] {
   const graph = proto.graph as Msg | undefined;
   if (!graph) return [ModelProtoType.encode(proto as any).finish()];
   const graphPieces: Uint8Array[] = [];
   const [graphHead, graphTail] = splitEncode(GraphProtoType, graph, 5, 'initializer');
   graphPieces.push(graphHead);
-  for (const t of (graph.initializer ?? []) as Msg[]) {
+  ((graph.initializer ?? []) as Msg[]).forEach((t, index) => {
     const tensor = tensorPieces(t);
+    if (tensor.length > 1) streamed?.push({ index, message: t });
     graphPieces.push(Uint8Array.from([...tag(5), ...varint(length(tensor))]), ...tensor);
-  }
+  });
   graphPieces.push(graphTail);
   const [modelHead, modelTail] = splitEncode(ModelProtoType, proto, 7, 'graph');
   return [modelHead, Uint8Array.from([...tag(7), ...varint(length(graphPieces))]), ...graphPieces, modelTail];

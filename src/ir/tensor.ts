@@ -19,6 +19,16 @@ export interface TensorProtoLike {
   [field: string]: unknown;
 }
 
+/**
+ * Where the bytes of a tensor detached from a loaded file are read again (LoadedFile): `read` returns a fresh
+ * copy of `length` bytes at `offset` of that file, after checking that the file is still the one loaded.
+ */
+export interface ByteSource {
+  read(offset: number, length: number, tensorName: string): Uint8Array;
+  /** Records a tensor that views the loaded bytes, so that releasing the file detaches it too. */
+  track(t: Tensor): void;
+}
+
 /** Reads the bytes of an externally stored tensor; set by the loader, which knows the model's folder. */
 export type ExternalReader = (
   entries: Map<string, string>,
@@ -39,6 +49,10 @@ export class Tensor {
   private cached: TypedArray | undefined;
   private dirty = false;
   private externalReader: ExternalReader | undefined;
+  /** The loaded file whose buffer raw_data views (tracked there), or which holds the bytes once detached. */
+  private origin: ByteSource | undefined;
+  /** Set once detached: raw_data left the message and is read from the file at `offset` on demand. */
+  private backing: { offset: number; length: number } | undefined;
 
   readonly dims: readonly number[];
   readonly dataType: DataType;
@@ -49,12 +63,17 @@ export class Tensor {
     this.dataType = dataType;
   }
 
-  static fromProto(proto: TensorProtoLike, externalReader?: ExternalReader): Tensor {
+  /** `origin`: the loaded file that `proto.raw_data` views, which tracks the tensor (see LoadedFile). */
+  static fromProto(proto: TensorProtoLike, externalReader?: ExternalReader, origin?: ByteSource): Tensor {
     const dims = (proto.dims ?? []).map((d) => toSafeNumber(d, 'tensor dimension'));
     for (const d of dims)
       if (d < 0) throw new Error(`tensor '${proto.name ?? ''}' has a negative dimension ${d}`);
     const t = new Tensor(proto, dims, (proto.data_type ?? 0) as DataType);
     t.externalReader = externalReader;
+    if (origin && proto.raw_data?.length) {
+      t.origin = origin;
+      origin.track(t);
+    }
     return t;
   }
 
@@ -101,6 +120,11 @@ export class Tensor {
 
   get isExternal(): boolean {
     return !this.dirty && this.proto.data_location === 1;
+  }
+
+  /** Whether the data was detached from its loaded file and is read from it again on demand. */
+  get isDetached(): boolean {
+    return !this.dirty && this.backing !== undefined;
   }
 
   /** Bytes this tensor occupies as raw data (0 for strings). */
@@ -152,6 +176,91 @@ export class Tensor {
       );
     this.cached = typed;
     this.dirty = true;
+    this.backing = undefined;
+  }
+
+  /**
+   * The elements in order, in pieces of at most `max` elements, for one pass over a large tensor: views where
+   * the raw bytes are aligned, else copies through one reused scratch (the scratch is overwritten by the next
+   * piece). Unlike `data`, nothing is decoded and cached, so reading every weight once does not hold a second
+   * copy of the file.
+   */
+  *chunks(max = 1 << 16): Generator<TypedArray> {
+    const storage = storageOf(this.dataType);
+    const raw = this.dirty || this.cached || this.proto.data_location === 1 ? undefined : this.rawSource();
+    if (!storage || !raw || !LITTLE_ENDIAN || arrayLength(this.dataType, this.size) !== this.size) {
+      const d = this.data;
+      for (let i = 0; i < d.length; i += max) yield d.subarray(i, Math.min(d.length, i + max));
+      return;
+    }
+    const Ctor = storage.array as unknown as {
+      new (b: ArrayBufferLike, o: number, l: number): TypedArray;
+      new (l: number): TypedArray;
+      BYTES_PER_ELEMENT: number;
+    };
+    const width = Ctor.BYTES_PER_ELEMENT;
+    const n = this.size;
+    if (raw.length !== n * width) {
+      yield this.data; // decode reports the mismatch
+      return;
+    }
+    if (raw.byteOffset % width === 0) {
+      const all = new Ctor(raw.buffer, raw.byteOffset, n);
+      for (let i = 0; i < n; i += max) yield all.subarray(i, Math.min(n, i + max));
+      return;
+    }
+    const scratch = new Ctor(Math.min(n, max));
+    const scratchBytes = new Uint8Array(scratch.buffer);
+    for (let i = 0; i < n; i += max) {
+      const len = Math.min(n - i, max);
+      scratchBytes.set(raw.subarray(i * width, (i + len) * width));
+      yield scratch.subarray(0, len);
+    }
+  }
+
+  /** The raw_data bytes as loaded (read back from the file when detached); undefined when there are none. */
+  private rawSource(): Uint8Array | undefined {
+    if (this.backing) return this.origin!.read(this.backing.offset, this.backing.length, this.name);
+    const raw = this.proto.raw_data;
+    return raw && raw.length > 0 ? raw : undefined;
+  }
+
+  /**
+   * LoadedFile.release: stop viewing the loaded file's buffer. Untouched raw_data leaves the message and is read
+   * back from the file when next needed (`offsetOf` gives its offset there; undefined when `bytes` do not view
+   * the buffer); data replaced by setData drops the stale bytes. Returns the bytes no longer viewed.
+   */
+  detachFromFile(offsetOf: (bytes: Uint8Array) => number | undefined): number {
+    const raw = this.proto.raw_data;
+    if (this.dirty && this.cached) {
+      const c = this.cached;
+      if (offsetOf(new Uint8Array(c.buffer, c.byteOffset, c.byteLength)) !== undefined)
+        this.cached = c.slice();
+    }
+    const offset = raw && raw.length > 0 ? offsetOf(raw) : undefined;
+    if (offset === undefined || this.proto.data_location === 1) return 0;
+    const { raw_data: _, ...rest } = this.proto;
+    this.proto = rest;
+    if (this.dirty) {
+      this.origin = undefined;
+      return raw!.length;
+    }
+    this.cached = undefined;
+    this.backing = { offset, length: raw!.length };
+    return raw!.length;
+  }
+
+  /**
+   * Points this tensor at `bytes`, its raw_data as encoded in `message` (the message toProto gave for that
+   * encoding): what serializeModelCompact's `rebase` does so that the model and the bytes handed to onnxruntime
+   * are one copy. The data and what save writes are unchanged.
+   */
+  rebase(message: TensorProtoLike, bytes: Uint8Array): void {
+    this.proto = { ...message, raw_data: bytes };
+    this.cached = undefined;
+    this.dirty = false;
+    this.backing = undefined;
+    this.origin = undefined;
   }
 
   /**
@@ -176,11 +285,13 @@ export class Tensor {
     if (!copyUntouched || !raw || raw.length === 0 || this.proto.data_location === 1) return 0;
     if (this.cached && this.cached.buffer === raw.buffer) this.cached = undefined;
     this.proto = { ...this.proto, raw_data: new Uint8Array(raw) };
+    this.origin = undefined;
     return raw.length;
   }
 
   /** The message to write. `inlineExternal` replaces an external reference by raw bytes. */
   toProto(inlineExternal = false): TensorProtoLike {
+    if (this.isDetached) return { ...this.proto, raw_data: this.rawSource()! };
     if (!this.dirty && !(inlineExternal && this.proto.data_location === 1)) return this.proto;
     const {
       raw_data: _r,
@@ -200,6 +311,7 @@ export class Tensor {
 
   /** Little-endian bytes of the data, as raw_data holds them. */
   rawBytes(): Uint8Array {
+    if (this.isDetached) return this.rawSource()!;
     if (!this.dirty && this.proto.raw_data && this.proto.data_location !== 1) return this.proto.raw_data;
     const d = this.data;
     const bytes = new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
@@ -216,6 +328,11 @@ export class Tensor {
     if (this.dirty) {
       t.cached = this.cached!.slice();
       t.dirty = true;
+    } else if (this.origin) {
+      // The copy views (or reads back) the same file: releasing it must reach the copy too.
+      t.origin = this.origin;
+      t.backing = this.backing;
+      if (!this.backing) this.origin.track(t);
     }
     return t;
   }
@@ -239,7 +356,8 @@ export class Tensor {
       const entries = new Map((p.external_data ?? []).map((e) => [e.key ?? '', e.value ?? '']));
       return this.fromBytes(this.externalReader(entries, this.name, this.byteLength), storage.array, length);
     }
-    if (p.raw_data && p.raw_data.length > 0) return this.fromBytes(p.raw_data, storage.array, length);
+    const raw = this.rawSource();
+    if (raw) return this.fromBytes(raw, storage.array, length);
     const fields = p.float_data?.length
       ? p.float_data
       : p.int32_data?.length
