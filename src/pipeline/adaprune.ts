@@ -4,7 +4,7 @@ import type { Augmentation, PreprocessSpec } from '../data/preprocess.js';
 import { mixSeed, mulberry32, shuffle } from '../data/prng.js';
 import { balancedSubset, holdoutSplit } from '../data/subset.js';
 import { BudgetUnreachableError, UserError } from '../errors.js';
-import { serializeModel, type Model } from '../ir/index.js';
+import { releaseLoadedFile, serializeModel, type Model } from '../ir/index.js';
 import { cleanupPipeline } from '../passes/index.js';
 import { PassManager } from '../passes/pass-manager.js';
 import {
@@ -269,7 +269,7 @@ class AdaPruneRun {
   private readonly data: DataOptions | undefined;
   private readonly seed: number;
   private readonly runtime: RuntimeOptions;
-  private original: Uint8Array = new Uint8Array(0);
+  private originalBytes: Uint8Array | undefined;
   private split: ReturnType<typeof holdoutSplit> | undefined;
   private evalSet: Dataset | undefined;
   private evalIndices: ArrayLike<number> | undefined;
@@ -302,7 +302,6 @@ class AdaPruneRun {
     if (options.latency !== undefined && (options.flops !== undefined || options.params !== undefined))
       throw new UserError('give one budget: --flops, --params or --latency');
     await this.stage('cleanup', () => cleanupPipeline(this.pm, this.input));
-    this.original = serializeModel(this.input);
     await this.prepareData();
     // Width sources: one, or (`search`, the default with data) each tried with one criterion and the best kept.
     const widthOption = options.widths ?? (options.uniform ? 'uniform' : data ? 'search' : 'structural');
@@ -341,6 +340,11 @@ class AdaPruneRun {
     outcome = await this.measure(outcome);
     outcome = await this.coarsen(outcome);
     return this.finish(outcome, rows);
+  }
+
+  /** The cleaned original, serialized when first needed (data, latency): a data-free prune never holds it. */
+  private get original(): Uint8Array {
+    return (this.originalBytes ??= serializeModel(this.input));
   }
 
   private async stage<R>(name: string, fn: () => Promise<R> | R): Promise<R> {
@@ -543,9 +547,22 @@ class AdaPruneRun {
       });
       const { plan, report, targets } = planned;
       const m = applyPlan(a, planned, this.pm);
+      if (!data) {
+        // Serialized only if asked for (a measured speed check): a data-free prune never holds the bytes.
+        let bytes: Uint8Array | undefined;
+        return {
+          ...{ criterion, widths, label, recalibrated: m, plan, core: report, targets },
+          get prunedBytes() {
+            return (bytes ??= serializeModel(m));
+          },
+          get recalibratedBytes() {
+            return (bytes ??= serializeModel(m));
+          },
+          score: { top1: 0, loss: 0, images: 0 },
+        };
+      }
       const prunedBytes = serializeModel(m);
       const base = { criterion, widths, label, prunedBytes, recalibrated: m, plan, core: report, targets };
-      if (!data) return { ...base, recalibratedBytes: prunedBytes, score: { top1: 0, loss: 0, images: 0 } };
       if (this.hasBatchNorm) {
         await recalibrateBatchNorm(m, data.train, {
           spec: data.spec,
@@ -817,6 +834,9 @@ class AdaPruneRun {
   private async measure(outcome: Outcome): Promise<Outcome> {
     const { options } = this;
     if (options.dryRun) return { ...outcome, originalMs: this.baselineMs };
+    // The input file's buffer goes before onnxruntime's allocations (the peak of a prune): the models that still
+    // view it read their bytes back from the file when needed.
+    releaseLoadedFile(this.input);
     if (options.validate !== false)
       await this.stage('validate', () => validateModel(outcome.result, this.validationDims()));
     const measured =

@@ -1,10 +1,8 @@
-import v8 from 'node:v8';
-import vm from 'node:vm';
 import { NO_BATCHNORM_WARNING, batchNormReport } from '../analysis/bn-report.js';
 import { frozenBreakdown } from '../analysis/frozen-share.js';
 import { BudgetUnreachableError, UserError } from '../errors.js';
 import { packageInfo } from '../package-root.js';
-import { AttributeType, DataType, type Model, type Tensor } from '../ir/index.js';
+import { releaseLoadedFile, type Model } from '../ir/index.js';
 import { PassManager, type Pass, type PassResult } from '../passes/pass-manager.js';
 import { ClassFilters, classPriority, type Criterion } from './criteria.js';
 import { validateModel, type ValidationResult } from '../runtime/validate.js';
@@ -423,12 +421,8 @@ export async function pruneModel(
   });
   const planned = planPrune(analysis, { ...options, passManager: pm, warn });
   const pruned = applyPlan(analysis, planned, pm);
-  pm.time('prune-release-file', () => {
-    // V8 returns an ArrayBuffer's memory only when a full collection finds it dead, and nothing in the steps
-    // that follow (a few large allocations, then onnxruntime's native ones, which V8 does not see) makes it
-    // run one soon: on ResNet-50 the file's 100 MB stayed until after validation (peak RSS 3.5x the file).
-    if (releaseLoadedFile(pruned) >= 16 << 20) collectGarbage();
-  });
+  // The loaded file's buffer goes before onnxruntime's allocations: the model reads back what it still needs.
+  pm.time('prune-release-file', () => releaseLoadedFile(pruned));
   const validation =
     options.validate === false
       ? undefined
@@ -439,43 +433,6 @@ export async function pruneModel(
     targets: planned.targets,
     report: { ...planned.report, validation, warnings },
   };
-}
-
-/**
- * After the rewrite most weights are new arrays, but the loaded file stays in memory as long as any tensor
- * views it. When what still views a buffer is under a quarter of it, those tensors are copied so that the
- * buffer can be freed before validation and save (the peak memory of a prune). Saved bytes are unchanged.
- */
-function releaseLoadedFile(model: Model): number {
-  const tensors: Tensor[] = model.graph.initializers.map((v) => v.initializer!);
-  for (const n of model.graph.allNodes())
-    for (const a of n.attributes.values())
-      if (a.type === AttributeType.TENSOR) tensors.push(a.value as Tensor);
-  const viewed = new Map<ArrayBufferLike, number>();
-  const bufferOf = new Map<Tensor, ArrayBufferLike>();
-  for (const t of tensors) {
-    if (t.isExternal || t.dataType === DataType.STRING) continue;
-    const bytes = t.rawBytes();
-    bufferOf.set(t, bytes.buffer);
-    viewed.set(bytes.buffer, (viewed.get(bytes.buffer) ?? 0) + bytes.byteLength);
-  }
-  const MIN_BUFFER = 1 << 20;
-  let released = 0;
-  for (const [t, buffer] of bufferOf)
-    released += t.releaseSource(
-      buffer.byteLength >= MIN_BUFFER && viewed.get(buffer)! * 4 <= buffer.byteLength,
-    );
-  return released;
-}
-
-function collectGarbage(): void {
-  try {
-    const g = globalThis as { gc?: () => void };
-    if (!g.gc) v8.setFlagsFromString('--expose-gc');
-    (g.gc ?? (vm.runInNewContext('gc') as () => void))();
-  } catch {
-    // best effort: only the peak memory depends on it
-  }
 }
 
 /** PassManager.time for a stage that awaits (it would otherwise time only the synchronous start). */

@@ -142,10 +142,14 @@ function checkWeights(g: Graph, file: string): void {
     if (t.dataType === DataType.STRING)
       throw new UserError(`initializer '${v.name}' holds strings; adapruner runs numeric models only`, file);
     if (t.dataType === DataType.FLOAT || t.dataType === DataType.DOUBLE) {
-      const data = t.data as Float32Array | Float64Array;
-      for (let i = 0; i < data.length; i++)
-        if (!Number.isFinite(data[i]!))
-          throw new UserError(`initializer '${v.name}' holds ${data[i]} (element ${i})`, file);
+      // In pieces: `t.data` would cache a decoded copy of every unaligned weight, a second copy of the file.
+      let start = 0;
+      for (const data of t.chunks() as Generator<Float32Array | Float64Array>) {
+        for (let i = 0; i < data.length; i++)
+          if (!Number.isFinite(data[i]!))
+            throw new UserError(`initializer '${v.name}' holds ${data[i]} (element ${start + i})`, file);
+        start += data.length;
+      }
     }
   }
   for (const v of g.sparseInitializers) {

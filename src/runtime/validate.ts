@@ -1,7 +1,7 @@
 import * as ort from 'onnxruntime-node';
 import { firstLine } from '../data/error-text.js';
 import { UserError } from '../errors.js';
-import { verifyModel, type Model, type Value } from '../ir/index.js';
+import { collectGarbage, verifyModel, type Model, type Value } from '../ir/index.js';
 import { serializeModelCompact } from '../ir/save.js';
 import { constantOf } from '../ir/constant.js';
 import { probeInputDims, randomInputs } from '../shapes/probe.js';
@@ -87,7 +87,11 @@ export async function validateModel(
     // The default optimisation level (`all`), as every deployment and every other session here uses: with
     // optimisations off onnxruntime accepted graphs (0-channel convs) that it rejects, or crashes on, with them
     // on. Its own log is silenced: the reason comes back in the error, and is reported on one line.
-    session = await ort.InferenceSession.create(serializeModelCompact(model), {
+    // From bytes the model itself is then rebased onto: one copy of the weights, not the model's and the bytes'.
+    // What it held before (sliced arrays) is freed before onnxruntime's own copies are made.
+    const bytes = serializeModelCompact(model, { rebase: true });
+    if (bytes.length >= 16 << 20) collectGarbage();
+    session = await ort.InferenceSession.create(bytes, {
       graphOptimizationLevel: 'all',
       logSeverityLevel: 4,
     });
