@@ -22,7 +22,10 @@ export interface EvalResult {
   /** Fractions of `n` (0..1). */
   top1: number;
   top5: number;
-  /** Mean softmax cross-entropy of the scores (what the adaptive step breaks top-1 ties with). */
+  /**
+   * Mean softmax cross-entropy of the scores (what the adaptive step breaks top-1 ties with); of rows that are
+   * probabilities already (a final Softmax), -log p of the label.
+   */
   loss: number;
   correctTop1: number;
   correctTop5: number;
@@ -114,11 +117,26 @@ async function evaluateSession(
 
 /** −log softmax(scores)[label], computed stably (shifted by the row's maximum). */
 function crossEntropy(scores: Float32Array, offset: number, classes: number, label: number): number {
+  if (isProbabilityRow(scores, offset, classes)) return -Math.log(Math.max(scores[offset + label]!, 1e-30));
   let max = -Infinity;
   for (let j = 0; j < classes; j++) max = Math.max(max, scores[offset + j]!);
   let sum = 0;
   for (let j = 0; j < classes; j++) sum += Math.exp(scores[offset + j]! - max);
   return Math.log(sum) - (scores[offset + label]! - max);
+}
+
+/**
+ * Whether a row is probabilities (a model ending in Softmax): all values >= 0 and summing to 1 within 1e-3. Its
+ * cross-entropy is -log p, not that of a second softmax over it.
+ */
+function isProbabilityRow(scores: Float32Array, offset: number, classes: number): boolean {
+  let sum = 0;
+  for (let j = 0; j < classes; j++) {
+    const v = scores[offset + j]!;
+    if (!(v >= 0)) return false;
+    sum += v;
+  }
+  return Math.abs(sum - 1) < 1e-3;
 }
 
 /**

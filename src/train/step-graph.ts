@@ -215,7 +215,10 @@ function emitTrainingStep(
   };
   upgradeForwardOpset(g, model.opset, s.shapes);
   const matching = options.matchOutputs;
-  const logits = g.outputs[0]!;
+  // A classifier exported with a final Softmax (paddle2onnx and others) outputs probabilities: the loss is taken on
+  // the Softmax's input, the logits, since cross-entropy on probabilities would apply a second softmax and flatten
+  // the gradients. The Softmax stays in the model; the step graph just does not read its output.
+  const logits = matching ? g.outputs[0]! : logitsBeforeSoftmax(s, g.outputs[0]!);
   const numClasses = matching ? 0 : classCount(s, logits);
 
   const params = options.trainable ? chosenParams(g, options.trainable) : defaultParams(g);
@@ -432,12 +435,14 @@ function emitLoss(
   let teacherLogits: Value | undefined;
   if (options.distillation) {
     teacherLogits = new Value('teacher_logits', tensorType(DataType.FLOAT, [B, numClasses]));
+    const teacherScores =
+      logits === s.g.outputs[0] ? teacherLogits : probabilitiesAsLogits(le, teacherLogits);
     // Per-image cross-entropy, [B, 1], for the gated mix.
     const ce = (): Value =>
       le.scale(le.op('ReduceSum', [le.mul(target, logp), le.ints([1])], { keepdims: 1 }), -1);
     ({ loss, dLogits } = withDistillation(
       le,
-      { loss, dLogits, ce, logits, teacherLogits, labels },
+      { loss, dLogits, ce, logits, teacherLogits: teacherScores, labels },
       options.distillation,
       B,
     ));
@@ -449,6 +454,31 @@ function emitLoss(
     { keepdims: 0 },
   );
   return { loss, correct, seeds: [[logits, dLogits]], ...(teacherLogits && { teacherLogits }) };
+}
+
+/** The input of a final Softmax over the class axis of a [N, K] output; else the output itself. */
+function logitsBeforeSoftmax(s: StepBuilder, output: Value): Value {
+  const node = output.producer;
+  if (node?.opType !== 'Softmax' || node.domain !== '' || s.shapes.get(output)?.length !== 2) return output;
+  const axis = node.attrInt('axis', s.model.opset >= 13 ? -1 : 1);
+  const input = node.inputs[0];
+  return (axis === 1 || axis === -1) && input && s.shapes.get(input)?.length === 2 ? input : output;
+}
+
+/**
+ * The teacher's output as logits where it is probabilities (every value >= 0, rows summing to 1 within 1e-3: a
+ * teacher with a final Softmax, as the student had): log(p), whose softmax at any temperature is the teacher's
+ * softmax(z / T). Logits pass unchanged, so a teacher with either head works.
+ */
+function probabilitiesAsLogits(le: Emitter, teacher: Value): Value {
+  const rowSums = le.op('ReduceSum', [teacher, le.ints([1])], { keepdims: 0 });
+  const worstRow = le.op('ReduceMax', [le.op('Abs', [le.sub(rowSums, le.scalar(1))])], { keepdims: 0 });
+  const isProbability = le.op('And', [
+    le.op('GreaterOrEqual', [le.op('ReduceMin', [teacher], { keepdims: 0 }), le.scalar(0)]),
+    le.op('Less', [worstRow, le.scalar(1e-3)]),
+  ]);
+  const logs = le.op('Log', [le.op('Max', [teacher, le.scalar(1e-30)])]);
+  return le.op('Where', [isProbability, logs, teacher]);
 }
 
 /**
