@@ -1306,6 +1306,78 @@ function issue32Cases(add: Add): void {
       return ['eval', d.model, '--data', data];
     },
   });
+  unlabelledCases(add);
+}
+
+/** Unlabelled data (issue 29): empty and mixed folders, labels where none are, list files naming bad entries. */
+function unlabelledCases(
+  add: (klass: string, name: string, c: Omit<AdversarialCase, 'klass' | 'name'>) => void,
+) {
+  const recalibrate = (d: CaseDirs, data: string) => [
+    'recalibrate',
+    d.model,
+    '--data',
+    data,
+    '-o',
+    path.join(d.out, 'r.onnx'),
+  ];
+  /** A list file beside a copy of the data set, holding `lines`. */
+  const list = (d: CaseDirs, lines: string): string => {
+    copyData(d);
+    fs.writeFileSync(path.join(d.in, 'list.txt'), lines);
+    return path.join(d.in, 'list.txt');
+  };
+  add('data set', 'an empty folder', {
+    setup: (d) => {
+      fs.mkdirSync(path.join(d.in, 'empty'));
+      return recalibrate(d, path.join(d.in, 'empty'));
+    },
+  });
+  add('data set', 'images beside class folders (mixed labelled and unlabelled)', {
+    setup: (d) => {
+      const data = copyData(d);
+      fs.copyFileSync(path.join(data, 'class1', '0.png'), path.join(data, 'loose.png'));
+      return recalibrate(d, data);
+    },
+  });
+  add('data set', 'eval on a folder of images without labels', {
+    setup: (d) => ['eval', d.model, '--data', path.join(copyData(d), 'class3')],
+  });
+  add('data set', 'prune --data on a list of images (no labels)', {
+    setup: (d) => ['prune', d.model, '--flops', '0.5', '--data', list(d, 'data/class1/0.png\n'), '--dry-run'],
+  });
+  add('data set', 'a list naming a missing file', {
+    setup: (d) => recalibrate(d, list(d, 'data/class1/0.png\ndata/class1/missing.png\n')),
+  });
+  add('data set', 'a list naming a file that is no image', {
+    setup: (d) => {
+      const l = list(d, 'data/class1/0.png\nnotes.png\n');
+      fs.writeFileSync(path.join(d.in, 'notes.png'), 'not an image');
+      return recalibrate(d, l);
+    },
+  });
+  add('data set', 'a list naming a hard link to a file outside', {
+    setup: (d) => {
+      const l = list(d, 'data/class1/0.png\nlinked.png\n');
+      const outside = path.join(d.root, 'outside.png');
+      fs.copyFileSync(path.join(d.data, 'class1', '0.png'), outside);
+      fs.linkSync(outside, path.join(d.in, 'linked.png'));
+      return recalibrate(d, l);
+    },
+  });
+  add('data set', 'a list climbing out of its folder', {
+    setup: (d) => {
+      fs.copyFileSync(path.join(d.data, 'class1', '0.png'), path.join(d.root, 'outside.png'));
+      return recalibrate(d, list(d, '../in/data/class1/0.png\n../outside.png\n'));
+    },
+  });
+  add('data set', 'a list that is /etc/passwd', {
+    forbid: /root:|:0:/,
+    setup: (d) => {
+      fs.copyFileSync('/etc/passwd', path.join(d.in, 'passwd.txt'));
+      return recalibrate(d, path.join(d.in, 'passwd.txt'));
+    },
+  });
 }
 
 /** 64 MiB of zeros: gzip members of it, concatenated, make a small file that expands without end. */
