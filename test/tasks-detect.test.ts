@@ -393,3 +393,22 @@ describe('decoding the ultralytics export layout', () => {
     );
   });
 });
+
+describe('YOLO labels onto the model input', () => {
+  it("through ultralytics' letterbox: a 128x64 image into 64x64 is scaled by 1/2 and padded 16 above and below", async () => {
+    const { inputGeometry, labelsToInput } = await import('../src/tasks/labels.js');
+    const spec = {
+      channels: 3 as const,
+      channelOrder: 'rgb' as const,
+      scale: 255,
+      mean: [0, 0, 0],
+      std: [1, 1, 1],
+      resize: 'letterbox' as const,
+      size: [64, 64] as [number, number],
+    };
+    const g = inputGeometry(128, 64, spec);
+    assert.deepEqual([g.width, g.height, g.offsetX, g.offsetY], [64, 64, 0, 16]);
+    const boxes = labelsToInput([{ cls: 1, cx: 0.5, cy: 0.5, w: 0.5, h: 0.5 }], g);
+    assert.deepEqual(boxes, [{ box: [16, 24, 48, 40], cls: 1 }]);
+  });
+});

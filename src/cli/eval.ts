@@ -19,6 +19,8 @@ import { createProgress, type Progress } from '../runtime/progress.js';
 import { recalibrateBatchNorm } from '../runtime/recalibrate.js';
 import type { RuntimeOptions } from '../runtime/session.js';
 import { renderKeyValues } from '../report/table.js';
+import { runTaskEval, wantsTaskEval } from '../tasks/cli.js';
+import { TASK_NAMES } from '../tasks/types.js';
 
 /** Flags shared by the commands that read images (eval, recalibrate). */
 export interface DataArgs {
@@ -165,11 +167,15 @@ interface EvalArgs extends DataArgs, RuntimeArgs {
   model: string;
   inputShape?: string | string[];
   json: boolean;
+  task?: string;
+  layout?: string;
+  against?: string;
 }
 
 export const evalCommand: CommandModule<object, EvalArgs> = {
   command: 'eval <model>',
-  describe: 'Measure top-1/top-5 accuracy and throughput of a classifier on a labelled image set',
+  describe:
+    'Measure a model on images: top-1/top-5 of a classifier, --task detect/segment/dense, or fidelity to the original (--against)',
   builder: (y) =>
     withRuntimeOptions(
       withDataOptions(
@@ -177,8 +183,25 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
         'test',
       ),
     )
-      .option('batch', { type: 'number', default: 256, describe: 'Images per onnxruntime run' })
+      .option('batch', {
+        type: 'number',
+        describe: 'Images per onnxruntime run (default 256; 16 for detect, segment and dense)',
+      })
       .option('input-shape', INPUT_SHAPE_OPTION)
+      .option('task', {
+        type: 'string',
+        choices: TASK_NAMES,
+        describe: 'What the model does (default: from MODEL.layout.json or the output shape); docs/tasks.md',
+      })
+      .option('layout', {
+        type: 'string',
+        describe: 'Output-layout JSON: which output is what (default: MODEL.layout.json if present)',
+      })
+      .option('against', {
+        type: 'string',
+        describe:
+          "The original model: the task's metric with its outputs as the reference (fidelity, no labels)",
+      })
       .option('json', {
         type: 'boolean',
         default: false,
@@ -187,6 +210,7 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
   handler: async (args: ArgumentsCamelCase<EvalArgs>) => {
     checkNumbers(args, DATA_NUMBERS);
     const preprocessing = fittedSpec(specFromArgs(args, args.model), args.model, args.inputShape);
+    if (wantsTaskEval(args)) return evalTask(args, preprocessing);
     const { dataset, indices } = await datasetFromArgs(args, 'test');
     let progress: Progress | undefined; // started by the first batch, so a failed model load prints no bar
     let result;
@@ -234,6 +258,35 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
     process.stdout.write(`${text}\n`);
   },
 };
+
+/** eval --task/--layout/--against: detection, segmentation and dense maps, or fidelity to the original. */
+async function evalTask(args: ArgumentsCamelCase<EvalArgs>, preprocessing: ResolvedSpec): Promise<void> {
+  let progress: Progress | undefined;
+  try {
+    const text = await runTaskEval({
+      model: args.model,
+      data: args.data,
+      split: (args.split as Split | undefined) ?? 'test',
+      seed: args.seed,
+      json: args.json,
+      preprocessing,
+      runtime: runtimeFromArgs(args),
+      ...(args.task !== undefined && { task: args.task }),
+      ...(args.layout !== undefined && { layout: args.layout }),
+      ...(args.against !== undefined && { against: args.against }),
+      ...(args.limit !== undefined && { limit: args.limit }),
+      ...(args.batch !== undefined && { batch: args.batch }),
+      ...(args.inputShape !== undefined && { inputShape: singleInputShape(args.inputShape) }),
+      openClassData: () => datasetFromArgs(args, 'test'),
+      onProgress: (done, total) => (progress ??= createProgress('eval', total)).update(done),
+    });
+    progress?.stop();
+    progress = undefined;
+    process.stdout.write(text);
+  } finally {
+    progress?.stop();
+  }
+}
 
 interface RecalibrateArgs extends DataArgs, RuntimeArgs {
   model: string;
