@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import { describe, it } from 'node:test';
+import { tmpDir } from './helpers.js';
 import { denseTask, type DenseMaps } from '../src/tasks/dense.js';
-import { resolveLayout, taskFromShape } from '../src/tasks/layout.js';
+import { layoutPathFor, resolveLayout, taskFromShape } from '../src/tasks/layout.js';
 
 const maps = (values: number[], channels = 1): DenseMaps => ({
   data: Float32Array.from(values),
@@ -65,5 +68,37 @@ describe('the output layout', () => {
     assert.equal(resolveLayout({ outputs, task: 'dense' }).layout.task, 'dense');
     assert.equal(resolveLayout({ outputs }).layout.output, 'out');
     assert.throws(() => resolveLayout({ outputs, task: 'pose' }), /--task must be one of/);
+  });
+
+  it('MODEL.layout.json beside the model, or --layout FILE; unknown keys and bad values are one line', () => {
+    const dir = tmpDir('adapruner-layout-');
+    const model = path.join(dir, 'det.onnx');
+    const outputs = [{ name: 'output0', shape: [1, 84, 8400] }];
+    fs.writeFileSync(layoutPathFor(model), JSON.stringify({ classes: ['a', 'b'], referenceConf: 0.5 }));
+    const beside = resolveLayout({ outputs, modelPath: model });
+    assert.deepEqual(beside.layout, {
+      task: 'detect',
+      output: 'output0',
+      classes: ['a', 'b'],
+      referenceConf: 0.5,
+    });
+    assert.match(beside.source, /det\.layout\.json/);
+    const file = path.join(dir, 'x.json');
+    const bad = (json: object) => {
+      fs.writeFileSync(file, JSON.stringify(json));
+      return () => resolveLayout({ outputs, layoutFile: file });
+    };
+    assert.throws(
+      bad({ task: 'detect', anchors: 3 }),
+      /x\.json: unknown key\(s\) anchors in the output layout/,
+    );
+    assert.throws(bad({ iou: 1.5 }), /'iou' in the output layout must be a number in \[0, 1\]/);
+    assert.throws(bad({ boxes: '[N,4+nc]' }), /'boxes' in the output layout must be one of/);
+    assert.throws(bad({ output: 'nope' }), /names output 'nope', but the model's outputs are output0/);
+    fs.writeFileSync(file, '{"task": ');
+    assert.throws(
+      () => resolveLayout({ outputs, layoutFile: file }),
+      /cannot read the output layout \(not valid JSON/,
+    );
   });
 });
