@@ -2,6 +2,7 @@
  * Child process of bench/prune-large.ts, so each measurement's peak RSS is its own:
  *   build FILE MB   writes a Conv-BN-ReLU chain of about MB megabytes of float weights
  *   prune FILE OUT  runs `adapruner prune FILE --flops 0.5 -o OUT` and prints {"maxRssBytes": N}
+ *   inspect FILE    runs `adapruner inspect FILE` and prints {"maxRssBytes": N} on its last line
  */
 import { main } from '../src/cli/main.js';
 import { DataType, Graph, Model, Node, Tensor, Value, saveModel, tensorType } from '../src/ir/index.js';
@@ -57,6 +58,9 @@ if (mode === 'build') {
   const model = new Model(g);
   model.opsetImports = [{ domain: '', version: 13 }];
   saveModel(model, file!);
+} else if (mode === 'inspect') {
+  const code = await main(['inspect', file!]);
+  process.stdout.write(`\n${JSON.stringify({ code, maxRssBytes: process.resourceUsage().maxRSS * 1024 })}\n`);
 } else if (mode === 'prune') {
   const code = await main([
     'prune',
