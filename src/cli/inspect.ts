@@ -1,8 +1,8 @@
 import { escapeControl } from '../escape.js';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { BN_KEEPING_EXPORT, batchNormReport, type BatchNormReport } from '../analysis/bn-report.js';
-import { countCost, dataInputs, type CostReport } from '../analysis/cost.js';
-import { UserError } from '../errors.js';
+import { countCostProbed, dataInputs, type CostReport } from '../analysis/cost.js';
+import { INPUT_SHAPE_OPTION, inputShapesFor } from './input-shape.js';
 import { dataTypeName } from '../ir/data-type.js';
 import type { Value } from '../ir/graph.js';
 import { loadModel } from '../ir/load.js';
@@ -11,7 +11,7 @@ import type { Model } from '../ir/model.js';
 import { shapeToString, type Dim } from '../ir/types.js';
 import { cleanupPipeline } from '../passes/index.js';
 import { PassManager } from '../passes/pass-manager.js';
-import { frozenMacShare } from '../analysis/frozen-share.js';
+import { frozenBreakdown } from '../analysis/frozen-share.js';
 import { groupRows } from '../prune/groups.js';
 import { analyzeModel, type GroupRow } from '../prune/index.js';
 import {
@@ -85,7 +85,9 @@ const groupsSection: InspectSection = {
       process.stderr.write(`warning: ${escapeControl(msg)}\n`),
     );
     const rows = groupRows(analysis);
-    report.frozenMacShare = frozenMacShare(analysis, report.macs);
+    const frozen = frozenBreakdown(analysis, report.macs);
+    report.frozenMacShare = frozen.share;
+    report.frozenFilterMacShare = frozen.byFilters;
     const names = ModuleNames.of(model);
     const labelled = rows.map((r) => ({
       ...r,
@@ -95,7 +97,7 @@ const groupsSection: InspectSection = {
         return names.value(value!) + size!;
       }),
     }));
-    return { json: labelled, text: renderGroups(labelled, report.frozenMacShare as number) };
+    return { json: labelled, text: renderGroups(labelled, frozen) };
   },
 };
 
@@ -108,10 +110,15 @@ export type LabelledGroupRow = GroupRow & { module: string; memberModules: strin
  * A table of groups (labelled by module path, frozen reasons cut to one line), then each group's members
  * (`module[channels]`, `@axis` when not axis 1), wrapped. `--json` has the raw value names and whole reasons.
  */
-export function renderGroups(rows: readonly LabelledGroupRow[], frozenShare?: number): string {
+export function renderGroups(
+  rows: readonly LabelledGroupRow[],
+  frozenMacs?: { share: number; byFilters: number },
+): string {
   const frozen = rows.filter((r) => r.frozen !== undefined).length;
   const share =
-    frozenShare === undefined ? '' : `; ${(100 * frozenShare).toFixed(1)}% of MACs in frozen groups`;
+    frozenMacs === undefined
+      ? ''
+      : `; ${(100 * frozenMacs.share).toFixed(1)}% of MACs in frozen groups, ${(100 * frozenMacs.byFilters).toFixed(1)}% in layers whose filters cannot shrink`;
   const table = renderTable(
     [
       'group',
@@ -157,10 +164,8 @@ export const inspectCommand: CommandModule<object, InspectArgs> = {
       .positional('model', { type: 'string', demandOption: true, describe: 'ONNX file' })
       .option('json', { type: 'boolean', default: false, describe: 'Print one JSON object instead of text' })
       .option('input-shape', {
-        type: 'string',
-        requiresArg: true,
-        describe:
-          'Input shape to count MACs at, e.g. 1x3x224x224 (or NAME=1x3x224x224 per input; batch counts as 1)',
+        ...INPUT_SHAPE_OPTION,
+        describe: 'Input shape to count MACs at, e.g. 1x3x224x224 (NAME=SHAPE per input; batch counts as 1)',
       })
       .option('layers', { type: 'boolean', default: false, describe: 'Print the per-layer table' });
     for (const s of extraSections)
@@ -173,7 +178,7 @@ export const inspectCommand: CommandModule<object, InspectArgs> = {
     await checkModelForInspect(model, argv.model, (line) =>
       process.stderr.write(`note: ${escapeControl(line)}\n`),
     );
-    const report = inspectModel(model, argv.model, parseInputShapes(argv.inputShape));
+    const report = await inspectModel(model, argv.model, inputShapesFor(model, argv.inputShape, argv.model));
     const extras: { s: InspectSection; out: { json: unknown; text: string } }[] = [];
     for (const s of extraSections)
       if (argv[s.flag] === true) extras.push({ s, out: await s.collect(model, report) });
@@ -188,29 +193,6 @@ export const inspectCommand: CommandModule<object, InspectArgs> = {
   },
 };
 
-/** Parses `--input-shape` values: `1x3x224x224` (the one data input) or `NAME=1x3x224x224`. */
-export function parseInputShapes(
-  option: string | string[] | undefined,
-): number[] | Record<string, number[]> | undefined {
-  if (option === undefined) return undefined;
-  const values = Array.isArray(option) ? option : [option];
-  const parsed = values.map((text) => {
-    const m = /^(?:(.+)=)?(\d+(?:x\d+)*)$/.exec(text.trim());
-    const dims = m?.[2]?.split('x').map(Number);
-    if (!m || !dims || dims.some((d) => d <= 0 || !Number.isSafeInteger(d)))
-      throw new UserError(`--input-shape '${text}' is not a shape like 1x3x224x224 (or NAME=1x3x224x224)`);
-    return { name: m[1], dims };
-  });
-  if (parsed.length === 1 && parsed[0]!.name === undefined) return parsed[0]!.dims;
-  const byName: Record<string, number[]> = {};
-  for (const p of parsed) {
-    if (p.name === undefined)
-      throw new UserError('with several --input-shape values, name each input: NAME=1x3x224x224');
-    byName[p.name] = p.dims;
-  }
-  return byName;
-}
-
 function tensorInfo(v: Value): TensorInfo {
   const t = v.type;
   if (t?.kind !== 'tensor') return { name: v.name, elemType: t ? 'non-tensor' : 'unknown', shape: null };
@@ -221,12 +203,12 @@ function tensorInfo(v: Value): TensorInfo {
   };
 }
 
-/** Gathers the report. Shape inference runs (at batch 1) to count MACs, so declared I/O is read first. */
-export function inspectModel(
+/** Gathers the report. Shapes are probed (at batch 1) to count MACs, so declared I/O is read first. */
+export async function inspectModel(
   model: Model,
   file: string,
   inputShape?: number[] | Record<string, number[]>,
-): InspectReport {
+): Promise<InspectReport> {
   const inputs = dataInputs(model).map(tensorInfo);
   const outputs = model.graph.outputs.map(tensorInfo);
   const ops: Record<string, number> = {};
@@ -240,7 +222,8 @@ export function inspectModel(
     Object.entries(ops).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])),
   );
   const batchNorm = batchNormReport(model);
-  const cost = countCost(model, { inputShape });
+  const warn = (msg: string): boolean => process.stderr.write(`warning: ${escapeControl(msg)}\n`);
+  const cost = await countCostProbed(model, { inputShape, warn });
   return {
     file,
     irVersion: model.irVersion,
