@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 
 /**
  * `npm run bench -- NAME`: runs bench/NAME.ts's exported `run()` and prints its figures as JSON and as a
- * readable summary. `npm run bench` with no name runs every bench/*.ts that exports `run()`.
+ * readable summary; flags after NAME are the bench's own. No name: every bench/*.ts that exports `run()`.
  */
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const name = process.argv[2];
