@@ -59,7 +59,7 @@ export async function main(argv: string[]): Promise<number> {
 class UsageError extends Error {}
 
 /** Options that take a list; every other option given twice (an array) is a mistake, not a choice. */
-const LIST_OPTIONS = new Set(['_', '$0', 'input-shape', 'inputShape']);
+const LIST_OPTIONS = new Set(['_', '$0', 'input-shape', 'inputShape', 'output-kind', 'outputKind']);
 
 /** A flag given twice, or a trailing flag with no value, is refused rather than read as an array or ''. */
 function checkSingleValues(argv: Record<string, unknown>, raw: readonly string[]): void {

@@ -112,7 +112,12 @@ export function renderRunSummary(
   if (r.accuracy.length)
     parts.push(
       renderTable(
-        ['stage', { header: 'top-1', align: 'right' }, { header: 'loss', align: 'right' }, 'written'],
+        [
+          'stage',
+          { header: r.measure === 'fidelity' ? 'fidelity R²' : 'top-1', align: 'right' },
+          { header: r.measure === 'fidelity' ? 'error' : 'loss', align: 'right' },
+          'written',
+        ],
         r.accuracy.map((a) => [
           a.stage,
           formatPercent(a.top1),

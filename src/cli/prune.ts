@@ -39,6 +39,7 @@ import { checkOutput, RunOutputs } from '../run-files.js';
 import { reportPaths, writeReports } from '../report/index.js';
 import { checkModel, checkRuntimeAccepts } from '../runtime/preflight.js';
 import { INPUT_SHAPE_OPTION, imageInputDims, inputShapesFor } from './input-shape.js';
+import { OUTPUT_KINDS, type OutputKind } from '../train/distill.js';
 import {
   batchSize,
   checkNumbers,
@@ -57,6 +58,7 @@ import { labelOfValueName, summarizeReasons } from '../report/module-names.js';
 
 interface PruneArgs {
   model: string;
+  outputKind?: string[];
   inputShape?: string | string[];
   output?: string;
   flops?: number;
@@ -88,7 +90,7 @@ interface PruneArgs {
   recalBatches: number;
   recalBatchSize: number;
   finetuneEpochs: number;
-  finetuneLr: number;
+  finetuneLr?: number;
   finetuneNesterov: boolean;
   finetuneSam: number;
   finetuneBatch: number;
@@ -199,7 +201,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
         if (p.step === 1) bar = createProgress(`fine-tune epoch ${p.epoch}/${p.epochs}`, p.stepsPerEpoch);
         bar?.update(
           p.step,
-          `loss ${p.loss.toFixed(4)} acc ${(100 * p.accuracy).toFixed(1)}% ${p.imagesPerSecond.toFixed(0)} img/s`,
+          `loss ${p.loss.toFixed(4)}${Number.isNaN(p.accuracy) ? '' : ` acc ${(100 * p.accuracy).toFixed(1)}%`} ${p.imagesPerSecond.toFixed(0)} img/s`,
         );
         if (p.step === p.stepsPerEpoch) bar?.stop();
       },
@@ -247,12 +249,9 @@ async function openData(
 ): Promise<NonNullable<Parameters<typeof adaPrune>[1]['data']>> {
   const resolved = resolveSpec({ preset: argv.preset, specFile: argv.spec, modelPath: argv.model });
   const spec = specForInput(resolved.spec, inputDims, argv.model);
-  const train = await openDataset(argv.data!, {
-    split: 'train',
-    labelsNeededFor:
-      'prune ranks its candidates and fine-tunes on labels: give one subfolder of images per class',
-  });
-  const val = argv.val ? await openDataset(argv.val, { split: 'test' }) : undefined;
+  // Without labels the pipeline scores by fidelity to the original and distils from it (src/pipeline/label-free.ts).
+  const train = await openDataset(argv.data!, { split: 'train', labels: 'optional' });
+  const val = argv.val ? await openDataset(argv.val, { split: 'test', labels: 'optional' }) : undefined;
   return {
     train,
     val,
@@ -261,6 +260,7 @@ async function openData(
     calibrationImages: argv.calibrationImages,
     recalibrationBatches: argv.recalBatches,
     recalibrationBatchSize: argv.recalBatchSize,
+    ...(argv.outputKind && { outputKinds: argv.outputKind.map((k) => k as OutputKind) }),
   };
 }
 
@@ -310,7 +310,7 @@ export function renderSummary(result: AdaPruneResult): string {
         [
           'criterion',
           'widths',
-          { header: 'proxy top-1', align: 'right' },
+          { header: r.measure === 'fidelity' ? 'proxy fidelity R²' : 'proxy top-1', align: 'right' },
           { header: 'proxy loss', align: 'right' },
           'chosen',
         ],
@@ -328,8 +328,8 @@ export function renderSummary(result: AdaPruneResult): string {
       renderTable(
         [
           'stage',
-          { header: 'top-1', align: 'right' },
-          { header: 'loss', align: 'right' },
+          { header: r.measure === 'fidelity' ? 'fidelity R²' : 'top-1', align: 'right' },
+          { header: r.measure === 'fidelity' ? 'error' : 'loss', align: 'right' },
           { header: 'images', align: 'right' },
         ],
         r.accuracy.map((a) => [a.stage, formatPercent(a.top1), a.loss?.toFixed(4) ?? '', a.images]),
@@ -527,8 +527,7 @@ function dataOptions<T>(y: Argv<T>) {
     })
     .option('finetune-lr', {
       type: 'number',
-      default: 0.05,
-      describe: "Peak learning rate (finetune's: 0.01)",
+      describe: "Peak learning rate (default 0.05; 0.003 distilling in batches under 8; finetune's: 0.01)",
     })
     .option('finetune-batch', { type: 'number', default: 128, describe: 'Fine-tuning batch size' })
     .option('finetune-limit', {
@@ -567,6 +566,13 @@ function dataOptions<T>(y: Argv<T>) {
       choices: DISTILL_GATES,
       // No yargs default: a gate given without --distill is an error, which a default would hide.
       describe: `With --distill: the images it applies to (default ${DEFAULT_DISTILL_GATE})`,
+    })
+    .option('output-kind', {
+      type: 'string',
+      array: true,
+      choices: OUTPUT_KINDS,
+      requiresArg: true,
+      describe: 'Without labels: how distillation matches each output (one, or one per output; default auto)',
     })
     .option('compensate-scope', {
       type: 'string',
@@ -626,7 +632,7 @@ const PRUNE_GROUPS = [
   ['Data:', ['data', 'val', 'val-limit', 'preset', 'spec', 'calibration-images', 'seed']],
   ['Recovery:', ['recal-batches', 'recal-batch-size', 'compensate', 'compensate-scope', 'finetune-epochs']],
   ['Recovery:', ['finetune-lr', 'finetune-batch', 'finetune-limit', 'finetune-augment', 'finetune-nesterov']],
-  ['Recovery:', ['finetune-sam', 'finetune-from', 'distill', 'distill-gate', 'keep-stage']],
+  ['Recovery:', ['finetune-sam', 'finetune-from', 'distill', 'distill-gate', 'output-kind', 'keep-stage']],
   ['Output:', ['output', 'plan-out', 'dry-run', 'validate', 'json', 'report', 'external-data']],
   ['Output:', ['measure-latency', 'verbose']],
 ] as const;
@@ -647,6 +653,7 @@ const PRUNE_EXPERT = [
   'finetune-nesterov',
   'finetune-sam',
   'finetune-from',
+  'output-kind',
   'distill-gate',
   'validate',
   'external-data',

@@ -1,10 +1,10 @@
 import { batchNormReport } from '../analysis/bn-report.js';
-import type { Dataset } from '../data/dataset.js';
+import { hasLabels, requireLabels, type AnyDataset } from '../data/dataset.js';
 import type { Augmentation, PreprocessSpec } from '../data/preprocess.js';
 import { mixSeed, mulberry32, shuffle } from '../data/prng.js';
 import { balancedSubset, holdoutSplit } from '../data/subset.js';
 import { BudgetUnreachableError, UserError } from '../errors.js';
-import { releaseLoadedFile, serializeModel, type Model } from '../ir/index.js';
+import { decodeModel, releaseLoadedFile, serializeModel, type Model } from '../ir/index.js';
 import { cleanupPipeline } from '../passes/index.js';
 import { PassManager } from '../passes/pass-manager.js';
 import {
@@ -33,6 +33,9 @@ import type { RuntimeOptions } from '../runtime/session.js';
 import { finetune, type FinetuneOptions } from '../train/loop.js';
 import { DEFAULT_DISTILL_GATE, type DistillGate } from '../train/step-graph.js';
 import { runCompensation } from './compensation-stage.js';
+import { FidelityScorer, distillStage, randomSplit } from './label-free.js';
+import { FROZEN_BN_BELOW, TrainingDivergedError } from '../train/distill.js';
+import type { OutputKind } from '../train/distill.js';
 import {
   measureLatencies,
   searchLatencyBudget,
@@ -42,9 +45,13 @@ import {
 import { ModuleNames } from '../report/module-names.js';
 
 export interface DataOptions {
-  train: Dataset;
+  /**
+   * Training images. Without labels (a plain folder of images) every stage reads images only: candidates are
+   * ranked and stages reported by fidelity to the original, and recovery distils from it (label-free.ts).
+   */
+  train: AnyDataset;
   /** Where accuracy is reported; without it, the calibration split of the training data. */
-  val?: Dataset;
+  val?: AnyDataset;
   valLimit?: number;
   spec: PreprocessSpec;
   /** Training images held out to rank the candidates (class-balanced, seeded). Default 1000. */
@@ -52,6 +59,8 @@ export interface DataOptions {
   /** BN recalibration: K batches of B training images. Defaults 20 x 64. */
   recalibrationBatches?: number;
   recalibrationBatchSize?: number;
+  /** Without labels: how each output is matched when distilling (one, or one per output; default auto). */
+  outputKinds?: readonly OutputKind[];
 }
 
 /** The data-free options are pruneModel's (budget, width limits, plan); the rest drive the data stages. */
@@ -91,7 +100,9 @@ export interface AdaPruneOptions extends Pick<
    * Fine-tuning after pruning; skipped when absent or epochs is 0. `augment` defaults to DEFAULT_PRUNE_AUGMENT,
    * `sgd.nesterov` to DEFAULT_PRUNE_NESTEROV.
    */
-  finetune?: Omit<FinetuneOptions, 'spec' | 'seed' | 'teacher' | 'device' | 'threads'> & {
+  finetune?: Omit<FinetuneOptions, 'spec' | 'seed' | 'teacher' | 'device' | 'threads' | 'lr'> & {
+    /** Peak learning rate (default DEFAULT_PRUNE_LR, or DEFAULT_DISTILL_LR on images without labels). */
+    lr?: number;
     /** Distillation from the original (default false: DEFAULT_DISTILL's measurements). */
     distill?: boolean;
     /** The model fine-tuning starts from (default DEFAULT_FINETUNE_FROM). */
@@ -139,7 +150,7 @@ export interface AdaPruneOptions extends Pick<
 }
 
 /** What `keepStage` may name: `best`, or one of the stages that yield a model. */
-export const KEEP_STAGES = ['best', 'recalibrated', 'compensated', 'finetuned'] as const;
+export const KEEP_STAGES = ['best', 'pruned', 'recalibrated', 'compensated', 'finetuned'] as const;
 export type KeepStage = (typeof KEEP_STAGES)[number];
 
 export interface AdaPruneResult {
@@ -154,6 +165,19 @@ export interface AdaPruneResult {
 /** How roundings are judged faster (AdaPruneOptions.speedCheck). */
 export const SPEED_CHECKS = ['static', 'retry'] as const;
 export type SpeedCheck = (typeof SPEED_CHECKS)[number];
+
+/** prune's fine-tuning learning rate with labels (docs/results.md: ResNet-56 at 50% MACs, 2 epochs). */
+export const DEFAULT_PRUNE_LR = 0.05;
+
+/**
+ * The learning rate of distillation without labels when its batches are too small to normalise by (below
+ * FROZEN_BN_BELOW images, as in a static export fixed at batch 1): BN is then frozen, which takes smaller
+ * steps. On the YOLO-style fixture at 50% MACs (2 epochs of 16 images, from the pruned model) 0.003 reached a
+ * fidelity R² of 93.4% and 0.01 95.9%; from a start whose BN recalibration had lost fidelity, 0.01 diverged.
+ * The safer value is the default; a run that diverges keeps the best earlier stage with a note. Larger
+ * batches train BN as fine-tuning does, at DEFAULT_PRUNE_LR.
+ */
+export const DEFAULT_DISTILL_LR = 0.003;
 
 /** Channel-count rounding when the user gives none. */
 export const DEFAULT_ROUND_TO = 8;
@@ -271,7 +295,9 @@ class AdaPruneRun {
   private readonly runtime: RuntimeOptions;
   private originalBytes: Uint8Array | undefined;
   private split: ReturnType<typeof holdoutSplit> | undefined;
-  private evalSet: Dataset | undefined;
+  private evalSet: AnyDataset | undefined;
+  /** Without labels: scores stages by fidelity to the original instead of top-1. */
+  private fidelity: FidelityScorer | undefined;
   private evalIndices: ArrayLike<number> | undefined;
   private analysed: PruneAnalysis | undefined;
   private baseOptions!: PruneOptions;
@@ -330,10 +356,17 @@ class AdaPruneRun {
       this.skipped.push(
         `BN recalibration (the model has no BatchNormalization${batchNormReport(this.input).bnFolded ? ': BN was folded at export' : ''})`,
       );
+    // Taylor scores need a loss, and the loss labels: on unlabelled images `auto` compares the others.
     const criteria: Criterion[] =
-      criterionOption === 'auto' ? [...(options.candidates ?? CRITERIA)] : [criterionOption];
+      criterionOption === 'auto'
+        ? [...(options.candidates ?? CRITERIA)].filter((c) => c !== 'taylor' || this.labelled)
+        : [criterionOption];
     if (criteria.includes('taylor') && !data)
       throw new UserError('--criterion taylor measures loss gradients on data: give --data');
+    if (criteria.includes('taylor') && !this.labelled)
+      throw new UserError(
+        '--criterion taylor measures loss gradients on labels; this data set has no labels',
+      );
     const { best, rows } = await this.chooseCandidate(criteria, widthOption);
     let outcome = await this.compensate(best);
     outcome = await this.dataStages(outcome);
@@ -345,6 +378,20 @@ class AdaPruneRun {
   /** The cleaned original, serialized when first needed (data, latency): a data-free prune never holds it. */
   private get original(): Uint8Array {
     return (this.originalBytes ??= serializeModel(this.input));
+  }
+
+  /**
+   * The batch size for running the model: `wanted`, or the model's own when its input fixes the batch dim (a
+   * static export, such as ultralytics' default, bakes batch 1 into its reshapes).
+   */
+  private batchOf(wanted: number): number {
+    const dim = this.input.graph.inputs.find((v) => !v.isInitializer)?.shape?.[0];
+    return typeof dim === 'number' && dim > 0 ? dim : wanted;
+  }
+
+  /** Whether the data has labels: top-1 and fine-tuning, or fidelity and distillation (label-free.ts). */
+  private get labelled(): boolean {
+    return this.data !== undefined && hasLabels(this.data.train);
   }
 
   private async stage<R>(name: string, fn: () => Promise<R> | R): Promise<R> {
@@ -370,10 +417,12 @@ class AdaPruneRun {
 
   private async score(
     bytes: Uint8Array,
-    dataset: Dataset,
+    dataset: AnyDataset,
     indices: ArrayLike<number> | undefined,
   ): Promise<ProxyScore> {
-    const r = await evaluate(bytes, dataset, {
+    if (this.fidelity) return this.fidelity.score(bytes, dataset, indices);
+    const r = await evaluate(bytes, requireLabels(dataset), {
+      batchSize: this.batchOf(256),
       spec: this.data!.spec,
       runtime: this.runtime,
       ...(indices && { indices }),
@@ -384,7 +433,7 @@ class AdaPruneRun {
   private record(stageName: AccuracyStage['stage'], s: ProxyScore): void {
     this.accuracy.push({ stage: stageName, top1: s.top1, loss: s.loss, images: s.images });
     this.log(
-      `  ${stageName}: top-1 ${(100 * s.top1).toFixed(2)}% (loss ${s.loss.toFixed(4)}, ${s.images} images)`,
+      `  ${stageName}: ${this.fidelity ? 'fidelity R²' : 'top-1'} ${(100 * s.top1).toFixed(2)}% (${this.fidelity ? 'error' : 'loss'} ${s.loss.toFixed(4)}, ${s.images} images)`,
     );
   }
 
@@ -443,15 +492,25 @@ class AdaPruneRun {
       );
       return;
     }
-    this.split = holdoutSplit(
-      data.train.labels,
-      Math.min(data.calibrationImages ?? 1000, Math.floor(data.train.length / 2)),
-      seed,
-    );
-    this.evalSet = data.val ?? data.train;
+    const train = data.train;
+    const holdout = Math.min(data.calibrationImages ?? 1000, Math.floor(train.length / 2));
+    if (data.val && hasLabels(data.val) !== hasLabels(train))
+      throw new UserError('--data and --val must both have labels or both be plain images', data.val.path);
+    if (!hasLabels(train)) {
+      this.fidelity = new FidelityScorer(this.original, data.spec, this.runtime, this.batchOf(32));
+      this.notes.push(
+        'the data has no labels: stages are scored by fidelity to the original (R² of the outputs), and recovery distils from it',
+      );
+    }
+    this.split = hasLabels(train)
+      ? holdoutSplit(train.labels, holdout, seed)
+      : randomSplit(train.length, holdout, seed);
+    this.evalSet = data.val ?? train;
     this.evalIndices = data.val
       ? data.valLimit !== undefined
-        ? balancedSubset(data.val.labels, data.valLimit, seed)
+        ? hasLabels(data.val)
+          ? balancedSubset(data.val.labels, data.valLimit, seed)
+          : randomSplit(data.val.length, Math.min(data.valLimit, data.val.length), seed).holdout
         : undefined
       : this.split.holdout;
     if (!data.val)
@@ -460,6 +519,24 @@ class AdaPruneRun {
       'original',
       await this.stage('evaluate original', () => this.score(this.original, this.evalSet!, this.evalIndices)),
     );
+  }
+
+  /**
+   * BN recalibration's batches: K x B as asked (default 20 x 64); a fixed-batch model averages over as many
+   * images (at most 256) in batches of its own size, pooling the variance over images when they are few.
+   */
+  private recalibration(data: DataOptions): { batches: number; batchSize: number; pooledVariance: boolean } {
+    const batches = data.recalibrationBatches ?? 20;
+    const batchSize = data.recalibrationBatchSize ?? 64;
+    const fixed = this.batchOf(batchSize);
+    if (fixed === batchSize) return { batches, batchSize, pooledVariance: false };
+    // A few images a batch: their own variances would understate the data's (recalibrate.ts pooledVariance).
+    const pooledVariance = fixed < 16;
+    return {
+      batches: Math.ceil(Math.min(batches * batchSize, 256) / fixed),
+      batchSize: fixed,
+      pooledVariance,
+    };
   }
 
   /** `--latency R`: bisect the MAC budget on measured latency; the budget becomes the MACs found. */
@@ -511,7 +588,7 @@ class AdaPruneRun {
     return this.stage('taylor scores', async () => {
       const images = Math.min(data.calibrationImages ?? 1000, split!.rest.length);
       const indices = shuffle(Int32Array.from(split!.rest), mulberry32(seed ^ 0x7a1)).subarray(0, images);
-      return taylorScores(this.fresh(), (await this.analysis()).channels, data.train, {
+      return taylorScores(this.fresh(), (await this.analysis()).channels, requireLabels(data.train), {
         spec: data.spec,
         indices,
         runtime: this.runtime,
@@ -566,8 +643,7 @@ class AdaPruneRun {
       if (this.hasBatchNorm) {
         await recalibrateBatchNorm(m, data.train, {
           spec: data.spec,
-          batches: data.recalibrationBatches ?? 20,
-          batchSize: data.recalibrationBatchSize ?? 64,
+          ...this.recalibration(data),
           seed: this.seed,
           runtime: this.runtime,
         });
@@ -733,11 +809,11 @@ class AdaPruneRun {
         runtime: this.runtime,
         ...(this.hasBatchNorm && {
           recalibration: {
-            batches: data.recalibrationBatches ?? 20,
-            batchSize: data.recalibrationBatchSize ?? 64,
+            ...this.recalibration(data),
           },
         }),
         score: (bytes) => this.score(bytes, data.train, this.split!.holdout),
+        batchSize: this.batchOf(100),
         log: this.log,
       }),
     );
@@ -770,22 +846,56 @@ class AdaPruneRun {
     await evaluateStage('pruned', 'pruned', best.prunedBytes);
     if (this.hasBatchNorm) await evaluateStage('recalibrated', 'recalibrated', best.recalibratedBytes);
     if (compensatedBytes) await evaluateStage('compensated', 'compensated', compensatedBytes);
-    const models: [AccuracyStage['stage'], Model][] = [
-      [this.hasBatchNorm ? 'recalibrated' : 'pruned', best.recalibrated],
-    ];
+    // Recalibration can lose fidelity where the original's statistics were not taken on this data: the plain
+    // pruned model stays a candidate for writing.
+    const models: [AccuracyStage['stage'], Model][] = this.hasBatchNorm
+      ? [
+          ['pruned', decodeModel(best.prunedBytes)],
+          ['recalibrated', best.recalibrated],
+        ]
+      : [['pruned', best.recalibrated]];
     if (compensatedBytes) models.push(['compensated', outcome.result]);
     const ft = options.finetune;
     if (!ft || ft.epochs <= 0) {
       this.skipped.push('fine-tuning (--finetune-epochs 0)');
       return this.keep(outcome, models);
     }
-    const { distill, distillGate, from, ...rest } = ft;
+    const { distill, distillGate, from, ...asked } = ft;
+    const rest = { ...asked, batchSize: this.batchOf(asked.batchSize) };
+    if (rest.batchSize !== asked.batchSize)
+      this.notes.push(
+        `the model's input fixes the batch at ${rest.batchSize}: training ran in batches of ${rest.batchSize}`,
+      );
     const start = (from ?? DEFAULT_FINETUNE_FROM) === 'recalibrated' ? best.recalibrated : outcome.result;
     if (start !== outcome.result)
       this.log('fine-tuning starts from the recalibrated model (--finetune-from)');
+    if (!hasLabels(data.train)) {
+      // Without labels, distillation starts from the stage closest to the original so far.
+      const start = this.mostFaithful(models);
+      const distilled = await this.stage('distil from the original', () =>
+        this.distilOrNote(() =>
+          distillStage(start, this.fresh(), data.train, this.split!.rest, {
+            epochs: rest.epochs,
+            lr: rest.lr ?? (rest.batchSize < FROZEN_BN_BELOW ? DEFAULT_DISTILL_LR : DEFAULT_PRUNE_LR),
+            batchSize: rest.batchSize,
+            ...(rest.limit !== undefined && { limit: rest.limit }),
+            sgd: { ...rest.sgd, nesterov: rest.sgd?.nesterov ?? DEFAULT_PRUNE_NESTEROV },
+            ...(data.outputKinds && { outputKinds: data.outputKinds }),
+            spec: data.spec,
+            seed: this.seed,
+            runtime: this.runtime,
+            ...(options.onFinetuneStep && { onStep: options.onFinetuneStep }),
+          }),
+        ),
+      );
+      if (!distilled) return this.keep(outcome, models);
+      await evaluateStage('finetuned', 'distilled', serializeModel(distilled));
+      return this.keep(outcome, [...models, ['finetuned', distilled]]);
+    }
     const tuned = await this.stage('fine-tune', () =>
-      finetune(start, data.train, {
+      finetune(start, requireLabels(data.train), {
         ...rest,
+        lr: rest.lr ?? DEFAULT_PRUNE_LR,
         // After the spread: an `augment: undefined` from the caller must not undo prune's default.
         augment: rest.augment ?? DEFAULT_PRUNE_AUGMENT,
         sgd: { ...rest.sgd, nesterov: rest.sgd?.nesterov ?? DEFAULT_PRUNE_NESTEROV },
@@ -801,6 +911,25 @@ class AdaPruneRun {
     );
     await evaluateStage('finetuned', 'fine-tuned', serializeModel(tuned.model));
     return this.keep(outcome, [...models, ['finetuned', tuned.model]]);
+  }
+
+  /** The model of the best-scored stage among `models` (a tie goes to the later one). */
+  private mostFaithful(models: [AccuracyStage['stage'], Model][]): Model {
+    const scoreOf = (stage: string): number => this.accuracy.find((a) => a.stage === stage)!.top1;
+    return models.reduce((a, b) => (scoreOf(b[0]) >= scoreOf(a[0]) ? b : a))[1];
+  }
+
+  /** Runs a distillation; one that diverges leaves a note and the earlier stages instead of ending the run. */
+  private async distilOrNote(run: () => Promise<Model>): Promise<Model | undefined> {
+    try {
+      return await run();
+    } catch (e) {
+      if (!(e instanceof TrainingDivergedError)) throw e;
+      const line = `${e.message}; the best earlier stage is written`;
+      this.notes.push(line);
+      this.warn(line);
+      return undefined;
+    }
   }
 
   /**
@@ -821,7 +950,9 @@ class AdaPruneRun {
     const kept = named ?? best;
     const last = scored.at(-1)!;
     const pct = (x: number): string => `${(100 * x).toFixed(2)}%`;
-    const reason = named ? '--keep-stage' : 'the best top-1 of the stages';
+    const reason = named
+      ? '--keep-stage'
+      : `the best ${this.fidelity ? 'fidelity to the original' : 'top-1'} of the stages`;
     if (!named && kept !== last)
       this.notes.push(
         `${last.stage} scored ${pct(last.top1)}, below ${kept.stage} (${pct(kept.top1)}): the ${kept.stage} model is written; --keep-stage ${last.stage} writes the other`,
@@ -968,6 +1099,7 @@ class AdaPruneRun {
         ...(prunedMs !== undefined && { latencyMs: prunedMs }),
       },
       accuracy: this.accuracy,
+      ...(this.fidelity && { measure: 'fidelity' as const }),
       criteria: criteriaRows,
       // The plan's own name: a given plan's criterion (or 'custom'), not the one its candidate was built under.
       chosenCriterion: best.plan.criterion,

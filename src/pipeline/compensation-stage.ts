@@ -17,7 +17,9 @@ export interface CompensationStageOptions {
   seed: number;
   runtime: RuntimeOptions;
   /** BN recalibration after the fit (undefined: the model has no BN). */
-  recalibration?: { batches: number; batchSize: number };
+  recalibration?: { batches: number; batchSize: number; pooledVariance?: boolean };
+  /** Images per batch the model is run on (default 100; a model with a fixed batch dim takes only that). */
+  batchSize?: number;
   /** Proxy score of serialized model bytes on the calibration split. */
   score: (bytes: Uint8Array) => Promise<{ top1: number; loss: number }>;
   log: (line: string) => void;
@@ -45,7 +47,7 @@ export async function runCompensation(
     Math.min(options.images, options.pool.length),
   );
   const loaded: InputBatch[] = [];
-  const batchSize = 100;
+  const batchSize = options.batchSize ?? 100;
   for await (const b of batches(options.dataset, { spec: options.spec, batchSize, indices: chosen }))
     loaded.push({ data: b.images, shape: [...b.shape] });
   const heldCount = Math.max(1, Math.round(loaded.length / 5));
@@ -65,6 +67,7 @@ export async function runCompensation(
       spec: options.spec,
       batches: options.recalibration.batches,
       batchSize: options.recalibration.batchSize,
+      pooledVariance: options.recalibration.pooledVariance === true,
       seed: options.seed,
       runtime: options.runtime,
     });

@@ -1,10 +1,11 @@
-import type { Dataset } from '../data/dataset.js';
+import type { AnyDataset } from '../data/dataset.js';
 import type { PreprocessSpec } from '../data/preprocess.js';
 import { mixSeed, mulberry32, shuffle } from '../data/prng.js';
 import type { Model } from '../ir/index.js';
 import { FidelityJudge } from '../runtime/fidelity.js';
 import type { RuntimeOptions } from '../runtime/session.js';
 import { distillFromOriginal, type OutputKind } from '../train/distill.js';
+import type { StepProgress } from '../train/loop.js';
 import type { SgdOptions } from '../train/optimizer.js';
 
 /**
@@ -41,11 +42,12 @@ export class FidelityScorer {
     private readonly original: Uint8Array,
     private readonly spec: PreprocessSpec,
     private readonly runtime: RuntimeOptions,
+    private readonly batchSize = 32,
   ) {}
 
   async score(
     candidate: Uint8Array,
-    dataset: Dataset,
+    dataset: AnyDataset,
     indices: ArrayLike<number> | undefined,
   ): Promise<StageScore> {
     let judge = this.judges.get(indices);
@@ -53,6 +55,7 @@ export class FidelityScorer {
       judge = new FidelityJudge(this.original, dataset, {
         spec: this.spec,
         runtime: this.runtime,
+        batchSize: this.batchSize,
         ...(indices && { indices }),
       });
       this.judges.set(indices, judge);
@@ -72,14 +75,14 @@ export interface DistillStageOptions {
   spec: PreprocessSpec;
   seed: number;
   runtime: RuntimeOptions;
-  onStep?: (p: { epoch: number; step: number; steps: number; loss: number }) => void;
+  onStep?: (p: StepProgress) => void;
 }
 
 /** Label-free recovery: `start` (the pruned model) learns the original's outputs on the training images. */
 export async function distillStage(
   start: Model,
   original: Model,
-  dataset: Dataset,
+  dataset: AnyDataset,
   indices: Int32Array,
   o: DistillStageOptions,
 ): Promise<Model> {
@@ -101,12 +104,13 @@ export async function distillStage(
 }
 
 /** The images at `indices` as a data set of their own (the held-out images are never trained on). */
-function subsetOf(dataset: Dataset, indices: Int32Array): Dataset {
-  return {
-    ...dataset,
+function subsetOf(dataset: AnyDataset, indices: Int32Array): AnyDataset {
+  const view = {
+    describe: (i: number) => dataset.describe(indices[i]!),
+    load: (i: number, spec: PreprocessSpec) => dataset.load(indices[i]!, spec),
     length: indices.length,
-    labels: dataset.labels?.length ? Int32Array.from(indices, (i) => dataset.labels[i]!) : dataset.labels,
-    describe: (i) => dataset.describe(indices[i]!),
-    load: (i, spec) => dataset.load(indices[i]!, spec),
   };
+  return dataset.labelled === false
+    ? { ...dataset, ...view }
+    : { ...dataset, ...view, labels: Int32Array.from(indices, (i) => dataset.labels[i]!) };
 }

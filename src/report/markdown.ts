@@ -51,7 +51,12 @@ export function renderReportMarkdown(r: PruneReport, svgFile?: string): string {
     out.push('## Accuracy', '');
     out.push(
       table(
-        ['stage', 'top-1', 'loss', 'images'],
+        [
+          'stage',
+          r.measure === 'fidelity' ? 'fidelity R²' : 'top-1',
+          r.measure === 'fidelity' ? 'error' : 'loss',
+          'images',
+        ],
         r.accuracy.map((a) => [a.stage, formatPercent(a.top1), a.loss?.toFixed(4) ?? '—', a.images]),
       ),
       '',
@@ -62,7 +67,13 @@ export function renderReportMarkdown(r: PruneReport, svgFile?: string): string {
     out.push('## Inheritance criteria', '');
     out.push(
       table(
-        ['criterion', 'widths', 'proxy top-1', 'proxy loss', 'chosen'],
+        [
+          'criterion',
+          'widths',
+          r.measure === 'fidelity' ? 'proxy fidelity R²' : 'proxy top-1',
+          'proxy loss',
+          'chosen',
+        ],
         r.criteria.map((c) => [
           c.criterion,
           c.widths ?? '—',

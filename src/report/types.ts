@@ -13,6 +13,11 @@ export interface PruneReport {
   after: ModelFigures;
   /** Top-1 (and loss) at each stage, on the validation data when given, else the calibration split. */
   accuracy: AccuracyStage[];
+  /**
+   * What `accuracy[].top1` and `criteria[].top1` hold: top-1 (labelled data), or, on images without labels,
+   * fidelity to the original (R² of the outputs; `loss` is then the normalised error). Absent: top-1.
+   */
+  measure?: 'top-1' | 'fidelity';
   /** One row per inheritance criterion tried, with its proxy score; `chosen` marks the one kept. */
   criteria: CriterionRow[];
   chosenCriterion: string;

@@ -1,6 +1,6 @@
 import * as ort from 'onnxruntime-node';
 import { batches } from '../data/batches.js';
-import type { Dataset } from '../data/dataset.js';
+import type { AnyDataset } from '../data/dataset.js';
 import type { PreprocessSpec } from '../data/preprocess.js';
 import { UserError } from '../errors.js';
 import { createSession, type ModelSession, type RuntimeOptions } from './session.js';
@@ -8,9 +8,9 @@ import { createSession, type ModelSession, type RuntimeOptions } from './session
 /** How closely a model reproduces the original's outputs on the same images (no labels needed). */
 export interface Fidelity {
   /**
-   * Mean over outputs of the normalised error: the squared difference from the original's output divided by
-   * the original output's spread (its squared deviation from its mean), so 0 is identical and 1 is no better
-   * than predicting the original's mean everywhere.
+   * Mean over outputs of the normalised error (normalisedError: per channel of axis 1, the squared difference
+   * from the original divided by the original's spread), so 0 is identical and 1 is no better than predicting
+   * each channel's mean everywhere; 1 - error is the R² the pipeline reports.
    */
   error: number;
   perOutput: { name: string; error: number }[];
@@ -30,45 +30,35 @@ export interface FidelityOptions {
  * kept, so ranking several candidates runs the original only once.
  */
 export class FidelityJudge {
-  private reference: Float32Array[][] | undefined;
+  private reference: Output[][] | undefined;
   private names: readonly string[] = [];
 
   constructor(
     private readonly original: Uint8Array,
-    private readonly images: Dataset,
+    private readonly images: AnyDataset,
     private readonly options: FidelityOptions,
   ) {}
 
   async score(candidate: Uint8Array): Promise<Fidelity> {
     const reference = (this.reference ??= await this.outputsOf(this.original, true));
     const outputs = await this.outputsOf(candidate, false);
-    const perOutput = this.names.map((name, o) => {
-      let err = 0;
-      let spread = 0;
-      const all = reference.map((b) => b[o]!);
-      const count = all.reduce((n, a) => n + a.length, 0);
-      const mean = all.reduce((s, a) => s + a.reduce((x, y) => x + y, 0), 0) / Math.max(1, count);
-      reference.forEach((batch, b) => {
-        const t = batch[o]!;
-        const s = outputs[b]![o]!;
-        if (s.length !== t.length)
-          throw new UserError(`output '${name}' has ${s.length} values per batch, the original ${t.length}`);
-        for (let i = 0; i < t.length; i++) {
-          err += (s[i]! - t[i]!) ** 2;
-          spread += (t[i]! - mean) ** 2;
-        }
-      });
-      return { name, error: spread > 0 ? err / spread : err > 0 ? Infinity : 0 };
-    });
+    const perOutput = this.names.map((name, o) => ({
+      name,
+      error: normalisedError(
+        reference.map((b) => b[o]!),
+        outputs.map((b) => b[o]!),
+        name,
+      ),
+    }));
     const error = perOutput.reduce((s, p) => s + p.error, 0) / Math.max(1, perOutput.length);
     return { error, perOutput, images: this.options.indices?.length ?? this.images.length };
   }
 
-  private async outputsOf(model: Uint8Array, isOriginal: boolean): Promise<Float32Array[][]> {
+  private async outputsOf(model: Uint8Array, isOriginal: boolean): Promise<Output[][]> {
     const session: ModelSession = await createSession(model, this.options.runtime ?? {});
     try {
       if (isOriginal) this.names = session.session.outputNames;
-      const out: Float32Array[][] = [];
+      const out: Output[][] = [];
       for await (const batch of batches(this.images, {
         spec: this.options.spec,
         batchSize: this.options.batchSize ?? 32,
@@ -77,11 +67,56 @@ export class FidelityJudge {
         const result = await session.session.run({
           [session.inputName]: new ort.Tensor('float32', batch.images, batch.shape),
         });
-        out.push(this.names.map((n) => Float32Array.from(result[n]!.data as Float32Array)));
+        out.push(
+          this.names.map((n) => ({
+            data: Float32Array.from(result[n]!.data as Float32Array),
+            dims: result[n]!.dims.map(Number),
+          })),
+        );
       }
       return out;
     } finally {
       await session.release();
     }
   }
+}
+
+/** One output of one batch. */
+interface Output {
+  data: Float32Array;
+  dims: number[];
+}
+
+/**
+ * The squared error against the original, divided by the original's spread, per channel of axis 1 (each
+ * channel's deviation from its own mean), averaged over the channels: a detector's box rows in pixels and its
+ * score rows in [0, 1] count alike, as a segmenter's class maps do. A channel with no spread counts its raw error.
+ */
+function normalisedError(reference: Output[], candidate: Output[], name: string): number {
+  const dims = reference[0]!.dims;
+  const channels = dims.length >= 2 ? dims[1]! : 1;
+  const inner = dims.slice(2).reduce((a, b) => a * b, 1);
+  const sum = new Float64Array(channels);
+  const count = new Float64Array(channels);
+  for (const r of reference)
+    for (let i = 0; i < r.data.length; i++) {
+      const c = Math.floor(i / inner) % channels;
+      sum[c]! += r.data[i]!;
+      count[c]! += 1;
+    }
+  const err = new Float64Array(channels);
+  const spread = new Float64Array(channels);
+  reference.forEach((r, b) => {
+    const s = candidate[b]!.data;
+    if (s.length !== r.data.length)
+      throw new UserError(`output '${name}' has ${s.length} values per batch, the original ${r.data.length}`);
+    for (let i = 0; i < s.length; i++) {
+      const c = Math.floor(i / inner) % channels;
+      err[c]! += (s[i]! - r.data[i]!) ** 2;
+      spread[c]! += (r.data[i]! - sum[c]! / count[c]!) ** 2;
+    }
+  });
+  let total = 0;
+  for (let c = 0; c < channels; c++) total += spread[c]! > 0 ? err[c]! / spread[c]! : err[c]!;
+  return total / channels;
 }

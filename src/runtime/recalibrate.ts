@@ -23,6 +23,13 @@ export interface RecalibrateOptions {
    * it costs accuracy (ResNet-56: 81.4% instead of 84.9%, see docs/runtime.md).
    */
   augment?: boolean;
+  /**
+   * Estimate each channel's variance over all the images together (the mean of the batches' variances plus
+   * the variance of their means) instead of averaging the batches' own variances. Small batches need it: with a
+   * batch of one image, a 2x2 feature map's own variance says little about the data's (a static detector export
+   * fixes the batch at 1). Default false, the averaging PyTorch's train-mode BN does.
+   */
+  pooledVariance?: boolean;
   runtime?: RuntimeOptions;
   onProgress?: (done: number, total: number) => void;
 }
@@ -61,6 +68,8 @@ export async function recalibrateBatchNorm(
   const sums = layers.map((l) => ({
     mean: new Float64Array(l.channels),
     variance: new Float64Array(l.channels),
+    meanSquare: new Float64Array(l.channels),
+    count: 0,
   }));
   const fetches = statsOutputs.flatMap((o) => [o.mean, o.variance, o.shape]);
   let batchCount = 0;
@@ -91,10 +100,13 @@ export async function recalibrateBatchNorm(
           number,
         ];
         const count = n * length;
-        const unbiased = count > 1 ? count / (count - 1) : 1;
+        const pooled = options.pooledVariance === true;
+        const unbiased = count > 1 && !pooled ? count / (count - 1) : 1;
+        sums[i]!.count += count;
         for (let c = 0; c < mean.length; c++) {
           sums[i]!.mean[c] += mean[c]!;
           sums[i]!.variance[c] += variance[c]! * unbiased;
+          sums[i]!.meanSquare[c] += mean[c]! * mean[c]!;
         }
       });
       batchCount++;
@@ -106,8 +118,15 @@ export async function recalibrateBatchNorm(
   }
 
   layers.forEach((layer, i) => {
-    writeStatistic(model, layer, 3, sums[i]!.mean, batchCount);
-    writeStatistic(model, layer, 4, sums[i]!.variance, batchCount);
+    const s = sums[i]!;
+    writeStatistic(model, layer, 3, s.mean, batchCount);
+    writeStatistic(
+      model,
+      layer,
+      4,
+      options.pooledVariance ? pooledVariance(s, batchCount) : s.variance,
+      batchCount,
+    );
   });
   return {
     layers: layers.length,
@@ -115,6 +134,24 @@ export async function recalibrateBatchNorm(
     batches: batchCount,
     seconds: (performance.now() - started) / 1000,
   };
+}
+
+/**
+ * The sum (over batches, so writeStatistic's division gives the value) of the variance over all images: by the
+ * law of total variance, the mean of the batches' variances plus the variance of their means (equal-sized
+ * batches), with Bessel's correction over every value seen.
+ */
+function pooledVariance(
+  s: { mean: Float64Array; variance: Float64Array; meanSquare: Float64Array; count: number },
+  batches: number,
+): Float64Array {
+  const unbiased = s.count > 1 ? s.count / (s.count - 1) : 1;
+  return s.variance.map((v, c) => {
+    const m = s.mean[c]! / batches;
+    const within = v / batches;
+    const between = s.meanSquare[c]! / batches - m * m;
+    return (within + Math.max(0, between)) * unbiased * batches;
+  });
 }
 
 /** Stores sum/count into the BN's input `slot`; a tensor shared with another node gets a private copy first. */

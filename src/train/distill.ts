@@ -1,12 +1,12 @@
 import * as ort from 'onnxruntime-node';
 import { batches } from '../data/batches.js';
-import type { Dataset } from '../data/dataset.js';
+import type { AnyDataset } from '../data/dataset.js';
 import type { PreprocessSpec } from '../data/preprocess.js';
 import { UserError } from '../errors.js';
 import { serializeModel, type Model } from '../ir/index.js';
 import { createSession, type ModelSession } from '../runtime/session.js';
 import type { Device } from '../runtime/device.js';
-import { carriedTensors, stateFeeds, withWeights } from './loop.js';
+import { carriedTensors, stateFeeds, withWeights, type StepProgress } from './loop.js';
 import type { SgdOptions } from './optimizer.js';
 import type { OutputMatch } from './output-matching.js';
 import { learningRate } from './schedule.js';
@@ -27,9 +27,15 @@ export interface DistillOptions {
   seed?: number;
   /** One per model output, or one for all; default `auto`. */
   outputKinds?: readonly OutputKind[];
+  /**
+   * Keep BN in inference mode (the original's statistics; gamma and beta still train). Default: with batches
+   * under FROZEN_BN_BELOW images, whose own statistics are too noisy to normalise by.
+   */
+  frozenBatchNorm?: boolean;
   device?: Device;
   threads?: number;
-  onStep?: (p: { epoch: number; step: number; steps: number; loss: number }) => void;
+  /** After every step; `accuracy` is NaN (there are no labels), `epoch` counts from 1 as fine-tuning's does. */
+  onStep?: (p: StepProgress) => void;
 }
 
 export interface DistillResult {
@@ -38,6 +44,16 @@ export interface DistillResult {
   history: { epoch: number; loss: number; seconds: number }[];
   matches: OutputMatch[];
 }
+
+/** A run whose loss stopped being finite: the caller may keep what it had before it. */
+export class TrainingDivergedError extends UserError {}
+
+/**
+ * Batches smaller than this train with BN frozen: a static export fixed at batch 1 has no batch statistics
+ * worth the name (a YOLO P5 map at 64x64 input is 2x2). Larger batches normalise as fine-tuning does, which
+ * conditions the steps better (a random-init UNet diverged at lr 0.01 frozen, and learned at 0.05 in train mode).
+ */
+export const FROZEN_BN_BELOW = 8;
 
 /** Batches the matching rules are chosen from. */
 const CALIBRATION_BATCHES = 2;
@@ -50,7 +66,7 @@ const CALIBRATION_BATCHES = 2;
 export async function distillFromOriginal(
   student: Model,
   teacher: Model,
-  dataset: Dataset,
+  dataset: AnyDataset,
   options: DistillOptions,
 ): Promise<DistillResult> {
   const B = options.batchSize;
@@ -69,6 +85,7 @@ export async function distillFromOriginal(
       batchSize: B,
       sgd: options.sgd,
       matchOutputs: matches,
+      frozenBatchNorm: options.frozenBatchNorm ?? B < FROZEN_BN_BELOW,
       blockedConvs: (options.device ?? 'cpu') === 'cpu',
     });
     const session = await createSession(serializeModel(step.model), {
@@ -91,7 +108,7 @@ async function trainEpochs(
   step: StepGraph,
   session: ModelSession,
   teacher: ModelSession,
-  dataset: Dataset,
+  dataset: AnyDataset,
   order: Int32Array,
   options: DistillOptions,
   tensors: Map<string, Float32Array>,
@@ -125,12 +142,21 @@ async function trainEpochs(
       for (const [from, to] of carried) feeds[to] = out[from] as ort.Tensor;
       const loss = (out[step.outputs.loss]!.data as Float32Array)[0]!;
       if (!Number.isFinite(loss))
-        throw new UserError(
-          `distillation diverged at epoch ${epoch + 1}, step ${k + 1} (loss ${loss}): lower the learning rate`,
+        throw new TrainingDivergedError(
+          `distillation diverged at epoch ${epoch + 1}, step ${k + 1} (loss ${loss}): lower the learning rate (--finetune-lr)`,
         );
       sum += loss;
       k++;
-      options.onStep?.({ epoch, step: k, steps, loss });
+      const seconds = (performance.now() - started) / 1000;
+      options.onStep?.({
+        epoch: epoch + 1,
+        epochs: options.epochs,
+        step: k,
+        stepsPerEpoch: steps,
+        loss,
+        accuracy: NaN,
+        imagesPerSecond: (k * B) / Math.max(seconds, 1e-9),
+      });
     }
     history.push({
       epoch: epoch + 1,
@@ -149,7 +175,7 @@ async function trainEpochs(
  */
 async function chooseMatches(
   teacher: ModelSession,
-  dataset: Dataset,
+  dataset: AnyDataset,
   order: Int32Array,
   options: DistillOptions,
 ): Promise<OutputMatch[]> {

@@ -55,6 +55,12 @@ export interface StepGraphOptions {
    */
   matchOutputs?: readonly OutputMatch[];
   /**
+   * BatchNormalization keeps its running statistics (inference mode): gamma and beta train, the statistics
+   * neither normalise the batch nor move. Distillation from the original uses it, since the original computes
+   * with those statistics, and small batches (a static export fixed at batch 1) give no usable batch statistics.
+   */
+  frozenBatchNorm?: boolean;
+  /**
    * Which float initializers are trained. Default: Conv/Gemm/MatMul weights and biases (and the bias Add after a
    * MatMul), BN scales and shifts. When given, it decides for every float initializer a node reads.
    */
@@ -232,7 +238,9 @@ function emitTrainingStep(
   const { readAs, shifts } = options.sharpnessAware
     ? shiftedParams(s, params)
     : { readAs: new Map(params.map((p) => [p, p])), shifts: [] };
-  const { composite, runningStats } = expandBatchNorms(s);
+  const { composite, runningStats } = options.frozenBatchNorm
+    ? { composite: new Map<Node, BatchNormSaved>(), runningStats: freezeBatchNorms(s) }
+    : expandBatchNorms(s);
   const requiresGrad = differentiable(s, [...readAs.values()], matching ? [...g.outputs] : [logits]);
 
   const forwardNodes = [...g.nodes];
@@ -367,6 +375,31 @@ function expandBatchNorms(s: StepBuilder): {
     }
   }
   return { composite, runningStats };
+}
+
+/**
+ * Every BatchNormalization as the affine map it computes in inference mode, y = x * k + (beta - mean * k) with
+ * k = gamma / sqrt(var + eps), written with ops that have backward rules; the statistics stay constants.
+ */
+function freezeBatchNorms(s: StepBuilder): StepGraph['runningStats'] {
+  const { g } = s;
+  for (const bn of [...g.iterNodes()].filter((n) => n.opType === 'BatchNormalization')) {
+    const [x, gamma, beta, mean, variance] = [0, 1, 2, 3, 4].map((i) => bn.input(i)) as Value[];
+    const xShape = s.shapes.get(x)!;
+    const c = xShape[1]!;
+    const e = new Emitter(g, 'bn_eval/', { opset: s.opset, before: bn });
+    const eps = bn.attrFloat('epsilon', 1e-5);
+    const channelShape = xShape.map((d, i) => (i === 1 ? d : 1));
+    const shaped = (v: Value, shape: number[]): Value => (s.shapes.set(v, shape), v);
+    const std = shaped(e.op('Sqrt', [shaped(e.add(variance, e.scalar(eps)), [c])]), [c]);
+    const k = shaped(e.op('Div', [gamma, std]), [c]);
+    const shift = shaped(e.sub(beta, shaped(e.mul(mean, k), [c])), [c]);
+    const scaled = shaped(e.mul(x, shaped(e.reshape(k, channelShape), channelShape)), xShape);
+    const y = shaped(e.add(scaled, shaped(e.reshape(shift, channelShape), channelShape)), xShape);
+    g.replaceAllUsesWith(bn.output(), y);
+    g.removeNode(bn);
+  }
+  return [];
 }
 
 /** Which values depend on a trainable parameter (float outputs of differentiable ops downstream of one). */
