@@ -94,6 +94,8 @@ export async function validateModel(
     session = await ort.InferenceSession.create(bytes, {
       graphOptimizationLevel: 'all',
       logSeverityLevel: 4,
+      // Prepacked weight copies (MLAS's GEMM layouts) would add a copy of the weights for one run.
+      extra: { session: { disable_prepacking: '1' } },
     });
   } catch (e) {
     throw ortFailure('onnxruntime rejects it', e);
