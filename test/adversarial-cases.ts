@@ -1343,7 +1343,7 @@ function unlabelledCases(
   add('data set', 'eval on a folder of images without labels', {
     setup: (d) => ['eval', d.model, '--data', path.join(copyData(d), 'class3')],
   });
-  add('data set', 'prune --data on a list of images (no labels)', {
+  add('data set', 'prune --data on a list of one image (no labels: none to hold out)', {
     setup: (d) => ['prune', d.model, '--flops', '0.5', '--data', list(d, 'data/class1/0.png\n'), '--dry-run'],
   });
   add('data set', 'a list naming a missing file', {

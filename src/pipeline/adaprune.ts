@@ -493,6 +493,11 @@ class AdaPruneRun {
       return;
     }
     const train = data.train;
+    if (!hasLabels(train) && train.length < 2)
+      throw new UserError(
+        `the data has ${train.length} image${train.length === 1 ? '' : 's'}: scoring without labels holds some out, so give at least 2`,
+        train.path,
+      );
     const holdout = Math.min(data.calibrationImages ?? 1000, Math.floor(train.length / 2));
     if (data.val && hasLabels(data.val) !== hasLabels(train))
       throw new UserError('--data and --val must both have labels or both be plain images', data.val.path);

@@ -41,6 +41,7 @@ export class FidelityJudge {
 
   async score(candidate: Uint8Array): Promise<Fidelity> {
     const reference = (this.reference ??= await this.outputsOf(this.original, true));
+    if (reference.length === 0) throw new UserError('no images to compare the outputs on', this.images.path);
     const outputs = await this.outputsOf(candidate, false);
     const perOutput = this.names.map((name, o) => ({
       name,
