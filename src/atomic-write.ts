@@ -107,6 +107,11 @@ export class StagedWrites {
     return this.staged.map((s) => s.target);
   }
 
+  /** The temporary `target` is staged in (complete, not yet renamed), to check what will be committed. */
+  stagedAt(target: string): string | undefined {
+    return this.staged.find((s) => s.target === path.resolve(target))?.tmp;
+  }
+
   commit(): void {
     const done: { target: string; backup?: string }[] = [];
     try {

@@ -63,7 +63,7 @@ function fileList(files: readonly string[]): string {
 }
 
 /** Warnings for a budget the result does not meet (a latency target above all: it is measured, not planned). */
-export function missedTargets(result: AdaPruneResult): string[] {
+export function missedTargets(result: Omit<AdaPruneResult, 'model'>): string[] {
   const { budget } = result.report;
   if (budget.target === undefined || budget.plan !== undefined) return [];
   if (budget.achieved <= budget.target * 1.005) return [];
@@ -78,7 +78,7 @@ export function missedTargets(result: AdaPruneResult): string[] {
  * accuracy by stage with the one written marked, the chosen candidate, the files, and warnings.
  */
 export function renderRunSummary(
-  result: AdaPruneResult,
+  result: Omit<AdaPruneResult, 'model'>,
   files: readonly string[],
   warnings: readonly string[] = [],
 ): string {
@@ -139,7 +139,7 @@ export function renderRunSummary(
 }
 
 /** `--timings`: seconds per pipeline stage. */
-export function renderTimings(result: AdaPruneResult): string {
+export function renderTimings(result: Omit<AdaPruneResult, 'model'>): string {
   return renderTable(
     ['stage', { header: 'seconds', align: 'right' }],
     result.report.stages.map((s) => [s.name, s.seconds.toFixed(2)]),

@@ -5,7 +5,7 @@ import { openDataset } from '../data/open.js';
 import { AUGMENTATIONS, resolveSpec, specForInput, type Augmentation } from '../data/preprocess.js';
 import type { Dim } from '../ir/types.js';
 import { UserError } from '../errors.js';
-import { loadModel, saveModel } from '../ir/index.js';
+import { loadModel, saveModel, type Model } from '../ir/index.js';
 import { needsExternalData } from '../ir/save.js';
 import { PassManager } from '../passes/pass-manager.js';
 import {
@@ -38,6 +38,9 @@ import {
 import { checkOutput, RunOutputs } from '../run-files.js';
 import { reportPaths, writeReports } from '../report/index.js';
 import { checkModel, checkRuntimeAccepts } from '../runtime/preflight.js';
+import { prepareValidation, type PreparedValidation } from '../runtime/validate.js';
+import { probeInputDims } from '../shapes/probe.js';
+import { collectGarbage } from '../ir/loaded-file.js';
 import { INPUT_SHAPE_OPTION, imageInputDims, inputShapesFor } from './input-shape.js';
 import { OUTPUT_KINDS, type OutputKind } from '../train/distill.js';
 import {
@@ -150,7 +153,9 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       );
     else await checkRuntimeAccepts(model, argv.model, inputShapes);
     let bar: Progress | undefined;
-    const result = await adaPrune(model, {
+    // The model written is validated here, from its staged file, once its weights are out of memory.
+    const validateWritten = argv.validate && !large && !argv.dryRun;
+    const result: Omit<AdaPruneResult, 'model'> & { model?: Model } = await adaPrune(model, {
       flops: argv.flops,
       params: argv.params,
       latency: argv.latency,
@@ -191,7 +196,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       },
       runtime: { device: parseDevice(argv.device), threads: argv.threads },
       dryRun: argv.dryRun,
-      validate: argv.validate && !large,
+      validate: argv.validate && !large && !validateWritten,
       passManager: pm,
       keepStage: argv.keepStage,
       log: progress.log,
@@ -212,9 +217,14 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
     if (!argv.dryRun) {
       const external =
         argv.externalData || large ? { location: `${path.basename(argv.output!)}.data` } : undefined;
+      const pruned = result.model!;
+      const check = validateWritten
+        ? prepareValidation(pruned, probeInputDims(pruned, inputShapes))
+        : undefined;
       pm.time('save', () =>
-        saveModel(result.model, argv.output!, { staged: outputs.staged, externalData: external }),
+        saveModel(pruned, argv.output!, { staged: outputs.staged, externalData: external }),
       );
+      if (check) await validateStaged(check, outputs, argv.output!, result, pm);
       files.push(argv.output!);
       result.report.output = argv.output!;
       if (argv.report)
@@ -242,6 +252,30 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
     if (result.skipped.length) say(`not run: ${result.skipped.join('; ')}`);
   },
 };
+
+/**
+ * Validates the staged model file; the result's model is dropped first, so onnxruntime's copy of the weights is
+ * the only one in memory (the peak of a prune). A failure removes the staged files: nothing is written.
+ */
+async function validateStaged(
+  check: PreparedValidation,
+  outputs: RunOutputs,
+  file: string,
+  result: { model?: Model },
+  pm: PassManager,
+): Promise<void> {
+  delete result.model;
+  collectGarbage();
+  const started = performance.now();
+  try {
+    await check.run(outputs.staged.stagedAt(file)!);
+  } catch (e) {
+    outputs.abort();
+    throw e;
+  } finally {
+    pm.timings.push({ pass: 'validate', ms: performance.now() - started });
+  }
+}
 
 async function openData(
   argv: PruneArgs,
@@ -287,7 +321,7 @@ const PRUNE_NUMBERS: Record<string, NumberRule> = {
 };
 
 /** `--verbose`: the group table, totals, the candidates compared, and accuracy by stage when there was data. */
-export function renderSummary(result: AdaPruneResult): string {
+export function renderSummary(result: Omit<AdaPruneResult, 'model'>): string {
   const parts = [
     renderReport(
       result.core,

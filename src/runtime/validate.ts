@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import * as ort from 'onnxruntime-node';
 import { firstLine } from '../data/error-text.js';
 import { UserError } from '../errors.js';
@@ -75,55 +76,100 @@ export async function validateModel(
   model: Model,
   inputDims?: Map<string, number[]>,
 ): Promise<ValidationResult> {
-  let t = performance.now();
+  const check = prepareValidation(model, inputDims);
+  // From bytes the model itself is then rebased onto: one copy of the weights, not the model's and the bytes'.
+  // What it held before (sliced arrays) is freed before onnxruntime's own copies are made.
+  const bytes = serializeModelCompact(model, { rebase: true });
+  if (bytes.length >= 16 << 20) collectGarbage();
+  return check.run(bytes);
+}
+
+/** A validation whose structural part is done: `run` makes the onnxruntime session and the run. */
+export interface PreparedValidation {
+  /** The model as bytes, or the file it was written to (its weights then need not be in memory). */
+  run(model: Uint8Array | string): Promise<ValidationResult>;
+}
+
+/**
+ * The structural checks, and what the onnxruntime run needs (random inputs, the declared outputs), taken from
+ * `model` now: the run itself holds no reference to it, so a caller that wrote the model can let its weights go
+ * and validate the written file, with one copy of the weights in memory (onnxruntime's) instead of two.
+ */
+export function prepareValidation(model: Model, inputDims?: Map<string, number[]>): PreparedValidation {
+  const started = performance.now();
   const problems = verifyModel(model);
   if (problems.length) throw new ValidationError(`IR verification: ${problems.slice(0, 3).join('; ')}`);
   const structural = structuralProblem(model);
   if (structural) throw new ValidationError(structural);
-  const verifyMs = performance.now() - t;
-  t = performance.now();
-  let session: ort.InferenceSession;
+  const feeds = randomInputs(model, inputDims ?? probeInputDims(model));
+  const outputs = model.graph.outputs.map((v) => ({ name: v.name, shape: v.shape }));
+  const verifyMs = performance.now() - started;
+  return {
+    async run(source) {
+      let t = performance.now();
+      let session: ort.InferenceSession;
+      try {
+        // The default optimisation level (`all`), as every deployment and every other session here uses: with
+        // optimisations off onnxruntime accepted graphs (0-channel convs) that it rejects, or crashes on, with
+        // them on. Its own log is silenced: the reason comes back in the error, and is reported on one line.
+        // Past LARGE_MODEL_BYTES the check runs at `extended`, everything but the blocked (NCHWc) layout
+        // transform, whose copy of every conv weight set the peak of a prune (WRN-50-2: 675 MiB at `all`, 624
+        // MiB at `extended`, a 263 MiB file); the structural check above refuses the 0-channel layers.
+        const options: ort.InferenceSession.SessionOptions = {
+          graphOptimizationLevel: byteSize(source) >= LARGE_MODEL_BYTES ? 'extended' : 'all',
+          logSeverityLevel: 4,
+          // Prepacked weight copies (MLAS's GEMM layouts) would add a copy of the weights for one run.
+          extra: { session: { disable_prepacking: '1' } },
+        };
+        session = await (typeof source === 'string'
+          ? ort.InferenceSession.create(source, options)
+          : ort.InferenceSession.create(source, options));
+      } catch (e) {
+        throw ortFailure('onnxruntime rejects it', e);
+      }
+      const sessionMs = performance.now() - t;
+      t = performance.now();
+      try {
+        checkOutputs(await runOnce(session, feeds), outputs);
+      } finally {
+        await session.release();
+      }
+      return { verifyMs, sessionMs, runMs: performance.now() - t };
+    },
+  };
+}
+
+/** Models at least this large are validated without the NCHWc layout transform (see prepareValidation). */
+export const LARGE_MODEL_BYTES = 64 << 20;
+
+function byteSize(source: Uint8Array | string): number {
+  return typeof source === 'string' ? fs.statSync(source).size : source.byteLength;
+}
+
+async function runOnce(
+  session: ort.InferenceSession,
+  feeds: Record<string, ort.Tensor>,
+): Promise<ort.InferenceSession.ReturnType> {
   try {
-    // The default optimisation level (`all`), as every deployment and every other session here uses: with
-    // optimisations off onnxruntime accepted graphs (0-channel convs) that it rejects, or crashes on, with them
-    // on. Its own log is silenced: the reason comes back in the error, and is reported on one line.
-    // From bytes the model itself is then rebased onto: one copy of the weights, not the model's and the bytes'.
-    // What it held before (sliced arrays) is freed before onnxruntime's own copies are made.
-    const bytes = serializeModelCompact(model, { rebase: true });
-    if (bytes.length >= 16 << 20) collectGarbage();
-    session = await ort.InferenceSession.create(bytes, {
-      graphOptimizationLevel: 'all',
-      logSeverityLevel: 4,
-      // Prepacked weight copies (MLAS's GEMM layouts) would add a copy of the weights for one run.
-      extra: { session: { disable_prepacking: '1' } },
-    });
+    return await session.run(feeds, { logSeverityLevel: 4 });
   } catch (e) {
-    throw ortFailure('onnxruntime rejects it', e);
+    throw ortFailure('onnxruntime fails to run it', e);
   }
-  const sessionMs = performance.now() - t;
-  t = performance.now();
-  try {
-    let out: ort.InferenceSession.ReturnType;
-    try {
-      out = await session.run(randomInputs(model, inputDims ?? probeInputDims(model)), {
-        logSeverityLevel: 4,
-      });
-    } catch (e) {
-      throw ortFailure('onnxruntime fails to run it', e);
-    }
-    for (const v of model.graph.outputs) {
-      const r = out[v.name];
-      if (!r) throw new ValidationError(`it did not produce output '${v.name}'`);
-      const want = v.shape;
-      if (want && want.some((d, i) => typeof d === 'number' && d !== Number(r.dims[i])))
-        throw new ValidationError(`output '${v.name}' has dims [${r.dims}], declared [${want}]`);
-      if (r.type === 'float32' && !(r.data as Float32Array).every(Number.isFinite))
-        throw new ValidationError(`output '${v.name}' is not finite on random input`);
-    }
-  } finally {
-    await session.release();
+}
+
+function checkOutputs(
+  out: ort.InferenceSession.ReturnType,
+  outputs: { name: string; shape: readonly (number | string | null)[] | undefined }[],
+): void {
+  for (const v of outputs) {
+    const r = out[v.name];
+    if (!r) throw new ValidationError(`it did not produce output '${v.name}'`);
+    const want = v.shape;
+    if (want && want.some((d, i) => typeof d === 'number' && d !== Number(r.dims[i])))
+      throw new ValidationError(`output '${v.name}' has dims [${r.dims}], declared [${want}]`);
+    if (r.type === 'float32' && !(r.data as Float32Array).every(Number.isFinite))
+      throw new ValidationError(`output '${v.name}' is not finite on random input`);
   }
-  return { verifyMs, sessionMs, runMs: performance.now() - t };
 }
 
 /** onnxruntime's message, reduced to one line, with the node it names (`Name:'...'`) pulled out. */
