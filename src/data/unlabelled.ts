@@ -3,12 +3,11 @@ import { realpath } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { UserError } from '../errors.js';
 import { noteInput, readRegularFile } from '../run-files.js';
-import type { Sample, UnlabelledDataset } from './dataset.js';
-import { DecodedCache, DEFAULT_DECODED_CACHE_BYTES } from './decoded-cache.js';
+import type { UnlabelledDataset } from './dataset.js';
+import { DEFAULT_DECODED_CACHE_BYTES } from './decoded-cache.js';
+import { ImageFiles } from './image-files.js';
 import { fsErrorReason } from './error-text.js';
-import { decodeImageFile } from './image.js';
 import { compareCodeUnits, IMAGE_EXTENSIONS, linkInside } from './image-folder.js';
-import type { PreprocessSpec } from './preprocess.js';
 
 /** Largest list file read: 64 MiB is about a million paths. */
 const MAX_LIST_BYTES = 64 << 20;
@@ -17,23 +16,20 @@ const MAX_LIST_BYTES = 64 << 20;
  * Images without labels: the image files directly inside a folder (sorted), or the files a list names (in its
  * order). Only their paths are held; pixels are decoded on demand and, up to a byte budget, kept for reuse.
  */
-export class UnlabelledImages implements UnlabelledDataset {
+export class UnlabelledImages extends ImageFiles implements UnlabelledDataset {
   readonly kind = 'unlabelled';
   readonly labelled = false;
   readonly labels = undefined;
   readonly classNames = undefined;
-  readonly length: number;
-  private readonly cache: DecodedCache;
 
   private constructor(
     readonly path: string,
     /** `folder`: images directly in `path`; `list`: a text file naming them. */
     readonly source: 'folder' | 'list',
-    private readonly files: readonly string[],
+    files: readonly string[],
     cacheBytes: number,
   ) {
-    this.length = files.length;
-    this.cache = new DecodedCache(cacheBytes);
+    super(files, cacheBytes);
   }
 
   /**
@@ -101,18 +97,6 @@ export class UnlabelledImages implements UnlabelledDataset {
     });
     if (files.length === 0) throw new UserError('the list names no images', list);
     return new UnlabelledImages(list, 'list', files, cacheBytes);
-  }
-
-  describe(index: number): string {
-    return this.files[index]!;
-  }
-
-  async load(index: number, spec: PreprocessSpec): Promise<Sample> {
-    const cached = this.cache.get(index, spec);
-    if (cached) return cached;
-    const sample = await decodeImageFile(this.files[index]!, spec);
-    this.cache.put(index, spec, sample);
-    return sample;
   }
 }
 

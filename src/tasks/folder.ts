@@ -1,12 +1,11 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { opendir, readdir } from 'node:fs/promises';
 import { basename, extname, join } from 'node:path';
-import type { Dataset, Sample } from '../data/dataset.js';
-import { DecodedCache, DEFAULT_DECODED_CACHE_BYTES } from '../data/decoded-cache.js';
+import type { Dataset } from '../data/dataset.js';
+import { DEFAULT_DECODED_CACHE_BYTES } from '../data/decoded-cache.js';
+import { ImageFiles } from '../data/image-files.js';
 import { fsErrorReason } from '../data/error-text.js';
-import { decodeImageFile } from '../data/image.js';
 import { compareCodeUnits, IMAGE_EXTENSIONS } from '../data/image-folder.js';
-import type { PreprocessSpec } from '../data/preprocess.js';
 import { UserError } from '../errors.js';
 import { noteInput } from '../run-files.js';
 import type { TaskName } from './types.js';
@@ -22,25 +21,22 @@ export function labelFolderName(task: TaskName): 'labels' | 'masks' {
  * `images/val` with `labels/val` (ultralytics' split folders) are read for `--split test`, `images/train` for
  * train. It serves the images as a Dataset whose class labels are all 0 (the task's labels are files).
  */
-export class TaskImageFolder implements Dataset {
+export class TaskImageFolder extends ImageFiles implements Dataset {
   readonly kind = 'image-folder';
   readonly classNames: readonly string[] = ['image'];
   readonly labels: Int32Array;
-  readonly length: number;
-  private readonly cache: DecodedCache;
 
   private constructor(
     readonly path: string,
-    private readonly files: readonly string[],
+    files: readonly string[],
     /** The label file of each image, or undefined where there is none. */
     readonly labelFiles: readonly (string | undefined)[],
     /** The label folder, when there is one. */
     readonly labelFolder: string | undefined,
     cacheBytes: number,
   ) {
-    this.length = files.length;
+    super(files, cacheBytes);
     this.labels = new Int32Array(files.length);
-    this.cache = new DecodedCache(cacheBytes);
   }
 
   static async open(
@@ -95,18 +91,6 @@ export class TaskImageFolder implements Dataset {
   /** Images that have a label file. */
   get labelledCount(): number {
     return this.labelFiles.filter((f) => f !== undefined).length;
-  }
-
-  describe(index: number): string {
-    return this.files[index]!;
-  }
-
-  async load(index: number, spec: PreprocessSpec): Promise<Sample> {
-    const cached = this.cache.get(index, spec);
-    if (cached) return cached;
-    const sample = await decodeImageFile(this.files[index]!, spec);
-    this.cache.put(index, spec, sample);
-    return sample;
   }
 }
 
