@@ -8,6 +8,7 @@ import {
   renderTable,
   speedup,
 } from '../report/table.js';
+import { measureLabels } from '../report/measure.js';
 
 /**
  * Progress of a prune run on stderr. By default it says little: warnings, fine-tuning progress, and on a
@@ -114,8 +115,8 @@ export function renderRunSummary(
       renderTable(
         [
           'stage',
-          { header: r.measure === 'fidelity' ? 'fidelity R²' : 'top-1', align: 'right' },
-          { header: r.measure === 'fidelity' ? 'error' : 'loss', align: 'right' },
+          { header: measureLabels(r).score, align: 'right' },
+          { header: measureLabels(r).loss, align: 'right' },
           'written',
         ],
         r.accuracy.map((a) => [

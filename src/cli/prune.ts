@@ -58,6 +58,7 @@ import { formatCount, formatPercent, renderKeyValues, renderTable, speedup } fro
 import { parseDevice } from '../runtime/device.js';
 import { createProgress, type Progress } from '../runtime/progress.js';
 import { labelOfValueName, summarizeReasons } from '../report/module-names.js';
+import { measureLabels } from '../report/measure.js';
 
 interface PruneArgs {
   model: string;
@@ -344,7 +345,7 @@ export function renderSummary(result: Omit<AdaPruneResult, 'model'>): string {
         [
           'criterion',
           'widths',
-          { header: r.measure === 'fidelity' ? 'proxy fidelity R²' : 'proxy top-1', align: 'right' },
+          { header: `proxy ${measureLabels(r).score}`, align: 'right' },
           { header: 'proxy loss', align: 'right' },
           'chosen',
         ],
@@ -362,8 +363,8 @@ export function renderSummary(result: Omit<AdaPruneResult, 'model'>): string {
       renderTable(
         [
           'stage',
-          { header: r.measure === 'fidelity' ? 'fidelity R²' : 'top-1', align: 'right' },
-          { header: r.measure === 'fidelity' ? 'error' : 'loss', align: 'right' },
+          { header: measureLabels(r).score, align: 'right' },
+          { header: measureLabels(r).loss, align: 'right' },
           { header: 'images', align: 'right' },
         ],
         r.accuracy.map((a) => [a.stage, formatPercent(a.top1), a.loss?.toFixed(4) ?? '', a.images]),

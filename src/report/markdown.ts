@@ -2,6 +2,7 @@ import { escapeControl, escapeMarkdown } from '../escape.js';
 import { summarizeReasons } from './module-names.js';
 import { budgetText, formatApprox, formatPercent, speedup } from './table.js';
 import type { PruneReport } from './types.js';
+import { measureLabels } from './measure.js';
 
 function table(header: string[], rows: (string | number)[][]): string {
   // A '|' ends a cell even inside a code span (GFM), so every cell escapes it.
@@ -51,12 +52,7 @@ export function renderReportMarkdown(r: PruneReport, svgFile?: string): string {
     out.push('## Accuracy', '');
     out.push(
       table(
-        [
-          'stage',
-          r.measure === 'fidelity' ? 'fidelity R²' : 'top-1',
-          r.measure === 'fidelity' ? 'error' : 'loss',
-          'images',
-        ],
+        ['stage', measureLabels(r).score, measureLabels(r).loss, 'images'],
         r.accuracy.map((a) => [a.stage, formatPercent(a.top1), a.loss?.toFixed(4) ?? '—', a.images]),
       ),
       '',
@@ -67,13 +63,7 @@ export function renderReportMarkdown(r: PruneReport, svgFile?: string): string {
     out.push('## Inheritance criteria', '');
     out.push(
       table(
-        [
-          'criterion',
-          'widths',
-          r.measure === 'fidelity' ? 'proxy fidelity R²' : 'proxy top-1',
-          'proxy loss',
-          'chosen',
-        ],
+        ['criterion', 'widths', `proxy ${measureLabels(r).score}`, 'proxy loss', 'chosen'],
         r.criteria.map((c) => [
           c.criterion,
           c.widths ?? '—',

@@ -1,5 +1,6 @@
 import type { PruneReport } from './types.js';
 import { budgetText, formatApprox, formatPercent, speedup } from './table.js';
+import { measureLabels } from './measure.js';
 
 const COLORS = {
   before: '#c9d6ea',
@@ -148,7 +149,7 @@ export function renderReportSvg(r: PruneReport): string {
       const attrs = `font-size="12"${c.chosen ? ` font-weight="bold" fill="${COLORS.accent}"` : ''}`;
       const label = wrapLine(candidateLabel(c), labelW - 14, 12)[0]!;
       text(left, yy, `${c.chosen ? '▶ ' : '  '}${label}`, attrs);
-      text(left + labelW, yy, `${r.measure === 'fidelity' ? 'R²' : 'top-1'} ${formatPercent(c.top1)}`, attrs);
+      text(left + labelW, yy, `${measureLabels(r).score} ${formatPercent(c.top1)}`, attrs);
       text(left + labelW + 100, yy, `loss ${c.loss.toFixed(3)}`, attrs);
     });
   }
