@@ -113,12 +113,20 @@ export function resolveInputShapes(
     }
     if (!declared || declared.slice(1).some((d) => typeof d !== 'number'))
       throw new UserError(
-        `input '${input.name}' has shape ${shapeToString(declared)}, whose dims past the batch are not all known: give an input shape (e.g. --input-shape 1x3x224x224)`,
+        `input '${input.name}' has shape ${shapeToString(declared)}, whose dims past the batch are not all known: give an input shape (e.g. --input-shape ${exampleShape(input, inputs.length > 1)})`,
         where,
       );
     out[input.name] = declared.length === 0 ? [] : [1, ...(declared.slice(1) as number[])];
   }
   return out;
+}
+
+/** An --input-shape value for `input` as a user would write it: open dims as 224 (images) or 128 (tokens). */
+function exampleShape(input: Value, named: boolean): string {
+  const dims = input.shape ?? [];
+  const open = dims.length === 4 ? 224 : 128;
+  const shape = dims.map((d, i) => (i === 0 ? 1 : typeof d === 'number' ? d : open)).join('x');
+  return named ? `${input.name}=${shape}` : shape;
 }
 
 /** Counts costs from shapes already known at batch 1 (by default the value types on the model). */

@@ -22,7 +22,9 @@ export const matmul: ChannelOp<MatMulData> = {
     const o = ctx.newSpace(node.outputs[0]!, xd.length - 1)!;
     ctx.record<MatMulData>(node, { input: x, output: o });
     ctx.producer(node, o, matmulLayout(node));
-    ctx.cost(node, 'macs', prod(xd.slice(1, -1)), [x, o]);
+    // Every leading dim multiplies (the probe runs at batch 1, wherever the batch sits: [T, B, C] after torch's
+    // batch_first transpose puts the tokens first).
+    ctx.cost(node, 'macs', prod(xd.slice(0, -1)), [x, o]);
     ctx.cost(node, 'params', 1, [x, o]);
     // torch's Linear on a 3-D/4-D input exports as MatMul + Add(bias): the bias is this layer's, as inspect counts.
     const bias = linearBias(node);

@@ -4,6 +4,7 @@ import { conv } from './conv.js';
 import { convTranspose } from './conv-transpose.js';
 import { depthToSpace } from './depth-to-space.js';
 import { elementwise } from './elementwise.js';
+import { gather } from './gather.js';
 import { gemm } from './gemm.js';
 import { layerNormalization } from './layer-normalization.js';
 import { matmul } from './matmul.js';
@@ -28,6 +29,7 @@ const HANDLERS: readonly ChannelOp<never>[] = [
   conv,
   convTranspose,
   gemm,
+  gather,
   matmul,
   batchNormalization,
   instanceNormalization,

@@ -18,6 +18,11 @@ export interface ChannelOp<D = unknown> {
   linearUse?(node: Node, data: D): LinearUse | string;
   /** MACs and parameters of the node at known shapes (inspect's cost model, batch 1). */
   cost?(node: Node, shapeOf: ShapeOf): LayerCost;
+  /**
+   * Whether the node starts channel data from constants alone, so `link` runs even when no input carries a
+   * tracked space (an embedding table read by token ids).
+   */
+  startsSpaces?(node: Node): boolean;
 }
 
 /** A (value, axis) pair carrying channels; positions 0..size-1. */

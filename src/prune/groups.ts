@@ -1,4 +1,4 @@
-import type { Model, Node, Value } from '../ir/index.js';
+import { DataType, type Model, type Node, type Value } from '../ir/index.js';
 import { constantOf } from '../ir/index.js';
 import { opHandler } from '../ops/registry.js';
 import { UserError } from '../errors.js';
@@ -185,7 +185,7 @@ class LinkBuilder implements LinkContext {
   /** Hands one node to its op's handler; a node no handler knows freezes what it touches. */
   visit(node: Node): void {
     const ins = node.inputs.map((v) => (v ? this.spaceOf.get(v) : undefined));
-    if (!ins.some(Boolean)) return;
+    if (!ins.some(Boolean) && !opHandler(node.opType)?.startsSpaces?.(node)) return;
     const where = `${node.opType} '${node.name}'`;
     if (node.domain !== '' && node.domain !== 'ai.onnx')
       return this.unknown(node, `${where} (domain ${node.domain}) is not understood`);
@@ -198,6 +198,8 @@ class LinkBuilder implements LinkContext {
   }
 }
 
+const FLOAT_TYPES = new Set([DataType.FLOAT, DataType.FLOAT16, DataType.DOUBLE, DataType.BFLOAT16]);
+
 /** Partitions the model's channel dimensions into groups (see the module comment). */
 export function analyzeGroups(model: Model, probe: ProbeResult): GroupAnalysis {
   const g = model.graph;
@@ -205,7 +207,9 @@ export function analyzeGroups(model: Model, probe: ProbeResult): GroupAnalysis {
   for (const v of g.inputs) {
     if (v.isInitializer) continue;
     const d = b.dims(v);
-    if (d && d.length >= 2) b.newSpace(v, 1, `graph input '${v.name}'`);
+    // Token ids and masks are indices, not channel data: their axis 1 is the sequence.
+    const floating = b.probe.types.get(v) === undefined || FLOAT_TYPES.has(b.probe.types.get(v)!);
+    if (d && d.length >= 2 && floating) b.newSpace(v, 1, `graph input '${v.name}'`);
   }
   for (const node of g.nodes) b.visit(node);
   const costMismatches = completeCosts(b);
