@@ -95,6 +95,11 @@ export function randomInputs(
     const d = dims.get(v.name);
     if (!d) continue;
     const n = d.reduce((a, b) => a * b, 1);
+    if (!(n <= MAX_RANDOM_INPUT_ELEMENTS))
+      throw new UserError(
+        `graph input '${v.name}' at ${d.join('x')} is ${n} values, over the ${MAX_RANDOM_INPUT_ELEMENTS} a check run feeds`,
+        model.sourcePath,
+      );
     const type = v.elemType ?? DataType.FLOAT;
     const feed = inputTensor(type, n, d, next, () => idBound(v));
     if (!feed)
@@ -106,6 +111,9 @@ export function randomInputs(
   }
   return feeds;
 }
+
+/** Most values one random input may hold (a typed array past this is refused by V8 or exhausts memory). */
+const MAX_RANDOM_INPUT_ELEMENTS = 2 ** 30;
 
 function inputTensor(
   type: DataType,
