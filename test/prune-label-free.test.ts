@@ -18,28 +18,30 @@ describe('prune on unlabelled images', () => {
   const source = fixture('synthdet/images/val');
   for (const f of fs.readdirSync(source)) fs.copyFileSync(path.join(source, f), path.join(images, f));
 
+  /** The detector fixture at half its MACs on the unlabelled images, one candidate, 8 images held out. */
+  const pruneArgs = (out: string, extra: string[]): string[] => [
+    'prune',
+    fixture('dense/yolo_det.onnx'),
+    '--flops',
+    '0.5',
+    '--data',
+    images,
+    '--preset',
+    'yolo',
+    '--criterion',
+    'l1',
+    '--widths',
+    'structural',
+    '--calibration-images',
+    '8',
+    ...extra,
+    '-o',
+    out,
+  ];
+
   it('scores every stage by fidelity to the original, distils, and writes the most faithful stage', async () => {
     const out = path.join(dir, 'slim.onnx');
-    const r = await runCli([
-      'prune',
-      fixture('dense/yolo_det.onnx'),
-      '--flops',
-      '0.5',
-      '--data',
-      images,
-      '--preset',
-      'yolo',
-      '--criterion',
-      'l1',
-      '--widths',
-      'structural',
-      '--finetune-epochs',
-      '2',
-      '--calibration-images',
-      '8',
-      '-o',
-      out,
-    ]);
+    const r = await runCli(pruneArgs(out, ['--finetune-epochs', '2']));
     assert.equal(r.code, 0, r.stderr);
     const report = JSON.parse(fs.readFileSync(`${out}.report.json`, 'utf8')) as PruneReport;
     assert.equal(report.measure, 'fidelity');
@@ -53,28 +55,9 @@ describe('prune on unlabelled images', () => {
   });
 
   it('refuses binary cross-entropy for outputs outside [0, 1] in one line', async () => {
-    const r = await runCli([
-      'prune',
-      fixture('dense/yolo_det.onnx'),
-      '--flops',
-      '0.5',
-      '--data',
-      images,
-      '--preset',
-      'yolo',
-      '--criterion',
-      'l1',
-      '--widths',
-      'structural',
-      '--finetune-epochs',
-      '1',
-      '--output-kind',
-      'bce',
-      '--calibration-images',
-      '8',
-      '-o',
-      path.join(dir, 'no.onnx'),
-    ]);
+    const r = await runCli(
+      pruneArgs(path.join(dir, 'no.onnx'), ['--finetune-epochs', '1', '--output-kind', 'bce']),
+    );
     assert.equal(r.code, 2, r.stderr);
     assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
     assert.match(r.stderr, /outside \[0, 1\].*binary cross-entropy/);
