@@ -562,7 +562,7 @@ function dataOptions<T>(y: Argv<T>) {
     })
     .option('finetune-lr', {
       type: 'number',
-      describe: "Peak learning rate (default 0.05; 0.003 distilling in batches under 8; finetune's: 0.01)",
+      describe: 'Peak learning rate (default 0.05; distilling without labels 0.01, in batches under 8 0.003)',
     })
     .option('finetune-batch', { type: 'number', default: 128, describe: 'Fine-tuning batch size' })
     .option('finetune-limit', {

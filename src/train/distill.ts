@@ -212,7 +212,10 @@ async function chooseMatches(
       return { kind: 'bce' };
     }
     const variances = s.channels.map((c) => c.sq / c.n - (c.sum / c.n) ** 2);
-    const floor = Math.max(1e-12, 1e-6 * Math.max(...variances));
+    // A channel that barely moves on the calibration images would otherwise get a weight that dwarfs the
+    // others and blows the steps up: no channel weighs more than 100 times the average channel.
+    const mean = variances.reduce((a, v) => a + v, 0) / Math.max(1, variances.length);
+    const floor = Math.max(1e-12, 0.01 * mean);
     return { kind: 'mse', weights: Float32Array.from(variances, (v) => 1 / Math.max(v, floor)) };
   });
 }
