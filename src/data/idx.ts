@@ -53,19 +53,7 @@ export function parseIdx(bytes: Uint8Array, name: string): IdxArray {
       );
     }
   }
-  if (bytes.length < 4 || bytes[0] !== 0 || bytes[1] !== 0)
-    throw new UserError('is not an IDX file (bad magic number)', name);
-  if (bytes[2] !== 0x08)
-    throw new UserError(
-      `IDX data type 0x${bytes[2]!.toString(16)} is not supported (only unsigned bytes)`,
-      name,
-    );
-  const rank = bytes[3]!;
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (bytes.length < 4 + 4 * rank) throw new UserError('IDX header is truncated', name);
-  const dims = Array.from({ length: rank }, (_, i) => view.getUint32(4 + 4 * i, false));
-  const start = 4 + 4 * rank;
-  const size = dims.reduce((a, b) => a * b, 1);
+  const { dims, start, size } = parseIdxHeader(bytes, name);
   if (bytes.length - start !== size) {
     throw new UserError(
       `IDX header promises ${size} bytes of data (${dims.join('x')}) but the file has ${bytes.length - start}`,
