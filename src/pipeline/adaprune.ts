@@ -173,7 +173,7 @@ export const DEFAULT_PRUNE_LR = 0.05;
  * The learning rate of distillation without labels when its batches are too small to normalise by (below
  * FROZEN_BN_BELOW images, as in a static export fixed at batch 1): BN is then frozen, which takes smaller
  * steps. On the YOLO-style fixture at 50% MACs (2 epochs of 16 images, from the pruned model) 0.003 reached a
- * fidelity R² of 93.4% and 0.01 95.9%; from a start whose BN recalibration had lost fidelity, 0.01 diverged.
+ * fidelity R² of 93.4% and 0.01 96.0%; from a start whose BN recalibration had lost fidelity, 0.01 diverged.
  * The safer value is the default; a run that diverges keeps the best earlier stage with a note. Larger
  * batches train BN as fine-tuning does, at DEFAULT_PRUNE_LR.
  */
@@ -182,8 +182,8 @@ export const DEFAULT_DISTILL_LR = 0.003;
 /**
  * The learning rate of distillation without labels in batches of FROZEN_BN_BELOW images or more (BN trains, and
  * its statistics are estimated again afterwards): on the trained SynthDet segmenter at 50% MACs (1 epoch of
- * 150 images in batches of 16, from the compensated model at R² 28.3%) 0.01 reached 47.9%, and prune's
- * fine-tuning rate 0.05 fell to 2.0%.
+ * 150 images in batches of 16, from the compensated model at R² 28.3%) 0.01 reached 46.0%, and prune's
+ * fine-tuning rate 0.05 fell to -1.9%.
  */
 export const DEFAULT_DISTILL_LR_BATCHED = 0.01;
 

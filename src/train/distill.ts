@@ -1,12 +1,13 @@
 import * as ort from 'onnxruntime-node';
 import { batches } from '../data/batches.js';
+import { mixSeed, mulberry32, shuffle } from '../data/prng.js';
 import type { AnyDataset } from '../data/dataset.js';
 import type { PreprocessSpec } from '../data/preprocess.js';
 import { UserError } from '../errors.js';
 import { serializeModel, type Model } from '../ir/index.js';
 import { createSession, type ModelSession } from '../runtime/session.js';
 import type { Device } from '../runtime/device.js';
-import { carriedTensors, stateFeeds, withWeights, type StepProgress } from './loop.js';
+import { carriedTensors, startingTensors, stateFeeds, withWeights, type StepProgress } from './loop.js';
 import type { SgdOptions } from './optimizer.js';
 import type { OutputMatch } from './output-matching.js';
 import { learningRate } from './schedule.js';
@@ -121,7 +122,7 @@ async function trainEpochs(
   const outputs = teacher.session.outputNames;
   for (let epoch = 0; epoch < options.epochs; epoch++) {
     const started = performance.now();
-    const indices = shuffled(order.length, (options.seed ?? 0) + 1000 * (epoch + 1)).map((k) => order[k]!);
+    const indices = shuffled(order.length, mixSeed(options.seed ?? 0, epoch + 1)).map((k) => order[k]!);
     let sum = 0;
     let k = 0;
     for await (const batch of batches(dataset, {
@@ -212,10 +213,7 @@ async function chooseMatches(
       return { kind: 'bce' };
     }
     const variances = s.channels.map((c) => c.sq / c.n - (c.sum / c.n) ** 2);
-    // A channel that barely moves on the calibration images would otherwise get a weight that dwarfs the
-    // others and blows the steps up: no channel weighs more than 100 times the average channel.
-    const mean = variances.reduce((a, v) => a + v, 0) / Math.max(1, variances.length);
-    const floor = Math.max(1e-12, 0.01 * mean);
+    const floor = Math.max(1e-12, 1e-6 * Math.max(...variances));
     return { kind: 'mse', weights: Float32Array.from(variances, (v) => 1 / Math.max(v, floor)) };
   });
 }
@@ -241,26 +239,10 @@ function accumulate(
   }
 }
 
-function startingTensors(model: Model, step: StepGraph): Map<string, Float32Array> {
-  const init = new Map(model.graph.initializers.map((v) => [v.name, v.initializer!]));
-  const tensors = new Map<string, Float32Array>();
-  for (const name of [...step.params.map((p) => p.name), ...step.runningStats.map((r) => r.name)])
-    tensors.set(name, Float32Array.from(init.get(name)!.data as Float32Array));
-  return tensors;
-}
-
-/** A seeded permutation of 0..n-1 (xorshift; the same on every machine). */
+/** A seeded permutation of 0..n-1 (the data modules' PRNG, the same on every machine). */
 function shuffled(n: number, seed: number): Int32Array {
-  const out = Int32Array.from({ length: n }, (_, i) => i);
-  let s = (seed * 2654435761 + 1) >>> 0 || 1;
-  for (let i = n - 1; i > 0; i--) {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    const j = s % (i + 1);
-    [out[i], out[j]] = [out[j]!, out[i]!];
-  }
-  return out;
+  return shuffle(
+    Int32Array.from({ length: n }, (_, i) => i),
+    mulberry32(mixSeed(seed, 0xd157)),
+  );
 }

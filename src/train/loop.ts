@@ -435,11 +435,17 @@ function weightNames(step: StepGraph): string[] {
   return [...step.params.map((p) => p.name), ...step.runningStats.map((r) => r.name)];
 }
 
-function initialState(model: Model, step: StepGraph, fingerprint: string): TrainingState {
+/** A copy of every tensor the step trains or updates (parameters, BN running statistics), from the model. */
+export function startingTensors(model: Model, step: StepGraph): Map<string, Float32Array> {
   const init = new Map(model.graph.initializers.map((v) => [v.name, v.initializer!]));
   const tensors = new Map<string, Float32Array>();
   for (const name of weightNames(step))
     tensors.set(name, Float32Array.from(init.get(name)!.data as Float32Array));
+  return tensors;
+}
+
+function initialState(model: Model, step: StepGraph, fingerprint: string): TrainingState {
+  const tensors = startingTensors(model, step);
   for (const p of step.params)
     if (p.momentum) tensors.set(p.momentum.input, new Float32Array(p.shape.reduce((a, b) => a * b, 1)));
   // The starting weights, hashed: a checkpoint resumes only the model it was started from.
