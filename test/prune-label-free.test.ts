@@ -49,6 +49,8 @@ describe('prune on unlabelled images', () => {
     assert.equal(at('original'), 1);
     assert.ok(at('pruned') < 1);
     assert.ok(at('finetuned') > at('recalibrated'), JSON.stringify(report.accuracy));
+    // 93.4% here; a matching loss that stops weighting the score rows (as a variance floor once did) ends near 49%.
+    assert.ok(at('finetuned') >= 0.8, JSON.stringify(report.accuracy));
     assert.equal(report.kept?.stage, 'finetuned');
     assert.match(r.stdout, /fidelity R²/);
     assert.ok(report.after.macs / report.before.macs <= 0.5);
