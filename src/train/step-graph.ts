@@ -68,6 +68,11 @@ export interface StepGraphOptions {
   /** Also output each parameter's loss gradient as `<param>__grad` (tests, debugging). */
   exposeGradients?: boolean;
   /**
+   * Static shapes of the model's inputs, by name, where the model leaves an axis other than the batch symbolic
+   * (a text model's sequence length); the batch axis is `batchSize` whatever is given here.
+   */
+  inputShapes?: Readonly<Record<string, readonly number[]>>;
+  /**
    * Sharpness-aware minimisation (SAM, Foret et al. 2021), run as two passes of this one graph per step. Every
    * parameter w gets an input `<w>__sam_shift` (s) that the forward pass adds to it: the loss and gradients are
    * taken at w + s, while weight decay and the update apply to w. The graph also outputs the next shift,
@@ -116,6 +121,11 @@ export interface StepGraph {
     rho?: string;
   };
   imageShape: number[];
+  /**
+   * Every input of the model, in order, with its static shape and element type: the first is `images`; a text
+   * model's token ids, token types and attention mask are int64.
+   */
+  dataInputs: { name: string; shape: number[]; dataType: DataType }[];
   /** Output names: loss (float scalar, the mean over the batch) and correct (int64 scalar; empty with `matchOutputs`). */
   outputs: { loss: string; correct: string };
   params: TrainedParam[];
@@ -158,9 +168,12 @@ export async function buildStepGraph(
   const B = options.batchSize;
   if (!Number.isInteger(B) || B < 1) throw new UserError(`batch size must be a positive integer (got ${B})`);
   const model = source.clone();
-  const images = imagesInput(model);
+  const inputs = modelInputs(model);
   // Static shapes at the step's batch size, onnxruntime only when the analysis cannot pin a value down.
-  const probe = await probeShapes(model, new Map([[images.name, imageShapeAt(images, B)]]));
+  const probe = await probeShapes(
+    model,
+    new Map(inputs.map((v) => [v.name, inputShapeAt(v, B, options.inputShapes, model.sourcePath)])),
+  );
   const { step, shapes } = passManager.run(trainingStepPass, model, { options, probe });
   if (options.blockedConvs ?? true)
     useBlockedConvs(step.model, (v) => shapes.get(v) ?? staticShape(v), await nchwcBlockSize());
@@ -183,19 +196,30 @@ export const trainingStepPass: Pass<
   },
 };
 
-function imagesInput(model: Model): Value {
-  const g = model.graph;
-  const realInputs = g.inputs.filter((v) => !v.initializer);
-  if (realInputs.length !== 1)
-    throw new UserError(
-      `fine-tuning needs a model with one input (found ${realInputs.length})`,
-      model.sourcePath,
-    );
-  return realInputs[0]!;
+/** The model's real inputs (not initializers); the first is the images (or a text model's token ids). */
+function modelInputs(model: Model): Value[] {
+  const realInputs = model.graph.inputs.filter((v) => !v.initializer);
+  if (realInputs.length < 1) throw new UserError('fine-tuning needs a model with an input', model.sourcePath);
+  return realInputs;
 }
 
-function imageShapeAt(images: Value, batch: number): number[] {
-  return (images.shape ?? []).map((d, i) => (i === 0 ? batch : (d as number)));
+/** An input's static shape at the batch size: its declared dims, or `inputShapes`' where it gives one. */
+function inputShapeAt(
+  input: Value,
+  batch: number,
+  given: StepGraphOptions['inputShapes'],
+  file: string | undefined,
+): number[] {
+  const dims = given?.[input.name] ?? input.shape ?? [];
+  return dims.map((d, i) => {
+    if (i === 0) return batch;
+    if (typeof d !== 'number')
+      throw new UserError(
+        `input '${input.name}' has a symbolic axis ${i} ('${d}'): give its size (inputShapes)`,
+        file,
+      );
+    return d;
+  });
 }
 
 function emitTrainingStep(
@@ -207,8 +231,14 @@ function emitTrainingStep(
   const file = model.sourcePath;
   const g = model.graph;
   if (g.outputs.length < 1) throw new UserError('the model has no output', file);
-  const images = imagesInput(model);
-  const imageShape = imageShapeAt(images, B);
+  const inputs = modelInputs(model);
+  const dataInputs = inputs.map((v) => ({
+    name: v.name,
+    shape: inputShapeAt(v, B, options.inputShapes, file),
+    dataType: v.type?.kind === 'tensor' ? v.type.elemType : DataType.FLOAT,
+  }));
+  const images = inputs[0]!;
+  const imageShape = dataInputs[0]!.shape;
   // The step graph needs opset 17 at least (ReduceSum with axes as an input, LogSoftmax over axis 1).
   const s: StepBuilder = {
     model,
@@ -260,7 +290,7 @@ function emitTrainingStep(
   const rho = options.sharpnessAware ? new Value('sam_rho', tensorType(DataType.FLOAT, [])) : undefined;
   const nextShifts = rho ? emitNextShifts(s, updates, rho) : [];
 
-  images.type = tensorType(DataType.FLOAT, imageShape);
+  inputs.forEach((v, i) => (v.type = tensorType(dataInputs[i]!.dataType, dataInputs[i]!.shape)));
   if (labels) g.inputs.push(labels);
   g.inputs.push(lr);
   if (head.teacherLogits) g.inputs.push(head.teacherLogits);
@@ -297,6 +327,7 @@ function emitTrainingStep(
       rho: rho?.name,
     },
     imageShape,
+    dataInputs,
     outputs: { loss: head.loss.name, correct: head.correct?.name ?? '' },
     params: trained,
     runningStats,
