@@ -67,6 +67,7 @@ const ZERO: CleanupSummary = {
   identities: 0,
   dropouts: 0,
   folded: 0,
+  constantReshapes: 0,
   foldedInitializers: 0,
   deadNodes: 0,
   unusedInitializers: 0,

@@ -81,3 +81,70 @@ describe('transformers: a BERT-style encoder with int64 token ids', () => {
     assert.ok(diff <= 1e-4, `pruned differs from the masked original by ${diff}`);
   });
 });
+
+/** The group whose classes are the attention heads of `layer` (its members include the head axis spaces). */
+function headGroups(analysis: Awaited<ReturnType<typeof analyzeModel>>): number[] {
+  return analysis.groups
+    .filter((g) => g.frozen.length === 0 && g.spaces.some((s) => s.value.producer?.opType === 'Softmax'))
+    .map((g) => g.id);
+}
+
+async function runShapes(
+  model: Model,
+  shapes: Record<string, number[]>,
+  batch: number,
+): Promise<Float32Array[]> {
+  const dims = new Map(Object.entries(shapes).map(([k, d]) => [k, [batch, ...d.slice(1)]]));
+  const session = await ort.InferenceSession.create(serializeModel(model));
+  try {
+    const out = await session.run(randomInputs(model, dims, 5));
+    return model.graph.outputs.map((v) => out[v.name]!.data as Float32Array);
+  } finally {
+    await session.release();
+  }
+}
+
+describe('transformers: attention heads as channel groups (torch MultiheadAttention export)', () => {
+  const cases: [string, Record<string, number[]>][] = [
+    ['vit.onnx', { input: [1, 3, 32, 32] }],
+    ['vit-opset17.onnx', { input: [1, 3, 32, 32] }],
+    ['bert.onnx', BERT_SHAPES],
+    ['bert-opset17.onnx', BERT_SHAPES],
+  ];
+  for (const [file, shapes] of cases) {
+    it(`${file}: every layer's heads form one unfrozen group; a pruned model equals the masked original`, async () => {
+      const analysis = await analyzeModel(loadClean(file), shapes);
+      const heads = headGroups(analysis);
+      assert.equal(heads.length, 2, 'one head group per encoder layer');
+      for (const id of heads) assert.equal(analysis.groups[id]!.size, 4);
+      const { model: pruned, plan } = await pruneModel(loadClean(file), {
+        flops: 0.6,
+        inputShapes: shapes,
+        roundTo: 1,
+      });
+      const cut = plan.groups.filter((g) => heads.includes(g.id) && g.keep.length < g.channels);
+      assert.ok(cut.length > 0, 'the plan removes heads');
+      const masked = loadClean(file);
+      const fresh = await analyzeModel(masked, shapes);
+      const keep = plan.groups.map((g) => {
+        const m = new Uint8Array(g.channels);
+        for (const c of g.keep) m[c] = 1;
+        return m;
+      });
+      maskRemovedChannels(fresh, keep);
+      maskRemovedInputs(fresh, keep);
+      // Batch 3 and (BERT) another sequence length: the rewritten shapes must hold at sizes not probed.
+      const at = file.startsWith('bert') ? { input_ids: [1, 11], token_type_ids: [1, 11] } : shapes;
+      const diff = maxAbsDiff(await runShapes(masked, at, 3), await runShapes(pruned, at, 3));
+      assert.ok(diff <= 1e-4, `pruned differs from the masked original by ${diff}`);
+    });
+  }
+
+  it('vit.onnx: keeping every head gives bit-identical outputs', async () => {
+    const original = load(fixture('transformers/vit.onnx'));
+    const { model: kept } = await pruneModel(loadClean('vit.onnx'), { flops: 1, roundTo: 1 });
+    const a = await runShapes(original, { input: [1, 3, 32, 32] }, 2);
+    const b = await runShapes(kept, { input: [1, 3, 32, 32] }, 2);
+    a.forEach((x, i) => assert.ok(Buffer.from(x.buffer).equals(Buffer.from(b[i]!.buffer)), 'outputs differ'));
+  });
+});

@@ -31,7 +31,8 @@ export const gemm: ChannelOp<GemmData> = {
     const o = ctx.newSpace(node.outputs[0]!, 1)!;
     ctx.record<GemmData>(node, { input: x, output: o, transB });
     ctx.producer(node, o, gemmLayout(node, transB));
-    ctx.cost(node, 'macs', 1, [x, o]);
+    // Every row of A multiplies (one per image in a classifier, T·B for torch attention's out projection).
+    ctx.cost(node, 'macs', ctx.dims(node.inputs[0])?.[0] ?? 1, [x, o]);
     ctx.cost(node, 'params', 1, [x, o]);
     if (node.inputs[2]) ctx.cost(node, 'params', 1, [o]);
   },

@@ -1,5 +1,6 @@
 import { constantOf, type Node } from '../ir/index.js';
 import { constDims, layerCost, prod, staticDims } from './shared.js';
+import { linkActivationMatMul } from './matmul-activations.js';
 import type { ChannelOp, FilterLayout, Space } from './types.js';
 
 interface MatMulData {
@@ -7,7 +8,7 @@ interface MatMulData {
   output: Space;
 }
 
-/** MatMul(A, constant 2-D B) over A's last (channel) axis: a Linear layer without Gemm. */
+/** MatMul(A, constant 2-D B) over A's last (channel) axis: a Linear layer without Gemm; two activations: matmul-activations.ts. */
 export const matmul: ChannelOp<MatMulData> = {
   opTypes: ['MatMul'],
 
@@ -15,6 +16,7 @@ export const matmul: ChannelOp<MatMulData> = {
     const x = ins[0];
     const b = constantOf(node.inputs[1]);
     const xd = ctx.dims(node.inputs[0]);
+    if (!constantOf(node.inputs[0]) && !b) return linkActivationMatMul(node, ins, ctx);
     if (!x || !b || !xd || b.dims.length !== 2 || x.axis !== xd.length - 1 || ins[1]) {
       ctx.unknown(node, `${node}: only MatMul(A, constant 2-D B) over A's channel axis is supported`);
       return;

@@ -8,6 +8,19 @@ interface ReshapeData {
   shape: number[];
 }
 
+/**
+ * A Reshape splitting the channel axis into heads merged with the axis before it, [.., B, H·D] -> [.., B·H, D]
+ * (torch's attention `q.view(T, B * H, D)`): `target` is the constant target, whose entry before the channel
+ * axis is -1 (inferred) or B·H (rewritten to B·H').
+ */
+interface HeadSplitData {
+  kind: 'headSplit';
+  output: Space;
+  target: number[];
+  /** The size of the axis the heads merge into, at the probe's batch (1). */
+  outer: number;
+}
+
 /** A Reshape splitting the channel axis into [groups, C/groups] (a channel shuffle's first step). */
 interface ChannelSplitData {
   kind: 'channelSplit';
@@ -22,7 +35,7 @@ interface ChannelSplitData {
  * after it, so output feature f belongs to channel floor(f / block) (GAP -> Flatten, or 32x4x4 -> 512 before a
  * Gemm). A Reshape whose constant target names the channel count has it rewritten.
  */
-export const reshape: ChannelOp<ReshapeData | ChannelSplitData> = {
+export const reshape: ChannelOp<ReshapeData | ChannelSplitData | HeadSplitData> = {
   opTypes: ['Reshape', 'Flatten', 'Squeeze', 'Unsqueeze'],
 
   link(node, ins, ctx) {
@@ -38,6 +51,8 @@ export const reshape: ChannelOp<ReshapeData | ChannelSplitData> = {
       node.attrInt('allowzero', 0) === 0
     )
       return linkChannelSplit(node, x, e, ctx);
+    if (b < 0 && node.opType === 'Reshape' && isHeadSplit(d, e, x.axis))
+      return linkHeadSplit(node, x, d, e, ctx);
     if (b < 0) return ctx.unknown(node, `${node} splits or merges the channel axis with the batch`);
     const o = ctx.newSpace(node.outputs[0]!, b)!;
     const block = o.size / x.size;
@@ -61,6 +76,13 @@ export const reshape: ChannelOp<ReshapeData | ChannelSplitData> = {
 
   slice(node, data, ctx) {
     if (!ctx.changed(data.output)) return;
+    if ('kind' in data && data.kind === 'headSplit') {
+      const target = [...data.target];
+      const a = data.output.axis;
+      if (target[a]! > 0) target[a] = data.outer * ctx.kept(data.output).length;
+      ctx.setInput(node, 1, ctx.ints(constantOf(node.inputs[1]), target));
+      return;
+    }
     if ('kind' in data) {
       // [0 (copy) for the dims before, groups, kept per group, the static dims after].
       const before = Array.from({ length: data.output.axis - 1 }, () => 0);
@@ -116,4 +138,34 @@ function linkChannelSplit(node: Node, x: Space, e: number[], ctx: LinkContext): 
     groups,
     trailing: e.slice(x.axis + 2),
   });
+}
+
+/** e is d with the channel axis (of H·D) split into heads merged into the axis before and D: [.., B·H, D]. */
+function isHeadSplit(d: number[], e: number[], axis: number): boolean {
+  if (axis < 1 || e.length !== d.length) return false;
+  const heads = e[axis - 1]! / d[axis - 1]!;
+  return (
+    Number.isInteger(heads) &&
+    heads > 1 &&
+    heads * e[axis]! === d[axis] &&
+    d.every((v, i) => i === axis || i === axis - 1 || v === e[i])
+  );
+}
+
+/**
+ * Attention heads: output position h of the head axis (where the heads merge with the batch) is the input's
+ * channels h·D .. h·D+D-1, so a head is kept or removed whole and D stays. The rewrite needs a constant target
+ * whose D entry is constant; the head entry is -1 or rewritten (constant-reshape-targets makes torch's
+ * computed `B * H` a -1).
+ */
+function linkHeadSplit(node: Node, x: Space, d: number[], e: number[], ctx: LinkContext): void {
+  const target = constantOf(node.inputs[1])?.toNumbers();
+  const a = x.axis;
+  const outer = d[a - 1]!;
+  if (!target || target[a] !== e[a] || (target[a - 1] !== -1 && target[a - 1] !== e[a - 1]) || outer !== 1)
+    return ctx.unknown(node, `${node} splits the channel axis into heads with a computed or unclear target`);
+  const o = ctx.newSpace(node.outputs[0]!, a - 1)!;
+  const depth = e[a]!;
+  for (let c = 0; c < x.size; c++) ctx.link(x, c, o, Math.floor(c / depth));
+  ctx.record<HeadSplitData>(node, { kind: 'headSplit', output: o, target, outer });
 }

@@ -1,4 +1,5 @@
 import type { Model } from '../ir/model.js';
+import { constantReshapeTargets } from './constant-reshape-targets.js';
 import { removeDeadNodes } from './dead-code.js';
 import { foldConstants } from './fold-constants.js';
 import type { PassManager } from './pass-manager.js';
@@ -27,6 +28,8 @@ export interface CleanupSummary {
   identities: number;
   dropouts: number;
   folded: number;
+  /** Computed Reshape targets made constant (0 copies a dim, -1 infers one). */
+  constantReshapes: number;
   foldedInitializers: number;
   deadNodes: number;
   unusedInitializers: number;
@@ -34,13 +37,14 @@ export interface CleanupSummary {
 }
 
 /**
- * The standard cleanup before analysis: Identity and inference Dropout removal, constant folding, dead
- * nodes, unused initializers, then a stable topological order. Idempotent: a second run changes nothing.
+ * The standard cleanup before analysis: Identity and inference Dropout removal, constant folding, constant
+ * Reshape targets, dead nodes, unused initializers, then a stable topological order. Idempotent: a second run changes nothing.
  */
 export function cleanupPipeline(pm: PassManager, model: Model): CleanupSummary {
   const identities = pm.run(removeIdentity, model).removed;
   const dropouts = pm.run(removeDropout, model).removed;
   const fold = pm.run(foldConstants, model, undefined);
+  const constantReshapes = pm.run(constantReshapeTargets, model).rewritten;
   const dead = pm.run(removeDeadNodes, model).removed;
   const unused = pm.run(removeUnusedInitializers, model).removed;
   const reordered = pm.run(topoSort, model).moved;
@@ -48,6 +52,7 @@ export function cleanupPipeline(pm: PassManager, model: Model): CleanupSummary {
     identities,
     dropouts,
     folded: fold.folded,
+    constantReshapes,
     foldedInitializers: fold.initializers,
     deadNodes: dead,
     unusedInitializers: unused,
