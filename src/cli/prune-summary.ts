@@ -8,7 +8,7 @@ import {
   renderTable,
   speedup,
 } from '../report/table.js';
-import { measureLabels } from '../report/measure.js';
+import { measureLabels, taskColumns } from '../report/measure.js';
 
 /**
  * Progress of a prune run on stderr. By default it says little: warnings, fine-tuning progress, and on a
@@ -110,6 +110,7 @@ export function renderRunSummary(
     `${r.chosenCriterion}${widths ? `, ${widths} widths` : ''}${roundTo ? `, multiples of ${roundTo}` : ''}${r.criteria.length > 1 ? ` (best of ${r.criteria.length} candidates)` : ''}`,
   ]);
   const parts = [renderKeyValues(kv)];
+  const task = taskColumns(r);
   if (r.accuracy.length)
     parts.push(
       renderTable(
@@ -117,18 +118,25 @@ export function renderRunSummary(
           'stage',
           { header: measureLabels(r).score, align: 'right' },
           { header: measureLabels(r).loss, align: 'right' },
+          ...task.headers.map((header) => ({ header, align: 'right' as const })),
           'written',
         ],
         r.accuracy.map((a) => [
           a.stage,
           formatPercent(a.top1),
           a.loss?.toFixed(4) ?? '',
+          ...task.cells(a),
           r.kept?.stage === a.stage ? 'yes' : '',
         ]),
       ),
     );
   const tail: [string, string][] = [];
   if (r.kept) tail.push(['written', `the ${r.kept.stage} model (${r.kept.reason})`]);
+  if (r.task)
+    tail.push([
+      'task',
+      `${r.task.name}: ${r.task.labels ? `labels ${r.task.labels}` : 'no labels'}, and against the original's outputs`,
+    ]);
   else if (files.some((f) => f.endsWith('.onnx'))) tail.push(['written', 'the pruned model']);
   if (files.length) tail.push(['files', fileList(files)]);
   const lines = [renderKeyValues(tail)];

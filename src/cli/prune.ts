@@ -59,6 +59,7 @@ import { parseDevice } from '../runtime/device.js';
 import { createProgress, type Progress } from '../runtime/progress.js';
 import { labelOfValueName, summarizeReasons } from '../report/module-names.js';
 import { measureLabels } from '../report/measure.js';
+import { openTaskData, PRUNE_TASK_OPTIONS, wantsPruneTask } from './prune-task.js';
 
 interface PruneArgs {
   model: string;
@@ -90,6 +91,8 @@ interface PruneArgs {
   valLimit?: number;
   preset?: string;
   spec?: string;
+  task?: string;
+  layout?: string;
   calibrationImages: number;
   recalBatches: number;
   recalBatchSize: number;
@@ -138,7 +141,9 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
     checkModel(model, argv.model);
     const inputShapes = inputShapesFor(model, argv.inputShape, argv.model);
     const plan = argv.planIn ? readPlanFile(argv.planIn) : undefined;
-    const data = argv.data ? await openData(argv, imageInputDims(model, inputShapes)) : undefined;
+    if (wantsPruneTask(argv) && !argv.data)
+      throw new UserError('--task measures every stage on images: give --data (labels beside them optional)');
+    const data = argv.data ? await openData(argv, model, imageInputDims(model, inputShapes)) : undefined;
     // Every output is checked before the work (never an input, its folder exists) and written at the end.
     if (argv.planOut) checkOutput(argv.planOut, 'plan');
     const large = needsExternalData(model);
@@ -280,14 +285,20 @@ async function validateStaged(
 
 async function openData(
   argv: PruneArgs,
+  model: Model,
   inputDims: readonly Dim[] | undefined,
 ): Promise<NonNullable<Parameters<typeof adaPrune>[1]['data']>> {
   const resolved = resolveSpec({ preset: argv.preset, specFile: argv.spec, modelPath: argv.model });
   const spec = specForInput(resolved.spec, inputDims, argv.model);
+  // --task: task folders (or plain images) whose labels give each stage's task metric (src/cli/prune-task.ts).
+  const task = wantsPruneTask(argv) ? await openTaskData(model, { ...argv, data: argv.data! }) : undefined;
   // Without labels the pipeline scores by fidelity to the original and distils from it (src/pipeline/label-free.ts).
-  const train = await openDataset(argv.data!, { split: 'train', labels: 'optional' });
-  const val = argv.val ? await openDataset(argv.val, { split: 'test', labels: 'optional' }) : undefined;
+  const train = task?.train ?? (await openDataset(argv.data!, { split: 'train', labels: 'optional' }));
+  const val =
+    task?.val ??
+    (argv.val && !task ? await openDataset(argv.val, { split: 'test', labels: 'optional' }) : undefined);
   return {
+    ...(task && { task: task.task }),
     train,
     val,
     valLimit: argv.valLimit,
@@ -540,6 +551,8 @@ function dataOptions<T>(y: Argv<T>) {
       type: 'string',
       describe: 'Preprocessing spec file (default MODEL.preprocess.json)',
     })
+    .option('task', PRUNE_TASK_OPTIONS.task)
+    .option('layout', PRUNE_TASK_OPTIONS.layout)
     .option('calibration-images', {
       type: 'number',
       default: 1000,
@@ -664,7 +677,7 @@ const PRUNE_GROUPS = [
     ],
   ],
   ['Budget:', ['min-channels', 'min-fraction', 'speed-check', 'torch-compatible', 'input-shape', 'plan-in']],
-  ['Data:', ['data', 'val', 'val-limit', 'preset', 'spec', 'calibration-images', 'seed']],
+  ['Data:', ['data', 'val', 'val-limit', 'preset', 'spec', 'task', 'layout', 'calibration-images', 'seed']],
   ['Recovery:', ['recal-batches', 'recal-batch-size', 'compensate', 'compensate-scope', 'finetune-epochs']],
   ['Recovery:', ['finetune-lr', 'finetune-batch', 'finetune-limit', 'finetune-augment', 'finetune-nesterov']],
   ['Recovery:', ['finetune-sam', 'finetune-from', 'distill', 'distill-gate', 'output-kind', 'keep-stage']],
@@ -680,6 +693,7 @@ const PRUNE_EXPERT = [
   'min-channels',
   'min-fraction',
   'val-limit',
+  'layout',
   'calibration-images',
   'recal-batches',
   'recal-batch-size',

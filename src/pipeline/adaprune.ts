@@ -26,7 +26,13 @@ import {
 import { idBounds } from '../shapes/probe.js';
 import { validateModel } from '../runtime/validate.js';
 import type { PruneReport as CoreReport } from '../prune/index.js';
-import type { AccuracyStage, CompensationSummary, CriterionRow, PruneReport } from '../report/types.js';
+import type {
+  AccuracyStage,
+  CompensationSummary,
+  CriterionRow,
+  PruneReport,
+  StageTaskMetrics,
+} from '../report/types.js';
 import { recalibrateBatchNorm } from '../runtime/recalibrate.js';
 import { evaluate } from '../runtime/evaluate.js';
 import type { RuntimeOptions } from '../runtime/session.js';
@@ -34,6 +40,7 @@ import { finetune, type FinetuneOptions } from '../train/loop.js';
 import { DEFAULT_DISTILL_GATE, type DistillGate } from '../train/step-graph.js';
 import { runCompensation } from './compensation-stage.js';
 import { FidelityScorer, distillStage, randomSplit } from './label-free.js';
+import { labelledValue, StageTaskScorer, type StageTaskOptions } from './stage-task.js';
 import { FROZEN_BN_BELOW, TrainingDivergedError } from '../train/distill.js';
 import type { OutputKind } from '../train/distill.js';
 import {
@@ -61,6 +68,12 @@ export interface DataOptions {
   recalibrationBatchSize?: number;
   /** Without labels: how each output is matched when distilling (one, or one per output; default auto). */
   outputKinds?: readonly OutputKind[];
+  /**
+   * `--task detect|segment|dense`: every stage is also measured by the task's metric (stage-task.ts), against
+   * the labels of the evaluation images when given (they then rank the stages) and against the original's
+   * outputs. `source` says where the layout came from, for the report.
+   */
+  task?: StageTaskOptions & { source?: string };
 }
 
 /** The data-free options are pruneModel's (budget, width limits, plan); the rest drive the data stages. */
@@ -306,6 +319,8 @@ class AdaPruneRun {
   private evalSet: AnyDataset | undefined;
   /** Without labels: scores stages by fidelity to the original instead of top-1. */
   private fidelity: FidelityScorer | undefined;
+  /** `--task`: the task's metric of every stage. */
+  private taskScorer: StageTaskScorer | undefined;
   private evalIndices: ArrayLike<number> | undefined;
   private analysed: PruneAnalysis | undefined;
   private baseOptions!: PruneOptions;
@@ -438,11 +453,52 @@ class AdaPruneRun {
     return { top1: r.top1, loss: r.loss, images: r.n };
   }
 
-  private record(stageName: AccuracyStage['stage'], s: ProxyScore): void {
-    this.accuracy.push({ stage: stageName, top1: s.top1, loss: s.loss, images: s.images });
+  private record(stageName: AccuracyStage['stage'], s: ProxyScore, task?: StageTaskMetrics): void {
+    this.accuracy.push({
+      stage: stageName,
+      top1: s.top1,
+      loss: s.loss,
+      images: s.images,
+      ...(task && { task }),
+    });
+    const figures = [task?.labelled, task?.fidelity]
+      .map(
+        (f, i) =>
+          f &&
+          `, ${f.primary} ${f.value === null ? 'undefined' : f.value.toFixed(4)} ${i ? 'vs the original' : 'on labels'}`,
+      )
+      .join('');
     this.log(
-      `  ${stageName}: ${this.fidelity ? 'fidelity R²' : 'top-1'} ${(100 * s.top1).toFixed(2)}% (${this.fidelity ? 'error' : 'loss'} ${s.loss.toFixed(4)}, ${s.images} images)`,
+      `  ${stageName}: ${this.fidelity ? 'fidelity R²' : 'top-1'} ${(100 * s.top1).toFixed(2)}% (${this.fidelity ? 'error' : 'loss'} ${s.loss.toFixed(4)}, ${s.images} images)${figures}`,
     );
+  }
+
+  /**
+   * What the stages are ranked by (the model written, the start of distillation): top-1 or R² as before, or
+   * under `--task` with labels, the task's labelled figure (mAP50-95, mIoU, IoU; undefined ranks lowest).
+   */
+  private stageValue(stage: AccuracyStage['stage']): number {
+    const a = this.accuracy.find((x) => x.stage === stage)!;
+    return this.taskScorer?.labelled ? labelledValue(a.task) : a.top1;
+  }
+
+  /** The ranked figure as the notes print it. */
+  private formatStageValue(v: number): string {
+    return this.taskScorer?.labelled
+      ? Number.isFinite(v)
+        ? v.toFixed(4)
+        : 'undefined'
+      : `${(100 * v).toFixed(2)}%`;
+  }
+
+  /** Why the best stage is the best, for the report. */
+  private rankedBy(): string {
+    const scorer = this.taskScorer;
+    if (scorer?.labelled) {
+      const primary = this.accuracy.find((a) => a.task?.labelled)?.task?.labelled?.primary;
+      return `the best ${primary ?? scorer.options.layout.task} on labels of the stages`;
+    }
+    return `the best ${this.fidelity ? 'fidelity to the original' : 'top-1'} of the stages`;
   }
 
   /** Analyse once: every candidate (criteria, widths, latency steps, roundings) is a plan over it. */
@@ -528,10 +584,33 @@ class AdaPruneRun {
       : this.split.holdout;
     if (!data.val)
       this.notes.push('no --val given: accuracy is reported on the calibration split of the training data');
-    this.record(
-      'original',
-      await this.stage('evaluate original', () => this.score(this.original, this.evalSet!, this.evalIndices)),
-    );
+    if (data.task)
+      this.taskScorer = new StageTaskScorer(
+        this.original,
+        this.evalSet,
+        this.evalIndices,
+        data.spec,
+        this.runtime,
+        this.batchOf(16),
+        data.task,
+      );
+    await this.evaluateStage('original', 'original', this.original);
+  }
+
+  /** A stage's model scored on the evaluation set (top-1 or R²), with its task metric under `--task`. */
+  private async evaluateStage(
+    stage: AccuracyStage['stage'],
+    label: string,
+    bytes: Uint8Array,
+  ): Promise<void> {
+    const s = await this.stage(`evaluate ${label}`, () => this.score(bytes, this.evalSet!, this.evalIndices));
+    const scorer = this.taskScorer;
+    const task =
+      scorer &&
+      (await this.stage(`${scorer.options.layout.task} metric of the ${label} model`, () =>
+        scorer.measure(bytes),
+      ));
+    this.record(stage, s, task);
   }
 
   /**
@@ -844,18 +923,10 @@ class AdaPruneRun {
 
   /** Accuracy of each stage on the evaluation set, and fine-tuning (distilled from the original by default). */
   private async dataStages(outcome: Outcome): Promise<Outcome> {
-    const { data, options, evalSet, evalIndices } = this;
+    const { data, options } = this;
     if (!data || options.dryRun) return outcome;
     const { best, compensatedBytes } = outcome;
-    const evaluateStage = async (
-      stage: AccuracyStage['stage'],
-      label: string,
-      bytes: Uint8Array,
-    ): Promise<void> =>
-      this.record(
-        stage,
-        await this.stage(`evaluate ${label}`, () => this.score(bytes, evalSet!, evalIndices)),
-      );
+    const evaluateStage = this.evaluateStage.bind(this);
     await evaluateStage('pruned', 'pruned', best.prunedBytes);
     if (this.hasBatchNorm) await evaluateStage('recalibrated', 'recalibrated', best.recalibratedBytes);
     if (compensatedBytes) await evaluateStage('compensated', 'compensated', compensatedBytes);
@@ -939,6 +1010,7 @@ class AdaPruneRun {
 
   /** The model of the best-scored stage among `models` (a tie goes to the later one). */
   private mostFaithful(models: [AccuracyStage['stage'], Model][]): Model {
+    // By R² even under --task with labels: distillation matches outputs, so it starts from the closest ones.
     const scoreOf = (stage: string): number => this.accuracy.find((a) => a.stage === stage)!.top1;
     return models.reduce((a, b) => (scoreOf(b[0]) >= scoreOf(a[0]) ? b : a))[1];
   }
@@ -964,7 +1036,7 @@ class AdaPruneRun {
     const scored = models.map(([stage, model]) => ({
       stage,
       model,
-      top1: this.accuracy.find((a) => a.stage === stage)!.top1,
+      top1: this.stageValue(stage),
     }));
     const best = scored.reduce((a, b) => (b.top1 >= a.top1 ? b : a));
     const asked = this.options.keepStage ?? 'best';
@@ -973,10 +1045,8 @@ class AdaPruneRun {
       this.warn(`--keep-stage ${asked}: that stage did not run; the best stage (${best.stage}) is written`);
     const kept = named ?? best;
     const last = scored.at(-1)!;
-    const pct = (x: number): string => `${(100 * x).toFixed(2)}%`;
-    const reason = named
-      ? '--keep-stage'
-      : `the best ${this.fidelity ? 'fidelity to the original' : 'top-1'} of the stages`;
+    const pct = (x: number): string => this.formatStageValue(x);
+    const reason = named ? '--keep-stage' : this.rankedBy();
     if (!named && kept !== last)
       this.notes.push(
         `${last.stage} scored ${pct(last.top1)}, below ${kept.stage} (${pct(kept.top1)}): the ${kept.stage} model is written; --keep-stage ${last.stage} writes the other`,
@@ -1082,6 +1152,16 @@ class AdaPruneRun {
     return current;
   }
 
+  private taskReport(scorer: StageTaskScorer): NonNullable<PruneReport['task']> {
+    const { layout, labels } = scorer.options;
+    return {
+      name: layout.task,
+      layout: this.data?.task?.source ?? 'given in memory',
+      ...(labels && { labels: labels.describe }),
+      ranksStages: scorer.labelled,
+    };
+  }
+
   /** The report of the run (and the warning when the result still measures slower). */
   private finish(outcome: Outcome, criteriaRows: CriterionRow[]): AdaPruneResult {
     const { options } = this;
@@ -1139,6 +1219,7 @@ class AdaPruneRun {
       stages: this.stages,
       ...(compensation && { compensation }),
       ...(this.kept && { kept: this.kept }),
+      ...(this.taskScorer && { task: this.taskReport(this.taskScorer) }),
       notes: [...this.notes, ...core.warnings, ...this.skipped.map((s) => `skipped: ${s}`)],
     };
     return {

@@ -2,7 +2,7 @@ import { escapeControl, escapeMarkdown } from '../escape.js';
 import { summarizeReasons } from './module-names.js';
 import { budgetText, formatApprox, formatPercent, speedup } from './table.js';
 import type { PruneReport } from './types.js';
-import { measureLabels } from './measure.js';
+import { measureLabels, taskColumns } from './measure.js';
 
 function table(header: string[], rows: (string | number)[][]): string {
   // A '|' ends a cell even inside a code span (GFM), so every cell escapes it.
@@ -52,12 +52,23 @@ export function renderReportMarkdown(r: PruneReport, svgFile?: string): string {
     out.push('## Accuracy', '');
     out.push(
       table(
-        ['stage', measureLabels(r).score, measureLabels(r).loss, 'images'],
-        r.accuracy.map((a) => [a.stage, formatPercent(a.top1), a.loss?.toFixed(4) ?? '—', a.images]),
+        ['stage', measureLabels(r).score, measureLabels(r).loss, ...taskColumns(r).headers, 'images'],
+        r.accuracy.map((a) => [
+          a.stage,
+          formatPercent(a.top1),
+          a.loss?.toFixed(4) ?? '—',
+          ...taskColumns(r).cells(a),
+          a.images,
+        ]),
       ),
       '',
     );
     if (r.kept) out.push(`Written: the **${r.kept.stage}** model (${escapeMarkdown(r.kept.reason)}).`, '');
+    if (r.task)
+      out.push(
+        `Task: ${r.task.name} (${escapeMarkdown(r.task.labels ? `labels ${r.task.labels}` : 'no labels')}; the "vs original" column takes the original's outputs as the reference).`,
+        '',
+      );
   }
   if (r.criteria.length) {
     out.push('## Inheritance criteria', '');

@@ -1,8 +1,31 @@
-import type { PruneReport } from './types.js';
+import type { AccuracyStage, PruneReport } from './types.js';
 
 /** Column names for the stage scores: top-1 and loss on labels, or fidelity R² and error without them. */
 export function measureLabels(r: Pick<PruneReport, 'measure'>): { score: string; loss: string } {
   return r.measure === 'fidelity'
     ? { score: 'fidelity R²', loss: 'error' }
     : { score: 'top-1', loss: 'loss' };
+}
+
+/**
+ * `prune --task`: the task's columns of the stage tables, every labelled figure (`mAP50`, `mAP50-95`) then the
+ * primary figure against the original's outputs (`mAP50-95 vs original`); none without --task.
+ */
+export function taskColumns(r: Pick<PruneReport, 'accuracy' | 'task'>): {
+  headers: string[];
+  cells: (a: AccuracyStage) => string[];
+} {
+  if (!r.task) return { headers: [], cells: () => [] };
+  const first = r.accuracy.find((a) => a.task)?.task;
+  const labelled = Object.keys(first?.labelled?.values ?? {});
+  const primary = first?.fidelity?.primary;
+  const fmt = (v: number | null | undefined): string =>
+    v === undefined ? '' : v === null ? 'undefined' : v.toFixed(4);
+  return {
+    headers: [...labelled, ...(primary ? [`${primary} vs original`] : [])],
+    cells: (a) => [
+      ...labelled.map((k) => fmt(a.task?.labelled?.values[k])),
+      ...(primary ? [fmt(a.task?.fidelity?.value)] : []),
+    ],
+  };
 }

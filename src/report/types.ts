@@ -27,6 +27,11 @@ export interface PruneReport {
   compensation?: CompensationSummary;
   /** With data: the stage whose model was written (`--keep-stage`, default the best top-1), and why. */
   kept?: { stage: AccuracyStage['stage']; reason: string };
+  /**
+   * `prune --task`: the task measured at every stage (`accuracy[].task`), where its labels are (absent: none,
+   * so only the figure against the original's outputs), and whether the labelled figure ranked the stages.
+   */
+  task?: { name: string; layout: string; labels?: string; ranksStages: boolean };
   notes: string[];
 }
 
@@ -43,6 +48,27 @@ export interface AccuracyStage {
   top1: number;
   loss?: number;
   images: number;
+  /** `prune --task`: the task's figures for this stage's model. */
+  task?: StageTaskMetrics;
+}
+
+/** A task's figures for one stage (src/tasks): against labels, and against the original's outputs. */
+export interface StageTaskMetrics {
+  task: string;
+  images: number;
+  /** Against the label files of the evaluation images, when they have them. */
+  labelled?: StageTaskFigure;
+  /** The same metric with the original model's predictions as the reference (docs/tasks.md, fidelity). */
+  fidelity?: StageTaskFigure;
+}
+
+export interface StageTaskFigure {
+  /** The primary figure's name (`mAP50-95`, `mIoU`, `IoU`) and value; null where undefined. */
+  primary: string;
+  value: number | null;
+  /** Every figure (`mAP50`, `mAP50-95`; `mIoU`, `pixelAccuracy`; ...). */
+  values: Record<string, number | null>;
+  notes?: string[];
 }
 
 export interface CriterionRow {

@@ -1,0 +1,97 @@
+import type { AnyDataset, Dataset } from '../data/dataset.js';
+import type { PreprocessSpec } from '../data/preprocess.js';
+import type { StageTaskFigure, StageTaskMetrics } from '../report/types.js';
+import type { RuntimeOptions } from '../runtime/session.js';
+import { collectReference, evaluateTask, type TaskReference } from '../tasks/evaluate.js';
+import type { OutputLayout } from '../tasks/layout.js';
+import type { TaskLabels } from '../tasks/task-labels.js';
+import type { TaskMetric } from '../tasks/types.js';
+
+/**
+ * The task metric of every prune stage (issue 29): `prune --task detect|segment|dense` measures each stage's
+ * model with the task's own figure (COCO mAP, mIoU, thresholded-map IoU; src/tasks) beside the R² fidelity,
+ * against the labels of the evaluation images when they have them, and always against the original model's
+ * outputs (its detections above `referenceConf`, argmax masks, thresholded maps), which needs no labels.
+ */
+export interface StageTaskOptions {
+  /** What the output is (resolveLayout): at least the task. */
+  layout: OutputLayout;
+  /** Labels of the evaluation images (`--val`, else `--data`), index for index; absent without labels. */
+  labels?: TaskLabels;
+}
+
+/** Measures stages on fixed images; the original runs once, its predictions the fidelity reference. */
+export class StageTaskScorer {
+  private reference: Promise<TaskReference> | undefined;
+  private readonly dataset: Dataset;
+
+  constructor(
+    private readonly original: Uint8Array,
+    dataset: AnyDataset,
+    private readonly indices: ArrayLike<number> | undefined,
+    private readonly spec: PreprocessSpec,
+    private readonly runtime: RuntimeOptions,
+    private readonly batchSize: number,
+    readonly options: StageTaskOptions,
+  ) {
+    this.dataset = asTaskDataset(dataset);
+  }
+
+  /** Whether the labelled figure exists, and so ranks the stages. */
+  get labelled(): boolean {
+    return this.options.labels !== undefined;
+  }
+
+  async measure(model: Uint8Array): Promise<StageTaskMetrics> {
+    const common = {
+      spec: this.spec,
+      layout: this.options.layout,
+      batchSize: this.batchSize,
+      runtime: this.runtime,
+      ...(this.indices && { indices: this.indices }),
+    };
+    this.reference ??= collectReference(this.original, this.dataset, common);
+    const r = await evaluateTask(model, this.dataset, {
+      ...common,
+      reference: await this.reference,
+      ...(this.options.labels && { labels: this.options.labels }),
+    });
+    return {
+      task: r.task,
+      images: r.n,
+      ...(r.labelled && { labelled: figure(r.labelled) }),
+      ...(r.fidelity && { fidelity: figure(r.fidelity) }),
+    };
+  }
+}
+
+function figure(m: TaskMetric): StageTaskFigure {
+  return {
+    primary: m.primary,
+    value: m.value,
+    values: m.values,
+    ...(m.notes.length > 0 && { notes: m.notes }),
+  };
+}
+
+/**
+ * The images as the task evaluator reads them: a task folder as it is, an unlabelled set (a list file, a .tar)
+ * with placeholder class labels, which the task metrics never read (their labels are TaskLabels).
+ */
+function asTaskDataset(dataset: AnyDataset): Dataset {
+  if (dataset.labelled !== false) return dataset;
+  return {
+    kind: 'image-folder',
+    path: dataset.path,
+    length: dataset.length,
+    classNames: ['image'],
+    labels: new Int32Array(dataset.length),
+    describe: (i) => dataset.describe(i),
+    load: (i, spec) => dataset.load(i, spec),
+  };
+}
+
+/** A stage's figure that ranks stages when labels are given: the labelled primary value (null lowest). */
+export function labelledValue(m: StageTaskMetrics | undefined): number {
+  return m?.labelled?.value ?? -Infinity;
+}
