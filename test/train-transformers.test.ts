@@ -134,3 +134,16 @@ for (const [name, file] of CASES) {
     assert.ok(e.rel <= 1e-4, `${file}: relative error ${e.rel} at ${e.worst}`);
   });
 }
+
+test('fine-tuning trains what torch trains: every parameter of each transformer fixture by default', async () => {
+  // The decomposed LayerNorm's scale and shift (opset 14), ViT's class token and position embedding, Swin's
+  // relative position bias, the embedding tables, and the Linear weights as transposed MatMul initializers.
+  for (const [name, file] of CASES) {
+    const { ref } = load(name);
+    const inputShapes = Object.fromEntries(Object.entries(ref.inputs).map(([k, r]) => [k, r.shape]));
+    const model = loadModel(fixture(`transformers/${file}`));
+    const step = await buildStepGraph(model, { batchSize: 2, inputShapes, blockedConvs: false });
+    const want = Object.keys(ref.onnx[file]!.initializers).sort();
+    assert.deepEqual(step.params.map((p) => p.name).sort(), want, file);
+  }
+});

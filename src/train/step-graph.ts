@@ -706,10 +706,14 @@ function chosenParams(g: Graph, trainable: (name: string) => boolean): Value[] {
   return [...params];
 }
 
-/** Float initializers at the weight/bias slots of PARAM_SLOTS, and the bias Add after a MatMul. */
+const isFloatInit = (v: Value | undefined): v is Value => v?.initializer?.dataType === DataType.FLOAT;
+
+/**
+ * Float initializers at the weight/bias slots of PARAM_SLOTS, the bias Add after a MatMul, and the transformer
+ * parameters that are not an op's weight slot (transformerParams).
+ */
 function defaultParams(g: Graph): Value[] {
   const params = new Set<Value>();
-  const isFloatInit = (v: Value | undefined): v is Value => v?.initializer?.dataType === DataType.FLOAT;
   for (const n of g.nodes) {
     for (const slot of PARAM_SLOTS[n.opType] ?? [])
       if (isFloatInit(n.inputs[slot])) params.add(n.inputs[slot]!);
@@ -718,8 +722,49 @@ function defaultParams(g: Graph): Value[] {
       const bias = n.inputs.find(isFloatInit);
       if (bias) params.add(bias);
     }
+    for (const v of transformerParams(n)) params.add(v);
   }
   return [...params];
+}
+
+/**
+ * What torch trains in a transformer that no weight slot names, as its exporter writes it:
+ * - LayerNorm decomposed below opset 17: Div(Sub(x, ReduceMean(x)), Sqrt(...)) -> Mul(scale) -> Add(shift);
+ * - a learned position embedding, Add(tokens, P) with P [1, T, C] (every dim but the first above 1);
+ * - a class token, Expand(T [1, 1, C]) read by a Concat;
+ * - a weight read through a Transpose (a Linear exported with do_constant_folding=False).
+ */
+function transformerParams(n: Node): Value[] {
+  const other = (v: Value): Value | undefined => n.inputs.find((u) => u && u !== v);
+  const init = n.inputs.find(isFloatInit);
+  if (!init) return [];
+  if (n.opType === 'Mul' && isLayerNormDiv(other(init)?.producer)) {
+    const shift = n
+      .output()
+      .uses.find((u) => u.node.opType === 'Add')
+      ?.node.inputs.find(isFloatInit);
+    return shift ? [init, shift] : [init];
+  }
+  const dims = init.initializer!.dims;
+  if (n.opType === 'Add' && dims.length >= 3 && dims[0] === 1 && dims.slice(1).every((d) => d > 1))
+    return other(init)?.initializer ? [] : [init];
+  if (
+    n.opType === 'Expand' &&
+    n.inputs[0] === init &&
+    n.output().uses.some((u) => u.node.opType === 'Concat')
+  )
+    return [init];
+  // A Linear weight exported without constant folding: MatMul(x, Transpose(W)).
+  const atWeightSlot = n.output().uses.some((u) => PARAM_SLOTS[u.node.opType]?.includes(u.index));
+  if (n.opType === 'Transpose' && atWeightSlot) return [init];
+  return [];
+}
+
+/** The normalising Div of a decomposed LayerNorm: (x - ReduceMean(x)) / Sqrt(...). */
+function isLayerNormDiv(div: Node | undefined): boolean {
+  const sub = div?.opType === 'Div' ? div.inputs[0]?.producer : undefined;
+  const mean = sub?.opType === 'Sub' ? sub.inputs[1]?.producer : undefined;
+  return mean?.opType === 'ReduceMean' && mean.inputs[0] === sub!.inputs[0];
 }
 
 /** The numbers a constant input holds: an initializer or Constant, else what the probe saw (shape arithmetic). */
