@@ -68,6 +68,7 @@ async function check(name: string, file: string): Promise<Errors> {
   const step = await buildStepGraph(model, {
     batchSize: B,
     inputShapes,
+    multipleInputs: true,
     exposeGradients: true,
     trainable: (n) => n in map,
     sgd: { momentum: 0, weightDecay: 0 },
@@ -124,6 +125,13 @@ const CASES: [string, string][] = [
   ['bert_mask', 'bert_mask.onnx'],
 ];
 
+test('a text model needs multipleInputs: the training loop and distillation feed images only', async () => {
+  await assert.rejects(
+    buildStepGraph(loadModel(fixture('transformers/bert.onnx')), { batchSize: 2 }),
+    /fine-tuning needs a model with one input \(found 2\)/,
+  );
+});
+
 for (const [name, file] of CASES) {
   test(`the step graph's gradients equal torch's on ${file}`, async () => {
     const e = await check(name, file);
@@ -142,7 +150,12 @@ test('fine-tuning trains what torch trains: every parameter of each transformer 
     const { ref } = load(name);
     const inputShapes = Object.fromEntries(Object.entries(ref.inputs).map(([k, r]) => [k, r.shape]));
     const model = loadModel(fixture(`transformers/${file}`));
-    const step = await buildStepGraph(model, { batchSize: 2, inputShapes, blockedConvs: false });
+    const step = await buildStepGraph(model, {
+      batchSize: 2,
+      inputShapes,
+      multipleInputs: true,
+      blockedConvs: false,
+    });
     const want = Object.keys(ref.onnx[file]!.initializers).sort();
     assert.deepEqual(step.params.map((p) => p.name).sort(), want, file);
   }

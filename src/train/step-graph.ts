@@ -73,6 +73,11 @@ export interface StepGraphOptions {
    */
   inputShapes?: Readonly<Record<string, readonly number[]>>;
   /**
+   * Accept a model with several inputs (a text model's token ids, token types and mask): the caller feeds every
+   * one of `dataInputs`. Off by default, since the training loop and distillation feed images only.
+   */
+  multipleInputs?: boolean;
+  /**
    * Sharpness-aware minimisation (SAM, Foret et al. 2021), run as two passes of this one graph per step. Every
    * parameter w gets an input `<w>__sam_shift` (s) that the forward pass adds to it: the loss and gradients are
    * taken at w + s, while weight decay and the update apply to w. The graph also outputs the next shift,
@@ -168,7 +173,7 @@ export async function buildStepGraph(
   const B = options.batchSize;
   if (!Number.isInteger(B) || B < 1) throw new UserError(`batch size must be a positive integer (got ${B})`);
   const model = source.clone();
-  const inputs = modelInputs(model);
+  const inputs = modelInputs(model, options.multipleInputs ?? false);
   // Static shapes at the step's batch size, onnxruntime only when the analysis cannot pin a value down.
   const probe = await probeShapes(
     model,
@@ -197,9 +202,13 @@ export const trainingStepPass: Pass<
 };
 
 /** The model's real inputs (not initializers); the first is the images (or a text model's token ids). */
-function modelInputs(model: Model): Value[] {
+function modelInputs(model: Model, multiple: boolean): Value[] {
   const realInputs = model.graph.inputs.filter((v) => !v.initializer);
-  if (realInputs.length < 1) throw new UserError('fine-tuning needs a model with an input', model.sourcePath);
+  if (realInputs.length < 1 || (!multiple && realInputs.length !== 1))
+    throw new UserError(
+      `fine-tuning needs a model with one input (found ${realInputs.length})`,
+      model.sourcePath,
+    );
   return realInputs;
 }
 
@@ -231,7 +240,7 @@ function emitTrainingStep(
   const file = model.sourcePath;
   const g = model.graph;
   if (g.outputs.length < 1) throw new UserError('the model has no output', file);
-  const inputs = modelInputs(model);
+  const inputs = modelInputs(model, options.multipleInputs ?? false);
   const dataInputs = inputs.map((v) => ({
     name: v.name,
     shape: inputShapeAt(v, B, options.inputShapes, file),
