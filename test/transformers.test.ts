@@ -12,7 +12,7 @@ import { countCostProbed } from '../src/analysis/cost.js';
 import { serializeModel, type Model } from '../src/ir/index.js';
 import { cleanupPipeline } from '../src/passes/index.js';
 import { PassManager } from '../src/passes/pass-manager.js';
-import { analyzeModel, pruneModel } from '../src/prune/index.js';
+import { analyzeModel, applyPlanPass, pruneModel } from '../src/prune/index.js';
 import { randomInputs } from '../src/shapes/probe.js';
 import { fixture } from './helpers.js';
 import { load, maskRemovedChannels, maskRemovedInputs, maxAbsDiff } from './prune-helpers.js';
@@ -147,4 +147,28 @@ describe('transformers: attention heads as channel groups (torch MultiheadAttent
     const b = await runShapes(kept, { input: [1, 3, 32, 32] }, 2);
     a.forEach((x, i) => assert.ok(Buffer.from(x.buffer).equals(Buffer.from(b[i]!.buffer)), 'outputs differ'));
   });
+});
+
+describe('transformers: Swin window attention (q, k, v stacked as [3, H, D], relative position bias per head)', () => {
+  for (const file of ['swin.onnx', 'swin-opset17.onnx']) {
+    it(`${file}: removing one head in every block equals masking it, shifted windows included`, async () => {
+      const shapes = { input: [1, 3, 32, 32] };
+      const analysis = await analyzeModel(loadClean(file), shapes);
+      const heads = headGroups(analysis);
+      assert.equal(heads.length, 4, 'one head group per Swin block');
+      // Keep everything but the last head of every block: the rewrite alone, without a width search.
+      const keep = analysis.groups.map((g) => {
+        const m = new Uint8Array(g.size).fill(1);
+        if (heads.includes(g.id)) m[g.size - 1] = 0;
+        return m;
+      });
+      const { model: pruned } = new PassManager().run(applyPlanPass, analysis.model, { analysis, keep });
+      const masked = loadClean(file);
+      const fresh = await analyzeModel(masked, shapes);
+      maskRemovedChannels(fresh, keep);
+      maskRemovedInputs(fresh, keep);
+      const diff = maxAbsDiff(await runShapes(masked, shapes, 3), await runShapes(pruned, shapes, 3));
+      assert.ok(diff <= 1e-4, `pruned differs from the masked original by ${diff}`);
+    });
+  }
 });

@@ -1,6 +1,6 @@
 import { constantOf } from '../ir/index.js';
 import { prod } from './shared.js';
-import type { Node } from '../ir/index.js';
+import type { Node, Value } from '../ir/index.js';
 import type { ChannelOp, LinkContext, Space } from './types.js';
 
 interface ReshapeData {
@@ -14,11 +14,23 @@ interface ReshapeData {
  * axis is -1 (inferred) or B·H (rewritten to B·H').
  */
 interface HeadSplitData {
-  kind: 'headSplit';
+  kind: 'headSplit' | 'stackedHeadSplit';
   output: Space;
   target: number[];
   /** The size of the axis the heads merge into, at the probe's batch (1). */
   outer: number;
+}
+
+/**
+ * A computed target (Concat of shape pieces) whose channel entry is a constant piece: the piece is rewritten
+ * and the computed entries stay computed (Swin's `attn.view(B // nW, nW, H, N, N)`).
+ */
+interface PieceData {
+  kind: 'piece';
+  output: Space;
+  /** The target Concat's input holding the channel entry, and where in it. */
+  index: number;
+  offset: number;
 }
 
 /** A Reshape splitting the channel axis into [groups, C/groups] (a channel shuffle's first step). */
@@ -35,7 +47,7 @@ interface ChannelSplitData {
  * after it, so output feature f belongs to channel floor(f / block) (GAP -> Flatten, or 32x4x4 -> 512 before a
  * Gemm). A Reshape whose constant target names the channel count has it rewritten.
  */
-export const reshape: ChannelOp<ReshapeData | ChannelSplitData | HeadSplitData> = {
+export const reshape: ChannelOp<ReshapeData | ChannelSplitData | HeadSplitData | PieceData> = {
   opTypes: ['Reshape', 'Flatten', 'Squeeze', 'Unsqueeze'],
 
   link(node, ins, ctx) {
@@ -53,6 +65,8 @@ export const reshape: ChannelOp<ReshapeData | ChannelSplitData | HeadSplitData> 
       return linkChannelSplit(node, x, e, ctx);
     if (b < 0 && node.opType === 'Reshape' && isHeadSplit(d, e, x.axis))
       return linkHeadSplit(node, x, d, e, ctx);
+    if (b < 0 && node.opType === 'Reshape' && isStackedHeadSplit(d, e, x.axis))
+      return linkStackedHeadSplit(node, x, e, ctx);
     if (b < 0) return ctx.unknown(node, `${node} splits or merges the channel axis with the batch`);
     const o = ctx.newSpace(node.outputs[0]!, b)!;
     const block = o.size / x.size;
@@ -61,7 +75,9 @@ export const reshape: ChannelOp<ReshapeData | ChannelSplitData | HeadSplitData> 
       const target = ctx.ints(node.inputs[1]);
       if (!target) ctx.freeze(o, `${node}: target shape unknown`);
       else if (target[b]! > 0) {
-        if (!constantOf(node.inputs[1]))
+        const piece = constantOf(node.inputs[1]) ? undefined : constantPiece(node.inputs[1]!, b, ctx);
+        if (piece) ctx.record<PieceData>(node, { kind: 'piece', output: o, ...piece });
+        else if (!constantOf(node.inputs[1]))
           ctx.freeze(o, `${node}: computed target shape names the channel count`);
         else ctx.record<ReshapeData>(node, { output: o, shape: target });
       }
@@ -76,7 +92,16 @@ export const reshape: ChannelOp<ReshapeData | ChannelSplitData | HeadSplitData> 
 
   slice(node, data, ctx) {
     if (!ctx.changed(data.output)) return;
-    if ('kind' in data && data.kind === 'headSplit') {
+    if ('kind' in data && data.kind === 'piece') {
+      // The rewrite works on a copy of the model: reach the Concat from this node, not from the analysis.
+      const concat = node.inputs[1]!.producer!;
+      const piece = constantOf(concat.inputs[data.index])!;
+      const values = piece.toNumbers();
+      values[data.offset] = ctx.kept(data.output).length;
+      ctx.setInput(concat, data.index, ctx.ints(piece, values));
+      return;
+    }
+    if ('kind' in data && data.kind !== 'channelSplit') {
       const target = [...data.target];
       const a = data.output.axis;
       if (target[a]! > 0) target[a] = data.outer * ctx.kept(data.output).length;
@@ -168,4 +193,55 @@ function linkHeadSplit(node: Node, x: Space, d: number[], e: number[], ctx: Link
   const depth = e[a]!;
   for (let c = 0; c < x.size; c++) ctx.link(x, c, o, Math.floor(c / depth));
   ctx.record<HeadSplitData>(node, { kind: 'headSplit', output: o, target, outer });
+}
+
+/** e is d with the channel axis (S·H·D) split into [S, H, D]: Swin's `qkv.reshape(B, N, 3, H, D)`. */
+function isStackedHeadSplit(d: number[], e: number[], axis: number): boolean {
+  if (e.length !== d.length + 2) return false;
+  const [stack, heads, depth] = e.slice(axis, axis + 3) as [number, number, number];
+  return (
+    stack > 1 &&
+    heads > 1 &&
+    stack * heads * depth === d[axis] &&
+    d.every((v, i) => i === axis || v === e[i < axis ? i : i + 2])
+  );
+}
+
+/**
+ * q, k and v stacked in one projection and split as [S, H, D]: output position h of the H axis is channels
+ * s·H·D + h·D + d for every s and d, so a head is kept or removed in q, k and v together. The target's H entry
+ * is rewritten; its S and D entries stay.
+ */
+function linkStackedHeadSplit(node: Node, x: Space, e: number[], ctx: LinkContext): void {
+  const target = constantOf(node.inputs[1])?.toNumbers();
+  const a = x.axis;
+  if (!target || target[a + 1] !== e[a + 1] || target[a + 2] !== e[a + 2])
+    return ctx.unknown(node, `${node} splits the channel axis into heads with a computed or unclear target`);
+  const o = ctx.newSpace(node.outputs[0]!, a + 1)!;
+  const [stack, heads, depth] = e.slice(a, a + 3) as [number, number, number];
+  for (let s = 0; s < stack; s++)
+    for (let h = 0; h < heads; h++)
+      for (let j = 0; j < depth; j++) ctx.link(x, (s * heads + h) * depth + j, o, h);
+  ctx.record<HeadSplitData>(node, { kind: 'stackedHeadSplit', output: o, target, outer: 1 });
+}
+
+/** The constant input of the target's Concat that holds element `at`, and where in it; undefined if none. */
+function constantPiece(
+  target: Value,
+  at: number,
+  ctx: LinkContext,
+): { index: number; offset: number } | undefined {
+  const concat = target.producer;
+  if (concat?.opType !== 'Concat' || target.uses.length !== 1) return undefined;
+  let start = 0;
+  for (let index = 0; index < concat.inputs.length; index++) {
+    const length = ctx.dims(concat.inputs[index])?.[0];
+    if (length === undefined) return undefined;
+    if (at < start + length) {
+      const piece = constantOf(concat.inputs[index]);
+      return piece ? { index, offset: at - start } : undefined;
+    }
+    start += length;
+  }
+  return undefined;
 }
