@@ -21,7 +21,7 @@ export const PRUNE_TASK_OPTIONS: Record<'task' | 'layout', Options> = {
   task: {
     type: 'string',
     choices: TASK_NAMES,
-    describe: 'Also measure every stage by this task: mAP, mIoU or map IoU (docs/tasks.md)',
+    describe: 'Also score every stage by this task: mAP, mIoU or map IoU',
   },
   layout: {
     type: 'string',
