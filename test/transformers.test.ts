@@ -117,20 +117,15 @@ describe('transformers: attention heads as channel groups (torch MultiheadAttent
       const heads = headGroups(analysis);
       assert.equal(heads.length, 2, 'one head group per encoder layer');
       for (const id of heads) assert.equal(analysis.groups[id]!.size, 4);
-      const { model: pruned, plan } = await pruneModel(loadClean(file), {
-        flops: 0.6,
-        inputShapes: shapes,
-        roundTo: 1,
-      });
-      const cut = plan.groups.filter((g) => heads.includes(g.id) && g.keep.length < g.channels);
-      assert.ok(cut.length > 0, 'the plan removes heads');
-      const masked = loadClean(file);
-      const fresh = await analyzeModel(masked, shapes);
-      const keep = plan.groups.map((g) => {
-        const m = new Uint8Array(g.channels);
-        for (const c of g.keep) m[c] = 1;
+      // Heads 0 and 2 of every layer go, nothing else: the rewrite alone, without a width search.
+      const keep = analysis.groups.map((g) => {
+        const m = new Uint8Array(g.size).fill(1);
+        if (heads.includes(g.id)) m[0] = m[2] = 0;
         return m;
       });
+      const { model: pruned } = new PassManager().run(applyPlanPass, analysis.model, { analysis, keep });
+      const masked = loadClean(file);
+      const fresh = await analyzeModel(masked, shapes);
       maskRemovedChannels(fresh, keep);
       maskRemovedInputs(fresh, keep);
       // Batch 3 and (BERT) another sequence length: the rewritten shapes must hold at sizes not probed.
@@ -169,6 +164,49 @@ describe('transformers: Swin window attention (q, k, v stacked as [3, H, D], rel
       maskRemovedInputs(fresh, keep);
       const diff = maxAbsDiff(await runShapes(masked, shapes, 3), await runShapes(pruned, shapes, 3));
       assert.ok(diff <= 1e-4, `pruned differs from the masked original by ${diff}`);
+    });
+  }
+});
+
+describe('transformers: the embedding width (residual stream) as one group', () => {
+  const cases: [string, Record<string, number[]>, Record<string, number[]>][] = [
+    ['vit.onnx', { input: [1, 3, 32, 32] }, { input: [1, 3, 32, 32] }],
+    ['vit-opset17.onnx', { input: [1, 3, 32, 32] }, { input: [1, 3, 32, 32] }],
+    ['bert.onnx', BERT_SHAPES, { input_ids: [1, 11], token_type_ids: [1, 11] }],
+    ['bert-opset17.onnx', BERT_SHAPES, { input_ids: [1, 11], token_type_ids: [1, 11] }],
+    ['swin.onnx', { input: [1, 3, 32, 32] }, { input: [1, 3, 32, 32] }],
+  ];
+  for (const [file, shapes, other] of cases) {
+    it(`${file}: at 30% of the MACs the stream narrows through embeddings, LayerNorms and residual Adds`, async () => {
+      const original = loadClean(file);
+      const before = await runShapes(original, other, 3);
+      const analysis = await analyzeModel(loadClean(file), shapes);
+      // The stream: the unfrozen group with the most members (every LayerNorm and residual Add is one).
+      const stream = [...analysis.groups]
+        .filter((g) => g.frozen.length === 0)
+        .sort((a, b) => b.spaces.length - a.spaces.length)[0]!;
+      assert.ok(stream.spaces.length > 20, `${stream.spaces.length} members`);
+      const {
+        model: pruned,
+        plan,
+        report,
+      } = await pruneModel(loadClean(file), {
+        flops: 0.3,
+        inputShapes: shapes,
+        roundTo: 1,
+      });
+      const kept = plan.groups.find((g) => g.id === stream.id)!;
+      assert.ok(kept.keep.length < kept.channels, 'the stream is narrower');
+      const counted = (await countCostProbed(pruned, { inputShape: shapes })).totalMacs;
+      assert.equal(report.pruned.macs, counted);
+      assert.ok(counted / report.original.macs <= 0.3 && counted / report.original.macs > 0.29);
+      // It runs at a batch and (BERT) a sequence length it was not probed at, with the same output shapes.
+      const after = await runShapes(pruned, other, 3);
+      assert.deepEqual(
+        after.map((a) => a.length),
+        before.map((b) => b.length),
+      );
+      assert.ok(after.every((a) => a.every(Number.isFinite)));
     });
   }
 });
