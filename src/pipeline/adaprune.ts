@@ -568,7 +568,9 @@ class AdaPruneRun {
     if (!hasLabels(train)) {
       this.fidelity = new FidelityScorer(this.original, data.spec, this.runtime, this.batchOf(32));
       this.notes.push(
-        'the data has no labels: stages are scored by fidelity to the original (R² of the outputs), and recovery distils from it',
+        data.task?.labels
+          ? `the pipeline reads the images only: stages are scored by fidelity to the original (R² of the outputs) and recovery distils from it; the ${data.task.layout.task} labels measure every stage`
+          : 'the data has no labels: stages are scored by fidelity to the original (R² of the outputs), and recovery distils from it',
       );
     }
     this.split = hasLabels(train)
