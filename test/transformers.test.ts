@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import { describe, it } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import { countCostProbed } from '../src/analysis/cost.js';
+import { frozenBreakdown } from '../src/analysis/frozen-share.js';
 import { serializeModel, type Model } from '../src/ir/index.js';
 import { cleanupPipeline } from '../src/passes/index.js';
 import { PassManager } from '../src/passes/pass-manager.js';
@@ -207,6 +208,23 @@ describe('transformers: the embedding width (residual stream) as one group', () 
         before.map((b) => b.length),
       );
       assert.ok(after.every((a) => a.every(Number.isFinite)));
+    });
+  }
+});
+
+describe('transformers: what cannot shrink', () => {
+  for (const [file, shapes] of [
+    ['vit.onnx', { input: [1, 3, 32, 32] }],
+    ['swin.onnx', { input: [1, 3, 32, 32] }],
+    ['bert.onnx', BERT_SHAPES],
+  ] as const) {
+    it(`${file}: no group frozen, and under 1% of the MACs in layers whose filters cannot shrink (the classifier)`, async () => {
+      const model = loadClean(file);
+      const analysis = await analyzeModel(model, shapes);
+      const total = (await countCostProbed(model, { inputShape: shapes })).totalMacs;
+      const frozen = frozenBreakdown(analysis, total);
+      assert.equal(frozen.share, 0);
+      assert.ok(frozen.byFilters < 0.01, `${frozen.byFilters}`);
     });
   }
 });

@@ -55,10 +55,17 @@ export function frozenMacShare(analysis: GroupAnalysis, totalMacs: number): numb
   return frozenBreakdown(analysis, totalMacs).share;
 }
 
-/** Nodes with a cost whose output channels no plan can remove: a frozen output group, or none tracked. */
+/**
+ * Nodes with a cost whose output channels no plan can remove: a frozen output group, or none tracked. A node
+ * with no filters whose output still narrows (attention's MatMuls of two activations, over heads) is not one.
+ */
 function filterFrozenNodes(analysis: GroupAnalysis, frozenGroup: (id: number) => boolean): Set<Node> {
   const prunable = new Set<Node>();
   for (const g of analysis.groups) if (!frozenGroup(g.id)) for (const p of g.producers) prunable.add(p.node);
+  for (const t of analysis.costs) {
+    const out = t.node.outputs[0] && analysis.spaceOf.get(t.node.outputs[0]);
+    if (t.node.opType === 'MatMul' && out && !frozenGroup(out.group)) prunable.add(t.node);
+  }
   return new Set(analysis.costs.map((t) => t.node).filter((n) => !prunable.has(n)));
 }
 
