@@ -66,6 +66,10 @@ export async function runDetectExample(argv: DetectExampleArgs): Promise<number>
     '8',
     '--finetune-epochs',
     String(EPOCHS),
+    // One image a step, as a static (batch 1) export trains anyway: 16 images make too few batches otherwise,
+    // and a dynamic-batch export would refuse prune's default batch of 128.
+    '--finetune-batch',
+    '1',
     '-o',
     argv.output,
     ...(argv.verbose ? ['--verbose'] : []),
