@@ -1,7 +1,7 @@
 /**
  * prune --task (issue 29): every stage's model is measured by the task's metric beside the R² fidelity, against
- * the labels of the evaluation images when they have them (which then rank the stages written) and against the
- * original's outputs. The trained SynthDet detector and segmenter on the small SynthDet copy.
+ * the labels of the evaluation images when they have them (which then rank the stages written, and the candidates)
+ * and against the original's outputs. The trained SynthDet detector and segmenter on the small SynthDet copy.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -40,7 +40,7 @@ describe('prune --task', () => {
       'detect',
       '--data',
       fixture('synthdet'),
-      ...quick,
+      ...quick.slice(2), // every criterion: the candidates are ranked by the labelled mAP too
       '--finetune-epochs',
       '1',
       '--json',
@@ -51,6 +51,12 @@ describe('prune --task', () => {
     const report = (JSON.parse(r.stdout) as { pipeline: PruneReport }).pipeline;
     assert.equal(report.task?.name, 'detect');
     assert.equal(report.task?.ranksStages, true);
+    assert.equal(report.task?.ranksCandidates, true);
+    // The candidates: each with its labelled mAP50-95 on the held-out images; the best one chosen.
+    assert.ok(report.criteria.length > 1);
+    for (const c of report.criteria) assert.ok(inUnit(c.task), JSON.stringify(c));
+    const top = Math.max(...report.criteria.map((c) => c.task!));
+    assert.equal(report.criteria.find((c) => c.chosen)!.task, top, JSON.stringify(report.criteria));
     assert.match(report.task?.labels ?? '', /labels/);
     const stages = report.accuracy.map((a) => a.stage);
     assert.deepEqual([stages[0], stages[1], stages.at(-1)], ['original', 'pruned', 'finetuned']);
@@ -113,6 +119,8 @@ describe('prune --task', () => {
     assert.match(r.stdout, /task: +detect: no labels/);
     const report = JSON.parse(fs.readFileSync(`${out}.report.json`, 'utf8')) as PruneReport;
     assert.equal(report.task?.ranksStages, false);
+    assert.equal(report.task?.ranksCandidates, false);
+    assert.ok(report.criteria.every((c) => c.task === undefined));
     for (const a of report.accuracy) {
       assert.equal(a.task!.labelled, undefined);
       assert.ok(inUnit(a.task!.fidelity!.value), JSON.stringify(a));

@@ -15,7 +15,7 @@ import { TASK_NAMES, type TaskName } from '../tasks/types.js';
  * beside the R² fidelity. `--data` and `--val` are task folders (DIR/images/ with labels/ or masks/ beside,
  * ultralytics' split folders included) or plain images; the pipeline reads only their images (recovery is
  * distillation from the original), and the labels of the evaluation images, where there are any, give the
- * labelled figure, which then ranks the stages.
+ * labelled figure, which then ranks the stages; those of the training images rank the candidates.
  */
 export const PRUNE_TASK_OPTIONS: Record<'task' | 'layout', Options> = {
   task: {
@@ -66,10 +66,16 @@ export async function openTaskData(
   const val = request.val !== undefined ? await openImages(request.val, task, 'test') : undefined;
   const evaluated = val ?? train;
   const labels = evaluated instanceof TaskImageFolder ? folderLabels(evaluated, task) : undefined;
+  const trainLabels = train instanceof TaskImageFolder ? folderLabels(train, task) : undefined;
   return {
     train: imagesOnly(train),
     ...(val && { val: imagesOnly(val) }),
-    task: { layout: resolved.layout, source: resolved.source, ...(labels && { labels }) },
+    task: {
+      layout: resolved.layout,
+      source: resolved.source,
+      ...(labels && { labels }),
+      ...(trainLabels && { trainLabels }),
+    },
   };
 }
 

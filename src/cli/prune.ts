@@ -58,7 +58,7 @@ import { formatCount, formatPercent, renderKeyValues, renderTable, speedup } fro
 import { parseDevice } from '../runtime/device.js';
 import { createProgress, type Progress } from '../runtime/progress.js';
 import { labelOfValueName, summarizeReasons } from '../report/module-names.js';
-import { measureLabels } from '../report/measure.js';
+import { candidateTaskColumn, measureLabels, taskColumns } from '../report/measure.js';
 import { openTaskData, PRUNE_TASK_OPTIONS, wantsPruneTask } from './prune-task.js';
 
 interface PruneArgs {
@@ -358,6 +358,7 @@ export function renderSummary(result: Omit<AdaPruneResult, 'model'>): string {
           'widths',
           { header: `proxy ${measureLabels(r).score}`, align: 'right' },
           { header: 'proxy loss', align: 'right' },
+          ...candidateTaskColumn(r).headers.map((header) => ({ header, align: 'right' as const })),
           'chosen',
         ],
         r.criteria.map((c) => [
@@ -365,6 +366,7 @@ export function renderSummary(result: Omit<AdaPruneResult, 'model'>): string {
           c.widths ?? '',
           formatPercent(c.top1),
           c.loss.toFixed(4),
+          ...candidateTaskColumn(r).cells(c),
           c.chosen ? '*' : '',
         ]),
       ),
@@ -376,9 +378,16 @@ export function renderSummary(result: Omit<AdaPruneResult, 'model'>): string {
           'stage',
           { header: measureLabels(r).score, align: 'right' },
           { header: measureLabels(r).loss, align: 'right' },
+          ...taskColumns(r).headers.map((header) => ({ header, align: 'right' as const })),
           { header: 'images', align: 'right' },
         ],
-        r.accuracy.map((a) => [a.stage, formatPercent(a.top1), a.loss?.toFixed(4) ?? '', a.images]),
+        r.accuracy.map((a) => [
+          a.stage,
+          formatPercent(a.top1),
+          a.loss?.toFixed(4) ?? '',
+          ...taskColumns(r).cells(a),
+          a.images,
+        ]),
       ),
     );
   return parts.join('\n\n');

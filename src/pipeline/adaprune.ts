@@ -41,6 +41,7 @@ import { DEFAULT_DISTILL_GATE, type DistillGate } from '../train/step-graph.js';
 import { runCompensation } from './compensation-stage.js';
 import { FidelityScorer, distillStage, randomSplit } from './label-free.js';
 import { labelledValue, StageTaskScorer, type StageTaskOptions } from './stage-task.js';
+import type { TaskLabels } from '../tasks/task-labels.js';
 import { FROZEN_BN_BELOW, TrainingDivergedError } from '../train/distill.js';
 import type { OutputKind } from '../train/distill.js';
 import {
@@ -71,9 +72,10 @@ export interface DataOptions {
   /**
    * `--task detect|segment|dense`: every stage is also measured by the task's metric (stage-task.ts), against
    * the labels of the evaluation images when given (they then rank the stages) and against the original's
-   * outputs. `source` says where the layout came from, for the report.
+   * outputs. `source` says where the layout came from, for the report. `trainLabels`, the labels of the
+   * training images, rank the candidates on the held-out ones by the labelled figure.
    */
-  task?: StageTaskOptions & { source?: string };
+  task?: StageTaskOptions & { source?: string; trainLabels?: TaskLabels };
 }
 
 /** The data-free options are pruneModel's (budget, width limits, plan); the rest drive the data stages. */
@@ -251,11 +253,19 @@ interface ProxyScore {
   top1: number;
   loss: number;
   images: number;
+  /** `--task` with labels on the training images: the labelled task figure (-Infinity where undefined). */
+  task?: number;
 }
 
-/** Candidates best first: higher top-1, then (on a small calibration split, ties are common) lower loss. */
+/**
+ * Candidates best first: higher top-1, then (on a small calibration split, ties are common) lower loss; under
+ * `--task` with labels on the training images, the labelled task figure first.
+ */
 function rankCandidates<T extends { score: ProxyScore }>(candidates: T[]): T[] {
-  return [...candidates].sort((a, b) => b.score.top1 - a.score.top1 || a.score.loss - b.score.loss);
+  const task = (c: T): number => c.score.task ?? 0;
+  return [...candidates].sort(
+    (a, b) => task(b) - task(a) || b.score.top1 - a.score.top1 || a.score.loss - b.score.loss,
+  );
 }
 
 /** How a candidate's widths were made: a source, the rounding unit, and for the refinement a perturbation. */
@@ -321,6 +331,8 @@ class AdaPruneRun {
   private fidelity: FidelityScorer | undefined;
   /** `--task`: the task's metric of every stage. */
   private taskScorer: StageTaskScorer | undefined;
+  /** `--task` with labels on the training images: the labelled figure of each candidate on the held-out ones. */
+  private candidateTask: StageTaskScorer | undefined;
   private evalIndices: ArrayLike<number> | undefined;
   private analysed: PruneAnalysis | undefined;
   private baseOptions!: PruneOptions;
@@ -596,6 +608,16 @@ class AdaPruneRun {
         this.batchOf(16),
         data.task,
       );
+    if (data.task?.trainLabels)
+      this.candidateTask = new StageTaskScorer(
+        this.original,
+        train,
+        this.split.holdout,
+        data.spec,
+        this.runtime,
+        this.batchOf(16),
+        { layout: data.task.layout, labels: data.task.trainLabels },
+      );
     await this.evaluateStage('original', 'original', this.original);
   }
 
@@ -744,8 +766,9 @@ class AdaPruneRun {
       }
       const recalibratedBytes = this.hasBatchNorm ? serializeModel(m) : prunedBytes;
       const s = await this.score(recalibratedBytes, data.train, this.split!.holdout);
+      if (this.candidateTask) s.task = labelledValue(await this.candidateTask.measure(recalibratedBytes));
       this.log(
-        `  ${plan.criterion}, ${label} widths: proxy top-1 ${(100 * s.top1).toFixed(2)}%, loss ${s.loss.toFixed(4)}`,
+        `  ${plan.criterion}, ${label} widths: proxy top-1 ${(100 * s.top1).toFixed(2)}%, loss ${s.loss.toFixed(4)}${s.task !== undefined ? `, labelled ${data.task!.layout.task} figure ${s.task.toFixed(4)}` : ''}`,
       );
       return { ...base, recalibratedBytes, score: s };
     });
@@ -828,6 +851,7 @@ class AdaPruneRun {
           roundTo: c.widths.roundTo,
           top1: c.score.top1,
           loss: c.score.loss,
+          ...(c.score.task !== undefined && { task: Number.isFinite(c.score.task) ? c.score.task : null }),
           chosen: c === best,
         }))
       : [];
@@ -1161,6 +1185,7 @@ class AdaPruneRun {
       layout: this.data?.task?.source ?? 'given in memory',
       ...(labels && { labels: labels.describe }),
       ranksStages: scorer.labelled,
+      ranksCandidates: this.candidateTask !== undefined,
     };
   }
 

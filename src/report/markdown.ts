@@ -2,7 +2,7 @@ import { escapeControl, escapeMarkdown } from '../escape.js';
 import { summarizeReasons } from './module-names.js';
 import { budgetText, formatApprox, formatPercent, speedup } from './table.js';
 import type { PruneReport } from './types.js';
-import { measureLabels, taskColumns } from './measure.js';
+import { candidateTaskColumn, measureLabels, taskColumns } from './measure.js';
 
 function table(header: string[], rows: (string | number)[][]): string {
   // A '|' ends a cell even inside a code span (GFM), so every cell escapes it.
@@ -74,12 +74,20 @@ export function renderReportMarkdown(r: PruneReport, svgFile?: string): string {
     out.push('## Inheritance criteria', '');
     out.push(
       table(
-        ['criterion', 'widths', `proxy ${measureLabels(r).score}`, 'proxy loss', 'chosen'],
+        [
+          'criterion',
+          'widths',
+          `proxy ${measureLabels(r).score}`,
+          'proxy loss',
+          ...candidateTaskColumn(r).headers,
+          'chosen',
+        ],
         r.criteria.map((c) => [
           c.criterion,
           c.widths ?? '—',
           formatPercent(c.top1),
           c.loss.toFixed(4),
+          ...candidateTaskColumn(r).cells(c),
           c.chosen ? 'yes' : '',
         ]),
       ),

@@ -1,4 +1,4 @@
-import type { AccuracyStage, PruneReport } from './types.js';
+import type { AccuracyStage, CriterionRow, PruneReport } from './types.js';
 
 /** Column names for the stage scores: top-1 and loss on labels, or fidelity R² and error without them. */
 export function measureLabels(r: Pick<PruneReport, 'measure'>): { score: string; loss: string } {
@@ -27,5 +27,18 @@ export function taskColumns(r: Pick<PruneReport, 'accuracy' | 'task'>): {
       ...labelled.map((k) => fmt(a.task?.labelled?.values[k])),
       ...(primary ? [fmt(a.task?.fidelity?.value)] : []),
     ],
+  };
+}
+
+/** The candidates' labelled task figure as a column, when it ranked them (`prune --task` on labelled data). */
+export function candidateTaskColumn(r: Pick<PruneReport, 'accuracy' | 'task'>): {
+  headers: string[];
+  cells: (c: CriterionRow) => string[];
+} {
+  if (!r.task?.ranksCandidates) return { headers: [], cells: () => [] };
+  const primary = r.accuracy.find((a) => a.task?.labelled)?.task?.labelled?.primary ?? r.task.name;
+  return {
+    headers: [`proxy ${primary}`],
+    cells: (c) => [c.task === undefined ? '' : c.task === null ? 'undefined' : c.task.toFixed(4)],
   };
 }

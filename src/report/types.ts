@@ -29,9 +29,10 @@ export interface PruneReport {
   kept?: { stage: AccuracyStage['stage']; reason: string };
   /**
    * `prune --task`: the task measured at every stage (`accuracy[].task`), where its labels are (absent: none,
-   * so only the figure against the original's outputs), and whether the labelled figure ranked the stages.
+   * so only the figure against the original's outputs), and whether the labelled figure ranked the stages (labels
+   * on the evaluation images) and the candidates (labels on the training images; `criteria[].task`).
    */
-  task?: { name: string; layout: string; labels?: string; ranksStages: boolean };
+  task?: { name: string; layout: string; labels?: string; ranksStages: boolean; ranksCandidates: boolean };
   notes: string[];
 }
 
@@ -79,6 +80,8 @@ export interface CriterionRow {
   roundTo?: number;
   top1: number;
   loss: number;
+  /** `prune --task` with labels on the training images: the labelled figure that ranked it (null: undefined). */
+  task?: number | null;
   chosen: boolean;
 }
 
