@@ -132,6 +132,40 @@ describe('prune --task', () => {
     assert.match(report.kept?.reason ?? '', /fidelity to the original/);
   });
 
+  it('labels on --val only: they measure and rank the stages, the candidates stay ranked by R²', async () => {
+    const out = path.join(dir, 'det-val.onnx');
+    const r = await runCli([
+      'prune',
+      det,
+      '--flops',
+      '0.5',
+      '--task',
+      'detect',
+      '--data',
+      fixture('synthdet/images/val'),
+      '--val',
+      fixture('synthdet'),
+      ...quick,
+      '--finetune-epochs',
+      '0',
+      '--json',
+      '-o',
+      out,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const report = (JSON.parse(r.stdout) as { pipeline: PruneReport }).pipeline;
+    assert.equal(report.task?.ranksStages, true);
+    assert.equal(report.task?.ranksCandidates, false);
+    for (const a of report.accuracy) {
+      assert.equal(a.task!.images, 24); // every --val image
+      assert.ok(inUnit(a.task!.labelled!.value), JSON.stringify(a));
+    }
+    assert.equal(
+      report.kept?.stage,
+      best(report.accuracy, (a) => a.task!.labelled!.value ?? -Infinity),
+    );
+  });
+
   it('segment with masks: mIoU and pixel accuracy at every stage', async () => {
     const out = path.join(dir, 'seg.onnx');
     const r = await runCli([
