@@ -9,7 +9,8 @@ import { PassManager } from '../passes/pass-manager.js';
  * biases) into one initializer that the other keys read through `Identity` nodes named by those keys; a Linear on
  * an input of more than two dims becomes `MatMul` reading `Transpose(key)` (folded here into an initializer named
  * after the Transpose's output) or, with constant folding, an initializer `onnx::MatMul_N` whose key only the
- * node's scope (`/features/features.1/.../block.3/MatMul`) gives.
+ * node's scope (`/features/features.1/.../block.3/MatMul`) gives (`SCOPE.in_proj_weight` for the packed
+ * projection of an nn.MultiheadAttention).
  */
 
 /**
@@ -84,17 +85,32 @@ export function prepareForSpec(file: string): PreparedModel {
   cleanupPipeline(new PassManager(), model);
   const aliases = new Map<string, Alias>();
   const keys = new Set(g.initializers.map((v) => v.name).filter(isStateDictKey));
+  const scoped = new Map<string, string[]>();
   for (const v of g.initializers) {
     const alias = transposes.get(v.name);
     if (alias) aliases.set(v.name, alias);
     else if (!isStateDictKey(v.name) && v.initializer!.dims.length === 2) {
       const matmul = v.uses.find((u) => u.node.opType === 'MatMul' && u.index === 1)?.node;
       const scope = matmul && scopesOf(matmul.name).at(-1);
-      if (scope && v.uses.length === 1 && !keys.has(`${scope}.weight`))
-        aliases.set(v.name, { key: `${scope}.weight`, perm: [1, 0] });
+      const key = scope && scopedWeightKey(scope, v.initializer!.dims, keys);
+      if (key && v.uses.length === 1 && !keys.has(key)) scoped.set(key, [...(scoped.get(key) ?? []), v.name]);
     }
   }
+  // Several MatMul weights in one scope (F.linear called twice in a module's forward, Swin's attention): none
+  // of them is that scope's Linear.
+  for (const [key, names] of scoped) if (names.length === 1) aliases.set(names[0]!, { key, perm: [1, 0] });
   return { model, aliases };
+}
+
+/**
+ * The key of a scoped MatMul weight [in, out]: `SCOPE.weight` of a Linear, or `SCOPE.in_proj_weight` of an
+ * nn.MultiheadAttention (its packed q/k/v projection: out = 3·in, beside the module's `in_proj_bias` or
+ * `out_proj.weight`).
+ */
+function scopedWeightKey(scope: string, dims: readonly number[], keys: ReadonlySet<string>): string {
+  const attention =
+    keys.has(`${scope}.in_proj_bias`) || (keys.has(`${scope}.out_proj.weight`) && dims[1] === 3 * dims[0]!);
+  return attention ? `${scope}.in_proj_weight` : `${scope}.weight`;
 }
 
 /** Replaces the Identity `node` (x -> y) by an initializer named y holding a copy of x's tensor. */
