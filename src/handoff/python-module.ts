@@ -53,6 +53,8 @@ export function renderPythonModule(
     keeps: spec.keeps,
     outputs: spec.outputs,
     input: spec.input,
+    attention: spec.attention,
+    views: spec.views,
     ...(weights && source.weightsFile
       ? { weights: { file: source.weightsFile, bytes: weights.byteLength, entries: weights.entries } }
       : {}),
@@ -81,13 +83,16 @@ export function renderPythonModule(
 const PYTHON_BODY = String.raw`
 import array
 import json
+import math
 import os
 import sys
 import warnings
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["SlimError", "SlimWarning", "SPEC", "check", "apply", "load_weights", "count_parameters"]
+__all__ = ["SlimError", "SlimWarning", "SPEC", "SlimMultiheadAttention", "check", "apply", "load_weights",
+           "count_parameters"]
 
 SPEC = json.loads(@SPEC@)
 
@@ -96,7 +101,10 @@ _KINDS = {
     "convTranspose": torch.nn.modules.conv._ConvTransposeNd,
     "linear": torch.nn.Linear,
     "batchNorm": torch.nn.modules.batchnorm._BatchNorm,
+    "embedding": torch.nn.Embedding,
 }
+# Names preferred when a module has several int attributes equal to a width its forward reshapes to.
+_WIDTH_NAMES = ("hidden_dim", "embed_dim", "d_model", "hidden_size", "dim", "width")
 
 
 class SlimError(ValueError):
@@ -105,6 +113,70 @@ class SlimError(ValueError):
 
 class SlimWarning(UserWarning):
     """Part of the model could not be slimmed (see the message)."""
+
+
+class SlimMultiheadAttention(torch.nn.MultiheadAttention):
+    """torch.nn.MultiheadAttention with num_heads heads of head_dim each where num_heads * head_dim is not
+    embed_dim, the width of the query, key and value it reads and of its output (torch derives head_dim =
+    embed_dim // num_heads and asserts they agree). apply() gives this class to the attentions whose pruned
+    heads and width torch's attributes cannot express; parameters and state_dict keys stay those of
+    nn.MultiheadAttention. forward computes what torch 1.13's F.multi_head_attention_forward does (in_proj rows
+    split in q, k, v of num_heads * head_dim each, scores scaled by 1/sqrt(head_dim), bool or float attn_mask
+    and key_padding_mask, dropout on the weights in train mode, out_proj), without bias_k/bias_v and
+    add_zero_attn (apply() refuses those). _qkv_same_embed_dim is False, so the fused fast paths of
+    nn.TransformerEncoder(Layer), which take head_dim from embed_dim, are not taken."""
+
+    def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+                average_attn_weights=True, is_causal=False):
+        if is_causal and attn_mask is None:
+            raise ValueError("is_causal needs the causal attn_mask as well")
+        batched = query.dim() == 3
+        if batched and self.batch_first:
+            query, key, value = (x.transpose(0, 1) for x in (query, key, value))
+        elif not batched:
+            query, key, value = (x.unsqueeze(1) for x in (query, key, value))
+            if key_padding_mask is not None:
+                key_padding_mask = key_padding_mask.unsqueeze(0)
+        tgt_len, bsz, _ = query.shape
+        heads, depth = self.num_heads, self.head_dim
+        width = heads * depth
+        if self.in_proj_weight is not None:
+            w_q, w_k, w_v = self.in_proj_weight.split(width)
+        else:
+            w_q, w_k, w_v = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
+        b_q, b_k, b_v = (None,) * 3 if self.in_proj_bias is None else self.in_proj_bias.split(width)
+        q = F.linear(query, w_q, b_q).contiguous().view(tgt_len, bsz * heads, depth).transpose(0, 1)
+        k = F.linear(key, w_k, b_k).contiguous().view(key.shape[0], bsz * heads, depth).transpose(0, 1)
+        v = F.linear(value, w_v, b_v).contiguous().view(value.shape[0], bsz * heads, depth).transpose(0, 1)
+        src_len = k.size(1)
+        if attn_mask is not None:
+            attn_mask = attn_mask.to(torch.bool) if attn_mask.dtype == torch.uint8 else attn_mask
+            attn_mask = attn_mask.unsqueeze(0) if attn_mask.dim() == 2 else attn_mask
+        if key_padding_mask is not None:
+            pad = key_padding_mask.view(bsz, 1, 1, src_len).expand(-1, heads, -1, -1).reshape(bsz * heads, 1, src_len)
+            if attn_mask is None:
+                attn_mask = pad
+            elif attn_mask.dtype == torch.bool:
+                attn_mask = attn_mask.logical_or(pad)
+            else:
+                attn_mask = attn_mask.masked_fill(pad, float("-inf"))
+        if attn_mask is not None and attn_mask.dtype == torch.bool:
+            attn_mask = torch.zeros_like(attn_mask, dtype=q.dtype).masked_fill_(attn_mask, float("-inf"))
+        q = q / math.sqrt(depth)
+        kt = k.transpose(-2, -1)
+        w = torch.bmm(q, kt) if attn_mask is None else torch.baddbmm(attn_mask, q, kt)
+        w = torch.softmax(w, dim=-1)
+        if self.training and self.dropout > 0.0:
+            w = F.dropout(w, p=self.dropout)
+        out = torch.bmm(w, v).transpose(0, 1).contiguous().view(tgt_len * bsz, width)
+        out = F.linear(out, self.out_proj.weight, self.out_proj.bias).view(tgt_len, bsz, -1)
+        out = out.transpose(0, 1) if batched and self.batch_first else out if batched else out.squeeze(1)
+        if not need_weights:
+            return out, None
+        w = w.view(bsz, heads, tgt_len, src_len)
+        if average_attn_weights:
+            w = w.sum(dim=1) / heads
+        return out, w if batched else w.squeeze(0)
 
 
 def _module(model, path):
@@ -147,9 +219,35 @@ def _problems(model):
             problems.append("'%s' is %s, the exported model's is %s%s" % (p["name"], list(t.shape), p["shape"], hint))
     for m in SPEC["modules"]:
         module = _module(model, m["path"])
-        if module is not None and not isinstance(module, _KINDS[m["kind"]]):
+        # F.embedding on a parameter of another module is sliced all the same: only an Embedding has attributes.
+        if module is not None and m["kind"] != "embedding" and not isinstance(module, _KINDS[m["kind"]]):
             problems.append("'%s' is a %s, expected a %s" % (m["path"], type(module).__name__, _KINDS[m["kind"]].__name__))
+    for a in SPEC["attention"]:
+        module = _module(model, a["path"])
+        if module is None:
+            continue
+        if type(module) is not torch.nn.MultiheadAttention:
+            problems.append("'%s' is a %s, expected a torch.nn.MultiheadAttention" % (a["path"], type(module).__name__))
+        elif (module.num_heads, module.head_dim) != (a["heads"], a["headDim"]):
+            problems.append("'%s' has %d heads of %d, the exported model's has %d of %d"
+                            % (a["path"], module.num_heads, module.head_dim, a["heads"], a["headDim"]))
+        elif module.bias_k is not None or module.add_zero_attn:
+            problems.append("'%s' has bias_k/bias_v or add_zero_attn, which its pruned form does not support" % a["path"])
+    for v in SPEC["views"]:
+        module = _module(model, v["path"])
+        if module is not None and _width_attribute(module, v["before"]) is None:
+            problems.append("the forward of '%s' (%s) reshapes to a fixed %d channels, which the plan makes %d, and it "
+                            "has not exactly one int attribute equal to %d to change"
+                            % (v["path"] or "the model", type(module).__name__, v["before"], v["after"], v["before"]))
     return problems
+
+
+def _width_attribute(module, value):
+    """The name of the module's one public int attribute equal to value (a width its forward reads), or None."""
+    names = [k for k, x in vars(module).items() if type(x) is int and x == value and not k.startswith("_")]
+    if len(names) > 1:
+        names = [k for k in names if k in _WIDTH_NAMES]
+    return names[0] if len(names) == 1 else None
 
 
 def check(model):
@@ -267,8 +365,9 @@ def _head_slices(model):
 
 def apply(model, weights=None):
     """Slices model's parameters and buffers in place to the pruned widths and updates Conv/Linear/BatchNorm/
-    LayerNorm attributes, including modules the export never ran whose input is a pruned output (auxiliary
-    heads). weights=True loads the pruned weights from the file beside this module; a path loads that file.
+    LayerNorm/Embedding attributes, including modules the export never ran whose input is a pruned output
+    (auxiliary heads), and the heads and widths of nn.MultiheadAttention (see SlimMultiheadAttention) and of the
+    int attributes a forward reshapes by (ViT's hidden_dim). weights=True loads the pruned weights from the file beside this module; a path loads that file.
     Returns the model."""
     check(model)
     heads, lost = _head_slices(model)
@@ -281,17 +380,43 @@ def apply(model, weights=None):
             setattr(layer, attr, size)
     for m in SPEC["modules"]:
         module = _module(model, m["path"])
-        for key, value in m["attrs"].items():
-            setattr(module, key, value)
+        if isinstance(module, _KINDS[m["kind"]]):
+            for key, value in m["attrs"].items():
+                setattr(module, key, value)
     for module in model.modules():
         if isinstance(module, torch.nn.LayerNorm) and module.weight is not None:
             module.normalized_shape = tuple(module.weight.shape)
+    _apply_transformer(model)
     if lost:
         warnings.warn("left as exported, train mode will fail on them: %s (modules the ONNX graph never ran, "
                       "whose input could not be traced)" % ", ".join(lost), SlimWarning, stacklevel=2)
     if weights:
         load_weights(model, None if weights is True else weights)
     return model
+
+
+def _apply_transformer(model):
+    """Sets the widths that transformer modules keep as attributes: each pruned nn.MultiheadAttention's
+    embed_dim/kdim/vdim, num_heads and head_dim (a SlimMultiheadAttention where heads x head_dim is not the
+    width), and the int attribute behind each fixed view width (ViT's hidden_dim)."""
+    views = [(m, _width_attribute(m, v["before"]), v["after"]) for m, v in
+             ((_module(model, v["path"]), v) for v in SPEC["views"])]
+    for module, name, value in views:
+        setattr(module, name, value)
+    slim = False
+    for a in SPEC["attention"]:
+        module = _module(model, a["path"])
+        module.embed_dim = module.kdim = module.vdim = a["embedDim"]
+        module.num_heads, module.head_dim = len(a["kept"]), a["headDim"]
+        if module.num_heads * module.head_dim != module.embed_dim:
+            module.__class__ = SlimMultiheadAttention
+            module._qkv_same_embed_dim = False
+            slim = True
+    for module in model.modules():
+        # The nested-tensor path hands each layer a NestedTensor that only the fused layer kernel reads.
+        if slim and isinstance(module, torch.nn.TransformerEncoder) and any(
+                isinstance(m, SlimMultiheadAttention) for m in module.modules()):
+            module.enable_nested_tensor = False
 
 
 def _slice(model, name, axes):

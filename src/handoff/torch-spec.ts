@@ -10,6 +10,7 @@ import { unequalSplit } from '../prune/torch-compatible.js';
 import { inputShapesFor } from '../shapes/input-shapes.js';
 import { probeInputDims } from '../shapes/probe.js';
 import { isStateDictKey, prepareForSpec, scopesOf, toTorchLayout, type Alias } from './aliases.js';
+import { attentionSpecs, viewSpecs } from './transformer-spec.js';
 
 export { isStateDictKey } from './aliases.js';
 
@@ -17,9 +18,11 @@ export { isStateDictKey } from './aliases.js';
  * What a PyTorch model needs to become the pruned one: for every parameter and buffer (by state_dict key), its
  * original shape and the kept indices along each pruned axis; for every Conv/Linear/BatchNorm module, its new
  * constructor attributes; for every module whose output channels are pruned, the kept ones (for the modules the
- * export never ran, such as GoogLeNet's auxiliary heads). Derived from the original model and the plan by
- * adapruner's own rewrite, so the torch side slices exactly as the ONNX side did (concat offsets, depthwise
- * groups, flatten blocks included).
+ * export never ran, such as GoogLeNet's auxiliary heads); for every nn.MultiheadAttention the plan changes, its
+ * kept heads, head dim and width; for every fixed channel count a module's own forward reshapes to (ViT's
+ * `hidden_dim`), the new count. Derived from the original model and the plan by adapruner's own rewrite, so the
+ * torch side slices exactly as the ONNX side did (concat offsets, depthwise groups, flatten blocks, head
+ * Reshapes included).
  */
 export interface TorchSpec {
   params: ParamSpec[];
@@ -30,6 +33,8 @@ export interface TorchSpec {
   outputs: Record<string, [number, number]>;
   /** The model input's shape at batch 2 (for tracing the modules the export never ran), when it has one input. */
   input: number[] | null;
+  attention: AttentionSpec[];
+  views: ViewSpec[];
   /** Where each key's tensor is in the ONNX graph (not written to the module). */
   sources: Map<string, ParamSource>;
 }
@@ -51,7 +56,35 @@ export interface ParamSource {
   perm?: number[];
 }
 
-export type ModuleKind = 'conv' | 'convTranspose' | 'linear' | 'batchNorm';
+export type ModuleKind = 'conv' | 'convTranspose' | 'linear' | 'batchNorm' | 'embedding';
+
+/**
+ * An nn.MultiheadAttention (packed `in_proj_weight`) whose heads or width the plan changes, from the head
+ * Reshapes of its forward: the Python side sets embed_dim/num_heads/head_dim, and where heads·head_dim is not
+ * the width (torch derives head_dim = embed_dim // num_heads) gives it a forward with the head count explicit.
+ */
+export interface AttentionSpec {
+  path: string;
+  /** Heads before pruning, and the kept ones (original indices); whole heads go, the head dim stays. */
+  heads: number;
+  kept: number[];
+  headDim: number;
+  /** The width of the query (and key, value) it reads and of its output after pruning (the stream). */
+  embedDim: number;
+}
+
+/**
+ * A channel count that a module's own forward gives a view or expand as a Python int (a constant in the raw
+ * export, not computed from a tensor's shape), which the rewrite changed: torchvision ViT's
+ * `x.reshape(n, self.hidden_dim, n_h * n_w)`. The Python side sets the module's one int attribute equal to
+ * `before` (it refuses when there is none or several).
+ */
+export interface ViewSpec {
+  /** Module path ('' for the model itself). */
+  path: string;
+  before: number;
+  after: number;
+}
 
 export interface ModuleSpec {
   path: string;
@@ -128,7 +161,20 @@ function moduleSpecs(pruned: Model, aliases: Map<string, Alias>): ModuleSpec[] {
     const weight = node.inputs[1];
     const w = weight?.initializer;
     const alias = weight && aliases.get(weight.name);
-    if (node.opType === 'MatMul' && w && alias && w.dims.length === 2 && alias.perm.join() === '1,0') {
+    const table = node.inputs[0];
+    if (node.opType === 'Gather' && table?.initializer && isEmbedding(table, node.attrInt('axis', 0)!)) {
+      const t = table.initializer;
+      const path = table.name.slice(0, -'.weight'.length);
+      add({ path, kind: 'embedding', attrs: { num_embeddings: t.dims[0]!, embedding_dim: t.dims[1]! } });
+      continue;
+    }
+    if (
+      node.opType === 'MatMul' &&
+      w &&
+      alias?.key.endsWith('.weight') &&
+      w.dims.length === 2 &&
+      alias.perm.join() === '1,0'
+    ) {
       const path = alias.key.slice(0, -'.weight'.length);
       add({ path, kind: 'linear', attrs: { out_features: w.dims[1]!, in_features: w.dims[0]! } });
       continue;
@@ -162,6 +208,18 @@ function moduleSpecs(pruned: Model, aliases: Map<string, Alias>): ModuleSpec[] {
     if (!seen) specs.push(spec);
     byPath.set(spec.path, spec);
   }
+}
+
+/** An nn.Embedding's table: a [num, dim] float parameter named `PATH.weight`, gathered on axis 0. */
+function isEmbedding(table: Value, axis: number): boolean {
+  const t = table.initializer!;
+  return (
+    axis === 0 &&
+    t.dims.length === 2 &&
+    t.dataType === DataType.FLOAT &&
+    table.name.endsWith('.weight') &&
+    isStateDictKey(table.name)
+  );
 }
 
 /**
@@ -243,14 +301,21 @@ export async function torchSpec(
   const real = tracked.map((t) => t.value.initializer!.data);
   const keptByKey = new Map<string, Record<string, number[]>>();
   let pruned: Model | undefined;
-  // Channel pruning only ever slices axes 0 and 1 (filters and input channels; Linear [out, in]; BN vectors).
-  for (const axis of [0, 1]) {
+  // One rewrite per pruned axis: axis 0 first (filters, Linear rows, vectors), then every axis its run shows
+  // shrinking somewhere (input channels; the stream axis of ViT's class token and position embedding).
+  const axes = [0];
+  for (let i = 0; i < axes.length; i++) {
+    const axis = axes[i]!;
     markAxis(tracked, axis);
     const out = applyKeep(analysis, keep);
     const after = new Map(out.graph.initializers.map((v) => [v.name, v.initializer!]));
     if (axis === 0) {
       checkUntracked(model, tracked, after, modelFile);
       pruned = out;
+      for (const { value: v } of tracked)
+        after.get(v.name)?.dims.forEach((size, j) => {
+          if (size !== v.initializer!.dims[j] && !axes.includes(j)) axes.push(j);
+        });
     }
     for (const { value: v, key, perm } of tracked) {
       const t = after.get(v.name);
@@ -264,7 +329,10 @@ export async function torchSpec(
   tracked.forEach((t, i) => t.value.initializer!.setData(real[i]!));
   const dims = probeInputDims(model, shapes);
   const input = dims.size === 1 ? [2, ...[...dims.values()][0]!.slice(1)] : null;
-  return { ...assemble(analysis, keep, tracked, pruned!, aliases, keptByKey), input };
+  const spec = assemble(analysis, keep, tracked, pruned!, aliases, keptByKey);
+  const attention = attentionSpecs(analysis, keep, spec.params, modelFile);
+  const views = viewSpecs(modelFile, model, pruned!, attention);
+  return { ...spec, input, attention, views };
 }
 
 function assemble(
@@ -274,7 +342,7 @@ function assemble(
   pruned: Model,
   aliases: Map<string, Alias>,
   keptByKey: Map<string, Record<string, number[]>>,
-): Omit<TorchSpec, 'input'> {
+): Omit<TorchSpec, 'input' | 'attention' | 'views'> {
   const keeps: [number, number][][] = [];
   const keepIndex = new Map<string, number>();
   const indexOf = (kept: ArrayLike<number>): number => {
