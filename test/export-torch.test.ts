@@ -190,6 +190,163 @@ describe('export-torch: hand-off to PyTorch', { skip: torchMissing() }, () => {
   });
 });
 
+/**
+ * Transformers handed back to PyTorch: the ViT and BERT-like fixtures (torchvision VisionTransformer; BertLike on
+ * nn.TransformerEncoder, opset 14 and 17) are pruned in heads, MLP widths and the stream at once; the torch
+ * models that fixtures/make_transformers.py exported are rebuilt from their seeds by
+ * fixtures/handoff/check_transformers.py, which applies export-torch's module. The logits must equal
+ * onnxruntime's on the pruned file, with torch's regular path and where it would take its fused kernels, with
+ * the weights sliced in place and loaded into another instance; a train-mode step must reach every parameter.
+ */
+const TRANSFORMERS: Record<string, { file: string; inputs: Record<string, number[]> }> = {
+  vit: { file: 'vit.onnx', inputs: { input: [2, 3, 32, 32] } },
+  'vit-opset17': { file: 'vit-opset17.onnx', inputs: { input: [2, 3, 32, 32] } },
+  bert: { file: 'bert.onnx', inputs: { input_ids: [2, 16], token_type_ids: [2, 16] } },
+  'bert-opset17': { file: 'bert-opset17.onnx', inputs: { input_ids: [2, 16], token_type_ids: [2, 16] } },
+};
+
+interface TransformerResult {
+  name: string;
+  error?: string;
+  trace?: string;
+  rebuilt: number;
+  original: number[];
+  sliced: number[];
+  fastPath: number[];
+  loaded: number[];
+  attention: Record<string, [string, number, number, number]>;
+  train: string | null;
+}
+
+describe('export-torch: transformers to PyTorch', { skip: torchMissing() }, () => {
+  let dir = '';
+  const results = new Map<string, TransformerResult>();
+  const m = (f: string): string => path.join(dir, f);
+  const shapeArgs = (name: string): string[] =>
+    name.startsWith('bert')
+      ? ['--input-shape', 'input_ids=1x16', '--input-shape', 'token_type_ids=1x16']
+      : [];
+
+  before(async () => {
+    dir = tmpDir('adapruner-handoff-tf-');
+    for (const [name, { file }] of Object.entries(TRANSFORMERS)) {
+      const pruned = await runCli([
+        'prune',
+        fixture(`transformers/${file}`),
+        '--flops',
+        '0.4',
+        '--round-to',
+        '1',
+        ...shapeArgs(name),
+        '-o',
+        m(`${name}-slim.onnx`),
+        '--plan-out',
+        m(`${name}.plan.json`),
+        '--no-measure-latency',
+        '--no-report',
+      ]);
+      assert.equal(pruned.code, 0, `${name}: ${pruned.stderr}`);
+      const exported = await runCli([
+        'export-torch',
+        fixture(`transformers/${file}`),
+        '--plan',
+        m(`${name}.plan.json`),
+        '--weights',
+        m(`${name}-slim.onnx`),
+        ...shapeArgs(name),
+        '-o',
+        m(`${name.replace('-', '_')}_slim.py`),
+      ]);
+      assert.equal(exported.code, 0, `${name}: ${exported.stderr}`);
+    }
+    const out = execFileSync(
+      PYTHON,
+      [path.join(REPO, 'fixtures/handoff/check_transformers.py'), dir, ...Object.keys(TRANSFORMERS)],
+      { encoding: 'utf8', maxBuffer: 1 << 26 },
+    );
+    for (const line of out.trim().split('\n')) {
+      const r = JSON.parse(line) as TransformerResult;
+      results.set(r.name, r);
+    }
+  });
+
+  after(() => {
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const logitsOf = async (file: string, name: string): Promise<Float32Array> => {
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const [input, dims] of Object.entries(TRANSFORMERS[name]!.inputs)) {
+      const bytes = fs.readFileSync(m(`${name}.${input}.bin`));
+      const data =
+        input === 'input'
+          ? new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4)
+          : new BigInt64Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 8);
+      feeds[input] = new ort.Tensor(input === 'input' ? 'float32' : 'int64', data, dims);
+    }
+    const session = await ort.InferenceSession.create(file);
+    try {
+      return (await session.run(feeds)).logits!.data as Float32Array;
+    } finally {
+      await session.release();
+    }
+  };
+
+  for (const name of Object.keys(TRANSFORMERS))
+    it(`${name}: heads, MLP and stream cut; torch logits equal the pruned ONNX's; train mode runs`, async () => {
+      const r = results.get(name)!;
+      assert.ok(!r.error, `${r.error}\n${r.trace}`);
+      // The rebuilt torch model is the one the fixture was exported from.
+      assert.equal(r.rebuilt, 0);
+      const original = await logitsOf(fixture(`transformers/${TRANSFORMERS[name]!.file}`), name);
+      assert.ok(maxAbsDiff(r.original, original) <= TOLERANCE);
+
+      const spec = specOf(m(`${name.replace('-', '_')}_slim.py`)) as ReturnType<typeof specOf> & {
+        attention: { path: string; heads: number; kept: number[]; headDim: number; embedDim: number }[];
+        views: { path: string; before: number; after: number }[];
+      };
+      assert.equal(spec.attention.length, 2);
+      assert.ok(
+        spec.attention.some((a) => a.kept.length < a.heads),
+        'heads are pruned',
+      );
+      const stream = spec.attention[0]!.embedDim;
+      assert.ok(stream < 64, `the stream is cut (${stream})`);
+      const mlp = spec.modules.filter((x) => /(mlp\.0|linear1)$/.test(x.path));
+      assert.equal(mlp.length, 2);
+      assert.ok(
+        mlp.every((x) => x.attrs.out_features! < 128),
+        'the MLP widths are cut',
+      );
+      // ViT's _process_input reshapes by self.hidden_dim; BERT's views are all computed or in its attention.
+      assert.deepEqual(spec.views, name.startsWith('vit') ? [{ path: '', before: 64, after: stream }] : []);
+      for (const a of spec.attention) {
+        const [cls, heads, headDim, width] = r.attention[a.path]!;
+        assert.deepEqual([heads, headDim, width], [a.kept.length, 16, stream], a.path);
+        // The replacement only where torch's attributes cannot say it.
+        assert.equal(
+          cls,
+          heads * headDim === width ? 'MultiheadAttention' : 'SlimMultiheadAttention',
+          a.path,
+        );
+      }
+
+      const logits = await logitsOf(m(`${name}-slim.onnx`), name);
+      const diffs = {
+        sliced: maxAbsDiff(r.sliced, logits),
+        fused: maxAbsDiff(r.fastPath, logits),
+        loaded: maxAbsDiff(r.loaded, logits),
+      };
+      console.log(
+        `# ${name}: heads ${spec.attention.map((a) => `${a.kept.length}/${a.heads}`).join(' ')}, stream ${stream}/64; max |torch - onnxruntime| sliced ${diffs.sliced.toExponential(2)}, no_grad ${diffs.fused.toExponential(2)}, loaded ${diffs.loaded.toExponential(2)}; train step ${r.train ?? 'ok'}`,
+      );
+      for (const [what, d] of Object.entries(diffs)) assert.ok(d <= TOLERANCE, `${what}: ${d}`);
+      assert.ok(Math.max(...logits) - Math.min(...logits) > 0.1, 'logits vary');
+      assert.ok(maxAbsDiff(original, logits) > 0.01, 'pruning changed the logits');
+      assert.equal(r.train, null);
+    });
+});
+
 /** The module's embedded SPEC, parsed back out of the generated Python text. */
 function specOf(pyFile: string): {
   source: { model: string; plan: string };
@@ -361,6 +518,16 @@ describe('export-torch (no Python needed)', () => {
       );
       assert.equal(specLiteral(text).source.model, `${hostile}.onnx`);
     }
+  });
+
+  it('refuses an attention it cannot hand off (Swin): one line, exit 2, nothing written', async () => {
+    const swin = fixture('transformers/swin.onnx');
+    await prune(swin, m('swin-slim.onnx'), '0.5', m('swin.plan.json'));
+    assert.match(
+      await refused(swin, '--plan', m('swin.plan.json'), '-o', m('swin.py')),
+      /swin\.onnx: the plan prunes initializer 'onnx::MatMul_\d+', which export-torch cannot trace/,
+    );
+    assert.ok(!fs.existsSync(m('swin.py')));
   });
 
   it('ShuffleNetV2: an unequal split of a chunk() is refused; --torch-compatible keeps the parts equal', async () => {
