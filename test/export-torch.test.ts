@@ -203,6 +203,11 @@ const TRANSFORMERS: Record<string, { file: string; inputs: Record<string, number
   'vit-opset17': { file: 'vit-opset17.onnx', inputs: { input: [2, 3, 32, 32] } },
   bert: { file: 'bert.onnx', inputs: { input_ids: [2, 16], token_type_ids: [2, 16] } },
   'bert-opset17': { file: 'bert-opset17.onnx', inputs: { input_ids: [2, 16], token_type_ids: [2, 16] } },
+  // Padded sequences: the key padding mask, where torch 1.13's encoder would take its nested-tensor path.
+  bert_mask: {
+    file: 'bert_mask.onnx',
+    inputs: { input_ids: [3, 16], token_type_ids: [3, 16], attention_mask: [3, 16] },
+  },
 };
 
 interface TransformerResult {
@@ -223,9 +228,9 @@ describe('export-torch: transformers to PyTorch', { skip: torchMissing() }, () =
   const results = new Map<string, TransformerResult>();
   const m = (f: string): string => path.join(dir, f);
   const shapeArgs = (name: string): string[] =>
-    name.startsWith('bert')
-      ? ['--input-shape', 'input_ids=1x16', '--input-shape', 'token_type_ids=1x16']
-      : [];
+    Object.keys(TRANSFORMERS[name]!.inputs)
+      .filter((input) => input !== 'input')
+      .flatMap((input) => ['--input-shape', `${input}=1x16`]);
 
   before(async () => {
     dir = tmpDir('adapruner-handoff-tf-');
@@ -261,13 +266,26 @@ describe('export-torch: transformers to PyTorch', { skip: torchMissing() }, () =
     }
     const out = execFileSync(
       PYTHON,
-      [path.join(REPO, 'fixtures/handoff/check_transformers.py'), dir, ...Object.keys(TRANSFORMERS)],
+      [
+        path.join(REPO, 'fixtures/handoff/check_transformers.py'),
+        dir,
+        ...Object.keys(TRANSFORMERS),
+        'replacement',
+      ],
       { encoding: 'utf8', maxBuffer: 1 << 26 },
     );
     for (const line of out.trim().split('\n')) {
       const r = JSON.parse(line) as TransformerResult;
       results.set(r.name, r);
     }
+  });
+
+  it("SlimMultiheadAttention computes what torch's MultiheadAttention does where both apply", () => {
+    const r = results.get('replacement') as unknown as { maxDiff: number; cases: number; error?: string };
+    assert.ok(!r.error, r.error);
+    // Self- and cross-attention, batch_first or not, unbatched, bool/float masks, key padding, weights.
+    assert.equal(r.cases, 26);
+    assert.ok(r.maxDiff <= 1e-6, `max difference ${r.maxDiff}`);
   });
 
   after(() => {
