@@ -538,6 +538,78 @@ describe('export-torch (no Python needed)', () => {
     }
   });
 
+  it('ViT: the packed in_proj_weight is sliced by the kept heads, the stream axis of the class token too', async () => {
+    const vit = fixture('transformers/vit.onnx');
+    const pruned = await runCli([
+      'prune',
+      vit,
+      '--flops',
+      '0.4',
+      '--round-to',
+      '1',
+      '-o',
+      m('vit-slim.onnx'),
+      '--plan-out',
+      m('vit.plan.json'),
+      '--no-measure-latency',
+      '--no-report',
+    ]);
+    assert.equal(pruned.code, 0, pruned.stderr);
+    const r = await runCli([
+      'export-torch',
+      vit,
+      '--plan',
+      m('vit.plan.json'),
+      '--weights',
+      m('vit-slim.onnx'),
+      '-o',
+      m('vit_slim.py'),
+      '--json',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const spec = specOf(m('vit_slim.py')) as ReturnType<typeof specOf> & {
+      attention: { path: string; heads: number; kept: number[]; headDim: number; embedDim: number }[];
+      views: { path: string; before: number; after: number }[];
+    };
+    const indices = (k: number): number[] =>
+      spec.keeps[k]!.flatMap(([a, b]) => [...Array(b - a).keys()].map((i) => a + i));
+    const param = (name: string) => spec.params.find((p) => p.name === name)!;
+    const stream = spec.attention[0]!.embedDim;
+    assert.ok(stream < 64);
+    assert.ok(!spec.params.some((p) => p.name.endsWith('self_attention.weight')));
+    for (const a of spec.attention) {
+      assert.equal(a.heads, 4);
+      assert.equal(a.headDim, 16);
+      assert.equal(a.embedDim, stream);
+      const w = param(`${a.path}.in_proj_weight`);
+      assert.deepEqual(w.shape, [192, 64]);
+      assert.deepEqual(w.pruned, [3 * 16 * a.kept.length, stream]);
+      // q, k and v rows of exactly the kept heads; out_proj's input columns of the same heads.
+      const rows = [0, 1, 2].flatMap((s) =>
+        a.kept.flatMap((h) => [...Array(16).keys()].map((j) => s * 64 + h * 16 + j)),
+      );
+      assert.deepEqual(indices(w.keep['0']!), rows);
+      assert.deepEqual(
+        indices(param(`${a.path}.out_proj.weight`).keep['1']!),
+        rows.slice(0, 16 * a.kept.length),
+      );
+    }
+    assert.ok(spec.attention.some((a) => a.kept.length < 4));
+    for (const name of ['class_token', 'encoder.pos_embedding']) {
+      const p = param(name);
+      assert.equal(p.pruned[2], stream, name);
+      assert.deepEqual(indices(p.keep['2']!), indices(param('conv_proj.weight').keep['0']!), name);
+    }
+    assert.deepEqual(spec.views, [{ path: '', before: 64, after: stream }]);
+    const entry = spec.weights!.entries.find((e) =>
+      e.name.endsWith('encoder_layer_0.self_attention.in_proj_weight'),
+    )!;
+    assert.deepEqual(entry.shape, param(entry.name).pruned);
+    const summary = JSON.parse(r.stdout);
+    assert.equal(summary.attention, 2);
+    assert.equal(summary.replacedAttention, 2);
+  });
+
   it('refuses an attention it cannot hand off (Swin): one line, exit 2, nothing written', async () => {
     const swin = fixture('transformers/swin.onnx');
     await prune(swin, m('swin-slim.onnx'), '0.5', m('swin.plan.json'));

@@ -86,11 +86,20 @@ export const exportTorchCommand: CommandModule<object, ExportTorchArgs> = {
       { file: out, chunks: [Buffer.from(text)] },
     ]);
     const sliced = spec.params.filter((p) => Object.keys(p.keep).length > 0).length;
+    // The attentions apply() gives SlimMultiheadAttention: torch's attributes cannot say heads x dim != width.
+    const replaced = spec.attention.filter((a) => a.kept.length * a.headDim !== a.embedDim).length;
     const files = [out, ...(weightsPath ? [weightsPath] : [])];
     if (argv.json) {
       console.log(
         JSON.stringify(
-          { files, params: spec.params.length, slicedParams: sliced, modules: spec.modules.length },
+          {
+            files,
+            params: spec.params.length,
+            slicedParams: sliced,
+            modules: spec.modules.length,
+            attention: spec.attention.length,
+            replacedAttention: replaced,
+          },
           null,
           1,
         ),
@@ -98,8 +107,12 @@ export const exportTorchCommand: CommandModule<object, ExportTorchArgs> = {
       return;
     }
     console.log(
-      `${sliced} of ${spec.params.length} parameters and buffers sliced, ${spec.modules.length} Conv/Linear/BatchNorm modules resized`,
+      `${sliced} of ${spec.params.length} parameters and buffers sliced, ${spec.modules.length} Conv/Linear/BatchNorm/Embedding modules resized`,
     );
+    if (spec.attention.length)
+      console.log(
+        `${spec.attention.length} MultiheadAttention with new heads or width, ${replaced} of them become SlimMultiheadAttention (heads x head dim differs from the width)`,
+      );
     console.log(`wrote ${files.join(', ')}`);
   },
 };
