@@ -314,7 +314,37 @@ describe('dense: dynamic H/W and the frozen floor through the CLI', () => {
 });
 
 /** Conv 3->128, Conv 128->8, then the 256x256 Gram matrix of the pixels (a MatMul of two activations). */
-function gramModel(): Model {
+describe('MatMul of two activations contracted over the channels (a Gram matrix rᵀ · r)', () => {
+  it('prunes with the channels and equals the masked original', async () => {
+    const { model: pruned, plan } = await pruneModel(gramModel(true), { flops: 0.5, roundTo: 1 });
+    const conv2 = plan.groups.find((g) => g.channels === 256)!;
+    assert.ok(conv2.keep.length < 256, 'the contracted channels are pruned');
+    const masked = gramModel(true);
+    const analysis = await analyzeModel(masked);
+    maskRemovedChannels(analysis, keepMasks(plan));
+    maskRemovedInputs(analysis, keepMasks(plan));
+    const feeds = {
+      x: new ort.Tensor(
+        'float32',
+        Float32Array.from({ length: 2 * 768 }, (_, i) => Math.cos(i)),
+        [2, 3, 16, 16],
+      ),
+    };
+    const outputs = await Promise.all(
+      [masked, pruned].map(async (m) => {
+        const session = await ort.InferenceSession.create(serializeModel(m));
+        const out = (await session.run(feeds)).gram!.data as Float32Array;
+        await session.release();
+        return out;
+      }),
+    );
+    const diff = maxAbsDiff([outputs[0]!], [outputs[1]!]);
+    const scale = outputs[0]!.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+    assert.ok(diff <= 1e-5 * scale, `${diff} of ${scale}`);
+  });
+});
+
+function gramModel(contracted = false): Model {
   const g = new Graph();
   const weight = (name: string, dims: number[]): Value => {
     const v = new Value(name);
@@ -340,17 +370,19 @@ function gramModel(): Model {
   ];
   for (const [name, input, w, o] of [
     ['conv1', x, weight('conv1.weight', [128, 3, 3, 3]), a],
-    ['conv2', a, weight('conv2.weight', [8, 128, 3, 3]), b],
+    ['conv2', a, weight('conv2.weight', [256, 128, 3, 3]), b],
   ] as const) {
     const conv = g.addNode(new Node('Conv', [input, w], [o], name));
     conv.attributes.set('pads', intsAttr([1, 1, 1, 1]));
   }
   const shape = new Value('flat_shape');
-  g.addInitializer(shape, Tensor.int64([0, 8, 256]));
+  g.addInitializer(shape, Tensor.int64([0, 256, 256]));
   g.addNode(new Node('Reshape', [b, shape], [r], 'flatten'));
   const transpose = g.addNode(new Node('Transpose', [r], [rt], 'transpose'));
   transpose.attributes.set('perm', intsAttr([0, 2, 1]));
-  g.addNode(new Node('MatMul', [rt, r], [out], 'gram'));
+  // r · rᵀ: the channels are both the rows and the columns of the product, which no rule follows; rᵀ · r sums
+  // over them, so removing a channel removes its term from every sum (what masking it does).
+  g.addNode(new Node('MatMul', contracted ? [rt, r] : [r, rt], [out], 'gram'));
   g.outputs.push(out);
   const model = new Model(g);
   model.opsetImports = [{ domain: '', version: 13 }];

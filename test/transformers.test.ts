@@ -111,6 +111,7 @@ describe('transformers: attention heads as channel groups (torch MultiheadAttent
     ['vit-opset17.onnx', { input: [1, 3, 32, 32] }],
     ['bert.onnx', BERT_SHAPES],
     ['bert-opset17.onnx', BERT_SHAPES],
+    ['bert_mask.onnx', { ...BERT_SHAPES, attention_mask: [1, SEQ] }],
   ];
   for (const [file, shapes] of cases) {
     it(`${file}: every layer's heads form one unfrozen group; a pruned model equals the masked original`, async () => {
@@ -130,7 +131,9 @@ describe('transformers: attention heads as channel groups (torch MultiheadAttent
       maskRemovedChannels(fresh, keep);
       maskRemovedInputs(fresh, keep);
       // Batch 3 and (BERT) another sequence length: the rewritten shapes must hold at sizes not probed.
-      const at = file.startsWith('bert') ? { input_ids: [1, 11], token_type_ids: [1, 11] } : shapes;
+      const at = file.startsWith('bert')
+        ? Object.fromEntries(Object.keys(shapes).map((k) => [k, [1, 11]]))
+        : shapes;
       const diff = maxAbsDiff(await runShapes(masked, at, 3), await runShapes(pruned, at, 3));
       assert.ok(diff <= 1e-4, `pruned differs from the masked original by ${diff}`);
     });
@@ -213,11 +216,13 @@ describe('transformers: the embedding width (residual stream) as one group', () 
 });
 
 describe('transformers: what cannot shrink', () => {
-  for (const [file, shapes] of [
+  const cases: [string, Record<string, number[]>][] = [
     ['vit.onnx', { input: [1, 3, 32, 32] }],
     ['swin.onnx', { input: [1, 3, 32, 32] }],
     ['bert.onnx', BERT_SHAPES],
-  ] as const) {
+    ['bert_mask.onnx', { ...BERT_SHAPES, attention_mask: [1, SEQ] }],
+  ];
+  for (const [file, shapes] of cases) {
     it(`${file}: no group frozen, and under 1% of the MACs in layers whose filters cannot shrink (the classifier)`, async () => {
       const model = loadClean(file);
       const analysis = await analyzeModel(model, shapes);

@@ -7,7 +7,7 @@ import type { ChannelOp, PerChannel, Space } from './types.js';
  * size-1 dims broadcast; a constant with the channel dim is a per-channel parameter that is sliced.
  */
 export const elementwise: ChannelOp<PerChannel> = {
-  opTypes: ['Add', 'Sub', 'Mul', 'Div', 'Pow', 'Max', 'Min', 'Sum', 'Mean', 'PRelu'],
+  opTypes: ['Add', 'Sub', 'Mul', 'Div', 'Pow', 'Max', 'Min', 'Sum', 'Mean', 'PRelu', 'Where'],
 
   link(node, ins, ctx) {
     const out = node.outputs[0];

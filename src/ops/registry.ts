@@ -1,9 +1,11 @@
 import { batchNormalization, instanceNormalization } from './normalization.js';
 import { concat } from './concat.js';
+import { constantOfShape } from './constant-of-shape.js';
 import { conv } from './conv.js';
 import { convTranspose } from './conv-transpose.js';
 import { depthToSpace } from './depth-to-space.js';
 import { elementwise } from './elementwise.js';
+import { expand } from './expand.js';
 import { gather } from './gather.js';
 import { gemm } from './gemm.js';
 import { layerNormalization } from './layer-normalization.js';
@@ -48,6 +50,8 @@ const HANDLERS: readonly ChannelOp<never>[] = [
   depthToSpace,
   reduce,
   shape,
+  expand,
+  constantOfShape,
 ] as ChannelOp<never>[];
 
 const BY_OP_TYPE = new Map<string, ChannelOp<never>>();

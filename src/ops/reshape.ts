@@ -1,4 +1,4 @@
-import { constantOf } from '../ir/index.js';
+import { constantOf, Tensor } from '../ir/index.js';
 import { prod } from './shared.js';
 import type { Node, Value } from '../ir/index.js';
 import type { ChannelOp, LinkContext, Space } from './types.js';
@@ -31,6 +31,11 @@ interface PieceData {
   /** The target Concat's input holding the channel entry, and where in it. */
   index: number;
   offset: number;
+  /**
+   * Set when the piece is Unsqueeze(Mul(batch, H)), the heads merged with the batch (`B * H`): the input of
+   * the Mul holding the constant H, rewritten to the kept count.
+   */
+  scaled?: number;
 }
 
 /** A Reshape splitting the channel axis into [groups, C/groups] (a channel shuffle's first step). */
@@ -75,7 +80,7 @@ export const reshape: ChannelOp<ReshapeData | ChannelSplitData | HeadSplitData |
       const target = ctx.ints(node.inputs[1]);
       if (!target) ctx.freeze(o, `${node}: target shape unknown`);
       else if (target[b]! > 0) {
-        const piece = constantOf(node.inputs[1]) ? undefined : constantPiece(node.inputs[1]!, b, ctx);
+        const piece = constantOf(node.inputs[1]) ? undefined : constantPiece(node.inputs[1]!, b, o.size, ctx);
         if (piece) ctx.record<PieceData>(node, { kind: 'piece', output: o, ...piece });
         else if (!constantOf(node.inputs[1]))
           ctx.freeze(o, `${node}: computed target shape names the channel count`);
@@ -95,6 +100,14 @@ export const reshape: ChannelOp<ReshapeData | ChannelSplitData | HeadSplitData |
     if ('kind' in data && data.kind === 'piece') {
       // The rewrite works on a copy of the model: reach the Concat from this node, not from the analysis.
       const concat = node.inputs[1]!.producer!;
+      if (data.scaled !== undefined) {
+        const mul = concat.inputs[data.index]!.producer!.inputs[0]!.producer!;
+        const h = constantOf(mul.inputs[data.scaled])!;
+        const heads = ctx.ints(h, [ctx.kept(data.output).length]);
+        // Keep H's own dims (torch writes a scalar): a 1-D factor would turn B·H into a vector.
+        ctx.setInput(mul, data.scaled, Tensor.fromArray(heads.dataType, h.dims, heads.data));
+        return;
+      }
       const piece = constantOf(concat.inputs[data.index])!;
       const values = piece.toNumbers();
       values[data.offset] = ctx.kept(data.output).length;
@@ -229,8 +242,9 @@ function linkStackedHeadSplit(node: Node, x: Space, e: number[], ctx: LinkContex
 function constantPiece(
   target: Value,
   at: number,
+  count: number,
   ctx: LinkContext,
-): { index: number; offset: number } | undefined {
+): { index: number; offset: number; scaled?: number } | undefined {
   const concat = target.producer;
   if (concat?.opType !== 'Concat' || target.uses.length !== 1) return undefined;
   let start = 0;
@@ -239,9 +253,27 @@ function constantPiece(
     if (length === undefined) return undefined;
     if (at < start + length) {
       const piece = constantOf(concat.inputs[index]);
-      return piece ? { index, offset: at - start } : undefined;
+      if (piece) return { index, offset: at - start };
+      const scaled = length === 1 ? headCountFactor(concat.inputs[index]!, count) : undefined;
+      return scaled === undefined ? undefined : { index, offset: 0, scaled };
     }
     start += length;
   }
   return undefined;
+}
+
+/**
+ * For a piece Unsqueeze(Mul(b, H)) used only here, where the constant H is the channel count at the probe's
+ * batch of 1 (the heads merged with the batch), the Mul's input index holding H.
+ */
+function headCountFactor(piece: Value, count: number): number | undefined {
+  const unsqueeze = piece.producer;
+  const mul = unsqueeze?.opType === 'Unsqueeze' ? unsqueeze.inputs[0]?.producer : undefined;
+  if (!mul || mul.opType !== 'Mul' || piece.uses.length !== 1 || mul.outputs[0]!.uses.length !== 1)
+    return undefined;
+  const k = [0, 1].find((i) => {
+    const c = constantOf(mul.inputs[i]);
+    return c !== undefined && c.size === 1 && c.toNumbers()[0] === count && !constantOf(mul.inputs[1 - i]);
+  });
+  return k;
 }

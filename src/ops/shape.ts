@@ -40,6 +40,8 @@ function countStaysWith(
   const length = ctx.dims(v)?.[0];
   return v.uses.every(({ node, index }) => {
     if (node.opType === 'Resize' && index === 3) return node.inputs[0] === x.value && at === x.axis;
+    // A tensor shaped like x, made at run time: it follows the pruned x (constant-of-shape.ts links it).
+    if (node.opType === 'ConstantOfShape') return depth === 0 && isWholeShape(v, x, ctx);
     if (index !== 0 && node.opType !== 'Concat') return false;
     const next = (to: number | undefined): boolean => countStaysWith(node.outputs[0]!, to, x, ctx, depth + 1);
     switch (node.opType) {
@@ -89,4 +91,16 @@ function sliceIndices(node: Node, length: number | undefined, ctx: LinkContext):
     for (let k = at(starts[0]!, -1, length - 1); k > at(ends[0]!, -1, length - 1); k += step) out.push(k);
   else return undefined;
   return out;
+}
+
+/** Whether v is the whole shape of the space's own tensor (Shape without start or end). */
+function isWholeShape(v: Value, x: Space, ctx: LinkContext): boolean {
+  const shape = v.producer;
+  return (
+    shape?.opType === 'Shape' &&
+    shape.inputs[0] === x.value &&
+    !shape.attributes.has('start') &&
+    !shape.attributes.has('end') &&
+    ctx.dims(v)?.[0] === ctx.dims(x.value)?.length
+  );
 }

@@ -94,6 +94,8 @@ export interface LinkContext {
   /** Integer data of a constant or of shape arithmetic the probe evaluated. */
   ints(v: Value | undefined): number[] | undefined;
   isConst(v: Value | undefined): boolean;
+  /** The space a value already carries (a value other than the node's inputs, such as the tensor a Shape read). */
+  carried(v: Value | undefined): Space | undefined;
   newSpace(value: Value, axis: number, reason?: string): Space | undefined;
   link(a: Space, i: number, b: Space, j: number): void;
   /** Links a and b one to one (freezes both when their sizes differ). */

@@ -116,6 +116,9 @@ class LinkBuilder implements LinkContext {
     if (c) return c.toNumbers();
     return v ? this.probe.ints.get(v) : undefined;
   }
+  carried(v: Value | undefined): Space | undefined {
+    return v ? this.spaceOf.get(v) : undefined;
+  }
   isConst(v: Value | undefined): boolean {
     return constantOf(v) !== undefined;
   }
@@ -220,8 +223,20 @@ export function analyzeGroups(model: Model, probe: ProbeResult): GroupAnalysis {
   const groups = formGroups(b);
   for (const p of b.producers) groups[p.space.group]!.producers.push(p);
   for (const n of b.norms) groups[n.space.group]!.norms.push(n);
+  freezeInertGroups(groups, b.costs);
   const { spaces, spaceOf, records, costs, unknownWhy } = b;
   return { model, spaces, spaceOf, groups, records, costs, costMismatches, unknownWhy, probe };
+}
+
+/**
+ * A group with no filters, no norm and no cost term (nothing but broadcast copies, such as an Expanded mask
+ * that met no heads) has nothing to score and nothing to save: it is kept whole.
+ */
+function freezeInertGroups(groups: ChannelGroup[], costs: readonly CostTerm[]): void {
+  const costed = new Set(costs.flatMap((t) => t.spaces.map((s) => s.group)));
+  for (const g of groups)
+    if (!g.frozen.length && !g.producers.length && !g.norms.length && !costed.has(g.id))
+      g.frozen.push('no layer in the group has filters or MACs');
 }
 
 /**
