@@ -74,8 +74,8 @@ export interface AttentionSpec {
 }
 
 /**
- * A channel count that a module's own forward gives a view or expand as a Python int (a constant in the raw
- * export, not computed from a tensor's shape), which the rewrite changed: torchvision ViT's
+ * A channel count that a module's own forward gives a view, expand or zeros() as a Python int (a constant in
+ * the raw export, not computed from a tensor's shape), which the rewrite changed: torchvision ViT's
  * `x.reshape(n, self.hidden_dim, n_h * n_w)`. The Python side sets the module's one int attribute equal to
  * `before` (it refuses when there is none or several).
  */

@@ -74,8 +74,15 @@ export function attentionSpecs(
   return [...byPath.values()];
 }
 
+/** The ops whose shape input a forward's ints make (view/reshape, expand, zeros/full): op -> input index. */
+const SHAPED = new Map([
+  ['Reshape', 1],
+  ['Expand', 1],
+  ['ConstantOfShape', 0],
+]);
+
 /**
- * The fixed channel counts of Reshape and Expand targets that the rewrite changed, outside the attention
+ * The fixed channel counts of Reshape, Expand and ConstantOfShape targets that the rewrite changed, outside the attention
  * modules (whose replacement forward computes its own views), where the raw export has the entry as a literal
  * (a Python int in the forward) rather than computed from a tensor's shape (ShuffleNet's channels per group:
  * torch recomputes those itself).
@@ -90,9 +97,10 @@ export function viewSpecs(
   let raw: Map<string, Node> | undefined;
   const out = new Map<string, ViewSpec>();
   for (const node of original.graph.nodes) {
-    if (node.opType !== 'Reshape' && node.opType !== 'Expand') continue;
-    const before = targetEntries(node.inputs[1]);
-    const after = targetEntries(twins.get(node.name)?.inputs[1]);
+    const at = SHAPED.get(node.opType);
+    if (at === undefined) continue;
+    const before = targetEntries(node.inputs[at]);
+    const after = targetEntries(twins.get(node.name)?.inputs[at]);
     if (!before || !after || before.length !== after.length) continue;
     const path = node.name.startsWith('/') ? (scopesOf(node.name).at(-1) ?? '') : undefined;
     if (path !== undefined && attention.some((a) => path === a.path || path.startsWith(`${a.path}.`)))
@@ -101,7 +109,7 @@ export function viewSpecs(
       const [b, a] = [before[i]!, after[i]!];
       if (Number.isNaN(b) || b === a) continue;
       raw ??= new Map(loadModel(modelFile).graph.nodes.map((n) => [n.name, n]));
-      if (!literalAt(raw.get(node.name)?.inputs[1], i)) continue;
+      if (!literalAt(raw.get(node.name)?.inputs[at], i)) continue;
       if (path === undefined)
         throw new UserError(
           `the plan changes the fixed ${b} channels '${node.name}' reshapes to, and its name has no module scope (export with torch >= 1.13)`,
