@@ -3,7 +3,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { normalisationTable, PRESETS, resolveSpec, specPathFor } from '../src/data/preprocess.js';
+import {
+  normalisationTable,
+  PRESETS,
+  resolveSpec,
+  specForInput,
+  specPathFor,
+} from '../src/data/preprocess.js';
 import { mulberry32 } from '../src/data/prng.js';
 import { balancedSubset, holdoutSplit, shuffledIndices } from '../src/data/subset.js';
 import { tmpDir } from './helpers.js';
@@ -154,5 +160,17 @@ describe('seeded subsets and splits', () => {
       [r(), r()].map((x) => x.toFixed(8)),
       ['0.60110375', '0.44829056'],
     );
+  });
+});
+
+describe('a fixed-size preprocessing against the model input', () => {
+  it('a 224 centre crop for a 64x64 model is refused in one line naming both sizes; a matching one passes', () => {
+    assert.throws(
+      () => specForInput(PRESETS.imagenet, [1, 3, 64, 64], 'unet.onnx'),
+      /makes 224x224 images, but the model's input is 64x64/,
+    );
+    assert.equal(specForInput(PRESETS.imagenet, [1, 3, 224, 224]), PRESETS.imagenet);
+    // Open height and width: nothing to compare.
+    assert.equal(specForInput(PRESETS.imagenet, [1, 3, 'h', 'w']), PRESETS.imagenet);
   });
 });

@@ -295,14 +295,34 @@ export function specForInput(
   dims: readonly (number | string | null)[] | undefined,
   file?: string,
 ): PreprocessSpec {
-  if (typeof spec.resize !== 'string' || spec.size !== undefined) return spec;
   const [h, w] = [dims?.[2], dims?.[3]];
+  checkFixedSize(spec, h, w, file);
+  if (typeof spec.resize !== 'string' || spec.size !== undefined) return spec;
   if (dims?.length !== 4 || typeof h !== 'number' || typeof w !== 'number' || h <= 0 || w <= 0)
     throw new UserError(
       `resize '${spec.resize}' fits images to the model's input height and width, which it leaves open: give --input-shape 1x${spec.channels}xHxW (or size [H, W] in the spec)`,
       file,
     );
   return { ...spec, size: [h, w] };
+}
+
+/**
+ * A spec that makes images of a fixed size (a centre crop, or a fit to an explicit size) must make the size
+ * the model takes, or every batch would fail inside onnxruntime: say so before any image is read.
+ */
+function checkFixedSize(spec: PreprocessSpec, h: unknown, w: unknown, file: string | undefined): void {
+  if (typeof h !== 'number' || typeof w !== 'number') return;
+  const fixed: [number, number] | undefined =
+    spec.crop !== undefined
+      ? [spec.crop, spec.crop]
+      : typeof spec.resize === 'string' && spec.size
+        ? spec.size
+        : undefined;
+  if (fixed && (fixed[0] !== h || fixed[1] !== w))
+    throw new UserError(
+      `the preprocessing makes ${fixed[0]}x${fixed[1]} images, but the model's input is ${h}x${w}: use a --spec or --preset that makes ${h}x${w} images`,
+      file,
+    );
 }
 
 /**
