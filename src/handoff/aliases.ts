@@ -38,6 +38,11 @@ export interface PreparedModel {
   model: Model;
   /** Initializer name -> the key it is a transposed copy of (initializers named by their key are not listed). */
   aliases: Map<string, Alias>;
+  /**
+   * Scoped MatMul weights left without a key because their module applies several (`F.linear` in its own
+   * forward): initializer name -> [the module path, how many].
+   */
+  unnamed: Map<string, [string, number]>;
 }
 
 /**
@@ -98,8 +103,11 @@ export function prepareForSpec(file: string): PreparedModel {
   }
   // Several MatMul weights in one scope (F.linear called twice in a module's forward, Swin's attention): none
   // of them is that scope's Linear.
-  for (const [key, names] of scoped) if (names.length === 1) aliases.set(names[0]!, { key, perm: [1, 0] });
-  return { model, aliases };
+  const unnamed = new Map<string, [string, number]>();
+  for (const [key, names] of scoped)
+    if (names.length === 1) aliases.set(names[0]!, { key, perm: [1, 0] });
+    else for (const name of names) unnamed.set(name, [key.slice(0, key.lastIndexOf('.')), names.length]);
+  return { model, aliases, unnamed };
 }
 
 /**

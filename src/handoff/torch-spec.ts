@@ -254,7 +254,13 @@ function moduleOutputs(
 }
 
 /** Refuses a plan that slices a tensor torch does not know by name, or one several nodes read. */
-function checkUntracked(model: Model, tracked: Tracked[], after: Map<string, Tensor>, file: string): void {
+function checkUntracked(
+  model: Model,
+  tracked: Tracked[],
+  after: Map<string, Tensor>,
+  unnamed: ReadonlyMap<string, [string, number]>,
+  file: string,
+): void {
   const names = new Set(tracked.map((t) => t.value.name));
   for (const v of model.graph.initializers) {
     const t = after.get(v.name);
@@ -268,6 +274,12 @@ function checkUntracked(model: Model, tracked: Tracked[], after: Map<string, Ten
       continue;
     }
     if (v.initializer!.dataType !== DataType.FLOAT || !t || t.dims.join('x') === before) continue;
+    const applier = unnamed.get(v.name);
+    if (applier)
+      throw new UserError(
+        `the plan prunes '${v.name}', one of ${applier[1]} MatMul weights that the forward of '${applier[0]}' applies itself (F.linear, as Swin's attention does): export-torch cannot tell which of its parameters each is`,
+        file,
+      );
     throw new UserError(
       /^onnx::(Conv|Gemm)_/.test(v.name)
         ? `the plan prunes initializer '${v.name}', whose name is not a state_dict key: export the model from torch with BN kept (training=TrainingMode.PRESERVE, do_constant_folding=False)`
@@ -287,7 +299,7 @@ export async function torchSpec(
   where: string,
   inputShape?: string | string[],
 ): Promise<TorchSpec> {
-  const { model, aliases } = prepareForSpec(modelFile);
+  const { model, aliases, unnamed } = prepareForSpec(modelFile);
   const shapes = inputShapesFor(model, inputShape, modelFile);
   const analysis = await analyzeModel(model, shapes);
   const { keep } = validatePlan(plan, analysis, where);
@@ -310,7 +322,7 @@ export async function torchSpec(
     const out = applyKeep(analysis, keep);
     const after = new Map(out.graph.initializers.map((v) => [v.name, v.initializer!]));
     if (axis === 0) {
-      checkUntracked(model, tracked, after, modelFile);
+      checkUntracked(model, tracked, after, unnamed, modelFile);
       pruned = out;
       for (const { value: v } of tracked)
         after.get(v.name)?.dims.forEach((size, j) => {
