@@ -208,7 +208,14 @@ const TRANSFORMERS: Record<string, { file: string; inputs: Record<string, number
     file: 'bert_mask.onnx',
     inputs: { input_ids: [3, 16], token_type_ids: [3, 16], attention_mask: [3, 16] },
   },
+  // nn.TransformerEncoder sequence first (its default), pre-norm, ReLU, 6 heads of 8: exported at test time.
+  encoder: { file: '', inputs: { ids: [3, 12] } },
 };
+/** Width of the stream, of the MLP, heads and head dim before pruning. */
+const geometry = (name: string) =>
+  name === 'encoder'
+    ? { width: 48, mlp: 96, heads: 6, headDim: 8 }
+    : { width: 64, mlp: 128, heads: 4, headDim: 16 };
 
 interface TransformerResult {
   name: string;
@@ -228,16 +235,20 @@ describe('export-torch: transformers to PyTorch', { skip: torchMissing() }, () =
   const results = new Map<string, TransformerResult>();
   const m = (f: string): string => path.join(dir, f);
   const shapeArgs = (name: string): string[] =>
-    Object.keys(TRANSFORMERS[name]!.inputs)
-      .filter((input) => input !== 'input')
-      .flatMap((input) => ['--input-shape', `${input}=1x16`]);
+    name.startsWith('bert')
+      ? Object.keys(TRANSFORMERS[name]!.inputs).flatMap((input) => ['--input-shape', `${input}=1x16`])
+      : [];
+  const source = (name: string): string =>
+    name === 'encoder' ? m('encoder.onnx') : fixture(`transformers/${TRANSFORMERS[name]!.file}`);
 
   before(async () => {
     dir = tmpDir('adapruner-handoff-tf-');
-    for (const [name, { file }] of Object.entries(TRANSFORMERS)) {
+    const check = path.join(REPO, 'fixtures/handoff/check_transformers.py');
+    execFileSync(PYTHON, [check, '--export-encoder', dir], { stdio: ['ignore', 'ignore', 'inherit'] });
+    for (const name of Object.keys(TRANSFORMERS)) {
       const pruned = await runCli([
         'prune',
-        fixture(`transformers/${file}`),
+        source(name),
         '--flops',
         '0.4',
         '--round-to',
@@ -253,7 +264,7 @@ describe('export-torch: transformers to PyTorch', { skip: torchMissing() }, () =
       assert.equal(pruned.code, 0, `${name}: ${pruned.stderr}`);
       const exported = await runCli([
         'export-torch',
-        fixture(`transformers/${file}`),
+        source(name),
         '--plan',
         m(`${name}.plan.json`),
         '--weights',
@@ -264,16 +275,10 @@ describe('export-torch: transformers to PyTorch', { skip: torchMissing() }, () =
       ]);
       assert.equal(exported.code, 0, `${name}: ${exported.stderr}`);
     }
-    const out = execFileSync(
-      PYTHON,
-      [
-        path.join(REPO, 'fixtures/handoff/check_transformers.py'),
-        dir,
-        ...Object.keys(TRANSFORMERS),
-        'replacement',
-      ],
-      { encoding: 'utf8', maxBuffer: 1 << 26 },
-    );
+    const out = execFileSync(PYTHON, [check, dir, ...Object.keys(TRANSFORMERS), 'replacement'], {
+      encoding: 'utf8',
+      maxBuffer: 1 << 26,
+    });
     for (const line of out.trim().split('\n')) {
       const r = JSON.parse(line) as TransformerResult;
       results.set(r.name, r);
@@ -295,11 +300,8 @@ describe('export-torch: transformers to PyTorch', { skip: torchMissing() }, () =
   const logitsOf = async (file: string, name: string): Promise<Float32Array> => {
     const feeds: Record<string, ort.Tensor> = {};
     for (const [input, dims] of Object.entries(TRANSFORMERS[name]!.inputs)) {
-      const bytes = fs.readFileSync(m(`${name}.${input}.bin`));
-      const data =
-        input === 'input'
-          ? new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4)
-          : new BigInt64Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 8);
+      const bytes = new Uint8Array(fs.readFileSync(m(`${name}.${input}.bin`))).buffer; // aligned copy
+      const data = input === 'input' ? new Float32Array(bytes) : new BigInt64Array(bytes);
       feeds[input] = new ort.Tensor(input === 'input' ? 'float32' : 'int64', data, dims);
     }
     const session = await ort.InferenceSession.create(file);
@@ -316,7 +318,8 @@ describe('export-torch: transformers to PyTorch', { skip: torchMissing() }, () =
       assert.ok(!r.error, `${r.error}\n${r.trace}`);
       // The rebuilt torch model is the one the fixture was exported from.
       assert.equal(r.rebuilt, 0);
-      const original = await logitsOf(fixture(`transformers/${TRANSFORMERS[name]!.file}`), name);
+      const original = await logitsOf(source(name), name);
+      const shape = geometry(name);
       assert.ok(maxAbsDiff(r.original, original) <= TOLERANCE);
 
       const spec = specOf(m(`${name.replace('-', '_')}_slim.py`)) as ReturnType<typeof specOf> & {
@@ -325,22 +328,23 @@ describe('export-torch: transformers to PyTorch', { skip: torchMissing() }, () =
       };
       assert.equal(spec.attention.length, 2);
       assert.ok(
-        spec.attention.some((a) => a.kept.length < a.heads),
+        spec.attention.every((a) => a.heads === shape.heads) &&
+          spec.attention.some((a) => a.kept.length < a.heads),
         'heads are pruned',
       );
       const stream = spec.attention[0]!.embedDim;
-      assert.ok(stream < 64, `the stream is cut (${stream})`);
+      assert.ok(stream < shape.width, `the stream is cut (${stream})`);
       const mlp = spec.modules.filter((x) => /(mlp\.0|linear1)$/.test(x.path));
       assert.equal(mlp.length, 2);
       assert.ok(
-        mlp.every((x) => x.attrs.out_features! < 128),
+        mlp.every((x) => x.attrs.out_features! < shape.mlp),
         'the MLP widths are cut',
       );
-      // ViT's _process_input reshapes by self.hidden_dim; BERT's views are all computed or in its attention.
+      // ViT's _process_input reshapes by self.hidden_dim; the encoders' views are computed or in the attention.
       assert.deepEqual(spec.views, name.startsWith('vit') ? [{ path: '', before: 64, after: stream }] : []);
       for (const a of spec.attention) {
         const [cls, heads, headDim, width] = r.attention[a.path]!;
-        assert.deepEqual([heads, headDim, width], [a.kept.length, 16, stream], a.path);
+        assert.deepEqual([heads, headDim, width], [a.kept.length, shape.headDim, stream], a.path);
         // The replacement only where torch's attributes cannot say it.
         assert.equal(
           cls,
@@ -356,7 +360,7 @@ describe('export-torch: transformers to PyTorch', { skip: torchMissing() }, () =
         loaded: maxAbsDiff(r.loaded, logits),
       };
       console.log(
-        `# ${name}: heads ${spec.attention.map((a) => `${a.kept.length}/${a.heads}`).join(' ')}, stream ${stream}/64; max |torch - onnxruntime| sliced ${diffs.sliced.toExponential(2)}, no_grad ${diffs.fused.toExponential(2)}, loaded ${diffs.loaded.toExponential(2)}; train step ${r.train ?? 'ok'}`,
+        `# ${name}: heads ${spec.attention.map((a) => `${a.kept.length}/${a.heads}`).join(' ')}, stream ${stream}/${shape.width}; max |torch - onnxruntime| sliced ${diffs.sliced.toExponential(2)}, no_grad ${diffs.fused.toExponential(2)}, loaded ${diffs.loaded.toExponential(2)}; train step ${r.train ?? 'ok'}`,
       );
       for (const [what, d] of Object.entries(diffs)) assert.ok(d <= TOLERANCE, `${what}: ${d}`);
       assert.ok(Math.max(...logits) - Math.min(...logits) > 0.1, 'logits vary');
