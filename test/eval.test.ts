@@ -221,4 +221,21 @@ describe('recalibrate and bench commands', () => {
     const help = await cli(['bench', '--help']);
     assert.match(help.stdout, /--vs/);
   });
+
+  it('bench takes NAME=SHAPE per input (token ids and a mask), and names the inputs when one is wrong', async () => {
+    const model = fixture('transformers/bert_mask.onnx');
+    const shapes = ['input_ids', 'token_type_ids', 'attention_mask'].flatMap((n) => [
+      '--input-shape',
+      `${n}=1x12`,
+    ]);
+    const r = await cli(['bench', model, ...shapes, '--runs', '2', '--warmup', '0', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout).models[0].inputShape, [1, 12]);
+    const bad = await cli(['bench', model, '--input-shape', 'ids=1x12', '--runs', '2']);
+    assert.equal(bad.code, 2);
+    assert.match(
+      bad.stderr,
+      /'ids', which is not an input of the model \(inputs: input_ids, token_type_ids, attention_mask\)/,
+    );
+  });
 });

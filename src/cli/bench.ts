@@ -18,7 +18,7 @@ interface BenchArgs extends RuntimeArgs {
   warmup: number;
   runs?: number;
   seconds: number;
-  inputShape?: string;
+  inputShape?: string | string[];
   json: boolean;
 }
 
@@ -78,7 +78,13 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         seconds: args.seconds,
         ...(args.runs !== undefined && { runs: args.runs }),
         ...(idBoundsOf && { idBounds: idBoundsOf }),
-        ...(args.inputShape !== undefined && { inputShape: shapeWithoutBatch(args.inputShape) }),
+        ...(args.inputShape !== undefined && {
+          inputShape: shapeWithoutBatch(
+            args.inputShape,
+            sessions[0]!.inputs.map((i) => i.name),
+            args.model,
+          ),
+        }),
         onProgress: (fraction) => progress.update(Math.round(100 * fraction)),
       });
     } finally {
@@ -125,9 +131,19 @@ function isFixed(d: unknown): boolean {
   return typeof d === 'number';
 }
 
-/** `--input-shape` in inspect's format; the benchmark takes the dimensions after the batch. */
-function shapeWithoutBatch(text: string): number[] {
-  const shape = parseInputShapes(text);
-  if (!Array.isArray(shape)) throw new UserError('bench takes one --input-shape, without an input name');
-  return shape.slice(1);
+/** `--input-shape` in inspect's format (one shape, or NAME=SHAPE per input); the benchmark takes the dims after the batch. */
+function shapeWithoutBatch(
+  text: string | string[],
+  inputs: readonly string[],
+  file: string,
+): number[] | Record<string, number[]> {
+  const shape = parseInputShapes(text)!;
+  if (Array.isArray(shape)) return shape.slice(1);
+  for (const name of Object.keys(shape))
+    if (!inputs.includes(name))
+      throw new UserError(
+        `--input-shape names '${name}', which is not an input of the model (inputs: ${inputs.join(', ')})`,
+        file,
+      );
+  return Object.fromEntries(Object.entries(shape).map(([name, dims]) => [name, dims.slice(1)]));
 }

@@ -23,8 +23,11 @@ export interface BenchmarkOptions {
   runs?: number;
   /** Time budget for the timed runs of all models together when `runs` is absent. Default 10. */
   seconds?: number;
-  /** Fills symbolic dimensions other than the batch (e.g. an image size the model leaves open). */
-  inputShape?: number[];
+  /**
+   * Fills symbolic dimensions other than the batch (e.g. an image size the model leaves open): one shape for
+   * every input, or one per input name (token ids and a mask of the same length, say).
+   */
+  inputShape?: number[] | Record<string, number[]>;
   /** Integer inputs (token ids) get values below this bound, by input name (an embedding's rows); default 100. */
   idBounds?: Record<string, number>;
   /** Called after every round with the fraction done (0..1). */
@@ -76,7 +79,8 @@ function benchInputs(
   const feeds: Record<string, ort.Tensor> = {};
   let first: number[] | undefined;
   for (const input of m.inputs) {
-    const shape = concreteShape(m, input.shape, batch, options.inputShape);
+    const given = Array.isArray(options.inputShape) ? options.inputShape : options.inputShape?.[input.name];
+    const shape = concreteShape(m, input.shape, batch, given);
     first ??= shape;
     const elements = shape.reduce((a, b) => a * b, 1);
     if (!(elements <= MAX_INPUT_ELEMENTS))
