@@ -239,6 +239,7 @@ interface TransformerResult {
   original: number[];
   sliced: number[];
   fastPath: number[];
+  fused: number;
   loaded: number[];
   attention: Record<string, [string, number, number, number]>;
   train: string | null;
@@ -354,6 +355,9 @@ describe('export-torch: transformers to PyTorch', { skip: torchMissing() }, () =
       );
       // ViT's _process_input reshapes by self.hidden_dim; the encoders' views are computed or in the attention.
       assert.deepEqual(spec.views, name.startsWith('vit') ? [{ path: '', before: 64, after: stream }] : []);
+      // torch's fused kernels run under no_grad where its own attention is kept, never with the replacement.
+      if (name === 'bert-even') assert.equal(r.fused, 2);
+      else assert.equal(r.fused, 0);
       for (const a of spec.attention) {
         const [cls, heads, headDim, width] = r.attention[a.path]!;
         assert.deepEqual([heads, headDim, width], [a.kept.length, shape.headDim, stream], a.path);
