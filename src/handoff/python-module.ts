@@ -75,6 +75,8 @@ export function renderPythonModule(
     '',
     'apply() checks every name and shape before it changes anything and raises SlimError naming what does not',
     'match. It replaces Parameter objects: build the optimizer (and wrap in DistributedDataParallel) after it.',
+    'An nn.MultiheadAttention whose kept heads x head_dim is not its width becomes a SlimMultiheadAttention',
+    '(defined below; same parameters and state_dict keys).',
     '"""',
   ].join('\n');
   return `${header}\n${PYTHON_BODY.replace('@SPEC@', () => pythonAsciiLiteral(asciiJson(data)))}`;
@@ -367,9 +369,12 @@ def apply(model, weights=None):
     """Slices model's parameters and buffers in place to the pruned widths and updates Conv/Linear/BatchNorm/
     LayerNorm/Embedding attributes, including modules the export never ran whose input is a pruned output
     (auxiliary heads), and the heads and widths of nn.MultiheadAttention (see SlimMultiheadAttention) and of the
-    int attributes a forward reshapes by (ViT's hidden_dim). weights=True loads the pruned weights from the file beside this module; a path loads that file.
-    Returns the model."""
+    int attributes a forward reshapes by (ViT's hidden_dim). weights=True loads the pruned weights from the file
+    beside this module; a path loads that file. Returns the model."""
     check(model)
+    # Named before any attribute changes: the one int attribute of each module equal to the width it views by.
+    views = [(m, _width_attribute(m, v["before"]), v["after"]) for m, v in
+             ((_module(model, v["path"]), v) for v in SPEC["views"])]
     heads, lost = _head_slices(model)
     with torch.no_grad():
         for p in SPEC["params"]:
@@ -386,7 +391,7 @@ def apply(model, weights=None):
     for module in model.modules():
         if isinstance(module, torch.nn.LayerNorm) and module.weight is not None:
             module.normalized_shape = tuple(module.weight.shape)
-    _apply_transformer(model)
+    _apply_transformer(model, views)
     if lost:
         warnings.warn("left as exported, train mode will fail on them: %s (modules the ONNX graph never ran, "
                       "whose input could not be traced)" % ", ".join(lost), SlimWarning, stacklevel=2)
@@ -395,12 +400,11 @@ def apply(model, weights=None):
     return model
 
 
-def _apply_transformer(model):
-    """Sets the widths that transformer modules keep as attributes: each pruned nn.MultiheadAttention's
+def _apply_transformer(model, views):
+    """Sets the widths that transformer modules keep as attributes: the int attribute behind each fixed view
+    width ((module, name, value) in views: ViT's hidden_dim), and each pruned nn.MultiheadAttention's
     embed_dim/kdim/vdim, num_heads and head_dim (a SlimMultiheadAttention where heads x head_dim is not the
-    width), and the int attribute behind each fixed view width (ViT's hidden_dim)."""
-    views = [(m, _width_attribute(m, v["before"]), v["after"]) for m, v in
-             ((_module(model, v["path"]), v) for v in SPEC["views"])]
+    width)."""
     for module, name, value in views:
         setattr(module, name, value)
     slim = False
