@@ -10,11 +10,20 @@ import * as ort from 'onnxruntime-node';
 import { batches } from '../src/data/batches.js';
 import { openDataset } from '../src/data/open.js';
 import type { PreprocessSpec } from '../src/data/preprocess.js';
-import { DataType, Node, Value, serializeModel, tensorType, type Model } from '../src/ir/index.js';
+import {
+  DataType,
+  Node,
+  Tensor,
+  Value,
+  intAttr,
+  serializeModel,
+  tensorType,
+  type Model,
+} from '../src/ir/index.js';
 import { pruneModel } from '../src/prune/index.js';
 import { distillFromOriginal } from '../src/train/distill.js';
 import { stateFeeds } from '../src/train/loop.js';
-import type { OutputMatch } from '../src/train/output-matching.js';
+import { DETECT_GAIN, type OutputMatch } from '../src/train/output-matching.js';
 import { buildStepGraph } from '../src/train/step-graph.js';
 import { fixture } from './helpers.js';
 import { load } from './prune-helpers.js';
@@ -67,65 +76,180 @@ function lossInJs(student: Float32Array[], teacher: Float32Array[], weights: Flo
   return mse / s0.length + bce / s1.length;
 }
 
+/**
+ * fmnist_cnn's logits [B, 10] made into a detection output [B, 5, 2] (box rows 10 x + 20, pixels of positive
+ * size; one class row squashed by a Sigmoid) and a second output, the logits themselves, as class logits.
+ */
+function detectionModel(): Model {
+  const model = load(fixture('fmnist_cnn-bnfolded.onnx'));
+  const g = model.graph;
+  const logits = g.outputs[0]!;
+  const c = (name: string, dims: number[], values: number[]): Value => {
+    const v = new Value(name, tensorType(DataType.INT64, dims));
+    g.addInitializer(v, Tensor.int64(values));
+    return v;
+  };
+  const f = (name: string, x: number): Value => {
+    const v = new Value(name, tensorType(DataType.FLOAT, []));
+    g.addInitializer(v, Tensor.scalarFloat(x));
+    return v;
+  };
+  const node = (op: string, inputs: Value[], name: string, dims: number[]): Value => {
+    const out = new Value(name, tensorType(DataType.FLOAT, dims));
+    g.addNode(new Node(op, inputs, [out], `${name}_node`));
+    return out;
+  };
+  const grid = node('Reshape', [logits, c('shape', [3], [B, 5, 2])], 'grid', [B, 5, 2]);
+  const starts = (a: number, b: number, n: string): Value[] => [
+    c(`${n}_s`, [1], [a]),
+    c(`${n}_e`, [1], [b]),
+    c(`${n}_a`, [1], [1]),
+  ];
+  const boxes = node('Slice', [grid, ...starts(0, 4, 'b')], 'boxes', [B, 4, 2]);
+  const scaled = node('Add', [node('Mul', [boxes, f('ten', 10)], 'b10', [B, 4, 2]), f('twenty', 20)], 'px', [
+    B,
+    4,
+    2,
+  ]);
+  const score = node('Sigmoid', [node('Slice', [grid, ...starts(4, 5, 'c')], 'cls', [B, 1, 2])], 'score', [
+    B,
+    1,
+    2,
+  ]);
+  const det = new Value('det', tensorType(DataType.FLOAT, [B, 5, 2]));
+  const cat = new Node('Concat', [scaled, score], [det], 'det_node');
+  cat.attributes.set('axis', intAttr(1));
+  g.addNode(cat);
+  g.outputs.push(det);
+  return model;
+}
+
+/** The detect rule written out (output-matching.ts): [B, 5, 2], one class row. */
+function detectLossInJs(s: Float32Array, t: Float32Array): number {
+  const rows = 5;
+  const A = 2;
+  const at = (x: Float32Array, b: number, r: number, a: number): number => x[(b * rows + r) * A + a]!;
+  let norm = 1e-3;
+  let cls = 0;
+  let box = 0;
+  for (let b = 0; b < B; b++)
+    for (let a = 0; a < A; a++) {
+      const w = at(t, b, 4, a);
+      norm += w;
+      const p = Math.min(Math.max(at(s, b, 4, a), 1e-6), 1 - 1e-6);
+      cls -= w * Math.log(p) + (1 - w) * Math.log(1 - p);
+      for (let r = 0; r < 4; r++) {
+        const size = Math.max(at(t, b, 2 + (r % 2), a), 1);
+        box += (w * (at(s, b, r, a) - at(t, b, r, a)) ** 2) / size ** 2;
+      }
+    }
+  return (DETECT_GAIN * (cls + box)) / norm;
+}
+
+/** KL(softmax(t) || softmax(s)) over axis 1 of [B, 10], the mean over the batch. */
+function softmaxLossInJs(s: Float32Array, t: Float32Array): number {
+  let kl = 0;
+  for (let b = 0; b < B; b++) {
+    const row = (x: Float32Array): number[] => {
+      const v = Array.from(x.subarray(b * 10, b * 10 + 10));
+      const m = Math.max(...v);
+      const z = Math.log(v.reduce((a, y) => a + Math.exp(y - m), 0)) + m;
+      return v.map((y) => y - z);
+    };
+    const ls = row(s);
+    const lt = row(t);
+    for (let c = 0; c < 10; c++) kl += Math.exp(lt[c]!) * (lt[c]! - ls[c]!);
+  }
+  return kl / B;
+}
+
+/**
+ * Builds the matching step of `student` against `teacher` and checks its loss against `lossInJs` and the
+ * gradient of a few weights of the last Gemm against central differences of that loss.
+ */
+async function checkStep(
+  student: Model,
+  teacher: Model,
+  matches: OutputMatch[],
+  lossInJs: (student: Float32Array[], teacher: Float32Array[]) => number,
+): Promise<void> {
+  const step = await buildStepGraph(student, {
+    batchSize: B,
+    matchOutputs: matches,
+    exposeGradients: true,
+    blockedConvs: false,
+  });
+  assert.equal(step.inputs.labels, '');
+  assert.equal(step.inputs.teacherOutputs?.length, matches.length);
+  const shape = step.imageShape;
+  const images = seededImages(
+    shape.reduce((a, b) => a * b, 1),
+    11,
+  );
+  const target = await outputsOf(teacher, images, shape);
+  const init = new Map(student.graph.initializers.map((v) => [v.name, v.initializer!.data as Float32Array]));
+  const session = await ort.InferenceSession.create(serializeModel(step.model));
+  const feeds = stateFeeds(step, (name) => init.get(name));
+  feeds[step.inputs.images] = new ort.Tensor('float32', images, shape);
+  feeds[step.inputs.lr] = new ort.Tensor('float32', new Float32Array([0]), []);
+  const dims = student.graph.outputs.map((o) => o.shape!.map((d) => (typeof d === 'number' ? d : B)));
+  step.inputs.teacherOutputs!.forEach(
+    (name, i) => (feeds[name] = new ort.Tensor('float32', target[i]!, dims[i]!)),
+  );
+  const out = await session.run(feeds);
+  await session.release();
+  const loss = (out[step.outputs.loss]!.data as Float32Array)[0]!;
+  const expected = lossInJs(await outputsOf(student, images, shape), target);
+  assert.ok(Math.abs(loss - expected) <= 1e-5 * Math.max(1, expected), `${loss} vs ${expected}`);
+
+  // dLoss/dW of a few weights of the last layer against central differences through the inference model.
+  const param = step.params.find((p) => p.grad && p.shape.length === 2)!;
+  const grad = out[param.grad!]!.data as Float32Array;
+  const base = init.get(param.name)!;
+  for (const k of [0, 7, 101]) {
+    const at = (delta: number): Promise<number> => {
+      const copy = student.clone();
+      const v = copy.graph.initializers.find((x) => x.name === param.name)!;
+      const data = base.slice();
+      data[k]! += delta;
+      v.initializer!.setData(data);
+      return outputsOf(copy, images, shape).then((o) => lossInJs(o, target));
+    };
+    const h = 1e-2;
+    const numeric = ((await at(h)) - (await at(-h))) / (2 * h);
+    assert.ok(
+      Math.abs(grad[k]! - numeric) <= 2e-3 * Math.max(1e-3, Math.abs(numeric)) + 1e-6,
+      `${k}: ${grad[k]} vs ${numeric}`,
+    );
+  }
+}
+
+/** A teacher that differs from `build()`: every weight of the first conv scaled. */
+function perturbed(build: () => Model): Model {
+  const teacher = build();
+  const w = teacher.graph.initializers.find((v) => v.initializer!.dims.length === 4)!;
+  w.initializer!.setData(Float32Array.from(w.initializer!.data as Float32Array, (x) => 1.3 * x));
+  return teacher;
+}
+
 describe('distillation without labels', () => {
   it('the output-matching step computes the loss written out, and its gradients equal finite differences', async () => {
-    const student = twoOutputModel();
-    const teacher = twoOutputModel();
-    // A teacher that differs: every weight of the first conv scaled.
-    const w = teacher.graph.initializers.find((v) => v.initializer!.dims.length === 4)!;
-    w.initializer!.setData(Float32Array.from(w.initializer!.data as Float32Array, (x) => 1.3 * x));
     const weights = Float32Array.from({ length: 10 }, (_, c) => 0.5 + c / 10);
-    const matches: OutputMatch[] = [{ kind: 'mse', weights }, { kind: 'bce' }];
-    const step = await buildStepGraph(student, {
-      batchSize: B,
-      matchOutputs: matches,
-      exposeGradients: true,
-      blockedConvs: false,
-    });
-    assert.equal(step.inputs.labels, '');
-    assert.equal(step.inputs.teacherOutputs?.length, 2);
-    const shape = step.imageShape;
-    const images = seededImages(
-      shape.reduce((a, b) => a * b, 1),
-      11,
+    await checkStep(
+      twoOutputModel(),
+      perturbed(twoOutputModel),
+      [{ kind: 'mse', weights }, { kind: 'bce' }],
+      (s, t) => lossInJs(s, t, weights),
     );
-    const target = await outputsOf(teacher, images, shape);
-    const init = new Map(
-      student.graph.initializers.map((v) => [v.name, v.initializer!.data as Float32Array]),
-    );
-    const session = await ort.InferenceSession.create(serializeModel(step.model));
-    const feeds = stateFeeds(step, (name) => init.get(name));
-    feeds[step.inputs.images] = new ort.Tensor('float32', images, shape);
-    feeds[step.inputs.lr] = new ort.Tensor('float32', new Float32Array([0]), []);
-    step.inputs.teacherOutputs!.forEach(
-      (name, i) => (feeds[name] = new ort.Tensor('float32', target[i]!, [B, 10])),
-    );
-    const out = await session.run(feeds);
-    await session.release();
-    const loss = (out[step.outputs.loss]!.data as Float32Array)[0]!;
-    const expected = lossInJs(await outputsOf(student, images, shape), target, weights);
-    assert.ok(Math.abs(loss - expected) <= 1e-5 * Math.max(1, expected), `${loss} vs ${expected}`);
+  });
 
-    // dLoss/dW of a few weights of the last layer against central differences through the inference model.
-    const param = step.params.find((p) => p.grad && p.shape.length === 2)!;
-    const grad = out[param.grad!]!.data as Float32Array;
-    const base = init.get(param.name)!;
-    for (const k of [0, 7, 101]) {
-      const at = (delta: number): Promise<number> => {
-        const copy = student.clone();
-        const v = copy.graph.initializers.find((x) => x.name === param.name)!;
-        const data = base.slice();
-        data[k]! += delta;
-        v.initializer!.setData(data);
-        return outputsOf(copy, images, shape).then((o) => lossInJs(o, target, weights));
-      };
-      const h = 1e-2;
-      const numeric = ((await at(h)) - (await at(-h))) / (2 * h);
-      assert.ok(
-        Math.abs(grad[k]! - numeric) <= 2e-3 * Math.max(1e-3, Math.abs(numeric)) + 1e-6,
-        `${k}: ${grad[k]} vs ${numeric}`,
-      );
-    }
+  it('the detect and softmax rules: the loss written out, and gradients equal finite differences', async () => {
+    await checkStep(
+      detectionModel(),
+      perturbed(detectionModel),
+      [{ kind: 'softmax' }, { kind: 'detect' }],
+      (s, t) => softmaxLossInJs(s[0]!, t[0]!) + detectLossInJs(s[1]!, t[1]!),
+    );
   });
 
   it('a pruned segmenter trained on unlabelled images matches the original more closely', async () => {

@@ -9,13 +9,13 @@ import { createSession, type ModelSession } from '../runtime/session.js';
 import type { Device } from '../runtime/device.js';
 import { carriedTensors, startingTensors, stateFeeds, withWeights, type StepProgress } from './loop.js';
 import type { SgdOptions } from './optimizer.js';
-import type { OutputMatch } from './output-matching.js';
+import { BOX_ROWS, looksLikeDetection, type OutputMatch } from './output-matching.js';
 import { learningRate } from './schedule.js';
 import { buildStepGraph, STEP_SESSION_OPTIONS, type StepGraph } from './step-graph.js';
 
 /** How each output is matched: chosen from the original's values (`auto`), or given. */
-export type OutputKind = 'auto' | 'mse' | 'bce';
-export const OUTPUT_KINDS: readonly OutputKind[] = ['auto', 'mse', 'bce'];
+export type OutputKind = 'auto' | 'mse' | 'bce' | 'softmax' | 'detect';
+export const OUTPUT_KINDS: readonly OutputKind[] = ['auto', 'mse', 'bce', 'softmax', 'detect'];
 
 export interface DistillOptions {
   epochs: number;
@@ -184,11 +184,7 @@ async function chooseMatches(
   const kinds = options.outputKinds ?? ['auto'];
   if (kinds.length !== 1 && kinds.length !== names.length)
     throw new UserError(`give one output kind, or one per output (${names.length}: ${names.join(', ')})`);
-  const stats = names.map(() => ({
-    min: Infinity,
-    max: -Infinity,
-    channels: [] as { n: number; sum: number; sq: number }[],
-  }));
+  const stats = names.map(() => ({ min: Infinity, max: -Infinity, rank: 0, channels: [] as ChannelStats[] }));
   let seen = 0;
   const sample = order.slice(0, CALIBRATION_BATCHES * options.batchSize);
   for await (const batch of batches(dataset, {
@@ -205,6 +201,14 @@ async function chooseMatches(
   return names.map((name, i) => {
     const kind = kinds.length === 1 ? kinds[0]! : kinds[i]!;
     const s = stats[i]!;
+    if (kind === 'softmax') return { kind: 'softmax' };
+    if (kind === 'detect' || (kind === 'auto' && looksLikeDetection(s.rank, s.channels))) {
+      if (s.rank !== 3 || s.channels.length <= BOX_ROWS)
+        throw new UserError(
+          `output '${name}' is not a detection output [N, 4 + classes, anchors]: the detect rule needs one`,
+        );
+      return { kind: 'detect' };
+    }
     if (kind === 'bce' || (kind === 'auto' && s.min >= 0 && s.max <= 1)) {
       if (s.min < 0 || s.max > 1)
         throw new UserError(
@@ -218,16 +222,25 @@ async function chooseMatches(
   });
 }
 
-/** Running min, max and per-channel (axis 1) moments of an output. */
+interface ChannelStats {
+  n: number;
+  sum: number;
+  sq: number;
+  min: number;
+  max: number;
+}
+
+/** Running min, max and per-channel (axis 1) moments and ranges of an output. */
 function accumulate(
-  s: { min: number; max: number; channels: { n: number; sum: number; sq: number }[] },
+  s: { min: number; max: number; rank: number; channels: ChannelStats[] },
   t: ort.Tensor,
 ): void {
   const data = t.data as Float32Array;
   const dims = t.dims.map(Number);
+  s.rank = dims.length;
   const c = dims.length >= 2 ? dims[1]! : 1;
   const inner = dims.slice(2).reduce((a, b) => a * b, 1);
-  while (s.channels.length < c) s.channels.push({ n: 0, sum: 0, sq: 0 });
+  while (s.channels.length < c) s.channels.push({ n: 0, sum: 0, sq: 0, min: Infinity, max: -Infinity });
   for (let i = 0; i < data.length; i++) {
     const x = data[i]!;
     if (x < s.min) s.min = x;
@@ -236,6 +249,8 @@ function accumulate(
     ch.n++;
     ch.sum += x;
     ch.sq += x * x;
+    if (x < ch.min) ch.min = x;
+    if (x > ch.max) ch.max = x;
   }
 }
 
