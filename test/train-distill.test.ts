@@ -129,7 +129,7 @@ function detectLossInJs(s: Float32Array, t: Float32Array): number {
   const rows = 5;
   const A = 2;
   const at = (x: Float32Array, b: number, r: number, a: number): number => x[(b * rows + r) * A + a]!;
-  let norm = 1e-3;
+  let norm = 0;
   let cls = 0;
   let box = 0;
   for (let b = 0; b < B; b++)
@@ -140,10 +140,11 @@ function detectLossInJs(s: Float32Array, t: Float32Array): number {
       cls -= w * Math.log(p) + (1 - w) * Math.log(1 - p);
       for (let r = 0; r < 4; r++) {
         const size = Math.max(at(t, b, 2 + (r % 2), a), 1);
-        box += (w * (at(s, b, r, a) - at(t, b, r, a)) ** 2) / size ** 2;
+        const ratio = (at(s, b, r, a) - at(t, b, r, a)) / size;
+        box += (w * ratio ** 2) / (1 + ratio ** 2);
       }
     }
-  return (DETECT_GAIN * (cls + box)) / norm;
+  return (DETECT_GAIN * (cls + box)) / Math.max(norm, 1);
 }
 
 /** KL(softmax(t) || softmax(s)) over axis 1 of [B, 10], the mean over the batch. */

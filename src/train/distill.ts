@@ -68,13 +68,15 @@ export async function distillFromOriginal(
   student: Model,
   teacher: Model,
   dataset: AnyDataset,
-  options: DistillOptions,
+  asked: DistillOptions,
 ): Promise<DistillResult> {
-  const B = options.batchSize;
-  if (!(Number.isInteger(options.epochs) && options.epochs > 0))
-    throw new UserError(`the epoch count must be a positive integer, not ${options.epochs}`);
-  if (!(options.lr > 0)) throw new UserError(`the learning rate must be positive, not ${options.lr}`);
-  const order = shuffled(dataset.length, options.seed ?? 0).slice(0, options.limit ?? dataset.length);
+  if (!(Number.isInteger(asked.epochs) && asked.epochs > 0))
+    throw new UserError(`the epoch count must be a positive integer, not ${asked.epochs}`);
+  if (!(asked.lr > 0)) throw new UserError(`the learning rate must be positive, not ${asked.lr}`);
+  const order = shuffled(dataset.length, asked.seed ?? 0).slice(0, asked.limit ?? dataset.length);
+  // Fewer images than a batch (prune's default is 128): one batch of all of them.
+  const B = Math.max(1, Math.min(asked.batchSize, order.length));
+  const options = { ...asked, batchSize: B };
   const steps = Math.floor(order.length / B);
   if (steps < 1)
     throw new UserError(`the data has ${order.length} images, fewer than one batch of ${B}`, dataset.path);

@@ -10,10 +10,11 @@ import type { Emitter } from './emitter.js';
  * - `softmax`: KL divergence from the original's softmax over axis 1 to the student's, for class logits (a
  *   segmenter's [N, C, H, W]), whose argmax is what counts;
  * - `detect`: an ultralytics detection export [N, 4 + nc, anchors] (boxes cx, cy, w, h in pixels, then sigmoid
- *   class scores): binary cross-entropy on the score rows, and the box rows' squared error relative to the
- *   original's box size (w, h, w, h, at least one pixel), each anchor weighted by the original's best class
- *   score there, so that the boxes the original detects count and the thousands of background anchors do not;
- *   both terms are sums divided by the sum of those weights (ultralytics divides by its target scores' sum).
+ *   class scores): binary cross-entropy on the score rows, and the box rows' error relative to the original's
+ *   box size (w, h, w, h, at least one pixel), r, costing r² / (1 + r²) (bounded, as 1 - IoU is), each anchor
+ *   weighted by the original's best class score there, so that the boxes the original detects count and the
+ *   thousands of background anchors do not; both terms are sums divided by the sum of those weights, at least
+ *   1 (ultralytics divides by max(its target scores' sum, 1)).
  * `mse`, `bce` and `softmax` are means over the output's elements (`softmax`: over the positions).
  */
 export interface OutputMatch {
@@ -167,8 +168,9 @@ function detectionMatch(
     le.opset >= 18
       ? le.op('ReduceMax', [tCls, le.ints([1])], { keepdims: 1 })
       : le.op('ReduceMax', [tCls], { axes: [1], keepdims: 1 });
+  // ultralytics' max(target score sum, 1): a batch where the original detects nothing is not blown up.
   const norm = le.scale(
-    le.op('Reciprocal', [le.add(le.op('ReduceSum', [anchorWeight], { keepdims: 0 }), le.scalar(1e-3))]),
+    le.op('Reciprocal', [le.op('Max', [le.op('ReduceSum', [anchorWeight], { keepdims: 0 }), le.scalar(1)])]),
     DETECT_GAIN,
   );
   const p = le.op('Clip', [cls(s), le.scalar(EPS), le.scalar(1 - EPS)]);
@@ -176,18 +178,21 @@ function detectionMatch(
   const bce = le.add(le.mul(tCls, le.op('Log', [p])), le.mul(le.sub(le.scalar(1), tCls), le.op('Log', [q])));
   const clsLoss = le.scale(le.mul(le.op('ReduceSum', [bce], { keepdims: 0 }), norm), -1);
   const clsGrad = le.mul(le.op('Div', [le.sub(p, tCls), le.mul(p, q)]), norm);
-  // (s - t) / size per box row: size = the original's (w, h, w, h), at least a pixel.
+  // r = (s - t) / size per box row, size = the original's (w, h, w, h), at least a pixel; each row costs
+  // r² / (1 + r²), bounded by 1 as 1 - IoU is: a background anchor's box (a pixel wide, tens of pixels off)
+  // weighs its score and no more. d/ds = 2 r / (1 + r²)² / size.
   const tBox = box(t);
   const wh = le.op('Max', [le.slice(tBox, [2], [4], [1]), le.scalar(1)]);
   const size = le.op('Concat', [wh, wh], { axis: 1 });
-  const weight = le.mul(anchorWeight, le.op('Reciprocal', [le.mul(size, size)]));
-  const diff = le.sub(box(s), tBox);
-  const weighted = le.mul(weight, diff);
+  const r = le.op('Div', [le.sub(box(s), tBox), size]);
+  const onePlus = le.add(le.scalar(1), le.mul(r, r));
+  const perRow = le.op('Div', [le.mul(r, r), onePlus]);
   const boxLoss = le.scale(
-    le.mul(le.op('ReduceSum', [le.mul(weighted, diff)], { keepdims: 0 }), norm),
+    le.mul(le.op('ReduceSum', [le.mul(anchorWeight, perRow)], { keepdims: 0 }), norm),
     boxGain,
   );
-  const boxGrad = le.scale(le.mul(weighted, norm), 2 * boxGain);
+  const dRow = le.op('Div', [r, le.mul(le.mul(onePlus, onePlus), size)]);
+  const boxGrad = le.scale(le.mul(le.mul(anchorWeight, dRow), norm), 2 * boxGain);
   return {
     loss: le.add(clsLoss, boxLoss),
     grad: le.op('Concat', [boxGrad, clsGrad], { axis: 1 }),
