@@ -22,14 +22,39 @@ export class PruneLog {
   /** Warnings held for the summary (without --verbose). */
   readonly warnings: string[] = [];
 
+  private stageStarted = Date.now();
+  private lastNote = Date.now();
+  private readonly timer: NodeJS.Timeout | undefined;
+
   constructor(
     private readonly verbose: boolean,
     private readonly stream: NodeJS.WriteStream = process.stderr,
-  ) {}
+    noteEveryMs = 30_000,
+  ) {
+    // In a log (no terminal for the status line) a long stage still shows it is alive, every half minute.
+    if (!verbose && !stream.isTTY)
+      this.timer = setInterval(() => this.note(noteEveryMs), Math.min(noteEveryMs, 5000)).unref();
+  }
+
+  /** Stops the half-minute notes (the run is over). */
+  close(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  private note(every: number): void {
+    const now = Date.now();
+    if (!this.stage || now - this.lastNote < every || now - this.stageStarted < every) return;
+    this.lastNote = now;
+    const seconds = Math.round((now - this.stageStarted) / 1000);
+    this.stream.write(`adapruner: ${escapeControl(this.stage)}... (${seconds} s so far)\n`);
+  }
 
   /** A progress line from the pipeline: `name...` starts a stage, an indented line reports on it. */
   readonly log = (line: string): void => {
-    if (line.endsWith('...')) this.stage = line.slice(0, -3);
+    if (line.endsWith('...')) {
+      this.stage = line.slice(0, -3);
+      this.stageStarted = Date.now();
+    }
     if (this.verbose) return this.line(line);
     if (this.stream.isTTY && line.endsWith('...')) {
       this.stream.write(`\r\x1b[K${escapeControl(line)}`);

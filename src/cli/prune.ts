@@ -248,9 +248,11 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
         ),
       );
       for (const w of progress.warnings) say(`adapruner: warning: ${w}`);
+      progress.close();
       return;
     }
     progress.clear();
+    progress.close();
     if (argv.verbose) console.log(`${escapeControl(renderSummary(result), true)}\n`);
     if (argv.timings) console.log(`${escapeControl(renderTimings(result), true)}\n`);
     console.log(escapeControl(renderRunSummary(result, files, progress.warnings), true));

@@ -387,10 +387,7 @@ class AdaPruneRun {
     };
     if (options.latency !== undefined) await this.searchLatency(options.latency);
     this.hasBatchNorm = this.input.graph.nodes.some((n) => n.opType === 'BatchNormalization');
-    if (data && !this.hasBatchNorm)
-      this.skipped.push(
-        `BN recalibration (the model has no BatchNormalization${batchNormReport(this.input).bnFolded ? ': BN was folded at export' : ''})`,
-      );
+    if (data && !this.hasBatchNorm) this.skipped.push(`BN recalibration (${noRecalibrationWhy(this.input)})`);
     // Taylor scores need a loss, and the loss labels: on unlabelled images `auto` compares the others.
     const criteria: Criterion[] =
       criterionOption === 'auto'
@@ -1258,4 +1255,16 @@ class AdaPruneRun {
       skipped: this.skipped,
     };
   }
+}
+
+/**
+ * Why a model without BatchNormalization has nothing to recalibrate: BN folded at export, or a design whose
+ * normalisation (LayerNorm, GroupNorm) computes its statistics from each input at run time.
+ */
+function noRecalibrationWhy(model: Model): string {
+  const report = batchNormReport(model);
+  if (report.bnFolded) return 'the model has no BatchNormalization: BN was folded at export';
+  if (report.otherNorms.length)
+    return `the model normalises with ${report.otherNorms.join(', ')}, whose statistics come from each input at run time: nothing to re-estimate`;
+  return 'the model has no BatchNormalization';
 }

@@ -1,0 +1,37 @@
+/**
+ * prune's log lines: in a terminal a status line per stage; in a log (CI, a pipe) nothing for short stages and
+ * a note every so often for a long one, so a quarter-hour stage is never silent.
+ */
+import assert from 'node:assert/strict';
+import { PassThrough } from 'node:stream';
+import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { PruneLog } from '../src/cli/prune-summary.js';
+
+function capture(): { stream: NodeJS.WriteStream; text: () => string } {
+  const stream = new PassThrough() as unknown as NodeJS.WriteStream;
+  let text = '';
+  (stream as unknown as PassThrough).on('data', (chunk: Buffer) => (text += chunk.toString()));
+  return { stream, text: () => text };
+}
+
+describe('prune log in a non-terminal stream', () => {
+  it('a stage longer than the note interval is noted with its time; a short one is not; close stops it', async () => {
+    const { stream, text } = capture();
+    const log = new PruneLog(false, stream, 120);
+    log.log('recalibrate...');
+    await sleep(40);
+    log.log('candidate l1...');
+    await sleep(400);
+    log.close();
+    const lines = text().trim().split('\n');
+    assert.ok(lines.length >= 1 && lines.length <= 4, text());
+    assert.ok(
+      lines.every((l) => /^adapruner: candidate l1\.\.\. \(\d+ s so far\)$/.test(l)),
+      text(),
+    );
+    const before = text();
+    await sleep(300);
+    assert.equal(text(), before, 'no note after close');
+  });
+});
