@@ -93,7 +93,7 @@ interface PruneArgs {
   spec?: string;
   task?: string;
   layout?: string;
-  calibrationImages: number;
+  calibrationImages?: number;
   recalBatches: number;
   recalBatchSize: number;
   finetuneEpochs: number;
@@ -566,8 +566,7 @@ function dataOptions<T>(y: Argv<T>) {
     .option('layout', PRUNE_TASK_OPTIONS.layout)
     .option('calibration-images', {
       type: 'number',
-      default: 1000,
-      describe: 'Training images held out to rank the candidates',
+      describe: 'Training images held out to rank the candidates (default 1000; without labels 64)',
     })
     .option('recal-batches', {
       type: 'number',

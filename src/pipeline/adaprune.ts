@@ -242,6 +242,17 @@ export const FINER_ROUNDINGS: readonly number[] = [4, 1];
 /** Perturbed neighbours of the chosen widths `--widths search` recalibrates and scores (EagleEye-style). */
 export const DEFAULT_WIDTH_TRIALS = 6;
 
+/** Images held out to rank candidates, and read by compensation and Taylor scores, with labels. */
+export const DEFAULT_CALIBRATION_IMAGES = 1000;
+
+/**
+ * The same without labels. Fidelity (R² over every output value of every image) is steady on far fewer images
+ * than top-1 is, and the label-free inputs are typically detector or segmenter images: 17 candidates ranked
+ * on 150 images at 640x640 (plus 256 recalibration images each) took 19 of 23 minutes for a yolov8n-size
+ * detector on 2 loaded cores (docs/results.md).
+ */
+export const DEFAULT_CALIBRATION_IMAGES_UNLABELLED = 64;
+
 /** σ of the perturbation of each group's keep-ratio multiplier, in log space. */
 const WIDTH_JITTER = 0.25;
 
@@ -571,7 +582,7 @@ class AdaPruneRun {
         `the data has ${train.length} image${train.length === 1 ? '' : 's'}: scoring without labels holds some out, so give at least 2`,
         train.path,
       );
-    const holdout = Math.min(data.calibrationImages ?? 1000, Math.floor(train.length / 2));
+    const holdout = Math.min(this.calibrationImages(data), Math.floor(train.length / 2));
     if (data.val && hasLabels(data.val) !== hasLabels(train))
       throw new UserError('--data and --val must both have labels or both be plain images', data.val.path);
     if (!hasLabels(train)) {
@@ -645,11 +656,21 @@ class AdaPruneRun {
     if (fixed === batchSize) return { batches, batchSize, pooledVariance: false };
     // A few images a batch: their own variances would understate the data's (recalibrate.ts pooledVariance).
     const pooledVariance = fixed < 16;
+    // Without labels the images are typically large (detectors): half as many, as for the ranking above.
+    const cap = hasLabels(data.train) ? 256 : 128;
     return {
-      batches: Math.ceil(Math.min(batches * batchSize, 256) / fixed),
+      batches: Math.ceil(Math.min(batches * batchSize, cap) / fixed),
       batchSize: fixed,
       pooledVariance,
     };
+  }
+
+  /** `--calibration-images`, or its default: fewer without labels (DEFAULT_CALIBRATION_IMAGES_UNLABELLED). */
+  private calibrationImages(data: DataOptions): number {
+    return (
+      data.calibrationImages ??
+      (hasLabels(data.train) ? DEFAULT_CALIBRATION_IMAGES : DEFAULT_CALIBRATION_IMAGES_UNLABELLED)
+    );
   }
 
   /** `--latency R`: bisect the MAC budget on measured latency; the budget becomes the MACs found. */
@@ -699,7 +720,7 @@ class AdaPruneRun {
     const { data, split, seed } = this;
     if (!data || this.options.plan !== undefined || !criteria.includes('taylor')) return undefined;
     return this.stage('taylor scores', async () => {
-      const images = Math.min(data.calibrationImages ?? 1000, split!.rest.length);
+      const images = Math.min(this.calibrationImages(data), split!.rest.length);
       const indices = shuffle(Int32Array.from(split!.rest), mulberry32(seed ^ 0x7a1)).subarray(0, images);
       return taylorScores(this.fresh(), (await this.analysis()).channels, requireLabels(data.train), {
         spec: data.spec,
@@ -919,7 +940,7 @@ class AdaPruneRun {
         dataset: data.train,
         spec: data.spec,
         pool: this.split!.rest,
-        images: data.calibrationImages ?? 1000,
+        images: this.calibrationImages(data),
         seed: this.seed,
         runtime: this.runtime,
         ...(this.hasBatchNorm && {
