@@ -100,7 +100,7 @@ interface PruneArgs {
   finetuneLr?: number;
   finetuneNesterov: boolean;
   finetuneSam: number;
-  finetuneBatch: number;
+  finetuneBatch?: number;
   finetuneLimit?: number;
   finetuneAugment: string;
   distill: boolean;
@@ -587,7 +587,10 @@ function dataOptions<T>(y: Argv<T>) {
       type: 'number',
       describe: 'Peak learning rate (default 0.05; distilling without labels 0.01, in batches under 8 0.003)',
     })
-    .option('finetune-batch', { type: 'number', default: 128, describe: 'Fine-tuning batch size' })
+    .option('finetune-batch', {
+      type: 'number',
+      describe: 'Fine-tuning batch size (default 128; distilling without labels 16)',
+    })
     .option('finetune-limit', {
       type: 'number',
       describe: 'Fine-tune on a class-balanced subset of N images',

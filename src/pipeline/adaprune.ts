@@ -115,9 +115,14 @@ export interface AdaPruneOptions extends Pick<
    * Fine-tuning after pruning; skipped when absent or epochs is 0. `augment` defaults to DEFAULT_PRUNE_AUGMENT,
    * `sgd.nesterov` to DEFAULT_PRUNE_NESTEROV.
    */
-  finetune?: Omit<FinetuneOptions, 'spec' | 'seed' | 'teacher' | 'device' | 'threads' | 'lr'> & {
+  finetune?: Omit<
+    FinetuneOptions,
+    'spec' | 'seed' | 'teacher' | 'device' | 'threads' | 'lr' | 'batchSize'
+  > & {
     /** Peak learning rate (default DEFAULT_PRUNE_LR, or DEFAULT_DISTILL_LR on images without labels). */
     lr?: number;
+    /** Images per step (default DEFAULT_PRUNE_BATCH, or DEFAULT_DISTILL_BATCH on images without labels). */
+    batchSize?: number;
     /** Distillation from the original (default false: DEFAULT_DISTILL's measurements). */
     distill?: boolean;
     /** The model fine-tuning starts from (default DEFAULT_FINETUNE_FROM). */
@@ -204,6 +209,16 @@ export const DEFAULT_DISTILL_LR_BATCHED = 0.01;
 
 /** Channel-count rounding when the user gives none. */
 export const DEFAULT_ROUND_TO = 8;
+
+/** Fine-tuning batch with labels. */
+export const DEFAULT_PRUNE_BATCH = 128;
+
+/**
+ * Distillation batch without labels: label-free data sets are a few hundred images, where 128 left one or two
+ * steps an epoch. On the trained SynthDet detector at 50% MACs batch 16 kept 52% of mAP50-95 after one epoch
+ * (batches of 4 and 8 were worse, 128 gave 45% with the default held-out count).
+ */
+export const DEFAULT_DISTILL_BATCH = 16;
 
 /**
  * The augmentation prune's fine-tuning applies by default: the flip alone, since a few epochs from a pretrained
@@ -988,7 +1003,11 @@ class AdaPruneRun {
       this.skipped.push('fine-tuning (--finetune-epochs 0)');
       return this.keep(outcome, models);
     }
-    const { distill, distillGate, from, ...asked } = ft;
+    const { distill, distillGate, from, ...given } = ft;
+    const asked = {
+      ...given,
+      batchSize: given.batchSize ?? (hasLabels(data.train) ? DEFAULT_PRUNE_BATCH : DEFAULT_DISTILL_BATCH),
+    };
     const rest = { ...asked, batchSize: this.batchOf(asked.batchSize) };
     if (rest.batchSize !== asked.batchSize)
       this.notes.push(
