@@ -236,10 +236,15 @@ describe('resize to the model input: letterbox (ultralytics) and stretch', () =>
       () => specForInput(yolo, ['batch', 3, 'height', 'width'], 'm.onnx'),
       /m\.onnx: resize 'letterbox' fits images to the model's input height and width, which it leaves open: give --input-shape 1x3xHxW/,
     );
-    // Other specs, and a spec naming its size, are left as they are.
+    // Other specs, and a spec naming the model's size, are left as they are; another size would fail every
+    // batch in onnxruntime, so it is refused up front.
     assert.equal(specForInput(PRESETS.cifar10, [1, 3, 32, 32]), PRESETS.cifar10);
     const sized = { ...yolo, size: [320, 320] as [number, number] };
-    assert.equal(specForInput(sized, [1, 3, 640, 640]), sized);
+    assert.equal(specForInput(sized, [1, 3, 320, 320]), sized);
+    assert.throws(
+      () => specForInput(sized, [1, 3, 640, 640]),
+      /makes 320x320 images, but the model's input is 640x640/,
+    );
     const dir = tmpDir('adapruner-letterbox-spec-');
     const write = (spec: object) => {
       const file = path.join(dir, 'spec.json');
