@@ -10,7 +10,7 @@ export async function main(argv: string[]): Promise<number> {
   let parser: Argv = yargs(argv)
     .scriptName('adapruner')
     .usage(
-      '$0 <command> [options]\n\nPrune exported ONNX CNNs to a budget and fine-tune them through onnxruntime.',
+      '$0 <command> [options]\n\nPrune exported ONNX models (CNNs, detectors, segmenters, transformers) to a budget and recover them through onnxruntime.',
     )
     .strict()
     .middleware((parsed) => checkSingleValues(parsed, argv))
