@@ -16,7 +16,7 @@ function capture(): { stream: NodeJS.WriteStream; text: () => string } {
 }
 
 describe('prune log in a non-terminal stream', () => {
-  it('a stage longer than the note interval is noted with its time; a short one is not; close stops it', async () => {
+  it('a run longer than the note interval is noted with its stage and times; close stops it', async () => {
     const { stream, text } = capture();
     const log = new PruneLog(false, stream, 120);
     log.log('recalibrate...');
@@ -27,7 +27,7 @@ describe('prune log in a non-terminal stream', () => {
     const lines = text().trim().split('\n');
     assert.ok(lines.length >= 1 && lines.length <= 4, text());
     assert.ok(
-      lines.every((l) => /^adapruner: candidate l1\.\.\. \(\d+ s so far\)$/.test(l)),
+      lines.every((l) => /^adapruner: candidate l1\.\.\. \(\d+ s into it, \d+ s in all\)$/.test(l)),
       text(),
     );
     const before = text();

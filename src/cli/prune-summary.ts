@@ -22,6 +22,7 @@ export class PruneLog {
   /** Warnings held for the summary (without --verbose). */
   readonly warnings: string[] = [];
 
+  private readonly started = Date.now();
   private stageStarted = Date.now();
   private lastNote = Date.now();
   private readonly timer: NodeJS.Timeout | undefined;
@@ -31,7 +32,7 @@ export class PruneLog {
     private readonly stream: NodeJS.WriteStream = process.stderr,
     noteEveryMs = 30_000,
   ) {
-    // In a log (no terminal for the status line) a long stage still shows it is alive, every half minute.
+    // In a log (no terminal for the status line) a long run still shows it is alive, every half minute.
     if (!verbose && !stream.isTTY)
       this.timer = setInterval(() => this.note(noteEveryMs), Math.min(noteEveryMs, 5000)).unref();
   }
@@ -43,10 +44,14 @@ export class PruneLog {
 
   private note(every: number): void {
     const now = Date.now();
-    if (!this.stage || now - this.lastNote < every || now - this.stageStarted < every) return;
+    // Every interval, whatever the stage: a run of many short stages (17 candidates) is as long as one long one.
+    if (!this.stage || now - this.lastNote < every) return;
     this.lastNote = now;
     const seconds = Math.round((now - this.stageStarted) / 1000);
-    this.stream.write(`adapruner: ${escapeControl(this.stage)}... (${seconds} s so far)\n`);
+    const total = Math.round((now - this.started) / 1000);
+    this.stream.write(
+      `adapruner: ${escapeControl(this.stage)}... (${seconds} s into it, ${total} s in all)\n`,
+    );
   }
 
   /** A progress line from the pipeline: `name...` starts a stage, an indented line reports on it. */
