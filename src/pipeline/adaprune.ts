@@ -42,7 +42,8 @@ import { runCompensation } from './compensation-stage.js';
 import { FidelityScorer, distillStage, randomSplit } from './label-free.js';
 import { labelledValue, StageTaskScorer, type StageTaskOptions } from './stage-task.js';
 import type { TaskLabels } from '../tasks/task-labels.js';
-import { FROZEN_BN_BELOW, TrainingDivergedError } from '../train/distill.js';
+import { FROZEN_BN_BELOW } from '../train/distill.js';
+import { distilWithRetry } from './distil-retry.js';
 import type { OutputKind } from '../train/distill.js';
 import {
   measureLatencies,
@@ -1019,21 +1020,29 @@ class AdaPruneRun {
     if (!hasLabels(data.train)) {
       // Without labels, distillation starts from the stage closest to the original so far.
       const start = this.mostFaithful(models);
+      const lr =
+        rest.lr ?? (rest.batchSize < FROZEN_BN_BELOW ? DEFAULT_DISTILL_LR : DEFAULT_DISTILL_LR_BATCHED);
       const distilled = await this.stage('distil from the original', () =>
-        this.distilOrNote(() =>
-          distillStage(start, this.fresh(), data.train, this.split!.rest, {
-            epochs: rest.epochs,
-            lr:
-              rest.lr ?? (rest.batchSize < FROZEN_BN_BELOW ? DEFAULT_DISTILL_LR : DEFAULT_DISTILL_LR_BATCHED),
-            batchSize: rest.batchSize,
-            ...(rest.limit !== undefined && { limit: rest.limit }),
-            sgd: { ...rest.sgd, nesterov: rest.sgd?.nesterov ?? DEFAULT_PRUNE_NESTEROV },
-            ...(data.outputKinds && { outputKinds: data.outputKinds }),
-            spec: data.spec,
-            seed: this.seed,
-            runtime: this.runtime,
-            ...(options.onFinetuneStep && { onStep: options.onFinetuneStep }),
-          }),
+        distilWithRetry(
+          lr,
+          rest.lr === undefined,
+          (lr) =>
+            distillStage(start, this.fresh(), data.train, this.split!.rest, {
+              epochs: rest.epochs,
+              lr,
+              batchSize: rest.batchSize,
+              ...(rest.limit !== undefined && { limit: rest.limit }),
+              sgd: { ...rest.sgd, nesterov: rest.sgd?.nesterov ?? DEFAULT_PRUNE_NESTEROV },
+              ...(data.outputKinds && { outputKinds: data.outputKinds }),
+              spec: data.spec,
+              seed: this.seed,
+              runtime: this.runtime,
+              ...(options.onFinetuneStep && { onStep: options.onFinetuneStep }),
+            }),
+          (line) => {
+            this.notes.push(line);
+            this.warn(line);
+          },
         ),
       );
       if (!distilled) return this.keep(outcome, models);
@@ -1079,18 +1088,6 @@ class AdaPruneRun {
   }
 
   /** Runs a distillation; one that diverges leaves a note and the earlier stages instead of ending the run. */
-  private async distilOrNote(run: () => Promise<Model>): Promise<Model | undefined> {
-    try {
-      return await run();
-    } catch (e) {
-      if (!(e instanceof TrainingDivergedError)) throw e;
-      const line = `${e.message}; the best earlier stage is written`;
-      this.notes.push(line);
-      this.warn(line);
-      return undefined;
-    }
-  }
-
   /**
    * The stage whose model is returned: the best top-1 on the evaluation set (a tie goes to the later stage), or
    * the one `keepStage` names. A later stage that scored lower is not returned without a note saying so.
