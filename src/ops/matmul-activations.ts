@@ -38,12 +38,11 @@ export function linkActivationMatMul(
   const batchEqual = ad.slice(0, -2).every((v, i) => v === bd[i]);
   if (!batchEqual) return ctx.unknown(node, `${node} broadcasts a batch axis of two activations`);
   const spaces: Space[] = [];
-  let o: Space | undefined;
   if (ra === 'batch' || rb === 'batch') {
     if (!a || !b || a.axis !== b.axis)
       return ctx.unknown(node, `${node}: a batch axis carries channels in one operand only`);
     ctx.same(a, b, node);
-    o = ctx.passThrough(a, node, out);
+    ctx.passThrough(a, node, out);
     spaces.push(a);
   } else if (ra === 'inner' || rb === 'inner') {
     if (ra !== 'inner' || rb !== 'inner')
@@ -54,10 +53,9 @@ export function linkActivationMatMul(
     // One operand's rows or columns (the other operand untracked, or its own rows/columns: one space per value).
     if (a && b) return ctx.unknown(node, `${node}: channels on both the rows and the columns`);
     const s = (a ?? b)!;
-    o = ctx.passThrough(s, node, out, s === a ? r - 2 : r - 1);
+    ctx.passThrough(s, node, out, s === a ? r - 2 : r - 1);
     spaces.push(s);
   }
   const k = ad[r - 1]!;
   ctx.cost(node, 'macs', (prod(od) * k) / prod(spaces.map((s) => s.size)), spaces);
-  void o;
 }
