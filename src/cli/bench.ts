@@ -9,7 +9,7 @@ import { createProgress } from '../runtime/progress.js';
 import { createSession, type ModelSession } from '../runtime/session.js';
 import { renderTable } from '../report/table.js';
 import { runtimeFromArgs, withRuntimeOptions, type RuntimeArgs } from './eval.js';
-import { parseInputShapes } from './input-shape.js';
+import { inputShapesFor, parseInputShapes } from './input-shape.js';
 
 interface BenchArgs extends RuntimeArgs {
   model: string;
@@ -79,11 +79,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         ...(args.runs !== undefined && { runs: args.runs }),
         ...(idBoundsOf && { idBounds: idBoundsOf }),
         ...(args.inputShape !== undefined && {
-          inputShape: shapeWithoutBatch(
-            args.inputShape,
-            sessions[0]!.inputs.map((i) => i.name),
-            args.model,
-          ),
+          inputShape: shapeWithoutBatch(args.inputShape, args.model),
         }),
         onProgress: (fraction) => progress.update(Math.round(100 * fraction)),
       });
@@ -131,19 +127,13 @@ function isFixed(d: unknown): boolean {
   return typeof d === 'number';
 }
 
-/** `--input-shape` in inspect's format (one shape, or NAME=SHAPE per input); the benchmark takes the dims after the batch. */
-function shapeWithoutBatch(
-  text: string | string[],
-  inputs: readonly string[],
-  file: string,
-): number[] | Record<string, number[]> {
+/**
+ * `--input-shape` in inspect's format; the benchmark takes the dims after the batch. One shape serves every
+ * input (token ids and a mask of the same length); NAME=SHAPE is checked against the model as everywhere.
+ */
+function shapeWithoutBatch(text: string | string[], file: string): number[] | Record<string, number[]> {
   const shape = parseInputShapes(text)!;
   if (Array.isArray(shape)) return shape.slice(1);
-  for (const name of Object.keys(shape))
-    if (!inputs.includes(name))
-      throw new UserError(
-        `--input-shape names '${name}', which is not an input of the model (inputs: ${inputs.join(', ')})`,
-        file,
-      );
-  return Object.fromEntries(Object.entries(shape).map(([name, dims]) => [name, dims.slice(1)]));
+  const byName = inputShapesFor(loadModel(file), text, file)!;
+  return Object.fromEntries(Object.entries(byName).map(([name, dims]) => [name, dims.slice(1)]));
 }

@@ -48,7 +48,10 @@ export function inputShapesFor(
   for (const [name, dims] of Object.entries(byName)) {
     const input = inputs.find((v) => v.name === name);
     if (!input)
-      throw new UserError(`--input-shape names '${name}', which is not an input of the model`, file);
+      throw new UserError(
+        `--input-shape names '${name}', which is not an input of the model (inputs: ${inputs.map((v) => v.name).join(', ')})`,
+        file,
+      );
     const declared = input.shape;
     if (declared && declared.length !== dims.length)
       throw new UserError(
