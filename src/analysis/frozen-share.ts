@@ -64,7 +64,7 @@ function filterFrozenNodes(analysis: GroupAnalysis, frozenGroup: (id: number) =>
   for (const g of analysis.groups) if (!frozenGroup(g.id)) for (const p of g.producers) prunable.add(p.node);
   for (const t of analysis.costs) {
     const out = t.node.outputs[0] && analysis.spaceOf.get(t.node.outputs[0]);
-    if (t.node.opType === 'MatMul' && out && !frozenGroup(out.group)) prunable.add(t.node);
+    if (out && !frozenGroup(out.group)) prunable.add(t.node);
   }
   return new Set(analysis.costs.map((t) => t.node).filter((n) => !prunable.has(n)));
 }
