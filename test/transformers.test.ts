@@ -28,14 +28,7 @@ function loadClean(name: string): Model {
 }
 
 async function run(model: Model, batch: number): Promise<Float32Array[]> {
-  const dims = new Map(Object.entries(BERT_SHAPES).map(([k, d]) => [k, [batch, ...d.slice(1)]]));
-  const session = await ort.InferenceSession.create(serializeModel(model));
-  try {
-    const out = await session.run(randomInputs(model, dims, 5));
-    return model.graph.outputs.map((v) => out[v.name]!.data as Float32Array);
-  } finally {
-    await session.release();
-  }
+  return runShapes(model, BERT_SHAPES, batch);
 }
 
 describe('transformers: a BERT-style encoder with int64 token ids', () => {
@@ -232,4 +225,31 @@ describe('transformers: what cannot shrink', () => {
       assert.ok(frozen.byFilters < 0.01, `${frozen.byFilters}`);
     });
   }
+});
+
+describe('transformers: another exporter layout (HuggingFace-style separate q, k, v and view(B, T, H, D))', () => {
+  it('hf_attention.onnx: a float [B, T, C] input has its channels last, the head dim prunes in q·k and in v, and the result equals the masked original', async () => {
+    const shapes = { x: [1, 10, 16] };
+    const analysis = await analyzeModel(loadClean('hf_attention.onnx'), shapes);
+    assert.equal(analysis.spaceOf.get(analysis.model.graph.inputs[0]!)!.axis, 2);
+    const open = analysis.groups.filter((g) => g.frozen.length === 0);
+    // The stream (32), q and k's head dim (8), v's head dim (8), the MLP (64): only the input and logits stay.
+    assert.deepEqual(
+      open.map((g) => g.size).sort((a, b) => a - b),
+      [8, 8, 32, 64],
+    );
+    const keep = analysis.groups.map((g) => {
+      const m = new Uint8Array(g.size).fill(1);
+      if (!g.frozen.length) m[1] = m[g.size - 1] = 0;
+      return m;
+    });
+    const { model: pruned } = new PassManager().run(applyPlanPass, analysis.model, { analysis, keep });
+    const masked = loadClean('hf_attention.onnx');
+    const fresh = await analyzeModel(masked, shapes);
+    maskRemovedChannels(fresh, keep);
+    maskRemovedInputs(fresh, keep);
+    const at = { x: [1, 7, 16] };
+    const diff = maxAbsDiff(await runShapes(masked, at, 3), await runShapes(pruned, at, 3));
+    assert.ok(diff <= 1e-4, `pruned differs from the masked original by ${diff}`);
+  });
 });

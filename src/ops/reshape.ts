@@ -17,8 +17,6 @@ interface HeadSplitData {
   kind: 'headSplit' | 'stackedHeadSplit';
   output: Space;
   target: number[];
-  /** The size of the axis the heads merge into, at the probe's batch (1). */
-  outer: number;
 }
 
 /**
@@ -68,6 +66,8 @@ export const reshape: ChannelOp<ReshapeData | ChannelSplitData | HeadSplitData |
       node.attrInt('allowzero', 0) === 0
     )
       return linkChannelSplit(node, x, e, ctx);
+    if (b < 0 && node.opType === 'Reshape' && isChannelMerge(d, e, x.axis))
+      return linkChannelMerge(node, x, d, ctx);
     if (b < 0 && node.opType === 'Reshape' && isHeadSplit(d, e, x.axis))
       return linkHeadSplit(node, x, d, e, ctx);
     if (b < 0 && node.opType === 'Reshape' && isStackedHeadSplit(d, e, x.axis))
@@ -117,7 +117,8 @@ export const reshape: ChannelOp<ReshapeData | ChannelSplitData | HeadSplitData |
     if ('kind' in data && data.kind !== 'channelSplit') {
       const target = [...data.target];
       const a = data.output.axis;
-      if (target[a]! > 0) target[a] = data.outer * ctx.kept(data.output).length;
+      // The heads merge into an axis of size 1 at the probe (linkHeadSplit), so B·H' is written as H'.
+      if (target[a]! > 0) target[a] = ctx.kept(data.output).length;
       ctx.setInput(node, 1, ctx.ints(constantOf(node.inputs[1]), target));
       return;
     }
@@ -205,7 +206,7 @@ function linkHeadSplit(node: Node, x: Space, d: number[], e: number[], ctx: Link
   const o = ctx.newSpace(node.outputs[0]!, a - 1)!;
   const depth = e[a]!;
   for (let c = 0; c < x.size; c++) ctx.link(x, c, o, Math.floor(c / depth));
-  ctx.record<HeadSplitData>(node, { kind: 'headSplit', output: o, target, outer });
+  ctx.record<HeadSplitData>(node, { kind: 'headSplit', output: o, target });
 }
 
 /** e is d with the channel axis (S·H·D) split into [S, H, D]: Swin's `qkv.reshape(B, N, 3, H, D)`. */
@@ -235,7 +236,7 @@ function linkStackedHeadSplit(node: Node, x: Space, e: number[], ctx: LinkContex
   for (let s = 0; s < stack; s++)
     for (let h = 0; h < heads; h++)
       for (let j = 0; j < depth; j++) ctx.link(x, (s * heads + h) * depth + j, o, h);
-  ctx.record<HeadSplitData>(node, { kind: 'stackedHeadSplit', output: o, target, outer: 1 });
+  ctx.record<HeadSplitData>(node, { kind: 'stackedHeadSplit', output: o, target });
 }
 
 /** The constant input of the target's Concat that holds element `at`, and where in it; undefined if none. */
@@ -276,4 +277,24 @@ function headCountFactor(piece: Value, count: number): number | undefined {
     return c !== undefined && c.size === 1 && c.toNumbers()[0] === count && !constantOf(mul.inputs[1 - i]);
   });
   return k;
+}
+
+/** e is d with the channel axis merged into the axis before it: [.., g, C/g] -> [.., C] (linkChannelSplit's inverse). */
+function isChannelMerge(d: number[], e: number[], axis: number): boolean {
+  if (axis < 1 || e.length !== d.length - 1 || e[axis - 1] !== d[axis - 1]! * d[axis]!) return false;
+  return e.every((v, i) => i === axis - 1 || v === d[i < axis ? i : i + 1]);
+}
+
+/**
+ * The channels of a split axis merged back into the full width ([B, T, H, D] -> [B, T, H·D] after attention
+ * whose head dim was split with the same positions in every head): output feature j·C/g + i is class i for
+ * every j. The target's merged entry must be -1 (inferred); a constant one would need the block count.
+ */
+function linkChannelMerge(node: Node, x: Space, d: number[], ctx: LinkContext): void {
+  const target = constantOf(node.inputs[1])?.toNumbers();
+  const a = x.axis - 1;
+  if (target?.[a] !== -1)
+    return ctx.unknown(node, `${node} merges split channels with a target that names the width`);
+  const o = ctx.newSpace(node.outputs[0]!, a)!;
+  for (let j = 0; j < d[a]!; j++) for (let i = 0; i < x.size; i++) ctx.link(x, i, o, j * x.size + i);
 }

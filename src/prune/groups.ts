@@ -212,7 +212,8 @@ export function analyzeGroups(model: Model, probe: ProbeResult): GroupAnalysis {
     const d = b.dims(v);
     // Token ids and masks are indices, not channel data: their axis 1 is the sequence.
     const floating = b.probe.types.get(v) === undefined || FLOAT_TYPES.has(b.probe.types.get(v)!);
-    if (d && d.length >= 2 && floating) b.newSpace(v, 1, `graph input '${v.name}'`);
+    if (d && d.length >= 2 && floating)
+      b.newSpace(v, inputChannelAxis(v, d.length), `graph input '${v.name}'`);
   }
   for (const node of g.nodes) b.visit(node);
   const costMismatches = completeCosts(b);
@@ -226,6 +227,19 @@ export function analyzeGroups(model: Model, probe: ProbeResult): GroupAnalysis {
   freezeInertGroups(groups, b.costs);
   const { spaces, spaceOf, records, costs, unknownWhy } = b;
   return { model, spaces, spaceOf, groups, records, costs, costMismatches, unknownWhy, probe };
+}
+
+/**
+ * A graph input's channel axis: 1 (NCHW images), or the last when every reader is a Linear layer over it
+ * (MatMul with a constant 2-D weight, as a transformer taking [B, T, C] features is exported): the weights
+ * that read an axis say it carries channels, not its position.
+ */
+function inputChannelAxis(v: Value, rank: number): number {
+  const linear = v.uses.every(
+    ({ node, index }) =>
+      node.opType === 'MatMul' && index === 0 && constantOf(node.inputs[1])?.dims.length === 2,
+  );
+  return rank >= 3 && v.uses.length > 0 && linear ? rank - 1 : 1;
 }
 
 /**
