@@ -25,6 +25,9 @@ export const constantReshapeTargets: Pass<void, ConstantReshapeTargetsResult> = 
   changes: ['Reshape target inputs', 'graph.initializers'],
   run(model: Model) {
     const g = model.graph;
+    // The shape analysis is the cost of this pass, and most CNNs have no computed target left after folding.
+    if (!g.nodes.some((n) => n.opType === 'Reshape' && n.inputs[1] && !constantOf(n.inputs[1])))
+      return { modified: false, rewritten: 0 };
     const { values, info } = analyzeShapes(model);
     const rankOf: RankOf = (v) => (v ? info.get(v)?.shape?.length : undefined);
     let rewritten = 0;
