@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -93,4 +94,22 @@ export async function runCli(args: string[]): Promise<CliRun> {
     process.stdout.write = out;
     process.stderr.write = err;
   }
+}
+
+/**
+ * max |ours - ref| / max |ref|: the largest error relative to the tensor's scale. Some gradients are zero in
+ * exact arithmetic (a conv bias, or a BN shift followed by an unpadded 1x1 conv, right before a
+ * BatchNormalization, which subtracts any per-channel constant): torch's float64 value is ~1e-15 and any float32
+ * computation leaves the rounding of a sum over N*H*W terms. Those (|ref| < 1e-10) are measured against
+ * `zeroScale`, the largest float32-vs-float64 gradient deviation torch itself showed on this model.
+ */
+export function relativeError(ours: Float32Array, ref: Float32Array, zeroScale: number): number {
+  assert.equal(ours.length, ref.length);
+  let scale = 0;
+  let diff = 0;
+  for (let i = 0; i < ref.length; i++) {
+    scale = Math.max(scale, Math.abs(ref[i]!));
+    diff = Math.max(diff, Math.abs(ours[i]! - ref[i]!));
+  }
+  return scale < 1e-10 ? (diff / zeroScale) * 1e-4 : diff / scale;
 }

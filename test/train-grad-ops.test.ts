@@ -15,7 +15,7 @@ import {
 import { intAttr } from '../src/ir/attribute.js';
 import { gradRules } from '../src/train/grad-rules/index.js';
 import { buildStepGraph } from '../src/train/step-graph.js';
-import { fixture } from './helpers.js';
+import { fixture, relativeError } from './helpers.js';
 
 /**
  * The backward rules of the ops detectors, segmenters and transformers use (Resize/Upsample, Split/Concat/Slice,
@@ -55,18 +55,6 @@ function array(r: ArrayRef): Float32Array {
   return new Float32Array(
     BIN.buffer.slice(BIN.byteOffset + r.byteOffset, BIN.byteOffset + r.byteOffset + r.byteLength),
   );
-}
-
-/** max |ours - ref| / max |ref|; a reference that is zero in exact arithmetic is measured against torch's own float32 deviation. */
-function relativeError(ours: Float32Array, ref: Float32Array, zeroScale: number): number {
-  assert.equal(ours.length, ref.length);
-  let scale = 0;
-  let diff = 0;
-  for (let i = 0; i < ref.length; i++) {
-    scale = Math.max(scale, Math.abs(ref[i]!));
-    diff = Math.max(diff, Math.abs(ours[i]! - ref[i]!));
-  }
-  return scale < 1e-10 ? (diff / zeroScale) * 1e-4 : diff / scale;
 }
 
 /** The fixed head of the full-model check, as make_grad_ops.py's projection(d, k). */

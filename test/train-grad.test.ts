@@ -4,30 +4,12 @@ import { test } from 'node:test';
 import ort from 'onnxruntime-node';
 import { loadModel, serializeModel } from '../src/ir/index.js';
 import { buildStepGraph } from '../src/train/step-graph.js';
-import { FIXTURE_MODELS, fixture, needsShared, sharedModel } from './helpers.js';
+import { FIXTURE_MODELS, fixture, needsShared, relativeError, sharedModel } from './helpers.js';
 
 interface ArrayRef {
   byteOffset: number;
   byteLength: number;
   shape: number[];
-}
-
-/**
- * max |ours - ref| / max |ref|: the largest error relative to the tensor's scale. Some gradients are zero in
- * exact arithmetic (a conv bias, or a BN shift followed by an unpadded 1x1 conv, right before a
- * BatchNormalization, which subtracts any per-channel constant): torch's float64 value is ~1e-15 and any float32
- * computation leaves the rounding of a sum over N*H*W terms. Those (|ref| < 1e-10) are measured against
- * `zeroScale`, the largest float32-vs-float64 gradient deviation torch itself showed on this model.
- */
-function relativeError(ours: Float32Array, ref: Float32Array, zeroScale: number): number {
-  assert.equal(ours.length, ref.length);
-  let scale = 0;
-  let diff = 0;
-  for (let i = 0; i < ref.length; i++) {
-    scale = Math.max(scale, Math.abs(ref[i]!));
-    diff = Math.max(diff, Math.abs(ours[i]! - ref[i]!));
-  }
-  return scale < 1e-10 ? (diff / zeroScale) * 1e-4 : diff / scale;
 }
 
 async function checkAgainstTorch(name: string, modelPath: string): Promise<void> {
