@@ -206,3 +206,21 @@ for (const name of ['resnet_a', 'densenet']) {
     a!.forEach((v, i) => assert.ok(Math.abs(v - b![i]!) <= 1e-4 * Math.max(1, Math.abs(v)), `output ${i}`));
   });
 }
+
+test('downstream compensation leaves alone a layer that decodes a frozen format (a detector head DFL)', async () => {
+  const model = loadModel('fixtures/trained/det.onnx');
+  const dfl = model.graph.nodes.find((n) => n.opType === 'Conv' && n.name.includes('/dfl/'));
+  assert.ok(dfl, 'the fixture has a DFL conv');
+  const { targets } = await pruneModel(model, {
+    flops: 0.5,
+    validate: false,
+    compensationScope: 'downstream',
+  });
+  const names = new Set(targets.map((t) => t.node));
+  assert.ok(!names.has(dfl.name), `${dfl.name} is not re-fitted`);
+  // The head's other layers after the first consumer still are: the class and box convs read features.
+  assert.ok(
+    targets.some((t) => t.node.includes('/model.22/cv3.')),
+    'the head convs stay targets',
+  );
+});

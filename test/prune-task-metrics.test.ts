@@ -1,7 +1,7 @@
 /**
  * prune --task (issue 29): every stage's model is measured by the task's metric beside the R² fidelity, against
- * the labels of the evaluation images when they have them (which then rank the stages written, and the candidates)
- * and against the original's outputs. The trained SynthDet detector and segmenter on the small SynthDet copy.
+ * the labels of the evaluation images when they have them, and against the original's outputs; the labelled
+ * figure where there is one, else the one against the original, ranks the stages written and the candidates. The trained SynthDet detector and segmenter on the small SynthDet copy.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -50,8 +50,8 @@ describe('prune --task', () => {
     assert.equal(r.code, 0, r.stderr);
     const report = (JSON.parse(r.stdout) as { pipeline: PruneReport }).pipeline;
     assert.equal(report.task?.name, 'detect');
-    assert.equal(report.task?.ranksStages, true);
-    assert.equal(report.task?.ranksCandidates, true);
+    assert.equal(report.task?.ranksStages, 'labels');
+    assert.equal(report.task?.ranksCandidates, 'labels');
     // The candidates: each with its labelled mAP50-95 on the held-out images; the best one chosen.
     assert.ok(report.criteria.length > 1);
     for (const c of report.criteria) assert.ok(inUnit(c.task), JSON.stringify(c));
@@ -97,7 +97,7 @@ describe('prune --task', () => {
     assert.match(md, /\| mAP50 \| mAP50-95 \| mAP50-95 vs original \|/);
   });
 
-  it('detect on plain images: mAP against the original only, and R² still ranks the stages', async () => {
+  it('detect on plain images: mAP against the original only, which ranks the candidates and the stages', async () => {
     const out = path.join(dir, 'det-plain.onnx');
     const r = await runCli([
       'prune',
@@ -108,7 +108,7 @@ describe('prune --task', () => {
       'detect',
       '--data',
       fixture('synthdet/images/val'),
-      ...quick,
+      ...quick.slice(2), // every criterion: each candidate gets its mAP against the original
       '--finetune-epochs',
       '0',
       '-o',
@@ -118,21 +118,44 @@ describe('prune --task', () => {
     assert.match(r.stdout, /fidelity R²\s+error\s+mAP50-95 vs original\s+written/);
     assert.match(r.stdout, /task: +detect: no labels/);
     const report = JSON.parse(fs.readFileSync(`${out}.report.json`, 'utf8')) as PruneReport;
-    assert.equal(report.task?.ranksStages, false);
-    assert.equal(report.task?.ranksCandidates, false);
-    assert.ok(report.criteria.every((c) => c.task === undefined));
+    assert.equal(report.task?.ranksStages, 'original');
+    assert.equal(report.task?.ranksCandidates, 'original');
+    assert.ok(report.criteria.length > 1);
+    for (const c of report.criteria) assert.ok(inUnit(c.task), JSON.stringify(c));
+    const top = Math.max(...report.criteria.map((c) => c.task!));
+    assert.equal(report.criteria.find((c) => c.chosen)!.task, top, JSON.stringify(report.criteria));
     for (const a of report.accuracy) {
       assert.equal(a.task!.labelled, undefined);
       assert.ok(inUnit(a.task!.fidelity!.value), JSON.stringify(a));
     }
     assert.equal(
       report.kept?.stage,
-      best(report.accuracy, (a) => a.top1),
+      best(report.accuracy, (a) => a.task!.fidelity!.value ?? -Infinity),
     );
-    assert.match(report.kept?.reason ?? '', /fidelity to the original/);
+    assert.match(report.kept?.reason ?? '', /mAP50-95 against the original's outputs/);
+    const md = fs.readFileSync(`${out}.report.md`, 'utf8');
+    assert.match(md, /proxy mAP50-95 vs original/);
   });
 
-  it('labels on --val only: they measure and rank the stages, the candidates stay ranked by R²', async () => {
+  it('a layout file beside the model takes the task path without --task', async () => {
+    const model = path.join(dir, 'beside.onnx');
+    fs.copyFileSync(det, model);
+    fs.copyFileSync(fixture('trained/det.layout.json'), path.join(dir, 'beside.layout.json'));
+    fs.copyFileSync(fixture('trained/det.preprocess.json'), path.join(dir, 'beside.preprocess.json'));
+    const args = ['prune', model, '--flops', '0.5', '--data', fixture('synthdet/images/val'), ...quick];
+    const r = await runCli([...args, '--finetune-epochs', '0', '--json', '-o', path.join(dir, 'b.onnx')]);
+    assert.equal(r.code, 0, r.stderr);
+    const report = (JSON.parse(r.stdout) as { pipeline: PruneReport }).pipeline;
+    assert.equal(report.task?.name, 'detect');
+    assert.match(report.task?.layout ?? '', /beside\.layout\.json/);
+    assert.equal(report.task?.ranksStages, 'original');
+    // Data-free, the layout file is not read: no images to measure on.
+    const free = await runCli(['prune', model, '--flops', '0.5', '--json', '-o', path.join(dir, 'f.onnx')]);
+    assert.equal(free.code, 0, free.stderr);
+    assert.equal((JSON.parse(free.stdout) as { pipeline: PruneReport }).pipeline.task, undefined);
+  });
+
+  it('labels on --val only: they measure and rank the stages, the candidates are ranked against the original', async () => {
     const out = path.join(dir, 'det-val.onnx');
     const r = await runCli([
       'prune',
@@ -154,8 +177,8 @@ describe('prune --task', () => {
     ]);
     assert.equal(r.code, 0, r.stderr);
     const report = (JSON.parse(r.stdout) as { pipeline: PruneReport }).pipeline;
-    assert.equal(report.task?.ranksStages, true);
-    assert.equal(report.task?.ranksCandidates, false);
+    assert.equal(report.task?.ranksStages, 'labels');
+    assert.equal(report.task?.ranksCandidates, 'original');
     for (const a of report.accuracy) {
       assert.equal(a.task!.images, 24); // every --val image
       assert.ok(inUnit(a.task!.labelled!.value), JSON.stringify(a));

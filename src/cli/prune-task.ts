@@ -1,4 +1,4 @@
-import { statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import type { Options } from 'yargs';
 import type { AnyDataset, UnlabelledDataset } from '../data/dataset.js';
 import { openDataset } from '../data/open.js';
@@ -6,7 +6,7 @@ import { UserError } from '../errors.js';
 import type { Model } from '../ir/index.js';
 import type { DataOptions } from '../pipeline/adaprune.js';
 import { TaskImageFolder } from '../tasks/folder.js';
-import { resolveLayout } from '../tasks/layout.js';
+import { layoutPathFor, readLayoutFile, resolveLayout } from '../tasks/layout.js';
 import { folderLabels } from '../tasks/task-labels.js';
 import { TASK_NAMES, type TaskName } from '../tasks/types.js';
 
@@ -41,6 +41,18 @@ export interface TaskDataRequest {
 /** Whether prune takes the task path: `--task` other than classify, or `--layout`. */
 export function wantsPruneTask(argv: { task?: string; layout?: string }): boolean {
   return argv.layout !== undefined || (argv.task !== undefined && argv.task !== 'classify');
+}
+
+/**
+ * Whether prune with `--data` takes the task path on its own: no `--task`, and a `MODEL.layout.json` beside the
+ * model that names a task other than classify (as eval reads it), so that a detector's candidates and stages
+ * are ranked by its mAP against the original without the user asking.
+ */
+export function layoutBesideModel(argv: { task?: string; layout?: string; model: string }): boolean {
+  if (argv.task !== undefined || argv.layout !== undefined) return false;
+  const file = layoutPathFor(argv.model);
+  const task = existsSync(file) ? readLayoutFile(file).task : undefined;
+  return task !== undefined && task !== 'classify';
 }
 
 /** The layout, the images (as unlabelled sets for the pipeline) and the labels of the evaluation images. */

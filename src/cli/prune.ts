@@ -59,7 +59,7 @@ import { parseDevice } from '../runtime/device.js';
 import { createProgress, type Progress } from '../runtime/progress.js';
 import { labelOfValueName, summarizeReasons } from '../report/module-names.js';
 import { candidateTaskColumn, measureLabels, taskColumns } from '../report/measure.js';
-import { openTaskData, PRUNE_TASK_OPTIONS, wantsPruneTask } from './prune-task.js';
+import { layoutBesideModel, openTaskData, PRUNE_TASK_OPTIONS, wantsPruneTask } from './prune-task.js';
 
 interface PruneArgs {
   model: string;
@@ -293,7 +293,10 @@ async function openData(
   const resolved = resolveSpec({ preset: argv.preset, specFile: argv.spec, modelPath: argv.model });
   const spec = specForInput(resolved.spec, inputDims, argv.model);
   // --task: task folders (or plain images) whose labels give each stage's task metric (src/cli/prune-task.ts).
-  const task = wantsPruneTask(argv) ? await openTaskData(model, { ...argv, data: argv.data! }) : undefined;
+  const task =
+    wantsPruneTask(argv) || layoutBesideModel(argv)
+      ? await openTaskData(model, { ...argv, data: argv.data! })
+      : undefined;
   // Without labels the pipeline scores by fidelity to the original and distils from it (src/pipeline/label-free.ts).
   const train = task?.train ?? (await openDataset(argv.data!, { split: 'train', labels: 'optional' }));
   const val =

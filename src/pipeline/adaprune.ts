@@ -40,7 +40,7 @@ import { finetune, type FinetuneOptions } from '../train/loop.js';
 import { DEFAULT_DISTILL_GATE, type DistillGate } from '../train/step-graph.js';
 import { runCompensation } from './compensation-stage.js';
 import { FidelityScorer, distillStage, randomSplit } from './label-free.js';
-import { labelledValue, StageTaskScorer, type StageTaskOptions } from './stage-task.js';
+import { candidateFigure, labelledValue, StageTaskScorer, type StageTaskOptions } from './stage-task.js';
 import type { TaskLabels } from '../tasks/task-labels.js';
 import { FROZEN_BN_BELOW } from '../train/distill.js';
 import { distilWithRetry } from './distil-retry.js';
@@ -510,29 +510,32 @@ class AdaPruneRun {
   }
 
   /**
-   * What the stages are ranked by (the model written, the start of distillation): top-1 or R² as before, or
-   * under `--task` with labels, the task's labelled figure (mAP50-95, mIoU, IoU; undefined ranks lowest).
+   * What the stages are ranked by (the model written): top-1 or R² as before; under `--task`, the task's figure:
+   * against the labels where the evaluation images have them, else against the original's outputs (mAP of its
+   * detections, mIoU of its masks), which follows what a user measures more closely than R² does (issue 29: on
+   * the trained detector, stages of equal R² differed by 0.1 in mAP50-95). Undefined ranks lowest.
    */
   private stageValue(stage: AccuracyStage['stage']): number {
     const a = this.accuracy.find((x) => x.stage === stage)!;
-    return this.taskScorer?.labelled ? labelledValue(a.task) : a.top1;
+    if (!this.taskScorer) return a.top1;
+    return this.taskScorer.labelled ? labelledValue(a.task) : (a.task?.fidelity?.value ?? -Infinity);
   }
 
   /** The ranked figure as the notes print it. */
   private formatStageValue(v: number): string {
-    return this.taskScorer?.labelled
-      ? Number.isFinite(v)
-        ? v.toFixed(4)
-        : 'undefined'
-      : `${(100 * v).toFixed(2)}%`;
+    if (!this.taskScorer) return `${(100 * v).toFixed(2)}%`;
+    return Number.isFinite(v) ? v.toFixed(4) : 'undefined';
   }
 
   /** Why the best stage is the best, for the report. */
   private rankedBy(): string {
     const scorer = this.taskScorer;
-    if (scorer?.labelled) {
-      const primary = this.accuracy.find((a) => a.task?.labelled)?.task?.labelled?.primary;
-      return `the best ${primary ?? scorer.options.layout.task} on labels of the stages`;
+    if (scorer) {
+      const figure = (a: AccuracyStage) => (scorer.labelled ? a.task?.labelled : a.task?.fidelity);
+      const primary = this.accuracy.map(figure).find((f) => f)?.primary ?? scorer.options.layout.task;
+      return scorer.labelled
+        ? `the best ${primary} on labels of the stages`
+        : `the best ${primary} against the original's outputs of the stages`;
     }
     return `the best ${this.fidelity ? 'fidelity to the original' : 'top-1'} of the stages`;
   }
@@ -604,9 +607,11 @@ class AdaPruneRun {
     if (!hasLabels(train)) {
       this.fidelity = new FidelityScorer(this.original, data.spec, this.runtime, this.batchOf(32));
       this.notes.push(
-        data.task?.labels
-          ? `the pipeline reads the images only: stages are scored by fidelity to the original (R² of the outputs) and recovery distils from it; the ${data.task.layout.task} labels measure every stage`
-          : 'the data has no labels: stages are scored by fidelity to the original (R² of the outputs), and recovery distils from it',
+        !data.task
+          ? 'the data has no labels: stages are scored by fidelity to the original (R² of the outputs), and recovery distils from it'
+          : data.task.labels
+            ? `the pipeline reads the images only and recovery distils from the original; the ${data.task.layout.task} labels measure and rank the stages`
+            : `the data has no labels: candidates and stages are ranked by the ${data.task.layout.task} figure against the original's outputs, and recovery distils from it`,
       );
     }
     this.split = hasLabels(train)
@@ -632,7 +637,7 @@ class AdaPruneRun {
         this.batchOf(16),
         data.task,
       );
-    if (data.task?.trainLabels)
+    if (data.task)
       this.candidateTask = new StageTaskScorer(
         this.original,
         train,
@@ -640,7 +645,7 @@ class AdaPruneRun {
         data.spec,
         this.runtime,
         this.batchOf(16),
-        { layout: data.task.layout, labels: data.task.trainLabels },
+        { layout: data.task.layout, ...(data.task.trainLabels && { labels: data.task.trainLabels }) },
       );
     await this.evaluateStage('original', 'original', this.original);
   }
@@ -800,7 +805,7 @@ class AdaPruneRun {
       }
       const recalibratedBytes = this.hasBatchNorm ? serializeModel(m) : prunedBytes;
       const s = await this.score(recalibratedBytes, data.train, this.split!.holdout);
-      if (this.candidateTask) s.task = labelledValue(await this.candidateTask.measure(recalibratedBytes));
+      if (this.candidateTask) s.task = candidateFigure(await this.candidateTask.measure(recalibratedBytes));
       this.log(
         `  ${plan.criterion}, ${label} widths: proxy top-1 ${(100 * s.top1).toFixed(2)}%, loss ${s.loss.toFixed(4)}${s.task !== undefined ? `, labelled ${data.task!.layout.task} figure ${s.task.toFixed(4)}` : ''}`,
       );
@@ -1087,7 +1092,6 @@ class AdaPruneRun {
     return models.reduce((a, b) => (scoreOf(b[0]) >= scoreOf(a[0]) ? b : a))[1];
   }
 
-  /** Runs a distillation; one that diverges leaves a note and the earlier stages instead of ending the run. */
   /**
    * The stage whose model is returned: the best top-1 on the evaluation set (a tie goes to the later stage), or
    * the one `keepStage` names. A later stage that scored lower is not returned without a note saying so.
@@ -1218,8 +1222,8 @@ class AdaPruneRun {
       name: layout.task,
       layout: this.data?.task?.source ?? 'given in memory',
       ...(labels && { labels: labels.describe }),
-      ranksStages: scorer.labelled,
-      ranksCandidates: this.candidateTask !== undefined,
+      ranksStages: scorer.labelled ? 'labels' : 'original',
+      ranksCandidates: this.candidateTask?.labelled ? 'labels' : 'original',
     };
   }
 

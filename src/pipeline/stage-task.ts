@@ -95,3 +95,11 @@ function asTaskDataset(dataset: AnyDataset): Dataset {
 export function labelledValue(m: StageTaskMetrics | undefined): number {
   return m?.labelled?.value ?? -Infinity;
 }
+
+/**
+ * What ranks a candidate under `--task`: its labelled figure where the training images have labels, else the
+ * same figure against the original's outputs (null lowest).
+ */
+export function candidateFigure(m: StageTaskMetrics): number {
+  return (m.labelled ?? m.fidelity)?.value ?? -Infinity;
+}

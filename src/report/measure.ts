@@ -30,15 +30,17 @@ export function taskColumns(r: Pick<PruneReport, 'accuracy' | 'task'>): {
   };
 }
 
-/** The candidates' labelled task figure as a column, when it ranked them (`prune --task` on labelled data). */
+/** The candidates' task figure as a column (`prune --task`): against labels, or against the original's outputs. */
 export function candidateTaskColumn(r: Pick<PruneReport, 'accuracy' | 'task'>): {
   headers: string[];
   cells: (c: CriterionRow) => string[];
 } {
-  if (!r.task?.ranksCandidates) return { headers: [], cells: () => [] };
-  const primary = r.accuracy.find((a) => a.task?.labelled)?.task?.labelled?.primary ?? r.task.name;
+  if (!r.task) return { headers: [], cells: () => [] };
+  const labels = r.task.ranksCandidates === 'labels';
+  const figure = (a: (typeof r.accuracy)[number]) => (labels ? a.task?.labelled : a.task?.fidelity);
+  const primary = r.accuracy.map(figure).find((f) => f)?.primary ?? r.task.name;
   return {
-    headers: [`proxy ${primary}`],
+    headers: [`proxy ${primary}${labels ? '' : ' vs original'}`],
     cells: (c) => [c.task === undefined ? '' : c.task === null ? 'undefined' : c.task.toFixed(4)],
   };
 }

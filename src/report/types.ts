@@ -1,4 +1,7 @@
 /** Everything a pruning run reports; written as OUT.report.json and drawn into the .md and .svg files. */
+/** A task figure measured against labels, or against the original model's outputs (no labels needed). */
+export type TaskReference = 'labels' | 'original';
+
 export interface PruneReport {
   tool: { name: string; version: string };
   input: string;
@@ -32,7 +35,14 @@ export interface PruneReport {
    * so only the figure against the original's outputs), and whether the labelled figure ranked the stages (labels
    * on the evaluation images) and the candidates (labels on the training images; `criteria[].task`).
    */
-  task?: { name: string; layout: string; labels?: string; ranksStages: boolean; ranksCandidates: boolean };
+  task?: {
+    name: string;
+    layout: string;
+    labels?: string;
+    /** What the task figure that ranks the stages and the candidates is measured against. */
+    ranksStages: TaskReference;
+    ranksCandidates: TaskReference;
+  };
   notes: string[];
 }
 
