@@ -7,7 +7,8 @@ import { compensateModel, compensationTargets, type InputBatch } from '../src/pr
 import { analyzeModel, pruneModel } from '../src/prune/index.js';
 import { probeInputDims, randomInputs } from '../src/shapes/probe.js';
 
-const FIXTURES = ['vgg', 'resnet_a', 'mobilenetv2', 'densenet'];
+// dense/unet_convt: a UNet whose decoder upsamples by ConvTranspose (2x2, stride 2), re-fitted like a conv.
+const FIXTURES = ['vgg', 'resnet_a', 'mobilenetv2', 'densenet', 'dense/unet_convt'];
 
 /** Seeded inputs for a model: `count` batches of `size`. */
 function inputBatches(model: Model, count: number, size: number, seed: number): InputBatch[] {
@@ -81,7 +82,7 @@ for (const name of FIXTURES) {
     // At keep-all no input lost channels: every conv/Gemm/MatMul becomes a target by hand.
     const targets = analysis.records.flatMap((r) => {
       const use = r.op.linearUse?.(r.node, r.data);
-      if (!use || typeof use === 'string' || r.node.opType === 'ConvTranspose') return [];
+      if (!use || typeof use === 'string') return [];
       return [
         {
           output: r.node.outputs[0]!.name,
@@ -94,6 +95,7 @@ for (const name of FIXTURES) {
     assert.equal(compensationTargets(analysis, keep).length, 0, 'keep-all has no pruned consumers');
     assert.equal(compensationTargets(analysis, keep, 'downstream').length, 0, 'nothing drifted at keep-all');
     assert.ok(targets.length >= 3);
+    if (name.includes('convt')) assert.ok(targets.some((t) => t.op === 'ConvTranspose'));
     const fit = inputBatches(model, 2, 16, 11);
     const heldOut = inputBatches(model, 1, 16, 21);
     const { model: out, report } = await compensateModel(model, model, targets, { fit, heldOut });
@@ -140,6 +142,11 @@ for (const name of FIXTURES) {
         heldOut,
       });
       assert.equal(report.layers.length, active.length);
+      if (name.includes('convt'))
+        assert.ok(
+          report.layers.some((l) => l.op === 'ConvTranspose' && l.kept),
+          'a ConvTranspose fit is kept',
+        );
       for (const l of report.layers) if (l.kept) assert.ok(l.errorAfter < l.errorBefore, l.node);
       assert.ok(
         report.layers.some((l) => l.kept),

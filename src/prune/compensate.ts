@@ -82,11 +82,7 @@ export function compensationTargets(
     // SynthDet detector at 50% MACs: mAP50-95 0.30 with it, 0.41 without).
     if (!pruned(use.input) && analysis.groups[use.input.group]!.frozen.length > 0) continue;
     const target: CompensationTarget = { ...base, outKept: Array.from(kept[use.output.id]!) };
-    if (r.node.opType === 'ConvTranspose') target.skip = 'ConvTranspose re-fits are not supported';
-    else if (
-      r.node.opType === 'Gemm' &&
-      (r.node.attrFloat('alpha', 1) !== 1 || r.node.attrFloat('beta', 1) !== 1)
-    )
+    if (r.node.opType === 'Gemm' && (r.node.attrFloat('alpha', 1) !== 1 || r.node.attrFloat('beta', 1) !== 1))
       target.skip = 'Gemm with alpha or beta other than 1';
     targets.push(target);
   }
@@ -142,6 +138,8 @@ interface Layer {
   transB: boolean;
   /** 2-D convolution geometry (top/left pads; the patch reader treats anything outside the input as zero). */
   conv?: {
+    /** A ConvTranspose: weight [C, O, kh, kw], each output position reads the inputs that scatter to it. */
+    transposed: boolean;
     kernel: [number, number];
     strides: [number, number];
     pads: [number, number];
@@ -279,13 +277,18 @@ function describeLayer(model: Model, target: CompensationTarget): Layer | string
   const w = constantOf(node.inputs[1]);
   if (!w) return 'weights are not constant';
   const o = target.outKept.length;
-  if (node.opType === 'Conv') {
-    if (w.dims[0] !== o) throw new Error(`compensation: ${node} has ${w.dims[0]} filters, expected ${o}`);
+  if (node.opType === 'Conv' || node.opType === 'ConvTranspose') {
+    const transposed = node.opType === 'ConvTranspose';
+    // Conv weights are [O, C, kh, kw]; ConvTranspose's [C, O, kh, kw] (group 1: the handler takes no other).
+    if (w.dims[transposed ? 1 : 0] !== o)
+      throw new Error(`compensation: ${node} has ${w.dims[transposed ? 1 : 0]} filters, expected ${o}`);
     if (w.dims.length !== 4) return 'only 2-D convolutions are re-fitted';
     const autoPad = node.attrString('auto_pad', 'NOTSET');
     if (autoPad !== 'NOTSET' && autoPad !== 'VALID') return `auto_pad ${autoPad} is not supported`;
+    if (transposed && node.attr('output_shape')) return 'ConvTranspose with output_shape is not supported';
     const pads = node.attrInts('pads') ?? [0, 0, 0, 0];
     const conv = {
+      transposed,
       kernel: [w.dims[2]!, w.dims[3]!] as [number, number],
       strides: (node.attrInts('strides') ?? [1, 1]) as [number, number],
       pads: [pads[0]!, pads[1]!] as [number, number],
@@ -368,9 +371,14 @@ function gatherTargets(out: Float32Array, images: number, layer: Layer, s: Sampl
   return y;
 }
 
-/** im2col of a 2-D convolution's input at the sampled output positions: [images × positions, C·kh·kw]. */
+/**
+ * im2col of a 2-D convolution's input at the sampled output positions: [images × positions, C·kh·kw]. For a
+ * ConvTranspose, entry (c, i, j) of an output position is the input that kernel tap (i, j) carries there (zero
+ * where none does: with stride 2 and a 2x2 kernel, one tap per position), so the output is again patch · W.
+ */
 function patches(x: Float32Array, xDims: number[], layer: Layer, s: Sampling): Float32Array {
   const g = layer.conv!;
+  if (g.transposed) return transposedPatches(x, xDims, layer, s);
   const [n, c, h, w] = xDims as [number, number, number, number];
   const [kh, kw] = g.kernel;
   const wo = s.inner[1]!;
@@ -393,6 +401,41 @@ function patches(x: Float32Array, xDims: number[], layer: Layer, s: Sampling): F
             if (ix < 0 || ix >= w) continue;
             out[row + (ch * kh + i) * kw + j] = x[plane + iy * w + ix]!;
           }
+        }
+      }
+    }
+  return out;
+}
+
+function transposedPatches(x: Float32Array, xDims: number[], layer: Layer, s: Sampling): Float32Array {
+  const g = layer.conv!;
+  const [n, c, h, w] = xDims as [number, number, number, number];
+  const [kh, kw] = g.kernel;
+  const wo = s.inner[1]!;
+  const per = rowsPerImage(s);
+  const d = layer.d;
+  const out = new Float32Array(n * per * d);
+  // Output oy = iy·stride − pad + i·dilation: tap i reaches oy from iy = (oy + pad − i·dilation) / stride.
+  const source = (o: number, i: number, axis: 0 | 1, size: number): number => {
+    const t = o + g.pads[axis] - i * g.dilations[axis];
+    if (t < 0 || t % g.strides[axis] !== 0) return -1;
+    const at = t / g.strides[axis];
+    return at < size ? at : -1;
+  };
+  for (let img = 0; img < n; img++)
+    for (let r = 0; r < per; r++) {
+      const pos = s.positions ? s.positions[r]! : r;
+      const oy = Math.floor(pos / wo);
+      const ox = pos - oy * wo;
+      const row = (img * per + r) * d;
+      for (let i = 0; i < kh; i++) {
+        const iy = source(oy, i, 0, h);
+        if (iy < 0) continue;
+        for (let j = 0; j < kw; j++) {
+          const ix = source(ox, j, 1, w);
+          if (ix < 0) continue;
+          for (let ch = 0; ch < c; ch++)
+            out[row + (ch * kh + i) * kw + j] = x[((img * c + ch) * h + iy) * w + ix]!;
         }
       }
     }
@@ -536,13 +579,26 @@ function residual(
   return Math.max(0, e);
 }
 
+/**
+ * Where weight (input i of the patch, output c) lies in the layer's weight tensor: [O, d] for a Conv or a Gemm
+ * with transB, [d, O] for MatMul and Gemm, [C, O, kh, kw] for a ConvTranspose (i = (ch, tap)).
+ */
+function weightIndex(layer: Layer, i: number, c: number): number {
+  const { d, o } = layer;
+  if (layer.conv?.transposed) {
+    const taps = layer.conv.kernel[0] * layer.conv.kernel[1];
+    const ch = Math.floor(i / taps);
+    return (ch * o + c) * taps + (i - ch * taps);
+  }
+  return layer.transB ? c * d + i : i * o + c;
+}
+
 /** The layer's current weights (and bias) as an [n, O] matrix, input-major, matching the statistics. */
 function currentWeights(node: Node, layer: Layer, n: number): Float64Array {
   const { d, o } = layer;
   const w = constantOf(node.inputs[1])!.toFloat64();
   const out = new Float64Array(n * o);
-  for (let i = 0; i < d; i++)
-    for (let c = 0; c < o; c++) out[i * o + c] = layer.transB ? w[c * d + i]! : w[i * o + c]!;
+  for (let i = 0; i < d; i++) for (let c = 0; c < o; c++) out[i * o + c] = w[weightIndex(layer, i, c)]!;
   const bias = node.inputs[2] ? constantOf(node.inputs[2])?.toFloat64() : undefined;
   if (layer.hasBias && bias)
     for (let c = 0; c < o; c++) out[d * o + c] = bias.length === 1 ? bias[0]! : bias[c]!;
@@ -603,8 +659,7 @@ function writeWeights(model: Model, node: Node, layer: Layer, w: Float64Array): 
   const { d, o } = layer;
   const old = constantOf(node.inputs[1])!;
   const data = new Float32Array(d * o);
-  for (let i = 0; i < d; i++)
-    for (let c = 0; c < o; c++) data[layer.transB ? c * d + i : i * o + c] = w[i * o + c]!;
+  for (let i = 0; i < d; i++) for (let c = 0; c < o; c++) data[weightIndex(layer, i, c)] = w[i * o + c]!;
   setConstInput(model, node, 1, Tensor.fromArray(DataType.FLOAT, old.dims, data));
   if (layer.hasBias)
     setConstInput(model, node, 2, Tensor.fromArray(DataType.FLOAT, [o], w.subarray(d * o, (d + 1) * o)));
