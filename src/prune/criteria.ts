@@ -1,6 +1,6 @@
 import { UserError } from '../errors.js';
 import { constantOf } from '../ir/index.js';
-import type { ChannelGroup, FilterLayout, Space } from './groups.js';
+import type { ChannelGroup, FilterLayout, GroupAnalysis, Space } from './groups.js';
 import { float32Rows, readElements } from './tensor-data.js';
 import { mulberry32 } from '../data/prng.js';
 
@@ -39,83 +39,129 @@ function forEachInFilter(f: FilterData, p: number, fn: (i: number, x: number) =>
   for (let i = 0, at = p * rowStep; i < len; i++, at += stride) fn(i, data[at]!);
 }
 
+/** Filters laid out over one space of a group: a producer's output filters, or a reader's input columns. */
+export interface ClassPart {
+  space: Space;
+  layout: FilterLayout;
+}
+
 /**
- * A group's per-class filter vectors (the concatenation of every producer's filter for the class; zeros where
- * a producer lacks it), computed once and shared by group importance and the criteria. The norms need no
- * vectors: they are sums over producers, read straight from the weights. Full vectors (fpgm, exemplar) are
- * built on first use.
+ * A group's per-class filter vectors: per class, the concatenation of every producer's filters for it (zeros
+ * where a producer lacks the class). A class may own several positions of one producer (an attention head owns
+ * its D rows of q, k and v): their filters are concatenated too, so a class's norm is the sum of its filters'.
+ * `readers` are the input columns of the layers that read a multi-position class (a head's columns of the out
+ * projection), which the l1/l2/fpgm/exemplar scores add (issue 30: a head whose output the projection ignores
+ * is unimportant whatever its q/k/v rows); block importance reads the producers only. Computed once and shared by
+ * group importance and the criteria; full vectors (fpgm, exemplar) are built on first use.
  */
 export class ClassFilters {
   private sums: { abs: Float64Array; sq: Float64Array } | undefined;
+  private readerSums: { abs: Float64Array; sq: Float64Array } | undefined;
   private built: Float64Array[] | undefined;
-  /** Length of a class vector. */
+  /** Length of a class's vector over the producers (filters per class times their length). */
   readonly dim: number;
 
-  constructor(readonly group: ChannelGroup) {
-    this.dim = group.producers.reduce((a, { layout }) => a + layout.len, 0);
+  constructor(
+    readonly group: ChannelGroup,
+    readonly readers: readonly ClassPart[] = [],
+  ) {
+    this.dim = group.producers.reduce((a, p) => a + p.layout.len * maxPositions(p.space, group.size), 0);
   }
 
-  /** Per class, the l1 norm and the squared l2 norm of its vector. */
+  /** Per class, the l1 norm and the squared l2 norm of its producers' vector. */
   norms(): { abs: Float64Array; sq: Float64Array } {
-    if (this.sums) return this.sums;
-    const n = this.group.size;
-    const abs = new Float64Array(n);
-    const sq = new Float64Array(n);
-    for (const { layout, space } of this.group.producers) {
-      if (hasRepeatedClass(space, n)) {
-        // Positions sharing a class add up before the norm: build those sums.
-        const part = this.partVectors(layout, space);
-        part.forEach((v, c) => {
-          for (const x of v) {
-            abs[c]! += Math.abs(x);
-            sq[c]! += x * x;
-          }
-        });
-        continue;
-      }
-      const rowOf = isRowMajor(layout) ? float32Rows(layout.weight, layout.len) : undefined;
-      const strided = rowOf ? undefined : filterData(layout);
-      for (let p = 0; p < space.size; p++) {
-        const [a, q] = rowOf ? rowNorms(rowOf(p)) : stridedNorms(strided!, p);
-        const c = space.classOf[p]!;
-        abs[c]! += a;
-        sq[c]! += q;
-      }
-    }
-    return (this.sums = { abs, sq });
+    return (this.sums ??= partNorms(this.group.producers, this.group.size));
   }
 
-  /** Per class, the concatenated filter vector. */
+  /** The same over the producers and the readers: what the l1 and l2 criteria rank by. */
+  normsWithReaders(): { abs: Float64Array; sq: Float64Array } {
+    if (this.readers.length === 0) return this.norms();
+    if (this.readerSums) return this.readerSums;
+    const own = this.norms();
+    const more = partNorms(this.readers, this.group.size);
+    return (this.readerSums = {
+      abs: own.abs.map((x, c) => x + more.abs[c]!),
+      sq: own.sq.map((x, c) => x + more.sq[c]!),
+    });
+  }
+
+  /** Per class, the concatenated filter vector (producers, then readers). */
   vectors(): Float64Array[] {
     if (this.built) return this.built;
-    const vectors = Array.from({ length: this.group.size }, () => new Float64Array(this.dim));
+    const n = this.group.size;
+    const parts = [...this.group.producers, ...this.readers];
+    const dim = parts.reduce((a, p) => a + p.layout.len * maxPositions(p.space, n), 0);
+    const vectors = Array.from({ length: n }, () => new Float64Array(dim));
     let offset = 0;
-    for (const { layout, space } of this.group.producers) {
+    for (const { layout, space } of parts) {
       const f = filterData(layout);
+      const seen = new Int32Array(n);
       for (let p = 0; p < space.size; p++) {
-        const v = vectors[space.classOf[p]!]!;
+        const c = space.classOf[p]!;
+        const at = offset + seen[c]++ * layout.len;
         forEachInFilter(f, p, (i, x) => {
-          v[offset + i]! += x;
+          vectors[c]![at + i] = x;
         });
       }
-      offset += layout.len;
+      offset += layout.len * maxPositions(space, n);
     }
     return (this.built = vectors);
   }
+}
 
-  private partVectors(layout: FilterLayout, space: Space): Map<number, Float64Array> {
-    const f = filterData(layout);
-    const part = new Map<number, Float64Array>();
+/** Per class, the summed l1 norms and squared l2 norms of the parts' filters at its positions. */
+function partNorms(parts: readonly ClassPart[], classes: number): { abs: Float64Array; sq: Float64Array } {
+  const abs = new Float64Array(classes);
+  const sq = new Float64Array(classes);
+  for (const { layout, space } of parts) {
+    const rowOf = isRowMajor(layout) ? float32Rows(layout.weight, layout.len) : undefined;
+    const strided = rowOf ? undefined : filterData(layout);
     for (let p = 0; p < space.size; p++) {
+      const [a, q] = rowOf ? rowNorms(rowOf(p)) : stridedNorms(strided!, p);
       const c = space.classOf[p]!;
-      let v = part.get(c);
-      if (!v) part.set(c, (v = new Float64Array(layout.len)));
-      forEachInFilter(f, p, (i, x) => {
-        v![i]! += x;
-      });
+      abs[c]! += a;
+      sq[c]! += q;
     }
-    return part;
   }
+  return { abs, sq };
+}
+
+/** The most positions of `space` any one class owns (1 for a plain channel space, D for heads). */
+function maxPositions(space: Space, classes: number): number {
+  const count = new Int32Array(classes);
+  let most = 0;
+  for (const c of space.classOf) most = Math.max(most, ++count[c]!);
+  return most;
+}
+
+/**
+ * Input-column layouts of the layers that read a group whose classes are blocks of positions (a class owns
+ * several positions of some space: attention heads of D channels, Swin's merged 2x2 patches): the readers
+ * `ClassFilters` adds for those groups only, so a plain channel group scores by its producers as before. A
+ * linear use's weight slice at input position p on its `inAxis` is `before` runs of `after` values,
+ * `dims[inAxis]·after` apart.
+ */
+export function multiPositionReaders(analysis: GroupAnalysis): ClassPart[][] {
+  const blocky = analysis.groups.map(
+    (g) => !g.frozen.length && g.spaces.some((sp) => maxPositions(sp, g.size) > 1),
+  );
+  const readers: ClassPart[][] = analysis.groups.map(() => []);
+  for (const r of analysis.records) {
+    const use = r.op.linearUse?.(r.node, r.data);
+    if (!use || typeof use === 'string' || !blocky[use.input.group]) continue;
+    const weight = constantOf(r.node.inputs[use.weight]);
+    if (!weight) continue;
+    const dims = weight.dims;
+    const before = dims.slice(0, use.inAxis).reduce((a, b) => a * b, 1);
+    const after = dims.slice(use.inAxis + 1).reduce((a, b) => a * b, 1);
+    const blocks = { count: before, step: dims[use.inAxis]! * after, size: after };
+    const layout: FilterLayout =
+      before === 1
+        ? { weight, len: after, rowStep: after, stride: 1 }
+        : { weight, len: before * after, rowStep: 0, stride: 0, blocks };
+    readers[use.input.group]!.push({ space: use.input, layout });
+  }
+  return readers;
 }
 
 // Kept apart from any closure: accumulators a closure captures live on the heap, one allocation per add.
@@ -162,15 +208,6 @@ function stridedNorms(f: FilterData, p: number): [number, number] {
   return sums as [number, number];
 }
 
-function hasRepeatedClass(space: Space, classes: number): boolean {
-  const seen = new Uint8Array(classes);
-  for (const c of space.classOf) {
-    if (seen[c]) return true;
-    seen[c] = 1;
-  }
-  return false;
-}
-
 /** Mean |gamma| per class over every BN of the group; undefined when the group has no BN. */
 export function bnClassScores(group: ChannelGroup): Float64Array | undefined {
   if (group.norms.length === 0) return undefined;
@@ -187,7 +224,7 @@ export function bnClassScores(group: ChannelGroup): Float64Array | undefined {
 }
 
 function norms(filters: ClassFilters, kind: 'l1' | 'l2'): Float64Array {
-  const { abs, sq } = filters.norms();
+  const { abs, sq } = filters.normsWithReaders();
   return kind === 'l1' ? abs : sq.map(Math.sqrt);
 }
 

@@ -4,7 +4,7 @@ import { BudgetUnreachableError, UserError } from '../errors.js';
 import { packageInfo } from '../package-root.js';
 import { releaseLoadedFile, type Model } from '../ir/index.js';
 import { PassManager, type Pass, type PassResult } from '../passes/pass-manager.js';
-import { ClassFilters, classPriority, type Criterion } from './criteria.js';
+import { ClassFilters, classPriority, multiPositionReaders, type Criterion } from './criteria.js';
 import { validateModel, type ValidationResult } from '../runtime/validate.js';
 import { compensationTargets, type CompensationScope, type CompensationTarget } from './compensate.js';
 import { taylorPriority } from './taylor.js';
@@ -126,7 +126,8 @@ export async function analyzeForPruning(model: Model, options: AnalyzeOptions = 
   const probe = await timeAsync(pm, 'prune-probe', () => probeShapes(model, inputDims, options.warn));
   const channels = pm.time('prune-groups', () => analyzeGroups(model, probe));
   // Filter norms are read once, by whichever of importance and criterion needs them first.
-  const filters = channels.groups.map((g) => new ClassFilters(g));
+  const readers = multiPositionReaders(channels);
+  const filters = channels.groups.map((g, i) => new ClassFilters(g, readers[i]));
   const importance = pm.time('prune-importance', () => groupImportance(channels, filters));
   return { channels, filters, importance, inputDims };
 }
