@@ -111,18 +111,21 @@ test('npm pack of a fresh clone installs into a new project; the README example 
     'docs/cli.md',
     'fixtures/example/fmnist-cnn.onnx',
     'fixtures/example/fashion-mnist/train-images-idx3-ubyte.gz',
+    'fixtures/trained/det.onnx',
+    'fixtures/synthdet/images/val/00000.png',
+    'fixtures/synthdet/labels/val/00000.txt',
   ])
     assert.ok(listing.includes(f), `the tarball lacks ${f}`);
   const stray = listing.filter(
     (f) =>
       // npm adds every README.md it meets (fixtures/README.md among them), whatever `files` says.
-      !/^(dist\/|docs\/|fixtures\/example\/|bin\/adapruner\.mjs$|(\w+\/)?README\.md$|package\.json$)/.test(
+      !/^(dist\/|docs\/|fixtures\/(example|synthdet\/(images|labels))\/|fixtures\/trained\/det\.|bin\/adapruner\.mjs$|(\w+\/)?README\.md$|package\.json$)/.test(
         f,
       ) || /\.(ts|map)$/.test(f.replace(/\.d\.ts$/, '')),
   );
-  assert.deepEqual(stray, [], 'the tarball ships dist/, the README, the docs and the example only');
+  assert.deepEqual(stray, [], 'the tarball ships dist/, the README, the docs and the two examples only');
   const size = fs.statSync(tarball).size;
-  assert.ok(size < 4e6, `the tarball is ${size} bytes`);
+  assert.ok(size < 7e6, `the tarball is ${size} bytes`);
 
   const consumer = consumerProject(tarball);
   dirs.push(consumer);
@@ -151,5 +154,9 @@ test('npm pack of a fresh clone installs into a new project; the README example 
   );
   assert.equal(inspect.status, 0, inspect.out);
   assert.match(inspect.out, /1,242,496/);
+  // The detector example runs from the package's own fixtures, outside a checkout.
+  const detect = run(NPX, ['--offline', 'adapruner', 'example', '--task', 'detect', '--json'], consumer);
+  assert.equal(detect.status, 0, detect.out);
+  assert.ok(fs.statSync(path.join(consumer, 'example-output', 'det-pruned.onnx')).size > 0);
   t.diagnostic(`pack, install and runs: ${((performance.now() - started) / 1000).toFixed(1)} s`);
 });

@@ -50,7 +50,7 @@ export async function runDetectExample(argv: DetectExampleArgs): Promise<number>
   for (const needed of [model, layout, spec, images])
     if (!fs.existsSync(needed))
       throw new UserError(
-        'the detector example reads fixtures/trained/ and fixtures/synthdet/ of a checkout of adapruner (the npm package does not ship them)',
+        'the detector example reads fixtures/trained/det.* and fixtures/synthdet/ of the adapruner package, and this one is missing',
         needed,
       );
   const args = [
