@@ -588,7 +588,8 @@ function dataOptions<T>(y: Argv<T>) {
     })
     .option('finetune-lr', {
       type: 'number',
-      describe: 'Peak learning rate (default 0.05; distilling without labels 0.01, in batches under 8 0.003)',
+      describe:
+        'Peak learning rate (default 0.05; LayerNorm models 0.01; distilling without labels 0.01, in batches under 8 0.003)',
     })
     .option('finetune-batch', {
       type: 'number',

@@ -1,0 +1,66 @@
+/**
+ * prune with labels on a trained transformer (fixtures/trained/vit.onnx, torchvision's VisionTransformer on
+ * Fashion-MNIST): the candidates skip Taylor scores (they read BN layers, which it has none of), fine-tuning
+ * runs at the LayerNorm default rate and says so, and asking for Taylor is refused in one line.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import type { PruneReport } from '../src/report/types.js';
+import { fixture, runCli, tmpDir } from './helpers.js';
+
+describe('prune with labels on a trained ViT', () => {
+  const dir = tmpDir();
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const vit = fixture('trained/vit.onnx');
+  const data = fixture('example/fashion-mnist');
+  const quick = ['--calibration-images', '200', '--finetune-limit', '512', '--widths', 'uniform'];
+
+  it('auto compares the criteria without Taylor, and fine-tunes at the LayerNorm rate', async () => {
+    const r = await runCli([
+      'prune',
+      vit,
+      '--flops',
+      '0.5',
+      '--data',
+      data,
+      ...quick,
+      '--json',
+      '-o',
+      path.join(dir, 'a.onnx'),
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const report = (JSON.parse(r.stdout) as { pipeline: PruneReport; notes?: string[] }).pipeline;
+    const criteria = new Set(report.criteria.map((c) => c.criterion));
+    assert.ok(criteria.has('l1') && criteria.has('fpgm'), [...criteria].join(','));
+    assert.ok(!criteria.has('taylor'));
+    assert.match(
+      r.stdout + r.stderr,
+      /fine-tuning ran at lr 0\.01, the default for a model normalised by LayerNorm/,
+    );
+    assert.ok(report.accuracy.some((a) => a.stage === 'finetuned'));
+  });
+
+  it('--criterion taylor is refused in one line', async () => {
+    const r = await runCli([
+      'prune',
+      vit,
+      '--flops',
+      '0.5',
+      '--criterion',
+      'taylor',
+      '--data',
+      data,
+      '-o',
+      path.join(dir, 't.onnx'),
+    ]);
+    assert.equal(r.code, 2);
+    assert.match(
+      r.stderr.trim(),
+      /^adapruner: --criterion taylor scores channels through their BatchNormalization layers, and this model has none/,
+    );
+    assert.equal(r.stderr.trim().split('\n').length, 1);
+    assert.ok(!fs.existsSync(path.join(dir, 't.onnx')));
+  });
+});
