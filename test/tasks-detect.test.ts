@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import fc from 'fast-check';
 import { execFileSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import { CocoAccumulator, decodeBoxes, nonMaxSuppression, taskFor } from '../src/tasks/index.js';
@@ -373,6 +374,37 @@ describe('decoding the ultralytics export layout', () => {
       a.slice(1).map((d) => d.cls),
       [0, 1],
     ); // multi-label: anchor 1 under both classes
+  });
+  it('past the NMS cap, decoding keeps exactly the candidates NMS would take (ties included)', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 60 }),
+        fc.integer({ min: 1, max: 4 }),
+        fc.integer({ min: 1, max: 40 }),
+        fc.integer({ min: 0, max: 2 ** 31 - 1 }),
+        (anchors, nc, limit, seed) => {
+          let x = seed;
+          const next = () => (x = (Math.imul(x, 1103515245) + 12345) >>> 0) / 2 ** 32;
+          const data = new Float32Array((4 + nc) * anchors);
+          for (let a = 0; a < anchors; a++) {
+            data[a] = 100 * next();
+            data[anchors + a] = 100 * next();
+            data[2 * anchors + a] = 1 + 20 * next();
+            data[3 * anchors + a] = 1 + 20 * next();
+            // Scores on a coarse grid, so that many tie at the cap.
+            for (let c = 0; c < nc; c++) data[(4 + c) * anchors + a] = Math.floor(next() * 8) / 8;
+          }
+          const output = { data, dims: [1, 4 + nc, anchors] };
+          const layout = { task: 'detect' as const, boxes: '[1,4+nc,N]' as const };
+          const opts = { conf: 0.1, iou: 0.5, maxDet: 300, maxNms: limit };
+          const capped = decodeBoxes(output, 0, layout, opts.conf, limit);
+          const all = decodeBoxes(output, 0, layout, opts.conf, Infinity);
+          assert.ok(capped.length <= limit);
+          assert.deepEqual(nonMaxSuppression(capped, opts), nonMaxSuppression(all, opts));
+        },
+      ),
+      { numRuns: 300, seed: 29 },
+    );
   });
   it('the axis order is read from the shape (the longer axis holds the boxes), and detect checks it', () => {
     const task = taskFor('detect');
