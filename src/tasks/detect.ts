@@ -77,18 +77,43 @@ function scoreFloor(
   conf: number,
   limit: number,
 ): { score: number; above: number; capped: boolean } {
-  const passing: number[] = [];
+  const passing = new Float32Array(anchors * nc);
+  let n = 0;
   for (let a = 0; a < anchors; a++)
     for (let c = 0; c < nc; c++) {
       const s = score(a, c);
-      if (s > conf) passing.push(s);
+      if (s > conf) passing[n++] = s;
     }
-  if (passing.length <= limit) return { score: -Infinity, above: 0, capped: false };
-  const sorted = Float64Array.from(passing).sort().reverse();
-  const floor = sorted[limit - 1]!;
+  if (n <= limit) return { score: -Infinity, above: 0, capped: false };
+  const floor = kthLargest(passing.subarray(0, n), limit);
   let above = 0;
-  while (above < limit && sorted[above]! > floor) above++;
+  for (let i = 0; i < n; i++) if (passing[i]! > floor) above++;
   return { score: floor, above, capped: true };
+}
+
+/** The k-th largest value of `xs` (1-based), by quickselect; `xs` is reordered. */
+function kthLargest(xs: Float32Array, k: number): number {
+  const target = k - 1;
+  let lo = 0;
+  let hi = xs.length - 1;
+  while (lo < hi) {
+    const pivot = xs[(lo + hi) >>> 1]!;
+    let i = lo;
+    let j = hi;
+    while (i <= j) {
+      while (xs[i]! > pivot) i++;
+      while (xs[j]! < pivot) j--;
+      if (i <= j) {
+        const t = xs[i]!;
+        xs[i++] = xs[j]!;
+        xs[j--] = t;
+      }
+    }
+    if (target <= j) hi = j;
+    else if (target >= i) lo = i;
+    else return xs[target]!;
+  }
+  return xs[target]!;
 }
 
 class DetectMetric implements MetricAccumulator<Detection[], GroundTruthBox[]> {
