@@ -2,7 +2,7 @@ import type { AnyDataset } from '../data/dataset.js';
 import type { PreprocessSpec } from '../data/preprocess.js';
 import { mixSeed, mulberry32, shuffle } from '../data/prng.js';
 import type { Model } from '../ir/index.js';
-import { FidelityJudge } from '../runtime/fidelity.js';
+import { FidelityJudge, type RunOutputs } from '../runtime/fidelity.js';
 import type { RuntimeOptions } from '../runtime/session.js';
 import { distillFromOriginal, type OutputKind } from '../train/distill.js';
 import type { StepProgress } from '../train/loop.js';
@@ -50,6 +50,15 @@ export class FidelityScorer {
     dataset: AnyDataset,
     indices: ArrayLike<number> | undefined,
   ): Promise<StageScore> {
+    return (await this.scoreWithOutputs(candidate, dataset, indices)).score;
+  }
+
+  /** The score, and the candidate's outputs on the images (a task figure can be read off the same run). */
+  async scoreWithOutputs(
+    candidate: Uint8Array,
+    dataset: AnyDataset,
+    indices: ArrayLike<number> | undefined,
+  ): Promise<{ score: StageScore; outputs: RunOutputs }> {
     let judge = this.judges.get(indices);
     if (!judge) {
       judge = new FidelityJudge(this.original, dataset, {
@@ -60,8 +69,8 @@ export class FidelityScorer {
       });
       this.judges.set(indices, judge);
     }
-    const f = await judge.score(candidate);
-    return { top1: 1 - f.error, loss: f.error, images: f.images };
+    const { fidelity: f, outputs } = await judge.scoreWithOutputs(candidate);
+    return { score: { top1: 1 - f.error, loss: f.error, images: f.images }, outputs };
   }
 }
 

@@ -2,7 +2,9 @@ import type { AnyDataset, Dataset } from '../data/dataset.js';
 import type { PreprocessSpec } from '../data/preprocess.js';
 import type { StageTaskFigure, StageTaskMetrics } from '../report/types.js';
 import type { RuntimeOptions } from '../runtime/session.js';
-import { collectReference, evaluateTask, type TaskReference } from '../tasks/evaluate.js';
+import { collectReference, evaluateTask, measureOutputs, type TaskReference } from '../tasks/evaluate.js';
+import type { RunOutputs } from '../runtime/fidelity.js';
+import { UserError } from '../errors.js';
 import type { OutputLayout } from '../tasks/layout.js';
 import type { TaskLabels } from '../tasks/task-labels.js';
 import type { TaskMetric } from '../tasks/types.js';
@@ -58,6 +60,34 @@ export class StageTaskScorer {
     });
     return {
       task: r.task,
+      images: r.n,
+      ...(r.labelled && { labelled: figure(r.labelled) }),
+      ...(r.fidelity && { fidelity: figure(r.fidelity) }),
+    };
+  }
+
+  /** `measure` of a model whose outputs on these images were computed already (FidelityJudge's run). */
+  async measureOutputs(run: RunOutputs): Promise<StageTaskMetrics> {
+    const common = {
+      spec: this.spec,
+      layout: this.options.layout,
+      batchSize: this.batchSize,
+      runtime: this.runtime,
+      ...(this.indices && { indices: this.indices }),
+    };
+    this.reference ??= collectReference(this.original, this.dataset, common);
+    const name = this.options.layout.output ?? run.names[0]!;
+    const at = run.names.indexOf(name);
+    if (at < 0)
+      throw new UserError(`the model has no output '${name}' (its outputs: ${run.names.join(', ')})`);
+    const batches = run.batches.map((batch, k) => ({ batch, output: run.outputs[k]![at]! }));
+    const r = await measureOutputs(batches, this.dataset, 'the candidate', {
+      ...common,
+      reference: await this.reference,
+      ...(this.options.labels && { labels: this.options.labels }),
+    });
+    return {
+      task: this.options.layout.task,
       images: r.n,
       ...(r.labelled && { labelled: figure(r.labelled) }),
       ...(r.fidelity && { fidelity: figure(r.fidelity) }),

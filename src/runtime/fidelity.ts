@@ -41,9 +41,15 @@ export class FidelityJudge {
   ) {}
 
   async score(candidate: Uint8Array): Promise<Fidelity> {
-    const reference = (this.reference ??= await this.outputsOf(this.original, true));
+    return (await this.scoreWithOutputs(candidate)).fidelity;
+  }
+
+  /** The score, and the candidate's outputs batch by batch (for a task figure from the same run). */
+  async scoreWithOutputs(candidate: Uint8Array): Promise<{ fidelity: Fidelity; outputs: RunOutputs }> {
+    const reference = (this.reference ??= (await this.outputsOf(this.original, true)).outputs);
     if (reference.length === 0) throw new UserError('no images to compare the outputs on', this.images.path);
-    const outputs = await this.outputsOf(candidate, false);
+    const run = await this.outputsOf(candidate, false);
+    const outputs = run.outputs;
     const perOutput = this.names.map((name, o) => ({
       name,
       error: normalisedError(
@@ -53,14 +59,18 @@ export class FidelityJudge {
       ),
     }));
     const error = perOutput.reduce((s, p) => s + p.error, 0) / Math.max(1, perOutput.length);
-    return { error, perOutput, images: this.options.indices?.length ?? this.images.length };
+    return {
+      fidelity: { error, perOutput, images: this.options.indices?.length ?? this.images.length },
+      outputs: run,
+    };
   }
 
-  private async outputsOf(model: Uint8Array, isOriginal: boolean): Promise<Output[][]> {
+  private async outputsOf(model: Uint8Array, isOriginal: boolean): Promise<RunOutputs> {
     const session: ModelSession = await createSession(model, this.options.runtime ?? {});
     try {
       if (isOriginal) this.names = session.session.outputNames;
       const out: Output[][] = [];
+      const shapes: RunOutputs['batches'] = [];
       for await (const batch of batches(this.images, {
         spec: this.options.spec,
         batchSize: this.options.batchSize ?? 32,
@@ -75,8 +85,9 @@ export class FidelityJudge {
             dims: result[n]!.dims.map(Number),
           })),
         );
+        shapes.push({ shape: batch.shape, n: batch.n, indices: batch.indices });
       }
-      return out;
+      return { names: this.names, outputs: out, batches: shapes };
     } finally {
       await session.release();
     }
@@ -87,6 +98,13 @@ export class FidelityJudge {
 interface Output {
   data: Float32Array;
   dims: number[];
+}
+
+/** A model's outputs on the judge's images: per batch, every output (in `names` order) and the batch. */
+export interface RunOutputs {
+  names: readonly string[];
+  outputs: Output[][];
+  batches: { shape: [number, number, number, number]; n: number; indices: Int32Array }[];
 }
 
 /**

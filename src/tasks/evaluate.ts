@@ -147,37 +147,14 @@ async function run(
   const batchSize = await forEachBatch(session, dataset, options, async (batch, output) => {
     let refOutput: OutputTensor | undefined;
     if (reference && !isCollected(reference)) refOutput = await runOutput(reference, batch, options.layout);
-    m ??= start(task, session, reference, output, refOutput, options);
+    m ??= start(task, session.source, reference, output, refOutput, options);
     checkSameDims(
       output,
       refOutput ?? (isCollected(reference) ? reference.dims : undefined),
-      session,
+      session.source,
       m.layout,
     );
-    const predictions = task.decode(output, m.layout);
-    const refPredictions = refOutput && task.decode(refOutput, m.layout);
-    const [, , h, w] = batch.shape;
-    for (let s = 0; s < batch.n; s++) {
-      const index = batch.indices[s]!;
-      if (m.labelled) {
-        const context = {
-          layout: m.layout,
-          spec: options.spec,
-          inputWidth: w,
-          inputHeight: h,
-          outputDims: output.dims,
-        };
-        m.labelled.add(predictions[s], await options.labels!.load(index, context));
-      }
-      if (m.fidelity) {
-        const target = refPredictions
-          ? task.asTarget(refPredictions[s], m.layout)
-          : (reference as TaskReference).targets.get(index);
-        if (target === undefined)
-          throw new UserError(`the collected reference has no prediction for ${dataset.describe(index)}`);
-        m.fidelity.add(predictions[s], target);
-      }
-    }
+    await addBatch(m, dataset, options, batch, output, refOutput, reference);
     done += batch.n;
     options.onProgress?.(done, options.indices?.length ?? dataset.length);
   });
@@ -197,16 +174,79 @@ async function run(
   };
 }
 
+/** One batch's predictions into the metrics: against the labels, and against the original's predictions. */
+async function addBatch(
+  m: Measured,
+  dataset: Dataset,
+  options: TaskEvalOptions,
+  batch: Pick<RunBatch, 'shape' | 'n' | 'indices'>,
+  output: OutputTensor,
+  refOutput: OutputTensor | undefined,
+  reference: ModelSession | TaskReference | undefined,
+): Promise<void> {
+  const { task } = m;
+  const predictions = task.decode(output, m.layout);
+  const refPredictions = refOutput && task.decode(refOutput, m.layout);
+  const [, , h, w] = batch.shape;
+  for (let s = 0; s < batch.n; s++) {
+    const index = batch.indices[s]!;
+    if (m.labelled) {
+      const context = {
+        layout: m.layout,
+        spec: options.spec,
+        inputWidth: w,
+        inputHeight: h,
+        outputDims: output.dims,
+      };
+      m.labelled.add(predictions[s], await options.labels!.load(index, context));
+    }
+    if (m.fidelity) {
+      const target = refPredictions
+        ? task.asTarget(refPredictions[s], m.layout)
+        : (reference as TaskReference).targets.get(index);
+      if (target === undefined)
+        throw new UserError(`the collected reference has no prediction for ${dataset.describe(index)}`);
+      m.fidelity.add(predictions[s], target);
+    }
+  }
+}
+
+/**
+ * The task figures of outputs computed elsewhere, batch by batch (a candidate the pipeline runs once for its R²
+ * and its task figure alike), against the labels and the collected reference.
+ */
+export async function measureOutputs(
+  outputs: Iterable<{ batch: Pick<RunBatch, 'shape' | 'n' | 'indices'>; output: OutputTensor }>,
+  dataset: Dataset,
+  source: string,
+  options: TaskEvalOptions & { reference?: TaskReference },
+): Promise<Pick<TaskEvalResult, 'labelled' | 'fidelity' | 'n'>> {
+  const task = taskFor(options.layout.task);
+  let m: Measured | undefined;
+  let n = 0;
+  for (const { batch, output } of outputs) {
+    m ??= start(task, source, options.reference, output, undefined, options);
+    checkSameDims(output, options.reference?.dims, source, m.layout);
+    await addBatch(m, dataset, options, batch, output, undefined, options.reference);
+    n += batch.n;
+  }
+  return {
+    ...(m?.labelled && { labelled: m.labelled.summary() }),
+    ...(m?.fidelity && { fidelity: m.fidelity.summary() }),
+    n,
+  };
+}
+
 /** On the first batch: the output checked, the layout completed from the original's output, the metrics made. */
 function start(
   task: Task,
-  session: ModelSession,
+  source: string,
   reference: ModelSession | TaskReference | undefined,
   output: OutputTensor,
   refOutput: OutputTensor | undefined,
   options: TaskEvalOptions,
 ): Measured {
-  task.check(output, options.layout, session.source);
+  task.check(output, options.layout, source);
   const layout = isCollected(reference)
     ? reference.layout
     : task.complete(refOutput ?? output, options.layout);
@@ -223,7 +263,7 @@ function start(
 function checkSameDims(
   output: OutputTensor,
   refDims: readonly number[] | OutputTensor | undefined,
-  session: ModelSession,
+  source: string,
   layout: OutputLayout,
 ): void {
   const dims = refDims && ('dims' in refDims ? refDims.dims : refDims);
@@ -233,7 +273,7 @@ function checkSameDims(
     throw new UserError(
       `output '${layout.output}' is [${output.dims.join(',')}] but the original's is [${dims.join(',')}]; ` +
         'fidelity compares outputs of one layout',
-      session.source,
+      source,
     );
 }
 
