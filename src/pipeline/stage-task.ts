@@ -45,54 +45,49 @@ export class StageTaskScorer {
   }
 
   async measure(model: Uint8Array): Promise<StageTaskMetrics> {
-    const common = {
-      spec: this.spec,
-      layout: this.options.layout,
-      batchSize: this.batchSize,
-      runtime: this.runtime,
-      ...(this.indices && { indices: this.indices }),
-    };
-    this.reference ??= collectReference(this.original, this.dataset, common);
-    const r = await evaluateTask(model, this.dataset, {
-      ...common,
-      reference: await this.reference,
-      ...(this.options.labels && { labels: this.options.labels }),
-    });
-    return {
-      task: r.task,
-      images: r.n,
-      ...(r.labelled && { labelled: figure(r.labelled) }),
-      ...(r.fidelity && { fidelity: figure(r.fidelity) }),
-    };
+    const r = await evaluateTask(model, this.dataset, await this.against());
+    return metrics(r.task, r);
   }
 
   /** `measure` of a model whose outputs on these images were computed already (FidelityJudge's run). */
   async measureOutputs(run: RunOutputs): Promise<StageTaskMetrics> {
-    const common = {
-      spec: this.spec,
-      layout: this.options.layout,
-      batchSize: this.batchSize,
-      runtime: this.runtime,
-      ...(this.indices && { indices: this.indices }),
-    };
-    this.reference ??= collectReference(this.original, this.dataset, common);
     const name = this.options.layout.output ?? run.names[0]!;
     const at = run.names.indexOf(name);
     if (at < 0)
       throw new UserError(`the model has no output '${name}' (its outputs: ${run.names.join(', ')})`);
     const batches = run.batches.map((batch, k) => ({ batch, output: run.outputs[k]![at]! }));
-    const r = await measureOutputs(batches, this.dataset, 'the candidate', {
+    const r = await measureOutputs(batches, this.dataset, 'the candidate', await this.against());
+    return metrics(this.options.layout.task, r);
+  }
+
+  /** What a model is measured with: the images, the original's predictions (collected once), the labels. */
+  private async against() {
+    const common = {
+      spec: this.spec,
+      layout: this.options.layout,
+      batchSize: this.batchSize,
+      runtime: this.runtime,
+      ...(this.indices && { indices: this.indices }),
+    };
+    this.reference ??= collectReference(this.original, this.dataset, common);
+    return {
       ...common,
       reference: await this.reference,
       ...(this.options.labels && { labels: this.options.labels }),
-    });
-    return {
-      task: this.options.layout.task,
-      images: r.n,
-      ...(r.labelled && { labelled: figure(r.labelled) }),
-      ...(r.fidelity && { fidelity: figure(r.fidelity) }),
     };
   }
+}
+
+function metrics(
+  task: StageTaskMetrics['task'],
+  r: { n: number; labelled?: TaskMetric; fidelity?: TaskMetric },
+): StageTaskMetrics {
+  return {
+    task,
+    images: r.n,
+    ...(r.labelled && { labelled: figure(r.labelled) }),
+    ...(r.fidelity && { fidelity: figure(r.fidelity) }),
+  };
 }
 
 function figure(m: TaskMetric): StageTaskFigure {
