@@ -378,50 +378,25 @@ function gatherTargets(out: Float32Array, images: number, layer: Layer, s: Sampl
  */
 function patches(x: Float32Array, xDims: number[], layer: Layer, s: Sampling): Float32Array {
   const g = layer.conv!;
-  if (g.transposed) return transposedPatches(x, xDims, layer, s);
   const [n, c, h, w] = xDims as [number, number, number, number];
   const [kh, kw] = g.kernel;
   const wo = s.inner[1]!;
   const per = rowsPerImage(s);
   const d = layer.d;
   const out = new Float32Array(n * per * d);
-  for (let img = 0; img < n; img++)
-    for (let r = 0; r < per; r++) {
-      const pos = s.positions ? s.positions[r]! : r;
-      const oy = Math.floor(pos / wo);
-      const ox = pos - oy * wo;
-      const row = (img * per + r) * d;
-      for (let ch = 0; ch < c; ch++) {
-        const plane = (img * c + ch) * h * w;
-        for (let i = 0; i < kh; i++) {
-          const iy = oy * g.strides[0] - g.pads[0] + i * g.dilations[0];
-          if (iy < 0 || iy >= h) continue;
-          for (let j = 0; j < kw; j++) {
-            const ix = ox * g.strides[1] - g.pads[1] + j * g.dilations[1];
-            if (ix < 0 || ix >= w) continue;
-            out[row + (ch * kh + i) * kw + j] = x[plane + iy * w + ix]!;
-          }
-        }
+  // The input index kernel tap i reads for output index o on an axis, or -1 (outside: zero). A Conv reads
+  // o·stride − pad + i·dilation; a ConvTranspose scatters input t to t·stride − pad + i·dilation, so reads
+  // t = (o + pad − i·dilation) / stride where that divides.
+  const source = g.transposed
+    ? (o: number, i: number, axis: 0 | 1, size: number): number => {
+        const t = o + g.pads[axis] - i * g.dilations[axis];
+        if (t < 0 || t % g.strides[axis] !== 0) return -1;
+        return t / g.strides[axis] < size ? t / g.strides[axis] : -1;
       }
-    }
-  return out;
-}
-
-function transposedPatches(x: Float32Array, xDims: number[], layer: Layer, s: Sampling): Float32Array {
-  const g = layer.conv!;
-  const [n, c, h, w] = xDims as [number, number, number, number];
-  const [kh, kw] = g.kernel;
-  const wo = s.inner[1]!;
-  const per = rowsPerImage(s);
-  const d = layer.d;
-  const out = new Float32Array(n * per * d);
-  // Output oy = iy·stride − pad + i·dilation: tap i reaches oy from iy = (oy + pad − i·dilation) / stride.
-  const source = (o: number, i: number, axis: 0 | 1, size: number): number => {
-    const t = o + g.pads[axis] - i * g.dilations[axis];
-    if (t < 0 || t % g.strides[axis] !== 0) return -1;
-    const at = t / g.strides[axis];
-    return at < size ? at : -1;
-  };
+    : (o: number, i: number, axis: 0 | 1, size: number): number => {
+        const t = o * g.strides[axis] - g.pads[axis] + i * g.dilations[axis];
+        return t >= 0 && t < size ? t : -1;
+      };
   for (let img = 0; img < n; img++)
     for (let r = 0; r < per; r++) {
       const pos = s.positions ? s.positions[r]! : r;
