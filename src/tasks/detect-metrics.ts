@@ -13,9 +13,12 @@ export interface NmsOptions {
   iou: number;
   /** Boxes kept per image, best first (ultralytics: 300). */
   maxDet: number;
-  /** Candidates passed to NMS, best first (ultralytics: 30000). */
+  /** Candidates passed to NMS, best first (default MAX_NMS). */
   maxNms?: number;
 }
+
+/** Candidates NMS takes, best first (ultralytics' max_nms). */
+export const MAX_NMS = 30000;
 
 /** Intersection over union of two corner boxes; 0 when either has no area. */
 export function boxIou(a: Box, b: Box): number {
@@ -37,7 +40,8 @@ export function boxIou(a: Box, b: Box): number {
 export function nonMaxSuppression(candidates: Detection[], options: NmsOptions): Detection[] {
   const order = candidates.filter((c) => c.score > options.conf);
   order.sort((a, b) => b.score - a.score); // stable: equal scores keep anchor/class order
-  if (order.length > (options.maxNms ?? 30000)) order.length = options.maxNms ?? 30000;
+  const cap = options.maxNms ?? MAX_NMS;
+  if (order.length > cap) order.length = cap;
   const keptByClass = new Map<number, Box[]>();
   const kept: Detection[] = [];
   for (const d of order) {

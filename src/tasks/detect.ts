@@ -1,5 +1,5 @@
 import { UserError } from '../errors.js';
-import { CocoAccumulator, nonMaxSuppression } from './detect-metrics.js';
+import { CocoAccumulator, MAX_NMS, nonMaxSuppression } from './detect-metrics.js';
 import { layoutClassCount, withDefaults, type BoxLayout, type OutputLayout } from './layout.js';
 import type {
   Detection,
@@ -21,9 +21,6 @@ export function detectClassCount(dims: readonly number[], layout: OutputLayout):
   const values = boxLayoutOf(dims, layout) === '[1,4+nc,N]' ? dims[1]! : dims[2]!;
   return layoutClassCount(layout) ?? values - 4;
 }
-
-/** Candidates NMS takes, best first (ultralytics' max_nms). */
-export const MAX_NMS = 30000;
 
 /**
  * The (box, class, score) candidates of one image that NMS takes, corners in input pixels: the ultralytics
