@@ -1,7 +1,8 @@
 /**
  * prune with labels on a trained transformer (fixtures/trained/vit.onnx, torchvision's VisionTransformer on
  * Fashion-MNIST): the candidates skip Taylor scores (they read BN layers, which it has none of), fine-tuning
- * runs at the LayerNorm default rate and says so, and asking for Taylor is refused in one line.
+ * runs at the LayerNorm default rate and says so, and asking for Taylor is refused in one line. A BN-folded CNN
+ * (no BN either, no LayerNorm) skips Taylor too and keeps the CNN rate.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -40,6 +41,15 @@ describe('prune with labels on a trained ViT', () => {
       /fine-tuning ran at lr 0\.01, the default for a model normalised by LayerNorm/,
     );
     assert.ok(report.accuracy.some((a) => a.stage === 'finetuned'));
+  });
+
+  it('a CNN exported with BN folded: no Taylor either, and fine-tuning keeps the CNN rate', async () => {
+    const args = ['prune', fixture('fmnist_cnn-bnfolded.onnx'), '--flops', '0.5', '--preset', 'fmnist'];
+    const r = await runCli([...args, '--data', data, ...quick, '--json', '-o', path.join(dir, 'f.onnx')]);
+    assert.equal(r.code, 0, r.stderr);
+    const report = (JSON.parse(r.stdout) as { pipeline: PruneReport }).pipeline;
+    assert.ok(report.criteria.length > 1 && report.criteria.every((c) => c.criterion !== 'taylor'));
+    assert.doesNotMatch(r.stdout + r.stderr, /LayerNorm/);
   });
 
   it('--criterion taylor is refused in one line', async () => {

@@ -54,6 +54,29 @@ function seededImages(n: number, seed: number): Float32Array {
   });
 }
 
+/** The model's squared error against the teacher's first output on `indices`, over the teacher's spread. */
+async function errorAgainst(
+  teacher: Model,
+  model: Model,
+  data: Awaited<ReturnType<typeof openDataset>>,
+  spec: PreprocessSpec,
+  indices: Int32Array,
+  batchSize: number,
+): Promise<number> {
+  let err = 0;
+  let ref = 0;
+  for await (const batch of batches(data, { spec, batchSize, indices })) {
+    const [t] = await outputsOf(teacher, batch.images, batch.shape);
+    const [s] = await outputsOf(model, batch.images, batch.shape);
+    const mean = t!.reduce((a, b) => a + b, 0) / t!.length;
+    for (let i = 0; i < t!.length; i++) {
+      err += (t![i]! - s![i]!) ** 2;
+      ref += (t![i]! - mean) ** 2;
+    }
+  }
+  return err / ref;
+}
+
 async function outputsOf(model: Model, images: Float32Array, shape: number[]): Promise<Float32Array[]> {
   const session = await ort.InferenceSession.create(serializeModel(model));
   try {
@@ -270,20 +293,7 @@ describe('distillation without labels', () => {
       crop: 64,
     };
     const heldOut = Int32Array.from({ length: 32 }, (_, i) => data.length - 1 - i);
-    const error = async (m: Model): Promise<number> => {
-      let err = 0;
-      let ref = 0;
-      for await (const batch of batches(data, { spec, batchSize: 16, indices: heldOut })) {
-        const [t] = await outputsOf(teacher, batch.images, batch.shape);
-        const [s] = await outputsOf(m, batch.images, batch.shape);
-        const mean = t!.reduce((a, b) => a + b, 0) / t!.length;
-        for (let i = 0; i < t!.length; i++) {
-          err += (t![i]! - s![i]!) ** 2;
-          ref += (t![i]! - mean) ** 2;
-        }
-      }
-      return err / ref;
-    };
+    const error = (m: Model) => errorAgainst(teacher, m, data, spec, heldOut, 16);
     const before = await error(student);
     const result = await distillFromOriginal(student, teacher, data, {
       epochs: 2,
@@ -324,20 +334,7 @@ describe('distillation without labels', () => {
       std: [0.353],
     };
     const heldOut = Int32Array.from({ length: 256 }, (_, i) => data.length - 1 - i);
-    const error = async (m: Model): Promise<number> => {
-      let err = 0;
-      let ref = 0;
-      for await (const batch of batches(data, { spec, batchSize: 64, indices: heldOut })) {
-        const [t] = await outputsOf(teacher, batch.images, batch.shape);
-        const [s] = await outputsOf(m, batch.images, batch.shape);
-        const mean = t!.reduce((a, b) => a + b, 0) / t!.length;
-        for (let i = 0; i < t!.length; i++) {
-          err += (t![i]! - s![i]!) ** 2;
-          ref += (t![i]! - mean) ** 2;
-        }
-      }
-      return err / ref;
-    };
+    const error = (m: Model) => errorAgainst(teacher, m, data, spec, heldOut, 64);
     const before = await error(student);
     const result = await distillFromOriginal(student, teacher, data, {
       epochs: 1,
