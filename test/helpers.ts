@@ -36,8 +36,33 @@ export function fixture(name: string): string {
   return path.join(FIXTURES, name);
 }
 
+const madeDirs = new Set<string>();
+let cleanupRegistered = false;
+
+/**
+ * A fresh temporary folder, removed when the test file's process exits (node:test runs each file in its own
+ * process), so that repeated runs do not fill the machine's temp folder.
+ */
 export function tmpDir(prefix = 'adapruner-test-'): string {
-  return fs.mkdtempSync(path.join(fs.realpathSync(process.env.TMPDIR ?? '/tmp'), prefix));
+  const dir = fs.mkdtempSync(path.join(fs.realpathSync(process.env.TMPDIR ?? '/tmp'), prefix));
+  madeDirs.add(dir);
+  if (!cleanupRegistered) {
+    cleanupRegistered = true;
+    process.on('exit', removeMadeDirs);
+  }
+  return dir;
+}
+
+function removeMadeDirs(): void {
+  for (const dir of madeDirs) {
+    try {
+      // A test may leave a folder read-only on purpose; give it back its write bit so it can go.
+      fs.chmodSync(dir, 0o755);
+      fs.rmSync(dir, { recursive: true, force: true });
+    } catch {
+      // Cleanup is best effort: a folder a test made unremovable must not turn a passing run into a failure.
+    }
+  }
 }
 
 /** The shared pretrained models (../shared/models). */
