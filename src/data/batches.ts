@@ -1,7 +1,9 @@
+import type { Tensor } from 'onnxruntime-node';
 import { UserError } from '../errors.js';
 import type { AnyDataset, Dataset, Sample } from './dataset.js';
 import { normalisationTable, type PreprocessSpec } from './preprocess.js';
 import { mixSeed, mulberry32, randomInt } from './prng.js';
+import { isTokenSet, tokenBatches } from './tokens.js';
 
 /** A batch of images; from an unlabelled data set it has no labels. */
 export interface ImageBatch {
@@ -12,6 +14,11 @@ export interface ImageBatch {
   shape: [n: number, c: number, h: number, w: number];
   /** Dataset index of each sample. */
   indices: Int32Array;
+  /**
+   * A token set's batch: the model's inputs by name (token ids, masks), [n, sequence] each; `images` is then
+   * empty (src/data/tokens.ts). Run it with feedsOf (src/runtime/session.ts).
+   */
+  feeds?: Readonly<Record<string, Tensor>>;
 }
 
 /** A batch of a labelled data set. */
@@ -42,6 +49,7 @@ export async function* batches(dataset: AnyDataset, options: BatchOptions): Asyn
   const { spec, batchSize } = options;
   if (!(Number.isInteger(batchSize) && batchSize > 0))
     throw new UserError(`batch size must be a positive integer, not ${batchSize}`);
+  if (isTokenSet(dataset)) return yield* tokenBatches(dataset, options);
   const indexAt = options.indices ? (k: number) => options.indices![k]! : (k: number) => k;
   const total = options.indices?.length ?? dataset.length;
   const ahead = options.ahead ?? 2;

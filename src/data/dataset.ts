@@ -9,7 +9,7 @@ export interface Sample {
   channels: number;
 }
 
-export type DatasetKind = 'image-folder' | 'cifar-binary' | 'idx' | 'unlabelled';
+export type DatasetKind = 'image-folder' | 'cifar-binary' | 'idx' | 'unlabelled' | 'tokens';
 
 /** What every data set has: images addressed by index, decoded on demand. */
 export interface ImageSet {
@@ -28,7 +28,7 @@ export interface ImageSet {
  * in memory; pixels are produced on demand by `load`, so a dataset of any size streams.
  */
 export interface Dataset extends ImageSet {
-  readonly kind: Exclude<DatasetKind, 'unlabelled'>;
+  readonly kind: Exclude<DatasetKind, 'unlabelled' | 'tokens'>;
   readonly labelled?: true;
   /** Label i is `classNames[i]`. */
   readonly classNames: readonly string[];
@@ -41,7 +41,8 @@ export interface Dataset extends ImageSet {
  * only images (BN recalibration, compensation, distillation); anything needing labels calls `requireLabels`.
  */
 export interface UnlabelledDataset extends ImageSet {
-  readonly kind: 'unlabelled';
+  /** `tokens`: a text model's token ids (src/data/tokens.ts), read the same way by what needs no labels. */
+  readonly kind: 'unlabelled' | 'tokens';
   readonly labelled: false;
   readonly labels: undefined;
   readonly classNames: undefined;

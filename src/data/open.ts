@@ -10,6 +10,7 @@ import { requireLabels, type AnyDataset, type Dataset } from './dataset.js';
 import { IdxDataset, looksLikeIdxFolder } from './idx.js';
 import { IMAGE_EXTENSIONS, ImageFolderDataset } from './image-folder.js';
 import { UnlabelledImages } from './unlabelled.js';
+import { isTokenData, openTokens, type TokenModel } from './tokens.js';
 
 export interface OpenOptions {
   /** Which split where the data has several (train/test folders, CIFAR batches, IDX train/t10k files). */
@@ -23,6 +24,8 @@ export interface OpenOptions {
   labels?: 'required' | 'optional';
   /** With labels required: completes "this data set has no labels; …" (what needs them, how to give them). */
   labelsNeededFor?: string;
+  /** The text model's inputs, which a `.jsonl` token file is read against (tokenModelOf). */
+  tokens?: TokenModel;
 }
 
 /** Names a folder may use for each split, in order of preference. */
@@ -32,6 +35,7 @@ const SPLIT_FOLDERS: Record<Split, string[]> = { train: ['train'], test: ['test'
  * Opens a dataset, recognising its kind from the path:
  * - a `.tar` archive: extracted once into the cache, then recognised as below;
  * - a `.txt` file: a list of image paths, one per line, relative to it (unlabelled);
+ * - a `.jsonl` file: a text model's token ids, one sample per line (src/data/tokens.ts; needs `tokens`);
  * - a folder with IDX files (`train-images-idx3-ubyte[.gz]`, `t10k-…`), or an IDX images file;
  * - a folder with CIFAR binary batches (`data_batch_N.bin`/`test_batch.bin`, or CIFAR-100's `train.bin`/`test.bin`),
  *   or one `.bin` batch;
@@ -58,10 +62,15 @@ async function openAny(path: string, options: OpenOptions): Promise<AnyDataset> 
   if (info.isFile()) {
     if (/\.tar$/i.test(path)) return openAny(await extractTarOnce(path), options);
     if (/\.txt$/i.test(path)) return UnlabelledImages.openList(path, options.decodedCacheBytes);
+    if (isTokenData(path)) {
+      if (!options.tokens)
+        throw new UserError('is token data (.jsonl), which this command does not read: give images', path);
+      return openTokens(path, options.tokens);
+    }
     if (/idx3-ubyte(\.gz)?$/i.test(path)) return IdxDataset.open(path, split, true);
     if (/\.bin$/i.test(path)) return CifarBinaryDataset.open(path, split, true);
     throw new UserError(
-      'is not a dataset (expected a folder, a .tar archive, a .txt list of images, an IDX images file or a CIFAR .bin batch)',
+      'is not a dataset (expected a folder, a .tar archive, a .txt list of images, an IDX images file, a CIFAR .bin batch or .jsonl token ids)',
       path,
     );
   }
