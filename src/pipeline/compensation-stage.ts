@@ -49,7 +49,11 @@ export async function runCompensation(
   const loaded: InputBatch[] = [];
   const batchSize = options.batchSize ?? 100;
   for await (const b of batches(options.dataset, { spec: options.spec, batchSize, indices: chosen }))
-    loaded.push({ data: b.images, shape: [...b.shape] });
+    loaded.push(
+      b.feeds
+        ? { data: b.images, shape: Object.values(b.feeds)[0]!.dims.map(Number), feeds: b.feeds }
+        : { data: b.images, shape: [...b.shape] },
+    );
   const heldCount = Math.max(1, Math.round(loaded.length / 5));
   const data = { fit: loaded.slice(0, loaded.length - heldCount), heldOut: loaded.slice(-heldCount) };
   if (data.fit.length === 0) data.fit = data.heldOut;

@@ -1,6 +1,7 @@
 import type { AnyDataset } from '../data/dataset.js';
 import type { PreprocessSpec } from '../data/preprocess.js';
 import { mixSeed, mulberry32, shuffle } from '../data/prng.js';
+import { isTokenSet } from '../data/tokens.js';
 import type { Model } from '../ir/index.js';
 import { FidelityJudge, type RunOutputs } from '../runtime/fidelity.js';
 import type { RuntimeOptions } from '../runtime/session.js';
@@ -118,6 +119,10 @@ function subsetOf(dataset: AnyDataset, indices: Int32Array): AnyDataset {
     describe: (i: number) => dataset.describe(indices[i]!),
     load: (i: number, spec: PreprocessSpec) => dataset.load(indices[i]!, spec),
     length: indices.length,
+    ...(isTokenSet(dataset) && {
+      feeds: (ix: ArrayLike<number>) => dataset.feeds(Int32Array.from(ix, (i) => indices[i]!)),
+      classLabels: dataset.classLabels && Int32Array.from(indices, (i) => dataset.classLabels![i]!),
+    }),
   };
   return dataset.labelled === false
     ? { ...dataset, ...view }

@@ -194,7 +194,7 @@ export async function compensateModel(
       model,
       report: { layers: report, skipped, waves: 0, seconds: (performance.now() - started) / 1000 },
     };
-  const dims = await outputDims(decodeModel(originalBytes), data.fit[0]!.shape);
+  const dims = await outputDims(decodeModel(originalBytes), data.fit[0]!);
   const samplings = new Map(
     layers.map((l) => [
       l,
@@ -259,9 +259,11 @@ export async function compensateModel(
 }
 
 /** Concrete dims of every value at the calibration batch size (static analysis, else one onnxruntime run). */
-async function outputDims(model: Model, inputShape: number[]): Promise<Map<string, number[]>> {
+async function outputDims(model: Model, batch: InputBatch): Promise<Map<string, number[]>> {
   const input = model.graph.inputs.find((v) => !v.isInitializer)!;
-  const inputDims = new Map([[input.name, inputShape]]);
+  const inputDims = batch.feeds
+    ? new Map(Object.entries(batch.feeds).map(([name, t]) => [name, t.dims.map(Number)]))
+    : new Map([[input.name, batch.shape]]);
   const found = await probeShapes(model, inputDims);
   return new Map([...found.dims].map(([v, d]) => [v.name, d]));
 }

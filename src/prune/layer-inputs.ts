@@ -3,14 +3,18 @@ import { firstLine } from '../data/error-text.js';
 import { UserError } from '../errors.js';
 import { DataType, Value, serializeModel, tensorType, type Model, type Node } from '../ir/index.js';
 import { removeDeadNodes } from '../passes/dead-code.js';
+import { analyzeShapes } from '../passes/infer-shapes.js';
 import { removeUnusedInitializers } from '../passes/unused-initializers.js';
 import { createSession, type RuntimeOptions } from '../runtime/session.js';
 import { dataTypeOfOrt } from '../shapes/probe.js';
 
-/** One batch of model input (NCHW float32). */
+/** One batch of model input: NCHW float32 images, or a text model's feeds. */
 export interface InputBatch {
   data: Float32Array;
+  /** The images' shape; with `feeds`, the first feed's (the batch first). */
   shape: number[];
+  /** Every input by name (token ids, masks), where the model takes more than one float image; `data` is empty. */
+  feeds?: Readonly<Record<string, ort.Tensor>>;
 }
 
 /** Memory the cached frontier tensors may take over all batches (bytes); beyond it a pass starts from the images. */
@@ -42,7 +46,8 @@ export class LayerInputs {
     names: string[],
     use: (k: number, values: Map<string, ort.Tensor>) => Promise<void>,
   ): Promise<void> {
-    let pass = passModel(model, names, this.frontier);
+    const notFloat = nonFloatValues(model);
+    let pass = passModel(model, names, this.frontier, notFloat);
     let session: Session | undefined;
     try {
       session = pass.fetch.length ? await createSession(pass.bytes, this.runtime) : undefined;
@@ -50,7 +55,7 @@ export class LayerInputs {
       if (this.frontier.size === 0) throw e;
       // A cut the runtime does not take (a value whose type the IR does not know): start from the images.
       this.frontier.clear();
-      pass = passModel(model, names, this.frontier);
+      pass = passModel(model, names, this.frontier, notFloat);
       session = await createSession(pass.bytes, this.runtime);
     }
     if (this.frontier.size) this.resumed++;
@@ -64,7 +69,8 @@ export class LayerInputs {
         if (session) {
           const feeds: Record<string, ort.Tensor> = {};
           for (const n of session.session.inputNames)
-            feeds[n] = this.frontier.get(n)?.[k] ?? new ort.Tensor('float32', b.data, b.shape);
+            feeds[n] =
+              this.frontier.get(n)?.[k] ?? b.feeds?.[n] ?? new ort.Tensor('float32', b.data, b.shape);
           const outs = await runSession(session.session, feeds, pass.fetch);
           for (const n of pass.fetch) values.set(n, outs[n]!);
           for (const n of pass.crossing) {
@@ -98,7 +104,12 @@ interface PassModel {
  * A copy of the model cut at the frontier (held values become graph inputs), computing `names` and the values
  * its part of the network hands to nodes outside it.
  */
-function passModel(model: Model, names: string[], frontier: Map<string, ort.Tensor[]>): PassModel {
+function passModel(
+  model: Model,
+  names: string[],
+  frontier: Map<string, ort.Tensor[]>,
+  notFloat: ReadonlySet<string>,
+): PassModel {
   const m = model.clone();
   const g = m.graph;
   const byName = g.valueByName();
@@ -120,7 +131,7 @@ function passModel(model: Model, names: string[], frontier: Map<string, ort.Tens
     for (const v of node.outputs)
       if (
         node.opType !== 'Constant' &&
-        (v.elemType === undefined || v.elemType === DataType.FLOAT) &&
+        (v.elemType === undefined ? !notFloat.has(v.name) : v.elemType === DataType.FLOAT) &&
         readBeyond(v)
       )
         crossing.add(v.name);
@@ -141,6 +152,29 @@ function passModel(model: Model, names: string[], frontier: Map<string, ort.Tens
     ...g.inputs.filter((v) => v.isInitializer || read.has(v) || g.outputs.includes(v)),
   );
   return { bytes: serializeModel(m), fetch, crossing: [...crossing], carried: [...carried] };
+}
+
+const nonFloatCache = new WeakMap<Model, ReadonlySet<string>>();
+
+/**
+ * Names of the values shape inference finds to be other than float: the index arithmetic a text model computes
+ * from its token ids at run time (Shape, Gather, Concat of a dynamic sequence length), which a decoded model
+ * leaves untyped and which must not become a float cut. Inferred once per model (its structure never changes
+ * while compensation re-fits its weights).
+ */
+function nonFloatValues(model: Model): ReadonlySet<string> {
+  let names = nonFloatCache.get(model);
+  if (!names) {
+    const found = new Set<string>();
+    try {
+      for (const [v, t] of analyzeShapes(model).info)
+        if (t.elemType !== undefined && t.elemType !== DataType.FLOAT) found.add(v.name);
+    } catch {
+      // No inference (an op it refuses): every untyped value is taken for a float, as before.
+    }
+    nonFloatCache.set(model, (names = found));
+  }
+  return names;
 }
 
 /** Every node the values depend on (their producers, theirs, ...). */

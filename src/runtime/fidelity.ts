@@ -1,10 +1,9 @@
-import * as ort from 'onnxruntime-node';
 import { batches } from '../data/batches.js';
 import type { AnyDataset } from '../data/dataset.js';
 import type { PreprocessSpec } from '../data/preprocess.js';
 import { UserError } from '../errors.js';
 import { BOX_ROWS, looksLikeDetection } from '../train/output-matching.js';
-import { createSession, type ModelSession, type RuntimeOptions } from './session.js';
+import { createSession, feedsOf, type ModelSession, type RuntimeOptions } from './session.js';
 
 /** How closely a model reproduces the original's outputs on the same images (no labels needed). */
 export interface Fidelity {
@@ -44,9 +43,14 @@ export class FidelityJudge {
     return (await this.scoreWithOutputs(candidate)).fidelity;
   }
 
+  /** The original's outputs on the judge's images, batch by batch (run once, and kept for the scores). */
+  async originalOutputs(): Promise<RunOutputs['outputs']> {
+    return (this.reference ??= (await this.outputsOf(this.original, true)).outputs);
+  }
+
   /** The score, and the candidate's outputs batch by batch (for a task figure from the same run). */
   async scoreWithOutputs(candidate: Uint8Array): Promise<{ fidelity: Fidelity; outputs: RunOutputs }> {
-    const reference = (this.reference ??= (await this.outputsOf(this.original, true)).outputs);
+    const reference = await this.originalOutputs();
     if (reference.length === 0) throw new UserError('no images to compare the outputs on', this.images.path);
     const run = await this.outputsOf(candidate, false);
     const outputs = run.outputs;
@@ -76,9 +80,7 @@ export class FidelityJudge {
         batchSize: this.options.batchSize ?? 32,
         ...(this.options.indices && { indices: this.options.indices }),
       })) {
-        const result = await session.session.run({
-          [session.inputName]: new ort.Tensor('float32', batch.images, batch.shape),
-        });
+        const result = await session.session.run(feedsOf(batch, session.inputName));
         out.push(
           this.names.map((n) => ({
             data: Float32Array.from(result[n]!.data as Float32Array),

@@ -7,7 +7,7 @@ import { firstLine } from '../data/error-text.js';
 import { UserError } from '../errors.js';
 import { DataType, Tensor, Value, serializeModel, type Model } from '../ir/index.js';
 import { batchNormStatsGraph, findBatchNormLayers, type BatchNormLayer } from '../passes/bn-stats-graph.js';
-import { checkInputShape, createSession, type RuntimeOptions } from './session.js';
+import { checkInputShape, createSession, feedsOf, type RuntimeOptions } from './session.js';
 
 export interface RecalibrateOptions {
   spec: PreprocessSpec;
@@ -82,9 +82,9 @@ export async function recalibrateBatchNorm(
       ...(options.augment !== false && { augmentSeed: options.seed ?? 0 }),
     });
     for await (const batch of stream) {
-      if (batchCount === 0)
+      if (batchCount === 0 && !batch.feeds)
         checkInputShape(session, batch.shape, `the data (${dataset.describe(batch.indices[0]!)})`);
-      const feeds = { [session.inputName]: new ort.Tensor('float32', batch.images, batch.shape) };
+      const feeds = feedsOf(batch, session.inputName);
       let results: ort.InferenceSession.ReturnType;
       try {
         results = await session.session.run(feeds, fetches);

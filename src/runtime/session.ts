@@ -1,4 +1,5 @@
 import * as ort from 'onnxruntime-node';
+import type { ImageBatch } from '../data/batches.js';
 import { firstLine } from '../data/error-text.js';
 import { UserError } from '../errors.js';
 import { cudaUnavailableReason, requireCuda, type Device } from './device.js';
@@ -175,6 +176,19 @@ export function checkInputShape(model: ModelSession, shape: readonly number[], w
     const show = (s: readonly (number | string)[]) => `[${s.join(',')}]`;
     throw new UserError(`expects input ${show(declared)} but ${what} gives ${show(shape)}`, model.source);
   }
+}
+
+/**
+ * The feeds of one batch: a token set's (every input by name), else its images as the one float32 input
+ * `inputName`.
+ */
+export function feedsOf(
+  batch: Pick<ImageBatch, 'images' | 'shape' | 'feeds'>,
+  inputName: string,
+): Record<string, ort.Tensor> {
+  return batch.feeds
+    ? { ...batch.feeds }
+    : { [inputName]: new ort.Tensor('float32', batch.images, batch.shape) };
 }
 
 function stderr(message: string): void {

@@ -5,7 +5,8 @@ import type { AnyDataset } from '../data/dataset.js';
 import type { PreprocessSpec } from '../data/preprocess.js';
 import { UserError } from '../errors.js';
 import { serializeModel, type Model } from '../ir/index.js';
-import { createSession, type ModelSession } from '../runtime/session.js';
+import { createSession, feedsOf, type ModelSession } from '../runtime/session.js';
+import { isTokenSet, tokenInputShapes } from '../data/tokens.js';
 import type { Device } from '../runtime/device.js';
 import { carriedTensors, startingTensors, stateFeeds, withWeights, type StepProgress } from './loop.js';
 import type { SgdOptions } from './optimizer.js';
@@ -84,8 +85,11 @@ export async function distillFromOriginal(
   const teacherSession = await createSession(serializeModel(teacher), runtime);
   try {
     const matches = await chooseMatches(teacherSession, dataset, order, options);
+    // A token set feeds every input of a text model at its sequence length.
+    const tokens = isTokenSet(dataset) ? tokenInputShapes(dataset) : undefined;
     const step = await buildStepGraph(student, {
       batchSize: B,
+      ...(tokens && { inputShapes: tokens, multipleInputs: true }),
       sgd: options.sgd,
       matchOutputs: matches,
       frozenBatchNorm: options.frozenBatchNorm ?? B < FROZEN_BN_BELOW,
@@ -132,9 +136,10 @@ async function trainEpochs(
       batchSize: B,
       indices: indices.slice(0, steps * B),
     })) {
-      const images = new ort.Tensor('float32', batch.images, batch.shape);
-      const target = await teacher.session.run({ [teacher.inputName]: images });
-      feeds[step.inputs.images] = images;
+      const inputs = feedsOf(batch, teacher.inputName);
+      const target = await teacher.session.run(inputs);
+      if (batch.feeds) Object.assign(feeds, inputs);
+      else feeds[step.inputs.images] = inputs[teacher.inputName]!;
       outputs.forEach((name, i) => (feeds[step.inputs.teacherOutputs![i]!] = target[name] as ort.Tensor));
       feeds[step.inputs.lr] = new ort.Tensor(
         'float32',
@@ -194,9 +199,7 @@ async function chooseMatches(
     batchSize: options.batchSize,
     indices: sample,
   })) {
-    const out = await teacher.session.run({
-      [teacher.inputName]: new ort.Tensor('float32', batch.images, batch.shape),
-    });
+    const out = await teacher.session.run(feedsOf(batch, teacher.inputName));
     names.forEach((name, i) => accumulate(stats[i]!, out[name] as ort.Tensor));
     if (++seen >= CALIBRATION_BATCHES) break;
   }
