@@ -144,9 +144,12 @@ function checkWeights(g: Graph, file: string): void {
     if (t.dataType === DataType.FLOAT || t.dataType === DataType.DOUBLE) {
       // In pieces: `t.data` would cache a decoded copy of every unaligned weight, a second copy of the file.
       let start = 0;
+      // A scalar -Infinity is the fill of an attention mask (torch's masked_fill(-inf), an initializer once
+      // constants are folded, so every pruned text model with a padding mask has one): not a broken weight.
+      const fill = t.size <= 1;
       for (const data of t.chunks() as Generator<Float32Array | Float64Array>) {
         for (let i = 0; i < data.length; i++)
-          if (!Number.isFinite(data[i]!))
+          if (!Number.isFinite(data[i]!) && !(fill && Math.abs(data[i]!) === Infinity))
             throw new UserError(`initializer '${v.name}' holds ${data[i]} (element ${start + i})`, file);
         start += data.length;
       }
