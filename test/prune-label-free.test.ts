@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
+import { loadModel } from '../src/ir/index.js';
 import type { PruneReport } from '../src/report/types.js';
 import { fixture, runCli, tmpDir } from './helpers.js';
 
@@ -67,6 +68,23 @@ describe('prune on unlabelled images', () => {
     // 93.7% here; a matching loss that stops weighting the score rows (as a variance floor once did) ends near 49%.
     assert.ok(at('finetuned') >= 0.8, JSON.stringify(report.accuracy));
     assert.equal(report.kept?.stage, 'finetuned');
+  });
+
+  it('distils a dynamic-H/W export at the --input-shape size and keeps its input dynamic', async () => {
+    const out = path.join(dir, 'dynamic.onnx');
+    const args = pruneArgs(out, ['--finetune-epochs', '1', '--input-shape', '1x3x64x64']);
+    args[1] = fixture('dense/yolo_det-dynamic.onnx');
+    // The training step graph once ignored --input-shape and failed after every other stage had run.
+    const r = await runCli(args);
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(fs.readFileSync(`${out}.report.json`, 'utf8')) as PruneReport;
+    assert.ok(
+      report.accuracy.some((a) => a.stage === 'finetuned'),
+      JSON.stringify(report.accuracy),
+    );
+    const written = await loadModel(out);
+    const dims = written.graph.inputs[0]!.shape!;
+    assert.ok(typeof dims[2] === 'string' && typeof dims[3] === 'string', JSON.stringify(dims));
   });
 
   it('refuses binary cross-entropy for outputs outside [0, 1] in one line', async () => {

@@ -210,6 +210,7 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
       batchSize: args.batch,
       lr: args.lr,
       spec,
+      ...(inputShapes && { inputShapes }),
       schedule: { kind: args.schedule as ScheduleKind },
       warmupEpochs: args.warmup,
       sgd: { momentum: args.momentum, nesterov: args.nesterov, weightDecay: args.weightDecay },

@@ -1073,6 +1073,7 @@ class AdaPruneRun {
               spec: data.spec,
               seed: this.seed,
               runtime: this.runtime,
+              ...(this.options.inputShapes && { inputShapes: this.options.inputShapes }),
               ...(options.onFinetuneStep && { onStep: options.onFinetuneStep }),
             }),
           (line) => {
@@ -1104,6 +1105,7 @@ class AdaPruneRun {
         sgd: { ...rest.sgd, nesterov: rest.sgd?.nesterov ?? DEFAULT_PRUNE_NESTEROV },
         spec: data.spec,
         seed: this.seed,
+        ...(this.options.inputShapes && { inputShapes: this.options.inputShapes }),
         device: this.runtime.device,
         threads: this.runtime.threads,
         onStep: options.onFinetuneStep,

@@ -85,6 +85,7 @@ export interface DistillStageOptions {
   spec: PreprocessSpec;
   seed: number;
   runtime: RuntimeOptions;
+  inputShapes?: Readonly<Record<string, readonly number[]>>;
   onStep?: (p: StepProgress) => void;
 }
 
@@ -106,6 +107,7 @@ export async function distillStage(
     ...(o.limit !== undefined && { limit: o.limit }),
     ...(o.sgd && { sgd: o.sgd }),
     ...(o.outputKinds && { outputKinds: o.outputKinds }),
+    ...(o.inputShapes && { inputShapes: o.inputShapes }),
     ...(o.runtime.device && { device: o.runtime.device }),
     ...(o.runtime.threads !== undefined && { threads: o.runtime.threads }),
     ...(o.onStep && { onStep: o.onStep }),

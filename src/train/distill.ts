@@ -34,6 +34,8 @@ export interface DistillOptions {
    * under FROZEN_BN_BELOW images, whose own statistics are too noisy to normalise by.
    */
   frozenBatchNorm?: boolean;
+  /** Sizes for the inputs' symbolic dims (`--input-shape`): the step graph is built at static shapes. */
+  inputShapes?: Readonly<Record<string, readonly number[]>>;
   device?: Device;
   threads?: number;
   /** After every step; `accuracy` is NaN (there are no labels), `epoch` counts from 1 as fine-tuning's does. */
@@ -89,7 +91,8 @@ export async function distillFromOriginal(
     const tokens = isTokenSet(dataset) ? tokenInputShapes(dataset) : undefined;
     const step = await buildStepGraph(student, {
       batchSize: B,
-      ...(tokens && { inputShapes: tokens, multipleInputs: true }),
+      ...(options.inputShapes && { inputShapes: options.inputShapes }),
+      ...(tokens && { inputShapes: { ...options.inputShapes, ...tokens }, multipleInputs: true }),
       sgd: options.sgd,
       matchOutputs: matches,
       frozenBatchNorm: options.frozenBatchNorm ?? B < FROZEN_BN_BELOW,

@@ -33,6 +33,8 @@ export interface FinetuneOptions {
   /** Peak learning rate. */
   lr: number;
   spec: PreprocessSpec;
+  /** Sizes for the inputs' symbolic dims (`--input-shape`): the step graph is built at static shapes. */
+  inputShapes?: Readonly<Record<string, readonly number[]>>;
   schedule?: ScheduleOptions;
   /** Warm-up length in epochs (may be fractional); converted to steps. */
   warmupEpochs?: number;
@@ -203,6 +205,7 @@ async function prepareRun(
     labelSmoothing: options.labelSmoothing,
     sharpnessAware: (options.sam ?? 0) > 0,
     distillation: options.teacher ? distillationOf(options.teacher) : undefined,
+    ...(options.inputShapes && { inputShapes: options.inputShapes }),
     // The blocked-layout conv ops exist on onnxruntime's CPU provider only.
     blockedConvs: (options.device ?? 'cpu') === 'cpu',
   });

@@ -224,7 +224,7 @@ function inputShapeAt(
     if (i === 0) return batch;
     if (typeof d !== 'number')
       throw new UserError(
-        `input '${input.name}' has a symbolic axis ${i} ('${d}'): give its size (inputShapes)`,
+        `input '${input.name}' has a symbolic axis ${i} ('${d}'): give its size with --input-shape`,
         file,
       );
     return d;
