@@ -21,6 +21,8 @@ import type { RuntimeOptions } from '../runtime/session.js';
 import { renderKeyValues } from '../report/table.js';
 import { runTaskEval, wantsTaskEval } from '../tasks/cli.js';
 import { TASK_NAMES } from '../tasks/types.js';
+import { evalTokens } from './eval-tokens.js';
+import { isTokenData } from './token-data.js';
 
 /** Flags shared by the commands that read images (eval, recalibrate). */
 export interface DataArgs {
@@ -209,6 +211,9 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
       }) as unknown as Argv<EvalArgs>,
   handler: async (args: ArgumentsCamelCase<EvalArgs>) => {
     checkNumbers(args, DATA_NUMBERS);
+    // A text model's token ids (src/cli/eval-tokens.ts): no preprocessing, fidelity or labels from the file.
+    if (isTokenData(args.data))
+      return void process.stdout.write(await evalTokens(args, runtimeFromArgs(args)));
     const preprocessing = fittedSpec(specFromArgs(args, args.model), args.model, args.inputShape);
     if (wantsTaskEval(args)) return evalTask(args, preprocessing);
     const { dataset, indices } = await datasetFromArgs(args, 'test');

@@ -23,6 +23,8 @@ import { saveModel } from '../ir/save.js';
 import { parseDevice } from '../runtime/device.js';
 import { createProgress, type Progress } from '../runtime/progress.js';
 import { finetune } from '../train/loop.js';
+import { finetuneTokens } from './finetune-tokens.js';
+import { isTokenData } from './token-data.js';
 import { SCHEDULE_KINDS, type ScheduleKind } from '../train/schedule.js';
 import {
   DEFAULT_ALPHA,
@@ -40,7 +42,7 @@ interface FinetuneArgs {
   output: string;
   epochs: number;
   batch: number;
-  lr: number;
+  lr?: number;
   momentum: number;
   nesterov: boolean;
   weightDecay: number;
@@ -79,7 +81,7 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
       .option('data', {
         type: 'string',
         demandOption: true,
-        describe: 'Training images: folder, .tar, IDX or CIFAR binary',
+        describe: 'Training images: folder, .tar, IDX or CIFAR binary; or .jsonl token ids',
       })
       .option('val', {
         type: 'string',
@@ -97,10 +99,10 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
         default: 128,
         describe: 'Batch size (an incomplete last batch is dropped)',
       })
+      // No yargs default: token data distils at its own (finetune-tokens.ts).
       .option('lr', {
         type: 'number',
-        default: 0.01,
-        describe: "Peak learning rate (prune's: 0.05; docs/finetune.md)",
+        describe: "Peak learning rate (default 0.01; on token data 0.001; prune's: 0.05; docs/finetune.md)",
       })
       .option('momentum', { type: 'number', default: 0.9, describe: 'SGD momentum' })
       .option('nesterov', {
@@ -185,6 +187,8 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
   handler: async (args: ArgumentsCamelCase<FinetuneArgs>) => {
     checkNumbers(args, FINETUNE_NUMBERS);
     checkDistillationOptions(args);
+    // A text model's token ids (src/cli/finetune-tokens.ts): distillation from --teacher, no labels.
+    if (isTokenData(args.data)) return finetuneTokens(args);
     const model = loadModel(args.model);
     checkModel(model, args.model);
     const teacher = args.teacher !== undefined ? loadModel(args.teacher) : undefined;
@@ -208,7 +212,7 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
     const result = await finetune(model, train, {
       epochs: args.epochs,
       batchSize: args.batch,
-      lr: args.lr,
+      lr: args.lr ?? 0.01,
       spec,
       ...(inputShapes && { inputShapes }),
       schedule: { kind: args.schedule as ScheduleKind },

@@ -60,6 +60,7 @@ import { createProgress, type Progress } from '../runtime/progress.js';
 import { labelOfValueName, summarizeReasons } from '../report/module-names.js';
 import { candidateTaskColumn, measureLabels, taskColumns } from '../report/measure.js';
 import { layoutBesideModel, openTaskData, PRUNE_TASK_OPTIONS, wantsPruneTask } from './prune-task.js';
+import { isTokenData, openTokenPruneData } from './token-data.js';
 
 interface PruneArgs {
   model: string;
@@ -139,11 +140,17 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
     const pm = new PassManager({ timings: argv.timings, debug: argv.debug });
     const model = pm.time('load', () => loadModel(argv.model));
     checkModel(model, argv.model);
-    const inputShapes = inputShapesFor(model, argv.inputShape, argv.model);
+    const givenShapes = inputShapesFor(model, argv.inputShape, argv.model);
     const plan = argv.planIn ? readPlanFile(argv.planIn) : undefined;
     if (wantsPruneTask(argv) && !argv.data)
       throw new UserError('--task measures every stage on images: give --data (labels beside them optional)');
-    const data = argv.data ? await openData(argv, model, imageInputDims(model, inputShapes)) : undefined;
+    // Token data (a text model's ids, src/cli/token-data.ts) also gives the sequence length every stage runs at.
+    const tokens =
+      argv.data && isTokenData(argv.data) ? await openTokenPruneData(argv, model, givenShapes) : undefined;
+    const inputShapes = tokens?.inputShapes ?? givenShapes;
+    const data =
+      tokens?.data ??
+      (argv.data ? await openData(argv, model, imageInputDims(model, inputShapes)) : undefined);
     // Every output is checked before the work (never an input, its folder exists) and written at the end.
     if (argv.planOut) checkOutput(argv.planOut, 'plan');
     const large = needsExternalData(model);
@@ -549,7 +556,7 @@ function dataOptions<T>(y: Argv<T>) {
     .option('data', {
       type: 'string',
       requiresArg: true,
-      describe: 'Training images: folder, .tar, IDX or CIFAR binary',
+      describe: 'Training images: folder, .tar, IDX or CIFAR binary; or .jsonl token ids',
     })
     .option('val', {
       type: 'string',
@@ -589,7 +596,7 @@ function dataOptions<T>(y: Argv<T>) {
     .option('finetune-lr', {
       type: 'number',
       describe:
-        'Peak learning rate (default 0.05; LayerNorm models 0.01; distilling without labels 0.01, in batches under 8 0.003)',
+        'Peak learning rate (default 0.05; LayerNorm models 0.01; distilling without labels 0.01, in batches under 8 0.003, on token data 0.001)',
     })
     .option('finetune-batch', {
       type: 'number',
