@@ -432,18 +432,12 @@ class AdaPruneRun {
     if (options.latency !== undefined) await this.searchLatency(options.latency);
     this.hasBatchNorm = this.input.graph.nodes.some((n) => n.opType === 'BatchNormalization');
     if (data && !this.hasBatchNorm) this.skipped.push(`BN recalibration (${noRecalibrationWhy(this.input)})`);
-    // Taylor scores need a loss, and the loss labels: on unlabelled images `auto` compares the others.
-    // Taylor scores read BN layers (src/prune/taylor.ts): without BN (folded at export, a transformer) `auto` skips it.
+    // Taylor scores need a loss, and the loss labels: on unlabelled images `auto` compares the others. Without BN
+    // (folded at export, a transformer) they come from the producers' weight gradients (src/prune/taylor.ts).
     const criteria: Criterion[] =
       criterionOption === 'auto'
-        ? [...(options.candidates ?? CRITERIA)].filter(
-            (c) => c !== 'taylor' || (this.labelled && this.hasBatchNorm),
-          )
+        ? [...(options.candidates ?? CRITERIA)].filter((c) => c !== 'taylor' || this.labelled)
         : [criterionOption];
-    if (criteria.includes('taylor') && !this.hasBatchNorm)
-      throw new UserError(
-        '--criterion taylor scores channels through their BatchNormalization layers, and this model has none: choose another criterion (l1, l2, fpgm, ...)',
-      );
     if (criteria.includes('taylor') && !data)
       throw new UserError('--criterion taylor measures loss gradients on data: give --data');
     if (criteria.includes('taylor') && !this.labelled)

@@ -27,16 +27,28 @@ function isRowMajor({ len, rowStep, stride, blocks }: FilterLayout): boolean {
   return !blocks && stride === 1 && rowStep === len;
 }
 
+/**
+ * Calls `fn(at, i)` for every element of the filter of output channel `p`: `at` is its index in the weight's
+ * data (or in anything of the weight's shape, such as its gradient), `i` its place in filter order.
+ */
+export function forEachFilterIndex(
+  layout: FilterLayout,
+  p: number,
+  fn: (at: number, i: number) => void,
+): void {
+  const { len, rowStep, stride, blocks } = layout;
+  if (blocks) {
+    for (let c = 0, i = 0; c < blocks.count; c++)
+      for (let j = 0, at = c * blocks.step + p * blocks.size; j < blocks.size; j++) fn(at + j, i++);
+    return;
+  }
+  for (let i = 0, at = p * rowStep; i < len; i++, at += stride) fn(at, i);
+}
+
 /** Calls `fn(i, x)` for every element of the filter of output channel `p`, in filter order. */
 function forEachInFilter(f: FilterData, p: number, fn: (i: number, x: number) => void): void {
   const { data } = f;
-  const { len, rowStep, stride, blocks } = f.layout;
-  if (blocks) {
-    for (let c = 0, i = 0; c < blocks.count; c++)
-      for (let j = 0, at = c * blocks.step + p * blocks.size; j < blocks.size; j++) fn(i++, data[at + j]!);
-    return;
-  }
-  for (let i = 0, at = p * rowStep; i < len; i++, at += stride) fn(i, data[at]!);
+  forEachFilterIndex(f.layout, p, (at, i) => fn(i, data[at]!));
 }
 
 /** Filters laid out over one space of a group: a producer's output filters, or a reader's input columns. */
