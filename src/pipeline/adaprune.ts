@@ -218,10 +218,11 @@ export const DEFAULT_DISTILL_LR_BATCHED = 0.01;
 
 /**
  * The learning rate of distillation on token data (a text model). The trained text classifier at 50% MACs
- * (fixtures/trained/text.onnx, 1 epoch in batches of 16, the distilled model's R² on 4,000 test samples): from
- * 800 samples, seeds 0 / 1 / 2, at 0.01 -5.7% / -0.7% / 65.6%, at 0.003 31.7% / 67.7% / 83.5%, at 0.001
- * 83.3% / 82.0% / 88.1%; from 5,000 samples, seeds 0 / 1, at 0.01 86.8% / 75.0%, at 0.003 89.8% / 80.4%, at
- * 0.001 89.7% / 81.4%. At the image rate the loss jumps to several times its start in the first steps.
+ * (fixtures/trained/text.onnx, 1 epoch in batches of 16, the distilled model's R² on 4,000 test samples):
+ * from 800 samples, seeds 0 / 1 / 2, at 0.01 -5.7% / -0.7% / 65.6%, at 0.003 31.7% / 67.7% / 83.5%, at
+ * 0.001 83.3% / 82.0% / 88.1%; from 5,000 samples, seeds 0 / 1, at 0.01 86.8% / 75.0%, at 0.003 89.8% /
+ * 80.4%, at 0.001 89.6% / 81.4%. At the image rate the loss jumps to several times its start in the first
+ * steps.
  */
 export const DEFAULT_DISTILL_LR_TOKENS = 0.001;
 
