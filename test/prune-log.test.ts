@@ -34,4 +34,31 @@ describe('prune log in a non-terminal stream', () => {
     await sleep(300);
     assert.equal(text(), before, 'no note after close');
   });
+
+  it('a stage that counts its passes is noted with the pass and an ETA from the pace so far', async () => {
+    const { stream, text } = capture();
+    const log = new PruneLog(false, stream, 100);
+    log.log('compensate...');
+    log.log('  compensation pass 1/4: Conv_1');
+    await sleep(150);
+    log.log('  compensation pass 2/4: Conv_2, Conv_3');
+    await sleep(150);
+    const passes = text().trim().split('\n');
+    log.log('evaluate...');
+    await sleep(150);
+    log.close();
+    assert.match(
+      passes[0]!,
+      /^adapruner: compensate\.\.\. \(pass 1\/4; \d+ s into it, \d+ s in all\)$/,
+      text(),
+    );
+    // The ETA is what one pass took (about 0.15 s) times the three left, in whole seconds.
+    assert.match(
+      passes.at(-1)!,
+      /^adapruner: compensate\.\.\. \(pass 2\/4, ETA \d+ s; \d+ s into it/,
+      text(),
+    );
+    // The next stage starts without a count.
+    assert.match(text().trim().split('\n').at(-1)!, /^adapruner: evaluate\.\.\. \(\d+ s into it/, text());
+  });
 });

@@ -16,8 +16,13 @@ import { measureLabels, taskColumns } from '../report/measure.js';
  * `--verbose` prints every stage, candidate and warning as it goes. Warnings raised while candidates are built
  * concern candidates that were not kept, so only `--verbose` prints them: the kept one's are in the notes.
  */
+/** An indented progress line that counts the steps of a long stage: `  compensation pass 3/40: ...`. */
+const STEP_LINE = /^\s+compensation (pass) (\d+)\/(\d+)/;
+
 export class PruneLog {
   private stage = '';
+  /** How far the current stage is, when it counts its steps (the half-minute notes show it with an ETA). */
+  private step: { name: string; index: number; count: number } | undefined;
   private status = false;
   /** Warnings held for the summary (without --verbose). */
   readonly warnings: string[] = [];
@@ -50,8 +55,18 @@ export class PruneLog {
     const seconds = Math.round((now - this.stageStarted) / 1000);
     const total = Math.round((now - this.started) / 1000);
     this.stream.write(
-      `adapruner: ${escapeControl(this.stage)}... (${seconds} s into it, ${total} s in all)\n`,
+      `adapruner: ${escapeControl(this.stage)}... (${this.stepText(now)}${seconds} s into it, ${total} s in all)\n`,
     );
+  }
+
+  /** `pass 12/40, ETA 95 s; `: the steps done so far set the pace of the rest (empty before the second step). */
+  private stepText(now: number): string {
+    if (!this.step) return '';
+    const { name, index, count } = this.step;
+    const done = index - 1;
+    if (done === 0) return `${name} ${index}/${count}; `;
+    const eta = Math.round((((now - this.stageStarted) / done) * (count - done)) / 1000);
+    return `${name} ${index}/${count}, ETA ${eta} s; `;
   }
 
   /** A progress line from the pipeline: `name...` starts a stage, an indented line reports on it. */
@@ -59,7 +74,10 @@ export class PruneLog {
     if (line.endsWith('...')) {
       this.stage = line.slice(0, -3);
       this.stageStarted = Date.now();
+      this.step = undefined;
     }
+    const step = STEP_LINE.exec(line);
+    if (step) this.step = { name: step[1]!, index: Number(step[2]), count: Number(step[3]) };
     if (this.verbose) return this.line(line);
     if (this.stream.isTTY && line.endsWith('...')) {
       this.stream.write(`\r\x1b[K${escapeControl(line)}`);
