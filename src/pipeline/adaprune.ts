@@ -789,11 +789,14 @@ class AdaPruneRun {
   }
 
   /** One candidate: plan, apply, recalibrate and score on the calibration split. */
-  private build(
+  private async build(
     criterion: Criterion,
     widths: WidthConfig,
     classScores: Awaited<ReturnType<typeof taylorScores>> | undefined,
   ): Promise<Candidate> {
+    // Analysed first, as a stage of its own: inside the candidate's stage its label stayed on for the rest of
+    // the candidate's work (the progress notes said "analyse" for a minute of scoring).
+    await this.analysis();
     const label = this.widthLabel(widths);
     // A given plan fixes widths and channels: its candidate is named after the plan, not a width source.
     const stageName =
