@@ -1,7 +1,7 @@
 /**
  * Without labels, prune reads each stage's R² and its task figure off one run of the stage's model
  * (src/pipeline/adaprune.ts, evaluateStage). The figures must be the ones `eval --against` measures on the
- * written model, on the same images.
+ * written model, on the same images; and the written model's sidecars let eval read it without flags.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -27,10 +27,13 @@ describe('stage figures from the R² run', () => {
     const report = JSON.parse(fs.readFileSync(`${out}.report.json`, 'utf8')) as PruneReport;
     const kept = report.accuracy.find((a) => a.stage === report.kept?.stage)!;
     const reported = kept.task!.fidelity!.values;
-    const evaluated = await runCli([
-      ...['eval', out, '--data', images, '--against', original, '--json'],
-      ...['--spec', fixture('trained/det.preprocess.json'), '--layout', fixture('trained/det.layout.json')],
-    ]);
+    // The preprocessing and layout files beside the original are written beside the output: eval needs no flags.
+    for (const kind of ['preprocess', 'layout'])
+      assert.deepEqual(
+        fs.readFileSync(path.join(dir, `slim.${kind}.json`)),
+        fs.readFileSync(fixture(`trained/det.${kind}.json`)),
+      );
+    const evaluated = await runCli(['eval', out, '--data', images, '--against', original, '--json']);
     assert.equal(evaluated.code, 0, evaluated.stderr);
     const measured = (JSON.parse(evaluated.stdout) as { fidelity: { values: Record<string, number> } })
       .fidelity.values;

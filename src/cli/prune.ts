@@ -1,8 +1,15 @@
+import fs from 'node:fs';
 import { escapeControl } from '../escape.js';
 import path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { openDataset } from '../data/open.js';
-import { AUGMENTATIONS, resolveSpec, specForInput, type Augmentation } from '../data/preprocess.js';
+import {
+  AUGMENTATIONS,
+  resolveSpec,
+  specForInput,
+  specPathFor,
+  type Augmentation,
+} from '../data/preprocess.js';
 import type { Dim } from '../ir/types.js';
 import { UserError } from '../errors.js';
 import { loadModel, saveModel, type Model } from '../ir/index.js';
@@ -59,6 +66,7 @@ import { parseDevice } from '../runtime/device.js';
 import { createProgress, type Progress } from '../runtime/progress.js';
 import { labelOfValueName, summarizeReasons } from '../report/module-names.js';
 import { candidateTaskColumn, measureLabels, taskColumns } from '../report/measure.js';
+import { layoutPathFor } from '../tasks/layout.js';
 import { layoutBesideModel, openTaskData, PRUNE_TASK_OPTIONS, wantsPruneTask } from './prune-task.js';
 import { isTokenData, openTokenPruneData } from './token-data.js';
 
@@ -158,6 +166,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       checkOutput(argv.output!, 'model');
       if (argv.externalData || large) checkOutput(`${argv.output!}.data`, 'external data');
       if (argv.report) for (const f of reportPaths(argv.output!)) checkOutput(f, 'report');
+      for (const [, to] of sidecarsFor(argv.model, argv.output!)) checkOutput(to, 'model description');
     }
     // onnxruntime takes a model as bytes only up to protobuf's 2 GiB: a larger one is checked structurally.
     if (large)
@@ -239,6 +248,10 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       );
       if (check) await validateStaged(check, outputs, argv.output!, result, pm);
       files.push(argv.output!);
+      for (const [from, to] of sidecarsFor(argv.model, argv.output!)) {
+        outputs.write(to, fs.readFileSync(from), 'model description');
+        files.push(to);
+      }
       result.report.output = argv.output!;
       if (argv.report)
         files.push(
@@ -267,6 +280,17 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
     if (result.skipped.length) say(`not run: ${result.skipped.join('; ')}`);
   },
 };
+
+/**
+ * The files beside the input that say how to feed it and read its outputs (MODEL.preprocess.json,
+ * MODEL.layout.json), as [from, to] pairs beside the output: the pruned model takes the same images and its
+ * outputs mean the same, so `eval OUT` and a second prune find them as they found the original's.
+ */
+function sidecarsFor(model: string, output: string): [string, string][] {
+  return [specPathFor, layoutPathFor]
+    .map((pathFor): [string, string] => [pathFor(model), pathFor(output)])
+    .filter(([from]) => fs.existsSync(from));
+}
 
 /**
  * Validates the staged model file; the result's model is dropped first, so onnxruntime's copy of the weights is
