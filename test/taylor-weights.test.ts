@@ -191,6 +191,24 @@ describe('groups without usable producers', () => {
     );
     assert.match(warnings.join('\n'), /^taylor: some groups have no measured Taylor scores.*they use l1$/);
   });
+  it('an op without a backward rule before the loss: the groups fall back to l1, the run goes on', async () => {
+    const { model, channels } = await cleaned('fmnist_cnn-bnfolded.onnx');
+    // Floor has no gradient: put it between the last conv and the classifier, after the analysis.
+    const pool = model.graph.nodes.find((n) => n.opType === 'GlobalAveragePool')!;
+    const floored = new Value('floored');
+    model.graph.addNode(new Node('Floor', [pool.inputs[0]], [floored]), pool);
+    pool.setInput(0, floored);
+    const dataset = requireLabels(await openDataset(fixture('example/fashion-mnist'), { split: 'test' }));
+    const warnings: string[] = [];
+    const scores = await taylorScores(model, channels, dataset, {
+      spec: resolveSpec({ preset: 'fmnist' }).spec,
+      indices: Int32Array.from({ length: 16 }, (_, i) => i),
+      batchSize: 16,
+      warn: (w) => warnings.push(w),
+    });
+    assert.ok(scores.every((s) => s === undefined));
+    assert.match(warnings.join('\n'), /^taylor: no weight-gradient terms .*Floor.*; they use l1$/);
+  });
 });
 
 describe('prune with labels and --criterion taylor on the trained ViT', () => {

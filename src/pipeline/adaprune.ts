@@ -796,6 +796,7 @@ class AdaPruneRun {
         spec: data.spec,
         indices,
         runtime: this.runtime,
+        warn: (line) => this.warn(line),
       });
     });
   }

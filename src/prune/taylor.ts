@@ -2,6 +2,7 @@ import * as ort from 'onnxruntime-node';
 import { batches } from '../data/batches.js';
 import type { Dataset } from '../data/dataset.js';
 import type { PreprocessSpec } from '../data/preprocess.js';
+import { UserError } from '../errors.js';
 import { DataType, serializeModel, type Model, type Node, type Value } from '../ir/index.js';
 import { createSession, type RuntimeOptions } from '../runtime/session.js';
 import { STEP_SESSION_OPTIONS, buildStepGraph, type StepGraph } from '../train/step-graph.js';
@@ -218,6 +219,7 @@ export async function taylorScores(
     indices: ArrayLike<number>;
     batchSize?: number;
     runtime?: RuntimeOptions;
+    warn?: (line: string) => void;
   },
 ): Promise<(Float64Array | undefined)[]> {
   const linears = linearSources(analysis);
@@ -233,7 +235,11 @@ export async function taylorScores(
   // One probe for the BN terms and one for the weight terms, one after the other (see TaylorProbe.create).
   const probes = [...(normSources(model).length ? [[]] : []), ...(linears.length ? [linears] : [])];
   for (const sources of probes) {
-    const probe = await TaylorProbe.create(model, batchSize, options.runtime, sources);
+    const probe = await weightProbe(model, batchSize, options, sources);
+    if (!probe) {
+      for (const l of sources) scores[l.group] = undefined;
+      continue;
+    }
     try {
       for await (const batch of batches(dataset, { spec: options.spec, batchSize, indices: whole }))
         addTerms(scores, analysis, probe, await probe.terms(batch.images, batch.labels));
@@ -242,6 +248,26 @@ export async function taylorScores(
     }
   }
   return scores;
+}
+
+/**
+ * The probe of `sources` (the BN layers when empty). The weight terms reach further back than the BN terms
+ * (from the first producer without BN, not the first BN), through ops that may have no backward rule: where
+ * their step graph cannot be built, those groups fall back to l1 with a warning instead of ending the run.
+ */
+async function weightProbe(
+  model: Model,
+  batchSize: number,
+  options: { runtime?: RuntimeOptions; warn?: (line: string) => void },
+  sources: readonly LinearSource[],
+): Promise<TaylorProbe | undefined> {
+  try {
+    return await TaylorProbe.create(model, batchSize, options.runtime, sources);
+  } catch (e) {
+    if (!sources.length || !(e instanceof UserError)) throw e;
+    options.warn?.(`taylor: no weight-gradient terms for the groups without BN (${e.message}); they use l1`);
+    return undefined;
+  }
 }
 
 /** Adds one batch's |Σ a·∂L/∂a| of every channel to its class's score. */
