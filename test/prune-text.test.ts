@@ -100,6 +100,19 @@ describe('prune a text model on token data, without labels', () => {
     const none = await runCli(['eval', recovered, '--data', test]);
     assert.equal(none.code, 2);
     assert.match(none.stderr, /token data without labels: give --against ORIGINAL\.onnx/);
+    const other = await runCli([
+      'eval',
+      recovered,
+      '--data',
+      test,
+      '--against',
+      fixture('transformers/bert.onnx'),
+    ]);
+    assert.equal(other.code, 2);
+    assert.match(
+      other.stderr,
+      /takes the inputs input_ids, token_type_ids, where the model takes input_ids, attention_mask/,
+    );
   });
 
   it('finetune --teacher distils the data-free model on token data; without a teacher it is refused', async () => {

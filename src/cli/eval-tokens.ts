@@ -7,7 +7,7 @@ import { FidelityJudge, type RunOutputs } from '../runtime/fidelity.js';
 import { checkModel } from '../runtime/preflight.js';
 import type { RuntimeOptions } from '../runtime/session.js';
 import { inputShapesFor } from './input-shape.js';
-import { openTokenSets, refuseImageFlags } from './token-data.js';
+import { openTokenSets, refuseImageFlags, sameInputs } from './token-data.js';
 
 interface TokenEvalArgs {
   model: string;
@@ -85,20 +85,6 @@ function loadChecked(file: string): Model {
   const model = loadModel(file);
   checkModel(model, file);
   return model;
-}
-
-/** The two models must take the same inputs: the samples are fed to both. */
-function sameInputs(model: Model, original: Model, file: string): void {
-  const names = (m: Model) =>
-    m.graph.inputs
-      .filter((v) => !v.isInitializer)
-      .map((v) => v.name)
-      .join(', ');
-  if (names(model) !== names(original))
-    throw new UserError(
-      `takes the inputs ${names(original)}, and the model measured ${names(model)}: --against needs the model it was made from`,
-      file,
-    );
 }
 
 /** The top class of every sample (the first output's rows), in the order run. */

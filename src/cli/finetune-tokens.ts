@@ -12,7 +12,7 @@ import { createProgress, type Progress } from '../runtime/progress.js';
 import { DEFAULT_DISTILL_LR_TOKENS } from '../pipeline/adaprune.js';
 import { distillFromOriginal } from '../train/distill.js';
 import { inputShapesFor } from './input-shape.js';
-import { openTokenSets, refuseImageFlags } from './token-data.js';
+import { openTokenSets, refuseImageFlags, sameInputs } from './token-data.js';
 
 interface TokenFinetuneArgs {
   model: string;
@@ -52,6 +52,7 @@ export async function finetuneTokens(args: TokenFinetuneArgs & Record<string, un
     throw new UserError('--resume continues a checkpoint, which distillation on token data has none of');
   const model = loadChecked(args.model);
   const teacher = loadChecked(args.teacher);
+  sameInputs(model, teacher, args.teacher);
   const given = inputShapesFor(model, args.inputShape, args.model);
   const sets = await openTokenSets(model, args.model, given, args.data, args.val);
   checkOutput(args.output, 'model');

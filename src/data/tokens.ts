@@ -184,7 +184,8 @@ export function openTokens(path: string, model: TokenModel): TokenDataset {
       path,
     );
   }
-  const T = model.length ?? Math.max(...lines.map((l) => l.length));
+  // A loop, not Math.max(...): spreading a million lines overflows the call stack.
+  const T = model.length ?? lines.reduce((m, l) => Math.max(m, l.length), 0);
   const columns = model.inputs.map((input) => fillColumn(input, lines, T));
   return {
     kind: 'tokens',
