@@ -71,7 +71,10 @@ test('npm start fits one screen: at most 40 lines, a short summary, the timing t
   assert.match(r.stdout, /^params:\s+24,058 -> /m);
   assert.match(r.stdout, /^latency:/m);
   assert.match(r.stdout, /^written:\s+the (recalibrated|compensated|finetuned) model/m);
-  assert.match(r.stdout, /^files:\s+.*ex\.onnx, \.report\.json, \.report\.svg, \.report\.md$/m);
+  assert.match(
+    r.stdout,
+    /^files:\s+.*ex\.onnx, \.report\.json, \.report\.svg, \.report\.md, ex\.preprocess\.json$/m,
+  );
   const written = /^written:\s+the (\w+) model/m.exec(r.stdout)![1];
   assert.match(r.stdout, new RegExp(`^${written}\\s+\\d+\\.\\d\\d%\\s+\\d\\.\\d{4}\\s+yes$`, 'm'));
   assert.doesNotMatch(r.stdout, /seconds/);

@@ -1,3 +1,4 @@
+import path from 'node:path';
 import { escapeControl } from '../escape.js';
 import type { AdaPruneResult } from '../pipeline/adaprune.js';
 import {
@@ -103,11 +104,21 @@ export class PruneLog {
   }
 }
 
-/** `fixtures/x.onnx` -> ok; the report files are named by their suffix after the model's own path. */
+/**
+ * `fixtures/x.onnx` -> ok; the report files are named by their suffix after the model's own path, and the other
+ * files beside the model (its preprocessing and layout) by their names.
+ */
 function fileList(files: readonly string[]): string {
   const model = files.find((f) => f.endsWith('.onnx'));
+  const beside = (f: string): boolean => model !== undefined && path.dirname(f) === path.dirname(model);
   return files
-    .map((f) => (model && f !== model && f.startsWith(model) ? f.slice(model.length) : f))
+    .map((f) =>
+      model && f !== model && f.startsWith(model)
+        ? f.slice(model.length)
+        : f !== model && beside(f)
+          ? path.basename(f)
+          : f,
+    )
     .join(', ');
 }
 

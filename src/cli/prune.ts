@@ -248,15 +248,15 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       );
       if (check) await validateStaged(check, outputs, argv.output!, result, pm);
       files.push(argv.output!);
-      for (const [from, to] of sidecarsFor(argv.model, argv.output!)) {
-        outputs.write(to, fs.readFileSync(from), 'model description');
-        files.push(to);
-      }
       result.report.output = argv.output!;
       if (argv.report)
         files.push(
           ...writeReports(result.report, argv.output!, (f, text) => outputs.write(f, text, 'report')),
         );
+      for (const [from, to] of sidecarsFor(argv.model, argv.output!)) {
+        outputs.write(to, fs.readFileSync(from), 'model description');
+        files.push(to);
+      }
     }
     outputs.commit();
     if (argv.json) {
