@@ -130,7 +130,9 @@ export async function run(): Promise<object> {
       ...['prune', original, '--flops', '0.5', '--input-shape', SHAPE],
       ...['--data', train, '--val', val, '-o', recovered, '--json'],
     ]);
-    const report = JSON.parse(pruneData.stdout) as { after: { macs: number }; before: { macs: number } };
+    const report = (
+      JSON.parse(pruneData.stdout) as { pipeline: { after: { macs: number }; before: { macs: number } } }
+    ).pipeline;
     const iouRecovered = fidelity(recovered, original, val);
     return {
       model: flag('model') ?? `${PACKAGE} ${MODEL_IN_PACKAGE}`,

@@ -188,6 +188,9 @@ export interface AdaPruneResult {
 export const SPEED_CHECKS = ['static', 'retry'] as const;
 export type SpeedCheck = (typeof SPEED_CHECKS)[number];
 
+/** Input pixels (H x W) up to which inference runs take as many images as asked (runBatchOf). */
+const RUN_PIXELS = 224 * 224;
+
 /** prune's fine-tuning learning rate with labels (docs/results.md: ResNet-56 at 50% MACs, 2 epochs). */
 export const DEFAULT_PRUNE_LR = 0.05;
 
@@ -467,6 +470,22 @@ class AdaPruneRun {
     return typeof dim === 'number' && dim > 0 ? dim : wanted;
   }
 
+  /**
+   * Images per inference run (scoring, BN statistics, compensation's activations): `wanted` up to 224x224
+   * inputs, proportionally fewer above, so that one run's activations stay about as large. onnxruntime's arena
+   * keeps its peak: a 640x640 text detector's prune peaked at 19 GB with 64-image recalibration batches and
+   * 100-image compensation batches.
+   */
+  private runBatchOf(wanted: number): number {
+    const fixed = this.batchOf(wanted);
+    const input = this.input.graph.inputs.find((v) => !v.isInitializer);
+    const dims = (input && this.options.inputShapes?.[input.name]) ?? input?.shape;
+    const [h, w] = [dims?.[2], dims?.[3]];
+    if (fixed !== wanted || dims?.length !== 4 || typeof h !== 'number' || typeof w !== 'number')
+      return fixed;
+    return Math.max(1, Math.min(wanted, Math.floor((wanted * RUN_PIXELS) / (h * w))));
+  }
+
   /** Whether the data has labels: top-1 and fine-tuning, or fidelity and distillation (label-free.ts). */
   private get labelled(): boolean {
     return this.data !== undefined && hasLabels(this.data.train);
@@ -642,7 +661,7 @@ class AdaPruneRun {
     if (data.val && hasLabels(data.val) !== hasLabels(train))
       throw new UserError('--data and --val must both have labels or both be plain images', data.val.path);
     if (!hasLabels(train)) {
-      this.fidelity = new FidelityScorer(this.original, data.spec, this.runtime, this.batchOf(32));
+      this.fidelity = new FidelityScorer(this.original, data.spec, this.runtime, this.runBatchOf(32));
       this.notes.push(
         !data.task
           ? 'the data has no labels: stages are scored by fidelity to the original (R² of the outputs), and recovery distils from it'
@@ -671,7 +690,7 @@ class AdaPruneRun {
         this.evalIndices,
         data.spec,
         this.runtime,
-        this.batchOf(16),
+        this.runBatchOf(16),
         data.task,
       );
     if (data.task)
@@ -681,7 +700,7 @@ class AdaPruneRun {
         this.split.holdout,
         data.spec,
         this.runtime,
-        this.batchOf(16),
+        this.runBatchOf(16),
         { layout: data.task.layout, ...(data.task.trainLabels && { labels: data.task.trainLabels }) },
       );
     await this.evaluateStage('original', 'original', this.original);
@@ -722,7 +741,9 @@ class AdaPruneRun {
   private recalibration(data: DataOptions): { batches: number; batchSize: number; pooledVariance: boolean } {
     const batches = data.recalibrationBatches ?? 20;
     const batchSize = data.recalibrationBatchSize ?? 64;
-    const fixed = this.batchOf(batchSize);
+    // A batch size the user gave is kept; the default shrinks for large inputs, pooling the variance below 16.
+    const fixed =
+      data.recalibrationBatchSize === undefined ? this.runBatchOf(batchSize) : this.batchOf(batchSize);
     if (fixed === batchSize) return { batches, batchSize, pooledVariance: false };
     // A few images a batch: their own variances would understate the data's (recalibrate.ts pooledVariance).
     const pooledVariance = fixed < 16;
@@ -1022,7 +1043,7 @@ class AdaPruneRun {
           },
         }),
         score: (bytes) => this.score(bytes, data.train, this.split!.holdout),
-        batchSize: this.batchOf(100),
+        batchSize: this.runBatchOf(100),
         log: this.log,
       }),
     );
