@@ -12,29 +12,32 @@ import { createProgress, type Progress } from '../runtime/progress.js';
 import { DEFAULT_DISTILL_LR_TOKENS } from '../pipeline/adaprune.js';
 import { distillFromOriginal } from '../train/distill.js';
 import { inputShapesFor } from './input-shape.js';
+import type { FinetuneArgs } from './finetune.js';
 import { openTokenSets, refuseImageFlags, sameInputs } from './token-data.js';
 
-interface TokenFinetuneArgs {
-  model: string;
-  data: string;
-  val?: string;
-  output: string;
-  teacher?: string;
-  inputShape?: string | string[];
-  epochs: number;
-  batch: number;
-  lr?: number;
-  momentum: number;
-  nesterov: boolean;
-  weightDecay: number;
-  seed: number;
-  limit?: number;
-  valLimit?: number;
-  resume: boolean;
-  device: string;
-  threads?: number;
-  json: boolean;
-}
+/** The finetune options token data reads (the image-only ones are refused by name below). */
+type TokenFinetuneArgs = Pick<
+  FinetuneArgs,
+  | 'model'
+  | 'data'
+  | 'val'
+  | 'output'
+  | 'teacher'
+  | 'inputShape'
+  | 'epochs'
+  | 'batch'
+  | 'lr'
+  | 'momentum'
+  | 'nesterov'
+  | 'weightDecay'
+  | 'seed'
+  | 'limit'
+  | 'valLimit'
+  | 'resume'
+  | 'device'
+  | 'threads'
+  | 'json'
+>;
 
 /**
  * `finetune MODEL --data tokens.jsonl --teacher ORIGINAL.onnx`: a text model learns the original's outputs on

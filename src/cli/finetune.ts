@@ -34,7 +34,7 @@ import {
   type DistillGate,
 } from '../train/step-graph.js';
 
-interface FinetuneArgs {
+export interface FinetuneArgs {
   model: string;
   inputShape?: string | string[];
   data: string;
