@@ -56,6 +56,10 @@ describe('prune on unlabelled images', () => {
       .reduce((a, b) => (b.top1 >= a.top1 ? b : a));
     assert.equal(report.kept?.stage, best.stage);
     assert.match(r.stdout, /fidelity R²/);
+    // One 'written' line: the kept stage (a second, 'the pruned model', was once printed beside it).
+    assert.deepEqual(r.stdout.match(/^written:.*$/gm), [
+      `written: the ${report.kept?.stage} model (${report.kept?.reason})`,
+    ]);
     assert.ok(report.after.macs / report.before.macs <= 0.5);
   });
 

@@ -196,7 +196,8 @@ export function renderRunSummary(
       'task',
       `${r.task.name}: ${r.task.labels ? `labels ${r.task.labels}` : 'no labels'}, and against the original's outputs`,
     ]);
-  else if (files.some((f) => f.endsWith('.onnx'))) tail.push(['written', 'the pruned model']);
+  // Without stages (data-free) the model written is the pruned one; with them, the kept stage says which.
+  else if (!r.kept && files.some((f) => f.endsWith('.onnx'))) tail.push(['written', 'the pruned model']);
   if (files.length) tail.push(['files', fileList(files)]);
   const lines = [renderKeyValues(tail)];
   const hidden = (n: string): boolean => n.startsWith('skipped: ') || warnings.includes(n);
