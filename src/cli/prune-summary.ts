@@ -162,11 +162,14 @@ export function renderRunSummary(
     ['budget', budgetText(r.budget)],
   ];
   const chosen = r.criteria.find((c) => c.chosen);
-  const roundTo = result.plan.budget?.roundTo;
+  const { roundTo, wide } = result.plan.budget ?? {};
+  const multiples = roundTo
+    ? `, multiples of ${roundTo}${wide ? ` (${wide.roundTo} in groups of ${wide.channels} or more)` : ''}`
+    : '';
   const widths = chosen?.widths?.replace(/, round \d+/, '') ?? '';
   kv.push([
     'channels',
-    `${r.chosenCriterion}${widths ? `, ${widths} widths` : ''}${roundTo ? `, multiples of ${roundTo}` : ''}${r.criteria.length > 1 ? ` (best of ${r.criteria.length} candidates)` : ''}`,
+    `${r.chosenCriterion}${widths ? `, ${widths} widths` : ''}${multiples}${r.criteria.length > 1 ? ` (best of ${r.criteria.length} candidates)` : ''}`,
   ]);
   const parts = [renderKeyValues(kv)];
   const task = taskColumns(r);

@@ -22,12 +22,13 @@ import {
   widthRule,
   type Cost,
   type SearchResult,
+  type WideRounding,
 } from './width-search.js';
 
 export { CRITERIA, parseCriterion, type Criterion } from './criteria.js';
 export { PLAN_SCHEMA, readPlanFile, validatePlan, type Plan, type PlanGroup } from './plan.js';
 export type { GroupAnalysis, GroupRow } from './groups.js';
-export type { Cost, SearchResult } from './width-search.js';
+export type { Cost, SearchResult, WideRounding } from './width-search.js';
 export { WIDTH_SOURCES, parseWidthSource, type WidthSource } from './width-prior.js';
 export { taylorScores, TaylorProbe } from './taylor.js';
 export {
@@ -50,6 +51,8 @@ export interface PruneOptions {
   /** Perturb the width source's multipliers (jitterScores): one neighbour of its width vector per seed. */
   widthJitter?: { seed: number; sigma: number };
   roundTo?: number;
+  /** Coarser multiples for wide groups (width-search.ts roundingUnit); prune's default, not --round-to's. */
+  wideRounding?: WideRounding;
   /** Which layers the plan's compensation targets name (default `consumers`). */
   compensationScope?: CompensationScope;
   /** Fewest channels any group keeps (default 1). */
@@ -165,11 +168,12 @@ export const applyPlanPass: Pass<
  * narrowest): budgets below these are impossible. Used to bound searches that pick the budget themselves. */
 export function budgetFloorOf(
   analysis: PruneAnalysis,
-  options: Pick<PruneOptions, 'roundTo' | 'minChannels' | 'minFraction'> = {},
+  options: Pick<PruneOptions, 'roundTo' | 'wideRounding' | 'minChannels' | 'minFraction'> = {},
 ): { flops: number; params: number } {
   const { groups } = analysis.channels;
   const limits = {
     roundTo: options.roundTo ?? 1,
+    wide: options.wideRounding,
     minChannels: options.minChannels ?? 1,
     minFraction: options.minFraction ?? DEFAULT_MIN_FRACTION,
   };
@@ -227,6 +231,7 @@ export function planPrune(analysis: PruneAnalysis, options: PlanOptions): Planne
   let budget: Plan['budget'];
   const limits = {
     roundTo,
+    wide: options.wideRounding,
     minChannels: options.minChannels ?? 1,
     minFraction: options.minFraction ?? DEFAULT_MIN_FRACTION,
   };
@@ -276,7 +281,13 @@ export function planPrune(analysis: PruneAnalysis, options: PlanOptions): Planne
       for (const c of priorities[i]!.slice(0, search!.widths[i])) mask[c] = 1;
       return mask;
     });
-    budget = { kind, ratio, uniform: options.uniform ?? false, roundTo };
+    budget = {
+      kind,
+      ratio,
+      uniform: options.uniform ?? false,
+      roundTo,
+      ...(options.wideRounding && { wide: options.wideRounding }),
+    };
   }
   const unequal = options.torchCompatible ? unequalSplit(channels, keep) : undefined;
   if (unequal) throw new UserError(`the plan is not torch-compatible: ${unequal}`, options.planSource);

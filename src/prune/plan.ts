@@ -25,7 +25,14 @@ export interface Plan {
   version: typeof PLAN_VERSION;
   criterion: Criterion | 'custom';
   seed: number;
-  budget?: { kind: 'flops' | 'params'; ratio: number; uniform: boolean; roundTo: number };
+  budget?: {
+    kind: 'flops' | 'params';
+    ratio: number;
+    uniform: boolean;
+    roundTo: number;
+    /** Groups of at least `channels` channels were rounded to multiples of `roundTo` instead. */
+    wide?: { channels: number; roundTo: number };
+  };
   groups: PlanGroup[];
 }
 
@@ -53,6 +60,11 @@ export const PLAN_SCHEMA = {
         ratio: { type: 'number', exclusiveMinimum: 0, maximum: 1 },
         uniform: { type: 'boolean' },
         roundTo: { type: 'integer', minimum: 1 },
+        wide: {
+          type: 'object',
+          required: ['channels', 'roundTo'],
+          properties: { channels: { type: 'integer', minimum: 1 }, roundTo: { type: 'integer', minimum: 1 } },
+        },
       },
     },
     groups: {

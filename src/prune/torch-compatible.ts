@@ -1,5 +1,11 @@
 import type { GroupAnalysis, Space } from './groups.js';
-import { widthRule, type CostModel, type SearchResult, type WidthLimits } from './width-search.js';
+import {
+  roundingUnit,
+  widthRule,
+  type CostModel,
+  type SearchResult,
+  type WidthLimits,
+} from './width-search.js';
 
 /**
  * Plans a PyTorch module can follow (`prune --torch-compatible`, checked by `export-torch`). A channel Split into
@@ -145,7 +151,8 @@ export function snapToTies(
     if (!b || g.frozen.length) return;
     const lo = rules[i]!.lo;
     const under = b.filter((x) => x >= lo && x <= widths[i]!);
-    const rounded = under.filter((x) => x % Math.max(1, limits.roundTo) === 0);
+    const unit = roundingUnit(g.size, limits);
+    const rounded = under.filter((x) => x % unit === 0);
     widths[i] = rounded.at(-1) ?? under.at(-1) ?? b.find((x) => x >= lo) ?? g.size;
   });
   const next = (i: number): number | undefined => {

@@ -59,6 +59,8 @@ export interface SearchOptions {
   ratio: number;
   uniform: boolean;
   roundTo: number;
+  /** Coarser rounding for wide groups (roundingUnit); none by default, so --round-to N means N everywhere. */
+  wide?: WideRounding;
   minChannels: number;
   minFraction: number;
   /**
@@ -85,11 +87,27 @@ export interface SearchResult {
 
 const TOLERANCE = 0.005;
 
-export type WidthLimits = Pick<SearchOptions, 'roundTo' | 'minChannels' | 'minFraction'>;
+export type WidthLimits = Pick<SearchOptions, 'roundTo' | 'wide' | 'minChannels' | 'minFraction'>;
+
+/** Groups of at least `channels` channels round to multiples of `roundTo` instead of the plain unit. */
+export interface WideRounding {
+  channels: number;
+  roundTo: number;
+}
+
+/**
+ * The channel multiple a group of `size` channels keeps: `wide.roundTo` where the group is wide and a multiple
+ * of it (so its full width stays reachable) and that unit is a multiple of the plain one, else the plain unit.
+ */
+export function roundingUnit(size: number, opts: Pick<WidthLimits, 'roundTo' | 'wide'>): number {
+  const n = Math.max(1, Math.floor(opts.roundTo));
+  const w = opts.wide;
+  return w && size >= w.channels && size % w.roundTo === 0 && w.roundTo % n === 0 ? w.roundTo : n;
+}
 
 /** The fewest channels a tensor of `size` channels may keep: --min-channels, --min-fraction, the rounding unit. */
 export function minimumOf(size: number, opts: WidthLimits): number {
-  const n = Math.max(1, Math.floor(opts.roundTo));
+  const n = roundingUnit(size, opts);
   const least = Math.max(1, opts.minChannels, Math.ceil(opts.minFraction * size - 1e-9));
   return Math.min(size, Math.ceil(least / n) * n);
 }
@@ -99,7 +117,7 @@ export function minimumOf(size: number, opts: WidthLimits): number {
  * group's branches) can raise the narrowest width.
  */
 export function widthRule(size: number, opts: WidthLimits, floor = 0) {
-  const n = Math.max(1, Math.floor(opts.roundTo));
+  const n = roundingUnit(size, opts);
   const roundUp = (x: number): number => Math.min(size, Math.ceil(x / n) * n);
   const lo = roundUp(Math.max(minimumOf(size, opts), floor));
   return {
@@ -228,8 +246,9 @@ export function searchWidths(
  * A group spanning Concat inputs or Split/Slice outputs keeps a prefix of one priority order over all its
  * classes, so a branch whose classes all rank low would lose every channel (a Conv with 0 outputs, which
  * onnxruntime rejects or crashes on). This moves each member's best classes (its minimumOf count, in the
- * criterion's order) to the front of the group's priority, keeping the criterion's order otherwise, and
- * returns how many classes that reserves: any width at or above that floor leaves every branch its minimum.
+ * criterion's order, rounded up to the group's unit) to the front of the group's priority, keeping the
+ * criterion's order otherwise, and returns how many classes that reserves: any width at or above that floor
+ * leaves every branch its minimum. The order is then aligned to the group's rounding unit (alignBranchChunks).
  */
 export function reserveBranchMinimums(
   analysis: GroupAnalysis,
@@ -240,18 +259,13 @@ export function reserveBranchMinimums(
   const reordered = analysis.groups.map((group, gi) => {
     const priority = priorities[gi]!;
     if (group.frozen.length) return priority;
+    const unit = roundingUnit(group.size, limits);
     const reserved = new Uint8Array(group.size);
-    const member = new Uint8Array(group.size);
-    for (const s of group.spaces) {
-      member.fill(0);
-      let distinct = 0;
-      for (let p = 0; p < s.size; p++) {
-        const c = s.classOf[p]!;
-        if (!member[c]) [member[c], distinct] = [1, distinct + 1];
-      }
-      // A member holding every class is served by the group's own minimum.
-      if (distinct === group.size) continue;
-      let need = minimumOf(distinct, limits);
+    const members = partialMembers(group);
+    for (const member of members) {
+      const distinct = member.reduce((n, m) => n + m, 0);
+      const least = minimumOf(distinct, limits);
+      let need = distinct % unit === 0 ? Math.min(distinct, Math.ceil(least / unit) * unit) : least;
       for (let r = 0; r < priority.length && need > 0; r++) {
         const c = priority[r]!;
         if (member[c]) {
@@ -261,8 +275,65 @@ export function reserveBranchMinimums(
       }
     }
     const first = priority.filter((c) => reserved[c]);
-    floors[gi] = first.length;
-    return first.length ? [...first, ...priority.filter((c) => !reserved[c])] : priority;
+    const order = first.length ? [...first, ...priority.filter((c) => !reserved[c])] : priority;
+    const aligned = alignBranchChunks(order, members, unit);
+    let floor = 0;
+    aligned.forEach((c, r) => reserved[c] && (floor = r + 1));
+    floors[gi] = floor;
+    return aligned;
   });
   return { priorities: reordered, floors };
+}
+
+/** The group's members that hold only some of its classes (Concat inputs, Split outputs), as class masks. */
+function partialMembers(group: GroupAnalysis['groups'][number]): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (const s of group.spaces) {
+    const member = new Uint8Array(group.size);
+    let distinct = 0;
+    for (let p = 0; p < s.size; p++) {
+      const c = s.classOf[p]!;
+      if (!member[c]) [member[c], distinct] = [1, distinct + 1];
+    }
+    // A member holding every class is served by the group's own minimum.
+    if (distinct < group.size) out.push(member);
+  }
+  return out;
+}
+
+/**
+ * Reorders a priority so that every prefix whose length is a multiple of `unit` keeps a multiple of `unit`
+ * classes of each branch: classes are split into parts by which partial members hold them (a Concat's inputs,
+ * a Split's outputs), and each part's classes leave in chunks of `unit`, a chunk taking its place in the order
+ * when its last class is reached. Without it a Concat group's width is a multiple of 8 while its branches keep
+ * any count (DeepLabV3's ASPP convs kept 127, 130, 142 and 145 filters), and every such conv runs off
+ * onnxruntime's channel blocks. Left as is where a part's size is not a multiple of the unit.
+ */
+export function alignBranchChunks(
+  priority: readonly number[],
+  members: Uint8Array[],
+  unit: number,
+): number[] {
+  if (unit <= 1 || members.length === 0) return [...priority];
+  const partOf = new Map<string, number[]>();
+  const keyOf = (c: number): string => members.map((m) => m[c]).join('');
+  for (const c of priority) {
+    const key = keyOf(c);
+    const part = partOf.get(key);
+    if (part) part.push(c);
+    else partOf.set(key, [c]);
+  }
+  if (partOf.size < 2 || [...partOf.values()].some((p) => p.length % unit !== 0)) return [...priority];
+  const pending = new Map<string, number[]>();
+  const out: number[] = [];
+  for (const c of priority) {
+    const key = keyOf(c);
+    const chunk = pending.get(key) ?? [];
+    chunk.push(c);
+    if (chunk.length === unit) {
+      out.push(...chunk);
+      pending.delete(key);
+    } else pending.set(key, chunk);
+  }
+  return out;
 }
