@@ -531,7 +531,7 @@ function budgetOptions<T>(y: Argv<T>) {
     })
     .option('round-to', {
       type: 'number',
-      describe: 'Channel counts in multiples of N (default 8; 1 for exact widths)',
+      describe: 'Channel counts in multiples of N (default 8, 16 in wide groups)',
     })
     .option('min-channels', { type: 'number', default: 1, describe: 'Fewest channels any group keeps' })
     .option('torch-compatible', {

@@ -239,8 +239,8 @@ export const DEFAULT_ROUND_TO = 8;
  * the budget by at most 1/8 of the group (the fill lands it within 0.5% all the same). Narrower groups stay at
  * 8, where 16 would leave a 32-channel group only 16 or 32 (ResNet-56's 16/32/64 stages are unchanged). The
  * rule reads only the model, so the same command writes the same bytes on every machine. Measured at 50%
- * MACs, batch 1, 1 thread, AVX-512 (docs/results.md): the yolov8n-scale detector 1.33x -> 1.42x faster than
- * the original, LRASPP 1.45x -> 1.51x, DeepLabV3 1.66x -> 1.68x.
+ * MACs, batch 1, 1 thread, AVX-512, with branches aligned (docs/results.md, issue 28's second pass): the
+ * yolov8n-scale detector 1.38x faster than the original at plain multiples of 8, 1.47-1.50x with this rule.
  */
 export const DEFAULT_WIDE_ROUNDING: WideRounding = { channels: 128, roundTo: 16 };
 
