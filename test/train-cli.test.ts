@@ -170,3 +170,52 @@ test(
     );
   },
 );
+
+test('finetune and recalibrate write the files beside the input model next to their output; eval then needs no preset', async () => {
+  const dir = tmpDir();
+  const data = await imageFolder(dir, 10);
+  const model = path.join(dir, 'm.onnx');
+  fs.copyFileSync(fixture('fmnist_cnn.onnx'), model);
+  const spec = `${JSON.stringify({ channels: 1, mean: [0.286], std: [0.353] })}\n`;
+  fs.writeFileSync(path.join(dir, 'm.preprocess.json'), spec);
+  const tuned = path.join(dir, 'ft.onnx');
+  let r = cli('finetune', model, '--data', data, '--batch', '2', '--epochs', '1', '-o', tuned);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(fs.readFileSync(path.join(dir, 'ft.preprocess.json'), 'utf8'), spec);
+  assert.equal(
+    fs.existsSync(path.join(dir, 'ft.layout.json')),
+    false,
+    'no layout beside the input: none written',
+  );
+  r = cli('eval', tuned, '--data', data);
+  assert.equal(r.status, 0, r.stderr);
+
+  const recalibrated = path.join(dir, 'rec.onnx');
+  r = cli('recalibrate', model, '--data', data, '--batch', '2', '--batches', '2', '-o', recalibrated);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(fs.readFileSync(path.join(dir, 'rec.preprocess.json'), 'utf8'), spec);
+
+  // The copy would land on the spec this run reads: refused before any work, nothing written.
+  const clash = path.join(dir, 'clash.onnx');
+  const clashSpec = path.join(dir, 'clash.preprocess.json');
+  fs.writeFileSync(clashSpec, spec);
+  r = cli(
+    'finetune',
+    model,
+    '--data',
+    data,
+    '--spec',
+    clashSpec,
+    '--batch',
+    '2',
+    '--epochs',
+    '1',
+    '-o',
+    clash,
+  );
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr, /clash\.preprocess\.json/);
+  assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+  assert.equal(fs.existsSync(clash), false);
+  assert.equal(fs.readFileSync(clashSpec, 'utf8'), spec);
+});

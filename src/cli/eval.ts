@@ -1,6 +1,7 @@
 import { escapeControl } from '../escape.js';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { checkOutput, RunOutputs } from '../run-files.js';
+import { checkSidecarOutputs, stageSidecars } from './sidecars.js';
 import { checkModel, checkRuntimeAccepts, validateWritten } from '../runtime/preflight.js';
 import { batchSize, checkNumbers, pixels, positiveInt, seed, threads, type NumberRule } from './numbers.js';
 import { describeDataset, type Dataset } from '../data/dataset.js';
@@ -346,6 +347,7 @@ export const recalibrateCommand: CommandModule<object, RecalibrateArgs> = {
     const split = (args.split as Split | undefined) ?? 'train';
     const dataset = await openDataset(args.data, { split, labels: 'optional' });
     checkOutput(args.output, 'model');
+    checkSidecarOutputs(args.model, args.output);
     const inputShapes = inputShapesFor(model, args.inputShape, args.model);
     await checkRuntimeAccepts(model, args.model, inputShapes);
     let progress: Progress | undefined;
@@ -366,6 +368,7 @@ export const recalibrateCommand: CommandModule<object, RecalibrateArgs> = {
     await validateWritten(model, 'recalibrated', inputShapes);
     const outputs = new RunOutputs();
     saveModel(model, args.output, { staged: outputs.staged });
+    stageSidecars(outputs, args.model, args.output);
     outputs.commit();
     if (args.json) {
       const report = {

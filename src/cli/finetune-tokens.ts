@@ -5,6 +5,7 @@ import { UserError } from '../errors.js';
 import { loadModel, serializeModel, type Model } from '../ir/index.js';
 import { saveModel } from '../ir/save.js';
 import { checkOutput, RunOutputs } from '../run-files.js';
+import { checkSidecarOutputs, stageSidecars } from './sidecars.js';
 import { parseDevice } from '../runtime/device.js';
 import { FidelityJudge } from '../runtime/fidelity.js';
 import { checkModel, checkRuntimeAccepts, validateWritten } from '../runtime/preflight.js';
@@ -59,6 +60,7 @@ export async function finetuneTokens(args: TokenFinetuneArgs & Record<string, un
   const given = inputShapesFor(model, args.inputShape, args.model);
   const sets = await openTokenSets(model, args.model, given, args.data, args.val);
   checkOutput(args.output, 'model');
+  checkSidecarOutputs(args.model, args.output);
   await checkRuntimeAccepts(model, args.model, sets.inputShapes);
   const runtime = {
     device: parseDevice(args.device),
@@ -88,6 +90,7 @@ export async function finetuneTokens(args: TokenFinetuneArgs & Record<string, un
   await validateWritten(result.model, 'fine-tuned', sets.inputShapes);
   const outputs = new RunOutputs();
   saveModel(result.model, args.output, { staged: outputs.staged });
+  stageSidecars(outputs, args.model, args.output);
   outputs.commit();
   const fidelity = before !== undefined && after !== undefined ? { before, after } : undefined;
   if (args.json)

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { checkOutput, noteInput, RunOutputs } from '../run-files.js';
+import { checkSidecarOutputs, stageSidecars } from './sidecars.js';
 import { checkModel, checkRuntimeAccepts, validateWritten } from '../runtime/preflight.js';
 import {
   batchSize,
@@ -203,6 +204,7 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
     checkOutput(checkpoint, 'checkpoint');
     if (args.resume && fs.existsSync(checkpoint)) noteInput(checkpoint, 'the checkpoint');
     checkOutput(args.output, 'model');
+    checkSidecarOutputs(args.model, args.output);
     if (path.resolve(checkpoint) === path.resolve(args.output))
       throw new UserError('the checkpoint and the output model must be different files', checkpoint);
     await checkRuntimeAccepts(model, args.model, inputShapes);
@@ -262,6 +264,7 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
     await validateWritten(result.model, 'fine-tuned', inputShapes);
     const outputs = new RunOutputs();
     saveModel(result.model, args.output, { staged: outputs.staged });
+    stageSidecars(outputs, args.model, args.output);
     outputs.commit();
     if (args.json)
       process.stdout.write(

@@ -1,15 +1,8 @@
-import fs from 'node:fs';
 import { escapeControl } from '../escape.js';
 import path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { openDataset } from '../data/open.js';
-import {
-  AUGMENTATIONS,
-  resolveSpec,
-  specForInput,
-  specPathFor,
-  type Augmentation,
-} from '../data/preprocess.js';
+import { AUGMENTATIONS, resolveSpec, specForInput, type Augmentation } from '../data/preprocess.js';
 import type { Dim } from '../ir/types.js';
 import { UserError } from '../errors.js';
 import { loadModel, saveModel, type Model } from '../ir/index.js';
@@ -66,9 +59,9 @@ import { parseDevice } from '../runtime/device.js';
 import { createProgress, type Progress } from '../runtime/progress.js';
 import { labelOfValueName, summarizeReasons } from '../report/module-names.js';
 import { candidateTaskColumn, measureLabels, taskColumns } from '../report/measure.js';
-import { layoutPathFor } from '../tasks/layout.js';
 import { layoutBesideModel, openTaskData, PRUNE_TASK_OPTIONS, wantsPruneTask } from './prune-task.js';
 import { isTokenData, openTokenPruneData } from './token-data.js';
+import { checkSidecarOutputs, stageSidecars } from './sidecars.js';
 
 interface PruneArgs {
   model: string;
@@ -166,7 +159,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
       checkOutput(argv.output!, 'model');
       if (argv.externalData || large) checkOutput(`${argv.output!}.data`, 'external data');
       if (argv.report) for (const f of reportPaths(argv.output!)) checkOutput(f, 'report');
-      for (const [, to] of sidecarsFor(argv.model, argv.output!)) checkOutput(to, 'model description');
+      checkSidecarOutputs(argv.model, argv.output!);
     }
     // onnxruntime takes a model as bytes only up to protobuf's 2 GiB: a larger one is checked structurally.
     if (large)
@@ -253,10 +246,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
         files.push(
           ...writeReports(result.report, argv.output!, (f, text) => outputs.write(f, text, 'report')),
         );
-      for (const [from, to] of sidecarsFor(argv.model, argv.output!)) {
-        outputs.write(to, fs.readFileSync(from), 'model description');
-        files.push(to);
-      }
+      files.push(...stageSidecars(outputs, argv.model, argv.output!));
     }
     outputs.commit();
     if (argv.json) {
@@ -280,17 +270,6 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
     if (result.skipped.length) say(`not run: ${result.skipped.join('; ')}`);
   },
 };
-
-/**
- * The files beside the input that say how to feed it and read its outputs (MODEL.preprocess.json,
- * MODEL.layout.json), as [from, to] pairs beside the output: the pruned model takes the same images and its
- * outputs mean the same, so `eval OUT` and a second prune find them as they found the original's.
- */
-function sidecarsFor(model: string, output: string): [string, string][] {
-  return [specPathFor, layoutPathFor]
-    .map((pathFor): [string, string] => [pathFor(model), pathFor(output)])
-    .filter(([from]) => fs.existsSync(from));
-}
 
 /**
  * Validates the staged model file; the result's model is dropped first, so onnxruntime's copy of the weights is
