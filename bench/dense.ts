@@ -38,7 +38,7 @@ const TIME = '/usr/bin/time';
 const RATIOS = [0.5, 0.3, 0.7];
 const TARGET = { frozen: 0.03, achieved: [0.4975, 0.5], speedup: 1.5 };
 /** Model file (without .onnx) -> the dense-models.py job that writes it; `speed` marks the ≥ 1.5x targets. */
-const MODELS: { name: string; job: string; speed?: boolean }[] = [
+export const MODELS: { name: string; job: string; speed?: boolean }[] = [
   { name: 'yolov8n-opset12', job: 'yolov8n', speed: true },
   { name: 'yolov8n-opset17', job: 'yolov8n', speed: true },
   { name: 'deeplabv3_mobilenet_v3_large', job: 'deeplabv3_mobilenet_v3_large', speed: true },
@@ -92,7 +92,7 @@ function parseArgs(argv: string[]): DenseOptions {
   return options;
 }
 
-function torchMissing(): string | undefined {
+export function torchMissing(): string | undefined {
   try {
     execFileSync(PYTHON, ['-c', 'import torch, torchvision'], { stdio: 'ignore' });
     return undefined;
@@ -102,7 +102,7 @@ function torchMissing(): string | undefined {
 }
 
 /** Exports the models not yet in `dir`, one dense-models.py run for all of them. */
-function exportModels(dir: string, models: typeof MODELS): void {
+export function exportModels(dir: string, models: typeof MODELS): void {
   const jobs = [...new Set(models.filter((m) => !fs.existsSync(modelFile(dir, m.name))).map((m) => m.job))];
   if (!jobs.length) return;
   process.stderr.write(`dense: exporting ${jobs.join(', ')} with ${PYTHON}...\n`);
@@ -112,7 +112,7 @@ function exportModels(dir: string, models: typeof MODELS): void {
   });
 }
 
-function modelFile(dir: string, name: string): string {
+export function modelFile(dir: string, name: string): string {
   return path.join(dir, `${name}.onnx`);
 }
 
