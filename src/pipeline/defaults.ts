@@ -1,0 +1,127 @@
+import type { Augmentation } from '../data/preprocess.js';
+import type { WideRounding, WidthSource } from '../prune/index.js';
+
+/*
+ * The pipeline's defaults (src/pipeline/adaprune.ts), each with the measurement that chose it; docs/results.md
+ * has the runs. Kept apart from the pipeline's logic so that a default and its reason read in one place.
+ */
+
+/** Input pixels (H x W) up to which inference runs take as many images as asked (runBatchOf). */
+export const RUN_PIXELS = 224 * 224;
+
+/** prune's fine-tuning learning rate with labels (docs/results.md: ResNet-56 at 50% MACs, 2 epochs). */
+export const DEFAULT_PRUNE_LR = 0.05;
+
+/**
+ * The same for a model normalised by LayerNorm and not by BN (a transformer): BN is what lets a CNN take 0.05.
+ * The trained Fashion-MNIST ViT at 50% MACs (fixtures/trained/vit.onnx, 1 epoch of 60,000 images): compensated
+ * 82.24% test top-1, fine-tuned at 0.05 81.28%, at 0.01 85.50% (original 86.79%).
+ */
+export const DEFAULT_PRUNE_LR_LAYERNORM = 0.01;
+
+/**
+ * The learning rate of distillation without labels when its batches are too small to normalise by (below
+ * FROZEN_BN_BELOW images, as in a static export fixed at batch 1): BN is then frozen, which takes smaller
+ * steps. On the YOLO-style fixture at 50% MACs (2 epochs of 16 images, from the pruned model) 0.003 reached a
+ * fidelity R² of 93.4% and 0.01 96.0%; from a start whose BN recalibration had lost fidelity, 0.01 diverged.
+ * The safer value is the default; a run that diverges keeps the best earlier stage with a note. Larger
+ * batches train BN as fine-tuning does, at DEFAULT_PRUNE_LR.
+ */
+export const DEFAULT_DISTILL_LR = 0.003;
+
+/**
+ * The learning rate of distillation without labels in batches of FROZEN_BN_BELOW images or more (BN trains, and
+ * its statistics are estimated again afterwards): on the trained SynthDet segmenter at 50% MACs (1 epoch of
+ * 150 images in batches of 16, from the compensated model at R² 28.3%) 0.01 reached 46.0%, and prune's
+ * fine-tuning rate 0.05 fell to -1.9%.
+ */
+export const DEFAULT_DISTILL_LR_BATCHED = 0.01;
+
+/**
+ * The learning rate of distillation on token data (a text model). The trained text classifier at 50% MACs
+ * (fixtures/trained/text.onnx, 1 epoch in batches of 16, the distilled model's R² on 4,000 test samples):
+ * from 800 samples, seeds 0 / 1 / 2, at 0.01 -5.7% / -0.7% / 65.6%, at 0.003 31.7% / 67.7% / 83.5%, at
+ * 0.001 83.3% / 82.0% / 88.1%; from 5,000 samples, seeds 0 / 1, at 0.01 86.8% / 75.0%, at 0.003 89.8% /
+ * 80.4%, at 0.001 89.6% / 81.4%. At the image rate the loss jumps to several times its start in the first
+ * steps.
+ */
+export const DEFAULT_DISTILL_LR_TOKENS = 0.001;
+
+/** Channel-count rounding when the user gives none. */
+export const DEFAULT_ROUND_TO = 8;
+
+/**
+ * Without --round-to, groups of 128 channels or more keep multiples of 16. onnxruntime's blocked (NCHWc)
+ * convolutions work in blocks of 8 channels with AVX2 and 16 with AVX-512, where a width of 8 mod 16 runs as
+ * slowly as the next multiple of 16 and adds layout changes; 16 serves both, and on a group this wide it moves
+ * the budget by at most 1/8 of the group (the fill lands it within 0.5% all the same). Narrower groups stay at
+ * 8, where 16 would leave a 32-channel group only 16 or 32 (ResNet-56's 16/32/64 stages are unchanged). The
+ * rule reads only the model, so the same command writes the same bytes on every machine. Measured at 50%
+ * MACs, batch 1, 1 thread, AVX-512, with branches aligned (docs/results.md, issue 28's second pass): the
+ * yolov8n-scale detector 1.38x faster than the original at plain multiples of 8, 1.47-1.50x with this rule.
+ */
+export const DEFAULT_WIDE_ROUNDING: WideRounding = { channels: 128, roundTo: 16 };
+
+/** Fine-tuning batch with labels. */
+export const DEFAULT_PRUNE_BATCH = 128;
+
+/**
+ * Distillation batch without labels: label-free data sets are a few hundred images, where 128 left one or two
+ * steps an epoch. On the trained SynthDet detector at 50% MACs batch 16 kept 52% of mAP50-95 after one epoch
+ * (batches of 4 and 8 were worse, 128 gave 45% with the default held-out count).
+ */
+export const DEFAULT_DISTILL_BATCH = 16;
+
+/**
+ * The augmentation prune's fine-tuning applies by default: the flip alone, since a few epochs from a pretrained
+ * network score higher without the padded crop (src/data/preprocess.ts augmentationAt; docs/results.md).
+ */
+export const DEFAULT_PRUNE_AUGMENT: Augmentation = 'flip';
+
+/**
+ * Whether prune's fine-tuning uses Nesterov momentum. ResNet-56 at 50% MACs, 2 epochs from the recalibrated
+ * model (flip, lr 0.05, batch 128), seeds 0-5: mean 88.40% with Nesterov against 88.31% without, a lead
+ * within the seeds' noise (docs/results.md, sixth pass); it fits the training set faster at every seed.
+ */
+export const DEFAULT_PRUNE_NESTEROV = true;
+
+/**
+ * Which model fine-tuning starts from. Compensation's head start does not survive it: ResNet-56 at 50% MACs,
+ * 2 epochs at lr 0.05 without distillation, from the recalibrated model 87.71% (padded crop) and 88.51% (flip),
+ * from the compensated one 87.47% and 87.64%. The compensated model is still built, reported, and written when
+ * nothing is fine-tuned.
+ */
+export const FINETUNE_STARTS = ['recalibrated', 'compensated'] as const;
+export type FinetuneStart = (typeof FINETUNE_STARTS)[number];
+export const DEFAULT_FINETUNE_FROM: FinetuneStart = 'recalibrated';
+
+/**
+ * Distillation from the original is opt-in (`--distill`). In every paired 2-epoch run on ResNet-56 at 50% MACs it
+ * scored below the same run without it: with the original as teacher (83.20% on the data) -1.5, -2.2, -0.95
+ * (gated), -1.25 (gated, flip) and -0.86 points (gated, flip, compensated start); with a teacher fine-tuned on
+ * the data first (89.28%) -0.29.
+ */
+export const DEFAULT_DISTILL = false;
+
+/** Roundings `--widths search` also tries for the chosen source when the user gives no --round-to. */
+export const FINER_ROUNDINGS: readonly number[] = [4, 1];
+
+/** Perturbed neighbours of the chosen widths `--widths search` recalibrates and scores (EagleEye-style). */
+export const DEFAULT_WIDTH_TRIALS = 6;
+
+/** Images held out to rank candidates, and read by compensation and Taylor scores, with labels. */
+export const DEFAULT_CALIBRATION_IMAGES = 1000;
+
+/**
+ * The same without labels. Fidelity (R² over every output value of every image) is steady on far fewer images
+ * than top-1 is, and the label-free inputs are typically detector or segmenter images: 17 candidates ranked
+ * on 150 images at 640x640 (plus 256 recalibration images each) took 19 of 23 minutes for a yolov8n-size
+ * detector on 2 loaded cores (docs/results.md).
+ */
+export const DEFAULT_CALIBRATION_IMAGES_UNLABELLED = 64;
+
+/** σ of the perturbation of each group's keep-ratio multiplier, in log space. */
+export const WIDTH_JITTER = 0.25;
+
+/** The width sources `--widths search` compares. */
+export const SEARCHED_WIDTHS: readonly WidthSource[] = ['structural', 'structural-bn', 'bn', 'uniform'];
