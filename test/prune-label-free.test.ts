@@ -91,6 +91,37 @@ describe('prune on unlabelled images', () => {
     assert.ok(typeof dims[2] === 'string' && typeof dims[3] === 'string', JSON.stringify(dims));
   });
 
+  it('recalibrates large inputs in smaller batches unless --recal-batch-size is given', async () => {
+    // 448x448 is four times 224x224, so the default 64 images a batch becomes 16. The CLI once passed its own
+    // default of 64 as if the user had given it: recalibration of a 640x640 text detector then peaked at 8.5 GB.
+    const batchAt = async (name: string, extra: string[]): Promise<PruneReport['recalibration']> => {
+      const out = path.join(dir, `${name}.onnx`);
+      const args = pruneArgs(out, [
+        '--finetune-epochs',
+        '0',
+        '--no-compensate',
+        '--input-shape',
+        '1x3x448x448',
+        ...extra,
+      ]);
+      // The dynamic UNet keeps its BN (the dynamic YOLO fixture is exported with BN folded).
+      args[1] = fixture('dense/unet_up-dynamic.onnx');
+      const r = await runCli(args);
+      assert.equal(r.code, 0, r.stderr);
+      return (JSON.parse(fs.readFileSync(`${out}.report.json`, 'utf8')) as PruneReport).recalibration;
+    };
+    assert.deepEqual(await batchAt('recal-default', []), {
+      batches: 8,
+      batchSize: 16,
+      pooledVariance: false,
+    });
+    assert.deepEqual(await batchAt('recal-given', ['--recal-batch-size', '64']), {
+      batches: 20,
+      batchSize: 64,
+      pooledVariance: false,
+    });
+  });
+
   it('refuses binary cross-entropy for outputs outside [0, 1] in one line', async () => {
     const r = await runCli(
       pruneArgs(path.join(dir, 'no.onnx'), ['--finetune-epochs', '1', '--output-kind', 'bce']),

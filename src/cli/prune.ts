@@ -97,7 +97,7 @@ interface PruneArgs {
   layout?: string;
   calibrationImages?: number;
   recalBatches: number;
-  recalBatchSize: number;
+  recalBatchSize?: number;
   finetuneEpochs: number;
   finetuneLr?: number;
   finetuneNesterov: boolean;
@@ -588,8 +588,7 @@ function dataOptions<T>(y: Argv<T>) {
     })
     .option('recal-batch-size', {
       type: 'number',
-      default: 64,
-      describe: 'BN recalibration: images per batch',
+      describe: 'BN recalibration: images per batch (default 64, fewer above 224x224)',
     })
     .option('finetune-epochs', {
       type: 'number',

@@ -62,7 +62,7 @@ interface PruneTokenArgs {
   valLimit?: number;
   calibrationImages?: number;
   recalBatches: number;
-  recalBatchSize: number;
+  recalBatchSize?: number;
   outputKind?: string[];
 }
 

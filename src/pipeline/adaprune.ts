@@ -1299,6 +1299,7 @@ class AdaPruneRun {
       })),
       stages: this.stages,
       ...(compensation && { compensation }),
+      ...(this.data && this.hasBatchNorm && { recalibration: this.recalibration(this.data) }),
       ...(this.kept && { kept: this.kept }),
       ...(this.taskScorer && { task: this.taskReport(this.taskScorer) }),
       notes: [...this.notes, ...core.warnings, ...this.skipped.map((s) => `skipped: ${s}`)],

@@ -28,6 +28,11 @@ export interface PruneReport {
   stages: { name: string; seconds: number }[];
   /** Least-squares compensation of the chosen candidate, when it ran. */
   compensation?: CompensationSummary;
+  /**
+   * How BN statistics were re-estimated for every candidate: batches of `batchSize` images (fewer above
+   * 224x224 unless --recal-batch-size is given), the variance pooled over images when the batches are small.
+   */
+  recalibration?: { batches: number; batchSize: number; pooledVariance: boolean };
   /** With data: the stage whose model was written (`--keep-stage`, default the best top-1), and why. */
   kept?: { stage: AccuracyStage['stage']; reason: string };
   /**
