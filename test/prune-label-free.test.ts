@@ -91,15 +91,16 @@ describe('prune on unlabelled images', () => {
     assert.ok(typeof dims[2] === 'string' && typeof dims[3] === 'string', JSON.stringify(dims));
   });
 
-  it('recalibrates large inputs in smaller batches unless --recal-batch-size is given', async () => {
-    // 448x448 is four times 224x224, so the default 64 images a batch becomes 16. The CLI once passed its own
-    // default of 64 as if the user had given it: recalibration of a 640x640 text detector then peaked at 8.5 GB.
-    const batchAt = async (name: string, extra: string[]): Promise<PruneReport['recalibration']> => {
+  it('runs large inputs through recalibration and distillation in smaller batches unless the batch is given', async () => {
+    // 448x448 is four times 224x224: recalibration's default 64 images a batch becomes 16, and distillation's 16
+    // becomes 8 (never fewer, so BN still trains). The CLI once passed its own default of 64 as if the user had
+    // given it: recalibration of a 640x640 text detector then peaked at 9.9 GB.
+    const reportAt = async (name: string, extra: string[]): Promise<PruneReport> => {
       const out = path.join(dir, `${name}.onnx`);
       const args = pruneArgs(out, [
-        '--finetune-epochs',
-        '0',
         '--no-compensate',
+        '--finetune-epochs',
+        '1',
         '--input-shape',
         '1x3x448x448',
         ...extra,
@@ -108,18 +109,17 @@ describe('prune on unlabelled images', () => {
       args[1] = fixture('dense/unet_up-dynamic.onnx');
       const r = await runCli(args);
       assert.equal(r.code, 0, r.stderr);
-      return (JSON.parse(fs.readFileSync(`${out}.report.json`, 'utf8')) as PruneReport).recalibration;
+      return JSON.parse(fs.readFileSync(`${out}.report.json`, 'utf8')) as PruneReport;
     };
-    assert.deepEqual(await batchAt('recal-default', []), {
-      batches: 8,
-      batchSize: 16,
-      pooledVariance: false,
-    });
-    assert.deepEqual(await batchAt('recal-given', ['--recal-batch-size', '64']), {
-      batches: 20,
-      batchSize: 64,
-      pooledVariance: false,
-    });
+    const scaled = await reportAt('batch-default', []);
+    assert.deepEqual(scaled.recalibration, { batches: 8, batchSize: 16, pooledVariance: false });
+    assert.ok(
+      scaled.notes.some((n) => n.startsWith('distillation ran in batches of 8,')),
+      scaled.notes.join('\n'),
+    );
+    const given = await reportAt('batch-given', ['--recal-batch-size', '64', '--finetune-batch', '16']);
+    assert.deepEqual(given.recalibration, { batches: 20, batchSize: 64, pooledVariance: false });
+    assert.ok(!given.notes.some((n) => n.startsWith('distillation ran in batches')), given.notes.join('\n'));
   });
 
   it('refuses binary cross-entropy for outputs outside [0, 1] in one line', async () => {
