@@ -1090,6 +1090,8 @@ class AdaPruneRun {
    * step over 16 images held 9.7 GB (PP-OCRv4's text detector, docs/results.md).
    */
   private distilBatch(): number {
+    // A model whose input fixes the batch trains at its own batch whatever is asked (batchOf).
+    if (this.batchOf(DEFAULT_DISTILL_BATCH) !== DEFAULT_DISTILL_BATCH) return DEFAULT_DISTILL_BATCH;
     return Math.max(FROZEN_BN_BELOW, this.runBatchOf(DEFAULT_DISTILL_BATCH));
   }
 
