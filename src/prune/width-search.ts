@@ -262,8 +262,7 @@ export function reserveBranchMinimums(
     const unit = roundingUnit(group.size, limits);
     const reserved = new Uint8Array(group.size);
     const members = partialMembers(group);
-    for (const member of members) {
-      const distinct = member.reduce((n, m) => n + m, 0);
+    for (const { mask: member, distinct } of members) {
       const least = minimumOf(distinct, limits);
       let need = distinct % unit === 0 ? Math.min(distinct, Math.ceil(least / unit) * unit) : least;
       for (let r = 0; r < priority.length && need > 0; r++) {
@@ -276,7 +275,11 @@ export function reserveBranchMinimums(
     }
     const first = priority.filter((c) => reserved[c]);
     const order = first.length ? [...first, ...priority.filter((c) => !reserved[c])] : priority;
-    const aligned = alignBranchChunks(order, members, unit);
+    const aligned = alignBranchChunks(
+      order,
+      members.map((m) => m.mask),
+      unit,
+    );
     let floor = 0;
     aligned.forEach((c, r) => reserved[c] && (floor = r + 1));
     floors[gi] = floor;
@@ -285,9 +288,9 @@ export function reserveBranchMinimums(
   return { priorities: reordered, floors };
 }
 
-/** The group's members that hold only some of its classes (Concat inputs, Split outputs), as class masks. */
-function partialMembers(group: GroupAnalysis['groups'][number]): Uint8Array[] {
-  const out: Uint8Array[] = [];
+/** The group's members that hold only some of its classes (Concat inputs, Split outputs): class masks, counts. */
+function partialMembers(group: GroupAnalysis['groups'][number]): { mask: Uint8Array; distinct: number }[] {
+  const out: { mask: Uint8Array; distinct: number }[] = [];
   for (const s of group.spaces) {
     const member = new Uint8Array(group.size);
     let distinct = 0;
@@ -296,7 +299,7 @@ function partialMembers(group: GroupAnalysis['groups'][number]): Uint8Array[] {
       if (!member[c]) [member[c], distinct] = [1, distinct + 1];
     }
     // A member holding every class is served by the group's own minimum.
-    if (distinct < group.size) out.push(member);
+    if (distinct < group.size) out.push({ mask: member, distinct });
   }
   return out;
 }
@@ -315,10 +318,11 @@ export function alignBranchChunks(
   unit: number,
 ): number[] {
   if (unit <= 1 || members.length === 0) return [...priority];
+  // A class's part: which partial members hold it, as a string key, computed once per class.
+  const keyOf = new Map(priority.map((c) => [c, members.map((m) => m[c]).join('')]));
   const partOf = new Map<string, number[]>();
-  const keyOf = (c: number): string => members.map((m) => m[c]).join('');
   for (const c of priority) {
-    const key = keyOf(c);
+    const key = keyOf.get(c)!;
     const part = partOf.get(key);
     if (part) part.push(c);
     else partOf.set(key, [c]);
@@ -327,7 +331,7 @@ export function alignBranchChunks(
   const pending = new Map<string, number[]>();
   const out: number[] = [];
   for (const c of priority) {
-    const key = keyOf(c);
+    const key = keyOf.get(c)!;
     const chunk = pending.get(key) ?? [];
     chunk.push(c);
     if (chunk.length === unit) {
