@@ -148,6 +148,30 @@ describe('rounding: pruned models', () => {
     assert.equal(plain.plan.budget?.wide, undefined);
   });
 
+  it('falls back to the plain unit where the wide one cannot land the budget within 0.5% (a small ViT)', async () => {
+    const vit = fixture(path.join('trained', 'vit.onnx'));
+    const dir = tmpDir();
+    const planFile = path.join(dir, 'vit.plan.json');
+    const run = await runCli([
+      'prune',
+      vit,
+      '--flops',
+      '0.5',
+      '-o',
+      path.join(dir, 'vit.onnx'),
+      '--plan-out',
+      planFile,
+      '--json',
+    ]);
+    assert.equal(run.code, 0, run.stderr);
+    const summary = JSON.parse(run.stdout) as { original: { macs: number }; pruned: { macs: number } };
+    const ratio = summary.pruned.macs / summary.original.macs;
+    // Multiples of 16 in its 128-wide groups landed at 0.4954, with a "closest achievable" note.
+    assert.ok(ratio >= 0.4975 && ratio <= 0.5, `achieved ${ratio}`);
+    assert.doesNotMatch(run.stderr, /closest achievable/);
+    assert.equal(JSON.parse(fs.readFileSync(planFile, 'utf8')).budget.wide, undefined);
+  });
+
   it('prune records the default wide rounding in its plan, and none under an explicit --round-to', async () => {
     const dir = tmpDir();
     for (const [name, extra] of [

@@ -602,7 +602,7 @@ function dataOptions<T>(y: Argv<T>) {
     })
     .option('finetune-batch', {
       type: 'number',
-      describe: 'Fine-tuning batch size (default 128; without labels 16, 8 above 224x224)',
+      describe: 'Fine-tuning batch (default 128; unlabelled 16, fewer above 224x224)',
     })
     .option('finetune-limit', {
       type: 'number',

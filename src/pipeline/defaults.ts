@@ -53,12 +53,12 @@ export const DEFAULT_ROUND_TO = 8;
 /**
  * Without --round-to, groups of 128 channels or more keep multiples of 16. onnxruntime's blocked (NCHWc)
  * convolutions work in blocks of 8 channels with AVX2 and 16 with AVX-512, where a width of 8 mod 16 runs as
- * slowly as the next multiple of 16 and adds layout changes; 16 serves both, and on a group this wide it moves
- * the budget by at most 1/8 of the group (the fill lands it within 0.5% all the same). Narrower groups stay at
- * 8, where 16 would leave a 32-channel group only 16 or 32 (ResNet-56's 16/32/64 stages are unchanged). The
- * rule reads only the model, so the same command writes the same bytes on every machine. Measured at 50%
- * MACs, batch 1, 1 thread, AVX-512, with branches aligned (docs/results.md, issue 28's second pass): the
- * yolov8n-scale detector 1.38x faster than the original at plain multiples of 8, 1.47-1.50x with this rule.
+ * slowly as the next multiple of 16 and adds layout changes; 16 serves both, and on a group this wide a step is
+ * at most 1/8 of the group (where the budget then cannot land within 0.5%, planPrune uses the plain unit).
+ * Narrower groups stay at 8, where 16 would leave a 32-channel group only 16 or 32 (ResNet-56's 16/32/64
+ * stages are unchanged). The rule reads only the model, so the same command writes the same bytes on every
+ * machine. `npm run bench -- rounding` (50% MACs, batch 1, 1 thread, AVX-512): the yolov8n-scale detector
+ * 1.28x faster than the original at --round-to 8, 1.36x with this rule (docs/results.md, issue 28).
  */
 export const DEFAULT_WIDE_ROUNDING: WideRounding = { channels: 128, roundTo: 16 };
 

@@ -207,6 +207,23 @@ export type PlanOptions = Omit<PruneOptions, 'validate' | 'inputShapes'>;
  * model). Reads the analysis and changes nothing, so any number of plans can share one analysis.
  */
 export function planPrune(analysis: PruneAnalysis, options: PlanOptions): PlannedPrune {
+  if (!options.wideRounding || options.plan !== undefined) return planAt(analysis, options);
+  // The wide unit is for speed; where its coarser steps keep the budget from landing within 0.5% (a small
+  // transformer whose few wide groups step by 1/8), the plain unit is used. Both plans collect their warnings
+  // quietly and only the chosen one's reach the caller.
+  const quiet = { ...options, warn: undefined };
+  let chosen = planAt(analysis, quiet);
+  const wideSearch = chosen.report.search;
+  if (wideSearch?.note) {
+    const plain = planAt(analysis, { ...quiet, wideRounding: undefined });
+    if ((plain.report.search?.achievedRatio ?? 0) > wideSearch.achievedRatio) chosen = plain;
+  }
+  for (const w of chosen.report.warnings) options.warn?.(w);
+  return chosen;
+}
+
+/** One plan at the given rounding: widths to the budget (or the given plan re-checked), channels by criterion. */
+function planAt(analysis: PruneAnalysis, options: PlanOptions): PlannedPrune {
   const pm = options.passManager ?? new PassManager();
   const { warnings, warn } = warningCollector(options.warn);
   if (options.flops !== undefined && options.params !== undefined)
