@@ -2,7 +2,7 @@
 # Is a fine-tuning figure the recipe's or the trainer's? Fine-tunes one start with prune's recipe (2 epochs, flip,
 # lr 0.05 cosine, batch 128, Nesterov) twice, side by side on one thread each: adapruner's `finetune`, and the
 # same recipe in PyTorch (bench/finetune_torch.py, the network rebuilt from the ONNX weights). Both results are
-# scored by `adapruner eval` on the 10,000 test images. docs/results.md, "Eighth pass".
+# scored by `adapruner eval` on the 10,000 test images. docs/history.md, "Eighth pass".
 # Usage: bench/finetune-peer.sh START.onnx [SEED] [OUT_DIR]
 #   START: e.g. `prune ../shared/models/resnet56-cifar10.onnx --flops 0.5 --data D --val D --preset cifar10
 #   --finetune-epochs 0 --no-compensate -o START.onnx` (the recalibrated default plan)

@@ -1,6 +1,6 @@
 """The issue-11 baseline plan for a CIFAR ResNet: keep the residual stream whole and give every block's inner
 conv the same width per stage, its filters chosen by L1 norm. adapruner has no width source for this exact
-plan, so it is written as a plan file for `prune --plan-in` (docs/results.md, "Fifth pass").
+plan, so it is written as a plan file for `prune --plan-in` (docs/history.md, "Fifth pass").
 
 Usage: /usr/bin/python3 bench/keep-stream-plan.py MODEL BASE_PLAN OUT W1 W2 W3
   BASE_PLAN: any plan of MODEL (`prune MODEL --flops 0.5 --dry-run --plan-out BASE_PLAN`); its groups are reused,

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The experiment of the AdaPruner paper on the shared ResNet-56 and CIFAR-10 (docs/results.md):
+# The experiment of the AdaPruner paper on the shared ResNet-56 and CIFAR-10
+# (docs/history.md, "The AdaPruner experiment"):
 # 50% MACs, fine-tuning E epochs with the same seed and schedule for every arm:
 #   (a) uniform widths + l1   (b) adaptive widths + l1   (c) adaptive widths + auto   (d) unpruned, fine-tuned
 # Usage: bench/paper-experiment.sh [OUT_DIR] [EPOCHS]   (about an hour on 2 cores for E = 2)

@@ -1,6 +1,6 @@
 /**
- * Renders the tables of docs/results.md from the JSON that bench/paper-experiment.sh and
- * bench/criteria-experiment.sh wrote, so no figure is copied by hand.
+ * Renders the tables of docs/history.md ("The AdaPruner experiment") from the JSON that
+ * bench/paper-experiment.sh and bench/criteria-experiment.sh wrote, so no figure is copied by hand.
  * Usage: tsx bench/results-table.ts PAPER_DIR CRITERIA_DIR
  */
 import fs from 'node:fs';

@@ -5,7 +5,8 @@
  * (default 0.5) under each option set of VARIANTS, every file's MACs counted by the CLI, then all of them and the
  * original timed in one process, runs alternating between the models (src/runtime/benchmark.ts: batch 1, seeded
  * noise in [-1, 1), 1 intra-op thread), medians; speed-up = the original's median over the variant's. The table
- * of docs/results.md (issue 28, second pass). Skips with the reason when /usr/bin/python3 with torch is absent.
+ * of docs/results.md, "Detectors and segmenters (issue 28)" (its history: docs/history.md, issue 28, second
+ * pass). Skips with the reason when /usr/bin/python3 with torch is absent.
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';

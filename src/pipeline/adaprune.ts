@@ -338,7 +338,8 @@ class AdaPruneRun {
       widths: widthOption === 'search' ? 'structural' : widthOption,
       uniform: options.uniform,
       // Multiples of 8 by default: off them, onnxruntime's blocked (NCHWc) convolution kernels fall back to
-      // slower paths and a model with half the MACs can run slower than the original (docs/results.md).
+      // slower paths and a model with half the MACs can run slower than the original (docs/history.md,
+      // "Latency at a MAC budget").
       roundTo: options.roundTo ?? DEFAULT_ROUND_TO,
       ...(options.roundTo === undefined && { wideRounding: DEFAULT_WIDE_ROUNDING }),
       // Downstream by default: re-fitting the later layers on their drifted inputs too lifted ResNet-56 at 50%
@@ -1087,7 +1088,7 @@ class AdaPruneRun {
   /**
    * Distillation's batch when none is given: DEFAULT_DISTILL_BATCH up to 224x224 inputs and proportionally fewer
    * above, but never under FROZEN_BN_BELOW, so BN still trains on batch statistics. At 640x640 the training
-   * step over 16 images held 9.7 GB (PP-OCRv4's text detector, docs/results.md).
+   * step over 16 images held 9.7 GB (PP-OCRv4's text detector, docs/history.md).
    */
   private distilBatch(): number {
     // A model whose input fixes the batch trains at its own batch whatever is asked (batchOf).

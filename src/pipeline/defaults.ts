@@ -3,13 +3,14 @@ import type { WideRounding, WidthSource } from '../prune/index.js';
 
 /*
  * The pipeline's defaults (src/pipeline/adaprune.ts), each with the measurement that chose it; docs/results.md
- * has the runs. Kept apart from the pipeline's logic so that a default and its reason read in one place.
+ * has the current figures and docs/history.md the runs. Kept apart from the pipeline's logic so that a
+ * default and its reason read in one place.
  */
 
 /** Input pixels (H x W) up to which inference runs take as many images as asked (runBatchOf). */
 export const RUN_PIXELS = 224 * 224;
 
-/** prune's fine-tuning learning rate with labels (docs/results.md: ResNet-56 at 50% MACs, 2 epochs). */
+/** prune's fine-tuning learning rate with labels (ResNet-56 at 50% MACs, 2 epochs; docs/history.md). */
 export const DEFAULT_PRUNE_LR = 0.05;
 
 /**
@@ -58,7 +59,8 @@ export const DEFAULT_ROUND_TO = 8;
  * Narrower groups stay at 8, where 16 would leave a 32-channel group only 16 or 32 (ResNet-56's 16/32/64
  * stages are unchanged). The rule reads only the model, so the same command writes the same bytes on every
  * machine. `npm run bench -- rounding` (50% MACs, batch 1, 1 thread, AVX-512): the yolov8n-scale detector
- * 1.28x faster than the original at --round-to 8, 1.36x with this rule (docs/results.md, issue 28).
+ * 1.28x faster than the original at --round-to 8, 1.36x with this rule (docs/results.md, "Detectors and
+ * segmenters (issue 28)").
  */
 export const DEFAULT_WIDE_ROUNDING: WideRounding = { channels: 128, roundTo: 16 };
 
@@ -76,14 +78,15 @@ export const DEFAULT_DISTILL_BATCH = 16;
 
 /**
  * The augmentation prune's fine-tuning applies by default: the flip alone, since a few epochs from a pretrained
- * network score higher without the padded crop (src/data/preprocess.ts augmentationAt; docs/results.md).
+ * network score higher without the padded crop (src/data/preprocess.ts augmentationAt; docs/history.md,
+ * "Fourth pass").
  */
 export const DEFAULT_PRUNE_AUGMENT: Augmentation = 'flip';
 
 /**
  * Whether prune's fine-tuning uses Nesterov momentum. ResNet-56 at 50% MACs, 2 epochs from the recalibrated
  * model (flip, lr 0.05, batch 128), seeds 0-5: mean 88.40% with Nesterov against 88.31% without, a lead
- * within the seeds' noise (docs/results.md, sixth pass); it fits the training set faster at every seed.
+ * within the seeds' noise (docs/history.md, "Sixth pass"); it fits the training set faster at every seed.
  */
 export const DEFAULT_PRUNE_NESTEROV = true;
 
@@ -118,7 +121,7 @@ export const DEFAULT_CALIBRATION_IMAGES = 1000;
  * The same without labels. Fidelity (R² over every output value of every image) is steady on far fewer images
  * than top-1 is, and the label-free inputs are typically detector or segmenter images: 17 candidates ranked
  * on 150 images at 640x640 (plus 256 recalibration images each) took 19 of 23 minutes for a yolov8n-size
- * detector on 2 loaded cores (docs/results.md).
+ * detector on 2 loaded cores (docs/history.md, "Cost of label-free recovery at 640x640").
  */
 export const DEFAULT_CALIBRATION_IMAGES_UNLABELLED = 64;
 

@@ -80,8 +80,9 @@ export async function searchLatencyBudget(
  * (NCHWc) kernels: those need input and output channels (per group; depthwise: the channels) in multiples of the
  * block, 8 with AVX2; other convolutions fall back to im2col and SGEMM. Measured, not derived: the bundled
  * example at 50% MACs ran 1.95x slower than the original with exact widths and 1.15x slower at multiples of 4
- * (batch 64), ResNet-56 1.16x faster with exact widths (docs/results.md, "Latency at a MAC budget"). The first
- * matching row applies. A static table, so a rounding chosen by it is the same on every machine and at any load.
+ * (batch 64), ResNet-56 1.16x faster with exact widths (docs/history.md, "Latency at a MAC budget"). The
+ * first matching row applies. A static table, so a rounding chosen by it is the same on every machine and at
+ * any load.
  */
 export const ORT_CHANNEL_COST: readonly { multiple: number; costPerMac: number }[] = [
   { multiple: 8, costPerMac: 1 },

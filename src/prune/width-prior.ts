@@ -20,7 +20,7 @@ import { CostModel } from './width-search.js';
  *   larger map but carries 16x the weights, so cutting the shallow layers harder keeps more of the network's
  *   capacity for the same MACs. Measured on ResNet-56 at 50% MACs: inner widths 4/16/48 of 16/32/64 per stage
  *   keep 68% of the parameters (the structural widths 50%) and score 70.11% recalibrated against 67.11%, but
- *   no better once compensated or fine-tuned (docs/results.md), so the search does not try it.
+ *   no better once compensated or fine-tuned (docs/history.md, "Fourth pass"), so the search does not try it.
  */
 export const WIDTH_SOURCES = ['bn', 'uniform', 'structural', 'structural-bn', 'capacity'] as const;
 export type WidthSource = (typeof WIDTH_SOURCES)[number];

@@ -33,7 +33,10 @@ export interface Distillation {
   gate?: DistillGate;
 }
 
-/** The `--distill-gate` choices; the CLIs and the prune pipeline default to teacher-correct (docs/results.md). */
+/**
+ * The `--distill-gate` choices; the CLIs and the prune pipeline default to teacher-correct (docs/history.md,
+ * "Third pass").
+ */
 export const DISTILL_GATES = ['none', 'teacher-correct'] as const;
 export type DistillGate = (typeof DISTILL_GATES)[number];
 export const DEFAULT_DISTILL_GATE: DistillGate = 'teacher-correct';
