@@ -23,9 +23,12 @@ const BIN = path.join(REPO, 'bin', 'adapruner.mjs');
 
 /** Option sets compared, after `prune MODEL --flops R`. */
 const VARIANTS: { name: string; args: string[] }[] = [
-  { name: 'default (8; 16 in groups of 128+; branches in whole units)', args: [] },
+  {
+    name: 'default (8; 16 in groups of 128+; at least 16 under the block floor; whole branch units)',
+    args: [],
+  },
+  { name: '--min-channels 1 (no block floor)', args: ['--min-channels', '1'] },
   { name: '--round-to 8', args: ['--round-to', '8'] },
-  { name: '--min-channels 16', args: ['--min-channels', '16'] },
   { name: '--round-to 16', args: ['--round-to', '16'] },
   { name: '--widths uniform', args: ['--widths', 'uniform'] },
   { name: '--round-to 16 --widths uniform', args: ['--round-to', '16', '--widths', 'uniform'] },

@@ -162,9 +162,9 @@ export function renderRunSummary(
     ['budget', budgetText(r.budget)],
   ];
   const chosen = r.criteria.find((c) => c.chosen);
-  const { roundTo, wide } = result.plan.budget ?? {};
+  const { roundTo, wide, minChannels } = result.plan.budget ?? {};
   const multiples = roundTo
-    ? `, multiples of ${roundTo}${wide ? ` (${wide.roundTo} in groups of ${wide.channels} or more)` : ''}`
+    ? `, multiples of ${roundTo}${wide ? ` (${wide.roundTo} in groups of ${wide.channels} or more)` : ''}${minChannels ? `, at least ${minChannels}` : ''}`
     : '';
   const widths = chosen?.widths?.replace(/, round \d+/, '') ?? '';
   kv.push([

@@ -77,7 +77,7 @@ interface PruneArgs {
   criterion?: string;
   uniform: boolean;
   roundTo?: number;
-  minChannels: number;
+  minChannels?: number;
   minFraction: number;
   torchCompatible: boolean;
   seed: number;
@@ -512,7 +512,10 @@ function budgetOptions<T>(y: Argv<T>) {
       type: 'number',
       describe: 'Channel counts in multiples of N (default 8, 16 in wide groups)',
     })
-    .option('min-channels', { type: 'number', default: 1, describe: 'Fewest channels any group keeps' })
+    .option('min-channels', {
+      type: 'number',
+      describe: 'Fewest channels any group keeps (default 1; 16 where that holds under half the budget)',
+    })
     .option('torch-compatible', {
       type: 'boolean',
       default: false,

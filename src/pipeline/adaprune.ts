@@ -36,6 +36,7 @@ import {
   DEFAULT_DISTILL_LR_TOKENS,
   DEFAULT_ROUND_TO,
   DEFAULT_WIDE_ROUNDING,
+  DEFAULT_BLOCK_FLOOR,
   DEFAULT_PRUNE_BATCH,
   DEFAULT_DISTILL_BATCH,
   DEFAULT_PRUNE_AUGMENT,
@@ -341,7 +342,10 @@ class AdaPruneRun {
       // slower paths and a model with half the MACs can run slower than the original (docs/history.md,
       // "Latency at a MAC budget").
       roundTo: options.roundTo ?? DEFAULT_ROUND_TO,
-      ...(options.roundTo === undefined && { wideRounding: DEFAULT_WIDE_ROUNDING }),
+      ...(options.roundTo === undefined && {
+        wideRounding: DEFAULT_WIDE_ROUNDING,
+        blockFloor: DEFAULT_BLOCK_FLOOR,
+      }),
       // Downstream by default: re-fitting the later layers on their drifted inputs too lifted ResNet-56 at 50%
       // MACs from 76.4% (consumers only) to 78.2% compensated, for about twice the compensation time.
       compensationScope: options.compensationScope ?? 'downstream',
@@ -764,7 +768,10 @@ class AdaPruneRun {
         widths: widths.source,
         roundTo: widths.roundTo,
         // The finer roundings the search tries are finer everywhere.
-        wideRounding: widths.roundTo === this.baseOptions.roundTo ? this.baseOptions.wideRounding : undefined,
+        ...(widths.roundTo !== this.baseOptions.roundTo && {
+          wideRounding: undefined,
+          blockFloor: undefined,
+        }),
         ...(widths.trial !== undefined && {
           widthJitter: { seed: mixSeed(this.seed, widths.trial), sigma: WIDTH_JITTER },
         }),
@@ -1205,6 +1212,7 @@ class AdaPruneRun {
             ...this.budget,
             roundTo,
             wideRounding: undefined,
+            blockFloor: undefined,
             criterion: current.best.criterion,
           });
         } catch (e) {

@@ -53,6 +53,8 @@ export interface PruneOptions {
   roundTo?: number;
   /** Coarser multiples for wide groups (width-search.ts roundingUnit); prune's default, not --round-to's. */
   wideRounding?: WideRounding;
+  /** Without a minChannels: the floor every group keeps where it leaves most of the budget free (planPrune). */
+  blockFloor?: BlockFloor;
   /** Which layers the plan's compensation targets name (default `consumers`). */
   compensationScope?: CompensationScope;
   /** Fewest channels any group keeps (default 1). */
@@ -206,8 +208,10 @@ export type PlanOptions = Omit<PruneOptions, 'validate' | 'inputShapes'>;
  * Plan many: widths to the budget and channels by the criterion (or a given plan re-checked against the
  * model). Reads the analysis and changes nothing, so any number of plans can share one analysis.
  */
-export function planPrune(analysis: PruneAnalysis, options: PlanOptions): PlannedPrune {
-  if (!options.wideRounding || options.plan !== undefined) return planAt(analysis, options);
+export function planPrune(analysis: PruneAnalysis, given: PlanOptions): PlannedPrune {
+  if (given.plan !== undefined) return planAt(analysis, given);
+  const options = withBlockFloor(analysis, given);
+  if (!options.wideRounding) return planAt(analysis, options);
   // The wide unit is for speed; where its coarser steps keep the budget from landing within 0.5% (a small
   // transformer whose few wide groups step by 1/8), the plain unit is used. Both plans collect their warnings
   // quietly and only the chosen one's reach the caller.
@@ -220,6 +224,31 @@ export function planPrune(analysis: PruneAnalysis, options: PlanOptions): Planne
   }
   for (const w of chosen.report.warnings) options.warn?.(w);
   return chosen;
+}
+
+/**
+ * A floor of `channels` for every group, applied where holding every group at it costs at most `budgetShare` of
+ * the budget. Cutting a group below one vector block of channels saves MACs but no time where the CPU computes
+ * that block whole (onnxruntime's blocked convolutions on AVX-512 work in 16 channels).
+ */
+export interface BlockFloor {
+  channels: number;
+  budgetShare: number;
+}
+
+/**
+ * The options with the block floor as their minChannels where it leaves most of the budget to the search: a
+ * detector's 16-channel stem at 320x320 holds a few percent of the MACs (yolov8n at 640x640: the floor is 0.198
+ * of them), where ResNet-56's 16-channel first stage holds a third (0.448), and forcing it there cuts the rest
+ * of the network to a quarter (docs/pruning.md, "Rounding").
+ */
+function withBlockFloor(analysis: PruneAnalysis, options: PlanOptions): PlanOptions {
+  const floor = options.blockFloor;
+  const ratio = options.flops ?? options.params;
+  if (!floor || options.minChannels !== undefined || ratio === undefined) return options;
+  const floored = { ...options, minChannels: floor.channels };
+  const least = budgetFloorOf(analysis, floored)[options.flops !== undefined ? 'flops' : 'params'];
+  return least <= floor.budgetShare * ratio ? floored : options;
 }
 
 /** One plan at the given rounding: widths to the budget (or the given plan re-checked), channels by criterion. */
@@ -304,6 +333,7 @@ function planAt(analysis: PruneAnalysis, options: PlanOptions): PlannedPrune {
       uniform: options.uniform ?? false,
       roundTo,
       ...(options.wideRounding && { wide: options.wideRounding }),
+      ...(limits.minChannels > 1 && { minChannels: limits.minChannels }),
     };
   }
   const unequal = options.torchCompatible ? unequalSplit(channels, keep) : undefined;

@@ -32,6 +32,8 @@ export interface Plan {
     roundTo: number;
     /** Groups of at least `channels` channels were rounded to multiples of `roundTo` instead. */
     wide?: { channels: number; roundTo: number };
+    /** Every group kept at least this many channels (--min-channels, or prune's block floor). */
+    minChannels?: number;
   };
   groups: PlanGroup[];
 }
@@ -65,6 +67,7 @@ export const PLAN_SCHEMA = {
           required: ['channels', 'roundTo'],
           properties: { channels: { type: 'integer', minimum: 1 }, roundTo: { type: 'integer', minimum: 1 } },
         },
+        minChannels: { type: 'integer', minimum: 1 },
       },
     },
     groups: {
