@@ -1,7 +1,5 @@
 import { batchNormReport } from '../analysis/bn-report.js';
 import { hasLabels, requireLabels } from '../data/dataset.js';
-import { mixSeed, mulberry32, shuffle } from '../data/prng.js';
-import { balancedSubset, holdoutSplit } from '../data/subset.js';
 import { isTokenSet } from '../data/tokens.js';
 import { BudgetUnreachableError, UserError } from '../errors.js';
 import { decodeModel, releaseLoadedFile, serializeModel, type Model } from '../ir/index.js';
@@ -9,9 +7,7 @@ import { cleanupPipeline } from '../passes/index.js';
 import {
   CRITERIA,
   applyPlan,
-  budgetFloorOf,
   planPrune,
-  taylorScores,
   toolVersion,
   type Criterion,
   type Plan,
@@ -28,7 +24,7 @@ import { FROZEN_BN_BELOW } from '../train/distill.js';
 import { finetune } from '../train/loop.js';
 import { DEFAULT_DISTILL_GATE } from '../train/step-graph.js';
 import { runCompensation } from './compensation-stage.js';
-import { RunContext, type Candidate, type Outcome, type Setup, type WidthConfig } from './context.js';
+import { RunContext, type Candidate, type Outcome, type Setup } from './context.js';
 import {
   DEFAULT_DISTILL,
   DEFAULT_DISTILL_BATCH,
@@ -43,17 +39,15 @@ import {
   DEFAULT_PRUNE_NESTEROV,
   DEFAULT_ROUND_TO,
   DEFAULT_WIDE_ROUNDING,
-  DEFAULT_WIDTH_TRIALS,
-  FINER_ROUNDINGS,
-  SEARCHED_WIDTHS,
-  WIDTH_JITTER,
 } from './defaults.js';
 import { distilWithRetry } from './distil-retry.js';
-import { FidelityScorer, distillStage, randomSplit } from './label-free.js';
-import { searchLatencyBudget, type LatencySearchStep } from './latency.js';
+import { distillStage } from './label-free.js';
 import type { AdaPruneOptions, AdaPruneResult } from './options.js';
-import { Scoring, type ProxyScore } from './scoring.js';
-import { StageTaskScorer } from './stage-task.js';
+import type { Scoring } from './scoring.js';
+import type { StageTaskScorer } from './stage-task.js';
+import { chooseCandidate } from './stages/candidates.js';
+import { searchLatency } from './stages/latency-search.js';
+import { prepareData } from './stages/prepare-data.js';
 
 // The defaults and their reasons live in defaults.ts; importers of the pipeline keep finding them here.
 export * from './defaults.js';
@@ -65,7 +59,7 @@ export * from './options.js';
  * candidate per inheritance criterion, BN recalibration of each, a proxy score on held-out training images,
  * the best kept, fine-tuning, validation. Without data it is the data-free prune and says what it skipped.
  *
- * The driver: each stage (see below) takes the run's context (context.ts: options, the stage timer,
+ * The driver: each stage (stages/, or below) takes the run's context (context.ts: options, the stage timer,
  * notes and accuracy for the report) and what the stage before it returned, and returns its own result.
  */
 export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<AdaPruneResult> {
@@ -143,340 +137,6 @@ function noRecalibrationWhy(model: Model): string {
   if (report.otherNorms.length)
     return `the model normalises with ${report.otherNorms.join(', ')}, whose statistics come from each input at run time: nothing to re-estimate`;
   return 'the model has no BatchNormalization';
-}
-
-/**
- * The calibration split, where accuracy is reported, and the original's accuracy. Without data, nothing: the
- * data-free prune says what it skipped.
- */
-async function prepareData(ctx: RunContext): Promise<Scoring | undefined> {
-  const { data, seed } = ctx;
-  if (!data) {
-    ctx.skipped.push(
-      'accuracy (no --data)',
-      'adaptive criterion choice (no --data)',
-      'BN recalibration (no --data)',
-      'fine-tuning (no --data)',
-    );
-    return undefined;
-  }
-  const train = data.train;
-  if (!hasLabels(train) && train.length < 2)
-    throw new UserError(
-      `the data has ${train.length} image${train.length === 1 ? '' : 's'}: scoring without labels holds some out, so give at least 2`,
-      train.path,
-    );
-  const holdout = Math.min(ctx.calibrationImages(data), Math.floor(train.length / 2));
-  if (data.val && hasLabels(data.val) !== hasLabels(train))
-    throw new UserError('--data and --val must both have labels or both be plain images', data.val.path);
-  let fidelity: FidelityScorer | undefined;
-  if (!hasLabels(train)) {
-    fidelity = new FidelityScorer(ctx.original, data.spec, ctx.runtime, ctx.runBatchOf(32));
-    ctx.notes.push(
-      !data.task
-        ? 'the data has no labels: stages are scored by fidelity to the original (R² of the outputs), and recovery distils from it'
-        : data.task.labels
-          ? `the pipeline reads the images only and recovery distils from the original; the ${data.task.layout.task} labels measure and rank the stages`
-          : `the data has no labels: candidates and stages are ranked by the ${data.task.layout.task} figure against the original's outputs, and recovery distils from it`,
-    );
-  }
-  const split = hasLabels(train)
-    ? holdoutSplit(train.labels, holdout, seed)
-    : randomSplit(train.length, holdout, seed);
-  const evalSet = data.val ?? train;
-  const evalIndices = data.val
-    ? data.valLimit !== undefined
-      ? hasLabels(data.val)
-        ? balancedSubset(data.val.labels, data.valLimit, seed)
-        : randomSplit(data.val.length, Math.min(data.valLimit, data.val.length), seed).holdout
-      : undefined
-    : split.holdout;
-  if (!data.val)
-    ctx.notes.push('no --val given: accuracy is reported on the calibration split of the training data');
-  const taskScorer =
-    data.task &&
-    new StageTaskScorer(
-      ctx.original,
-      evalSet,
-      evalIndices,
-      data.spec,
-      ctx.runtime,
-      ctx.runBatchOf(16),
-      data.task,
-    );
-  const candidateTask =
-    data.task &&
-    new StageTaskScorer(ctx.original, train, split.holdout, data.spec, ctx.runtime, ctx.runBatchOf(16), {
-      layout: data.task.layout,
-      ...(data.task.trainLabels && { labels: data.task.trainLabels }),
-    });
-  const scoring = new Scoring(ctx, data, {
-    split,
-    evalSet,
-    evalIndices,
-    fidelity,
-    taskScorer,
-    candidateTask,
-  });
-  await scoring.evaluateStage('original', 'original', ctx.original);
-  return scoring;
-}
-
-/** What the latency search settles: the MAC budget found, its steps, and the original's measured time. */
-interface LatencyBudget {
-  budget: Pick<PruneOptions, 'flops' | 'params'>;
-  steps: LatencySearchStep[];
-  baselineMs: number;
-}
-
-/** `--latency R`: bisect the MAC budget on measured latency; the budget becomes the MACs found. */
-async function searchLatency(ctx: RunContext, base: PruneOptions, target: number): Promise<LatencyBudget> {
-  if (!(target > 0 && target <= 1)) throw new UserError(`--latency must be in (0, 1], got ${target}`);
-  // The search starts from the smallest model the width limits allow (a little above, for rounding).
-  const floor = budgetFloorOf(await ctx.analysis(), base);
-  // The same lower bound as --flops: latency falls no faster than MACs (fixed costs stay), so a target below
-  // the smallest model's MAC share cannot be met, and is refused before anything is timed.
-  if (target < floor.flops)
-    throw new BudgetUnreachableError(
-      `--latency ${target} is not achievable: the smallest model the width limits allow keeps ${floor.flops.toFixed(4)} of the original MACs, and latency falls no faster than MACs (lower --min-channels/--min-fraction, or unfreeze groups)`,
-    );
-  const minFlops = Math.min(1, floor.flops * 1.02 + 1e-3);
-  const baselineMs = await ctx.stage('measure latency', () => ctx.timeIt(ctx.original));
-  const found = await ctx.stage('latency search', () =>
-    searchLatencyBudget(
-      target,
-      baselineMs,
-      async (flops) => {
-        // Width-rounding notes of intermediate candidates are noise; the final prune reports its own.
-        const a = await ctx.analysis();
-        const planned = planPrune(a, { ...base, warn: undefined, flops, criterion: 'l1' });
-        return serializeModel(applyPlan(a, planned, ctx.pm));
-      },
-      (bytes) => ctx.timeIt(bytes),
-      { minFlops },
-    ),
-  );
-  for (const s of found.steps)
-    ctx.log(
-      `  MACs ${(100 * s.flops).toFixed(1)}% -> ${s.medianMs.toFixed(3)} ms (${(100 * s.ratio).toFixed(1)}% of the original)`,
-    );
-  if (found.medianMs > target * baselineMs)
-    ctx.notes.push(
-      `latency target ${target} not reached: the smallest candidate measured ${(found.medianMs / baselineMs).toFixed(3)} of the original`,
-    );
-  return { budget: { flops: found.flops }, steps: found.steps, baselineMs };
-}
-
-type ClassScores = Awaited<ReturnType<typeof taylorScores>> | undefined;
-
-/** Builds one candidate of the comparison (`build` with the run's context and class scores bound). */
-type Build = (criterion: Criterion, widths: WidthConfig) => Promise<Candidate>;
-
-/**
- * Candidates best first: higher top-1, then (on a small calibration split, ties are common) lower loss; under
- * `--task` with labels on the training images, the labelled task figure first.
- */
-function rankCandidates<T extends { score: ProxyScore }>(candidates: T[]): T[] {
-  const task = (c: T): number => c.score.task ?? 0;
-  return [...candidates].sort(
-    (a, b) => task(b) - task(a) || b.score.top1 - a.score.top1 || a.score.loss - b.score.loss,
-  );
-}
-
-/**
- * Widths, then channels: the width sources (with one criterion), the chosen source at finer roundings and
- * perturbed around it (`search` with data), then the criteria on the best widths; the best candidate is kept.
- */
-async function chooseCandidate(
-  ctx: RunContext,
-  setup: Setup,
-  scoring: Scoring | undefined,
-  criteria: Criterion[],
-  widthOption: WidthSource | 'search',
-): Promise<{ best: Candidate; rows: CriterionRow[] }> {
-  const classScores = await taylorClassScores(ctx, scoring, criteria);
-  const build: Build = (criterion, widths) =>
-    buildCandidate(ctx, setup, scoring, criterion, widths, classScores);
-  const searching = widthOption === 'search' && ctx.options.plan === undefined;
-  const roundTo = setup.base.roundTo!;
-  const sources: WidthSource[] = searching
-    ? [...SEARCHED_WIDTHS]
-    : [widthOption === 'search' ? 'structural' : widthOption];
-  const first = criteria.includes('l1') ? 'l1' : criteria[0]!;
-  const candidates: Candidate[] = [];
-  let chosen: WidthConfig = { source: sources[0]!, roundTo };
-  if (searching) {
-    for (const source of sources) candidates.push(await build(first, { source, roundTo }));
-    chosen = rankCandidates(candidates)[0]!.widths;
-    chosen = await refineRounding(ctx, chosen, first, build, candidates);
-    const trials = ctx.options.widthTrials ?? DEFAULT_WIDTH_TRIALS;
-    for (let trial = 1; trial <= trials; trial++) candidates.push(await build(first, { ...chosen, trial }));
-    chosen = rankCandidates(candidates.filter((c) => c.widths.roundTo === chosen.roundTo))[0]!.widths;
-  }
-  for (const criterion of criteria) {
-    if (candidates.some((c) => c.criterion === criterion && c.widths === chosen)) continue;
-    candidates.push(await build(criterion, chosen));
-    if (ctx.options.plan !== undefined) break; // a given plan fixes the channels: one candidate
-  }
-  const best = rankCandidates(candidates.filter((c) => c.widths === chosen))[0]!;
-  const rows: CriterionRow[] = ctx.data
-    ? candidates.map((c) => ({
-        criterion: c.plan.criterion,
-        widths: c.label,
-        roundTo: c.widths.roundTo,
-        top1: c.score.top1,
-        loss: c.score.loss,
-        ...(c.score.task !== undefined && { task: Number.isFinite(c.score.task) ? c.score.task : null }),
-        chosen: c === best,
-      }))
-    : [];
-  return { best, rows };
-}
-
-/** First-order Taylor class scores on calibration batches, when `taylor` is among the criteria. */
-async function taylorClassScores(
-  ctx: RunContext,
-  scoring: Scoring | undefined,
-  criteria: Criterion[],
-): Promise<ClassScores> {
-  const { seed } = ctx;
-  if (!scoring || ctx.options.plan !== undefined || !criteria.includes('taylor')) return undefined;
-  const { data, split } = scoring;
-  return ctx.stage('taylor scores', async () => {
-    const images = Math.min(ctx.calibrationImages(data), split.rest.length);
-    const indices = shuffle(Int32Array.from(split.rest), mulberry32(seed ^ 0x7a1)).subarray(0, images);
-    return taylorScores(ctx.fresh(), (await ctx.analysis()).channels, requireLabels(data.train), {
-      spec: data.spec,
-      indices,
-      runtime: ctx.runtime,
-      warn: (line) => ctx.warn(line),
-    });
-  });
-}
-
-/** One candidate: plan, apply, recalibrate and score on the calibration split. */
-async function buildCandidate(
-  ctx: RunContext,
-  setup: Setup,
-  scoring: Scoring | undefined,
-  criterion: Criterion,
-  widths: WidthConfig,
-  classScores: ClassScores,
-): Promise<Candidate> {
-  // Analysed first, as a stage of its own: inside the candidate's stage its label stayed on for the rest of
-  // the candidate's work (the progress notes said "analyse" for a minute of scoring).
-  await ctx.analysis();
-  const label = widthLabel(ctx, setup, widths);
-  const { options } = ctx;
-  const { base } = setup;
-  // A given plan fixes widths and channels: its candidate is named after the plan, not a width source.
-  const stageName =
-    options.plan !== undefined ? 'candidate from the plan' : `candidate ${criterion}, ${label} widths`;
-  return ctx.stage(stageName, async () => {
-    const a = await ctx.analysis();
-    const planned = planPrune(a, {
-      ...base,
-      ...setup.budget,
-      widths: widths.source,
-      roundTo: widths.roundTo,
-      // The finer roundings the search tries are finer everywhere.
-      wideRounding: widths.roundTo === base.roundTo ? base.wideRounding : undefined,
-      ...(widths.trial !== undefined && {
-        widthJitter: { seed: mixSeed(ctx.seed, widths.trial), sigma: WIDTH_JITTER },
-      }),
-      criterion,
-      ...(criterion === 'taylor' && classScores && { classScores }),
-      plan: options.plan,
-      planSource: options.planSource,
-    });
-    const { plan, report, targets } = planned;
-    const m = applyPlan(a, planned, ctx.pm);
-    if (!scoring) {
-      // Serialized only if asked for (a measured speed check): a data-free prune never holds the bytes.
-      let bytes: Uint8Array | undefined;
-      return {
-        ...{ criterion, widths, label, recalibrated: m, plan, core: report, targets },
-        get prunedBytes() {
-          return (bytes ??= serializeModel(m));
-        },
-        get recalibratedBytes() {
-          return (bytes ??= serializeModel(m));
-        },
-        score: { top1: 0, loss: 0, images: 0 },
-      };
-    }
-    const { data } = scoring;
-    const prunedBytes = serializeModel(m);
-    const candidate = { criterion, widths, label, prunedBytes, recalibrated: m, plan, core: report, targets };
-    if (setup.hasBatchNorm) {
-      await recalibrateBatchNorm(m, data.train, {
-        spec: data.spec,
-        ...ctx.recalibration(data),
-        seed: ctx.seed,
-        runtime: ctx.runtime,
-      });
-    }
-    const recalibratedBytes = setup.hasBatchNorm ? serializeModel(m) : prunedBytes;
-    const s = await scoring.candidateScore(recalibratedBytes);
-    ctx.log(
-      `  ${plan.criterion}, ${label} widths: proxy top-1 ${(100 * s.top1).toFixed(2)}%, loss ${s.loss.toFixed(4)}${s.task !== undefined ? `, labelled ${data.task!.layout.task} figure ${s.task.toFixed(4)}` : ''}`,
-    );
-    return { ...candidate, recalibratedBytes, score: s };
-  });
-}
-
-function widthLabel(ctx: RunContext, setup: Setup, w: WidthConfig): string {
-  if (ctx.options.plan !== undefined) return 'the plan';
-  const parts: string[] = [w.source];
-  if (w.roundTo !== setup.base.roundTo) parts.push(`round ${w.roundTo}`);
-  if (w.trial !== undefined) parts.push(`trial ${w.trial}`);
-  return parts.join(', ');
-}
-
-/**
- * Without a --round-to from the user, the chosen source is also tried at finer roundings: multiples of 8 leave
- * a 16-channel group only 8 or 16 (ResNet-56 at 31% MACs: 37.5% compensated at multiples of 8, 54.4% at exact
- * widths). A finer one is kept only when it scores better and the pruned model is still faster than the
- * original, so the speed-aware default holds: by the static table (default), or measured (`speedCheck: retry`).
- */
-async function refineRounding(
-  ctx: RunContext,
-  chosen: WidthConfig,
-  criterion: Criterion,
-  build: Build,
-  candidates: Candidate[],
-): Promise<WidthConfig> {
-  if (ctx.options.roundTo !== undefined) return chosen;
-  const finer: Candidate[] = [];
-  for (const roundTo of FINER_ROUNDINGS.filter((r) => r < chosen.roundTo))
-    finer.push(await build(criterion, { source: chosen.source, roundTo }));
-  candidates.push(...finer);
-  const coarse = candidates.find((c) => c.widths === chosen)!;
-  for (const c of rankCandidates(finer)) {
-    if (rankCandidates([coarse, c])[0] === coarse) break;
-    if (await fasterThanOriginal(ctx, c.recalibrated, c.prunedBytes, `round ${c.widths.roundTo}`))
-      return c.widths;
-  }
-  return chosen;
-}
-
-/** Whether a pruned model is faster than the original: by the static table, or measured under `retry`. */
-async function fasterThanOriginal(
-  ctx: RunContext,
-  m: Model,
-  bytes: Uint8Array,
-  label: string,
-): Promise<boolean> {
-  if (ctx.options.speedCheck === 'retry') {
-    const [originalMs, prunedMs] = await ctx.stage(`measure latency at ${label}`, () =>
-      ctx.timeSideBySide([ctx.original, bytes]),
-    );
-    ctx.log(`  ${label}: ${prunedMs!.toFixed(3)} ms vs ${originalMs!.toFixed(3)} ms original`);
-    return prunedMs! < originalMs!;
-  }
-  const ratio = ctx.staticRatio(m);
-  ctx.log(`  ${label}: static latency estimate ${ratio.toFixed(3)} of the original`);
-  return ratio < 1;
 }
 
 /** Least-squares compensation of the best candidate, kept when it lowers the proxy loss. */
