@@ -1,6 +1,6 @@
 /**
  * Without labels, prune reads each stage's R² and its task figure off one run of the stage's model
- * (src/pipeline/adaprune.ts, evaluateStage). The figures must be the ones `eval --against` measures on the
+ * (src/pipeline/scoring.ts, evaluateStage). The figures must be the ones `eval --against` measures on the
  * written model, on the same images; and the written model's sidecars let eval read it without flags.
  */
 import assert from 'node:assert/strict';

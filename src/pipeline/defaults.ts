@@ -82,7 +82,7 @@ export const DEFAULT_PRUNE_BATCH = 128;
  * Distillation batch without labels: label-free data sets are a few hundred images, where 128 left one or two
  * steps an epoch. On the trained SynthDet detector at 50% MACs batch 16 kept 52% of mAP50-95 after one epoch
  * (batches of 4 and 8 were worse, 128 gave 45% with the default held-out count). Above 224x224 it shrinks with
- * the pixels, to 8 at least (AdaPruneRun.distilBatch): PP-OCRv4's text detector at 640x640 distilled in batches
+ * the pixels, to 8 at least (recover's distilBatch): PP-OCRv4's text detector at 640x640 distilled in batches
  * of 8 to map IoU 0.854 (0.845 in batches of 16) with a peak RSS of 5.6 GB instead of 9.7 GB.
  */
 export const DEFAULT_DISTILL_BATCH = 16;
