@@ -4,6 +4,8 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import type { Model } from '../src/ir/index.js';
+import { cleanupPipeline } from '../src/passes/index.js';
+import { PassManager } from '../src/passes/pass-manager.js';
 import { pruneModel } from '../src/prune/index.js';
 import { alignBranchChunks, roundingUnit } from '../src/prune/width-search.js';
 import { DEFAULT_WIDE_ROUNDING } from '../src/pipeline/adaprune.js';
@@ -198,7 +200,7 @@ describe('rounding: pruned models', () => {
 });
 
 describe('rounding: the block floor', () => {
-  const floor = { channels: 16, budgetShare: 0.5 };
+  const floor = { channels: 16, budgetShare: 0.5, convShare: 0.5 };
   const narrowed = (groups: { before: number; after: number }[]): string[] =>
     groups.filter((g) => g.after < Math.min(16, g.before)).map((g) => `${g.before}->${g.after}`);
 
@@ -236,5 +238,29 @@ describe('rounding: the block floor', () => {
       validate: false,
     });
     assert.ok(narrowed(given.report.groups).length > 0, 'an explicit --min-channels 1 turns the floor off');
+  });
+
+  it('leaves a transformer alone: most of its MACs are in MatMul and Gemm, not Conv', async () => {
+    const text = fixture(path.join('trained', 'text.onnx'));
+    const options = {
+      flops: 0.5,
+      roundTo: 8,
+      widths: 'structural-bn' as const,
+      inputShapes: { input_ids: [1, 33], attention_mask: [1, 33] },
+      validate: false,
+    };
+    // As the CLI loads it: constant shapes folded, so the heads' Reshape targets are known.
+    const clean = (): Model => {
+      const model = load(text);
+      cleanupPipeline(new PassManager(), model);
+      return model;
+    };
+    const plain = await pruneModel(clean(), options);
+    const floored = await pruneModel(clean(), { ...options, blockFloor: floor });
+    assert.deepEqual(floored.plan, plain.plan);
+    // Without the Conv condition the floor would hold the pooler's 64-wide group at 16 instead of 8.
+    const anyNet = await pruneModel(clean(), { ...options, blockFloor: { ...floor, convShare: 0 } });
+    assert.ok(narrowed(plain.report.groups).length > 0, 'the plain plan cuts a group below 16');
+    assert.deepEqual(narrowed(anyNet.report.groups), []);
   });
 });

@@ -514,7 +514,8 @@ function budgetOptions<T>(y: Argv<T>) {
     })
     .option('min-channels', {
       type: 'number',
-      describe: 'Fewest channels any group keeps (default 1; 16 where that holds under half the budget)',
+      describe:
+        'Fewest channels any group keeps (default 1; 16 in CNNs where that takes under half the budget)',
     })
     .option('torch-compatible', {
       type: 'boolean',

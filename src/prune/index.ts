@@ -227,13 +227,15 @@ export function planPrune(analysis: PruneAnalysis, given: PlanOptions): PlannedP
 }
 
 /**
- * A floor of `channels` for every group, applied where holding every group at it costs at most `budgetShare` of
- * the budget. Cutting a group below one vector block of channels saves MACs but no time where the CPU computes
- * that block whole (onnxruntime's blocked convolutions on AVX-512 work in 16 channels).
+ * A floor of `channels` for every group, applied to a network with at least `convShare` of its MACs in Conv
+ * layers where holding every group at it costs at most `budgetShare` of the budget. Cutting a group below one
+ * vector block of channels saves MACs but no time where the CPU computes that block whole (onnxruntime's
+ * blocked convolutions on AVX-512 work in 16 channels).
  */
 export interface BlockFloor {
   channels: number;
   budgetShare: number;
+  convShare: number;
 }
 
 /**
@@ -246,9 +248,23 @@ function withBlockFloor(analysis: PruneAnalysis, options: PlanOptions): PlanOpti
   const floor = options.blockFloor;
   const ratio = options.flops ?? options.params;
   if (!floor || options.minChannels !== undefined || ratio === undefined) return options;
+  if (convMacShare(analysis.channels) < floor.convShare) return options;
   const floored = { ...options, minChannels: floor.channels };
   const least = budgetFloorOf(analysis, floored)[options.flops !== undefined ? 'flops' : 'params'];
   return least <= floor.budgetShare * ratio ? floored : options;
+}
+
+/** The share of the unpruned network's MACs computed by Conv layers. */
+function convMacShare(analysis: GroupAnalysis): number {
+  let conv = 0;
+  let total = 0;
+  for (const term of analysis.costs) {
+    if (term.kind !== 'macs') continue;
+    const macs = term.spaces.reduce((v, sp) => v * sp.size, term.coef);
+    total += macs;
+    if (term.node.opType === 'Conv') conv += macs;
+  }
+  return total > 0 ? conv / total : 0;
 }
 
 /** One plan at the given rounding: widths to the budget (or the given plan re-checked), channels by criterion. */
