@@ -6,7 +6,7 @@ import fc from 'fast-check';
 import type { Model } from '../src/ir/index.js';
 import { cleanupPipeline } from '../src/passes/index.js';
 import { PassManager } from '../src/passes/pass-manager.js';
-import { pruneModel } from '../src/prune/index.js';
+import { pruneModel, type PruneOptions } from '../src/prune/index.js';
 import { alignBranchChunks, roundingUnit } from '../src/prune/width-search.js';
 import { DEFAULT_WIDE_ROUNDING } from '../src/pipeline/adaprune.js';
 import { fixture, runCli, tmpDir } from './helpers.js';
@@ -203,16 +203,13 @@ describe('rounding: the block floor', () => {
   const floor = { channels: 16, budgetShare: 0.5, convShare: 0.5 };
   const narrowed = (groups: { before: number; after: number }[]): string[] =>
     groups.filter((g) => g.after < Math.min(16, g.before)).map((g) => `${g.before}->${g.after}`);
+  const deeplab = (flops: number, extra: PruneOptions = {}) =>
+    pruneModel(load(DEEPLAB), { flops, roundTo: 8, validate: false, ...extra });
 
   it('holds every group at 16 channels where that costs at most half the budget', async () => {
     // The fixture held at 16 channels everywhere keeps 0.353 of its MACs: under half of 0.8.
-    const plain = await pruneModel(load(DEEPLAB), { flops: 0.8, roundTo: 8, validate: false });
-    const floored = await pruneModel(load(DEEPLAB), {
-      flops: 0.8,
-      roundTo: 8,
-      blockFloor: floor,
-      validate: false,
-    });
+    const plain = await deeplab(0.8);
+    const floored = await deeplab(0.8, { blockFloor: floor });
     assert.ok(narrowed(plain.report.groups).length > 0, 'without the floor a 16-channel group is cut to 8');
     assert.deepEqual(narrowed(floored.report.groups), []);
     assert.equal(floored.plan.budget?.minChannels, 16);
@@ -221,22 +218,11 @@ describe('rounding: the block floor', () => {
   });
 
   it('leaves the plan alone where the floor would take more than half the budget, or --min-channels is given', async () => {
-    const plain = await pruneModel(load(DEEPLAB), { flops: 0.6, roundTo: 8, validate: false });
-    const floored = await pruneModel(load(DEEPLAB), {
-      flops: 0.6,
-      roundTo: 8,
-      blockFloor: floor,
-      validate: false,
-    });
+    const plain = await deeplab(0.6);
+    const floored = await deeplab(0.6, { blockFloor: floor });
     assert.deepEqual(floored.plan, plain.plan);
     assert.equal(floored.plan.budget?.minChannels, undefined);
-    const given = await pruneModel(load(DEEPLAB), {
-      flops: 0.8,
-      roundTo: 8,
-      minChannels: 1,
-      blockFloor: floor,
-      validate: false,
-    });
+    const given = await deeplab(0.8, { minChannels: 1, blockFloor: floor });
     assert.ok(narrowed(given.report.groups).length > 0, 'an explicit --min-channels 1 turns the floor off');
   });
 

@@ -226,7 +226,8 @@ export class RunContext {
     if (fixed === batchSize) return { batches, batchSize, pooledVariance: false };
     // A few images a batch: their own variances would understate the data's (recalibrate.ts pooledVariance).
     const pooledVariance = fixed < 16;
-    // Without labels the images are typically large (detectors): half as many, as for the ranking above.
+    // Without labels the images are typically large (detectors): half as many, as for the held-out images
+    // that rank the candidates (DEFAULT_CALIBRATION_IMAGES_UNLABELLED).
     const cap = hasLabels(data.train) ? 256 : 128;
     return {
       batches: Math.ceil(Math.min(batches * batchSize, cap) / fixed),

@@ -67,10 +67,10 @@ export const DEFAULT_WIDE_ROUNDING: WideRounding = { channels: 128, roundTo: 16 
 /**
  * Without --round-to and --min-channels, every group of a convolutional network (at least half its MACs in Conv
  * layers) keeps at least 16 channels where holding every group there costs at most half the budget (planPrune's
- * block floor). On AVX-512 a width under 16 runs as one whole block,
- * so the yolov8n-scale detector's 16-channel groups at 320x320 and 160x160, cut to 8, saved 3% of its MACs and
- * no time; kept at 16, the budget comes out of wider layers. `npm run bench -- rounding` (50% MACs, batch 1, 1
- * thread): 1.36x faster than the original without the floor, 1.52x with it (docs/results.md, issue 28).
+ * block floor). On AVX-512 a width under 16 runs as one whole block, so the yolov8n-scale detector's two
+ * 16-channel groups at 320x320 and 160x160, cut to 8, saved 1.4% of its MACs and no time; kept at 16, the budget
+ * comes out of wider layers. `npm run bench -- rounding` (50% MACs, batch 1, 1 thread, quiet): 1.36x faster than
+ * the original without the floor, 1.51x with it (docs/results.md, issue 28).
  * ResNet-56 is unchanged: its 16-channel first stage holds a third of the MACs (the floor would be 0.448 of
  * them), and holding it at 16 scored 20.27% recalibrated at 50% MACs against 64.61%. Transformers (MatMul and Gemm)
  * are left out: the floor was measured on convolutions, and on the trained text classifier (fixtures/trained/

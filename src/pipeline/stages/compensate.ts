@@ -24,11 +24,7 @@ export async function compensate(
       images: ctx.calibrationImages(data),
       seed: ctx.seed,
       runtime: ctx.runtime,
-      ...(setup.hasBatchNorm && {
-        recalibration: {
-          ...ctx.recalibration(data),
-        },
-      }),
+      ...(setup.hasBatchNorm && { recalibration: ctx.recalibration(data) }),
       score: (bytes) => scoring.score(bytes, data.train, split.holdout),
       batchSize: ctx.runBatchOf(100),
       log: ctx.log,
