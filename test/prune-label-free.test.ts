@@ -63,6 +63,44 @@ describe('prune on unlabelled images', () => {
     assert.ok(report.after.macs / report.before.macs <= 0.5);
   });
 
+  it('the width search sends its pick, the same source unperturbed and the uniform widths to compensation', async () => {
+    const out = path.join(dir, 'finalists.onnx');
+    const args = pruneArgs(out, ['--finetune-epochs', '0', '--width-trials', '2', '--json']).filter(
+      (a, i, all) => a !== '--widths' && all[i - 1] !== '--widths',
+    );
+    const r = await runCli(args);
+    assert.equal(r.code, 0, r.stderr);
+    const report = (JSON.parse(r.stdout) as { pipeline: PruneReport }).pipeline;
+    const rows = report.criteria;
+    const rank = (a: (typeof rows)[number], b: (typeof rows)[number]): number =>
+      (b.task ?? 0) - (a.task ?? 0) || b.top1 - a.top1 || a.loss - b.loss;
+    const sources = rows.slice(0, 4);
+    const source = [...sources].sort(rank)[0]!.widths!;
+    // The best before compensation among the chosen rounding's candidates (the same criterion throughout).
+    const roundings = rows.slice(4, 6).map((r) => r.widths);
+    const trials = rows.filter((r) => / trial \d$/.test(r.widths!));
+    assert.equal(trials.length, 2, rows.map((r) => r.widths).join(', '));
+    const centre = trials[0]!.widths!.replace(/, trial \d$/, '');
+    assert.ok([source, ...roundings].includes(centre), centre);
+    const pick = [...rows.filter((r) => r.widths === centre || trials.includes(r))].sort(rank)[0]!;
+    const rounding = /, round \d+/.exec(centre)?.[0] ?? '';
+    const finalists = new Set([pick.widths, centre, `uniform${rounding}`]);
+    const chosen = rows.filter((r) => r.chosen);
+    assert.equal(chosen.length, 1);
+    assert.ok(
+      finalists.has(chosen[0]!.widths),
+      `${chosen[0]!.widths} not among ${[...finalists].join(', ')}`,
+    );
+    // Each finalist but the pick was compensated as its own stage; a finalist other than the pick says so.
+    const compensations = report.stages.filter((s) => s.name.startsWith('compensate'));
+    assert.equal(compensations.length, new Set([...finalists].filter((w) => w !== pick.widths)).size + 1);
+    assert.equal(
+      report.notes.some((n) => /ranked above the searched/.test(n)),
+      chosen[0]!.widths !== pick.widths,
+      report.notes.join('\n'),
+    );
+  });
+
   it('the mse rule weighs the score rows: R² 0.8 after distillation', async () => {
     const out = path.join(dir, 'mse.onnx');
     const r = await runCli(pruneArgs(out, ['--finetune-epochs', '2', '--output-kind', 'mse']));

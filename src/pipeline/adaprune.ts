@@ -6,7 +6,7 @@ import { CRITERIA, type Criterion, type PruneOptions, type WidthSource } from '.
 import { RunContext, type Setup } from './context.js';
 import { DEFAULT_BLOCK_FLOOR, DEFAULT_ROUND_TO, DEFAULT_WIDE_ROUNDING } from './defaults.js';
 import type { AdaPruneOptions, AdaPruneResult } from './options.js';
-import { chooseCandidate } from './stages/candidates.js';
+import { candidateRows, chooseCandidate } from './stages/candidates.js';
 import { coarsen } from './stages/coarsen.js';
 import { compensate } from './stages/compensate.js';
 import { searchLatency } from './stages/latency-search.js';
@@ -62,12 +62,12 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
     throw new UserError('--criterion taylor measures loss gradients on data: give --data');
   if (criteria.includes('taylor') && !ctx.labelled)
     throw new UserError('--criterion taylor measures loss gradients on labels; this data set has no labels');
-  const { best, rows } = await chooseCandidate(ctx, setup, scoring, criteria, widthOption);
-  let outcome = await compensate(ctx, setup, scoring, best);
+  const { best, others, candidates } = await chooseCandidate(ctx, setup, scoring, criteria, widthOption);
+  let outcome = await compensate(ctx, setup, scoring, best, others);
   outcome = await recover(ctx, setup, scoring, outcome);
   outcome = await measure(ctx, setup, outcome);
   outcome = await coarsen(ctx, setup, outcome);
-  return finish(ctx, setup, scoring, outcome, rows);
+  return finish(ctx, setup, scoring, outcome, candidateRows(ctx, candidates, outcome.best));
 }
 
 /** The options every candidate's plan starts from (the width source, rounding and limits asked for). */

@@ -7,6 +7,7 @@ import { compensateModel, type CompensationTarget, type InputBatch } from '../pr
 import type { CompensationSummary } from '../report/types.js';
 import { recalibrateBatchNorm } from '../runtime/recalibrate.js';
 import type { RuntimeOptions } from '../runtime/session.js';
+import type { ProxyScore } from './scoring.js';
 
 export interface CompensationStageOptions {
   dataset: AnyDataset;
@@ -21,7 +22,7 @@ export interface CompensationStageOptions {
   /** Images per batch the model is run on (default 100; a model with a fixed batch dim takes only that). */
   batchSize?: number;
   /** Proxy score of serialized model bytes on the calibration split. */
-  score: (bytes: Uint8Array) => Promise<{ top1: number; loss: number }>;
+  score: (bytes: Uint8Array) => Promise<ProxyScore>;
   log: (line: string) => void;
 }
 
@@ -38,7 +39,7 @@ export async function runCompensation(
 ): Promise<{
   model: Model;
   bytes: Uint8Array;
-  score: { top1: number; loss: number };
+  score: ProxyScore;
   summary: Omit<CompensationSummary, 'used' | 'proxyLossBefore'>;
 }> {
   const started = performance.now();
