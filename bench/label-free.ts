@@ -17,10 +17,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { cli } from './adapruner-cli.js';
 
 const HERE = fileURLToPath(import.meta.url);
 const REPO = path.resolve(path.dirname(HERE), '..');
-const BIN = path.join(REPO, 'bin', 'adapruner.mjs');
 /** Issue 29's targets, as shares of the original's figure. */
 const TARGETS: Record<string, { compensated?: number; oneEpoch: number }> = {
   detect: { compensated: 0.7, oneEpoch: 0.95 },
@@ -34,17 +34,6 @@ function flag(name: string): string | undefined;
 function flag(name: string, fallback?: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? process.argv[i + 1] : fallback;
-}
-
-function cli(args: string[]): { stdout: string; seconds: number } {
-  const start = process.hrtime.bigint();
-  const r = spawnSync(process.execPath, [BIN, ...args], {
-    encoding: 'utf8',
-    maxBuffer: 1 << 28,
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  if (r.status !== 0) throw new Error(`adapruner ${args.join(' ')}: exit ${r.status} (its stderr is above)`);
-  return { stdout: r.stdout, seconds: Number(process.hrtime.bigint() - start) / 1e9 };
 }
 
 /** DIR/sS with 300 train and 200 val SynthDet images of seed S, made when absent. */

