@@ -62,9 +62,9 @@ export async function chooseCandidate(
     if (ctx.options.plan !== undefined) break; // a given plan fixes the channels: one candidate
   }
   const best = rankCandidates(candidates.filter((c) => c.widths === chosen))[0]!;
-  // Only where candidates are ranked against the original (no labels), where it was measured to help: with
-  // labels, on ResNet-56, the unperturbed widths ranked first by top-1 once compensated and scored lower on the
-  // test set (77.13% against 78.23% compensated).
+  // Only where the training images carry no class labels (scored by fidelity to the original; a task's labels may
+  // still rank), where it was measured to help. On class labels (ResNet-56) the unperturbed widths ranked first
+  // by proxy top-1 once compensated and scored lower on the test set (77.13% against 78.23% compensated).
   const judged = scoring?.fidelity !== undefined && ctx.options.compensate !== false;
   const others = searching && judged ? await finalists(candidates, best, build) : [];
   return { best, others, candidates };
