@@ -101,6 +101,21 @@ describe('prune on unlabelled images', () => {
     );
   });
 
+  it('searches no perturbed widths by default without labels', async () => {
+    const out = path.join(dir, 'no-trials.onnx');
+    const args = pruneArgs(out, ['--finetune-epochs', '0', '--json']).filter(
+      (a, i, all) => a !== '--widths' && all[i - 1] !== '--widths',
+    );
+    const r = await runCli(args);
+    assert.equal(r.code, 0, r.stderr);
+    const rows = (JSON.parse(r.stdout) as { pipeline: PruneReport }).pipeline.criteria;
+    assert.ok(rows.length >= 4, rows.map((r) => r.widths).join(', '));
+    assert.deepEqual(
+      rows.filter((r) => /trial/.test(r.widths!)),
+      [],
+    );
+  });
+
   it('the mse rule weighs the score rows: R² 0.8 after distillation', async () => {
     const out = path.join(dir, 'mse.onnx');
     const r = await runCli(pruneArgs(out, ['--finetune-epochs', '2', '--output-kind', 'mse']));

@@ -501,7 +501,7 @@ function budgetOptions<T>(y: Argv<T>) {
     })
     .option('width-trials', {
       type: 'number',
-      describe: 'With --widths search: perturbed neighbours to score (default 6)',
+      describe: 'Perturbed neighbours to search (default 6; 0 without labels)',
     })
     .option('uniform', {
       type: 'boolean',

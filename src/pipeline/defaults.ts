@@ -128,6 +128,15 @@ export const FINER_ROUNDINGS: readonly number[] = [4, 1];
 /** Perturbed neighbours of the chosen widths `--widths search` recalibrates and scores (EagleEye-style). */
 export const DEFAULT_WIDTH_TRIALS = 6;
 
+/**
+ * The same without class labels (candidates scored by fidelity to the original): none. There the proxy before
+ * compensation predicts the result after it poorly: in 7 of 8 label-free runs the perturbed widths the search
+ * picked ranked below their unperturbed centre once both were compensated, and over the five trained detector
+ * runs the shares of mAP50-95 averaged 75.3% without trials against 74.3% with them (docs/history.md, issue 29's
+ * sixth pass), for about 2 minutes less of a 640x640 detector's run (the issue's 10-minute budget).
+ */
+export const DEFAULT_WIDTH_TRIALS_LABEL_FREE = 0;
+
 /** Images held out to rank candidates, and read by compensation and Taylor scores, with labels. */
 export const DEFAULT_CALIBRATION_IMAGES = 1000;
 

@@ -5,7 +5,13 @@ import { applyPlan, planPrune, taylorScores, type Criterion, type WidthSource } 
 import type { CriterionRow } from '../../report/types.js';
 import { recalibrateBatchNorm } from '../../runtime/recalibrate.js';
 import type { Candidate, RunContext, Setup, WidthConfig } from '../context.js';
-import { DEFAULT_WIDTH_TRIALS, FINER_ROUNDINGS, SEARCHED_WIDTHS, WIDTH_JITTER } from '../defaults.js';
+import {
+  DEFAULT_WIDTH_TRIALS,
+  DEFAULT_WIDTH_TRIALS_LABEL_FREE,
+  FINER_ROUNDINGS,
+  SEARCHED_WIDTHS,
+  WIDTH_JITTER,
+} from '../defaults.js';
 import type { ProxyScore, Scoring } from '../scoring.js';
 
 type ClassScores = Awaited<ReturnType<typeof taylorScores>> | undefined;
@@ -52,7 +58,8 @@ export async function chooseCandidate(
     for (const source of sources) candidates.push(await build(first, { source, roundTo }));
     chosen = rankCandidates(candidates)[0]!.widths;
     chosen = await refineRounding(ctx, chosen, first, build, candidates);
-    const trials = ctx.options.widthTrials ?? DEFAULT_WIDTH_TRIALS;
+    const trials =
+      ctx.options.widthTrials ?? (scoring?.fidelity ? DEFAULT_WIDTH_TRIALS_LABEL_FREE : DEFAULT_WIDTH_TRIALS);
     for (let trial = 1; trial <= trials; trial++) candidates.push(await build(first, { ...chosen, trial }));
     chosen = rankCandidates(candidates.filter((c) => c.widths.roundTo === chosen.roundTo))[0]!.widths;
   }
