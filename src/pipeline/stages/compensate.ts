@@ -48,7 +48,8 @@ async function compensateOne(
   const outcome: Outcome = { best: candidate, result: candidate.recalibrated };
   const { data, split } = scoring;
   if (!candidate.targets.some((t) => !t.skip)) {
-    ctx.skipped.push('compensation (no layer reads a pruned channel)');
+    const why = 'compensation (no layer reads a pruned channel)';
+    if (!ctx.skipped.includes(why)) ctx.skipped.push(why); // once, whichever finalists it holds for
     return { outcome, score: candidate.score };
   }
   const c = await ctx.stage(stageName, () =>
