@@ -54,12 +54,16 @@ export async function chooseCandidate(
   const first = criteria.includes('l1') ? 'l1' : criteria[0]!;
   const candidates: Candidate[] = [];
   let chosen: WidthConfig = { source: sources[0]!, roundTo };
+  // Candidates scored by fidelity to the original: the training images carry no class labels (a task's labels
+  // may still rank them). Trials and finalists differ there (defaults.ts, `finalists`).
+  const withoutClassLabels = scoring?.fidelity !== undefined;
   if (searching) {
     for (const source of sources) candidates.push(await build(first, { source, roundTo }));
     chosen = rankCandidates(candidates)[0]!.widths;
     chosen = await refineRounding(ctx, chosen, first, build, candidates);
     const trials =
-      ctx.options.widthTrials ?? (scoring?.fidelity ? DEFAULT_WIDTH_TRIALS_LABEL_FREE : DEFAULT_WIDTH_TRIALS);
+      ctx.options.widthTrials ??
+      (withoutClassLabels ? DEFAULT_WIDTH_TRIALS_LABEL_FREE : DEFAULT_WIDTH_TRIALS);
     for (let trial = 1; trial <= trials; trial++) candidates.push(await build(first, { ...chosen, trial }));
     chosen = rankCandidates(candidates.filter((c) => c.widths.roundTo === chosen.roundTo))[0]!.widths;
   }
@@ -69,11 +73,10 @@ export async function chooseCandidate(
     if (ctx.options.plan !== undefined) break; // a given plan fixes the channels: one candidate
   }
   const best = rankCandidates(candidates.filter((c) => c.widths === chosen))[0]!;
-  // Only where the training images carry no class labels (scored by fidelity to the original; a task's labels may
-  // still rank), where it was measured to help. On class labels (ResNet-56) the unperturbed widths ranked first
-  // by proxy top-1 once compensated and scored lower on the test set (77.13% against 78.23% compensated).
-  const judged = scoring?.fidelity !== undefined && ctx.options.compensate !== false;
-  const others = searching && judged ? await finalists(candidates, best, build) : [];
+  // Only without class labels, where it was measured to help. On class labels (ResNet-56) the unperturbed widths
+  // ranked first by proxy top-1 once compensated and scored lower on the test set (77.13% against 78.23%).
+  const judged = searching && withoutClassLabels && ctx.options.compensate !== false;
+  const others = judged ? await finalists(candidates, best, build) : [];
   return { best, others, candidates };
 }
 

@@ -3,6 +3,8 @@ import type { Candidate, Outcome, RunContext, Setup } from '../context.js';
 import type { ProxyScore, Scoring } from '../scoring.js';
 import { rankCandidates } from './candidates.js';
 
+type ScoreOf = (bytes: Uint8Array) => Promise<ProxyScore>;
+
 interface Compensated {
   outcome: Outcome;
   /** What it goes on with: the compensated model's score, or the candidate's own where the fit is not kept. */
@@ -22,11 +24,18 @@ export async function compensate(
   others: Candidate[] = [],
 ): Promise<Outcome> {
   if (!scoring || ctx.options.compensate === false) return { best, result: best.recalibrated };
-  const searched = await compensateOne(ctx, setup, scoring, best, 'compensate');
+  const { data, split } = scoring;
+  // Finalists compare as the candidates did (with the task figure where they had one); a lone fit needs only
+  // the proxy loss, and a labelled task figure would cost one more run of the model.
+  const scoreOf: ScoreOf =
+    others.length > 0
+      ? (bytes) => scoring.candidateScore(bytes)
+      : (bytes) => scoring.score(bytes, data.train, split.holdout);
+  const searched = await compensateOne(ctx, setup, scoring, best, 'compensate', scoreOf);
   if (others.length === 0) return searched.outcome;
   const all = [searched];
   for (const c of others)
-    all.push(await compensateOne(ctx, setup, scoring, c, `compensate ${c.label} widths`));
+    all.push(await compensateOne(ctx, setup, scoring, c, `compensate ${c.label} widths`, scoreOf));
   const first = rankCandidates(all)[0]!;
   const figure = (f: Compensated): string =>
     `${f.outcome.best.label} ${f.score.task !== undefined ? f.score.task.toFixed(4) : `loss ${f.score.loss.toFixed(4)}`}`;
@@ -44,6 +53,7 @@ async function compensateOne(
   scoring: Scoring,
   candidate: Candidate,
   stageName: string,
+  scoreOf: ScoreOf,
 ): Promise<Compensated> {
   const outcome: Outcome = { best: candidate, result: candidate.recalibrated };
   const { data, split } = scoring;
@@ -61,8 +71,7 @@ async function compensateOne(
       seed: ctx.seed,
       runtime: ctx.runtime,
       ...(setup.hasBatchNorm && { recalibration: ctx.recalibration(data) }),
-      // the candidates' own score (with the task figure where they had one), so finalists compare like them
-      score: (bytes) => scoring.candidateScore(bytes),
+      score: scoreOf,
       batchSize: ctx.runBatchOf(100),
       log: ctx.log,
     }),
