@@ -219,3 +219,43 @@ test('finetune and recalibrate write the files beside the input model next to th
   assert.equal(fs.existsSync(clash), false);
   assert.equal(fs.readFileSync(clashSpec, 'utf8'), spec);
 });
+
+test(
+  'finetune --optimizer adamw: stopped after epoch 1 and resumed writes the same bytes as a straight run, unlike SGD',
+  { skip: fs.existsSync(FMNIST) ? false : `${FMNIST} is absent` },
+  () => {
+    const dir = tmpDir();
+    const args = (out: string, ...extra: string[]): string[] => [
+      'finetune',
+      fixture('fmnist_cnn.onnx'),
+      '--data',
+      FMNIST,
+      '--preset',
+      'fmnist',
+      '--limit',
+      '320',
+      '--batch',
+      '32',
+      '--epochs',
+      '2',
+      '--threads',
+      '1',
+      '-o',
+      out,
+      ...extra,
+    ];
+    const straight = path.join(dir, 'straight.onnx');
+    assert.equal(cli(...args(straight, '--optimizer', 'adamw')).status, 0);
+    // The second moments and the step count behind the bias corrections must survive the checkpoint.
+    const resumed = path.join(dir, 'resumed.onnx');
+    let r = cli(...args(resumed, '--optimizer', 'adamw', '--stop-after-epoch', '1'));
+    assert.equal(r.status, 0, r.stderr);
+    r = cli(...args(resumed, '--optimizer', 'adamw', '--resume'));
+    assert.equal(r.status, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, /epoch 1:/, 'epoch 1 is not run again');
+    assert.ok(fs.readFileSync(resumed).equals(fs.readFileSync(straight)), 'same bytes as the straight run');
+    const sgd = path.join(dir, 'sgd.onnx');
+    assert.equal(cli(...args(sgd)).status, 0);
+    assert.ok(!fs.readFileSync(sgd).equals(fs.readFileSync(straight)), 'AdamW is not SGD');
+  },
+);

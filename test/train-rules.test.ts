@@ -4,6 +4,7 @@ import ort from 'onnxruntime-node';
 import { floatAttr, intAttr, intsAttr, type Attribute } from '../src/ir/attribute.js';
 import { DataType, Graph, Model, Node, Tensor, Value, serializeModel, tensorType } from '../src/ir/index.js';
 import { mulberry32 } from '../src/data/prng.js';
+import { carriedTensors, stepScalars } from '../src/train/loop.js';
 import { buildStepGraph, type StepGraph, type StepGraphOptions } from '../src/train/step-graph.js';
 
 /**
@@ -171,12 +172,13 @@ async function prepare(
   for (const p of step.params) {
     params.set(p.name, Float32Array.from(init.get(p.name)!));
     feeds[p.name] = new ort.Tensor('float32', params.get(p.name)!, p.shape);
-    if (p.momentum)
-      feeds[p.momentum.input] = new ort.Tensor(
-        'float32',
-        new Float32Array(params.get(p.name)!.length),
-        p.shape,
-      );
+    for (const buffer of [p.momentum, p.secondMoment])
+      if (buffer)
+        feeds[buffer.input] = new ort.Tensor(
+          'float32',
+          new Float32Array(params.get(p.name)!.length),
+          p.shape,
+        );
   }
   return { step, session, feeds, params };
 }
@@ -283,5 +285,48 @@ test('Nesterov SGD with weight decay: w - lr * (g + wd*w + momentum * buf) on th
       assert.ok(Math.abs(updated[i]! - expected) <= 1e-6 * (1 + Math.abs(expected)), `${p.name}[${i}]`);
     }
   }
+  await session.release();
+});
+
+test('AdamW: two steps equal torch.optim.AdamW written out in float64 (bias corrections, decoupled decay)', async () => {
+  const [lr, beta1, beta2, eps, wd] = [0.1, 0.9, 0.999, 1e-8, 0.01];
+  const { step, session, feeds, params } = await prepare(convNet(), {
+    sgd: { optimizer: 'adamw', momentum: beta1, weightDecay: wd },
+  });
+  assert.ok(step.inputs.adam, 'AdamW takes its bias corrections as inputs');
+  assert.ok(step.params.every((p) => p.momentum && p.secondMoment));
+  // torch's state, from torch/optim/adamw.py (_single_tensor_adamw): exp_avg, exp_avg_sq, the parameter.
+  const state = new Map(
+    step.params.map((p) => {
+      const w = Float64Array.from(params.get(p.name)!);
+      return [p.name, { w, m: new Float64Array(w.length), v: new Float64Array(w.length) }];
+    }),
+  );
+  let changed = 0;
+  for (let t = 1; t <= 2; t++) {
+    Object.assign(feeds, stepScalars(step, lr, t - 1, beta1));
+    const out = await session.run(feeds);
+    for (const p of step.params) {
+      const g = out[p.grad!]!.data as Float32Array;
+      const ours = out[p.updated]!.data as Float32Array;
+      const s = state.get(p.name)!;
+      const decay = p.shape.length >= 2 ? wd : 0;
+      for (let i = 0; i < s.w.length; i++) {
+        s.w[i]! *= 1 - lr * decay;
+        s.m[i] = beta1 * s.m[i]! + (1 - beta1) * g[i]!;
+        s.v[i] = beta2 * s.v[i]! + (1 - beta2) * g[i]! * g[i]!;
+        const denom = Math.sqrt(s.v[i]!) / Math.sqrt(1 - beta2 ** t) + eps;
+        s.w[i]! -= ((lr / (1 - beta1 ** t)) * s.m[i]!) / denom;
+        const tolerance = 1e-5 * (1 + Math.abs(s.w[i]!));
+        assert.ok(
+          Math.abs(ours[i]! - s.w[i]!) <= tolerance,
+          `${p.name}[${i}] at step ${t}: ${ours[i]} vs ${s.w[i]}`,
+        );
+        if (Math.abs(ours[i]! - params.get(p.name)![i]!) > 1e-3) changed++;
+      }
+    }
+    for (const [from, to] of carriedTensors(step)) feeds[to] = out[from] as ort.Tensor;
+  }
+  assert.ok(changed > 0, 'the steps moved the parameters');
   await session.release();
 });

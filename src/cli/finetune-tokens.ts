@@ -11,6 +11,7 @@ import { FidelityJudge } from '../runtime/fidelity.js';
 import { checkModel, checkRuntimeAccepts, validateWritten } from '../runtime/preflight.js';
 import { createProgress, type Progress } from '../runtime/progress.js';
 import { DEFAULT_DISTILL_LR_TOKENS } from '../pipeline/adaprune.js';
+import { DEFAULT_ADAMW_LR, withOptimizer } from '../train/optimizer.js';
 import { distillFromOriginal } from '../train/distill.js';
 import { inputShapesFor } from './input-shape.js';
 import type { FinetuneArgs } from './finetune.js';
@@ -30,6 +31,7 @@ type TokenFinetuneArgs = Pick<
   | 'lr'
   | 'momentum'
   | 'nesterov'
+  | 'optimizer'
   | 'weightDecay'
   | 'seed'
   | 'limit'
@@ -74,8 +76,11 @@ export async function finetuneTokens(args: TokenFinetuneArgs & Record<string, un
   const result = await distillFromOriginal(model, teacher, sets.train, {
     epochs: args.epochs,
     batchSize: args.batch,
-    lr: args.lr ?? DEFAULT_DISTILL_LR_TOKENS,
-    sgd: { momentum: args.momentum, nesterov: args.nesterov, weightDecay: args.weightDecay },
+    lr: args.lr ?? (args.optimizer === 'adamw' ? DEFAULT_ADAMW_LR : DEFAULT_DISTILL_LR_TOKENS),
+    sgd: withOptimizer(
+      { momentum: args.momentum, nesterov: args.nesterov, weightDecay: args.weightDecay },
+      args.optimizer,
+    ),
     spec: TOKEN_SPEC,
     seed: args.seed,
     ...(args.limit !== undefined && { limit: args.limit }),

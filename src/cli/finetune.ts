@@ -23,6 +23,7 @@ import { INPUT_SHAPE_OPTION, imageInputDims, inputShapesFor } from './input-shap
 import { saveModel } from '../ir/save.js';
 import { parseDevice } from '../runtime/device.js';
 import { createProgress, type Progress } from '../runtime/progress.js';
+import { DEFAULT_ADAMW_LR, OPTIMIZER_KINDS, withOptimizer, type OptimizerKind } from '../train/optimizer.js';
 import { finetune } from '../train/loop.js';
 import { finetuneTokens } from './finetune-tokens.js';
 import { isTokenData } from './token-data.js';
@@ -46,6 +47,7 @@ export interface FinetuneArgs {
   lr?: number;
   momentum: number;
   nesterov: boolean;
+  optimizer: OptimizerKind;
   weightDecay: number;
   schedule: string;
   warmup: number;
@@ -105,7 +107,13 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
         type: 'number',
         describe: "Peak learning rate (default 0.01; on token data 0.001; prune's: 0.05; docs/finetune.md)",
       })
-      .option('momentum', { type: 'number', default: 0.9, describe: 'SGD momentum' })
+      .option('optimizer', {
+        type: 'string',
+        default: 'sgd',
+        choices: OPTIMIZER_KINDS,
+        describe: "Update rule (adamw: torch's AdamW, default lr 3e-4; docs/finetune.md)",
+      })
+      .option('momentum', { type: 'number', default: 0.9, describe: "SGD momentum (AdamW's beta1)" })
       .option('nesterov', {
         type: 'boolean',
         default: false,
@@ -214,12 +222,15 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
     const result = await finetune(model, train, {
       epochs: args.epochs,
       batchSize: args.batch,
-      lr: args.lr ?? 0.01,
+      lr: args.lr ?? (args.optimizer === 'adamw' ? DEFAULT_ADAMW_LR : 0.01),
       spec,
       ...(inputShapes && { inputShapes }),
       schedule: { kind: args.schedule as ScheduleKind },
       warmupEpochs: args.warmup,
-      sgd: { momentum: args.momentum, nesterov: args.nesterov, weightDecay: args.weightDecay },
+      sgd: withOptimizer(
+        { momentum: args.momentum, nesterov: args.nesterov, weightDecay: args.weightDecay },
+        args.optimizer,
+      ),
       labelSmoothing: args.labelSmoothing,
       seed: args.seed,
       limit: args.limit,

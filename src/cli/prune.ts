@@ -42,6 +42,7 @@ import { prepareValidation, type PreparedValidation } from '../runtime/validate.
 import { probeInputDims } from '../shapes/probe.js';
 import { collectGarbage } from '../ir/loaded-file.js';
 import { INPUT_SHAPE_OPTION, imageInputDims, inputShapesFor } from './input-shape.js';
+import { OPTIMIZER_KINDS, withOptimizer, type OptimizerKind } from '../train/optimizer.js';
 import { OUTPUT_KINDS, type OutputKind } from '../train/distill.js';
 import {
   batchSize,
@@ -203,7 +204,7 @@ export const pruneCommand: CommandModule<object, PruneArgs> = {
         batchSize: argv.finetuneBatch,
         limit: argv.finetuneLimit,
         augment: argv.finetuneAugment as Augmentation,
-        sgd: { nesterov: argv.finetuneNesterov },
+        sgd: withOptimizer({ nesterov: argv.finetuneNesterov }, argv.finetuneOptimizer as OptimizerKind),
         sam: argv.finetuneSam,
         distill: argv.distill,
         distillGate: argv.distillGate,
@@ -623,6 +624,12 @@ function dataOptions<T>(y: Argv<T>) {
       default: DEFAULT_PRUNE_NESTEROV,
       describe: "Nesterov momentum (finetune's: off)",
     })
+    .option('finetune-optimizer', {
+      type: 'string',
+      choices: OPTIMIZER_KINDS,
+      default: 'sgd',
+      describe: "Update rule (adamw: torch's AdamW, default lr 3e-4)",
+    })
     .option('finetune-sam', {
       type: 'number',
       default: 0,
@@ -710,7 +717,18 @@ const PRUNE_GROUPS = [
   ['Data:', ['data', 'val', 'val-limit', 'preset', 'spec', 'task', 'layout', 'calibration-images', 'seed']],
   ['Recovery:', ['recal-batches', 'recal-batch-size', 'compensate', 'compensate-scope', 'finetune-epochs']],
   ['Recovery:', ['finetune-lr', 'finetune-batch', 'finetune-limit', 'finetune-augment', 'finetune-nesterov']],
-  ['Recovery:', ['finetune-sam', 'finetune-from', 'distill', 'distill-gate', 'output-kind', 'keep-stage']],
+  [
+    'Recovery:',
+    [
+      'finetune-optimizer',
+      'finetune-sam',
+      'finetune-from',
+      'distill',
+      'distill-gate',
+      'output-kind',
+      'keep-stage',
+    ],
+  ],
   ['Output:', ['output', 'plan-out', 'dry-run', 'validate', 'json', 'report', 'external-data']],
   ['Output:', ['measure-latency', 'verbose']],
 ] as const;
@@ -730,6 +748,7 @@ const PRUNE_EXPERT = [
   'compensate-scope',
   'finetune-limit',
   'finetune-nesterov',
+  'finetune-optimizer',
   'finetune-sam',
   'finetune-from',
   'output-kind',

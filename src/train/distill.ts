@@ -8,7 +8,14 @@ import { serializeModel, type Model } from '../ir/index.js';
 import { createSession, feedsOf, type ModelSession } from '../runtime/session.js';
 import { isTokenSet, tokenInputShapes } from '../data/tokens.js';
 import type { Device } from '../runtime/device.js';
-import { carriedTensors, startingTensors, stateFeeds, withWeights, type StepProgress } from './loop.js';
+import {
+  carriedTensors,
+  startingTensors,
+  stateFeeds,
+  stepScalars,
+  withWeights,
+  type StepProgress,
+} from './loop.js';
 import type { SgdOptions } from './optimizer.js';
 import { BOX_ROWS, looksLikeDetection, type OutputMatch } from './output-matching.js';
 import { learningRate } from './schedule.js';
@@ -144,11 +151,9 @@ async function trainEpochs(
       if (batch.feeds) Object.assign(feeds, inputs);
       else feeds[step.inputs.images] = inputs[teacher.inputName]!;
       outputs.forEach((name, i) => (feeds[step.inputs.teacherOutputs![i]!] = target[name] as ort.Tensor));
-      feeds[step.inputs.lr] = new ort.Tensor(
-        'float32',
-        new Float32Array([learningRate(options.lr, epoch * steps + k, options.epochs * steps)]),
-        [],
-      );
+      const at = epoch * steps + k;
+      const lr = learningRate(options.lr, at, options.epochs * steps);
+      Object.assign(feeds, stepScalars(step, lr, at, options.sgd?.momentum ?? 0.9));
       const out = await session.session.run(feeds);
       for (const [from, to] of carried) feeds[to] = out[from] as ort.Tensor;
       const loss = (out[step.outputs.loss]!.data as Float32Array)[0]!;

@@ -15,7 +15,7 @@ import { evaluate } from '../runtime/evaluate.js';
 import { checkBatchNormVariances } from '../runtime/preflight.js';
 import { createSession, type ModelSession } from '../runtime/session.js';
 import { readCheckpoint, writeCheckpoint, type EpochRecord, type TrainingState } from './checkpoint.js';
-import type { SgdOptions } from './optimizer.js';
+import { adamCorrections, type SgdOptions } from './optimizer.js';
 import { learningRate, type ScheduleOptions } from './schedule.js';
 import {
   DEFAULT_ALPHA,
@@ -25,6 +25,7 @@ import {
   type DistillGate,
   type Distillation,
   type StepGraph,
+  type TrainedParam,
 } from './step-graph.js';
 
 export interface FinetuneOptions {
@@ -251,10 +252,10 @@ export function stateFeeds(
   for (const p of step.params) {
     const value = tensorOf(p.name)!;
     feeds[p.name] = new ort.Tensor('float32', value, p.shape);
-    if (p.momentum)
-      feeds[p.momentum.input] = new ort.Tensor(
+    for (const buffer of optimizerBuffers(p))
+      feeds[buffer.input] = new ort.Tensor(
         'float32',
-        tensorOf(p.momentum.input) ?? new Float32Array(value.length),
+        tensorOf(buffer.input) ?? new Float32Array(value.length),
         p.shape,
       );
   }
@@ -262,11 +263,36 @@ export function stateFeeds(
   return feeds;
 }
 
+/** A parameter's optimizer state: the momentum (AdamW's first moment) and AdamW's second moment. */
+function optimizerBuffers(p: TrainedParam): { input: string; output: string }[] {
+  return [...(p.momentum ? [p.momentum] : []), ...(p.secondMoment ? [p.secondMoment] : [])];
+}
+
+/**
+ * The step's learning rate at `step` (from 0), and AdamW's bias corrections for it (the step graph's scalar
+ * inputs). Shared by fine-tuning and distillation.
+ */
+export function stepScalars(
+  step: StepGraph,
+  lr: number,
+  stepIndex: number,
+  beta1: number,
+): Record<string, ort.Tensor> {
+  const scalar = (x: number): ort.Tensor => new ort.Tensor('float32', new Float32Array([x]), []);
+  const feeds: Record<string, ort.Tensor> = { [step.inputs.lr]: scalar(lr) };
+  if (step.inputs.adam) {
+    const c = adamCorrections(beta1, stepIndex + 1);
+    feeds[step.inputs.adam.m] = scalar(c.m);
+    feeds[step.inputs.adam.v] = scalar(c.v);
+  }
+  return feeds;
+}
+
 /** Output -> input pairs fed back after every step: updated parameters, momentum, running statistics. */
 export function carriedTensors(step: StepGraph): (readonly [string, string])[] {
   return [
     ...step.params.map((p) => [p.updated, p.name] as const),
-    ...step.params.flatMap((p) => (p.momentum ? [[p.momentum.output, p.momentum.input] as const] : [])),
+    ...step.params.flatMap((p) => optimizerBuffers(p).map((b) => [b.output, b.input] as const)),
     ...step.runningStats.map((r) => [r.updated, r.name] as const),
   ];
 }
@@ -301,7 +327,7 @@ async function runStep(run: TrainingRun): Promise<ort.InferenceSession.OnnxValue
   const shifted = await session.session.run(feeds);
   for (const p of step.params) {
     feeds[p.name] = shifted[p.updated] as ort.Tensor;
-    if (p.momentum) feeds[p.momentum.input] = shifted[p.momentum.output] as ort.Tensor;
+    for (const b of optimizerBuffers(p)) feeds[b.input] = shifted[b.output] as ort.Tensor;
   }
   return atW;
 }
@@ -334,7 +360,7 @@ async function trainEpoch(run: TrainingRun, epoch: number): Promise<EpochRecord>
       BigInt64Array.from(batch.labels, (l) => BigInt(l)),
       [B],
     );
-    feeds[step.inputs.lr] = new ort.Tensor('float32', new Float32Array([lr]), []);
+    Object.assign(feeds, stepScalars(step, lr, state.step, options.sgd?.momentum ?? 0.9));
     if (teacher)
       feeds[step.inputs.teacherLogits!] = new ort.Tensor(
         'float32',
@@ -450,7 +476,8 @@ export function startingTensors(model: Model, step: StepGraph): Map<string, Floa
 function initialState(model: Model, step: StepGraph, fingerprint: string): TrainingState {
   const tensors = startingTensors(model, step);
   for (const p of step.params)
-    if (p.momentum) tensors.set(p.momentum.input, new Float32Array(p.shape.reduce((a, b) => a * b, 1)));
+    for (const b of optimizerBuffers(p))
+      tensors.set(b.input, new Float32Array(p.shape.reduce((a, b) => a * b, 1)));
   // The starting weights, hashed: a checkpoint resumes only the model it was started from.
   const hash = createHash('sha256');
   for (const name of weightNames(step)) {

@@ -104,8 +104,10 @@ export interface TrainedParam {
   updated: string;
   /** Graph output holding dLoss/dParam (only with `exposeGradients`). */
   grad?: string;
-  /** Momentum buffer input/output names (absent when momentum is 0). */
+  /** Momentum buffer input/output names (absent when momentum is 0); AdamW's first moment. */
   momentum?: { input: string; output: string };
+  /** AdamW's second-moment buffer input/output names. */
+  secondMoment?: { input: string; output: string };
   /** With `sharpnessAware`: the shift input added to the parameter, and the next shift output. */
   shift?: { input: string; output: string };
 }
@@ -127,6 +129,8 @@ export interface StepGraph {
     /** With `matchOutputs`: the original's value of each output, in output order. */
     teacherOutputs?: string[];
     rho?: string;
+    /** With AdamW: the bias corrections 1 / (1 - beta^t), float scalars fed every step (adamCorrections). */
+    adam?: { m: string; v: string };
   };
   imageShape: number[];
   /**
@@ -298,13 +302,21 @@ function emitTrainingStep(
     : emitLoss(s, logits, labels!, numClasses, options);
   const grads = backward(s, forwardNodes, composite, requiresGrad, head.seeds);
   const lr = new Value('lr', tensorType(DataType.FLOAT, []));
-  const { trained, updates, opt } = emitUpdates(s, params, (p) => grads(readAs.get(p)!), lr, options);
+  const adam =
+    options.sgd?.optimizer === 'adamw'
+      ? {
+          m: new Value('adam_m_correction', tensorType(DataType.FLOAT, [])),
+          v: new Value('adam_v_correction', tensorType(DataType.FLOAT, [])),
+        }
+      : undefined;
+  const { trained, updates, opt } = emitUpdates(s, params, (p) => grads(readAs.get(p)!), lr, options, adam);
   const rho = options.sharpnessAware ? new Value('sam_rho', tensorType(DataType.FLOAT, [])) : undefined;
   const nextShifts = rho ? emitNextShifts(s, updates, rho) : [];
 
   inputs.forEach((v, i) => (v.type = tensorType(dataInputs[i]!.dataType, dataInputs[i]!.shape)));
   if (labels) g.inputs.push(labels);
   g.inputs.push(lr);
+  if (adam) g.inputs.push(adam.m, adam.v);
   if (head.teacherLogits) g.inputs.push(head.teacherLogits);
   if (head.teachers) g.inputs.push(...head.teachers);
   if (rho) g.inputs.push(rho);
@@ -316,6 +328,7 @@ function emitTrainingStep(
     ...(head.correct ? [head.correct] : []),
     ...opt.map((u) => u.updated),
     ...opt.flatMap((u) => (u.momentumOut ? [u.momentumOut] : [])),
+    ...opt.flatMap((u) => (u.secondOut ? [u.secondOut] : [])),
     ...nextShifts,
   );
   if (rho) trained.forEach((t, i) => (t.shift = { input: shifts[i]!.name, output: nextShifts[i]!.name }));
@@ -337,6 +350,7 @@ function emitTrainingStep(
       teacherLogits: head.teacherLogits?.name,
       ...(head.teachers && { teacherOutputs: head.teachers.map((t) => t.name) }),
       rho: rho?.name,
+      ...(adam && { adam: { m: adam.m.name, v: adam.v.name } }),
     },
     imageShape,
     dataInputs,
@@ -659,13 +673,14 @@ function backward(
   return summed;
 }
 
-/** The SGD update of every parameter (momentum buffers become inputs and outputs). */
+/** The optimizer update of every parameter (momentum and AdamW's buffers become inputs and outputs). */
 function emitUpdates(
   s: StepBuilder,
   params: Value[],
   gradOf: (v: Value) => Value | undefined,
   lr: Value,
   options: StepGraphOptions,
+  adam: { m: Value; v: Value } | undefined,
 ): {
   trained: TrainedParam[];
   updates: { param: Value; grad: Value }[];
@@ -677,10 +692,17 @@ function emitUpdates(
     if (!grad) throw new UserError(`parameter '${p.name}' does not reach the loss`, s.file);
     updates.push({ param: p, grad });
   }
-  const opt = addOptimizer(new Emitter(s.g, 'sgd/', { opset: s.opset }), updates, lr, options.sgd ?? {});
+  const opt = addOptimizer(
+    new Emitter(s.g, 'sgd/', { opset: s.opset }),
+    updates,
+    lr,
+    options.sgd ?? {},
+    adam,
+  );
   const trained: TrainedParam[] = [];
   for (const u of opt) {
     if (u.momentumIn) s.g.inputs.push(u.momentumIn);
+    if (u.secondIn) s.g.inputs.push(u.secondIn);
     trained.push({
       name: u.param.name,
       shape: [...(u.param.shape as number[])],
@@ -688,6 +710,8 @@ function emitUpdates(
       updated: u.updated.name,
       momentum:
         u.momentumIn && u.momentumOut ? { input: u.momentumIn.name, output: u.momentumOut.name } : undefined,
+      ...(u.secondIn &&
+        u.secondOut && { secondMoment: { input: u.secondIn.name, output: u.secondOut.name } }),
     });
   }
   return { trained, updates, opt };

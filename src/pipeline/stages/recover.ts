@@ -6,6 +6,7 @@ import type { AccuracyStage } from '../../report/types.js';
 import { recalibrateBatchNorm } from '../../runtime/recalibrate.js';
 import { FROZEN_BN_BELOW } from '../../train/distill.js';
 import { finetune } from '../../train/loop.js';
+import { DEFAULT_ADAMW_LR } from '../../train/optimizer.js';
 import { DEFAULT_DISTILL_GATE } from '../../train/step-graph.js';
 import type { Outcome, RunContext, Setup } from '../context.js';
 import {
@@ -72,12 +73,13 @@ export async function recover(
     ctx.notes.push(
       `the model's input fixes the batch at ${rest.batchSize}: training ran in batches of ${rest.batchSize}`,
     );
+  const adamW = rest.sgd?.optimizer === 'adamw';
   const start = (from ?? DEFAULT_FINETUNE_FROM) === 'recalibrated' ? best.recalibrated : outcome.result;
   if (start !== outcome.result) ctx.log('fine-tuning starts from the recalibrated model (--finetune-from)');
   if (!hasLabels(data.train)) {
     // Without labels, distillation starts from the stage closest to the original so far.
     const start = mostFaithful(ctx, models);
-    const lr = rest.lr ?? distilLr(ctx, rest.batchSize);
+    const lr = rest.lr ?? (adamW ? DEFAULT_ADAMW_LR : distilLr(ctx, rest.batchSize));
     const distilled = await ctx.stage('distil from the original', () =>
       distilWithRetry(
         lr,
@@ -119,7 +121,7 @@ export async function recover(
   const tuned = await ctx.stage('fine-tune', () =>
     finetune(start, requireLabels(data.train), {
       ...rest,
-      lr: rest.lr ?? labelledLr(ctx, hasBatchNorm),
+      lr: rest.lr ?? (adamW ? DEFAULT_ADAMW_LR : labelledLr(ctx, hasBatchNorm)),
       // After the spread: an `augment: undefined` from the caller must not undo prune's default.
       augment: rest.augment ?? DEFAULT_PRUNE_AUGMENT,
       sgd: { ...rest.sgd, nesterov: rest.sgd?.nesterov ?? DEFAULT_PRUNE_NESTEROV },
