@@ -1,4 +1,5 @@
 import { hasLabels } from '../data/dataset.js';
+import { isTokenSet } from '../data/tokens.js';
 import { serializeModel, type Model } from '../ir/index.js';
 import { PassManager } from '../passes/pass-manager.js';
 import {
@@ -14,7 +15,12 @@ import {
 import type { AccuracyStage, CompensationSummary, PruneReport } from '../report/types.js';
 import type { RuntimeOptions } from '../runtime/session.js';
 import { idBounds } from '../shapes/probe.js';
-import { DEFAULT_CALIBRATION_IMAGES, DEFAULT_CALIBRATION_IMAGES_UNLABELLED, RUN_PIXELS } from './defaults.js';
+import {
+  DEFAULT_CALIBRATION_IMAGES,
+  DEFAULT_CALIBRATION_IMAGES_UNLABELLED,
+  DEFAULT_COMPENSATION_IMAGES_UNLABELLED,
+  RUN_PIXELS,
+} from './defaults.js';
 import { measureLatencies, staticLatencyCost, type LatencySearchStep } from './latency.js';
 import type { AdaPruneOptions, DataOptions } from './options.js';
 import type { ProxyScore } from './scoring.js';
@@ -242,5 +248,15 @@ export class RunContext {
       data.calibrationImages ??
       (hasLabels(data.train) ? DEFAULT_CALIBRATION_IMAGES : DEFAULT_CALIBRATION_IMAGES_UNLABELLED)
     );
+  }
+
+  /**
+   * Training images compensation fits on: as many as are held out to rank the candidates, or without labels
+   * (and no --calibration-images) DEFAULT_COMPENSATION_IMAGES_UNLABELLED for image inputs, fewer above 224x224.
+   */
+  compensationImages(data: DataOptions): number {
+    const held = this.calibrationImages(data);
+    if (data.calibrationImages !== undefined || hasLabels(data.train) || isTokenSet(data.train)) return held;
+    return Math.max(held, this.runBatchOf(DEFAULT_COMPENSATION_IMAGES_UNLABELLED));
   }
 }

@@ -67,7 +67,7 @@ async function compensateOne(
       dataset: data.train,
       spec: data.spec,
       pool: split.rest,
-      images: ctx.calibrationImages(data),
+      images: ctx.compensationImages(data),
       seed: ctx.seed,
       runtime: ctx.runtime,
       ...(setup.hasBatchNorm && { recalibration: ctx.recalibration(data) }),
