@@ -84,6 +84,7 @@ export async function runCompensation(
     score,
     summary: {
       seconds: (performance.now() - started) / 1000,
+      images: chosen.length,
       proxyLossAfter: score.loss,
       layers: report.layers,
       skipped: report.skipped,

@@ -130,11 +130,15 @@ export class RunContext {
    */
   runBatchOf(wanted: number): number {
     const fixed = this.batchOf(wanted);
+    return fixed !== wanted ? fixed : this.scaledByPixels(wanted);
+  }
+
+  /** `wanted` images up to RUN_PIXELS of input, proportionally fewer (at least 1) above; as is for non-images. */
+  private scaledByPixels(wanted: number): number {
     const input = this.input.graph.inputs.find((v) => !v.isInitializer);
     const dims = (input && this.options.inputShapes?.[input.name]) ?? input?.shape;
     const [h, w] = [dims?.[2], dims?.[3]];
-    if (fixed !== wanted || dims?.length !== 4 || typeof h !== 'number' || typeof w !== 'number')
-      return fixed;
+    if (dims?.length !== 4 || typeof h !== 'number' || typeof w !== 'number') return wanted;
     return Math.max(1, Math.min(wanted, Math.floor((wanted * RUN_PIXELS) / (h * w))));
   }
 
@@ -257,6 +261,7 @@ export class RunContext {
   compensationImages(data: DataOptions): number {
     const held = this.calibrationImages(data);
     if (data.calibrationImages !== undefined || hasLabels(data.train) || isTokenSet(data.train)) return held;
-    return Math.max(held, this.runBatchOf(DEFAULT_COMPENSATION_IMAGES_UNLABELLED));
+    // By the pixels, not the batch: a model fixed at batch 1 (most detector exports) runs them one by one.
+    return Math.max(held, this.scaledByPixels(DEFAULT_COMPENSATION_IMAGES_UNLABELLED));
   }
 }

@@ -99,7 +99,8 @@ export function renderReportMarkdown(r: PruneReport, svgFile?: string): string {
     const kept = c.layers.filter((l) => l.kept).length;
     out.push('## Compensation', '');
     out.push(
-      `Least-squares re-fit of ${c.layers.length} layers (${kept} fits kept, ${c.skipped.length} skipped) in ` +
+      `Least-squares re-fit of ${c.layers.length} layers (${kept} fits kept, ${c.skipped.length} skipped)` +
+        `${c.images !== undefined ? ` on ${c.images} images` : ''} in ` +
         `${c.seconds.toFixed(1)} s; proxy loss ${c.proxyLossBefore.toFixed(4)} → ${c.proxyLossAfter.toFixed(4)}` +
         ` (${c.used ? 'used' : 'not used: no better'}).`,
       '',

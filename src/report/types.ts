@@ -116,6 +116,8 @@ export interface CompensationSummary {
   /** The compensated model replaced the plain one (its proxy loss was lower). */
   used: boolean;
   seconds: number;
+  /** Training images the fits read (outside the calibration split); the last fifth of them checks each fit. */
+  images?: number;
   /** Proxy loss on the calibration split, after recalibration, without and with compensation. */
   proxyLossBefore: number;
   proxyLossAfter: number;
