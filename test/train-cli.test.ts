@@ -104,6 +104,13 @@ test('finetune refuses bad inputs with exit code 2, a clear message and no outpu
 
 const FMNIST = '/usr/share/datasets/fashion-mnist';
 
+/** `finetune` of the Fashion-MNIST fixture on `limit` training images: 2 epochs in batches of 32, 1 thread. */
+function fmnistFinetune(out: string, limit: number, ...extra: string[]): string[] {
+  const data = ['--data', FMNIST, '--preset', 'fmnist', '--limit', `${limit}`];
+  const run = ['--batch', '32', '--epochs', '2', '--threads', '1'];
+  return ['finetune', fixture('fmnist_cnn.onnx'), ...data, ...run, '-o', out, ...extra];
+}
+
 /** Starts the CLI, waits for `file` to appear (polling), then SIGKILLs it; resolves with how it ended. */
 function killWhenWritten(
   args: string[],
@@ -133,26 +140,7 @@ test(
   async () => {
     const dir = tmpDir();
     // 100 steps per epoch (about 1.5 s at 1 thread), so the kill lands well inside epoch 2.
-    const args = (out: string): string[] => [
-      'finetune',
-      fixture('fmnist_cnn.onnx'),
-      '--data',
-      FMNIST,
-      '--preset',
-      'fmnist',
-      '--limit',
-      '3200',
-      '--batch',
-      '32',
-      '--epochs',
-      '2',
-      '--threads',
-      '1',
-      '--seed',
-      '3',
-      '-o',
-      out,
-    ];
+    const args = (out: string): string[] => fmnistFinetune(out, 3200, '--seed', '3');
     const straight = path.join(dir, 'straight.onnx');
     assert.equal(cli(...args(straight)).status, 0);
     const resumed = path.join(dir, 'resumed.onnx');
@@ -225,25 +213,7 @@ test(
   { skip: fs.existsSync(FMNIST) ? false : `${FMNIST} is absent` },
   () => {
     const dir = tmpDir();
-    const args = (out: string, ...extra: string[]): string[] => [
-      'finetune',
-      fixture('fmnist_cnn.onnx'),
-      '--data',
-      FMNIST,
-      '--preset',
-      'fmnist',
-      '--limit',
-      '320',
-      '--batch',
-      '32',
-      '--epochs',
-      '2',
-      '--threads',
-      '1',
-      '-o',
-      out,
-      ...extra,
-    ];
+    const args = (out: string, ...extra: string[]): string[] => fmnistFinetune(out, 320, ...extra);
     const straight = path.join(dir, 'straight.onnx');
     assert.equal(cli(...args(straight, '--optimizer', 'adamw')).status, 0);
     // The second moments and the step count behind the bias corrections must survive the checkpoint.
