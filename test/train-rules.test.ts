@@ -304,7 +304,7 @@ test('AdamW: two steps equal torch.optim.AdamW written out in float64 (bias corr
   );
   let changed = 0;
   for (let t = 1; t <= 2; t++) {
-    Object.assign(feeds, stepScalars(step, lr, t - 1, beta1));
+    Object.assign(feeds, stepScalars(step, lr, t - 1));
     const out = await session.run(feeds);
     for (const p of step.params) {
       const g = out[p.grad!]!.data as Float32Array;

@@ -152,9 +152,8 @@ export const DEFAULT_CALIBRATION_IMAGES_UNLABELLED = 64;
  * Images compensation fits on without labels, when --calibration-images is not given, at inputs up to 224x224;
  * fewer above by the pixels (as runBatchOf, also for a model fixed at batch 1), never under
  * DEFAULT_CALIBRATION_IMAGES_UNLABELLED. The fit reads training images outside the calibration split, so more
- * of them cost no ranking time. At 64 a 96x96 detector's P5 layers had
- * 64 x 9 rows for up to 1,585 unknowns, and the fit's held-out check ran on the images it was fit on (one
- * batch). The trained yolov8n-width SynthDet detector at 50% MACs, compensated, no training, seeds 7 / 9 / 11
+ * of them cost no ranking time. At 64 a 96x96 detector's P5 layers had 64 x 9 rows for up to 1,585 unknowns,
+ * and the fit's held-out check ran on the images it was fit on (one batch). The trained yolov8n-width SynthDet detector at 50% MACs, compensated, no training, seeds 7 / 9 / 11
  * (236 images outside the calibration split): 84.9 / 86.6 / 84.9% of mAP50-95 at 64, 86.1 / 87.6 / 86.2% at
  * 256; with a 2,000-image pool, 1,000 images kept 87.0% (seed 7). A 640x640 input stays at 64, inside issue 29's
  * ten-minute budget (docs/history.md, "Seventh pass").

@@ -153,7 +153,7 @@ async function trainEpochs(
       outputs.forEach((name, i) => (feeds[step.inputs.teacherOutputs![i]!] = target[name] as ort.Tensor));
       const at = epoch * steps + k;
       const lr = learningRate(options.lr, at, options.epochs * steps);
-      Object.assign(feeds, stepScalars(step, lr, at, options.sgd?.momentum ?? 0.9));
+      Object.assign(feeds, stepScalars(step, lr, at));
       const out = await session.session.run(feeds);
       for (const [from, to] of carried) feeds[to] = out[from] as ort.Tensor;
       const loss = (out[step.outputs.loss]!.data as Float32Array)[0]!;

@@ -269,19 +269,14 @@ function optimizerBuffers(p: TrainedParam): { input: string; output: string }[] 
 }
 
 /**
- * The step's learning rate at `step` (from 0), and AdamW's bias corrections for it (the step graph's scalar
+ * The step's learning rate at `stepIndex` (from 0), and AdamW's bias corrections for it (the step graph's scalar
  * inputs). Shared by fine-tuning and distillation.
  */
-export function stepScalars(
-  step: StepGraph,
-  lr: number,
-  stepIndex: number,
-  beta1: number,
-): Record<string, ort.Tensor> {
+export function stepScalars(step: StepGraph, lr: number, stepIndex: number): Record<string, ort.Tensor> {
   const scalar = (x: number): ort.Tensor => new ort.Tensor('float32', new Float32Array([x]), []);
   const feeds: Record<string, ort.Tensor> = { [step.inputs.lr]: scalar(lr) };
   if (step.inputs.adam) {
-    const c = adamCorrections(beta1, stepIndex + 1);
+    const c = adamCorrections(step.inputs.adam.beta1, stepIndex + 1);
     feeds[step.inputs.adam.m] = scalar(c.m);
     feeds[step.inputs.adam.v] = scalar(c.v);
   }
@@ -360,7 +355,7 @@ async function trainEpoch(run: TrainingRun, epoch: number): Promise<EpochRecord>
       BigInt64Array.from(batch.labels, (l) => BigInt(l)),
       [B],
     );
-    Object.assign(feeds, stepScalars(step, lr, state.step, options.sgd?.momentum ?? 0.9));
+    Object.assign(feeds, stepScalars(step, lr, state.step));
     if (teacher)
       feeds[step.inputs.teacherLogits!] = new ort.Tensor(
         'float32',

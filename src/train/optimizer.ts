@@ -29,6 +29,11 @@ export interface ParamUpdate {
   secondOut?: Value;
 }
 
+/** AdamW's first-moment decay: the momentum option, torch's 0.9 by default. */
+export function adamBeta1(o: SgdOptions): number {
+  return o.momentum ?? 0.9;
+}
+
 /** AdamW's second-moment decay and denominator term (torch's defaults). */
 export const ADAM_BETA2 = 0.999;
 export const ADAM_EPS = 1e-8;
@@ -102,7 +107,7 @@ function addAdamW(
   o: SgdOptions,
   corrections: { m: Value; v: Value },
 ): ParamUpdate[] {
-  const beta1 = o.momentum ?? 0.9;
+  const beta1 = adamBeta1(o);
   const wdBase = o.weightDecay ?? 5e-4;
   const buffer = (param: Value, suffix: string): Value =>
     new Value(

@@ -16,7 +16,7 @@ import {
   type BatchNormSaved,
   type GradContext,
 } from './grad-rules/index.js';
-import { addOptimizer, type SgdOptions } from './optimizer.js';
+import { adamBeta1, addOptimizer, type SgdOptions } from './optimizer.js';
 import { upgradeForwardOpset } from './upgrade-opset.js';
 import { PassManager, type Pass, type PassResult } from '../passes/pass-manager.js';
 import { probeShapes, type ProbeResult } from '../shapes/probe.js';
@@ -129,8 +129,11 @@ export interface StepGraph {
     /** With `matchOutputs`: the original's value of each output, in output order. */
     teacherOutputs?: string[];
     rho?: string;
-    /** With AdamW: the bias corrections 1 / (1 - beta^t), float scalars fed every step (adamCorrections). */
-    adam?: { m: string; v: string };
+    /**
+     * With AdamW: the bias corrections 1 / (1 - beta^t), float scalars fed every step (adamCorrections), and
+     * the beta1 the graph was built with.
+     */
+    adam?: { m: string; v: string; beta1: number };
   };
   imageShape: number[];
   /**
@@ -350,7 +353,7 @@ function emitTrainingStep(
       teacherLogits: head.teacherLogits?.name,
       ...(head.teachers && { teacherOutputs: head.teachers.map((t) => t.name) }),
       rho: rho?.name,
-      ...(adam && { adam: { m: adam.m.name, v: adam.v.name } }),
+      ...(adam && { adam: { m: adam.m.name, v: adam.v.name, beta1: adamBeta1(options.sgd!) } }),
     },
     imageShape,
     dataInputs,
