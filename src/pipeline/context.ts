@@ -18,6 +18,7 @@ import { idBounds } from '../shapes/probe.js';
 import {
   DEFAULT_CALIBRATION_IMAGES,
   DEFAULT_CALIBRATION_IMAGES_UNLABELLED,
+  COMPENSATION_MACS_UNLABELLED,
   DEFAULT_COMPENSATION_IMAGES_UNLABELLED,
   RUN_PIXELS,
 } from './defaults.js';
@@ -130,15 +131,11 @@ export class RunContext {
    */
   runBatchOf(wanted: number): number {
     const fixed = this.batchOf(wanted);
-    return fixed !== wanted ? fixed : this.scaledByPixels(wanted);
-  }
-
-  /** `wanted` images up to RUN_PIXELS of input, proportionally fewer (at least 1) above; as is for non-images. */
-  private scaledByPixels(wanted: number): number {
     const input = this.input.graph.inputs.find((v) => !v.isInitializer);
     const dims = (input && this.options.inputShapes?.[input.name]) ?? input?.shape;
     const [h, w] = [dims?.[2], dims?.[3]];
-    if (dims?.length !== 4 || typeof h !== 'number' || typeof w !== 'number') return wanted;
+    if (fixed !== wanted || dims?.length !== 4 || typeof h !== 'number' || typeof w !== 'number')
+      return fixed;
     return Math.max(1, Math.min(wanted, Math.floor((wanted * RUN_PIXELS) / (h * w))));
   }
 
@@ -256,12 +253,13 @@ export class RunContext {
 
   /**
    * Training images compensation fits on: as many as are held out to rank the candidates, or without labels
-   * (and no --calibration-images) DEFAULT_COMPENSATION_IMAGES_UNLABELLED for image inputs, fewer above 224x224.
+   * (and no --calibration-images) as many as COMPENSATION_MACS_UNLABELLED of the original's forward passes
+   * allow (`macsPerImage`: its MACs at batch 1), at most DEFAULT_COMPENSATION_IMAGES_UNLABELLED.
    */
-  compensationImages(data: DataOptions): number {
+  compensationImages(data: DataOptions, macsPerImage: number): number {
     const held = this.calibrationImages(data);
     if (data.calibrationImages !== undefined || hasLabels(data.train) || isTokenSet(data.train)) return held;
-    // By the pixels, not the batch: a model fixed at batch 1 (most detector exports) runs them one by one.
-    return Math.max(held, this.scaledByPixels(DEFAULT_COMPENSATION_IMAGES_UNLABELLED));
+    const affordable = Math.floor(COMPENSATION_MACS_UNLABELLED / Math.max(1, macsPerImage));
+    return Math.max(held, Math.min(DEFAULT_COMPENSATION_IMAGES_UNLABELLED, affordable));
   }
 }

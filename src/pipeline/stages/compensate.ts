@@ -67,7 +67,7 @@ async function compensateOne(
       dataset: data.train,
       spec: data.spec,
       pool: split.rest,
-      images: ctx.compensationImages(data),
+      images: ctx.compensationImages(data, candidate.core.original.macs),
       seed: ctx.seed,
       runtime: ctx.runtime,
       ...(setup.hasBatchNorm && { recalibration: ctx.recalibration(data) }),
