@@ -11,7 +11,8 @@ momentum the ONNX node names; evaluation with BN's running statistics. Preproces
 (scale 1/255, ImageNet mean and std). Class indices follow the sorted folder names, as in adapruner.
 
 usage: finetune_torch.py MODEL.onnx DATA.tar [--epochs 2 --batch 128 --lr 0.05 --nesterov --seed 0
-       --threads 2 --augment flip|none --limit N --out FT.onnx --sam RHO --fade-plan PLAN.json --fade 0.25]
+       --threads 2 --augment flip|none --limit N --out FT.onnx --sam RHO --fade-plan PLAN.json --fade 0.25
+       --optimizer sgd|adamw]
 Prints one JSON line per epoch on stderr and the final result as one JSON line on stdout. --out writes the
 fine-tuned weights and running statistics into a copy of MODEL, for `adapruner eval` to score the same way as
 its own results.
@@ -57,6 +58,8 @@ def parse_args():
     ap.add_argument('--lr', type=float, default=0.05)
     ap.add_argument('--momentum', type=float, default=0.9)
     ap.add_argument('--nesterov', action='store_true')
+    ap.add_argument('--optimizer', choices=['sgd', 'adamw'], default='sgd',
+                    help="adamw: torch's AdamW (beta1 --momentum, decay on conv/linear weights only)")
     ap.add_argument('--weight-decay', type=float, default=5e-4)
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--threads', type=int, default=2)
@@ -273,7 +276,11 @@ def main():
         train, test = [(x[i], y[i]) for x, y in (train, test) for i in [torch.randperm(len(y), generator=gen)[:args.limit]]]
     if len(train[1]) < args.batch:
         fail(f'{args.data}: {len(train[1])} training images, fewer than one batch of {args.batch}')
-    opt = torch.optim.SGD(net.decay_groups(args.weight_decay), lr=args.lr, momentum=args.momentum, nesterov=args.nesterov)
+    if args.optimizer == 'adamw':
+        opt = torch.optim.AdamW(net.decay_groups(args.weight_decay), lr=args.lr, betas=(args.momentum, 0.999))
+    else:
+        opt = torch.optim.SGD(net.decay_groups(args.weight_decay), lr=args.lr, momentum=args.momentum,
+                              nesterov=args.nesterov)
     history = [{'epoch': 0, **scores(net, test, fader)}]
     print(json.dumps(history[-1]), file=sys.stderr, flush=True)
     total_steps = args.epochs * (len(train[1]) // args.batch)
@@ -283,7 +290,8 @@ def main():
         print(json.dumps(history[-1]), file=sys.stderr, flush=True)
     if args.out:
         write_onnx(net, args.model, args.out)
-    print(json.dumps({'model': args.model, 'seed': args.seed, 'lr': args.lr, 'nesterov': args.nesterov, 'epochs': args.epochs,
+    print(json.dumps({'model': args.model, 'seed': args.seed, 'lr': args.lr, 'optimizer': args.optimizer,
+                      'nesterov': args.nesterov, 'epochs': args.epochs,
                       'batch': args.batch, 'augment': args.augment, **({'sam': args.sam} if args.sam else {}),
                       **({'fadePlan': args.fade_plan, 'fade': args.fade} if fader else {}),
                       'history': history, 'seconds': time.time() - started}))
