@@ -99,7 +99,7 @@ interface PruneArgs {
   calibrationImages?: number;
   recalBatches: number;
   recalBatchSize?: number;
-  finetuneEpochs: number;
+  finetuneEpochs?: number;
   finetuneLr?: number;
   finetuneNesterov: boolean;
   finetuneSam: number;
@@ -597,8 +597,8 @@ function dataOptions<T>(y: Argv<T>) {
     })
     .option('finetune-epochs', {
       type: 'number',
-      default: 1,
-      describe: 'Fine-tuning epochs after pruning (0 to skip)',
+      describe:
+        "Fine-tuning epochs after pruning (0 to skip; default 1, without labels up to 20 as the model's MACs allow)",
     })
     .option('finetune-lr', {
       type: 'number',

@@ -20,6 +20,8 @@ import {
   DEFAULT_CALIBRATION_IMAGES_UNLABELLED,
   COMPENSATION_MACS_UNLABELLED,
   DEFAULT_COMPENSATION_IMAGES_UNLABELLED,
+  DEFAULT_DISTIL_EPOCHS_UNLABELLED,
+  DISTIL_MACS_UNLABELLED,
   RUN_PIXELS,
 } from './defaults.js';
 import { measureLatencies, staticLatencyCost, type LatencySearchStep } from './latency.js';
@@ -261,5 +263,16 @@ export class RunContext {
     if (data.calibrationImages !== undefined || hasLabels(data.train) || isTokenSet(data.train)) return held;
     const affordable = Math.floor(COMPENSATION_MACS_UNLABELLED / Math.max(1, macsPerImage));
     return Math.max(held, Math.min(DEFAULT_COMPENSATION_IMAGES_UNLABELLED, affordable));
+  }
+
+  /**
+   * Fine-tuning epochs when --finetune-epochs is not given: 1, or without labels on images as many as
+   * DISTIL_MACS_UNLABELLED of the original's forward passes over the `images` it trains on allow, from 1 to
+   * DEFAULT_DISTIL_EPOCHS_UNLABELLED.
+   */
+  defaultEpochs(data: DataOptions, macsPerImage: number, images: number): number {
+    if (hasLabels(data.train) || isTokenSet(data.train)) return 1;
+    const affordable = Math.floor(DISTIL_MACS_UNLABELLED / (Math.max(1, macsPerImage) * Math.max(1, images)));
+    return Math.max(1, Math.min(DEFAULT_DISTIL_EPOCHS_UNLABELLED, affordable));
   }
 }

@@ -86,8 +86,10 @@ export interface AdaPruneOptions extends Pick<
    */
   finetune?: Omit<
     FinetuneOptions,
-    'spec' | 'seed' | 'teacher' | 'device' | 'threads' | 'lr' | 'batchSize'
+    'spec' | 'seed' | 'teacher' | 'device' | 'threads' | 'lr' | 'batchSize' | 'epochs'
   > & {
+    /** Epochs (0 skips; default 1, or without labels on images RunContext.defaultEpochs: up to 20 as MACs allow). */
+    epochs?: number;
     /** Peak learning rate (default DEFAULT_PRUNE_LR, or DEFAULT_DISTILL_LR on images without labels). */
     lr?: number;
     /** Images per step (default DEFAULT_PRUNE_BATCH, or DEFAULT_DISTILL_BATCH on images without labels). */

@@ -11,6 +11,7 @@ import { DEFAULT_DISTILL_GATE } from '../../train/step-graph.js';
 import type { Outcome, RunContext, Setup } from '../context.js';
 import {
   DEFAULT_DISTILL,
+  DEFAULT_DISTIL_EPOCHS_UNLABELLED,
   DEFAULT_DISTILL_BATCH,
   DEFAULT_DISTILL_LR,
   DEFAULT_DISTILL_LR_BATCHED,
@@ -55,7 +56,7 @@ export async function recover(
     : [['pruned', best.recalibrated]];
   if (compensatedBytes) models.push(['compensated', outcome.result]);
   const ft = options.finetune;
-  if (!ft || ft.epochs <= 0) {
+  if (!ft || (ft.epochs !== undefined && ft.epochs <= 0)) {
     ctx.skipped.push('fine-tuning (--finetune-epochs 0)');
     return keep(ctx, scoring, outcome, models);
   }
@@ -80,13 +81,14 @@ export async function recover(
     // Without labels, distillation starts from the stage closest to the original so far.
     const start = mostFaithful(ctx, models);
     const lr = rest.lr ?? (adamW ? DEFAULT_ADAMW_LR : distilLr(ctx, rest.batchSize));
+    const epochs = rest.epochs ?? distilEpochs(ctx, best, data, split.rest.length, rest.limit);
     const distilled = await ctx.stage('distil from the original', () =>
       distilWithRetry(
         lr,
         rest.lr === undefined,
         (lr) =>
           distillStage(start, ctx.fresh(), data.train, split.rest, {
-            epochs: rest.epochs,
+            epochs,
             lr,
             batchSize: rest.batchSize,
             ...(rest.limit !== undefined && { limit: rest.limit }),
@@ -121,6 +123,7 @@ export async function recover(
   const tuned = await ctx.stage('fine-tune', () =>
     finetune(start, requireLabels(data.train), {
       ...rest,
+      epochs: rest.epochs ?? ctx.defaultEpochs(data, best.core.original.macs, split.rest.length),
       lr: rest.lr ?? (adamW ? DEFAULT_ADAMW_LR : labelledLr(ctx, hasBatchNorm)),
       // After the spread: an `augment: undefined` from the caller must not undo prune's default.
       augment: rest.augment ?? DEFAULT_PRUNE_AUGMENT,
@@ -145,6 +148,22 @@ export async function recover(
  * above, but never under FROZEN_BN_BELOW, so BN still trains on batch statistics. At 640x640 the training
  * step over 16 images held 9.7 GB (PP-OCRv4's text detector, docs/history.md).
  */
+/** The default epochs without labels (RunContext.defaultEpochs), said in the report when more than one. */
+function distilEpochs(
+  ctx: RunContext,
+  best: Outcome['best'],
+  data: NonNullable<RunContext['data']>,
+  pool: number,
+  limit: number | undefined,
+): number {
+  const epochs = ctx.defaultEpochs(data, best.core.original.macs, Math.min(pool, limit ?? pool));
+  if (epochs > 1)
+    ctx.notes.push(
+      `distillation ran ${epochs} epochs, as many as the original's MACs allow up to ${DEFAULT_DISTIL_EPOCHS_UNLABELLED} (--finetune-epochs sets it)`,
+    );
+  return epochs;
+}
+
 function distilBatch(ctx: RunContext): number {
   // A model whose input fixes the batch trains at its own batch whatever is asked (batchOf).
   if (ctx.batchOf(DEFAULT_DISTILL_BATCH) !== DEFAULT_DISTILL_BATCH) return DEFAULT_DISTILL_BATCH;
