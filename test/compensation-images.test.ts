@@ -1,8 +1,11 @@
 /**
- * How many training images compensation fits on (RunContext.compensationImages): without labels as many as
- * COMPENSATION_MACS_UNLABELLED of the original's forward passes allow, at most
- * DEFAULT_COMPENSATION_IMAGES_UNLABELLED and never under the images held out to rank the candidates; a given
- * --calibration-images, labels, or token data keep the held-out count.
+ * The recovery defaults bounded by the original's MACs without labels. How many training images compensation
+ * fits on (RunContext.compensationImages): as many as COMPENSATION_MACS_UNLABELLED of the original's forward
+ * passes allow, at most DEFAULT_COMPENSATION_IMAGES_UNLABELLED and never under the images held out to rank the
+ * candidates; a given --calibration-images, labels, or token data keep the held-out count. How many epochs
+ * distillation runs when --finetune-epochs is not given (RunContext.defaultEpochs): as many as
+ * DISTIL_MACS_UNLABELLED of forward passes over the training images allow, from 1 to
+ * DEFAULT_DISTIL_EPOCHS_UNLABELLED; 1 with labels.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -15,6 +18,8 @@ import {
   DEFAULT_CALIBRATION_IMAGES,
   DEFAULT_CALIBRATION_IMAGES_UNLABELLED,
   DEFAULT_COMPENSATION_IMAGES_UNLABELLED,
+  DEFAULT_DISTIL_EPOCHS_UNLABELLED,
+  DISTIL_MACS_UNLABELLED,
 } from '../src/pipeline/defaults.js';
 import type { DataOptions } from '../src/pipeline/options.js';
 import { fixture } from './helpers.js';
@@ -58,4 +63,29 @@ test('compensation images with labels: as many as are held out, as before', asyn
     ctx.compensationImages({ train: labelled, spec: { ...SPEC } }, 0.001 * G),
     DEFAULT_CALIBRATION_IMAGES,
   );
+});
+
+test('distillation epochs without labels: the most for a small network, fewer as the MACs and images grow, never under 1', async () => {
+  const images = await openDataset(fixture('synthdet/images/val'), { labels: 'optional' });
+  const data: DataOptions = { train: images, spec: { ...SPEC } };
+  const ctx = new RunContext(loadModel(fixture('dense/yolo_det.onnx')), {});
+  const most = DEFAULT_DISTIL_EPOCHS_UNLABELLED;
+  // A 96x96 yolov8n-width detector (0.091 G) over 236 images, a CIFAR ResNet-20 (0.041 G) over 536.
+  assert.equal(ctx.defaultEpochs(data, 0.091 * G, 236), most);
+  assert.equal(ctx.defaultEpochs(data, 0.041 * G, 536), most);
+  // Between: as many as the MACs allow.
+  const mid = ctx.defaultEpochs(data, 0.5 * G, 236);
+  assert.equal(mid, Math.floor(DISTIL_MACS_UNLABELLED / (0.5 * G * 236)));
+  assert.ok(mid > 1 && mid < most, `${mid}`);
+  assert.ok(ctx.defaultEpochs(data, 0.5 * G, 2000) < mid, 'more images, fewer epochs');
+  // A yolov8n at 640x640 (4.37 G) and PP-OCRv4 at 640x640 (2.3 G) over a few hundred images: one epoch.
+  assert.equal(ctx.defaultEpochs(data, 4.37 * G, 236), 1);
+  assert.equal(ctx.defaultEpochs(data, 2.3 * G, 256), 1);
+  assert.equal(ctx.defaultEpochs(data, 100 * G, 10_000), 1, 'never under one');
+});
+
+test('distillation epochs with labels: one, whatever the MACs', async () => {
+  const labelled = await openDataset(fixture('example/fashion-mnist'), { split: 'train' });
+  const ctx = new RunContext(loadModel(fixture('dense/yolo_det.onnx')), {});
+  assert.equal(ctx.defaultEpochs({ train: labelled, spec: { ...SPEC } }, 0.001 * G, 100), 1);
 });

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { loadModel } from '../src/ir/index.js';
+import { DEFAULT_DISTIL_EPOCHS_UNLABELLED } from '../src/pipeline/defaults.js';
 import type { PruneReport } from '../src/report/types.js';
 import { fixture, runCli, tmpDir } from './helpers.js';
 
@@ -98,6 +99,21 @@ describe('prune on unlabelled images', () => {
       report.notes.some((n) => /ranked above the searched/.test(n)),
       chosen[0]!.widths !== pick.widths,
       report.notes.join('\n'),
+    );
+  });
+
+  it('without --finetune-epochs distils for the default epochs and says so', async () => {
+    // 24 images, 8 held out: the detector fixture's 16 training images take every default epoch.
+    const out = path.join(dir, 'epochs.onnx');
+    const r = await runCli(pruneArgs(out, []));
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(fs.readFileSync(`${out}.report.json`, 'utf8')) as PruneReport;
+    const note = report.notes.find((n) => /^distillation ran \d+ epochs/.test(n));
+    assert.ok(note, JSON.stringify(report.notes));
+    assert.match(note, new RegExp(`ran ${DEFAULT_DISTIL_EPOCHS_UNLABELLED} epochs`));
+    assert.ok(
+      report.accuracy.some((a) => a.stage === 'finetuned'),
+      JSON.stringify(report.accuracy),
     );
   });
 
