@@ -5,7 +5,8 @@
  * - Data: `fixtures/synthdet.py DIR/sS --train 300 --val 200 --seed S` per seed (Debian's /usr/bin/python3 with
  *   numpy and the Fashion-MNIST files), made once and kept when --dir is given.
  * - Runs: `prune MODEL --flops 0.5 --data DIR/sS/images/train --finetune-epochs E` for E = 0 (compensated and
- *   recalibrated, no training) and E = 1 (the default: one epoch of label-free distillation), each written model
+ *   recalibrated, no training) and E = 1 (one epoch of label-free distillation, what issue 29's targets name),
+ *   and without --finetune-epochs (the default: as many epochs as the MACs allow, up to 20), each written model
  *   and the original scored by `eval --task T` on the 200 val images; the figure is the pruned model's share of
  *   the original's mAP50-95 (detect) or mIoU (segment).
  * - Models: fixtures/trained/NAME.onnx, or NAME.onnx in --model-dir first (`det-n`, yolov8n's widths, is not
@@ -21,10 +22,13 @@ import { cli } from './adapruner-cli.js';
 
 const HERE = fileURLToPath(import.meta.url);
 const REPO = path.resolve(path.dirname(HERE), '..');
-/** Issue 29's targets, as shares of the original's figure. */
-const TARGETS: Record<string, { compensated?: number; oneEpoch: number }> = {
+/**
+ * Issue 29's targets, as shares of the original's figure: the detector's after compensation and after one epoch,
+ * the segmenter's after label-free recovery (the default's epochs).
+ */
+const TARGETS: Record<string, { compensated?: number; oneEpoch?: number; recovered?: number }> = {
   detect: { compensated: 0.7, oneEpoch: 0.95 },
-  segment: { oneEpoch: 0.95 },
+  segment: { recovered: 0.95 },
 };
 /** The 8-32 channel UNet cannot reach half its MACs at multiples of 8. */
 const EXTRA_ARGS: Record<string, string[]> = { seg: ['--round-to', '2'] };
@@ -70,13 +74,12 @@ function oneModel(name: string, data: string, seed: number, dir: string): object
     JSON.parse(fs.readFileSync(model.replace(/\.onnx$/, '.layout.json'), 'utf8')) as { task: string }
   ).task;
   const original = score(model, data, task);
-  const stage = (epochs: number): { value: number; share: number; seconds: number } => {
-    const out = path.join(dir, `${name}-s${seed}-e${epochs}.onnx`);
+  const stage = (epochs?: number): { value: number; share: number; seconds: number } => {
+    const out = path.join(dir, `${name}-s${seed}-e${epochs ?? 'default'}.onnx`);
     const pruneArgs = ['prune', model, '--flops', '0.5', '--data', path.join(data, 'images', 'train')];
     const { seconds } = cli([
       ...pruneArgs,
-      '--finetune-epochs',
-      `${epochs}`,
+      ...(epochs === undefined ? [] : ['--finetune-epochs', `${epochs}`]),
       ...(EXTRA_ARGS[name] ?? []),
       '-o',
       out,
@@ -86,6 +89,7 @@ function oneModel(name: string, data: string, seed: number, dir: string): object
   };
   const compensated = stage(0);
   const oneEpoch = stage(1);
+  const defaultEpochs = stage();
   const target = TARGETS[task]!;
   return {
     model: path.relative(REPO, model),
@@ -94,9 +98,11 @@ function oneModel(name: string, data: string, seed: number, dir: string): object
     original,
     compensated,
     oneEpoch,
+    defaultEpochs,
     met: {
       ...(target.compensated !== undefined ? { compensated: compensated.share >= target.compensated } : {}),
-      oneEpoch: oneEpoch.share >= target.oneEpoch,
+      ...(target.oneEpoch !== undefined ? { oneEpoch: oneEpoch.share >= target.oneEpoch } : {}),
+      ...(target.recovered !== undefined ? { recovered: defaultEpochs.share >= target.recovered } : {}),
     },
   };
 }
