@@ -143,11 +143,6 @@ export async function recover(
   return keep(ctx, scoring, outcome, [...models, ['finetuned', tuned.model]]);
 }
 
-/**
- * Distillation's batch when none is given: DEFAULT_DISTILL_BATCH up to 224x224 inputs and proportionally fewer
- * above, but never under FROZEN_BN_BELOW, so BN still trains on batch statistics. At 640x640 the training
- * step over 16 images held 9.7 GB (PP-OCRv4's text detector, docs/history.md).
- */
 /** The default epochs without labels (RunContext.defaultEpochs), said in the report when more than one. */
 function distilEpochs(
   ctx: RunContext,
@@ -164,6 +159,11 @@ function distilEpochs(
   return epochs;
 }
 
+/**
+ * Distillation's batch when none is given: DEFAULT_DISTILL_BATCH up to 224x224 inputs and proportionally fewer
+ * above, but never under FROZEN_BN_BELOW, so BN still trains on batch statistics. At 640x640 the training
+ * step over 16 images held 9.7 GB (PP-OCRv4's text detector, docs/history.md).
+ */
 function distilBatch(ctx: RunContext): number {
   // A model whose input fixes the batch trains at its own batch whatever is asked (batchOf).
   if (ctx.batchOf(DEFAULT_DISTILL_BATCH) !== DEFAULT_DISTILL_BATCH) return DEFAULT_DISTILL_BATCH;
