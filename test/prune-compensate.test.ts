@@ -3,6 +3,8 @@ import { test } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import { decodeModel, loadModel, serializeModel, type Model } from '../src/ir/index.js';
 import { choleskyInPlace, choleskySolveInPlace, solveSpd } from '../src/linalg/cholesky.js';
+import { cleanupPipeline } from '../src/passes/index.js';
+import { PassManager } from '../src/passes/pass-manager.js';
 import { compensateModel, compensationTargets, type InputBatch } from '../src/prune/compensate.js';
 import { analyzeModel, pruneModel } from '../src/prune/index.js';
 import { probeInputDims, randomInputs } from '../src/shapes/probe.js';
@@ -230,4 +232,37 @@ test('downstream compensation leaves alone a layer that decodes a frozen format 
     targets.some((t) => t.node.includes('/model.22/cv3.')),
     'the head convs stay targets',
   );
+});
+
+test('a sequence-first transformer compensates from batches of unequal size as from one batch of the same images', async () => {
+  // The trained ViT: torch exports nn.MultiheadAttention's projections as [T, N, E], the batch second, and a
+  // compensation pool that is not a multiple of the batch ends in a smaller batch.
+  const model = loadModel('fixtures/trained/vit.onnx');
+  cleanupPipeline(new PassManager(), model);
+  const original = serializeModel(model);
+  const { model: pruned, targets } = await pruneModel(model, {
+    flops: 0.5,
+    validate: false,
+    inputShapes: { input: [1, 1, 28, 28] },
+  });
+  const [all] = inputBatches(pruned, 1, 8, 701);
+  const per = all!.data.length / 8;
+  const part = (from: number, to: number): InputBatch => ({
+    data: all!.data.slice(from * per, to * per),
+    shape: [to - from, ...all!.shape.slice(1)],
+  });
+  const heldOut = inputBatches(pruned, 1, 4, 801);
+  const whole = await compensateModel(pruned, original, targets, { fit: [all!], heldOut });
+  const split = await compensateModel(pruned, original, targets, { fit: [part(0, 6), part(6, 8)], heldOut });
+  assert.ok(whole.report.layers.length > 0);
+  assert.equal(split.report.layers.length, whole.report.layers.length);
+  split.report.layers.forEach((l, i) => {
+    const w = whole.report.layers[i]!;
+    assert.equal(l.node, w.node);
+    assert.equal(l.kept, w.kept, l.node);
+    assert.ok(
+      Math.abs(l.errorAfter - w.errorAfter) <= 1e-3 * w.errorAfter + 1e-6,
+      `${l.node}: ${l.errorAfter} vs ${w.errorAfter}`,
+    );
+  });
 });

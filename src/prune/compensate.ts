@@ -198,7 +198,13 @@ export async function compensateModel(
   const samplings = new Map(
     layers.map((l) => [
       l,
-      samplingOf(l, dims.get(l.target.output)!, options.positions ?? 128, options.seed ?? 0),
+      samplingOf(
+        l,
+        dims.get(l.target.output)!,
+        data.fit[0]!.shape[0]!,
+        options.positions ?? 128,
+        options.seed ?? 0,
+      ),
     ]),
   );
   const batches = [
@@ -327,15 +333,21 @@ interface Sampling {
   channelsFirst: boolean;
   /** Output channels of the original layer. */
   channels: number;
-  /** Output dims after the channels (conv: spatial) or between batch and channels (MatMul). */
+  /** Output dims after the channels (conv: spatial) or before them (MatMul, the batch included). */
   inner: number[];
-  /** Positions per image in the output (spatial size, or the product of a MatMul's middle dims). */
+  /** Positions per image in the output (spatial size, or a MatMul's rows over the images). */
   length: number;
   /** Sampled positions (ascending); all when undefined. */
   positions: Int32Array | undefined;
 }
 
-function samplingOf(layer: Layer, dims: number[], maxPositions: number, seed: number): Sampling {
+function samplingOf(
+  layer: Layer,
+  dims: number[],
+  images: number,
+  maxPositions: number,
+  seed: number,
+): Sampling {
   if (layer.kind === 'conv') {
     const inner = dims.slice(2);
     const length = inner.reduce((a, b) => a * b, 1);
@@ -348,27 +360,34 @@ function samplingOf(layer: Layer, dims: number[], maxPositions: number, seed: nu
     }
     return { channelsFirst: true, channels: dims[1]!, inner, length, positions };
   }
-  const inner = dims.slice(1, -1);
-  const length = inner.reduce((a, b) => a * b, 1);
+  // The batch need not come first: torch exports nn.MultiheadAttention's projections sequence-first ([T, N, E]).
+  const inner = dims.slice(0, -1);
+  const length = inner.reduce((a, b) => a * b, 1) / images;
   return { channelsFirst: false, channels: dims[dims.length - 1]!, inner, length, positions: undefined };
 }
 
 const rowsPerImage = (s: Sampling): number => s.positions?.length ?? s.length;
 
-/** The kept channels of a layer's original output at the sampled positions, as [images × positions, O] rows. */
+/**
+ * The kept channels of a layer's original output at the sampled positions, as [images × positions, O] rows; a
+ * MatMul's, every row in its own order, as the layer's input rows come.
+ */
 function gatherTargets(out: Float32Array, images: number, layer: Layer, s: Sampling): Float32Array {
   const kept = layer.target.outKept;
   const o = kept.length;
+  if (!s.channelsFirst) {
+    const rows = out.length / s.channels;
+    const y = new Float32Array(rows * o);
+    for (let r = 0; r < rows; r++) for (let j = 0; j < o; j++) y[r * o + j] = out[r * s.channels + kept[j]!]!;
+    return y;
+  }
   const per = rowsPerImage(s);
   const y = new Float32Array(images * per * o);
   for (let n = 0; n < images; n++)
     for (let r = 0; r < per; r++) {
       const pos = s.positions ? s.positions[r]! : r;
       const row = (n * per + r) * o;
-      for (let j = 0; j < o; j++)
-        y[row + j] = s.channelsFirst
-          ? out[(n * s.channels + kept[j]!) * s.length + pos]!
-          : out[(n * s.length + pos) * s.channels + kept[j]!]!;
+      for (let j = 0; j < o; j++) y[row + j] = out[(n * s.channels + kept[j]!) * s.length + pos]!;
     }
   return y;
 }
