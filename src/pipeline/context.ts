@@ -260,7 +260,7 @@ export class RunContext {
    */
   compensationImages(data: DataOptions, macsPerImage: number): number {
     const held = this.calibrationImages(data);
-    if (data.calibrationImages !== undefined || hasLabels(data.train) || isTokenSet(data.train)) return held;
+    if (data.calibrationImages !== undefined || !unlabelledImages(data)) return held;
     const affordable = Math.floor(COMPENSATION_MACS_UNLABELLED / Math.max(1, macsPerImage));
     return Math.max(held, Math.min(DEFAULT_COMPENSATION_IMAGES_UNLABELLED, affordable));
   }
@@ -271,8 +271,13 @@ export class RunContext {
    * DEFAULT_DISTIL_EPOCHS_UNLABELLED.
    */
   defaultEpochs(data: DataOptions, macsPerImage: number, images: number): number {
-    if (hasLabels(data.train) || isTokenSet(data.train)) return 1;
+    if (!unlabelledImages(data)) return 1;
     const affordable = Math.floor(DISTIL_MACS_UNLABELLED / (Math.max(1, macsPerImage) * Math.max(1, images)));
     return Math.max(1, Math.min(DEFAULT_DISTIL_EPOCHS_UNLABELLED, affordable));
   }
+}
+
+/** Images without labels: where compensation's images and distillation's epochs are bounded by MACs. */
+function unlabelledImages(data: DataOptions): boolean {
+  return !hasLabels(data.train) && !isTokenSet(data.train);
 }

@@ -116,7 +116,10 @@ export interface CompensationSummary {
   /** The compensated model replaced the plain one (its proxy loss was lower). */
   used: boolean;
   seconds: number;
-  /** Training images the fits read (outside the calibration split); the last fifth of them checks each fit. */
+  /**
+   * Training images the fits read (outside the calibration split), in batches of up to 100; the last fifth of the
+   * batches (at least one, so 12 of 512 images) checks each fit.
+   */
   images?: number;
   /** Proxy loss on the calibration split, after recalibration, without and with compensation. */
   proxyLossBefore: number;
