@@ -24,9 +24,10 @@ const BIN = path.join(REPO, 'bin', 'adapruner.mjs');
 /** Option sets compared, after `prune MODEL --flops R`. */
 const VARIANTS: { name: string; args: string[] }[] = [
   {
-    name: 'default (8; 16 in groups of 128+; at least 16 under the block floor; whole branch units)',
+    name: 'default (speed widths; 8; 16 in groups of 128+; at least 16 under the block floor; whole branch units)',
     args: [],
   },
+  { name: '--widths structural (the default before the speed source)', args: ['--widths', 'structural'] },
   { name: '--min-channels 1 (no block floor)', args: ['--min-channels', '1'] },
   { name: '--round-to 8', args: ['--round-to', '8'] },
   { name: '--round-to 16', args: ['--round-to', '16'] },

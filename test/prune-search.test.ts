@@ -6,7 +6,9 @@ import { UserError } from '../src/errors.js';
 import { Node, Value } from '../src/ir/index.js';
 import { intAttr } from '../src/ir/attribute.js';
 import { analyzeForPruning, describeGroups, pruneModel } from '../src/prune/index.js';
-import { paramsPerMac } from '../src/prune/width-prior.js';
+import { FUSED_OR_FREE, MEMORY_PASS_MACS, paramsPerMac, timePerMac } from '../src/prune/width-prior.js';
+import { probeInputDims, probeShapes } from '../src/shapes/probe.js';
+import type { Model } from '../src/ir/index.js';
 import { BN_FOLDED_WARNING } from '../src/prune/importance.js';
 import { FIXTURE_MODELS, fixture } from './helpers.js';
 import { load, runModel } from './prune-helpers.js';
@@ -180,5 +182,89 @@ describe('prune: the capacity width source', () => {
     const capacity = await pruneModel(load(file), { params: 0.5, widths: 'capacity', validate: false });
     assert.ok(capacity.report.pruned.params <= 0.5 * capacity.report.original.params);
     assert.ok(capacity.report.pruned.macs > structural.report.pruned.macs * 1.05);
+  });
+});
+
+/** Elements every memory-bound node of the model writes at batch 1 (the speed source's count, done on a file). */
+async function memoryPassElements(model: Model): Promise<number> {
+  const { dims } = await probeShapes(model, probeInputDims(model));
+  let total = 0;
+  for (const n of model.graph.nodes) {
+    if (FUSED_OR_FREE.has(n.opType)) continue;
+    for (const o of n.outputs) {
+      const d = dims.get(o);
+      if (d && o.name !== '') total += d.reduce((a, b) => a * b, 1);
+    }
+  }
+  return total;
+}
+
+describe('prune: the speed width source', () => {
+  it('timePerMac equals 1 + κ·elements/MACs that dropping one channel of a group removes from the rewritten model', async () => {
+    const model = load(fixture('dense/yolo_det.onnx'));
+    const analysis = await analyzeForPruning(model);
+    const tau = timePerMac(analysis.channels);
+    const fullMacs = countCost(model).totalMacs;
+    const fullElements = await memoryPassElements(model);
+    const { plan: keepAll } = await pruneModel(model, { flops: 1, validate: false });
+    let checked = 0;
+    let memoryBound = 0;
+    for (const g of analysis.channels.groups) {
+      // One channel is one position of every space only where no Concat or Split spans the group.
+      if (g.frozen.length || g.spaces.some((s) => s.size !== g.size)) continue;
+      const plan = structuredClone(keepAll);
+      plan.groups[g.id]!.keep = plan.groups[g.id]!.keep.slice(0, g.size - 1);
+      const { model: pruned } = await pruneModel(model, { plan, validate: false });
+      const macs = fullMacs - countCost(pruned).totalMacs;
+      const elements = fullElements - (await memoryPassElements(pruned));
+      const expected = 1 + (MEMORY_PASS_MACS * elements) / macs;
+      assert.ok(
+        Math.abs(tau[g.id]! - expected) <= 1e-9 * expected,
+        `group ${g.id}: ${tau[g.id]} vs ${expected}`,
+      );
+      checked++;
+      if (expected > 1.5) memoryBound++;
+    }
+    assert.ok(checked >= 5 && memoryBound >= 2, `${checked} groups checked, ${memoryBound} memory-bound`);
+  });
+
+  it('is the default without data, and cuts the groups with the most time per MAC harder than structural', async () => {
+    const file = fixture('dense/yolo_det.onnx');
+    const structural = await pruneModel(load(file), { flops: 0.5, widths: 'structural', validate: false });
+    const speed = await pruneModel(load(file), { flops: 0.5, widths: 'speed', validate: false });
+    const original = structural.report.original.macs;
+    for (const r of [structural, speed]) assert.ok(r.report.pruned.macs <= 0.5 * original);
+    assert.ok(speed.report.pruned.macs >= 0.495 * original);
+    const tau = timePerMac((await analyzeForPruning(load(file))).channels);
+    const free = speed.report.groups.filter((g) => !g.frozen && tau[g.id]! > 0);
+    const slowest = free.reduce((a, b) => (tau[a.id]! >= tau[b.id]! ? a : b));
+    const kept = (r: typeof speed, id: number): number => r.report.groups[id]!.after;
+    assert.ok(
+      kept(speed, slowest.id) < kept(structural, slowest.id),
+      `group ${slowest.id} (τ ${tau[slowest.id]!.toFixed(2)}): ${kept(speed, slowest.id)} vs ${kept(structural, slowest.id)} channels`,
+    );
+  });
+
+  it('in a ResNet only the residual stream costs memory passes (its Adds and Pads); the inner convs are τ = 1', async () => {
+    const analysis = (await analyzeForPruning(load(fixture('resnet_a.onnx')))).channels;
+    const tau = timePerMac(analysis);
+    const free = analysis.groups.filter((g) => !g.frozen.length);
+    const stream = free.filter((g) => g.spaces.some((s) => s.value.producer?.opType === 'Add'));
+    assert.equal(stream.length, 1);
+    assert.ok(tau[stream[0]!.id]! > 1.1, `stream τ ${tau[stream[0]!.id]}`);
+    for (const g of free) if (g !== stream[0]) assert.equal(tau[g.id], 1, `group ${g.id}`);
+  });
+
+  it('leaves transformers at the structural widths (the table was fitted on convolutions)', async () => {
+    for (const name of ['transformers/vit.onnx', 'transformers/swin.onnx']) {
+      const plans = [];
+      for (const widths of ['structural', 'speed'] as const)
+        plans.push((await pruneModel(load(fixture(name)), { flops: 0.7, widths, validate: false })).plan);
+      assert.deepEqual(
+        plans[1]!.groups.map((g) => g.keep),
+        plans[0]!.groups.map((g) => g.keep),
+        name,
+      );
+    }
   });
 });

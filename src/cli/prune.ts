@@ -498,7 +498,7 @@ function budgetOptions<T>(y: Argv<T>) {
     .option('widths', {
       type: 'string',
       choices: ['search', ...WIDTH_SOURCES],
-      describe: 'Where keep ratios come from (default: search with --data, else structural)',
+      describe: 'Where keep ratios come from (default: search with --data, else speed)',
     })
     .option('width-trials', {
       type: 'number',

@@ -39,7 +39,7 @@ export async function adaPrune(input: Model, options: AdaPruneOptions): Promise<
   await ctx.stage('cleanup', () => cleanupPipeline(ctx.pm, input));
   const scoring = await prepareData(ctx);
   // Width sources: one, or (`search`, the default with data) each tried with one criterion and the best kept.
-  const widthOption = options.widths ?? (options.uniform ? 'uniform' : data ? 'search' : 'structural');
+  const widthOption = options.widths ?? (options.uniform ? 'uniform' : data ? 'search' : 'speed');
   if (widthOption === 'search' && !data)
     throw new UserError('--widths search compares candidates on data: give --data, or name a width source');
   const base = baseOptions(ctx, widthOption);

@@ -9,7 +9,7 @@ import { validateModel, type ValidationResult } from '../runtime/validate.js';
 import { compensationTargets, type CompensationScope, type CompensationTarget } from './compensate.js';
 import { taylorPriority } from './taylor.js';
 import { snapToTies, tieEqualSplits, unequalSplit } from './torch-compatible.js';
-import { jitterScores, widthScores, type WidthSource } from './width-prior.js';
+import { convMacShare, jitterScores, widthScores, type WidthSource } from './width-prior.js';
 import { analyzeGroups, groupRows, type GroupAnalysis, type GroupRow } from './groups.js';
 import { groupImportance, type Importance } from './importance.js';
 import { PLAN_FORMAT, PLAN_VERSION, anchorOf, validatePlan, type Plan } from './plan.js';
@@ -252,19 +252,6 @@ function withBlockFloor(analysis: PruneAnalysis, options: PlanOptions): PlanOpti
   const floored = { ...options, minChannels: floor.channels };
   const least = budgetFloorOf(analysis, floored)[options.flops !== undefined ? 'flops' : 'params'];
   return least <= floor.budgetShare * ratio ? floored : options;
-}
-
-/** The share of the unpruned network's MACs computed by Conv layers. */
-function convMacShare(analysis: GroupAnalysis): number {
-  let conv = 0;
-  let total = 0;
-  for (const term of analysis.costs) {
-    if (term.kind !== 'macs') continue;
-    const macs = term.spaces.reduce((v, sp) => v * sp.size, term.coef);
-    total += macs;
-    if (term.node.opType === 'Conv') conv += macs;
-  }
-  return total > 0 ? conv / total : 0;
 }
 
 /** One plan at the given rounding: widths to the budget (or the given plan re-checked), channels by criterion. */
