@@ -217,6 +217,24 @@ describe('rounding: the block floor', () => {
     assert.ok(ratio <= 0.8 && ratio >= 0.796, `achieved ${ratio}`);
   });
 
+  it('with the default rounding, keeps whole 16-channel blocks in every group of whole blocks under the floor', async () => {
+    const offBlock = (groups: { before: number; after: number }[]): string[] =>
+      groups.filter((g) => g.before % 16 === 0 && g.after % 16 !== 0).map((g) => `${g.before}->${g.after}`);
+    const wide = { wideRounding: DEFAULT_WIDE_ROUNDING };
+    const plain = await deeplab(0.8, wide);
+    const floored = await deeplab(0.8, { ...wide, blockFloor: floor });
+    assert.ok(
+      offBlock(plain.report.groups).length > 0,
+      'without the floor groups under 128 keep multiples of 8',
+    );
+    assert.deepEqual(offBlock(floored.report.groups), []);
+    assert.deepEqual(floored.plan.budget?.wide, { channels: 16, roundTo: 16 });
+    const ratio = floored.report.pruned.macs / floored.report.original.macs;
+    assert.ok(ratio <= 0.8 && ratio >= 0.796, `achieved ${ratio}`);
+    // An explicit rounding (no wide rounding) keeps its unit under the floor.
+    assert.ok(offBlock((await deeplab(0.8, { blockFloor: floor })).report.groups).length > 0);
+  });
+
   it('leaves the plan alone where the floor would take more than half the budget, or --min-channels is given', async () => {
     const plain = await deeplab(0.6);
     const floored = await deeplab(0.6, { blockFloor: floor });

@@ -249,7 +249,10 @@ function withBlockFloor(analysis: PruneAnalysis, options: PlanOptions): PlanOpti
   const ratio = options.flops ?? options.params;
   if (!floor || options.minChannels !== undefined || ratio === undefined) return options;
   if (convMacShare(analysis.channels) < floor.convShare) return options;
-  const floored = { ...options, minChannels: floor.channels };
+  // Where a width under one block saves no time, a width of half a block more wastes the rest of that block:
+  // under the floor every group whose size is whole blocks keeps whole blocks (the default rounding only).
+  const blocks = options.wideRounding && { wideRounding: { channels: floor.channels, roundTo: floor.channels } };
+  const floored = { ...options, minChannels: floor.channels, ...blocks };
   const least = budgetFloorOf(analysis, floored)[options.flops !== undefined ? 'flops' : 'params'];
   return least <= floor.budgetShare * ratio ? floored : options;
 }
