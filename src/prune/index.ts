@@ -251,7 +251,9 @@ function withBlockFloor(analysis: PruneAnalysis, options: PlanOptions): PlanOpti
   if (convMacShare(analysis.channels) < floor.convShare) return options;
   // Where a width under one block saves no time, a width of half a block more wastes the rest of that block:
   // under the floor every group whose size is whole blocks keeps whole blocks (the default rounding only).
-  const blocks = options.wideRounding && { wideRounding: { channels: floor.channels, roundTo: floor.channels } };
+  const blocks = options.wideRounding && {
+    wideRounding: { channels: floor.channels, roundTo: floor.channels },
+  };
   const floored = { ...options, minChannels: floor.channels, ...blocks };
   const least = budgetFloorOf(analysis, floored)[options.flops !== undefined ? 'flops' : 'params'];
   return least <= floor.budgetShare * ratio ? floored : options;
