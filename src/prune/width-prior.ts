@@ -25,8 +25,8 @@ import { CostModel } from './width-search.js';
  *   per MAC it costs (`timePerMac`); the default without data. At a MAC budget the structural widths kept
  *   whole the groups that memory-bound nodes (SiLU, Add, Split, Concat) read and write at high resolution,
  *   where a channel costs more time per MAC than one of a low-resolution convolution; at the same MACs the
- *   `speed` widths ran 1.51x → 1.57x faster than the original on a yolov8n-scale detector and 1.79x → 2.35x on
- *   EfficientNet-B0 (docs/history.md, issue 28, "Fourth pass").
+ *   `speed` widths ran 1.49x → 1.60x faster than the original on a yolov8n-scale detector (opset 12) and
+ *   1.73x → 2.38x on EfficientNet-B0 (docs/history.md, issue 28, "Fourth pass").
  */
 export const WIDTH_SOURCES = ['bn', 'uniform', 'structural', 'structural-bn', 'capacity', 'speed'] as const;
 export type WidthSource = (typeof WIDTH_SOURCES)[number];
