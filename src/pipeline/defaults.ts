@@ -1,5 +1,6 @@
 import type { Augmentation } from '../data/preprocess.js';
 import type { BlockFloor, WideRounding, WidthSource } from '../prune/index.js';
+import { CONV_NETWORK_SHARE } from '../prune/width-prior.js';
 
 /*
  * The pipeline's defaults (src/pipeline/adaprune.ts), each with the measurement that chose it; docs/results.md
@@ -78,7 +79,11 @@ export const DEFAULT_WIDE_ROUNDING: WideRounding = { channels: 128, roundTo: 16 
  * Under the floor every group of whole 16-channel blocks also keeps whole blocks (a width of 8 mod 16 wastes half
  * a block): the detector 1.49x -> 1.59x at opset 17 (docs/pruning.md, "Whole blocks under the floor").
  */
-export const DEFAULT_BLOCK_FLOOR: BlockFloor = { channels: 16, budgetShare: 0.5, convShare: 0.5 };
+export const DEFAULT_BLOCK_FLOOR: BlockFloor = {
+  channels: 16,
+  budgetShare: 0.5,
+  convShare: CONV_NETWORK_SHARE,
+};
 
 /** Fine-tuning batch with labels. */
 export const DEFAULT_PRUNE_BATCH = 128;

@@ -133,13 +133,19 @@ export function timePerMac(analysis: GroupAnalysis): number[] {
  * move the MLP widths, which nothing measured supports.
  */
 function speedFactors(analysis: GroupAnalysis): (i: number) => number {
-  if (convMacShare(analysis) < 0.5) return () => 1;
+  if (convMacShare(analysis) < CONV_NETWORK_SHARE) return () => 1;
   const tau = timePerMac(analysis);
   const free = analysis.groups.filter((g, i) => !g.frozen.length && tau[i]! > 0);
   const logMean = free.reduce((sum, g) => sum + Math.log(tau[g.id]!), 0) / Math.max(1, free.length);
   return (i) =>
     analysis.groups[i]!.frozen.length || !(tau[i]! > 0) ? 1 : Math.exp(logMean - Math.log(tau[i]!));
 }
+
+/**
+ * The share of MACs in Conv layers from which a network counts as convolutional: the rules measured on
+ * convolutions (the `speed` widths, the block floor) leave the others (transformers) alone.
+ */
+export const CONV_NETWORK_SHARE = 0.5;
 
 /** The share of the unpruned network's MACs computed by Conv layers. */
 export function convMacShare(analysis: GroupAnalysis): number {
