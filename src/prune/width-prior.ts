@@ -63,7 +63,11 @@ export function widthScores(
     source === 'structural-bn'
       ? (i: number): number => 0.5 + bnScores[i]!
       : source === 'capacity'
-        ? capacityFactors(analysis, budget === 'flops' ? CAPACITY_EXPONENT : -CAPACITY_EXPONENT)
+        ? relativeFactors(
+            analysis,
+            paramsPerMac(analysis),
+            budget === 'flops' ? CAPACITY_EXPONENT : -CAPACITY_EXPONENT,
+          )
         : source === 'speed'
           ? speedFactors(analysis)
           : (): number => 1;
@@ -73,17 +77,19 @@ export function widthScores(
 /** γ of the `capacity` source: 1/3 turns ResNet-56's 1:4:16 parameters per MAC into keep ratios near 1:2:3. */
 export const CAPACITY_EXPONENT = 1 / 3;
 
-/** Per group, (ρ_g / ρ̄)^exponent; 1 for frozen groups and groups whose channels cost no MACs or no parameters. */
-function capacityFactors(analysis: GroupAnalysis, exponent: number): (i: number) => number {
-  const density = paramsPerMac(analysis);
-  const free = analysis.groups.filter((g, i) => !g.frozen.length && density[i]! > 0);
-  const logMean = free.reduce((sum, g) => sum + Math.log(density[g.id]!), 0) / Math.max(1, free.length);
-  return (i) => {
-    const rho = density[i]!;
-    return analysis.groups[i]!.frozen.length || !(rho > 0)
-      ? 1
-      : Math.exp(exponent * (Math.log(rho) - logMean));
-  };
+/**
+ * Per group, (x_g / x̄)^exponent, x̄ the geometric mean of x over the free groups; 1 for frozen groups and where
+ * x_g is not positive. The `capacity` (x = parameters per MAC) and `speed` (x = time per MAC) factors.
+ */
+function relativeFactors(
+  analysis: GroupAnalysis,
+  x: readonly number[],
+  exponent: number,
+): (i: number) => number {
+  const free = analysis.groups.filter((g, i) => !g.frozen.length && x[i]! > 0);
+  const logMean = free.reduce((sum, g) => sum + Math.log(x[g.id]!), 0) / Math.max(1, free.length);
+  return (i) =>
+    analysis.groups[i]!.frozen.length || !(x[i]! > 0) ? 1 : Math.exp(exponent * (Math.log(x[i]!) - logMean));
 }
 
 /**
@@ -134,11 +140,7 @@ export function timePerMac(analysis: GroupAnalysis): number[] {
  */
 function speedFactors(analysis: GroupAnalysis): (i: number) => number {
   if (convMacShare(analysis) < CONV_NETWORK_SHARE) return () => 1;
-  const tau = timePerMac(analysis);
-  const free = analysis.groups.filter((g, i) => !g.frozen.length && tau[i]! > 0);
-  const logMean = free.reduce((sum, g) => sum + Math.log(tau[g.id]!), 0) / Math.max(1, free.length);
-  return (i) =>
-    analysis.groups[i]!.frozen.length || !(tau[i]! > 0) ? 1 : Math.exp(logMean - Math.log(tau[i]!));
+  return relativeFactors(analysis, timePerMac(analysis), -1);
 }
 
 /**
