@@ -1,5 +1,3 @@
-import { escapeControl } from '../escape.js';
-import { shuffledIndices } from '../data/subset.js';
 import { TOKEN_SPEC, type TokenDataset } from '../data/tokens.js';
 import { UserError } from '../errors.js';
 import { loadModel, serializeModel, type Model } from '../ir/index.js';
@@ -9,10 +7,9 @@ import { checkSidecarOutputs, stageSidecars } from './sidecars.js';
 import { parseDevice } from '../runtime/device.js';
 import { FidelityJudge } from '../runtime/fidelity.js';
 import { checkModel, checkRuntimeAccepts, validateWritten } from '../runtime/preflight.js';
-import { createProgress, type Progress } from '../runtime/progress.js';
 import { DEFAULT_DISTILL_LR_TOKENS } from '../pipeline/adaprune.js';
-import { DEFAULT_ADAMW_LR, withOptimizer } from '../train/optimizer.js';
 import { distillFromOriginal } from '../train/distill.js';
+import { distillOptionsOf, fidelitySubset, reportDistillation } from './distil-cli.js';
 import { inputShapesFor } from './input-shape.js';
 import type { FinetuneArgs } from './finetune.js';
 import { openTokenSets, refuseImageFlags, sameInputs } from './token-data.js';
@@ -72,24 +69,10 @@ export async function finetuneTokens(args: TokenFinetuneArgs & Record<string, un
     sets.val &&
     new FidelityJudge(serializeModel(teacher), sets.val, fidelityOptions(sets.val, args, runtime));
   const before = judge && 1 - (await judge.score(serializeModel(model))).error;
-  let bar: Progress | undefined;
   const result = await distillFromOriginal(model, teacher, sets.train, {
-    epochs: args.epochs,
-    batchSize: args.batch,
-    lr: args.lr ?? (args.optimizer === 'adamw' ? DEFAULT_ADAMW_LR : DEFAULT_DISTILL_LR_TOKENS),
-    sgd: withOptimizer(
-      { momentum: args.momentum, nesterov: args.nesterov, weightDecay: args.weightDecay },
-      args.optimizer,
-    ),
+    ...distillOptionsOf(args, DEFAULT_DISTILL_LR_TOKENS),
     spec: TOKEN_SPEC,
-    seed: args.seed,
-    ...(args.limit !== undefined && { limit: args.limit }),
     ...runtime,
-    onStep: (p) => {
-      if (p.step === 1) bar = createProgress(`epoch ${p.epoch}/${p.epochs}`, p.stepsPerEpoch);
-      bar?.update(p.step, `loss ${p.loss.toFixed(4)} ${p.imagesPerSecond.toFixed(0)} samples/s`);
-      if (p.step === p.stepsPerEpoch) bar?.stop();
-    },
   });
   const after = judge && 1 - (await judge.score(serializeModel(result.model))).error;
   await validateWritten(result.model, 'fine-tuned', sets.inputShapes);
@@ -98,14 +81,7 @@ export async function finetuneTokens(args: TokenFinetuneArgs & Record<string, un
   stageSidecars(outputs, args.model, args.output);
   outputs.commit();
   const fidelity = before !== undefined && after !== undefined ? { before, after } : undefined;
-  if (args.json)
-    process.stdout.write(
-      `${JSON.stringify({ output: args.output, history: result.history, ...(fidelity && { fidelity }) }, null, 2)}\n`,
-    );
-  else
-    process.stderr.write(
-      `wrote ${escapeControl(args.output)}${fidelity ? ` (fidelity R² to the teacher on --val ${(100 * fidelity.before).toFixed(2)}% -> ${(100 * fidelity.after).toFixed(2)}%)` : ''}\n`,
-    );
+  reportDistillation(args, result.history, fidelity);
 }
 
 function loadChecked(file: string): Model {
@@ -119,9 +95,6 @@ function fidelityOptions(
   args: TokenFinetuneArgs,
   runtime: { device?: ReturnType<typeof parseDevice>; threads?: number },
 ) {
-  const indices =
-    args.valLimit !== undefined
-      ? shuffledIndices(val.length, args.seed).slice(0, Math.min(args.valLimit, val.length)).sort()
-      : undefined;
+  const indices = fidelitySubset(val.length, args.valLimit, args.seed);
   return { spec: TOKEN_SPEC, runtime, ...(indices && { indices }) };
 }

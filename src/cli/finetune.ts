@@ -14,6 +14,7 @@ import {
   threads,
   type NumberRule,
 } from './numbers.js';
+import { hasLabels } from '../data/dataset.js';
 import { openDataset } from '../data/open.js';
 import { AUGMENTATIONS, resolveSpec, specForInput, type Augmentation } from '../data/preprocess.js';
 import { balancedSubset } from '../data/subset.js';
@@ -25,6 +26,7 @@ import { parseDevice } from '../runtime/device.js';
 import { createProgress, type Progress } from '../runtime/progress.js';
 import { DEFAULT_ADAMW_LR, OPTIMIZER_KINDS, withOptimizer, type OptimizerKind } from '../train/optimizer.js';
 import { finetune } from '../train/loop.js';
+import { finetuneUnlabelled } from './finetune-images.js';
 import { finetuneTokens } from './finetune-tokens.js';
 import { isTokenData } from './token-data.js';
 import { SCHEDULE_KINDS, type ScheduleKind } from '../train/schedule.js';
@@ -84,7 +86,8 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
       .option('data', {
         type: 'string',
         demandOption: true,
-        describe: 'Training images: folder, .tar, IDX or CIFAR binary; or .jsonl token ids',
+        describe:
+          'Training images: folder, .tar, IDX or CIFAR binary; or .jsonl token ids (without labels: --teacher)',
       })
       .option('val', {
         type: 'string',
@@ -166,7 +169,7 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
       })
       .option('teacher', {
         type: 'string',
-        describe: 'Distil from this model (typically the unpruned original)',
+        describe: 'Distil from this model (typically the unpruned original); needed without labels',
       })
       // The distillation options have no yargs defaults so that one given without --teacher is an error, not ignored.
       .option('temperature', {
@@ -205,7 +208,9 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
     const resolved = resolveSpec({ preset: args.preset, specFile: args.spec, modelPath: args.model });
     const inputShapes = inputShapesFor(model, args.inputShape, args.model);
     const spec = specForInput(resolved.spec, imageInputDims(model, inputShapes), args.model);
-    const train = await openDataset(args.data, { split: 'train' });
+    const train = await openDataset(args.data, { split: 'train', labels: 'optional' });
+    // Images without labels train by distillation from --teacher (src/cli/finetune-images.ts).
+    if (!hasLabels(train)) return finetuneUnlabelled(args, { model, teacher, train, spec, inputShapes });
     const val = args.val ? await openDataset(args.val, { split: 'test' }) : undefined;
     const checkpoint = args.checkpoint ?? `${args.output}.ckpt`;
     // The checkpoint is read on --resume and rewritten every epoch: it must be no other input, nor the output.
