@@ -20,7 +20,8 @@ usage: detector_recovery_torch.py ORIGINAL.onnx PRUNED.onnx [--mode distil] [--s
        [--pool N] [--no-flip] [--no-ema] [--loss head|decoded] [--eval-at 15,50,200,400]
 --pool trains on the first N of the 8,000 generated training images (repeated, flipped at random) instead of
 fresh ones; --data-seed S --pool 300 --val 200 are the images of `fixtures/synthdet.py DIR --train 300 --val 200
---seed S`, for a comparison with adapruner on the same files. Prints one line per evaluation: mAP50, mAP50-95 and the share of the original's mAP50-95.
+--seed S`, for a comparison with adapruner on the same files. The default --data-seed 0 gives the images the
+original was trained on (make_trained.py's DATA_SEED); another seed gives images it never saw. Prints one line per evaluation: mAP50, mAP50-95 and the share of the original's mAP50-95.
 """
 import argparse
 import math
