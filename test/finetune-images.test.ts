@@ -47,6 +47,32 @@ describe('finetune on images without labels', () => {
     assert.notDeepEqual(weight(tuned), weight(start));
   });
 
+  it('a model whose input fixes the batch (a static batch-1 export) trains at that batch, and says so', async () => {
+    const original = fixture('dense/yolo_det.onnx');
+    const { model } = await pruneModel(loadModel(original), { flops: 0.5, validate: false });
+    const start = path.join(dir, 'static.onnx');
+    saveModel(model, start);
+    const out = path.join(dir, 'static-tuned.onnx');
+    const args = [
+      'finetune',
+      start,
+      '--data',
+      images,
+      '--preset',
+      'yolo',
+      '--batch',
+      '8',
+      '--teacher',
+      original,
+    ];
+    const r = await runCli([...args, '--val', images, '--val-limit', '8', '--json', '-o', out]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /the model's input fixes the batch at 1: training runs in batches of 1/);
+    const { fidelity } = JSON.parse(r.stdout) as { fidelity: { before: number; after: number } };
+    // Measured on all 24 images: R² 51% -> 60% after one epoch.
+    assert.ok(fidelity.after > fidelity.before, JSON.stringify(fidelity));
+  });
+
   it('without --teacher, or with options that need labels, it is refused in one line and writes nothing', async () => {
     const out = path.join(dir, 'refused.onnx');
     const none = await runCli(['finetune', pruned, ...common, '-o', out]);

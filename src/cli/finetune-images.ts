@@ -125,5 +125,6 @@ function fidelityOptions(
   runtime: { device?: ReturnType<typeof parseDevice>; threads?: number },
 ) {
   const indices = fidelitySubset(val.length, args.valLimit, args.seed);
-  return { spec, runtime, ...(indices && { indices }) };
+  // The training batch: the model's own where its input fixes it (trainingBatch in finetune.ts).
+  return { spec, runtime, batchSize: args.batch, ...(indices && { indices }) };
 }

@@ -14,11 +14,13 @@ import {
   threads,
   type NumberRule,
 } from './numbers.js';
+import { dataInputs } from '../analysis/cost.js';
 import { hasLabels } from '../data/dataset.js';
 import { openDataset } from '../data/open.js';
 import { AUGMENTATIONS, resolveSpec, specForInput, type Augmentation } from '../data/preprocess.js';
 import { balancedSubset } from '../data/subset.js';
 import { UserError } from '../errors.js';
+import type { Model } from '../ir/index.js';
 import { loadModel } from '../ir/load.js';
 import { INPUT_SHAPE_OPTION, imageInputDims, inputShapesFor } from './input-shape.js';
 import { saveModel } from '../ir/save.js';
@@ -209,8 +211,10 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
     const inputShapes = inputShapesFor(model, args.inputShape, args.model);
     const spec = specForInput(resolved.spec, imageInputDims(model, inputShapes), args.model);
     const train = await openDataset(args.data, { split: 'train', labels: 'optional' });
+    const batch = trainingBatch(model, args.batch);
     // Images without labels train by distillation from --teacher (src/cli/finetune-images.ts).
-    if (!hasLabels(train)) return finetuneUnlabelled(args, { model, teacher, train, spec, inputShapes });
+    if (!hasLabels(train))
+      return finetuneUnlabelled({ ...args, batch }, { model, teacher, train, spec, inputShapes });
     const val = args.val ? await openDataset(args.val, { split: 'test' }) : undefined;
     const checkpoint = args.checkpoint ?? `${args.output}.ckpt`;
     // The checkpoint is read on --resume and rewritten every epoch: it must be no other input, nor the output.
@@ -226,7 +230,7 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
     let bar: Progress | undefined;
     const result = await finetune(model, train, {
       epochs: args.epochs,
-      batchSize: args.batch,
+      batchSize: batch,
       lr: args.lr ?? (args.optimizer === 'adamw' ? DEFAULT_ADAMW_LR : 0.01),
       spec,
       ...(inputShapes && { inputShapes }),
@@ -292,6 +296,14 @@ export const finetuneCommand: CommandModule<object, FinetuneArgs> = {
       );
   },
 };
+
+/** A model whose input fixes the batch trains at that batch, as prune's fine-tuning does, and says so. */
+function trainingBatch(model: Model, asked: number): number {
+  const dim = dataInputs(model)[0]?.shape?.[0];
+  if (typeof dim !== 'number' || dim <= 0 || dim === asked) return asked;
+  process.stderr.write(`the model's input fixes the batch at ${dim}: training runs in batches of ${dim}\n`);
+  return dim;
+}
 
 /** Distillation options without a teacher would change nothing; say so rather than train without them. */
 function checkDistillationOptions(args: FinetuneArgs): void {
