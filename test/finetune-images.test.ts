@@ -73,7 +73,7 @@ describe('finetune on images without labels', () => {
     assert.ok(fidelity.after > fidelity.before, JSON.stringify(fidelity));
   });
 
-  it('without --teacher, or with options that need labels, it is refused in one line and writes nothing', async () => {
+  it('without --teacher, with a teacher of another input, or with options that need labels: one line, nothing written', async () => {
     const out = path.join(dir, 'refused.onnx');
     const none = await runCli(['finetune', pruned, ...common, '-o', out]);
     assert.equal(none.code, 2);
@@ -83,6 +83,13 @@ describe('finetune on images without labels', () => {
     assert.equal(sam.code, 2);
     assert.match(sam.stderr, /--sam does not apply to distillation on images without labels/);
     assert.equal(sam.stderr.trim().split('\n').length, 1, sam.stderr);
+    const other = ['--teacher', fixture('dense/yolo_det.onnx')];
+    const mismatch = await runCli(['finetune', pruned, ...common, ...other, '-o', out]);
+    assert.equal(mismatch.code, 2);
+    assert.match(
+      mismatch.stderr,
+      /takes the input images \[1, 3, 64, 64\], where the model takes images \[N, 3, 96, 96\]/,
+    );
     assert.ok(!fs.existsSync(out));
   });
 });

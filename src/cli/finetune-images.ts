@@ -1,3 +1,4 @@
+import { dataInputs } from '../analysis/cost.js';
 import type { AnyDataset, UnlabelledDataset } from '../data/dataset.js';
 import { openDataset } from '../data/open.js';
 import type { PreprocessSpec } from '../data/preprocess.js';
@@ -36,6 +37,7 @@ const RECALIBRATION_BATCHES = 20;
 export async function finetuneUnlabelled(args: FinetuneArgs, run: UnlabelledRun): Promise<void> {
   const teacher = requireTeacher(args, run.teacher);
   refuseLabelledOptions(args);
+  sameImageInput(run.model, teacher, args.teacher!);
   const val =
     args.val !== undefined ? await openDataset(args.val, { split: 'test', labels: 'optional' }) : undefined;
   checkOutput(args.output, 'model');
@@ -74,6 +76,32 @@ function requireTeacher(args: FinetuneArgs, teacher: Model | undefined): Model {
     'these images have no labels: give --teacher ORIGINAL.onnx to distil from the original, or labelled images (one subfolder per class)',
     args.data,
   );
+}
+
+/**
+ * The teacher is fed the same batches as the model: its image input must take them (the same name and rank, and
+ * no fixed size the model's does not have), and it must have as many outputs to match.
+ */
+function sameImageInput(model: Model, teacher: Model, file: string): void {
+  const [mine, theirs] = [dataInputs(model)[0], dataInputs(teacher)[0]];
+  const show = (dims: readonly unknown[] | undefined) => `[${(dims ?? []).join(', ')}]`;
+  const fits =
+    mine !== undefined &&
+    theirs !== undefined &&
+    mine.name === theirs.name &&
+    mine.shape?.length === theirs.shape?.length &&
+    (theirs.shape ?? []).every((d, i) => typeof d !== 'number' || d === mine.shape?.[i]);
+  if (!fits)
+    throw new UserError(
+      `takes the input ${theirs?.name ?? '(none)'} ${show(theirs?.shape)}, where the model takes ${mine?.name ?? '(none)'} ${show(mine?.shape)}: the teacher is fed the model's batches`,
+      file,
+    );
+  const [ours, its] = [model.graph.outputs.length, teacher.graph.outputs.length];
+  if (ours !== its)
+    throw new UserError(
+      `has ${its} outputs where the model has ${ours}: each output is matched to the teacher's`,
+      file,
+    );
 }
 
 /** Options that shape training on labels: without labels they would change nothing, so say so. */
