@@ -1,13 +1,13 @@
-import { shuffledIndices } from '../data/subset.js';
+import { seededSubset } from '../data/subset.js';
 import { TOKEN_SPEC, type TokenDataset } from '../data/tokens.js';
 import { UserError } from '../errors.js';
 import { loadModel, serializeModel, type Model } from '../ir/index.js';
 import { renderKeyValues } from '../report/table.js';
 import { FidelityJudge, type RunOutputs } from '../runtime/fidelity.js';
-import { checkModel } from '../runtime/preflight.js';
+import { checkModel, sameFeeds } from '../runtime/preflight.js';
 import type { RuntimeOptions } from '../runtime/session.js';
 import { inputShapesFor } from './input-shape.js';
-import { openTokenSets, refuseImageFlags, sameInputs } from './token-data.js';
+import { openTokenSets, refuseImageFlags } from './token-data.js';
 
 interface TokenEvalArgs {
   model: string;
@@ -32,7 +32,7 @@ export async function evalTokens(
   refuseImageFlags(args, ['preset', 'spec', 'mean', 'std', 'resize', 'crop', 'task', 'layout', 'split']);
   const model = loadChecked(args.model);
   const original = args.against !== undefined ? loadChecked(args.against) : undefined;
-  if (original) sameInputs(model, original, args.against!);
+  if (original) sameFeeds(model, original, args.against!, 'the token data is fed to both');
   const given = inputShapesFor(model, args.inputShape, args.model);
   const { train: data } = await openTokenSets(model, args.model, given, args.data, undefined);
   if (!original && !data.classLabels)
@@ -40,10 +40,7 @@ export async function evalTokens(
       'token data without labels: give --against ORIGINAL.onnx (fidelity to the original), or a "label" on every line',
       args.data,
     );
-  const indices =
-    args.limit !== undefined
-      ? shuffledIndices(data.length, args.seed).slice(0, Math.min(args.limit, data.length)).sort()
-      : undefined;
+  const indices = seededSubset(data.length, args.limit, args.seed);
   const started = performance.now();
   const options = { spec: TOKEN_SPEC, runtime, batchSize: args.batch ?? 64, ...(indices && { indices }) };
   const bytes = serializeModel(model);

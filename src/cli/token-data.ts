@@ -88,17 +88,3 @@ export async function openTokenPruneData(
     inputShapes: sets.inputShapes,
   };
 }
-
-/** The two models must take the same inputs: the samples are fed to both. */
-export function sameInputs(model: Model, original: Model, file: string): void {
-  const names = (m: Model) =>
-    m.graph.inputs
-      .filter((v) => !v.isInitializer)
-      .map((v) => v.name)
-      .join(', ');
-  if (names(model) !== names(original))
-    throw new UserError(
-      `takes the inputs ${names(original)}, where the model takes ${names(model)}: the token data is fed to both`,
-      file,
-    );
-}

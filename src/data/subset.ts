@@ -47,6 +47,12 @@ export function shuffledIndices(n: number, seed: number): Int32Array {
   return shuffle(indices, mulberry32(seed));
 }
 
+/** The first `limit` of a seeded shuffle of 0..n-1, in ascending order, or undefined (all) without a limit. */
+export function seededSubset(n: number, limit: number | undefined, seed: number): Int32Array | undefined {
+  if (limit === undefined) return undefined;
+  return shuffledIndices(n, seed).slice(0, Math.min(limit, n)).sort();
+}
+
 function indicesByClass(labels: Int32Array): number[][] {
   const byClass: number[][] = [];
   labels.forEach((label, i) => (byClass[label] ??= []).push(i));

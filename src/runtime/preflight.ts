@@ -177,6 +177,43 @@ export function modelBytesFromFile(file: string): Uint8Array {
 }
 
 /**
+ * `original` is fed the very batches `model` is (a teacher, or the reference of a comparison): it must take the
+ * same inputs, in the same order and rank, with no fixed size the model's lack, and have as many outputs to
+ * compare. `fed` ends the message: what is fed to both.
+ */
+export function sameFeeds(model: Model, original: Model, file: string, fed: string): void {
+  const inputs = (m: Model) => m.graph.inputs.filter((v) => !v.isInitializer);
+  const names = (m: Model) =>
+    inputs(m)
+      .map((v) => v.name)
+      .join(', ');
+  if (names(model) !== names(original))
+    throw new UserError(
+      `takes the inputs ${names(original)}, where the model takes ${names(model)}: ${fed}`,
+      file,
+    );
+  const ours = inputs(model);
+  const show = (dims: readonly unknown[] | undefined) => `[${(dims ?? []).join(', ')}]`;
+  inputs(original).forEach((theirs, i) => {
+    const mine = ours[i]!;
+    const fits =
+      mine.shape?.length === theirs.shape?.length &&
+      (theirs.shape ?? []).every((d, k) => typeof d !== 'number' || d === mine.shape?.[k]);
+    if (!fits)
+      throw new UserError(
+        `takes the input ${theirs.name} ${show(theirs.shape)}, where the model takes ${mine.name} ${show(mine.shape)}: ${fed}`,
+        file,
+      );
+  });
+  const [mine, its] = [model.graph.outputs.length, original.graph.outputs.length];
+  if (mine !== its)
+    throw new UserError(
+      `has ${its} outputs where the model has ${mine}: each output is compared with its own`,
+      file,
+    );
+}
+
+/**
  * Opens `model` in onnxruntime (CPU) once and closes it: a model the runtime refuses is the user's file at
  * fault, named with onnxruntime's reason, before any work; a refusal after our own passes is then our bug.
  */
